@@ -1,0 +1,43 @@
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SAMPLES := questions/fixtures/seed_questions.json questions/fixtures/list_page_excerpt.json questions/fixtures/question_detail.json
+
+.PHONY: install migrate sample run web worker beat test lint bench
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py createcachetable
+
+sample: migrate
+	$(BIN)/python manage.py import_questions $(SAMPLES)
+
+# Web, worker and beat together on the embedded defaults (SQLite, a file broker, emails written to var/outbox).
+run: sample
+	@echo
+	@echo "Written question alerts: http://127.0.0.1:8000/   (admin: http://127.0.0.1:8000/admin/)"
+	@echo "Make an admin login in another terminal: $(BIN)/python manage.py createsuperuser"
+	@echo "Emails are written to var/outbox/. Press Ctrl-C to stop."
+	@echo
+	@trap 'kill 0' INT TERM EXIT; \
+	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 & \
+	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config beat --loglevel=INFO & \
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:8000; \
+	wait
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/ingest.py

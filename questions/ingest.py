@@ -1,0 +1,120 @@
+"""Upserting records into the archive, and the events that a change of state means."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+
+from django.db import transaction
+from django.utils import timezone
+
+from questions.models import Question, QuestionEvent, Source
+from questions.records import QuestionRecord
+
+log = logging.getLogger(__name__)
+
+RECORD_FIELDS = [f.name for f in fields(QuestionRecord) if f.name not in {"external_id", "answer_is_correction"}]
+# A later record without a member (the API did not expand it) must not erase a name we already have.
+KEEP_IF_MISSING = {
+    "asking_member_name", "asking_member_party", "asking_member_constituency", "answering_member_name",
+    "answering_member_role", "list_signature", "url",
+}
+UPDATE_FIELDS = RECORD_FIELDS + [f"norm_{name}" for name in
+                                 ("heading", "question", "answer", "member", "party", "constituency",
+                                  "department", "minister", "house", "uin")]
+CHUNK = 500
+
+
+@dataclass
+class UpsertResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    events: Counter = field(default_factory=Counter)
+
+    def __str__(self) -> str:
+        events = ", ".join(f"{n} {kind}" for kind, n in sorted(self.events.items())) or "no events"
+        return f"{self.created} new, {self.updated} updated, {self.unchanged} unchanged; {events}"
+
+
+def _answer_key(record: QuestionRecord) -> str:
+    return "answered:holding" if record.answer_is_holding else "answered"
+
+
+def _events_for(question: Question, before: dict | None, record: QuestionRecord) -> list[QuestionEvent]:
+    def event(kind: str, key: str | None = None) -> QuestionEvent:
+        return QuestionEvent(question=question, kind=kind, key=key or kind)
+
+    answered = bool(record.answer_text)
+    if before is None:
+        found = [event("tabled")]
+        if answered:
+            found.append(event("answered", _answer_key(record)))
+        if record.is_withdrawn:
+            found.append(event("withdrawn"))
+        return found
+    found = []
+    if answered and (not before["answer_text"] or (before["answer_is_holding"] and not record.answer_is_holding)):
+        found.append(event("answered", _answer_key(record)))
+    elif (
+        answered
+        and before["answer_text"] != record.answer_text
+        and (record.answer_is_correction or (record.date_answer_corrected
+                                             and record.date_answer_corrected != before["date_answer_corrected"]))
+    ):
+        digest = hashlib.sha1(record.answer_text.encode()).hexdigest()[:16]
+        found.append(event("corrected", f"corrected:{digest}"))
+    if record.is_withdrawn and not before["is_withdrawn"]:
+        found.append(event("withdrawn"))
+    return found
+
+
+def _apply(question: Question, record: QuestionRecord) -> None:
+    for name in RECORD_FIELDS:
+        value = getattr(record, name)
+        if name in KEEP_IF_MISSING and not value:
+            continue
+        setattr(question, name, value)
+    question.refresh_search_text()
+
+
+def upsert(records: Iterable[QuestionRecord], source: Source | None = None) -> UpsertResult:
+    """Store the records in one transaction: new questions, changed questions, and their events, each once."""
+    by_id = {record.external_id: record for record in records}
+    result = UpsertResult()
+    with transaction.atomic():
+        ids = list(by_id)
+        existing: dict[str, Question] = {}
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start:start + CHUNK]
+            existing.update(
+                (q.external_id, q) for q in Question.objects.select_for_update().filter(external_id__in=chunk)
+            )
+        new, changed, events = [], [], []
+        for external_id, record in by_id.items():
+            question = existing.get(external_id)
+            if question is None:
+                question = Question(external_id=external_id, source=source)
+                _apply(question, record)
+                new.append(question)
+                events.extend(_events_for(question, None, record))
+                continue
+            before = {name: getattr(question, name) for name in UPDATE_FIELDS}
+            _apply(question, record)
+            if any(getattr(question, name) != value for name, value in before.items()):
+                question.updated_at = timezone.now()
+                changed.append(question)
+                events.extend(_events_for(question, before, record))
+            else:
+                result.unchanged += 1
+        Question.objects.bulk_create(new, batch_size=CHUNK)
+        Question.objects.bulk_update(changed, UPDATE_FIELDS + ["updated_at"], batch_size=CHUNK)
+        for event in events:
+            event.question_id = event.question.pk
+        QuestionEvent.objects.bulk_create(events, batch_size=CHUNK, ignore_conflicts=True)
+    result.created, result.updated = len(new), len(changed)
+    result.events.update(event.kind for event in events)
+    return result

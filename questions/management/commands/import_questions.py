@@ -1,0 +1,23 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from questions.importing import read_records
+from questions.ingest import upsert
+
+
+class Command(BaseCommand):
+    help = "Import questions from JSON or JSONL: API list pages, API detail records, or normalised records."
+
+    def add_arguments(self, parser):
+        parser.add_argument("files", nargs="+", type=Path)
+
+    def handle(self, *args, files, **options):
+        for path in files:
+            if not path.exists():
+                raise CommandError(f"{path}: no such file")
+            records, problems = read_records(path)
+            for where, reason in problems:
+                self.stderr.write(f"{path}: {where} skipped: {reason}")
+            result = upsert(records)
+            self.stdout.write(f"{path}: {result}")

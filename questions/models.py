@@ -1,0 +1,178 @@
+"""The archive: sources we poll, the questions they bring, and the events that alerts consume."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from questions.search import FIELDS, document
+
+
+class Source(models.Model):
+    class Kind(models.TextChoices):
+        PARLIAMENT_API = "api", "Parliament Written Questions API"
+        FEED = "feed", "RSS/Atom feed"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    url = models.URLField(max_length=500)
+    enabled = models.BooleanField(default=True)
+    poll_interval_minutes = models.PositiveIntegerField(default=5)
+    etag = models.CharField(max_length=500, blank=True)
+    last_modified = models.CharField(max_length=100, blank=True)
+    cursor = models.DateField(null=True, blank=True, help_text="The API is polled from this day (less the overlap).")
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def is_due(self, now=None) -> bool:
+        if self.last_polled_at is None:
+            return True
+        now = now or timezone.now()
+        return (now - self.last_polled_at).total_seconds() >= self.poll_interval_minutes * 60 - 5
+
+
+class SourceProblem(models.Model):
+    """One item a source sent that could not be used, or one failed poll: what an operator reads first."""
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="problems")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    record_id = models.CharField(max_length=500, blank=True)
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.record_id} {self.message[:80]}"
+
+
+class Question(models.Model):
+    class House(models.TextChoices):
+        COMMONS = "Commons"
+        LORDS = "Lords"
+
+    external_id = models.CharField(
+        max_length=500, unique=True, help_text="The API id, a feed entry's guid, or the id of an imported record."
+    )
+    uin = models.CharField(max_length=50, blank=True, db_index=True)
+    house = models.CharField(max_length=20, blank=True)
+    heading = models.TextField(blank=True)
+    question_text = models.TextField(blank=True)
+    answer_html = models.TextField(blank=True, help_text="Sanitised HTML, safe to render.")
+    answer_text = models.TextField(blank=True)
+    date_tabled = models.DateField(null=True, blank=True, db_index=True)
+    date_for_answer = models.DateField(null=True, blank=True)
+    date_answered = models.DateField(null=True, blank=True)
+    date_holding_answer = models.DateField(null=True, blank=True)
+    date_answer_corrected = models.DateField(null=True, blank=True)
+    is_named_day = models.BooleanField(default=False)
+    is_withdrawn = models.BooleanField(default=False)
+    answer_is_holding = models.BooleanField(default=False)
+    grouped_uins = models.JSONField(default=list, blank=True)
+    attachments = models.JSONField(default=list, blank=True)
+    asking_member_id = models.IntegerField(null=True, blank=True)
+    asking_member_name = models.CharField(max_length=200, blank=True)
+    asking_member_party = models.CharField(max_length=200, blank=True)
+    asking_member_constituency = models.CharField(max_length=200, blank=True)
+    answering_body_id = models.IntegerField(null=True, blank=True)
+    answering_body_name = models.CharField(max_length=200, blank=True, db_index=True)
+    answering_member_id = models.IntegerField(null=True, blank=True)
+    answering_member_name = models.CharField(max_length=200, blank=True)
+    answering_member_role = models.CharField(max_length=300, blank=True)
+    url = models.URLField(max_length=500, blank=True)
+    source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="questions")
+    # What the list endpoint last said, so an unchanged question costs no detail request.
+    list_signature = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # The searchable text of each field of QUERY_LANGUAGE.md, as normalised words (" w1 w2 ").
+    norm_heading = models.TextField(default="", editable=False)
+    norm_question = models.TextField(default="", editable=False)
+    norm_answer = models.TextField(default="", editable=False)
+    norm_member = models.TextField(default="", editable=False)
+    norm_party = models.TextField(default="", editable=False)
+    norm_constituency = models.TextField(default="", editable=False)
+    norm_department = models.TextField(default="", editable=False)
+    norm_minister = models.TextField(default="", editable=False)
+    norm_house = models.TextField(default="", editable=False)
+    norm_uin = models.TextField(default="", editable=False)
+
+    class Meta:
+        ordering = ["-date_tabled", "-id"]
+        indexes = [models.Index(fields=["-date_tabled", "-id"], name="question_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.uin or self.external_id}: {self.heading}"
+
+    def search_fields(self) -> dict[str, str]:
+        """The raw text of each field of the query language."""
+        return {
+            "heading": self.heading,
+            "question": self.question_text,
+            "answer": self.answer_text,
+            "member": self.asking_member_name,
+            "party": self.asking_member_party,
+            "constituency": self.asking_member_constituency,
+            "department": self.answering_body_name,
+            "minister": self.answering_member_name,
+            "house": self.house,
+            "uin": self.uin,
+        }
+
+    def refresh_search_text(self) -> None:
+        for field, text in document(self.search_fields()).items():
+            setattr(self, f"norm_{field}", text)
+
+    def search_document(self) -> dict[str, str]:
+        return {field: getattr(self, f"norm_{field}") for field in FIELDS}
+
+    @property
+    def is_answered(self) -> bool:
+        return bool(self.answer_text)
+
+    @property
+    def official_url(self) -> str:
+        if self.url:
+            return self.url
+        if self.date_tabled and self.uin:
+            return (
+                "https://questions-statements.parliament.uk/written-questions/detail/"
+                f"{self.date_tabled.isoformat()}/{self.uin}"
+            )
+        return ""
+
+
+class QuestionEvent(models.Model):
+    class Kind(models.TextChoices):
+        TABLED = "tabled", "New question"
+        ANSWERED = "answered", "Answered"
+        CORRECTED = "corrected", "Answer corrected"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+
+    question = models.ForeignKey(Question, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Makes each event happen once: "tabled", "answered", "answered:holding", "corrected:<hash>", "withdrawn".
+    key = models.CharField(max_length=100)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    matched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["question", "key"], name="one_event_per_key")]
+        indexes = [
+            models.Index(fields=["id"], condition=models.Q(matched_at__isnull=True), name="event_unmatched"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.question}"

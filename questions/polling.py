@@ -1,0 +1,100 @@
+"""Polling sources: fetch, store what arrived, and keep the source's health for the operator."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from questions.ingest import UpsertResult, upsert
+from questions.models import Source, SourceProblem
+from questions.sources import Batch, feed, parliament
+from questions.sources.http import FetchError, PoliteClient
+
+log = logging.getLogger(__name__)
+LOCK_SECONDS = 15 * 60
+
+
+@dataclass
+class PollReport:
+    source: str
+    landed: UpsertResult | None = None
+    problems: int = 0
+    error: str = ""
+    skipped: str = ""
+
+    def __str__(self) -> str:
+        if self.skipped:
+            return f"{self.source}: skipped ({self.skipped})"
+        parts = [f"{self.source}: {self.landed or 'nothing new'}"]
+        if self.problems:
+            parts.append(f"{self.problems} item(s) skipped, see the source's problems")
+        if self.error:
+            parts.append(f"error: {self.error}")
+        return "; ".join(parts)
+
+
+def _fetch(source: Source, client: PoliteClient) -> Batch:
+    if source.kind == Source.Kind.PARLIAMENT_API:
+        return parliament.fetch(source, client, timezone.localdate())
+    return feed.fetch(source, client)
+
+
+def poll_source(source: Source, client: PoliteClient | None = None) -> PollReport:
+    lock = f"poll-source-{source.pk}"
+    # One poll of a source at a time, so two workers never insert the same new question.
+    if not cache.add(lock, "1", LOCK_SECONDS):
+        return PollReport(source.name, skipped="a poll of this source is already running")
+    try:
+        return _poll(source, client or PoliteClient())
+    finally:
+        cache.delete(lock)
+
+
+def _poll(source: Source, client: PoliteClient) -> PollReport:
+    now = timezone.now()
+    report = PollReport(source.name)
+    try:
+        batch = _fetch(source, client)
+    except FetchError as exc:
+        batch = Batch(error=str(exc))
+    if batch.records:
+        report.landed = upsert(batch.records, source)
+    report.problems = len(batch.problems)
+    report.error = batch.error
+    with transaction.atomic():
+        SourceProblem.objects.bulk_create(
+            SourceProblem(source=source, record_id=record_id[:500], message=message)
+            for record_id, message in batch.problems
+        )
+        if batch.error:
+            SourceProblem.objects.create(source=source, message=batch.error)
+        source.last_polled_at = now
+        if batch.error:
+            source.last_error, source.last_error_at = batch.error, now
+            source.consecutive_failures += 1
+        else:
+            source.last_success_at = now
+            source.consecutive_failures = 0
+        if batch.cursor:
+            source.cursor = batch.cursor
+        if batch.etag or batch.last_modified:
+            source.etag, source.last_modified = batch.etag, batch.last_modified
+        source.save()
+    landed = report.landed or UpsertResult()
+    log.info(
+        "source polled source=%s requests=%d new=%d updated=%d events=%d problems=%d error=%r",
+        source.name, batch.requests, landed.created, landed.updated, sum(landed.events.values()),
+        report.problems, report.error,
+    )
+    return report
+
+
+def poll_sources(name: str | None = None, only_due: bool = False) -> list[PollReport]:
+    sources = Source.objects.filter(enabled=True)
+    if name:
+        sources = Source.objects.filter(name=name)
+    return [poll_source(source) for source in sources if not only_due or source.is_due()]

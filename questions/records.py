@@ -1,0 +1,126 @@
+"""The one shape every source turns its items into before they are stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from questions import html
+
+
+class RecordError(ValueError):
+    """An item that cannot become a question; the message says why, for the source's log."""
+
+
+@dataclass(frozen=True)
+class QuestionRecord:
+    external_id: str
+    uin: str = ""
+    house: str = ""
+    heading: str = ""
+    question_text: str = ""
+    answer_html: str = ""
+    answer_text: str = ""
+    date_tabled: dt.date | None = None
+    date_for_answer: dt.date | None = None
+    date_answered: dt.date | None = None
+    date_holding_answer: dt.date | None = None
+    date_answer_corrected: dt.date | None = None
+    is_named_day: bool = False
+    is_withdrawn: bool = False
+    answer_is_holding: bool = False
+    answer_is_correction: bool = False
+    grouped_uins: list[str] = field(default_factory=list)
+    attachments: list[dict[str, str]] = field(default_factory=list)
+    asking_member_id: int | None = None
+    asking_member_name: str = ""
+    asking_member_party: str = ""
+    asking_member_constituency: str = ""
+    answering_body_id: int | None = None
+    answering_body_name: str = ""
+    answering_member_id: int | None = None
+    answering_member_name: str = ""
+    answering_member_role: str = ""
+    url: str = ""
+    list_signature: str = ""
+
+
+# Lengths of the CharFields of Question, checked here so one long value cannot fail a whole batch.
+MAX_LENGTHS = {
+    "external_id": 500, "uin": 50, "house": 20, "asking_member_name": 200, "asking_member_party": 200,
+    "asking_member_constituency": 200, "answering_body_name": 200, "answering_member_name": 200,
+    "answering_member_role": 300, "url": 500,
+}
+
+
+def parse_date(value: Any, name: str) -> dt.date | None:
+    """The API sends '2024-01-05T00:00:00'; imports send '2024-01-05'. Anything else is refused by name."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str):
+        raise RecordError(f"{name} is not a date: {value!r}")
+    try:
+        return dt.date.fromisoformat(value[:10])
+    except ValueError:
+        raise RecordError(f"{name} is not a date in the form YYYY-MM-DD: {value!r}") from None
+
+
+def optional_int(value: Any, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise RecordError(f"{name} is not a number: {value!r}") from None
+
+
+def text(value: Any) -> str:
+    # PostgreSQL refuses NUL characters in text, and they mean nothing in a question.
+    return "" if value is None else str(value).replace("\x00", "").strip()
+
+
+def check(record: QuestionRecord) -> QuestionRecord:
+    if not record.external_id:
+        raise RecordError("the record has no id")
+    for name, limit in MAX_LENGTHS.items():
+        if len(getattr(record, name)) > limit:
+            raise RecordError(f"{name} is longer than {limit} characters")
+    return record
+
+
+def answer_fields(raw_answer: str) -> dict[str, str]:
+    return {"answer_html": html.sanitise(raw_answer), "answer_text": html.to_text(raw_answer)}
+
+
+def plain_answer_fields(answer: Any) -> dict[str, str]:
+    plain = text(answer)
+    return {"answer_html": html.from_text(plain), "answer_text": plain}
+
+
+def from_normalised(item: dict[str, Any]) -> QuestionRecord:
+    """A record with the fields of QUERY_LANGUAGE.md section 2 plus id and dates, as in the bundled sample."""
+    if not isinstance(item, dict):
+        raise RecordError("the record is not a JSON object")
+    record = QuestionRecord(
+        external_id=text(item.get("id")),
+        uin=text(item.get("uin")),
+        house=text(item.get("house")),
+        heading=text(item.get("heading")),
+        question_text=text(item.get("question")),
+        **(answer_fields(text(item["answer_html"])) if item.get("answer_html") else plain_answer_fields(item.get("answer"))),
+        date_tabled=parse_date(item.get("date_tabled"), "date_tabled"),
+        date_answered=parse_date(item.get("date_answered"), "date_answered"),
+        asking_member_name=text(item.get("member")),
+        asking_member_party=text(item.get("party")),
+        asking_member_constituency=text(item.get("constituency")),
+        answering_body_name=text(item.get("department")),
+        answering_member_name=text(item.get("minister")),
+        answering_member_role=text(item.get("minister_role")),
+        url=text(item.get("url")),
+    )
+    return check(record)

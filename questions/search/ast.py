@@ -1,0 +1,141 @@
+"""The parsed form of a saved search: small immutable, hashable nodes.
+
+Nodes check their own invariants when built, so any node that exists can be
+evaluated, turned into SQL and written back as query text: field tuples are
+known fields in `FIELDS` order, words are single normalised words, phrases have
+at least two words, wildcard prefixes at least `MIN_PREFIX` characters, and
+`And`/`Or` have at least two children, none of them of their own kind (nested
+ones are flattened in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from .words import FIELDS, words
+
+MIN_PREFIX = 3
+
+_FIELD_ORDER = {name: index for index, name in enumerate(FIELDS)}
+
+
+def _canonical_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
+    fields = tuple(fields)
+    unknown = [name for name in fields if name not in _FIELD_ORDER]
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown!r}; fields are {FIELDS!r}")
+    if not fields:
+        raise ValueError("a term needs at least one field")
+    return tuple(sorted(set(fields), key=_FIELD_ORDER.__getitem__))
+
+
+def _check_word(word: str) -> None:
+    if words(word) != [word]:
+        raise ValueError(f"{word!r} is not a single normalised word")
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A whole word in any of `fields`."""
+
+    fields: tuple[str, ...]
+    word: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", _canonical_fields(self.fields))
+        _check_word(self.word)
+
+
+@dataclass(frozen=True, slots=True)
+class Prefix:
+    """A word starting with `prefix` in any of `fields` (the query `prefix*`)."""
+
+    fields: tuple[str, ...]
+    prefix: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", _canonical_fields(self.fields))
+        _check_word(self.prefix)
+        if len(self.prefix) < MIN_PREFIX:
+            raise ValueError(f"a wildcard prefix needs at least {MIN_PREFIX} characters, not {self.prefix!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Phrase:
+    """Two or more words, consecutive and in order, within one of `fields`."""
+
+    fields: tuple[str, ...]
+    words: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", _canonical_fields(self.fields))
+        object.__setattr__(self, "words", tuple(self.words))
+        if len(self.words) < 2:
+            # A one-word phrase means the same as the word; keeping one spelling
+            # lets equal meanings compare equal.
+            raise ValueError("a phrase needs at least two words; use Term for one")
+        for word in self.words:
+            _check_word(word)
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    child: Node
+
+
+def _flatten(kind: type, children: tuple[Node, ...]) -> tuple[Node, ...]:
+    flat: list[Node] = []
+    for child in children:
+        if isinstance(child, kind):
+            flat.extend(child.children)  # type: ignore[attr-defined]
+        else:
+            flat.append(child)
+    if len(flat) < 2:
+        raise ValueError(f"{kind.__name__} needs at least two children")
+    return tuple(flat)
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    children: tuple[Node, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "children", _flatten(And, tuple(self.children)))
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    children: tuple[Node, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "children", _flatten(Or, tuple(self.children)))
+
+
+Leaf: TypeAlias = Term | Prefix | Phrase
+Node: TypeAlias = Term | Prefix | Phrase | Not | And | Or
+
+
+def and_(children: list[Node] | tuple[Node, ...]) -> Node:
+    """`And` of the children, or the only child itself."""
+    return children[0] if len(children) == 1 else And(tuple(children))
+
+
+def or_(children: list[Node] | tuple[Node, ...]) -> Node:
+    """`Or` of the children, or the only child itself."""
+    return children[0] if len(children) == 1 else Or(tuple(children))
+
+
+def leaves(node: Node) -> list[Leaf]:
+    """Every word, wildcard and phrase of the query, left to right."""
+    found: list[Leaf] = []
+    stack: list[Node] = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, Not):
+            stack.append(current.child)
+        elif isinstance(current, And | Or):
+            stack.extend(reversed(current.children))
+        else:
+            found.append(current)
+    return found

@@ -1,0 +1,35 @@
+"""The query tree as a Django filter over the `norm_<field>` columns.
+
+Each `norm_<field>` column holds exactly `words.normalise()` of that field and is
+never NULL, so the same substring tests that `evaluate` makes select the same
+questions here, and `~Q` is the exact complement.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+from operator import and_, or_
+
+from django.db.models import Q
+
+from .ast import And, Node, Not, Or, Phrase, Prefix, Term
+from .evaluate import needle
+
+
+def column(field: str) -> str:
+    """The model column holding the normalised text of `field`."""
+    return f"norm_{field}"
+
+
+def to_q(node: Node) -> Q:
+    """A `Q` selecting exactly the rows whose normalised columns `evaluate.matches` accepts."""
+    if isinstance(node, Term | Prefix | Phrase):
+        text = needle(node)
+        return reduce(or_, (Q(**{f"{column(field)}__contains": text}) for field in node.fields))
+    if isinstance(node, Not):
+        return ~to_q(node.child)
+    children = [to_q(child) for child in node.children]
+    if isinstance(node, And):
+        return reduce(and_, children)
+    assert isinstance(node, Or)
+    return reduce(or_, children)

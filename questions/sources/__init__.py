@@ -1,0 +1,22 @@
+"""Each kind of source turns what it reads into QuestionRecords; the poller stores them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from questions.records import QuestionRecord
+
+
+@dataclass
+class Batch:
+    records: list[QuestionRecord] = field(default_factory=list)
+    # (item id, reason) for every item that could not be used; the rest still land.
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    # Set when the source failed part way: what was read still lands, the cursor does not move.
+    error: str = ""
+    not_modified: bool = False
+    cursor: dt.date | None = None
+    etag: str = ""
+    last_modified: str = ""
+    requests: int = 0

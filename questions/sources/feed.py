@@ -1,0 +1,58 @@
+"""Any RSS or Atom feed, such as a TheyWorkForYou search feed: each entry is a question."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import feedparser
+
+from questions import html
+from questions.models import Source
+from questions.records import QuestionRecord, RecordError, check, text
+from questions.sources import Batch
+from questions.sources.http import FetchError, PoliteClient
+
+
+def _date(entry) -> dt.date | None:
+    parsed = entry.get("published_parsed") or entry.get("updated_parsed")
+    return dt.date(*parsed[:3]) if parsed else None
+
+
+def record_from_entry(entry) -> QuestionRecord:
+    guid = text(entry.get("id") or entry.get("link"))
+    if not guid:
+        raise RecordError("the entry has neither a guid nor a link")
+    return check(QuestionRecord(
+        external_id=guid,
+        heading=text(entry.get("title")),
+        question_text=html.to_text(entry.get("summary") or ""),
+        date_tabled=_date(entry),
+        url=text(entry.get("link")),
+    ))
+
+
+def fetch(source: Source, client: PoliteClient) -> Batch:
+    headers = {}
+    if source.etag:
+        headers["If-None-Match"] = source.etag
+    if source.last_modified:
+        headers["If-Modified-Since"] = source.last_modified
+    response = client.get(source.url, headers=headers)
+    if response.status == 304:
+        return Batch(not_modified=True, etag=source.etag, last_modified=source.last_modified, requests=1)
+    if response.status != 200:
+        raise FetchError(f"{source.url}: HTTP {response.status}")
+    parsed = feedparser.parse(response.body, response_headers=response.headers)
+    batch = Batch(etag=response.headers.get("etag", ""), last_modified=response.headers.get("last-modified", ""))
+    if parsed.bozo:
+        # feedparser keeps what it could read of a malformed feed: land that, and say what was wrong.
+        batch.error = f"{source.url}: malformed feed ({parsed.bozo_exception})"
+        if not parsed.entries:
+            raise FetchError(batch.error)
+    for position, entry in enumerate(parsed.entries, start=1):
+        try:
+            batch.records.append(record_from_entry(entry))
+        except RecordError as exc:
+            batch.problems.append((text(entry.get("title")) or f"entry {position}", str(exc)))
+    batch.requests = 1
+    return batch

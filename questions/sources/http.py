@@ -1,0 +1,109 @@
+"""One polite HTTP client for every source: a request rate, time-outs, a size cap and back-off."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from dataclasses import dataclass
+
+import requests
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+class FetchError(Exception):
+    """The source could not be read; the message is what the operator sees on the source."""
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    def text(self) -> str:
+        # Sources declare charsets unreliably; every one we poll is UTF-8.
+        return self.body.decode("utf-8", errors="replace")
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class PoliteClient:
+    def __init__(
+        self,
+        *,
+        requests_per_second: float | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        max_bytes: int | None = None,
+        max_retries: int | None = None,
+        backoff_seconds: float | None = None,
+        max_retry_after: float | None = None,
+    ) -> None:
+        rate = requests_per_second or settings.SOURCE_REQUESTS_PER_SECOND
+        self.min_interval = 1.0 / rate if rate > 0 else 0.0
+        self.timeout = (
+            connect_timeout or settings.SOURCE_CONNECT_TIMEOUT,
+            read_timeout or settings.SOURCE_READ_TIMEOUT,
+        )
+        self.max_bytes = max_bytes or settings.SOURCE_MAX_BYTES
+        self.max_retries = settings.SOURCE_MAX_RETRIES if max_retries is None else max_retries
+        self.backoff = settings.SOURCE_BACKOFF_SECONDS if backoff_seconds is None else backoff_seconds
+        self.max_retry_after = max_retry_after or settings.SOURCE_MAX_RETRY_AFTER
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "written-question-alerts (+" + settings.SITE_URL + ")"
+        self.requests_made = 0
+        self._last_request = 0.0
+
+    def _wait_for_turn(self) -> None:
+        wait = self._last_request + self.min_interval - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._last_request = time.monotonic()
+
+    def get(self, url: str, *, params: dict | None = None, headers: dict | None = None) -> Response:
+        attempt = 0
+        while True:
+            attempt += 1
+            self._wait_for_turn()
+            try:
+                response = self._get_once(url, params, headers)
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                problem, delay = f"{type(exc).__name__}: {exc}", None
+            else:
+                if response.status not in RETRY_STATUSES:
+                    return response
+                problem = f"HTTP {response.status}"
+                delay = retry_after_seconds(response.headers.get("retry-after"))
+                if delay is not None and delay > self.max_retry_after:
+                    raise FetchError(f"{url}: HTTP {response.status}, asked to retry after {delay:.0f}s; will try later")
+            if attempt > self.max_retries:
+                raise FetchError(f"{url}: {problem} (gave up after {attempt} attempts)")
+            delay = delay if delay is not None else self.backoff * 2 ** (attempt - 1)
+            log.info("source fetch retry url=%s problem=%r attempt=%d delay=%.2f", url, problem, attempt, delay)
+            time.sleep(delay)
+
+    def _get_once(self, url: str, params: dict | None, headers: dict | None) -> Response:
+        self.requests_made += 1
+        with self.session.get(url, params=params, headers=headers, timeout=self.timeout, stream=True) as r:
+            declared = r.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                raise FetchError(f"{url}: the response is {int(declared):,} bytes, over the cap of {self.max_bytes:,}")
+            body = bytearray()
+            for chunk in r.iter_content(chunk_size=65536):
+                body.extend(chunk)
+                if len(body) > self.max_bytes:
+                    raise FetchError(f"{url}: the response is over the cap of {self.max_bytes:,} bytes")
+            return Response(r.status_code, bytes(body), {k.lower(): v for k, v in r.headers.items()})

@@ -1,0 +1,151 @@
+"""Shared fixtures: the real services (PostgreSQL, Redis, a Celery worker) and recorded source data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "questions" / "fixtures"
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def load_fixture(name: str):
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def _postgres_ready() -> bool:
+    return "postgresql" in settings.DATABASES["default"]["ENGINE"]
+
+
+def _redis_ready() -> bool:
+    if not settings.REDIS_URL:
+        return False
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def _chromium_path() -> str | None:
+    path = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    return path if Path(path).exists() else None
+
+
+def pytest_runtest_setup(item):
+    missing = []
+    if item.get_closest_marker("postgres") and not _postgres_ready():
+        missing.append("PostgreSQL (set DATABASE_URL=postgres://...)")
+    if (item.get_closest_marker("redis") or item.get_closest_marker("worker")) and not _redis_ready():
+        missing.append("Redis (set REDIS_URL=redis://...)")
+    if item.get_closest_marker("browser") and not _chromium_path():
+        missing.append("Chromium (apt-get install chromium)")
+    if missing:
+        message = "needs " + " and ".join(missing)
+        if REQUIRE_SERVICES:
+            pytest.fail(message + " but REQUIRE_SERVICES=1")
+        pytest.skip(message)
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # In CI every test must really run: a skip there hides a missing service.
+    if REQUIRE_SERVICES and _skipped and session.exitstatus == 0:
+        print(f"\n{len(_skipped)} test(s) skipped with REQUIRE_SERVICES=1: {_skipped[:10]}", file=sys.stderr)
+        session.exitstatus = 1
+
+
+def database_url_for_tests() -> str:
+    """The URL of the database the tests are using, for a worker process to share it."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class Worker:
+    """A real Celery worker in its own process, on the test database and the real Redis."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.process: subprocess.Popen | None = None
+        self.log = ROOT / "var" / f"test-worker-{os.getpid()}.log"
+
+    def start(self) -> None:
+        self.log.parent.mkdir(exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=INFO",
+             "--without-heartbeat", "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )
+
+    def kill(self, sig: int = 9) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture
+def worker_env(transactional_db):
+    if not _postgres_ready():
+        pytest.skip("a worker shares the test database, which needs PostgreSQL")
+    env = dict(os.environ)
+    env.update(DATABASE_URL=database_url_for_tests(), REDIS_URL=settings.REDIS_URL, CELERY_TASK_ALWAYS_EAGER="0")
+    return env
+
+
+@pytest.fixture
+def celery_worker(worker_env):
+    from config.celery import app
+
+    app.control.purge()
+    worker = Worker(worker_env)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def wait_until(condition, timeout: float = 60, interval: float = 0.2, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture(autouse=True)
+def _no_live_sources(request):
+    """The migration adds the live API as a source; no test may reach the internet through it."""
+    if not request.node.get_closest_marker("django_db") and "transactional_db" not in request.fixturenames:
+        return
+    request.getfixturevalue("db") if "transactional_db" not in request.fixturenames else None
+    from questions.models import Source
+
+    Source.objects.filter(url__contains="parliament.uk").update(enabled=False, url="http://127.0.0.1:9/")

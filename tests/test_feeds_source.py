@@ -1,0 +1,133 @@
+"""RSS and Atom sources, read for real from a local HTTP server."""
+
+from __future__ import annotations
+
+import pytest
+from werkzeug.wrappers import Response
+
+from questions.models import Question, Source, SourceProblem
+from questions.polling import poll_source
+from questions.sources.http import PoliteClient
+
+pytestmark = pytest.mark.django_db
+
+RSS = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>TheyWorkForYou: facial recognition</title>
+<link>https://www.theyworkforyou.com/search/?q=facial+recognition</link>
+<item><title>Police: Artificial Intelligence</title>
+<link>https://www.theyworkforyou.com/wrans/?id=2025-06-24.61234.h</link>
+<guid>https://www.theyworkforyou.com/wrans/?id=2025-06-24.61234.h</guid>
+<description>&lt;p&gt;To ask the Secretary of State for the Home Department, what assessment her Department has made
+of police use of &lt;b&gt;facial recognition&lt;/b&gt;.&lt;/p&gt;</description>
+<pubDate>Tue, 24 Jun 2025 00:00:00 +0000</pubDate></item>
+<item><title>Prisons: Mobile Phones</title>
+<link>https://www.theyworkforyou.com/wrans/?id=2025-06-25.62000.h</link>
+<guid>https://www.theyworkforyou.com/wrans/?id=2025-06-25.62000.h</guid>
+<description>To ask the Secretary of State for Justice, how many mobile phones were found in prisons.</description>
+<pubDate>Wed, 25 Jun 2025 00:00:00 +0000</pubDate></item>
+</channel></rss>"""
+
+ATOM = """<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><title>Written questions</title><id>urn:example</id>
+<updated>2025-06-24T00:00:00Z</updated>
+<entry><title>Schools: Heating</title><id>urn:question:70001</id>
+<link href="https://example.org/q/70001"/><updated>2025-06-20T09:00:00Z</updated>
+<summary>To ask the Secretary of State for Education, what funding is available for school heating.</summary></entry>
+</feed>"""
+
+
+def client() -> PoliteClient:
+    return PoliteClient(requests_per_second=1000, backoff_seconds=0.01, max_retries=1)
+
+
+def feed_source(httpserver, path="/feed") -> Source:
+    return Source.objects.create(name=f"Feed {path}", kind=Source.Kind.FEED, url=httpserver.url_for(path))
+
+
+def test_rss_entries_land_as_questions(httpserver):
+    httpserver.expect_request("/feed").respond_with_data(RSS, content_type="application/rss+xml")
+    source = feed_source(httpserver)
+
+    report = poll_source(source, client())
+
+    assert not report.error
+    question = Question.objects.get(external_id="https://www.theyworkforyou.com/wrans/?id=2025-06-24.61234.h")
+    assert question.heading == "Police: Artificial Intelligence"
+    assert "police use of facial recognition" in " ".join(question.question_text.split())
+    assert "<b>" not in question.question_text
+    assert question.date_tabled.isoformat() == "2025-06-24"
+    assert question.url.startswith("https://www.theyworkforyou.com/wrans/")
+    assert question.events.get().kind == "tabled"
+    assert Question.objects.count() == 2
+
+
+def test_atom_entries_land_as_questions(httpserver):
+    httpserver.expect_request("/atom").respond_with_data(ATOM, content_type="application/atom+xml")
+
+    poll_source(feed_source(httpserver, "/atom"), client())
+
+    question = Question.objects.get(external_id="urn:question:70001")
+    assert question.heading == "Schools: Heating" and question.url == "https://example.org/q/70001"
+
+
+def test_conditional_get_304_does_nothing(httpserver):
+    seen_headers = []
+
+    def handler(request):
+        seen_headers.append(request.headers.get("If-None-Match"))
+        if request.headers.get("If-None-Match") == '"v1"':
+            return Response(status=304)
+        return Response(RSS, content_type="application/rss+xml",
+                        headers={"ETag": '"v1"', "Last-Modified": "Tue, 24 Jun 2025 10:00:00 GMT"})
+
+    httpserver.expect_request("/feed").respond_with_handler(handler)
+    source = feed_source(httpserver)
+    poll_source(source, client())
+    source.refresh_from_db()
+    assert source.etag == '"v1"'
+    Question.objects.all().delete()
+
+    report = poll_source(source, client())
+
+    assert seen_headers == [None, '"v1"']
+    assert report.landed is None and not report.error
+    assert Question.objects.count() == 0
+
+
+def test_a_truncated_feed_lands_what_could_be_read_and_records_the_error(httpserver):
+    cut = RSS[: RSS.index("<item><title>Prisons")] + "<item><title>Prisons: Mob"
+    httpserver.expect_request("/feed").respond_with_data(cut, content_type="application/rss+xml")
+    source = feed_source(httpserver)
+
+    report = poll_source(source, client())
+
+    assert Question.objects.filter(heading="Police: Artificial Intelligence").exists()
+    assert "malformed feed" in report.error
+    source.refresh_from_db()
+    assert "malformed feed" in source.last_error and source.consecutive_failures == 1
+
+
+def test_a_feed_that_is_not_a_feed_is_an_error_not_a_crash(httpserver):
+    httpserver.expect_request("/feed").respond_with_data("<html><body>Gateway error", content_type="text/html")
+    source = feed_source(httpserver)
+
+    report = poll_source(source, client())
+
+    assert report.error and Question.objects.count() == 0
+    assert SourceProblem.objects.filter(source=source).exists()
+
+
+def test_an_entry_without_guid_or_link_is_logged_and_the_rest_land(httpserver):
+    broken = RSS.replace(
+        "<item><title>Prisons",
+        "<item><title>Nameless</title><description>no id</description></item><item><title>Prisons",
+    )
+    httpserver.expect_request("/feed").respond_with_data(broken, content_type="application/rss+xml")
+    source = feed_source(httpserver)
+
+    report = poll_source(source, client())
+
+    assert Question.objects.count() == 2
+    assert report.problems == 1
+    problem = SourceProblem.objects.get(source=source)
+    assert problem.record_id == "Nameless" and "neither a guid nor a link" in problem.message
