@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 from questions.search import FIELDS, document
+
+URL_SAFE_KEY = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 class Source(models.Model):
@@ -114,6 +119,11 @@ class Question(models.Model):
 
     def __str__(self) -> str:
         return f"{self.uin or self.external_id}: {self.heading}"
+
+    def get_absolute_url(self) -> str:
+        # API ids and imported ids make readable links; a feed's guid is a URL, so those use the row id.
+        key = self.external_id if URL_SAFE_KEY.fullmatch(self.external_id) else str(self.pk)
+        return reverse("question", args=[key])
 
     def search_fields(self) -> dict[str, str]:
         """The raw text of each field of the query language."""

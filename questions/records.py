@@ -112,7 +112,8 @@ def from_normalised(item: dict[str, Any]) -> QuestionRecord:
         house=text(item.get("house")),
         heading=text(item.get("heading")),
         question_text=text(item.get("question")),
-        **(answer_fields(text(item["answer_html"])) if item.get("answer_html") else plain_answer_fields(item.get("answer"))),
+        **(answer_fields(text(item["answer_html"])) if item.get("answer_html")
+           else plain_answer_fields(item.get("answer"))),
         date_tabled=parse_date(item.get("date_tabled"), "date_tabled"),
         date_answered=parse_date(item.get("date_answered"), "date_answered"),
         asking_member_name=text(item.get("member")),

@@ -143,9 +143,12 @@ def wait_until(condition, timeout: float = 60, interval: float = 0.2, message: s
 @pytest.fixture(autouse=True)
 def _no_live_sources(request):
     """The migration adds the live API as a source; no test may reach the internet through it."""
-    if not request.node.get_closest_marker("django_db") and "transactional_db" not in request.fixturenames:
+    if "transactional_db" in request.fixturenames:
+        request.getfixturevalue("transactional_db")
+    elif request.node.get_closest_marker("django_db"):
+        request.getfixturevalue("db")
+    else:
         return
-    request.getfixturevalue("db") if "transactional_db" not in request.fixturenames else None
     from questions.models import Source
 
     Source.objects.filter(url__contains="parliament.uk").update(enabled=False, url="http://127.0.0.1:9/")

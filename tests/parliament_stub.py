@@ -81,3 +81,12 @@ class ParliamentStub:
 
 def member(name: str, party: str, constituency: str, member_id: int) -> dict:
     return {"id": member_id, "name": name, "listAs": name, "party": party, "memberFrom": constituency}
+
+
+def wsgi_app(stub: ParliamentStub):
+    """The stub as a WSGI application, for serving it outside pytest (the benches)."""
+
+    def app(environ, start_response):
+        return stub(Request(environ))(environ, start_response)
+
+    return app

@@ -88,7 +88,9 @@ class PoliteClient:
                 problem = f"HTTP {response.status}"
                 delay = retry_after_seconds(response.headers.get("retry-after"))
                 if delay is not None and delay > self.max_retry_after:
-                    raise FetchError(f"{url}: HTTP {response.status}, asked to retry after {delay:.0f}s; will try later")
+                    raise FetchError(
+                        f"{url}: HTTP {response.status}, asked to retry after {delay:.0f}s; will try next poll"
+                    )
             if attempt > self.max_retries:
                 raise FetchError(f"{url}: {problem} (gave up after {attempt} attempts)")
             delay = delay if delay is not None else self.backoff * 2 ** (attempt - 1)

@@ -144,7 +144,7 @@ def fetch(source: Source, client: PoliteClient, today: dt.date) -> Batch:
     known = dict(
         Question.objects.filter(external_id__in=[str(i) for i in listed]).values_list("external_id", "list_signature")
     )
-    for api_id, (value, signature) in listed.items():
+    for api_id, (_, signature) in listed.items():
         if known.get(str(api_id)) == signature:
             continue
         try:

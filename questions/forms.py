@@ -1,0 +1,53 @@
+from django import forms
+from django.core.exceptions import ValidationError
+
+from questions.models import Question
+from questions.search import QueryError, parse
+from questions.searching import Filters, departments
+
+ANSWERED_CHOICES = [("", "All questions"), ("answered", "Answered"), ("unanswered", "Not yet answered")]
+
+
+class QueryField(forms.CharField):
+    """A saved-search query: valid when the language accepts it; the parsed tree is kept."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 1000)
+        super().__init__(**kwargs)
+
+    def validate(self, value):
+        super().validate(value)
+        if value:
+            try:
+                parse(value)
+            except QueryError as exc:
+                raise ValidationError(exc.message, code="query", params={"position": exc.position}) from exc
+
+
+class SearchForm(forms.Form):
+    q = QueryField(label="Search written questions", required=False,
+                   widget=forms.TextInput(attrs={"type": "search", "autocomplete": "off",
+                                                 "aria-describedby": "search-tips"}))
+    house = forms.ChoiceField(label="House", required=False,
+                              choices=[("", "Both Houses")] + list(Question.House.choices))
+    department = forms.ChoiceField(label="Department", required=False)
+    answered = forms.ChoiceField(label="Answered", required=False, choices=ANSWERED_CHOICES)
+    tabled_from = forms.DateField(label="Tabled from", required=False,
+                                  widget=forms.DateInput(attrs={"type": "date"}))
+    tabled_to = forms.DateField(label="Tabled to", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["department"].choices = [("", "All departments")] + [(d, d) for d in departments()]
+
+    def filters(self) -> Filters:
+        data = self.cleaned_data
+        return Filters(house=data.get("house") or "", department=data.get("department") or "",
+                       answered=data.get("answered") or "", tabled_from=data.get("tabled_from"),
+                       tabled_to=data.get("tabled_to"))
+
+    def query_error(self) -> tuple[str, int | None] | None:
+        for error in self.errors.as_data().get("q", []):
+            if error.code == "query":
+                return error.message, (error.params or {}).get("position")
+        return None

@@ -1,0 +1,99 @@
+"""Searching the archive: the one place where a query and the page's filters become a queryset."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from questions.models import Question
+from questions.records import RecordError
+from questions.search import Node, QueryError, parse, to_q
+
+
+@dataclass(frozen=True)
+class Filters:
+    house: str = ""
+    department: str = ""
+    answered: str = ""  # "", "answered" or "unanswered"
+    tabled_from: dt.date | None = None
+    tabled_to: dt.date | None = None
+
+    def q(self) -> Q:
+        q = Q()
+        if self.house:
+            q &= Q(house=self.house)
+        if self.department:
+            q &= Q(answering_body_name=self.department)
+        if self.answered == "answered":
+            q &= ~Q(answer_text="")
+        elif self.answered == "unanswered":
+            q &= Q(answer_text="")
+        if self.tabled_from:
+            q &= Q(date_tabled__gte=self.tabled_from)
+        if self.tabled_to:
+            q &= Q(date_tabled__lte=self.tabled_to)
+        return q
+
+
+def matching(node: Node, filters: Filters = Filters()) -> QuerySet[Question]:
+    """The questions a parsed query selects, newest first."""
+    return Question.objects.filter(to_q(node), filters.q()).order_by("-date_tabled", "-id")
+
+
+def search(query: str, filters: Filters = Filters()) -> QuerySet[Question]:
+    """The questions a query selects; raises QueryError for a refused query."""
+    return matching(parse(query), filters)
+
+
+def departments() -> list[str]:
+    return list(
+        Question.objects.exclude(answering_body_name="")
+        .order_by("answering_body_name")
+        .values_list("answering_body_name", flat=True)
+        .distinct()
+    )
+
+
+def find_question(key: str) -> Question | None:
+    """A question by its UIN or its id (the API id, or the id it was imported with)."""
+    return (
+        Question.objects.filter(external_id=key).first()
+        or Question.objects.filter(uin=key).order_by("-date_tabled").first()
+        or (Question.objects.filter(pk=int(key)).first() if key.isdigit() else None)
+    )
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, object) for each non-blank line; a line that is not JSON gives a RecordError."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except ValueError as exc:
+                    yield number, RecordError(f"line {number} is not valid JSON: {exc}")
+
+
+def answer_queries(path: Path, select: Callable[[Node], Iterable[str]]) -> Iterator[dict[str, Any]]:
+    """One answer per line of a queries file ({"id": ..., "query": ...}): its matches, or why it was refused.
+
+    `select` gives the ids of the questions a parsed query matches; the database and the file-based
+    commands differ only in it, so they cannot differ in anything else.
+    """
+    for number, item in read_jsonl(path):
+        if isinstance(item, RecordError) or not isinstance(item, dict) or not isinstance(item.get("query"), str):
+            reason = str(item) if isinstance(item, RecordError) else f'line {number} has no "query" text'
+            yield {"id": item.get("id") if isinstance(item, dict) else None, "error": reason}
+            continue
+        try:
+            node = parse(item["query"])
+        except QueryError as exc:
+            yield {"id": item.get("id"), "error": exc.message}
+            continue
+        yield {"id": item.get("id"), "matches": sorted(select(node))}
