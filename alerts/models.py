@@ -1,0 +1,151 @@
+"""Subscribers, their saved searches, what matched them, and the emails that carried it."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from questions.models import QuestionEvent
+
+
+class Subscriber(models.Model):
+    class Suppression(models.TextChoices):
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+        BOUNCED = "bounced", "Bounced"
+        COMPLAINED = "complained", "Complained"
+        OPERATOR = "operator", "Suppressed by an operator"
+
+    email = models.EmailField(max_length=254)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    suppressed_at = models.DateTimeField(null=True, blank=True)
+    suppressed_reason = models.CharField(max_length=20, choices=Suppression.choices, blank=True)
+    # Part of every signed link: raising it revokes every link sent so far.
+    token_version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(Lower("email"), name="one_subscriber_per_address")]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def can_receive(self) -> bool:
+        return self.suppressed_at is None
+
+    def suppress(self, reason: str) -> None:
+        if self.suppressed_at is None:
+            self.suppressed_at = timezone.now()
+            self.suppressed_reason = reason
+            self.save(update_fields=["suppressed_at", "suppressed_reason"])
+
+
+class Subscription(models.Model):
+    class Frequency(models.TextChoices):
+        IMMEDIATE = "immediate", "As it happens"
+        DAILY = "daily", "Daily digest"
+        WEEKLY = "weekly", "Weekly digest"
+
+    class AlertOn(models.TextChoices):
+        BOTH = "both", "New questions and answers"
+        NEW = "new", "New questions only"
+        ANSWERS = "answers", "Answers only"
+
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="subscriptions")
+    query = models.CharField(max_length=1000)
+    canonical_query = models.TextField(db_index=True)
+    label = models.CharField(max_length=100, blank=True)
+    frequency = models.CharField(max_length=10, choices=Frequency.choices, default=Frequency.IMMEDIATE)
+    alert_on = models.CharField(max_length=10, choices=AlertOn.choices, default=AlertOn.BOTH)
+    paused = models.BooleanField(default=False)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["subscriber", "canonical_query"], name="one_subscription_per_query")
+        ]
+
+    def __str__(self) -> str:
+        return self.label or self.query
+
+    @property
+    def name(self) -> str:
+        return self.label or self.query
+
+    def wants(self, event_kind: str) -> bool:
+        """Whether an event of this kind is news to this subscription."""
+        if self.alert_on == self.AlertOn.NEW:
+            return event_kind == QuestionEvent.Kind.TABLED
+        if self.alert_on == self.AlertOn.ANSWERS:
+            return event_kind in (QuestionEvent.Kind.ANSWERED, QuestionEvent.Kind.CORRECTED)
+        return event_kind != QuestionEvent.Kind.WITHDRAWN
+
+
+class Delivery(models.Model):
+    class Kind(models.TextChoices):
+        IMMEDIATE = "immediate", "Immediate alert"
+        DAILY = "daily", "Daily digest"
+        WEEKLY = "weekly", "Weekly digest"
+        CONFIRMATION = "confirmation", "Confirmation"
+        MANAGE_LINK = "manage_link", "Manage link"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    # What the email needs beyond its matches, e.g. the subscriptions a confirmation confirms.
+    payload = models.JSONField(default=dict, blank=True)
+    subject = models.CharField(max_length=300, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    esp_message_id = models.CharField(max_length=200, blank=True, db_index=True)
+    esp_status = models.CharField(max_length=50, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} to {self.subscriber} ({self.status})"
+
+
+class Match(models.Model):
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="matches")
+    event = models.ForeignKey(QuestionEvent, on_delete=models.CASCADE, related_name="matches")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="matches")
+
+    class Meta:
+        verbose_name_plural = "matches"
+        constraints = [models.UniqueConstraint(fields=["subscription", "event"], name="one_match_per_event")]
+        indexes = [
+            models.Index(fields=["subscription"], condition=models.Q(delivery__isnull=True), name="match_undelivered")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subscription} ← {self.event}"
+
+
+class WebhookEvent(models.Model):
+    """What an ESP told us about an email: kept so support can answer "why did my alerts stop?"."""
+
+    esp = models.CharField(max_length=30)
+    event_type = models.CharField(max_length=30)
+    recipient = models.EmailField(max_length=254, blank=True, db_index=True)
+    message_id = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.esp} {self.event_type} {self.recipient}"
