@@ -142,3 +142,14 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# Alerts.
+MAX_SUBSCRIPTIONS_PER_ADDRESS = env.int("MAX_SUBSCRIPTIONS_PER_ADDRESS", default=100)
+DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=5)
+DELIVERY_BACKOFF_SECONDS = env.float("DELIVERY_BACKOFF_SECONDS", default=30.0)
+MATCH_SHARDS = env.int("MATCH_SHARDS", default=1)
+RATELIMIT_SIGNUP_PER_IP = env.str("RATELIMIT_SIGNUP_PER_IP", default="20/h")
+RATELIMIT_SIGNUP_PER_ADDRESS = env.str("RATELIMIT_SIGNUP_PER_ADDRESS", default="5/h")
+RATELIMIT_VIEW = "alerts.views.rate_limited"
+# Behind a proxy, set to the header that carries the client's address, e.g. HTTP_X_FORWARDED_FOR.
+RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default=None)

@@ -3,5 +3,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("alerts.urls")),
+    path("anymail/", include("anymail.urls")),
     path("", include("questions.urls")),
 ]

@@ -141,8 +141,9 @@ def wait_until(condition, timeout: float = 60, interval: float = 0.2, message: s
 
 
 @pytest.fixture(autouse=True)
-def _no_live_sources(request):
-    """The migration adds the live API as a source; no test may reach the internet through it."""
+def _clean_state(request):
+    """No test reaches the internet through the live API source the migration adds, and every test
+    starts with fresh rate limits."""
     if "transactional_db" in request.fixturenames:
         request.getfixturevalue("transactional_db")
     elif request.node.get_closest_marker("django_db"):
@@ -152,3 +153,38 @@ def _no_live_sources(request):
     from questions.models import Source
 
     Source.objects.filter(url__contains="parliament.uk").update(enabled=False, url="http://127.0.0.1:9/")
+    clear_rate_limits()
+
+
+@pytest.fixture(autouse=True)
+def _emails_through_anymail(request, settings):
+    """Emails go through Anymail's test backend; tasks run in this process unless a real worker is used."""
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+    settings.SITE_URL = "http://testserver"
+    from config.celery import app
+
+    eager = "celery_worker" not in request.fixturenames
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = eager
+    yield
+    app.conf.task_always_eager = previous
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        call_command("createcachetable", verbosity=0)
+
+
+def clear_rate_limits() -> None:
+    """Forget every rate-limit counter, without touching what Celery keeps in the same Redis."""
+    from django.core.cache import cache
+
+    if settings.REDIS_URL:
+        client = cache._cache.get_client(None, write=True)
+        for key in client.scan_iter(match="*rl:*"):
+            client.delete(key)
+    else:
+        cache.clear()

@@ -84,11 +84,11 @@ class Not:
     child: Node
 
 
-def _flatten(kind: type, children: tuple[Node, ...]) -> tuple[Node, ...]:
+def _flatten(kind: type[And] | type[Or], children: tuple[Node, ...]) -> tuple[Node, ...]:
     flat: list[Node] = []
     for child in children:
         if isinstance(child, kind):
-            flat.extend(child.children)  # type: ignore[attr-defined]
+            flat.extend(child.children)
         else:
             flat.append(child)
     if len(flat) < 2:

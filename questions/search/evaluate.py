@@ -55,7 +55,14 @@ def compile_matcher(node: Node) -> Matcher:
     if isinstance(node, Term | Prefix | Phrase):
         return _leaf_matcher(needle(node), node.fields)
     if isinstance(node, Not):
-        inner = compile_matcher(node.child)
+        # NOT NOT x is x: stripping pairs keeps long chains of NOTs flat.
+        negate = False
+        while isinstance(node, Not):
+            node = node.child
+            negate = not negate
+        inner = compile_matcher(node)
+        if not negate:
+            return inner
 
         def negated(doc: Document) -> bool:
             return not inner(doc)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .ast import MIN_PREFIX, And, Node, Not, Or, Phrase, Prefix, Term, and_, or_
-from .evaluate import matches
+from .evaluate import compile_matcher
 from .words import DEFAULT_FIELDS, FIELDS, document, words
 
 MAX_LENGTH = 1000
@@ -308,7 +308,7 @@ def parse(query: str, *, max_length: int | None = MAX_LENGTH) -> Node:
     parser = _Parser(found)
     node = parser.parse_or(DEFAULT_FIELDS)
     assert parser.index == len(found), "brackets were checked to balance"
-    if matches(node, _EMPTY_DOCUMENT):
+    if compile_matcher(node)(_EMPTY_DOCUMENT):
         raise QueryError(
             "This search would match even a question with no words at all, because part of it only says "
             'what must not be there (like "NOT police" on its own): add a word or phrase that must be present.'

@@ -27,7 +27,13 @@ def to_q(node: Node) -> Q:
         text = needle(node)
         return reduce(or_, (Q(**{f"{column(field)}__contains": text}) for field in node.fields))
     if isinstance(node, Not):
-        return ~to_q(node.child)
+        # NOT NOT x is x: stripping pairs keeps long chains of NOTs out of the SQL.
+        negate = False
+        while isinstance(node, Not):
+            node = node.child
+            negate = not negate
+        inner = to_q(node)
+        return ~inner if negate else inner
     children = [to_q(child) for child in node.children]
     if isinstance(node, And):
         return reduce(and_, children)

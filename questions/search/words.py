@@ -43,12 +43,14 @@ def fold(text: str) -> str:
     decomposed letters; this order was checked to be stable over every code point
     (folding the result again changes nothing).
     """
-    return _MARKS.sub("", unicodedata.normalize("NFKD", text)).casefold()
+    stripped: str = _MARKS.sub("", unicodedata.normalize("NFKD", text))
+    return stripped.casefold()
 
 
 def words(text: str) -> list[str]:
     """The words of `text`, in order: maximal runs of letters and digits after `fold`."""
-    return WORD_RE.findall(fold(text))
+    found: list[str] = WORD_RE.findall(fold(text))
+    return found
 
 
 def normalise(text: str) -> str:

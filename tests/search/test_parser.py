@@ -43,7 +43,7 @@ def ph(text, *fields):
         ("“facial recognition”", ph("facial recognition")),
         ("„facial recognition“", ph("facial recognition")),
         ('"facial recognition”', ph("facial recognition")),
-        ("„facial recognition\"", ph("facial recognition")),
+        ('„facial recognition"', ph("facial recognition")),
         ('"police"', t("police")),
         ('"AND OR NOT * ( ) - : police"', ph("and or not police")),
         ("police AND crime", And((t("police"), t("crime")))),
@@ -314,3 +314,12 @@ def test_canonical_of_hand_built_multi_field_term():
     assert node.fields == ("heading", "member")
     assert canonical(node) == "(heading:lewis OR member:lewis)"
     assert canonical(And((node, t("x")))) == "(heading:lewis OR member:lewis) AND x"
+
+
+def test_long_chains_of_not_need_no_deep_recursion():
+    query = "NOT " * 248 + "x y"
+    assert len(query) <= 1000
+    node = parse(query)
+    assert parse(canonical(node)) == node
+    much_longer = parse("NOT " * 5000 + "x y", max_length=None)
+    assert canonical(much_longer).startswith("NOT NOT ")

@@ -1,0 +1,80 @@
+from django.contrib import admin, messages
+
+from alerts import subscribing
+from alerts.delivery import enqueue, queue_delivery
+from alerts.models import Delivery, Match, Subscriber, Subscription, WebhookEvent
+
+
+class SubscriptionInline(admin.TabularInline):
+    model = Subscription
+    extra = 0
+    fields = ("query", "label", "frequency", "alert_on", "paused", "confirmed_at", "last_sent_at")
+    readonly_fields = ("confirmed_at", "last_sent_at")
+
+
+@admin.register(Subscriber)
+class SubscriberAdmin(admin.ModelAdmin):
+    list_display = ("email", "confirmed_at", "suppressed_at", "suppressed_reason", "created_at")
+    list_filter = ("suppressed_reason", ("confirmed_at", admin.EmptyFieldListFilter))
+    search_fields = ("email",)
+    readonly_fields = ("token_version", "created_at")
+    inlines = [SubscriptionInline]
+    actions = ["suppress", "resend_confirmation", "send_manage_link"]
+
+    @admin.action(description="Suppress: send nothing more")
+    def suppress(self, request, queryset):
+        for subscriber in queryset:
+            subscriber.suppress(Subscriber.Suppression.OPERATOR)
+
+    @admin.action(description="Resend the confirmation email")
+    def resend_confirmation(self, request, queryset):
+        for subscriber in queryset:
+            pending = list(subscriber.subscriptions.filter(confirmed_at__isnull=True).values_list("pk", flat=True))
+            if pending:
+                queue_delivery(subscriber, Delivery.Kind.CONFIRMATION, {"subscriptions": pending})
+        self.message_user(request, "Confirmation emails queued for subscribers with unconfirmed alerts.")
+
+    @admin.action(description="Email a link to the manage page")
+    def send_manage_link(self, request, queryset):
+        for subscriber in queryset:
+            subscribing.request_manage_link(subscriber.email)
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "subscriber", "frequency", "alert_on", "paused", "confirmed_at", "last_sent_at")
+    list_filter = ("frequency", "alert_on", "paused")
+    search_fields = ("query", "label", "subscriber__email")
+    raw_id_fields = ("subscriber",)
+    readonly_fields = ("canonical_query",)
+
+
+@admin.register(Match)
+class MatchAdmin(admin.ModelAdmin):
+    list_display = ("subscription", "event", "created_at", "delivery")
+    list_filter = (("delivery", admin.EmptyFieldListFilter),)
+    raw_id_fields = ("subscription", "event", "delivery")
+    list_select_related = ("subscription", "event__question", "delivery")
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = ("subscriber", "kind", "status", "attempts", "subject", "esp_message_id", "created_at", "sent_at")
+    list_filter = ("status", "kind")
+    search_fields = ("subscriber__email", "esp_message_id", "subject")
+    raw_id_fields = ("subscriber",)
+    actions = ["resend"]
+
+    @admin.action(description="Resend")
+    def resend(self, request, queryset):
+        ids = list(queryset.exclude(status=Delivery.Status.PENDING).values_list("pk", flat=True))
+        Delivery.objects.filter(pk__in=ids).update(status=Delivery.Status.PENDING, attempts=0, error="")
+        enqueue(ids + list(queryset.filter(status=Delivery.Status.PENDING).values_list("pk", flat=True)))
+        self.message_user(request, f"{queryset.count()} email(s) queued to be sent again.", messages.SUCCESS)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "esp", "event_type", "recipient", "message_id")
+    list_filter = ("esp", "event_type")
+    search_fields = ("recipient", "message_id")

@@ -1,0 +1,184 @@
+"""Turning a search into an alert, and everything a subscriber can do with their alerts afterwards."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from alerts.models import Delivery, Subscriber, Subscription
+from alerts.tokens import Link
+from questions.models import Question
+from questions.search import canonical, parse
+from questions.searching import Filters, matching
+
+log = logging.getLogger(__name__)
+
+PREVIEW_DAYS = 30
+PREVIEW_SIZE = 10
+# Addresses that asked us to stop may ask again; an address that bounced or complained never hears from us.
+NEVER_EMAIL = {Subscriber.Suppression.BOUNCED, Subscriber.Suppression.COMPLAINED, Subscriber.Suppression.OPERATOR}
+
+
+class DuplicateSearch(Exception):
+    """The subscriber already has an alert for this search."""
+
+
+@dataclass(frozen=True)
+class Preview:
+    questions: list[Question]
+    total: int
+    per_week: float
+    hint: str
+
+
+def comma_hint(query: str) -> str:
+    """People often type topics separated by commas, which the language reads as one phrase-less AND."""
+    if '"' in query or re.search(r"\b(AND|OR|NOT)\b", query):
+        return ""
+    parts = [part.strip() for part in query.split(",") if part.strip()]
+    if len(parts) < 2:
+        return ""
+    quoted = [f'"{part}"' if " " in part else part for part in parts]
+    return " OR ".join(quoted)
+
+
+def preview(query: str, today: dt.date | None = None) -> Preview:
+    """What the search matched in the last 30 days, as the alert would have sent it. Raises QueryError."""
+    today = today or timezone.localdate()
+    node = parse(query)
+    recent = matching(node, Filters(tabled_from=today - dt.timedelta(days=PREVIEW_DAYS)))
+    total = recent.count()
+    return Preview(list(recent[:PREVIEW_SIZE]), total, round(total * 7 / PREVIEW_DAYS, 1), comma_hint(query))
+
+
+def _subscriber_for(email: str) -> Subscriber:
+    email = email.strip()
+    existing = Subscriber.objects.filter(email__iexact=email).first()
+    if existing:
+        return existing
+    try:
+        with transaction.atomic():
+            return Subscriber.objects.create(email=email)
+    except IntegrityError:
+        return Subscriber.objects.get(email__iexact=email)
+
+
+def _queue(subscriber: Subscriber, kind: str, **payload) -> Delivery:
+    from alerts.delivery import queue_delivery
+
+    return queue_delivery(subscriber, kind, payload)
+
+
+def sign_up(email: str, query: str, *, frequency: str, alert_on: str, label: str = "") -> None:
+    """Record an unconfirmed alert and email its confirmation link.
+
+    The caller shows the same page whatever happens here, so that nobody can learn from it whether an
+    address is known: every outcome for a known address is told by email, or not at all.
+    """
+    text = canonical(parse(query))
+    with transaction.atomic():
+        subscriber = _subscriber_for(email)
+        if subscriber.suppressed_reason in NEVER_EMAIL:
+            log.info("signup ignored subscriber=%s reason=suppressed:%s", subscriber.pk, subscriber.suppressed_reason)
+            return
+        existing = subscriber.subscriptions.filter(canonical_query=text).first()
+        if existing and existing.confirmed_at:
+            _queue(subscriber, Delivery.Kind.MANAGE_LINK, duplicate=existing.pk)
+            return
+        if existing is None:
+            if subscriber.subscriptions.count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS:
+                _queue(subscriber, Delivery.Kind.MANAGE_LINK, too_many=settings.MAX_SUBSCRIPTIONS_PER_ADDRESS)
+                return
+            existing = Subscription.objects.create(
+                subscriber=subscriber, query=query.strip(), canonical_query=text, label=label.strip(),
+                frequency=frequency, alert_on=alert_on,
+            )
+        _queue(subscriber, Delivery.Kind.CONFIRMATION, subscriptions=[existing.pk])
+
+
+def confirm(link: Link) -> Subscriber:
+    """Confirm the subscriber and the alerts their link was sent for."""
+    subscriber = link.subscriber
+    now = timezone.now()
+    with transaction.atomic():
+        if subscriber.suppressed_reason in NEVER_EMAIL:
+            return subscriber
+        if subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED:
+            subscriber.suppressed_at, subscriber.suppressed_reason = None, ""
+        subscriber.confirmed_at = subscriber.confirmed_at or now
+        subscriber.save(update_fields=["confirmed_at", "suppressed_at", "suppressed_reason"])
+        subscriber.subscriptions.filter(pk__in=link.data.get("subscriptions", []), confirmed_at__isnull=True).update(
+            confirmed_at=now, updated_at=now
+        )
+    return subscriber
+
+
+def request_manage_link(email: str) -> None:
+    """Email a link to the manage page if the address has alerts; otherwise nothing. The page says the same."""
+    subscriber = Subscriber.objects.filter(email__iexact=email.strip()).first()
+    if subscriber and subscriber.suppressed_reason not in NEVER_EMAIL and subscriber.subscriptions.exists():
+        _queue(subscriber, Delivery.Kind.MANAGE_LINK)
+
+
+def update_subscription(subscription: Subscription, *, query: str, label: str, frequency: str,
+                        alert_on: str) -> None:
+    """Change an alert; raises QueryError for a refused query and DuplicateSearch for one already saved."""
+    text = canonical(parse(query))
+    if subscription.subscriber.subscriptions.exclude(pk=subscription.pk).filter(canonical_query=text).exists():
+        raise DuplicateSearch()
+    subscription.query, subscription.canonical_query = query.strip(), text
+    subscription.label, subscription.frequency, subscription.alert_on = label.strip(), frequency, alert_on
+    subscription.save()
+
+
+def set_paused(subscription: Subscription, paused: bool) -> None:
+    subscription.paused = paused
+    subscription.save(update_fields=["paused", "updated_at"])
+
+
+def unsubscribe(subscriber: Subscriber, subscription_id: int | None = None) -> Subscription | None:
+    """Stop one alert (deleting it), or every email to the subscriber. Takes effect at once."""
+    if subscription_id is not None:
+        subscription = subscriber.subscriptions.filter(pk=subscription_id).first()
+        if subscription:
+            subscription.delete()
+        return subscription
+    subscriber.suppress(Subscriber.Suppression.UNSUBSCRIBED)
+    return None
+
+
+def revoke_links(subscriber: Subscriber) -> None:
+    Subscriber.objects.filter(pk=subscriber.pk).update(token_version=subscriber.token_version + 1)
+    subscriber.token_version += 1
+
+
+def export_data(subscriber: Subscriber) -> dict:
+    """Everything we hold about a subscriber, for "download my data"."""
+
+    def stamp(value):
+        return value.isoformat() if value else None
+
+    return {
+        "email": subscriber.email,
+        "created_at": stamp(subscriber.created_at),
+        "confirmed_at": stamp(subscriber.confirmed_at),
+        "suppressed_at": stamp(subscriber.suppressed_at),
+        "suppressed_reason": subscriber.suppressed_reason,
+        "alerts": [
+            {"query": s.query, "label": s.label, "frequency": s.frequency, "alert_on": s.alert_on,
+             "paused": s.paused, "created_at": stamp(s.created_at), "confirmed_at": stamp(s.confirmed_at),
+             "last_sent_at": stamp(s.last_sent_at)}
+            for s in subscriber.subscriptions.all()
+        ],
+        "emails": [
+            {"kind": d.kind, "subject": d.subject, "status": d.status, "created_at": stamp(d.created_at),
+             "sent_at": stamp(d.sent_at)}
+            for d in subscriber.deliveries.all()
+        ],
+    }

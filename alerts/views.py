@@ -1,0 +1,189 @@
+"""Signup, confirmation, the manage page and unsubscribing: thin shells over alerts.subscribing."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django_ratelimit.core import is_ratelimited
+
+from alerts import subscribing, tokens
+from alerts.forms import AlertFields, EmailForm, SignupForm
+from alerts.models import Subscription
+from questions.search import QueryError
+
+
+def rate_limited(request: HttpRequest, exception=None) -> HttpResponse:
+    return render(request, "alerts/rate_limited.html", status=429)
+
+
+def _over_limit(request: HttpRequest, group: str, email: str) -> bool:
+    """Counts this request against the per-IP and per-address limits; True when either is exceeded."""
+    by_ip = is_ratelimited(request, group=f"{group}-ip", key="ip", rate=settings.RATELIMIT_SIGNUP_PER_IP,
+                           increment=True)
+    by_address = is_ratelimited(request, group=f"{group}-address", key=lambda g, r: email.strip().lower(),
+                                rate=settings.RATELIMIT_SIGNUP_PER_ADDRESS, increment=True)
+    return by_ip or by_address
+
+
+def _bad_link(request: HttpRequest, error: tokens.LinkError) -> HttpResponse:
+    return render(request, "alerts/bad_link.html", {"reason": error.reason, "form": EmailForm()}, status=400)
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = SignupForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            if data["website"]:
+                # A bot filled the hidden field: it is shown success and nothing happens.
+                return redirect("alerts:check-inbox")
+            if _over_limit(request, "signup", data["email"]):
+                return rate_limited(request)
+            subscribing.sign_up(data["email"], data["q"], frequency=data["frequency"], alert_on=data["alert_on"],
+                                label=data["label"])
+            return redirect("alerts:check-inbox")
+    else:
+        form = SignupForm(initial={"q": request.GET.get("q", "")})
+    query = form["q"].value() or ""
+    preview = None
+    if query and not form.errors.get("q"):
+        try:
+            preview = subscribing.preview(query)
+        except QueryError:
+            preview = None
+    return render(request, "alerts/signup.html", {"form": form, "preview": preview,
+                                                  "hint": subscribing.comma_hint(query)},
+                  status=400 if form.errors else 200)
+
+
+def check_inbox(request: HttpRequest) -> HttpResponse:
+    return render(request, "alerts/check_inbox.html")
+
+
+def request_link(request: HttpRequest) -> HttpResponse:
+    form = EmailForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if not form.cleaned_data["website"]:
+            if _over_limit(request, "link", form.cleaned_data["email"]):
+                return rate_limited(request)
+            subscribing.request_manage_link(form.cleaned_data["email"])
+        return redirect("alerts:check-inbox")
+    return render(request, "alerts/request_link.html", {"form": form}, status=400 if form.errors else 200)
+
+
+def confirm(request: HttpRequest, token: str) -> HttpResponse:
+    # A GET only shows a button: mail scanners follow links, and must not confirm anything.
+    try:
+        link = tokens.read(token, tokens.CONFIRM)
+    except tokens.LinkError as error:
+        return _bad_link(request, error)
+    if request.method == "POST":
+        subscriber = subscribing.confirm(link)
+        return redirect("alerts:manage", token=tokens.make(subscriber, tokens.MANAGE))
+    subscriptions = link.subscriber.subscriptions.filter(pk__in=link.data.get("subscriptions", []))
+    return render(request, "alerts/confirm.html", {"subscriptions": subscriptions})
+
+
+def _manage_link(request: HttpRequest, token: str) -> tokens.Link | HttpResponse:
+    try:
+        return tokens.read(token, tokens.MANAGE)
+    except tokens.LinkError as error:
+        return _bad_link(request, error)
+
+
+def manage(request: HttpRequest, token: str) -> HttpResponse:
+    link = _manage_link(request, token)
+    if isinstance(link, HttpResponse):
+        return link
+    subscriber = link.subscriber
+    return render(request, "alerts/manage.html", {
+        "subscriber": subscriber, "token": token,
+        "subscriptions": subscriber.subscriptions.all(),
+        "unsubscribe_all_url": reverse("alerts:unsubscribe", args=[tokens.make(subscriber, tokens.UNSUBSCRIBE)]),
+    })
+
+
+def edit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
+    link = _manage_link(request, token)
+    if isinstance(link, HttpResponse):
+        return link
+    subscription = get_object_or_404(Subscription, pk=pk, subscriber=link.subscriber)
+    initial = {"q": subscription.query, "label": subscription.label, "frequency": subscription.frequency,
+               "alert_on": subscription.alert_on}
+    form = AlertFields(request.POST or None, initial=initial)
+    duplicate = False
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            subscribing.update_subscription(subscription, query=data["q"], label=data["label"],
+                                            frequency=data["frequency"], alert_on=data["alert_on"])
+        except subscribing.DuplicateSearch:
+            duplicate = True
+        else:
+            return redirect("alerts:manage", token=token)
+    query = form["q"].value() or ""
+    preview = None
+    if query and not form.errors.get("q"):
+        preview = subscribing.preview(query)
+    return render(request, "alerts/edit.html", {
+        "form": form, "subscription": subscription, "token": token, "preview": preview, "duplicate": duplicate,
+        "hint": subscribing.comma_hint(query),
+    }, status=400 if form.errors or duplicate else 200)
+
+
+def act(request: HttpRequest, token: str, pk: int, action: str) -> HttpResponse:
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    link = _manage_link(request, token)
+    if isinstance(link, HttpResponse):
+        return link
+    subscription = get_object_or_404(Subscription, pk=pk, subscriber=link.subscriber)
+    if action in ("pause", "resume"):
+        subscribing.set_paused(subscription, action == "pause")
+    elif action == "delete":
+        subscribing.unsubscribe(link.subscriber, subscription.pk)
+    return redirect("alerts:manage", token=token)
+
+
+def revoke(request: HttpRequest, token: str) -> HttpResponse:
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    link = _manage_link(request, token)
+    if isinstance(link, HttpResponse):
+        return link
+    subscribing.revoke_links(link.subscriber)
+    subscribing.request_manage_link(link.subscriber.email)
+    return render(request, "alerts/revoked.html")
+
+
+def data(request: HttpRequest, token: str) -> HttpResponse:
+    link = _manage_link(request, token)
+    if isinstance(link, HttpResponse):
+        return link
+    response = HttpResponse(json.dumps(subscribing.export_data(link.subscriber), indent=2),
+                            content_type="application/json")
+    response["Content-Disposition"] = 'attachment; filename="my-written-question-alerts.json"'
+    return response
+
+
+@csrf_exempt
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """GET shows one button; POST unsubscribes at once. The POST is the RFC 8058 one-click target:
+    mail clients send it with no cookies and no CSRF token, and the signed URL is the authority."""
+    try:
+        link = tokens.read(token, tokens.UNSUBSCRIBE)
+    except tokens.LinkError as error:
+        return _bad_link(request, error)
+    subscription_id = link.data.get("sub")
+    subscription = link.subscriber.subscriptions.filter(pk=subscription_id).first() if subscription_id else None
+    if request.method == "POST":
+        subscribing.unsubscribe(link.subscriber, subscription_id)
+        return render(request, "alerts/unsubscribed.html", {"subscription": subscription, "whole": not subscription_id,
+                                                            "query": subscription.query if subscription else ""})
+    return render(request, "alerts/unsubscribe.html", {"subscription": subscription, "whole": not subscription_id,
+                                                       "gone": subscription_id and not subscription})

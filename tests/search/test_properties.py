@@ -1,0 +1,162 @@
+"""Properties that hold for every query: canonical text, robustness, and agreement of the evaluators."""
+
+from __future__ import annotations
+
+import html
+
+from django.db.models import Q
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from questions.search import (
+    And,
+    Node,
+    Not,
+    Or,
+    Phrase,
+    Prefix,
+    QueryError,
+    Term,
+    canonical,
+    compile_matcher,
+    document,
+    highlight,
+    matches,
+    parse,
+    words,
+)
+from questions.search.sql import to_q
+
+from .strategies import queries, query_pairs, records, syntax_soup, syntax_words
+
+PROPERTY = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def parsed(query: str) -> Node:
+    try:
+        return parse(query)
+    except QueryError:
+        assume(False)
+        raise
+
+
+# --- canonical text --------------------------------------------------------------
+
+
+@PROPERTY
+@given(queries())
+@example("police -palantir")
+@example('department:(Justice OR "Home Office")')
+def test_canonical_reads_back_as_the_same_tree(query):
+    node = parsed(query)
+    text = canonical(node)
+    assert parse(text, max_length=None) == node
+    if len(text) <= 1000:
+        assert parse(text) == node
+    assert canonical(parse(text, max_length=None)) == text
+
+
+def outcome(query: str) -> Node | QueryError:
+    try:
+        return parse(query)
+    except QueryError as refused:
+        return refused
+
+
+@PROPERTY
+@given(query_pairs())
+def test_spellings_of_one_query_have_one_canonical_text(pair):
+    first, second = (outcome(query) for query in pair)
+    if not isinstance(first, QueryError) and not isinstance(second, QueryError):
+        assert first == second
+        assert canonical(first) == canonical(second)
+        return
+    # Only the length and the depth of brackets depend on the spelling.
+    spelling = ("The search is ", "The bracket at ")
+    refusals = [result for result in (first, second) if isinstance(result, QueryError)]
+    if len(refusals) == 1:
+        assert refusals[0].message.startswith(spelling)
+    elif not any(refusal.message.startswith(spelling) for refusal in refusals) and first.position is None:
+        assert first.message == second.message
+
+
+# --- robustness ------------------------------------------------------------------
+
+
+@PROPERTY
+@given(st.one_of(st.text(), syntax_soup, syntax_words, queries()))
+@example("\ud800 police \udfff")
+@example("(" * 600 + ")" * 400)
+@example("NOT " * 250)
+@example("member:" * 100)
+def test_any_text_gives_a_tree_or_a_refusal(query):
+    try:
+        node = parse(query)
+    except QueryError as refused:
+        assert refused.message
+        assert refused.position is None or 0 <= refused.position < len(query)
+        assert f"character {refused.position + 1}" in refused.message if refused.position is not None else True
+        return
+    assert isinstance(node, Term | Prefix | Phrase | Not | And | Or)
+    assert not matches(node, document({}))
+
+
+# --- evaluation ------------------------------------------------------------------
+
+
+def naive(node: Node, record: dict[str, list[str]]) -> bool:
+    """Section 4 read literally, over lists of words."""
+    if isinstance(node, Term):
+        return any(node.word in record[field] for field in node.fields)
+    if isinstance(node, Prefix):
+        return any(word.startswith(node.prefix) for field in node.fields for word in record[field])
+    if isinstance(node, Phrase):
+        size = len(node.words)
+        return any(
+            tuple(record[field][i : i + size]) == node.words
+            for field in node.fields
+            for i in range(len(record[field]) - size + 1)
+        )
+    if isinstance(node, Not):
+        return not naive(node.child, record)
+    if isinstance(node, And):
+        return all(naive(child, record) for child in node.children)
+    return any(naive(child, record) for child in node.children)
+
+
+def run_q(q: Q, doc: dict[str, str]) -> bool:
+    """What a database does with the Q over rows holding `doc` in `norm_<field>` columns."""
+    results = []
+    for child in q.children:
+        if isinstance(child, Q):
+            results.append(run_q(child, doc))
+            continue
+        lookup, value = child
+        column, operation = lookup.split("__")
+        assert operation == "contains"
+        assert column.startswith("norm_")
+        results.append(value in doc[column.removeprefix("norm_")])
+    result = all(results) if q.connector == Q.AND else any(results)
+    return not result if q.negated else result
+
+
+@PROPERTY
+@given(queries(), records())
+def test_evaluators_agree(query, record):
+    node = parsed(query)
+    doc = document(record)
+    expected = naive(node, {field: words(text or "") for field, text in record.items()})
+    assert matches(node, doc) is expected
+    assert compile_matcher(node)(doc) is expected
+    assert run_q(to_q(node), doc) is expected
+
+
+@PROPERTY
+@given(queries(), records())
+def test_highlighting_never_breaks_the_text(query, record):
+    node = parsed(query)
+    text = record["answer"] or ""
+    out = highlight(text, node)
+    assert html.unescape(out.replace("<mark>", "").replace("</mark>", "")) == text
+    assert "<" not in out.replace("<mark>", "").replace("</mark>", "")
+    assert out.count("<mark>") == out.count("</mark>")

@@ -1,0 +1,48 @@
+"""The query tree as a Django filter (no database needed: these check the Q that is built).
+
+That the database selects what `matches` selects is checked over random queries
+in test_properties.test_evaluators_agree, by running the Q over a document.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from django.db.models import Q
+
+import questions.search
+from questions.search import parse
+from questions.search.sql import to_q
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_word_looks_in_the_default_columns():
+    assert to_q(parse("Police")) == (
+        Q(norm_heading__contains=" police ")
+        | Q(norm_question__contains=" police ")
+        | Q(norm_answer__contains=" police ")
+    )
+
+
+def test_field_word_wildcard_and_phrase():
+    assert to_q(parse("member:Lewis")) == Q(norm_member__contains=" lewis ")
+    assert to_q(parse("uin:HL1234")) == Q(norm_uin__contains=" hl1234 ")
+    assert to_q(parse("member:lew*")) == Q(norm_member__contains=" lew")
+    assert to_q(parse("department:“Home Office”")) == Q(norm_department__contains=" home office ")
+
+
+def test_operators():
+    lewis = Q(norm_member__contains=" lewis ")
+    labour = Q(norm_party__contains=" labour ")
+    lords = Q(norm_house__contains=" lords ")
+    assert to_q(parse("member:lewis party:labour")) == lewis & labour
+    assert to_q(parse("member:lewis OR party:labour")) == lewis | labour
+    assert to_q(parse("member:lewis -house:lords")) == lewis & ~lords
+    assert to_q(parse("member:lewis (party:labour OR NOT house:lords)")) == lewis & (labour | ~lords)
+
+
+def test_to_q_is_exported_without_importing_django_up_front():
+    assert questions.search.to_q is to_q
+    code = "import sys, questions.search; assert 'django' not in sys.modules, 'django imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
