@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from alerts.models import Delivery, Subscriber
+from alerts.models import Delivery, Match, Subscriber, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,9 @@ def _may_send(delivery: Delivery) -> str:
     return f"not sent: the address is suppressed ({subscriber.suppressed_reason})"
 
 
-def send_delivery(delivery_id: int) -> Delivery:
+def send_delivery(delivery_id: int, connection=None) -> Delivery:
     """Send one pending delivery; raises SendFailed when it should be tried again later."""
-    from alerts.emails import compose
+    from alerts.emails import NothingToSend, compose
 
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().select_related("subscriber").get(pk=delivery_id)
@@ -61,7 +61,12 @@ def send_delivery(delivery_id: int) -> Delivery:
         delivery.attempts += 1
         try:
             message = compose(delivery)
+            message.connection = connection
             message.send()
+        except NothingToSend as exc:
+            delivery.status, delivery.error = Delivery.Status.FAILED, f"not sent: {exc}"
+            delivery.save(update_fields=["attempts", "status", "error"])
+            return delivery
         except Exception as exc:  # noqa: BLE001 - any failure of the ESP call is retried, then shown
             delivery.error = f"{type(exc).__name__}: {exc}"[:2000]
             if delivery.attempts >= settings.DELIVERY_MAX_ATTEMPTS:
@@ -79,6 +84,7 @@ def send_delivery(delivery_id: int) -> Delivery:
             delivery.subject = message.subject[:300]
             delivery.status, delivery.sent_at, delivery.error = Delivery.Status.SENT, timezone.now(), ""
             delivery.save()
+            Subscription.objects.filter(matches__delivery=delivery).update(last_sent_at=delivery.sent_at)
             log.info("email sent delivery=%s kind=%s subscriber=%s esp_id=%s", delivery.pk, delivery.kind,
                      delivery.subscriber_id, delivery.esp_message_id)
             return delivery
@@ -94,3 +100,87 @@ def stale_pending(older_than: dt.timedelta = dt.timedelta(minutes=10)) -> list[i
     cutoff = timezone.now() - older_than
     return list(Delivery.objects.filter(status=Delivery.Status.PENDING, created_at__lt=cutoff)
                 .values_list("pk", flat=True)[:1000])
+
+
+ALERT_FREQUENCY = {
+    Delivery.Kind.IMMEDIATE: Subscription.Frequency.IMMEDIATE,
+    Delivery.Kind.DAILY: Subscription.Frequency.DAILY,
+    Delivery.Kind.WEEKLY: Subscription.Frequency.WEEKLY,
+}
+# Matches older than this are not sent: a paused alert resumed after a month starts afresh.
+MATCH_WINDOW = dt.timedelta(days=8)
+
+
+def deliverable_matches(kind: str, subscriber_ids: list[int] | None = None):
+    """Undelivered matches that an email of this kind may carry: active alerts of reachable subscribers."""
+    matches = Match.objects.filter(
+        delivery__isnull=True,
+        created_at__gte=timezone.now() - MATCH_WINDOW,
+        subscription__frequency=ALERT_FREQUENCY[kind],
+        subscription__paused=False,
+        subscription__confirmed_at__isnull=False,
+        subscription__subscriber__confirmed_at__isnull=False,
+        subscription__subscriber__suppressed_at__isnull=True,
+    )
+    if subscriber_ids is not None:
+        matches = matches.filter(subscription__subscriber_id__in=subscriber_ids)
+    return matches
+
+
+def create_alert_deliveries(kind: str, subscriber_ids: list[int] | None = None) -> list[int]:
+    """One pending Delivery per subscriber with undelivered matches, the matches assigned to it, in one
+    transaction; sending happens after commit. Two runs at once never take the same match."""
+    with transaction.atomic():
+        rows = list(
+            deliverable_matches(kind, subscriber_ids)
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("pk", "subscription__subscriber_id")
+        )
+        by_subscriber: dict[int, list[int]] = {}
+        for match_id, subscriber_id in rows:
+            by_subscriber.setdefault(subscriber_id, []).append(match_id)
+        deliveries = Delivery.objects.bulk_create(
+            Delivery(subscriber_id=subscriber_id, kind=kind) for subscriber_id in by_subscriber
+        )
+        assigned = [
+            Match(pk=match_id, delivery_id=delivery.pk)
+            for delivery, match_ids in zip(deliveries, by_subscriber.values(), strict=True)
+            for match_id in match_ids
+        ]
+        Match.objects.bulk_update(assigned, ["delivery"], batch_size=1000)
+        ids = [delivery.pk for delivery in deliveries]
+        transaction.on_commit(lambda: enqueue_chunks(ids))
+    if ids:
+        log.info("deliveries created kind=%s emails=%d matches=%d", kind, len(ids), len(rows))
+    return ids
+
+
+def deliver_immediate(subscriber_ids: list[int] | None = None) -> list[int]:
+    return create_alert_deliveries(Delivery.Kind.IMMEDIATE, subscriber_ids)
+
+
+def deliver_digest(kind: str) -> list[int]:
+    return create_alert_deliveries(kind)
+
+
+def enqueue_chunks(delivery_ids: list[int]) -> None:
+    """One task per chunk of emails, not per email: a worker sends a chunk over one ESP connection."""
+    from alerts.delivery_tasks import send_chunk_task
+
+    size = settings.DELIVERY_CHUNK_SIZE
+    for start in range(0, len(delivery_ids), size):
+        send_chunk_task.delay(delivery_ids[start:start + size])
+
+
+def send_chunk(delivery_ids: list[int]) -> dict[int, str]:
+    """Send each delivery of a chunk over one connection; those that failed are retried one by one."""
+    from django.core.mail import get_connection
+
+    results: dict[int, str] = {}
+    with get_connection() as connection:
+        for delivery_id in delivery_ids:
+            try:
+                results[delivery_id] = send_delivery(delivery_id, connection=connection).status
+            except SendFailed:
+                results[delivery_id] = "retry"
+    return results

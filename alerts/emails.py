@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
+
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 
 from alerts import tokens
 from alerts.models import Delivery, Subscriber, Subscription
+from questions.models import Question
+from questions.search import Node, parse
 
 
 def absolute(path: str) -> str:
@@ -66,3 +73,87 @@ COMPOSERS = {
 
 def compose(delivery: Delivery) -> EmailMultiAlternatives:
     return COMPOSERS[delivery.kind](delivery)
+
+
+@dataclass
+class Item:
+    question: Question
+    kind: str  # the latest event: tabled, answered or corrected
+
+
+@dataclass
+class Section:
+    subscription: Subscription
+    node: Node
+    items: list[Item]
+    more: int
+    unsubscribe_url: str
+    search_url: str
+
+
+KIND_LABELS = {"tabled": "New question", "answered": "Answered", "corrected": "Answer corrected"}
+KIND_ORDER = {"tabled": 0, "answered": 1, "corrected": 2}
+
+
+def _sections(delivery: Delivery) -> list[Section]:
+    matches = (delivery.matches.select_related("subscription", "event__question")
+               .order_by("subscription_id", "-event__question__date_tabled", "-event__question_id"))
+    grouped: dict[int, tuple[Subscription, dict[int, Item]]] = {}
+    for match in matches:
+        subscription, items = grouped.setdefault(match.subscription_id, (match.subscription, {}))
+        question, kind = match.event.question, match.event.kind
+        # A question both tabled and answered since the last email is listed once, as answered.
+        if question.pk not in items or KIND_ORDER[kind] > KIND_ORDER[items[question.pk].kind]:
+            items[question.pk] = Item(question, kind)
+    room = settings.EMAIL_MAX_QUESTIONS
+    sections = []
+    for subscription, items in grouped.values():
+        listed = list(items.values())
+        shown, room = listed[:max(room, 0)], room - len(listed)
+        sections.append(Section(
+            subscription=subscription, node=parse(subscription.query, max_length=None), items=shown,
+            more=len(listed) - len(shown), unsubscribe_url=unsubscribe_url(delivery.subscriber, subscription),
+            search_url=absolute(reverse("search") + "?" + urlencode({"q": subscription.query})),
+        ))
+    return sections
+
+
+def _alert_subject(delivery: Delivery, sections: list[Section]) -> str:
+    count = sum(len(s.items) + s.more for s in sections)
+    questions = f"{count} written question{'s' if count != 1 else ''}"
+    target = f"“{sections[0].subscription.name}”" if len(sections) == 1 else f"{len(sections)} of your alerts"
+    if delivery.kind == Delivery.Kind.IMMEDIATE:
+        return f"{count} new written question{'s' if count != 1 else ''} match{'es' if count == 1 else ''} {target}"
+    today = timezone.localdate()
+    if delivery.kind == Delivery.Kind.DAILY:
+        return f"Daily digest, {today:%-d %B %Y}: {questions} match {target}"
+    start = today - dt.timedelta(days=7)
+    return f"Weekly digest, {start:%-d %B} to {today:%-d %B %Y}: {questions} match {target}"
+
+
+def _alert(delivery: Delivery) -> EmailMultiAlternatives:
+    sections = _sections(delivery)
+    if not sections:
+        raise NothingToSend(f"delivery {delivery.pk} carries no matches")
+    subject = _alert_subject(delivery, sections)
+    everything = unsubscribe_url(delivery.subscriber)
+    host = urlsplit(settings.SITE_URL).hostname or "localhost"
+    headers = {
+        "List-Unsubscribe": f"<{everything}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": f"Written question alerts <alerts.{host}>",
+    }
+    context = {"sections": sections, "kind_labels": KIND_LABELS, "manage_url": manage_url(delivery.subscriber),
+               "unsubscribe_all_url": everything, "delivery": delivery}
+    return _message(delivery, "alert", context, subject, headers)
+
+
+class NothingToSend(Exception):
+    """An alert delivery whose matches are gone (their alert was deleted): it is not sent."""
+
+
+COMPOSERS.update({
+    Delivery.Kind.IMMEDIATE: _alert,
+    Delivery.Kind.DAILY: _alert,
+    Delivery.Kind.WEEKLY: _alert,
+})

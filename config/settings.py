@@ -153,3 +153,6 @@ RATELIMIT_SIGNUP_PER_ADDRESS = env.str("RATELIMIT_SIGNUP_PER_ADDRESS", default="
 RATELIMIT_VIEW = "alerts.views.rate_limited"
 # Behind a proxy, set to the header that carries the client's address, e.g. HTTP_X_FORWARDED_FOR.
 RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default=None)
+DELIVERY_CHUNK_SIZE = env.int("DELIVERY_CHUNK_SIZE", default=100)
+EMAIL_MAX_QUESTIONS = env.int("EMAIL_MAX_QUESTIONS", default=50)
+DIGEST_HOUR = env.int("DIGEST_HOUR", default=7)

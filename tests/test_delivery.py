@@ -1,0 +1,289 @@
+"""Alert emails: what they contain, when they go, to whom, and what happens when the ESP fails."""
+
+from __future__ import annotations
+
+import json
+import re
+from io import StringIO
+
+import pytest
+from django.core import mail
+from django.core.management import call_command
+from django.utils import timezone
+
+from alerts.delivery import deliver_digest, deliver_immediate, send_delivery
+from alerts.models import Delivery, Match, Subscriber, Subscription
+from questions.models import QuestionEvent
+from questions.search import matches, parse
+from tests.conftest import FIXTURES
+from tests.esp_stub import PostmarkStub
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def archive():
+    call_command("import_questions", str(FIXTURES / "seed_questions.json"), stdout=StringIO())
+
+
+def subscribe(email="ada@example.org", query='"facial recognition"', **fields) -> Subscription:
+    now = timezone.now()
+    subscriber, _ = Subscriber.objects.get_or_create(email=email, defaults={"confirmed_at": now})
+    defaults = {"frequency": "immediate", "alert_on": "both", "confirmed_at": now} | fields
+    return Subscription.objects.create(subscriber=subscriber, query=query, canonical_query=query, **defaults)
+
+
+def match_everything() -> int:
+    """Matches as the matcher makes them: every wanted event of every subscription's query, once."""
+    created = 0
+    for subscription in Subscription.objects.all():
+        node = parse(subscription.query)
+        for event in QuestionEvent.objects.select_related("question"):
+            if subscription.wants(event.kind) and matches(node, event.question.search_document()):
+                created += Match.objects.get_or_create(subscription=subscription, event=event)[1]
+    return created
+
+
+def test_an_immediate_alert_lists_the_matching_questions_with_headers_and_links(archive, settings):
+    settings.SITE_URL = "https://alerts.example.org"
+    subscribe()
+    match_everything()
+
+    deliver_immediate()
+
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert message.to == ["ada@example.org"]
+    assert message.subject == "5 new written questions match “\"facial recognition\"”"
+    html = message.alternatives[0][0]
+    assert html.count("Police: Artificial Intelligence") >= 3 and "Bedfordshire" in html
+    assert "<mark>facial recognition</mark>" in html
+    assert "Asked by:</strong> Clive Lewis (Labour - Norwich South)" in html
+    assert "Question to the</strong> Home Office" in html
+    assert "Answered by</strong> Diana Johnson - Minister of State (Home Office)" in html
+    assert ">Answered<" in html  # tabled and answered together are listed once, as answered
+    assert "Read the full answer" in html
+    headers = message.extra_headers
+    assert re.fullmatch(r"<https://alerts\.example\.org/unsubscribe/[^>]+/>", headers["List-Unsubscribe"])
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert headers["List-Id"] == "Written question alerts <alerts.alerts.example.org>"
+    assert headers["Auto-Submitted"] == "auto-generated"
+    assert "https://alerts.example.org/alerts/manage/" in message.body
+    assert "Stop this alert: https://alerts.example.org/unsubscribe/" in message.body
+    assert "Police: Artificial Intelligence" in message.body
+    delivery = Delivery.objects.get(kind="immediate")
+    assert delivery.status == "sent" and delivery.matches.count() == Match.objects.count()
+    assert Subscription.objects.get().last_sent_at == delivery.sent_at
+
+    deliver_immediate()
+    assert len(mail.outbox) == 1  # nothing is sent twice
+
+
+def test_one_email_per_subscriber_grouped_by_search(archive):
+    subscribe(query='"facial recognition"')
+    subscribe(query="taser")
+    subscribe(email="bo@example.org", query="palantir")
+    match_everything()
+
+    deliver_immediate()
+
+    by_recipient = {m.to[0]: m for m in mail.outbox}
+    assert set(by_recipient) == {"ada@example.org", "bo@example.org"}
+    ada = by_recipient["ada@example.org"]
+    assert "2 of your alerts" in ada.subject
+    assert ada.body.index('"facial recognition"') < ada.body.index("taser\n")
+
+
+def test_digests_go_at_their_time_and_empty_ones_are_not_sent(archive):
+    subscribe(frequency="daily")
+    subscribe(email="bo@example.org", query="taser", frequency="weekly")
+    match_everything()
+
+    assert deliver_immediate() == [] and not mail.outbox
+    deliver_digest("daily")
+    assert [m.to for m in mail.outbox] == [["ada@example.org"]]
+    assert mail.outbox[0].subject.startswith("Daily digest, ")
+    deliver_digest("daily")
+    assert len(mail.outbox) == 1
+    deliver_digest("weekly")
+    assert mail.outbox[-1].to == ["bo@example.org"] and mail.outbox[-1].subject.startswith("Weekly digest, ")
+
+
+@pytest.mark.parametrize("who", ["suppressed", "unconfirmed subscriber", "unconfirmed alert", "paused"])
+def test_nothing_goes_to_suppressed_unconfirmed_or_paused(archive, who):
+    subscription = subscribe()
+    subscriber = subscription.subscriber
+    if who == "suppressed":
+        subscriber.suppress("bounced")
+    elif who == "unconfirmed subscriber":
+        Subscriber.objects.filter(pk=subscriber.pk).update(confirmed_at=None)
+    elif who == "unconfirmed alert":
+        Subscription.objects.filter(pk=subscription.pk).update(confirmed_at=None)
+    else:
+        Subscription.objects.filter(pk=subscription.pk).update(paused=True)
+    match_everything()
+
+    deliver_immediate()
+    deliver_digest("daily")
+
+    assert not mail.outbox and not Delivery.objects.exists()
+
+
+def test_a_suppression_after_the_email_was_queued_still_stops_it(archive):
+    subscription = subscribe()
+    match_everything()
+    from alerts.delivery import create_alert_deliveries
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("alerts.delivery.enqueue_chunks", lambda ids: None)
+        [delivery_id] = create_alert_deliveries("immediate")
+    subscription.subscriber.suppress("complained")
+
+    delivery = send_delivery(delivery_id)
+
+    assert delivery.status == "failed" and "suppressed" in delivery.error and not mail.outbox
+
+
+def test_the_cap_per_email_links_to_the_rest(archive, settings):
+    settings.EMAIL_MAX_QUESTIONS = 2
+    subscribe()
+    match_everything()
+
+    deliver_immediate()
+
+    html = mail.outbox[0].alternatives[0][0]
+    assert html.count("Asked by:") == 2
+    assert "3 more questions match this search" in html
+    assert "/?q=%22facial+recognition%22" in html
+
+
+def test_an_esp_that_fails_twice_then_succeeds_sends_one_email(archive, settings, httpserver):
+    stub = PostmarkStub()
+    stub.failures_left = 2
+    httpserver.expect_request("/email").respond_with_handler(stub)
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test-token", "POSTMARK_API_URL": httpserver.url_for("/")}
+    settings.DELIVERY_BACKOFF_SECONDS = 0
+    subscribe()
+    match_everything()
+
+    deliver_immediate()
+
+    assert stub.to() == ["ada@example.org"]
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.attempts) == ("sent", 3)
+    assert delivery.esp_message_id and delivery.error == ""
+    sent = stub.messages[0]
+    assert {h["Name"]: h["Value"] for h in sent["Headers"]}["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "facial recognition" in sent["HtmlBody"] and sent["TextBody"]
+
+
+def test_an_esp_that_keeps_failing_gives_up_visibly(archive, settings, httpserver):
+    stub = PostmarkStub()
+    stub.failures_left = 99
+    httpserver.expect_request("/email").respond_with_handler(stub)
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test-token", "POSTMARK_API_URL": httpserver.url_for("/")}
+    settings.DELIVERY_BACKOFF_SECONDS = 0
+    settings.DELIVERY_MAX_ATTEMPTS = 3
+    subscribe()
+    match_everything()
+
+    deliver_immediate()
+
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.attempts) == ("failed", 3)
+    assert "500" in delivery.error or "Try again" in delivery.error
+    assert stub.messages == []
+
+
+POSTMARK_BOUNCE = {
+    "RecordType": "Bounce", "ID": 4323372036854775807, "Type": "HardBounce", "TypeCode": 1, "Name": "Hard bounce",
+    "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483", "Description": "The server was unable to deliver your "
+    "message (ex: unknown user, mailbox not found).", "Details": "smtp;550 5.1.1 The email account that you tried "
+    "to reach does not exist.", "Email": "ada@example.org", "From": "alerts@example.org",
+    "BouncedAt": "2026-11-27T10:00:00Z", "DumpAvailable": True, "Inactive": True, "CanActivate": True,
+    "Subject": "Alert", "ServerID": 23, "MessageStream": "outbound", "Content": "", "Tag": "immediate",
+    "Metadata": {"delivery_id": "1"},
+}
+# Postmark's "Transient" is a temporary failure: Anymail reports it as deferred, a soft bounce.
+POSTMARK_SOFT_BOUNCE = POSTMARK_BOUNCE | {"Type": "Transient", "TypeCode": 2, "Name": "Message delayed",
+                                          "Inactive": False}
+POSTMARK_COMPLAINT = {
+    "RecordType": "SpamComplaint", "ID": 42, "Type": "SpamComplaint", "TypeCode": 512, "Name": "Spam complaint",
+    "Tag": "", "MessageID": "00000000-0000-0000-0000-000000000000", "ServerID": 1234, "Description": "",
+    "Details": "Test spam complaint details", "Email": "ada@example.org", "From": "alerts@example.org",
+    "BouncedAt": "2026-11-27T10:00:00Z", "Inactive": True, "CanActivate": False, "Subject": "Alert",
+    "MessageStream": "outbound",
+}
+MAILGUN_FAILED = {
+    "signature": {"timestamp": "1529006854", "token": "a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0",
+                  "signature": "unused"},
+    "event-data": {
+        "event": "failed", "severity": "permanent", "timestamp": 1521233123.501324, "id": "CPgfbmQMTCKtHW6uIWtuVe",
+        "reason": "suppress-bounce", "recipient": "bo@example.org", "message": {"headers": {
+            "message-id": "20130503182626.18666.16540@example.org", "to": "bo@example.org",
+            "from": "alerts@example.org", "subject": "Alert"}, "attachments": [], "size": 111},
+        "delivery-status": {"code": 605, "message": "", "description": "Not delivering to previously bounced address",
+                            "attempt-no": 1},
+    },
+}
+
+
+@pytest.fixture
+def webhook_secret(settings):
+    settings.ANYMAIL = settings.ANYMAIL | {"WEBHOOK_SECRET": "hook:s3cret", "MAILGUN_WEBHOOK_SIGNING_KEY": "key"}
+    return "hook", "s3cret"
+
+
+def post_webhook(client, path, payload, auth=("hook", "s3cret")):
+    import base64
+
+    headers = {}
+    if auth:
+        headers["HTTP_AUTHORIZATION"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    return client.post(path, data=json.dumps(payload), content_type="application/json", **headers)
+
+
+def test_postmark_bounce_and_complaint_suppress_and_soft_bounce_only_records(client, webhook_secret):
+    ada = subscribe().subscriber
+    bo = subscribe(email="bo@example.org").subscriber
+
+    assert post_webhook(client, "/anymail/postmark/tracking/", POSTMARK_SOFT_BOUNCE).status_code == 200
+    ada.refresh_from_db()
+    assert ada.suppressed_at is None
+
+    assert post_webhook(client, "/anymail/postmark/tracking/", POSTMARK_BOUNCE).status_code == 200
+    ada.refresh_from_db()
+    assert ada.suppressed_reason == "bounced"
+
+    complaint = POSTMARK_COMPLAINT | {"Email": "BO@example.org"}
+    assert post_webhook(client, "/anymail/postmark/tracking/", complaint).status_code == 200
+    bo.refresh_from_db()
+    assert bo.suppressed_reason == "complained"
+    from alerts.models import WebhookEvent
+
+    assert list(WebhookEvent.objects.order_by("pk").values_list("event_type", flat=True)) == [
+        "deferred", "bounced", "complained"]
+
+
+def test_mailgun_permanent_failure_suppresses(client, webhook_secret, monkeypatch):
+    bo = subscribe(email="bo@example.org").subscriber
+    # Mailgun signs its payloads with a key we would have; the signature check itself is Anymail's.
+    monkeypatch.setattr("anymail.webhooks.mailgun.MailgunBaseWebhookView.validate_request", lambda self, r: None)
+
+    assert post_webhook(client, "/anymail/mailgun/tracking/", MAILGUN_FAILED).status_code == 200
+
+    bo.refresh_from_db()
+    assert bo.suppressed_reason == "bounced"
+
+
+def test_a_webhook_without_the_secret_is_refused(client, webhook_secret):
+    ada = subscribe().subscriber
+
+    no_auth = post_webhook(client, "/anymail/postmark/tracking/", POSTMARK_BOUNCE, auth=None)
+    wrong = post_webhook(client, "/anymail/postmark/tracking/", POSTMARK_BOUNCE, auth=("hook", "guess"))
+
+    assert no_auth.status_code in (400, 401, 403) and wrong.status_code in (400, 401, 403)
+    ada.refresh_from_db()
+    assert ada.suppressed_at is None
