@@ -11,6 +11,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 
 from alerts import tokens
 from alerts.models import Delivery, Subscriber, Subscription
@@ -79,6 +80,27 @@ def compose(delivery: Delivery) -> EmailMultiAlternatives:
 class Item:
     question: Question
     kind: str  # the latest event: tabled, answered or corrected
+    html: str = ""
+    text: str = ""
+
+
+# A question is shown the same way to everyone whose search has the same words, and one run sends
+# the same few questions to many people: each is rendered once per run, not once per email.
+_rendered: dict[tuple, tuple[str, str]] = {}
+RENDERED_MAX = 20_000
+
+
+def _render(item: Item, node: Node, query: str) -> None:
+    question = item.question
+    key = (question.pk, question.updated_at, item.kind, query, settings.SITE_URL)
+    found = _rendered.get(key)
+    if found is None:
+        if len(_rendered) >= RENDERED_MAX:
+            _rendered.clear()
+        context = {"question": question, "kind": item.kind, "node": node, "site_url": settings.SITE_URL}
+        found = _rendered[key] = (mark_safe(render_to_string("alerts/email/_item.html", context)),
+                                  render_to_string("alerts/email/_item.txt", context))
+    item.html, item.text = found
 
 
 @dataclass
@@ -96,7 +118,10 @@ KIND_ORDER = {"tabled": 0, "answered": 1, "corrected": 2}
 
 
 def _sections(delivery: Delivery) -> list[Section]:
+    # The normalised text and the stored HTML are not shown in emails, and are most of a row's size.
+    heavy = [f"event__question__{f.name}" for f in Question._meta.fields if f.name.startswith("norm_")]
     matches = (delivery.matches.select_related("subscription", "event__question")
+               .defer(*heavy, "event__question__answer_html")
                .order_by("subscription_id", "-event__question__date_tabled", "-event__question_id"))
     grouped: dict[int, tuple[Subscription, dict[int, Item]]] = {}
     for match in matches:
@@ -110,8 +135,11 @@ def _sections(delivery: Delivery) -> list[Section]:
     for subscription, items in grouped.values():
         listed = list(items.values())
         shown, room = listed[:max(room, 0)], room - len(listed)
+        node = parse(subscription.query, max_length=None)
+        for item in shown:
+            _render(item, node, subscription.query)
         sections.append(Section(
-            subscription=subscription, node=parse(subscription.query, max_length=None), items=shown,
+            subscription=subscription, node=node, items=shown,
             more=len(listed) - len(shown), unsubscribe_url=unsubscribe_url(delivery.subscriber, subscription),
             search_url=absolute(reverse("search") + "?" + urlencode({"q": subscription.query})),
         ))

@@ -40,6 +40,20 @@ class PostmarkStub:
         return [m["To"] for m in self.messages]
 
 
+def serve(stub: PostmarkStub):
+    """Serve the stub on a loopback port with keep-alive, as a real ESP would; returns the server."""
+    import threading
+
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class KeepAlive(WSGIRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+    server = make_server("127.0.0.1", 0, wsgi_app(stub), threaded=True, request_handler=KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def wsgi_app(stub: PostmarkStub):
     def app(environ, start_response):
         return stub(Request(environ))(environ, start_response)

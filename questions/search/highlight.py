@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import html
+from functools import lru_cache
 
 from .ast import And, Node, Not, Or, Phrase, Prefix, Term
 from .words import WORD_RE, fold
+
+
+# Texts repeat a small alphabet, and emails highlight the same texts over and over.
+_fold_char = lru_cache(maxsize=65536)(fold)
 
 
 def _word_spans(text: str) -> list[tuple[int, int, str]]:
@@ -23,7 +28,7 @@ def _word_spans(text: str) -> list[tuple[int, int, str]]:
         parts: list[str] = []
         origin = []
         for index, char in enumerate(text):
-            piece = fold(char)
+            piece = _fold_char(char)
             parts.append(piece)
             origin.extend([index] * len(piece))
         folded = "".join(parts)
@@ -32,7 +37,7 @@ def _word_spans(text: str) -> list[tuple[int, int, str]]:
         start = origin[match.start()]
         end = origin[match.end() - 1] + 1
         # Combining marks fold to nothing: keep them with the letter they sit on.
-        while end < len(text) and not fold(text[end]):
+        while end < len(text) and not _fold_char(text[end]):
             end += 1
         spans.append((start, end, match.group()))
     return spans
@@ -53,6 +58,7 @@ def _positive_leaves(node: Node, field: str | None) -> list[Term | Prefix | Phra
     return found
 
 
+@lru_cache(maxsize=8192)
 def highlight(text: str, node: Node, field: str | None = None) -> str:
     """`text` HTML-escaped, with what the query looks for wrapped in `<mark>`.
 
