@@ -1,12 +1,13 @@
 from django.contrib.syndication.views import Feed
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.feedgenerator import Atom1Feed
 from django.utils.http import urlencode
 
 from questions.forms import SearchForm
+from questions.health import health
 from questions.models import Question
 from questions.search import parse
 from questions.searching import find_question, matching
@@ -42,6 +43,11 @@ def search_page(request: HttpRequest) -> HttpResponse:
         context["page"] = Paginator(Question.objects.order_by("-date_tabled", "-id"), PAGE_SIZE).get_page(1)
     status = 400 if context["query_error"] else 200
     return render(request, "questions/search.html", context, status=status)
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    healthy, checks = health()
+    return JsonResponse({"status": "ok" if healthy else "failing", "checks": checks}, status=200 if healthy else 503)
 
 
 def help_page(request: HttpRequest) -> HttpResponse:

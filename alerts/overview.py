@@ -1,0 +1,46 @@
+"""The operator's page: is every stage of the pipeline moving?"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.db.models import Count, Q
+from django.shortcuts import render
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from alerts.models import Delivery, Match, Subscriber, Subscription
+from questions.models import Question, QuestionEvent, Source
+
+
+def overview(now: dt.datetime | None = None) -> dict:
+    now = now or timezone.now()
+    day = now - dt.timedelta(hours=24)
+    deliveries = Delivery.objects.filter(created_at__gte=day).aggregate(
+        pending=Count("pk", filter=Q(status=Delivery.Status.PENDING)),
+        sent=Count("pk", filter=Q(status=Delivery.Status.SENT)),
+        failed=Count("pk", filter=Q(status=Delivery.Status.FAILED)),
+    )
+    return {
+        "now": now,
+        "sources": Source.objects.all(),
+        "questions_24h": Question.objects.filter(created_at__gte=day).count(),
+        "events_24h": dict(QuestionEvent.objects.filter(created_at__gte=day).values_list("kind")
+                           .annotate(n=Count("pk")).order_by("kind")),
+        "events_unmatched": QuestionEvent.objects.filter(matched_at__isnull=True).count(),
+        "matches_waiting": Match.objects.filter(delivery__isnull=True).count(),
+        "deliveries_24h": deliveries,
+        "deliveries_pending_all": Delivery.objects.filter(status=Delivery.Status.PENDING).count(),
+        "subscribers": Subscriber.objects.count(),
+        "suppressed": dict(Subscriber.objects.exclude(suppressed_reason="").values_list("suppressed_reason")
+                           .annotate(n=Count("pk")).order_by("suppressed_reason")),
+        "active_alerts": Subscription.objects.filter(confirmed_at__isnull=False, paused=False,
+                                                     subscriber__suppressed_at__isnull=True).count(),
+        "schedule": PeriodicTask.objects.select_related("interval", "crontab").order_by("name"),
+    }
+
+
+@staff_member_required
+def overview_page(request):
+    return render(request, "admin/overview.html", overview() | {"title": "Overview"})

@@ -1,0 +1,95 @@
+"""What an operator relies on: health checks, the overview, support's command, production settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from alerts.models import Delivery, Subscriber, Subscription
+from questions.models import Source
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_is_ok_when_everything_works(client):
+    Source.objects.create(name="fresh", kind="api", url="http://127.0.0.1:9/", last_success_at=timezone.now())
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok", "polling": "ok"}}
+
+
+def test_healthz_fails_when_a_source_has_not_been_read_for_a_while(client):
+    stale = timezone.now() - dt.timedelta(hours=3)
+    Source.objects.create(name="stale API", kind="api", url="http://127.0.0.1:9/", last_success_at=stale,
+                          created_at=stale)
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "failing" and "stale API" in body["checks"]["polling"]
+
+
+def test_the_admin_needs_a_login(client):
+    assert client.get("/admin/")["Location"].startswith("/admin/login/")
+    assert client.get("/admin/overview/")["Location"].startswith("/admin/login/")
+
+
+def test_the_overview_shows_each_stage(admin_client):
+    Source.objects.create(name="Broken feed", kind="feed", url="http://127.0.0.1:9/", last_error="HTTP 500",
+                          consecutive_failures=3)
+    Subscriber.objects.create(email="gone@example.org", suppressed_at=timezone.now(), suppressed_reason="bounced")
+
+    html = admin_client.get("/admin/overview/").content.decode()
+
+    assert "Broken feed" in html and "HTTP 500" in html
+    assert "1 bounced" in html
+    assert "Daily digests" in html and "Poll sources" in html
+    assert "Overview" in admin_client.get("/admin/").content.decode()
+
+
+def test_check_subscriber_explains_what_happened(client):
+    now = timezone.now()
+    subscriber = Subscriber.objects.create(email="ada@example.org", confirmed_at=now, suppressed_at=now,
+                                           suppressed_reason="complained")
+    Subscription.objects.create(subscriber=subscriber, query="palantir", canonical_query="palantir",
+                                confirmed_at=now, frequency="daily")
+    Delivery.objects.create(subscriber=subscriber, kind="daily", status="failed", attempts=5, error="HTTP 500")
+    out = StringIO()
+
+    call_command("check_subscriber", "ADA@example.org", stdout=out)
+
+    text = out.getvalue()
+    assert "SUPPRESSED" in text and "complained" in text
+    assert "[on] 'palantir': daily, both" in text
+    assert "daily        failed  attempts=5" in text and "HTTP 500" in text
+
+
+def test_pages_send_security_headers(client):
+    response = client.get("/")
+
+    csp = response["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_check_deploy_is_clean_in_production(tmp_path):
+    env = dict(os.environ, SITE_URL="https://alerts.example.org", ALLOWED_HOSTS="alerts.example.org",
+               SECRET_KEY="x" * 20 + "-a-long-random-production-secret-key-0123456789", DEBUG="0",
+               VAR_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
