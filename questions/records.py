@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,9 +80,12 @@ def optional_int(value: Any, name: str) -> int | None:
         raise RecordError(f"{name} is not a number: {value!r}") from None
 
 
+# Control characters mean nothing in a question; PostgreSQL refuses NUL and XML feeds refuse the rest.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def text(value: Any) -> str:
-    # PostgreSQL refuses NUL characters in text, and they mean nothing in a question.
-    return "" if value is None else str(value).replace("\x00", "").strip()
+    return "" if value is None else CONTROL.sub("", str(value)).strip()
 
 
 def check(record: QuestionRecord) -> QuestionRecord:

@@ -9,6 +9,7 @@ from django.utils.http import urlencode
 from questions.forms import SearchForm
 from questions.health import health
 from questions.models import Question
+from questions.records import text
 from questions.search import parse
 from questions.searching import find_question, matching
 
@@ -79,13 +80,13 @@ class SearchRSSFeed(Feed):
         return self.form
 
     def title(self, form):
-        return f"Written questions matching {form.cleaned_data['q']}"
+        return f"Written questions matching {text(form.cleaned_data['q'])}"
 
     def link(self, form):
         return reverse("search") + "?" + urlencode({"q": form.cleaned_data["q"]})
 
     def description(self, form):
-        return f"The newest written questions and answers matching the search {form.cleaned_data['q']}."
+        return f"The newest written questions and answers matching the search {text(form.cleaned_data['q'])}."
 
     def items(self, form):
         return matching(parse(form.cleaned_data["q"]), form.filters())[:FEED_SIZE]

@@ -8,7 +8,6 @@ from functools import lru_cache
 from .ast import And, Node, Not, Or, Phrase, Prefix, Term
 from .words import WORD_RE, fold
 
-
 # Texts repeat a small alphabet, and emails highlight the same texts over and over.
 _fold_char = lru_cache(maxsize=65536)(fold)
 

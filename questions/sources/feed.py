@@ -42,11 +42,19 @@ def fetch(source: Source, client: PoliteClient) -> Batch:
         return Batch(not_modified=True, etag=source.etag, last_modified=source.last_modified, requests=1)
     if response.status != 200:
         raise FetchError(f"{source.url}: HTTP {response.status}")
-    parsed = feedparser.parse(response.body, response_headers=response.headers)
-    batch = Batch(etag=response.headers.get("etag", ""), last_modified=response.headers.get("last-modified", ""))
+    batch = parse_feed(response.body, response.headers, source.url)
+    batch.etag, batch.last_modified = response.headers.get("etag", ""), response.headers.get("last-modified", "")
+    batch.requests = 1
+    return batch
+
+
+def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
+    """The records of a feed document; raises FetchError when nothing at all could be read."""
+    parsed = feedparser.parse(body, response_headers=headers)
+    batch = Batch()
     if parsed.bozo:
         # feedparser keeps what it could read of a malformed feed: land that, and say what was wrong.
-        batch.error = f"{source.url}: malformed feed ({parsed.bozo_exception})"
+        batch.error = f"{url}: malformed feed ({parsed.bozo_exception})"
         if not parsed.entries:
             raise FetchError(batch.error)
     for position, entry in enumerate(parsed.entries, start=1):
@@ -54,5 +62,4 @@ def fetch(source: Source, client: PoliteClient) -> Batch:
             batch.records.append(record_from_entry(entry))
         except RecordError as exc:
             batch.problems.append((text(entry.get("title")) or f"entry {position}", str(exc)))
-    batch.requests = 1
     return batch

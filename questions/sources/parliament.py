@@ -32,6 +32,11 @@ def _member(value: dict[str, Any], key: str) -> dict[str, Any]:
     return member if isinstance(member, dict) else {}
 
 
+def _list(value: Any) -> list:
+    # A list the API left out or sent as something else is empty; it is no reason to lose the question.
+    return value if isinstance(value, list) else []
+
+
 def record_from_api(value: Any, list_signature: str = "") -> QuestionRecord:
     """One API question (list item or detail record, with or without members expanded)."""
     if isinstance(value, dict) and isinstance(value.get("value"), dict):
@@ -44,7 +49,7 @@ def record_from_api(value: Any, list_signature: str = "") -> QuestionRecord:
     asking, answering = _member(value, "askingMember"), _member(value, "answeringMember")
     attachments = [
         {"title": text(a.get("title") or a.get("fileName")), "url": text(a.get("url"))}
-        for a in value.get("attachments") or [] if isinstance(a, dict)
+        for a in _list(value.get("attachments")) if isinstance(a, dict)
     ]
     return check(QuestionRecord(
         external_id=str(api_id),
@@ -62,7 +67,7 @@ def record_from_api(value: Any, list_signature: str = "") -> QuestionRecord:
         is_withdrawn=bool(value.get("isWithdrawn")),
         answer_is_holding=bool(value.get("answerIsHolding")),
         answer_is_correction=bool(value.get("answerIsCorrection")),
-        grouped_uins=[text(u) for u in value.get("groupedQuestions") or []],
+        grouped_uins=[text(u) for u in _list(value.get("groupedQuestions")) if isinstance(u, str | int)],
         attachments=attachments,
         asking_member_id=optional_int(value.get("askingMemberId"), "askingMemberId"),
         asking_member_name=text(asking.get("name")),
