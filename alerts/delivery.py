@@ -8,6 +8,7 @@ import logging
 from django.conf import settings
 from django.db import connection as db_connection
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from alerts.models import Delivery, Match, Subscriber, Subscription
@@ -152,13 +153,12 @@ def create_alert_deliveries(kind: str, subscriber_ids: list[int] | None = None) 
         deliveries = Delivery.objects.bulk_create(
             Delivery(subscriber_id=subscriber_id, kind=kind) for subscriber_id in by_subscriber
         )
-        assigned = [
-            Match(pk=match_id, delivery_id=delivery.pk)
-            for delivery, match_ids in zip(deliveries, by_subscriber.values(), strict=True)
-            for match_id in match_ids
-        ]
-        Match.objects.bulk_update(assigned, ["delivery"], batch_size=1000)
         ids = [delivery.pk for delivery in deliveries]
+        # One statement: each claimed match goes to the new delivery of its subscriber.
+        subscriber = Subscription.objects.filter(pk=OuterRef(OuterRef("subscription_id"))).values("subscriber_id")
+        Match.objects.filter(pk__in=[match_id for match_id, _ in rows]).update(delivery=Subquery(
+            Delivery.objects.filter(pk__in=ids, subscriber_id=Subquery(subscriber[:1])).values("pk")[:1]
+        ))
         transaction.on_commit(lambda: enqueue_chunks(ids))
     if ids:
         log.info("deliveries created kind=%s emails=%d matches=%d", kind, len(ids), len(rows))

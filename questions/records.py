@@ -75,9 +75,12 @@ def optional_int(value: Any, name: str) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
         raise RecordError(f"{name} is not a number: {value!r}") from None
+    if not -(2**31) <= number < 2**31:
+        raise RecordError(f"{name} is out of range: {value!r}")
+    return number
 
 
 # Control characters mean nothing in a question; PostgreSQL refuses NUL and XML feeds refuse the rest.

@@ -131,3 +131,14 @@ def test_an_entry_without_guid_or_link_is_logged_and_the_rest_land(httpserver):
     assert report.problems == 1
     problem = SourceProblem.objects.get(source=source)
     assert problem.record_id == "Nameless" and "neither a guid nor a link" in problem.message
+
+
+def test_a_feed_body_that_looks_like_a_path_is_not_read_as_a_file(httpserver, tmp_path):
+    local = tmp_path / "local.xml"
+    local.write_text(RSS)
+    httpserver.expect_request("/feed").respond_with_data(str(local), content_type="application/rss+xml")
+    source = feed_source(httpserver)
+
+    report = poll_source(source, client())
+
+    assert report.error and Question.objects.count() == 0

@@ -32,7 +32,7 @@ LIST_ITEM = load_fixture("list_page_excerpt.json")["results"][0]
 @st.composite
 def mutated_records(draw) -> dict:
     record = copy.deepcopy(draw(st.sampled_from([DETAIL, LIST_ITEM["value"], LIST_ITEM])))
-    target = record["value"] if "value" in record else record
+    target = record.get("value", record)
     for key in draw(st.lists(st.sampled_from(sorted(target)), max_size=6, unique=True)):
         if draw(st.booleans()):
             target[key] = draw(json_values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 
 import feedparser
 
@@ -50,7 +51,11 @@ def fetch(source: Source, client: PoliteClient) -> Batch:
 
 def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
     """The records of a feed document; raises FetchError when nothing at all could be read."""
-    parsed = feedparser.parse(body, response_headers=headers)
+    # A stream, never bytes: feedparser reads a string that looks like a path or URL as one.
+    try:
+        parsed = feedparser.parse(io.BytesIO(body), response_headers=headers)
+    except Exception as exc:  # noqa: BLE001 - whatever the document does to the parser, it is the source's fault
+        raise FetchError(f"{url}: malformed feed ({type(exc).__name__}: {exc})") from exc
     batch = Batch()
     if parsed.bozo:
         # feedparser keeps what it could read of a malformed feed: land that, and say what was wrong.
