@@ -106,9 +106,9 @@ def retry_delay(attempts: int) -> float:
     return settings.DELIVERY_BACKOFF_SECONDS * 2 ** max(0, attempts - 1)
 
 
-def stale_pending(older_than: dt.timedelta = dt.timedelta(minutes=10)) -> list[int]:
+def stale_pending() -> list[int]:
     """Pending deliveries nobody finished (a worker died mid-send): they are sent again."""
-    cutoff = timezone.now() - older_than
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.DELIVERY_STALE_SECONDS)
     return list(Delivery.objects.filter(status=Delivery.Status.PENDING, created_at__lt=cutoff)
                 .values_list("pk", flat=True)[:1000])
 

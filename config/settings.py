@@ -91,6 +91,9 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Search counts are capped and cheap; JIT compiling them costs more than it saves.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", "-c jit=off")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server, worker and beat share one file: wait for a lock rather than fail.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
@@ -183,6 +186,8 @@ RATELIMIT_VIEW = "alerts.views.rate_limited"
 # Behind a proxy, set to the header that carries the client's address, e.g. HTTP_X_FORWARDED_FOR.
 RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default=None)
 DELIVERY_CHUNK_SIZE = env.int("DELIVERY_CHUNK_SIZE", default=100)
+# A delivery still pending this long after it was written lost its worker: beat sends it again.
+DELIVERY_STALE_SECONDS = env.int("DELIVERY_STALE_SECONDS", default=600)
 EMAIL_MAX_QUESTIONS = env.int("EMAIL_MAX_QUESTIONS", default=50)
 DIGEST_HOUR = env.int("DIGEST_HOUR", default=7)
 # /healthz fails when an enabled source has had no successful poll for this many of its intervals.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from questions.ingest import UpsertResult, upsert
@@ -15,7 +17,8 @@ from questions.sources import Batch, feed, parliament
 from questions.sources.http import FetchError, PoliteClient
 
 log = logging.getLogger(__name__)
-LOCK_SECONDS = 15 * 60
+LOCK_SECONDS = 5 * 60
+LOCK_NAMESPACE = 7301
 
 
 @dataclass
@@ -43,15 +46,38 @@ def _fetch(source: Source, client: PoliteClient) -> Batch:
     return feed.fetch(source, client)
 
 
-def poll_source(source: Source, client: PoliteClient | None = None) -> PollReport:
-    lock = f"poll-source-{source.pk}"
-    # One poll of a source at a time, so two workers never insert the same new question.
-    if not cache.add(lock, "1", LOCK_SECONDS):
-        return PollReport(source.name, skipped="a poll of this source is already running")
+@contextmanager
+def exclusive(source: Source) -> Iterator[bool]:
+    """One poll of a source at a time, so two workers never insert the same new question.
+
+    On PostgreSQL an advisory lock, which the server drops with the connection of a worker that dies;
+    elsewhere (one worker on SQLite) a cache entry that expires.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, source.pk])
+            acquired = cursor.fetchone()[0]
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, source.pk])
+        return
+    key = f"poll-source-{source.pk}"
+    acquired = cache.add(key, "1", LOCK_SECONDS)
     try:
-        return _poll(source, client or PoliteClient())
+        yield acquired
     finally:
-        cache.delete(lock)
+        if acquired:
+            cache.delete(key)
+
+
+def poll_source(source: Source, client: PoliteClient | None = None) -> PollReport:
+    with exclusive(source) as acquired:
+        if not acquired:
+            return PollReport(source.name, skipped="a poll of this source is already running")
+        return _poll(source, client or PoliteClient())
 
 
 def _poll(source: Source, client: PoliteClient) -> PollReport:

@@ -1,5 +1,4 @@
 from django.contrib.syndication.views import Feed
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -11,7 +10,7 @@ from questions.health import health
 from questions.models import Question
 from questions.records import text
 from questions.search import parse
-from questions.searching import find_question, matching
+from questions.searching import CappedPaginator, find_question, matching
 
 PAGE_SIZE = 20
 FEED_SIZE = 50
@@ -24,7 +23,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
         query = form.cleaned_data["q"]
         node = parse(query) if query else None
         questions = matching(node, form.filters()) if node else Question.objects.filter(form.filters().q())
-        context["page"] = Paginator(questions, PAGE_SIZE).get_page(request.GET.get("page"))
+        context["page"] = CappedPaginator(questions, PAGE_SIZE).get_page(request.GET.get("page"))
         context["node"] = node
         params = {k: v for k, v in request.GET.items() if k != "page" and v}
         context["params"] = urlencode(params)
@@ -41,7 +40,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
                 context["error_before"], context["error_at"], context["error_after"] = (
                     query[:position], query[position], query[position + 1:])
     else:
-        context["page"] = Paginator(Question.objects.order_by("-date_tabled", "-id"), PAGE_SIZE).get_page(1)
+        context["page"] = CappedPaginator(Question.objects.order_by("-date_tabled", "-id"), PAGE_SIZE).get_page(1)
     status = 400 if context["query_error"] else 200
     return render(request, "questions/search.html", context, status=status)
 

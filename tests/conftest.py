@@ -179,12 +179,13 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
 
 def clear_rate_limits() -> None:
-    """Forget every rate-limit counter, without touching what Celery keeps in the same Redis."""
+    """Empty Django's cache (rate-limit counters, cached lists), without touching what Celery keeps
+    in the same Redis: Django's keys are the ones that start with ":<version>:"."""
     from django.core.cache import cache
 
     if settings.REDIS_URL:
         client = cache._cache.get_client(None, write=True)
-        for key in client.scan_iter(match="*rl:*"):
+        for key in client.scan_iter(match=":[0-9]*:*"):
             client.delete(key)
     else:
         cache.clear()

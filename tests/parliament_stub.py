@@ -30,6 +30,8 @@ class ParliamentStub:
         self.records: dict[int, dict] = {}
         self.requests: list[str] = []
         self.detail_failures: dict[int, int] = {}
+        # Called with the id before each detail is answered: lets a test hold the poller mid-way.
+        self.on_detail = None
 
     def put(self, value: dict) -> None:
         self.records[int(value["id"])] = copy.deepcopy(value)
@@ -69,6 +71,8 @@ class ParliamentStub:
         found = DETAIL.match(request.path)
         if found and int(found.group(1)) in self.records:
             api_id = int(found.group(1))
+            if self.on_detail:
+                self.on_detail(api_id)
             if self.detail_failures.get(api_id, 0) > 0:
                 self.detail_failures[api_id] -= 1
                 return Response("busy", status=500)

@@ -159,3 +159,14 @@ def test_stored_html_is_rendered_sanitised(client):
     html = client.get("/questions/42/").content.decode()
     assert "<script>alert" not in html and "onerror" not in html and "javascript:alert" not in html
     assert "Fine." in html
+
+
+def test_a_very_common_search_says_more_than_the_cap(client, archive, monkeypatch):
+    from questions.searching import CappedPaginator
+
+    monkeypatch.setattr(CappedPaginator, "cap", 3)
+
+    response = client.get("/", {"q": "secretary"})
+
+    assert "More than 3 questions match" in response.content.decode()
+    assert response.context["page"].paginator.num_pages == 1  # 4 counted, 20 a page

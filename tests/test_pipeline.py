@@ -1,0 +1,202 @@
+"""The whole pipeline on the real stack: a question appears in the API, a real Celery worker polls,
+matches and emails it through Anymail to a local ESP; and what survives a worker killed mid-way."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import threading
+
+import pytest
+from django.utils import timezone
+
+from alerts.models import Delivery, Match, Subscriber, Subscription
+from questions.models import Question, QuestionEvent, Source
+from tests.conftest import Worker, wait_until
+from tests.esp_stub import PostmarkStub
+from tests.parliament_stub import LIST_PATH, ParliamentStub
+from tests.test_parliament_api import real_record
+
+pytestmark = [pytest.mark.worker, pytest.mark.postgres]
+
+
+@pytest.fixture
+def esp(httpserver):
+    stub = PostmarkStub()
+    httpserver.expect_request("/email").respond_with_handler(stub)
+    return stub
+
+
+@pytest.fixture
+def api(httpserver):
+    stub = ParliamentStub()
+    httpserver.expect_request(LIST_PATH).respond_with_handler(stub)
+    for api_id in range(1000, 1010):
+        httpserver.expect_request(f"{LIST_PATH}/{api_id}").respond_with_handler(stub)
+    Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"))
+    return stub
+
+
+@pytest.fixture
+def mail_env(worker_env, httpserver):
+    worker_env.update(
+        EMAIL_BACKEND="anymail.backends.postmark.EmailBackend", ANYMAIL_POSTMARK_SERVER_TOKEN="test",
+        ANYMAIL_POSTMARK_API_URL=httpserver.url_for("/"), SITE_URL="https://alerts.example.org",
+        DELIVERY_BACKOFF_SECONDS="0.2", DELIVERY_STALE_SECONDS="0", SOURCE_BACKOFF_SECONDS="0.05",
+    )
+    return worker_env
+
+
+def start_worker(env) -> Worker:
+    from config.celery import app
+
+    app.control.purge()
+    worker = Worker(env)
+    worker.start()
+    return worker
+
+
+def subscribe(email="ada@example.org", query="apprenticeships", **fields) -> Subscription:
+    now = timezone.now()
+    subscriber, _ = Subscriber.objects.get_or_create(email=email, defaults={"confirmed_at": now})
+    return Subscription.objects.create(subscriber=subscriber, query=query, canonical_query=query,
+                                       confirmed_at=now, **({"frequency": "immediate"} | fields))
+
+
+def send(task: str) -> None:
+    from config.celery import app
+
+    app.send_task(task)
+
+
+def test_a_new_question_in_the_api_reaches_the_inbox(api, esp, mail_env):
+    subscribe()
+    subscribe(email="bo@example.org", query="palantir")
+    subscribe(email="cy@example.org", query="apprenticeships", frequency="daily")
+    api.put(real_record(1000))
+    worker = start_worker(mail_env)
+    try:
+        send("questions.poll_sources")
+        wait_until(lambda: len(esp.messages) >= 1, timeout=90, message="the alert to reach the ESP")
+        [message] = esp.messages
+        assert message["To"] == "ada@example.org"
+        assert message["Subject"] == "1 new written question matches “apprenticeships”"
+        headers = {h["Name"]: h["Value"] for h in message["Headers"]}
+        assert headers["List-Unsubscribe"].startswith("<https://alerts.example.org/unsubscribe/")
+        assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert "Apprentices: Employment Agencies" in message["HtmlBody"]
+        assert "https://alerts.example.org/alerts/manage/" in message["TextBody"]
+        # Both events of the question (tabled, answered) matched once each, in one email.
+        assert Match.objects.filter(subscription__subscriber__email="ada@example.org").count() == 2
+
+        send("alerts.deliver_daily")
+        wait_until(lambda: len(esp.messages) == 2, timeout=60, message="the daily digest")
+        assert esp.messages[1]["To"] == "cy@example.org"
+        assert esp.messages[1]["Subject"].startswith("Daily digest")
+        send("alerts.deliver_daily")
+        send("questions.poll_sources")
+        send("alerts.match_events")
+        wait_until(lambda: QuestionEvent.objects.filter(matched_at__isnull=True).count() == 0, timeout=30,
+                   message="matching to settle")
+    finally:
+        worker.stop()
+    assert len(esp.messages) == 2
+    assert Question.objects.count() == 1 and QuestionEvent.objects.count() == 2
+
+
+def test_the_digest_schedules_fire_at_seven_in_london():
+    from django_celery_beat.models import PeriodicTask
+
+    london = dt.timezone(dt.timedelta(hours=0))  # 27 November: London is on GMT
+    daily = PeriodicTask.objects.get(task="alerts.deliver_daily").schedule
+    weekly = PeriodicTask.objects.get(task="alerts.deliver_weekly").schedule
+    seven = dt.datetime(2026, 11, 30, 7, 0, 30, tzinfo=london)  # a Monday
+    daily.nowfun = weekly.nowfun = lambda: seven
+
+    assert daily.is_due(seven - dt.timedelta(days=1)).is_due
+    assert not daily.is_due(seven - dt.timedelta(minutes=1)).is_due
+    assert weekly.is_due(seven - dt.timedelta(days=7)).is_due
+    tuesday = seven + dt.timedelta(days=1)
+    weekly.nowfun = lambda: tuesday
+    assert not weekly.is_due(seven).is_due
+
+
+class HangingESP(PostmarkStub):
+    """An ESP that holds each request until released; `record_first` says whether it has accepted the
+    email before it answers (so a worker killed meanwhile had in fact sent it)."""
+
+    def __init__(self, record_first: bool) -> None:
+        super().__init__()
+        self.record_first = record_first
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self.held = True
+
+    def __call__(self, request):
+        if not self.held:
+            return super().__call__(request)
+        self.held = False
+        if self.record_first:
+            super().__call__(request)
+        self.arrived.set()
+        self.release.wait(30)
+        from werkzeug.wrappers import Response
+
+        return Response("{}", status=503)
+
+
+@pytest.mark.parametrize("sent_before_crash", [False, True], ids=["before-the-esp-accepted", "after"])
+def test_a_worker_killed_mid_send_sends_again_and_loses_nothing(api, mail_env, httpserver, sent_before_crash):
+    esp = HangingESP(record_first=sent_before_crash)
+    httpserver.expect_request("/email").respond_with_handler(esp)
+    subscribe()
+    api.put(real_record(1000))
+    worker = start_worker(mail_env)
+    try:
+        send("questions.poll_sources")
+        assert esp.arrived.wait(90), "the email never reached the ESP"
+        assert Delivery.objects.get().status == "pending"
+        worker.kill(signal.SIGKILL)
+        esp.release.set()
+        worker = start_worker(mail_env)
+        send("alerts.resend_stale")
+        wait_until(lambda: Delivery.objects.get().status == "sent", timeout=60, message="the email to be re-sent")
+    finally:
+        esp.release.set()
+        worker.stop()
+    assert [m["To"] for m in esp.messages] == ["ada@example.org"] * (2 if sent_before_crash else 1)
+    assert Match.objects.filter(delivery__isnull=True).count() == 0
+
+
+def test_a_worker_killed_mid_poll_lands_every_question_once(api, mail_env):
+    for api_id in (1000, 1001, 1002):
+        api.put(real_record(api_id))
+    gate = threading.Event()
+    arrived = threading.Event()
+
+    def hold(api_id: int) -> None:
+        if api_id == 1001 and not gate.is_set():
+            arrived.set()
+            gate.wait(30)
+
+    api.on_detail = hold
+    worker = start_worker(mail_env)
+    try:
+        send("questions.poll_sources")
+        assert arrived.wait(60)
+        worker.kill(signal.SIGKILL)
+        gate.set()
+        assert Question.objects.count() == 0  # the poll stores its batch in one transaction, or nothing
+        Source.objects.filter(name="Stub API").update(last_polled_at=None)
+        worker = start_worker(mail_env)
+        send("questions.poll_sources")
+        wait_until(lambda: Question.objects.count() == 3, timeout=60, message="the questions to land")
+        send("questions.poll_sources")
+        send("alerts.match_events")
+        wait_until(lambda: QuestionEvent.objects.filter(matched_at__isnull=True).count() == 0, timeout=30,
+                   message="matching to settle")
+    finally:
+        gate.set()
+        worker.stop()
+    assert Question.objects.count() == 3
+    assert QuestionEvent.objects.filter(kind="tabled").count() == 3
