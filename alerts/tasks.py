@@ -1,0 +1,78 @@
+"""Celery tasks for matching: thin shells around `alerts.matching`."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import chord, shared_task
+from celery.backends.base import DisabledBackend
+from django.core.cache import cache
+from django.db import DatabaseError
+
+from alerts.matching import BATCH_SIZE, claim_events, mark_matched, match_events, match_shards
+
+log = logging.getLogger(__name__)
+
+# Held while a sharded run is out, so that runs started meanwhile do not send the same events again;
+# it expires in case a shard fails and the chord never finishes, and the events are then matched anew.
+FAN_OUT_LOCK = "alerts-match-fan-out"
+FAN_OUT_SECONDS = 10 * 60
+
+
+def _deliver(subscriber_ids: list[int]) -> None:
+    if not subscriber_ids:
+        return
+    try:
+        from alerts.delivery import deliver_immediate
+    except ImportError:
+        return
+    # The matches are committed: a failure here leaves them undelivered for the next run, not lost.
+    try:
+        deliver_immediate(subscriber_ids)
+    except Exception:
+        log.exception("immediate delivery after matching failed for %d subscriber(s)", len(subscriber_ids))
+
+
+@shared_task(bind=True, name="alerts.match_events", max_retries=5, acks_late=True)
+def match_events_task(self, batch_size: int = BATCH_SIZE) -> dict:
+    shards = match_shards()
+    if shards > 1 and not isinstance(self.app.backend, DisabledBackend):
+        return {"fanned_out": fan_out(batch_size, shards)}
+    try:
+        # Without a result backend a chord cannot finish: every shard's saved searches are matched here.
+        result = match_events(batch_size, shards=shards)
+    except DatabaseError as exc:
+        # A saved search deleted mid-run, or a lost connection: nothing was written; try again shortly.
+        raise self.retry(exc=exc, countdown=5) from exc
+    _deliver(result.immediate_subscriber_ids)
+    if result.more:
+        match_events_task.delay(batch_size)
+    return result.as_dict()
+
+
+def fan_out(batch_size: int, shards: int) -> int:
+    """Send the oldest unmatched events to every shard; mark them matched when all have succeeded."""
+    event_ids = claim_events(batch_size)
+    if not event_ids or not cache.add(FAN_OUT_LOCK, "1", FAN_OUT_SECONDS):
+        return 0
+    header = [match_shard_task.s(event_ids, shard, shards) for shard in range(shards)]
+    chord(header)(finish_match_task.s(event_ids, batch_size))
+    return len(event_ids)
+
+
+@shared_task(bind=True, name="alerts.match_shard", max_retries=5, acks_late=True, ignore_result=False)
+def match_shard_task(self, event_ids: list[int], shard: int, shards: int) -> list[int]:
+    try:
+        return match_events(shard=shard, shards=shards, event_ids=event_ids).immediate_subscriber_ids
+    except DatabaseError as exc:
+        raise self.retry(exc=exc, countdown=5) from exc
+
+
+@shared_task(name="alerts.finish_match", acks_late=True)
+def finish_match_task(results: list[list[int]], event_ids: list[int], batch_size: int = BATCH_SIZE) -> int:
+    marked = mark_matched(event_ids)
+    cache.delete(FAN_OUT_LOCK)
+    _deliver(sorted({subscriber_id for ids in results for subscriber_id in ids}))
+    if len(event_ids) >= batch_size:
+        match_events_task.delay(batch_size)
+    return marked

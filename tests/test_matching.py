@@ -1,0 +1,338 @@
+"""New question events become matches for the saved searches that want them, each exactly once."""
+
+from __future__ import annotations
+
+import threading
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+import alerts.delivery
+from alerts import matching, tasks
+from alerts.matching import mark_matched, match_events
+from alerts.models import Match, Subscriber, Subscription
+from alerts.percolator import Percolator
+from questions.models import Question, QuestionEvent, Source
+from questions.search import canonical, document, matches, parse
+from tests.conftest import FIXTURES, Worker, wait_until
+from tests.parliament_stub import LIST_PATH, ParliamentStub
+from tests.test_parliament_api import real_record
+
+
+@pytest.fixture(autouse=True)
+def _fresh_percolators():
+    # A process keeps its percolators between runs; each test starts from its own database.
+    matching.forget_percolators()
+    yield
+    matching.forget_percolators()
+
+
+def person(email: str, **fields) -> Subscriber:
+    fields.setdefault("confirmed_at", timezone.now())
+    return Subscriber.objects.create(email=email, **fields)
+
+
+def subscribe(subscriber: Subscriber, query: str, **fields) -> Subscription:
+    fields.setdefault("confirmed_at", timezone.now())
+    return Subscription.objects.create(subscriber=subscriber, query=query, canonical_query=canonical(parse(query)),
+                                       **fields)
+
+
+def question(external_id: str, **fields) -> Question:
+    found = Question(external_id=external_id, **fields)
+    found.refresh_search_text()
+    found.save()
+    return found
+
+
+def event(of: Question, kind: str, key: str | None = None) -> QuestionEvent:
+    return QuestionEvent.objects.create(question=of, kind=kind, key=key or kind)
+
+
+def matched() -> set[tuple[str, str, str]]:
+    """(subscriber, saved search, question:event) of every match, as a subscriber would read them."""
+    return {
+        (m.subscription.subscriber.email, m.subscription.query, f"{m.event.question.external_id}:{m.event.kind}")
+        for m in Match.objects.select_related("subscription__subscriber", "event__question")
+    }
+
+
+@pytest.mark.django_db
+def test_each_event_matches_the_saved_searches_it_satisfies_once():
+    ann, bob = person("ann@example.com"), person("bob@example.com")
+    subscribe(ann, '"facial recognition" police')
+    subscribe(ann, "palantir", frequency=Subscription.Frequency.DAILY)
+    subscribe(bob, "member:lewis")
+    subscribe(bob, "tasers")
+    surveillance = question("q1", heading="Police: Palantir", asking_member_name="Clive Lewis",
+                            question_text="Will the police use facial recognition supplied by Palantir?")
+    schools = question("q2", heading="Schools: Heating", asking_member_name="Jane Lewis")
+    event(surveillance, "tabled")
+    event(schools, "tabled")
+
+    result = match_events()
+
+    assert matched() == {
+        ("ann@example.com", '"facial recognition" police', "q1:tabled"),
+        ("ann@example.com", "palantir", "q1:tabled"),
+        ("bob@example.com", "member:lewis", "q1:tabled"),
+        ("bob@example.com", "member:lewis", "q2:tabled"),
+    }
+    assert (result.events, result.matches, result.more) == (2, 4, False)
+    # Both have an immediate alert that matched; Ann's daily one does not count here.
+    assert result.immediate_subscriber_ids == sorted([ann.pk, bob.pk])
+    assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
+
+    again = match_events()
+
+    assert (again.events, again.matches) == (0, 0) and Match.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_a_run_repeated_after_its_matches_were_written_adds_nothing():
+    ann = person("ann@example.com")
+    subscribe(ann, "palantir")
+    event(question("q1", heading="Palantir"), "tabled")
+    match_events()
+    # As if the run had written its matches but never marked the events.
+    QuestionEvent.objects.update(matched_at=None)
+
+    again = match_events()
+
+    assert (again.events, again.matches, again.immediate_subscriber_ids) == (1, 0, [])
+    assert Match.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_alert_on_chooses_which_events_a_saved_search_hears_about():
+    ann = person("ann@example.com")
+    subscribe(ann, "palantir", alert_on=Subscription.AlertOn.BOTH)
+    subscribe(ann, "palantir contracts", alert_on=Subscription.AlertOn.NEW)
+    subscribe(ann, "palantir police", alert_on=Subscription.AlertOn.ANSWERS)
+    asked = question("q1", heading="Police: Palantir contracts", answer_text="The police have no contracts.")
+    for kind, key in (("tabled", None), ("answered", None), ("corrected", "corrected:1"), ("withdrawn", None)):
+        event(asked, kind, key)
+
+    match_events()
+
+    assert matched() == {
+        ("ann@example.com", "palantir", "q1:tabled"),
+        ("ann@example.com", "palantir", "q1:answered"),
+        ("ann@example.com", "palantir", "q1:corrected"),
+        ("ann@example.com", "palantir contracts", "q1:tabled"),
+        ("ann@example.com", "palantir police", "q1:answered"),
+        ("ann@example.com", "palantir police", "q1:corrected"),
+    }
+    # The withdrawn event matched nobody, and is done with all the same.
+    assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
+
+
+@pytest.mark.django_db
+def test_only_active_subscriptions_are_matched():
+    live = person("live@example.com")
+    subscribe(live, "palantir")
+    subscribe(live, "palantir contracts", paused=True)
+    subscribe(live, "palantir police", confirmed_at=None)
+    subscribe(person("unconfirmed@example.com", confirmed_at=None), "palantir")
+    gone = person("bounced@example.com")
+    subscribe(gone, "palantir")
+    gone.suppress(Subscriber.Suppression.BOUNCED)
+    event(question("q1", heading="Police: Palantir contracts"), "tabled")
+
+    match_events()
+
+    assert matched() == {("live@example.com", "palantir", "q1:tabled")}
+
+
+@pytest.mark.django_db
+def test_the_bundled_questions_match_every_saved_search_as_the_evaluator_says():
+    call_command("import_questions", *(str(FIXTURES / name) for name in
+                                       ("seed_questions.json", "list_page_excerpt.json", "question_detail.json")),
+                 stdout=StringIO())
+    searches = ['"facial recognition"', "police -palantir", "member:lewis department:\"home office\"",
+                "apprentic*", "palantir OR tasers", 'heading:"artificial intelligence"', "house:lords",
+                "NOT police schools", "department:(education OR justice)", "covenant"]
+    for number, query in enumerate(searches):
+        subscribe(person(f"reader{number}@example.com"), query, alert_on=("both", "new", "answers")[number % 3])
+
+    match_events(batch_size=4)
+    while match_events(batch_size=4).events:
+        pass
+
+    expected = set()
+    for subscription in Subscription.objects.select_related("subscriber"):
+        node = parse(subscription.canonical_query)
+        for found in QuestionEvent.objects.select_related("question"):
+            if subscription.wants(found.kind) and matches(node, found.question.search_document()):
+                expected.add((subscription.subscriber.email, subscription.query,
+                              f"{found.question.external_id}:{found.kind}"))
+    assert len(expected) > 20
+    assert matched() == expected
+    assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
+
+
+@pytest.mark.django_db
+def test_shards_each_match_their_own_saved_searches_and_the_events_are_marked_after_all():
+    queries = ["palantir", "police", '"facial recognition"', "member:lewis", "polic*", "contracts -police",
+               "heading:palantir", "schools OR police"]
+    for number, query in enumerate(queries):
+        subscribe(person(f"reader{number}@example.com"), query)
+    asked = question("q1", heading="Police: Palantir", question_text="Facial recognition contracts",
+                     asking_member_name="Clive Lewis")
+    events = [event(asked, "tabled").pk, event(question("q2", heading="Schools"), "tabled").pk]
+    ids = events + [event(question("q3", heading="Nothing"), "tabled").pk]
+
+    for shard in range(3):
+        match_events(shard=shard, shards=3, event_ids=ids)
+        assert QuestionEvent.objects.filter(matched_at__isnull=True).count() == 3
+    mark_matched(ids)
+
+    doc = asked.search_document()
+    expected = {(f"reader{n}@example.com", q, "q1:tabled") for n, q in enumerate(queries)
+                if matches(parse(q), doc)}
+    expected.add(("reader7@example.com", "schools OR police", "q2:tabled"))
+    assert matched() == expected
+    assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
+
+
+@pytest.mark.django_db
+def test_the_task_emails_immediate_subscribers_through_delivery(monkeypatch):
+    delivered = []
+    monkeypatch.setattr(alerts.delivery, "deliver_immediate", delivered.append, raising=False)
+    ann, bob = person("ann@example.com"), person("bob@example.com")
+    subscribe(ann, "palantir")
+    subscribe(bob, "palantir", frequency=Subscription.Frequency.WEEKLY)
+    event(question("q1", heading="Palantir"), "tabled")
+
+    outcome = tasks.match_events_task.apply().get()
+
+    assert outcome["matches"] == 2 and delivered == [[ann.pk]]
+    tasks.match_events_task.apply()
+    assert delivered == [[ann.pk]]
+
+
+@pytest.mark.django_db
+def test_a_sharded_task_sends_every_shard_the_same_events_and_marks_them_after(monkeypatch, settings):
+    from celery.backends.cache import CacheBackend
+
+    from config.celery import app
+
+    monkeypatch.setattr(alerts.delivery, "deliver_immediate", lambda ids: None, raising=False)
+    settings.MATCH_SHARDS = 3
+    for number, query in enumerate(["palantir", "police", "contracts", "heading:palantir", "police -schools"]):
+        subscribe(person(f"reader{number}@example.com"), query)
+    event(question("q1", heading="Police: Palantir contracts"), "tabled")
+    event(question("q2", heading="Police: Schools"), "tabled")
+    # An in-memory result backend and eager tasks: the chord runs here, as workers would run it.
+    monkeypatch.setattr(app._local, "backend", CacheBackend(app=app, backend="memory"), raising=False)
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        outcome = tasks.match_events_task.apply().get()
+    finally:
+        app.conf.task_always_eager = eager
+
+    assert outcome == {"fanned_out": 2}
+    assert matched() == {
+        ("reader0@example.com", "palantir", "q1:tabled"), ("reader1@example.com", "police", "q1:tabled"),
+        ("reader2@example.com", "contracts", "q1:tabled"), ("reader3@example.com", "heading:palantir", "q1:tabled"),
+        ("reader4@example.com", "police -schools", "q1:tabled"), ("reader1@example.com", "police", "q2:tabled"),
+    }
+    assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_at_once_share_the_events_without_overlap():
+    readers = [person(f"reader{n}@example.com") for n in range(3)]
+    for reader, query in zip(readers, ["police", "palantir", "schools OR police"], strict=True):
+        subscribe(reader, query)
+    for number in range(60):
+        event(question(f"q{number}", heading=("Police", "Palantir", "Schools")[number % 3]), "tabled")
+    done: list[list[int]] = [[], []]
+    start = threading.Barrier(2)
+
+    def run(slot: int) -> None:
+        # Each with a percolator of its own, as two worker processes have.
+        percolator = Percolator()
+        try:
+            percolator.refresh()
+            start.wait()
+            while True:
+                result = match_events(batch_size=7, percolator=percolator)
+                if not result.events:
+                    break
+                done[slot].append(result.events)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Every event was taken by exactly one run.
+    assert sum(done[0]) + sum(done[1]) == 60
+    assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
+    assert Match.objects.count() == 20 + 20 + 40
+
+
+@pytest.mark.worker
+@pytest.mark.postgres
+def test_polled_questions_become_matches_once_with_two_workers_and_two_runs(celery_worker, worker_env, httpserver):
+    from config.celery import app
+
+    api = ParliamentStub()
+    for api_id in (1000, 1001):
+        api.put(real_record(api_id))
+        httpserver.expect_request(f"{LIST_PATH}/{api_id}").respond_with_handler(api)
+    api.put(real_record(1002, answered=False, heading="Prisons: Drones", questionText="How many drones?"))
+    httpserver.expect_request(f"{LIST_PATH}/1002").respond_with_handler(api)
+    httpserver.expect_request(LIST_PATH).respond_with_handler(api)
+    Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"))
+    ann, bob = person("ann@example.com"), person("bob@example.com")
+    daily = {"frequency": Subscription.Frequency.DAILY}
+    subscribe(ann, '"flexi job" apprenticeships', **daily)
+    subscribe(ann, "department:education", alert_on=Subscription.AlertOn.ANSWERS, **daily)
+    subscribe(bob, "apprentic* OR drones", alert_on=Subscription.AlertOn.NEW, **daily)
+    subscribe(bob, "tasers", **daily)
+
+    app.send_task("questions.poll_sources")
+    wait_until(lambda: QuestionEvent.objects.count() == 5, timeout=60, message="the worker to land the events")
+    second = Worker(worker_env)
+    second.log = second.log.with_name(second.log.stem + "-second.log")
+    second.start()
+    try:
+        wait_until(lambda: len(app.control.ping(timeout=1)) >= 2, timeout=60, message="the second worker")
+        app.send_task("alerts.match_events")
+        app.send_task("alerts.match_events")
+        wait_until(lambda: not QuestionEvent.objects.filter(matched_at__isnull=True).exists(), timeout=90,
+                   message="the workers to match every event")
+    finally:
+        second.stop()
+
+    uins = {q.external_id: q.uin for q in Question.objects.all()}
+    assert sorted(uins) == ["1000", "1001", "1002"]
+    assert matched() == {
+        ("ann@example.com", '"flexi job" apprenticeships', "1000:tabled"),
+        ("ann@example.com", '"flexi job" apprenticeships', "1000:answered"),
+        ("ann@example.com", '"flexi job" apprenticeships', "1001:tabled"),
+        ("ann@example.com", '"flexi job" apprenticeships', "1001:answered"),
+        ("ann@example.com", "department:education", "1000:answered"),
+        ("ann@example.com", "department:education", "1001:answered"),
+        ("bob@example.com", "apprentic* OR drones", "1000:tabled"),
+        ("bob@example.com", "apprentic* OR drones", "1001:tabled"),
+        ("bob@example.com", "apprentic* OR drones", "1002:tabled"),
+    }
+    assert Match.objects.count() == 9
+
+
+def test_documents_of_the_fixture_questions_are_what_matching_reads():
+    # The percolator reads the normalised columns; they are the evaluator's documents of the same text.
+    found = Question(heading="Police: AI", answer_text="Facial recognition")
+    found.refresh_search_text()
+    assert found.search_document() == document(found.search_fields())
