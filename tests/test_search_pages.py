@@ -170,3 +170,14 @@ def test_a_very_common_search_says_more_than_the_cap(client, archive, monkeypatc
 
     assert "More than 3 questions match" in response.content.decode()
     assert response.context["page"].paginator.num_pages == 1  # 4 counted, 20 a page
+
+
+@pytest.mark.postgres
+def test_the_fallback_for_a_slow_newest_first_walk_gives_the_same_pages(archive):
+    from questions.search import parse
+    from questions.searching import collect_then_sort, matching
+
+    questions = matching(parse("secretary OR police"))
+    for start, stop in ((0, 5), (5, 10), (10, 20), (3, 4)):
+        page = questions[start:stop]
+        assert [q.pk for q in collect_then_sort(page)] == [q.pk for q in page]
