@@ -25,7 +25,8 @@ def _over_limit(request: HttpRequest, group: str, email: str) -> bool:
     """Counts this request against the per-IP and per-address limits; True when either is exceeded."""
     by_ip = is_ratelimited(request, group=f"{group}-ip", key="ip", rate=settings.RATELIMIT_SIGNUP_PER_IP,
                            increment=True)
-    by_address = is_ratelimited(request, group=f"{group}-address", key=lambda g, r: email.strip().lower(),
+    # One budget per address, whichever form asks: each request sends that address an email.
+    by_address = is_ratelimited(request, group="emails-to-address", key=lambda g, r: email.strip().lower(),
                                 rate=settings.RATELIMIT_SIGNUP_PER_ADDRESS, increment=True)
     return by_ip or by_address
 
