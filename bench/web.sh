@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Load on the web tier: gunicorn with PostgreSQL and Redis on this machine, driven by wrk.
+# Prints requests/s and p50/p95 for the search page, the signup POST and the one-click unsubscribe POST.
+#
+#   DATABASE_URL=postgres://postgres@127.0.0.1:5432/searchbench_1000000 REDIS_URL=redis://127.0.0.1:6379/0 \
+#     bash bench/web.sh [seconds] [connections]
+#
+# Use a database made by bench/search.py for a large archive. It needs wrk (apt-get install wrk).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${DATABASE_URL:?set DATABASE_URL to a PostgreSQL database}"
+: "${REDIS_URL:?set REDIS_URL}"
+SECONDS_EACH=${1:-20}
+CONNECTIONS=${2:-16}
+PORT=${PORT:-8099}
+BASE="http://127.0.0.1:$PORT"
+PY=.venv/bin/python
+export DEBUG=0 ALLOWED_HOSTS=127.0.0.1 SITE_URL="$BASE" LOG_LEVEL=WARNING CONN_MAX_AGE=60 \
+  RATELIMIT_SIGNUP_PER_IP=100000000/s RATELIMIT_SIGNUP_PER_ADDRESS=100000000/s \
+  SECRET_KEY=bench-secret-key-not-for-production EMAIL_BACKEND=django.core.mail.backends.dummy.EmailBackend \
+  CELERY_TASK_ALWAYS_EAGER=0
+
+$PY manage.py migrate --no-input -v0
+WORKERS=$(( $(nproc) * 2 + 1 ))
+.venv/bin/gunicorn config.wsgi --bind "127.0.0.1:$PORT" --workers "$WORKERS" --log-level warning &
+GUNICORN=$!
+trap 'kill $GUNICORN 2>/dev/null; wait $GUNICORN 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do curl -sf -o /dev/null "$BASE/healthz" -m 2 && break || sleep 0.3; done
+
+# One session's CSRF cookie and token, reused by every POST.
+JAR=$(mktemp)
+TOKEN=$(curl -s -c "$JAR" "$BASE/alerts/new/?q=police" | sed -n 's/.*name="csrfmiddlewaretoken" value="\([^"]*\)".*/\1/p' | head -n1)
+COOKIE="csrftoken=$(awk '$6 == "csrftoken" {print $7}' "$JAR")"
+UNSUBSCRIBE=$($PY manage.py shell -c "
+from django.utils import timezone
+from alerts.models import Subscriber
+from alerts import tokens
+s, _ = Subscriber.objects.get_or_create(email='load-unsubscribe@example.org', defaults={'confirmed_at': timezone.now()})
+print('/unsubscribe/' + tokens.make(s, tokens.UNSUBSCRIBE) + '/')" 2>/dev/null | tail -n1)
+
+run() {  # name, then wrk arguments
+  local name=$1; shift
+  local line
+  line=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_EACH}s" "$@" | grep '^RESULT')
+  printf '%-26s %s\n' "$name" "${line#RESULT }"
+}
+
+echo "machine: $(uname -m), $(nproc) cores; gunicorn workers: $WORKERS; wrk: 2 threads, $CONNECTIONS connections, ${SECONDS_EACH}s each"
+echo "questions in the archive: $($PY manage.py shell -c 'from questions.models import Question; print(Question.objects.count())' 2>/dev/null | tail -n1)"
+run "search: palantir" -s bench/wrk_get.lua "$BASE/?q=palantir"
+run "search: \"mental health\"" -s bench/wrk_get.lua "$BASE/?q=%22mental+health%22"
+run "search: (prison OR probation) -covid" -s bench/wrk_get.lua "$BASE/?q=%28prison+OR+probation%29+-covid"
+WRK_BODY="csrfmiddlewaretoken=$TOKEN&email=EMAILN%40example.org&q=palantir&frequency=daily&alert_on=both&label=&website=" \
+  WRK_COOKIE="$COOKIE" WRK_REFERER="$BASE/alerts/new/" run "signup POST" -s bench/wrk_post.lua "$BASE/alerts/new/"
+WRK_BODY="List-Unsubscribe=One-Click" WRK_COOKIE="" WRK_REFERER="" \
+  run "one-click unsubscribe POST" -s bench/wrk_post.lua "$BASE$UNSUBSCRIBE"
+rm -f "$JAR"
