@@ -182,6 +182,11 @@ MAX_SUBSCRIPTIONS_PER_ADDRESS = env.int("MAX_SUBSCRIPTIONS_PER_ADDRESS", default
 DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=5)
 DELIVERY_BACKOFF_SECONDS = env.float("DELIVERY_BACKOFF_SECONDS", default=30.0)
 MATCH_SHARDS = env.int("MATCH_SHARDS", default=1)
+# Matching workers hold every saved search in memory: a queue of their own keeps that to a few processes.
+MATCH_QUEUE = env.str("MATCH_QUEUE", default="")
+if MATCH_QUEUE:
+    CELERY_TASK_ROUTES = {name: {"queue": MATCH_QUEUE}
+                          for name in ("alerts.match_events", "alerts.match_shard", "alerts.finish_match")}
 RATELIMIT_SIGNUP_PER_IP = env.str("RATELIMIT_SIGNUP_PER_IP", default="20/h")
 RATELIMIT_SIGNUP_PER_ADDRESS = env.str("RATELIMIT_SIGNUP_PER_ADDRESS", default="5/h")
 RATELIMIT_VIEW = "alerts.views.rate_limited"

@@ -189,3 +189,12 @@ def clear_rate_limits() -> None:
             client.delete(key)
     else:
         cache.clear()
+
+
+@pytest.fixture
+def esp_path():
+    """A path of its own for each test's ESP stub on the shared local server, so that a request a
+    previous test left in flight can never reach this test's stub."""
+    import uuid
+
+    return f"/esp-{uuid.uuid4().hex}/"

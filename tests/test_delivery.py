@@ -157,12 +157,12 @@ def test_the_cap_per_email_links_to_the_rest(archive, settings):
     assert "/?q=%22facial+recognition%22" in html
 
 
-def test_an_esp_that_fails_twice_then_succeeds_sends_one_email(archive, settings, httpserver):
+def test_an_esp_that_fails_twice_then_succeeds_sends_one_email(archive, settings, httpserver, esp_path):
     stub = PostmarkStub()
     stub.failures_left = 2
-    httpserver.expect_request("/email").respond_with_handler(stub)
+    httpserver.expect_request(esp_path + "email").respond_with_handler(stub)
     settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
-    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test-token", "POSTMARK_API_URL": httpserver.url_for("/")}
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test", "POSTMARK_API_URL": httpserver.url_for(esp_path)}
     settings.DELIVERY_BACKOFF_SECONDS = 0
     subscribe()
     match_everything()
@@ -178,12 +178,12 @@ def test_an_esp_that_fails_twice_then_succeeds_sends_one_email(archive, settings
     assert "facial recognition" in sent["HtmlBody"] and sent["TextBody"]
 
 
-def test_an_esp_that_keeps_failing_gives_up_visibly(archive, settings, httpserver):
+def test_an_esp_that_keeps_failing_gives_up_visibly(archive, settings, httpserver, esp_path):
     stub = PostmarkStub()
     stub.failures_left = 99
-    httpserver.expect_request("/email").respond_with_handler(stub)
+    httpserver.expect_request(esp_path + "email").respond_with_handler(stub)
     settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
-    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test-token", "POSTMARK_API_URL": httpserver.url_for("/")}
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test", "POSTMARK_API_URL": httpserver.url_for(esp_path)}
     settings.DELIVERY_BACKOFF_SECONDS = 0
     settings.DELIVERY_MAX_ATTEMPTS = 3
     subscribe()

@@ -47,12 +47,13 @@ def redis_control():
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("status", [429, 503])
-def test_an_esp_that_throttles_is_retried_until_it_accepts(settings, httpserver, status, archive):  # noqa: F811
+def test_an_esp_that_throttles_is_retried_until_it_accepts(settings, httpserver, status,
+                                                          archive, esp_path):  # noqa: F811
     stub = PostmarkStub()
     stub.failures_left, stub.failure_status = 2, status
-    httpserver.expect_request("/email").respond_with_handler(stub)
+    httpserver.expect_request(esp_path + "email").respond_with_handler(stub)
     settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
-    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "t", "POSTMARK_API_URL": httpserver.url_for("/")}
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "t", "POSTMARK_API_URL": httpserver.url_for(esp_path)}
     settings.DELIVERY_BACKOFF_SECONDS = 0
     subscribe()
     match_everything()
@@ -63,16 +64,16 @@ def test_an_esp_that_throttles_is_retried_until_it_accepts(settings, httpserver,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_esp_that_hangs_times_out_and_fails_visibly(settings, httpserver, archive):  # noqa: F811
+def test_an_esp_that_hangs_times_out_and_fails_visibly(settings, httpserver, archive, esp_path):  # noqa: F811
     def hang(request):
         time.sleep(2)
         from werkzeug.wrappers import Response
 
         return Response("{}", status=200)
 
-    httpserver.expect_request("/email").respond_with_handler(hang)
+    httpserver.expect_request(esp_path + "email").respond_with_handler(hang)
     settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
-    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "t", "POSTMARK_API_URL": httpserver.url_for("/"),
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "t", "POSTMARK_API_URL": httpserver.url_for(esp_path),
                         "REQUESTS_TIMEOUT": 0.5}
     settings.DELIVERY_BACKOFF_SECONDS = 0
     settings.DELIVERY_MAX_ATTEMPTS = 2
@@ -91,10 +92,10 @@ def test_an_esp_that_hangs_times_out_and_fails_visibly(settings, httpserver, arc
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_redis_going_away_during_polling_and_sending_loses_nothing(api, mail_env, httpserver,  # noqa: F811
-                                                                   redis_control):
+                                                                   redis_control, esp_path):
     stop_redis, start_redis = redis_control
     esp = PostmarkStub()
-    httpserver.expect_request("/email").respond_with_handler(esp)
+    httpserver.expect_request(esp_path + "email").respond_with_handler(esp)
     subscribe_to_apprenticeships()
     api.put(real_record(1000))
     gate_open = []
@@ -129,9 +130,9 @@ def test_redis_going_away_during_polling_and_sending_loses_nothing(api, mail_env
 @pytest.mark.worker
 @pytest.mark.postgres
 def test_a_database_connection_cut_mid_transaction_rolls_back_and_the_retry_completes(
-        api, mail_env, httpserver):  # noqa: F811
+        api, mail_env, httpserver, esp_path):  # noqa: F811
     esp = HangingESP(record_first=False)
-    httpserver.expect_request("/email").respond_with_handler(esp)
+    httpserver.expect_request(esp_path + "email").respond_with_handler(esp)
     subscribe_to_apprenticeships()
     api.put(real_record(1000))
     worker = start_worker(mail_env)
