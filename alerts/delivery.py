@@ -24,7 +24,7 @@ class SendFailed(Exception):
 
 
 def enqueue(delivery_ids: list[int]) -> None:
-    from alerts.delivery_tasks import send_delivery_task
+    from alerts.tasks import send_delivery_task
 
     for delivery_id in delivery_ids:
         send_delivery_task.delay(delivery_id)
@@ -175,7 +175,7 @@ def deliver_digest(kind: str) -> list[int]:
 
 def enqueue_chunks(delivery_ids: list[int]) -> None:
     """One task per chunk of emails, not per email: a worker sends a chunk over one ESP connection."""
-    from alerts.delivery_tasks import send_chunk_task
+    from alerts.tasks import send_chunk_task
 
     size = settings.DELIVERY_CHUNK_SIZE
     for start in range(0, len(delivery_ids), size):

@@ -1,4 +1,4 @@
-"""Celery tasks for matching: thin shells around `alerts.matching`."""
+"""Celery tasks: thin shells around `alerts.matching` and `alerts.delivery`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,18 @@ from celery.backends.base import DisabledBackend
 from django.core.cache import cache
 from django.db import DatabaseError
 
+from alerts.delivery import (
+    SendFailed,
+    deliver_digest,
+    deliver_immediate,
+    enqueue,
+    retry_delay,
+    send_chunk,
+    send_delivery,
+    stale_pending,
+)
 from alerts.matching import BATCH_SIZE, claim_events, mark_matched, match_events, match_shards
+from alerts.models import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +32,6 @@ FAN_OUT_SECONDS = 10 * 60
 
 def _deliver(subscriber_ids: list[int]) -> None:
     if not subscriber_ids:
-        return
-    try:
-        from alerts.delivery import deliver_immediate
-    except ImportError:
         return
     # The matches are committed: a failure here leaves them undelivered for the next run, not lost.
     try:
@@ -76,3 +83,41 @@ def finish_match_task(results: list[list[int]], event_ids: list[int], batch_size
     if len(event_ids) >= batch_size:
         match_events_task.delay(batch_size)
     return marked
+
+@shared_task(bind=True, name="alerts.send_delivery", max_retries=None, acks_late=True)
+def send_delivery_task(self, delivery_id: int) -> str:
+    try:
+        return send_delivery(delivery_id).status
+    except SendFailed as exc:
+        raise self.retry(countdown=retry_delay(self.request.retries + 1), exc=exc) from exc
+
+
+@shared_task(name="alerts.send_chunk", acks_late=True)
+def send_chunk_task(delivery_ids: list[int]) -> dict:
+    results = send_chunk(delivery_ids)
+    retry = [delivery_id for delivery_id, status in results.items() if status == "retry"]
+    for delivery_id in retry:
+        send_delivery_task.apply_async((delivery_id,), countdown=retry_delay(1))
+    return {"sent": sum(1 for s in results.values() if s == "sent"), "retrying": len(retry)}
+
+
+@shared_task(name="alerts.deliver_immediate")
+def deliver_immediate_task(subscriber_ids: list[int] | None = None) -> int:
+    return len(deliver_immediate(subscriber_ids))
+
+
+@shared_task(name="alerts.deliver_daily")
+def deliver_daily_task() -> int:
+    return len(deliver_digest(Delivery.Kind.DAILY))
+
+
+@shared_task(name="alerts.deliver_weekly")
+def deliver_weekly_task() -> int:
+    return len(deliver_digest(Delivery.Kind.WEEKLY))
+
+
+@shared_task(name="alerts.resend_stale")
+def resend_stale_task() -> int:
+    ids = stale_pending()
+    enqueue(ids)
+    return len(ids)

@@ -26,7 +26,7 @@ def record_from_entry(entry) -> QuestionRecord:
     return check(QuestionRecord(
         external_id=guid,
         heading=text(entry.get("title")),
-        question_text=html.to_text(entry.get("summary") or ""),
+        question_text=html.to_text(text(entry.get("summary"))),
         date_tabled=_date(entry),
         url=text(entry.get("link")),
     ))
