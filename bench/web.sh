@@ -47,9 +47,9 @@ run() {  # name, then wrk arguments
 
 echo "machine: $(uname -m), $(nproc) cores; gunicorn workers: $WORKERS; wrk: 2 threads, $CONNECTIONS connections, ${SECONDS_EACH}s each"
 echo "questions in the archive: $($PY manage.py shell -c 'from questions.models import Question; print(Question.objects.count())' 2>/dev/null | tail -n1)"
-run "search: palantir" -s bench/wrk_get.lua "$BASE/?q=palantir"
-run "search: \"mental health\"" -s bench/wrk_get.lua "$BASE/?q=%22mental+health%22"
-run "search: (prison OR probation) -covid" -s bench/wrk_get.lua "$BASE/?q=%28prison+OR+probation%29+-covid"
+run "search: palantir" -s bench/wrk_report.lua "$BASE/?q=palantir"
+run "search: \"mental health\"" -s bench/wrk_report.lua "$BASE/?q=%22mental+health%22"
+run "search: (prison OR probation) -covid" -s bench/wrk_report.lua "$BASE/?q=%28prison+OR+probation%29+-covid"
 WRK_BODY="csrfmiddlewaretoken=$TOKEN&email=EMAILN%40example.org&q=palantir&frequency=daily&alert_on=both&label=&website=" \
   WRK_COOKIE="$COOKIE" WRK_REFERER="$BASE/alerts/new/" run "signup POST" -s bench/wrk_post.lua "$BASE/alerts/new/"
 WRK_BODY="List-Unsubscribe=One-Click" WRK_COOKIE="" WRK_REFERER="" \

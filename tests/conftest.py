@@ -198,3 +198,17 @@ def esp_path():
     import uuid
 
     return f"/esp-{uuid.uuid4().hex}/"
+
+
+@pytest.fixture
+def postmark(settings, httpserver, esp_path):
+    """Email sent in this process through Anymail's Postmark backend to a local stub of its API;
+    returns the stub (set `failures_left`, `failure_status`, or `handler` to answer differently)."""
+    from tests.esp_stub import PostmarkStub
+
+    stub = PostmarkStub()
+    httpserver.expect_request(esp_path + "email").respond_with_handler(lambda request: stub.handler(request))
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test", "POSTMARK_API_URL": httpserver.url_for(esp_path)}
+    settings.DELIVERY_BACKOFF_SECONDS = 0
+    return stub

@@ -15,6 +15,7 @@ class PostmarkStub:
         self.failures_left = 0
         self.failure_status = 500
         self.lock = threading.Lock()
+        self.handler = self
 
     def _accept(self, message: dict) -> dict:
         self.messages.append(message)

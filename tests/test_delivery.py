@@ -16,7 +16,6 @@ from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import QuestionEvent
 from questions.search import matches, parse
 from tests.conftest import FIXTURES
-from tests.esp_stub import PostmarkStub
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -157,13 +156,9 @@ def test_the_cap_per_email_links_to_the_rest(archive, settings):
     assert "/?q=%22facial+recognition%22" in html
 
 
-def test_an_esp_that_fails_twice_then_succeeds_sends_one_email(archive, settings, httpserver, esp_path):
-    stub = PostmarkStub()
+def test_an_esp_that_fails_twice_then_succeeds_sends_one_email(archive, postmark):
+    stub = postmark
     stub.failures_left = 2
-    httpserver.expect_request(esp_path + "email").respond_with_handler(stub)
-    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
-    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test", "POSTMARK_API_URL": httpserver.url_for(esp_path)}
-    settings.DELIVERY_BACKOFF_SECONDS = 0
     subscribe()
     match_everything()
 
@@ -178,13 +173,9 @@ def test_an_esp_that_fails_twice_then_succeeds_sends_one_email(archive, settings
     assert "facial recognition" in sent["HtmlBody"] and sent["TextBody"]
 
 
-def test_an_esp_that_keeps_failing_gives_up_visibly(archive, settings, httpserver, esp_path):
-    stub = PostmarkStub()
+def test_an_esp_that_keeps_failing_gives_up_visibly(archive, postmark, settings):
+    stub = postmark
     stub.failures_left = 99
-    httpserver.expect_request(esp_path + "email").respond_with_handler(stub)
-    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
-    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test", "POSTMARK_API_URL": httpserver.url_for(esp_path)}
-    settings.DELIVERY_BACKOFF_SECONDS = 0
     settings.DELIVERY_MAX_ATTEMPTS = 3
     subscribe()
     match_everything()

@@ -47,14 +47,9 @@ def redis_control():
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("status", [429, 503])
-def test_an_esp_that_throttles_is_retried_until_it_accepts(settings, httpserver, status,
-                                                          archive, esp_path):  # noqa: F811
-    stub = PostmarkStub()
+def test_an_esp_that_throttles_is_retried_until_it_accepts(postmark, status, archive):  # noqa: F811
+    stub = postmark
     stub.failures_left, stub.failure_status = 2, status
-    httpserver.expect_request(esp_path + "email").respond_with_handler(stub)
-    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
-    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "t", "POSTMARK_API_URL": httpserver.url_for(esp_path)}
-    settings.DELIVERY_BACKOFF_SECONDS = 0
     subscribe()
     match_everything()
 
@@ -64,18 +59,15 @@ def test_an_esp_that_throttles_is_retried_until_it_accepts(settings, httpserver,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_esp_that_hangs_times_out_and_fails_visibly(settings, httpserver, archive, esp_path):  # noqa: F811
+def test_an_esp_that_hangs_times_out_and_fails_visibly(postmark, settings, archive):  # noqa: F811
     def hang(request):
         time.sleep(2)
         from werkzeug.wrappers import Response
 
         return Response("{}", status=200)
 
-    httpserver.expect_request(esp_path + "email").respond_with_handler(hang)
-    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
-    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "t", "POSTMARK_API_URL": httpserver.url_for(esp_path),
-                        "REQUESTS_TIMEOUT": 0.5}
-    settings.DELIVERY_BACKOFF_SECONDS = 0
+    postmark.handler = hang
+    settings.ANYMAIL = settings.ANYMAIL | {"REQUESTS_TIMEOUT": 0.5}
     settings.DELIVERY_MAX_ATTEMPTS = 2
     subscribe()
     match_everything()
