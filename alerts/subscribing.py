@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from alerts.delivery import queue_delivery
 from alerts.models import Delivery, Subscriber, Subscription
 from alerts.tokens import Link
 from questions.models import Question
@@ -70,8 +71,6 @@ def _subscriber_for(email: str) -> Subscriber:
 
 
 def _queue(subscriber: Subscriber, kind: str, **payload) -> Delivery:
-    from alerts.delivery import queue_delivery
-
     return queue_delivery(subscriber, kind, payload)
 
 
