@@ -35,10 +35,21 @@ def _bad_link(request: HttpRequest, error: tokens.LinkError) -> HttpResponse:
     return render(request, "alerts/bad_link.html", {"reason": error.reason, "form": EmailForm()}, status=400)
 
 
+def _previewing(request: HttpRequest, form) -> bool:
+    """"Preview" re-shows the form with what the search would have sent, saving nothing; only the
+    search's own mistakes are worth showing then."""
+    if "preview" not in request.POST:
+        return False
+    form.is_valid()
+    for name in [name for name in form.errors if name != "q"]:
+        del form.errors[name]
+    return True
+
+
 def signup(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = SignupForm(request.POST)
-        if form.is_valid():
+        if not _previewing(request, form) and form.is_valid():
             data = form.cleaned_data
             if data["website"]:
                 # A bot filled the hidden field: it is shown success and nothing happens.
@@ -118,7 +129,7 @@ def edit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
                "alert_on": subscription.alert_on}
     form = AlertFields(request.POST or None, initial=initial)
     duplicate = False
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and not _previewing(request, form) and form.is_valid():
         data = form.cleaned_data
         try:
             subscribing.update_subscription(subscription, query=data["q"], label=data["label"],

@@ -297,3 +297,22 @@ def test_the_delivery_rows_record_what_was_sent(client):
     delivery = Delivery.objects.get()
     assert delivery.kind == "confirmation" and delivery.status == "sent" and delivery.sent_at
     assert delivery.attempts == 1 and delivery.esp_message_id
+
+
+def test_preview_shows_what_a_changed_search_would_send_and_saves_nothing(client, archive):
+    from django.utils import timezone
+
+    from questions.models import Question
+
+    Question.objects.filter(external_id="seed-7").update(date_tabled=timezone.localdate())
+
+    response = client.post(SIGNUP, {"email": "", "q": "taser", "frequency": "daily", "alert_on": "both",
+                                    "preview": "1"})
+
+    assert response.status_code == 200
+    assert response.context["preview"].total == 1
+    assert "Stun Guns" in response.content.decode()
+    assert "This field is required" not in response.content.decode()
+    assert Subscription.objects.count() == 0 and not mail.outbox
+    refused = client.post(SIGNUP, {"email": "", "q": "taser AND", "preview": "1"})
+    assert refused.status_code == 400 and "nothing after it" in refused.content.decode()
