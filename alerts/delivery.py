@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from alerts.models import Delivery, Match, Subscriber, Subscription
+from questions.models import Question
 
 log = logging.getLogger(__name__)
 
@@ -46,60 +49,115 @@ def _may_send(delivery: Delivery) -> str:
     return f"not sent: the address is suppressed ({subscriber.suppressed_reason})"
 
 
-def _relax_commit() -> None:
-    """Don't wait for the disk when recording a send: if the database lost the record in a crash, the
-    email would be sent again, never lost, and the ESP call is what takes the time."""
-    if db_connection.vendor == "postgresql":
+def claim(delivery_ids: list[int]) -> list[int]:
+    """Take the pending deliveries nobody else is sending (or whose sender died), in one short commit.
+
+    A claim, not a lock held through the ESP calls: each email is recorded as sent right after its
+    own call, so a crash sends again at most the one email that was in flight.
+    """
+    now = timezone.now()
+    given_up = now - dt.timedelta(seconds=settings.DELIVERY_STALE_SECONDS)
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.PENDING)
+            .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=given_up))
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)
+        )
+        Delivery.objects.filter(pk__in=ids).update(claimed_at=now)
+    return ids
+
+
+@contextmanager
+def _relaxed_commits() -> Iterator[None]:
+    """Don't wait for the disk when recording sends: if the database lost such a record in a crash,
+    the email would be sent again, never lost, and the ESP call is what takes the time."""
+    postgres = db_connection.vendor == "postgresql"
+    if postgres:
         with db_connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            cursor.execute("SET synchronous_commit TO OFF")
+    try:
+        yield
+    finally:
+        if postgres and db_connection.connection is not None:
+            with db_connection.cursor() as cursor:
+                cursor.execute("RESET synchronous_commit")
+
+
+def _record(delivery: Delivery, **fields) -> None:
+    Delivery.objects.filter(pk=delivery.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(delivery, name, value)
+
+
+def _send_one(delivery: Delivery, matches: list[Match], connection) -> str:
+    """Send one claimed delivery and record the outcome: "sent", "failed" or "retry"."""
+    from alerts.emails import NothingToSend, compose
+
+    refusal = _may_send(delivery)
+    if refusal:
+        _record(delivery, status=Delivery.Status.FAILED, error=refusal, claimed_at=None)
+        log.info("email not sent delivery=%s reason=%r", delivery.pk, refusal)
+        return Delivery.Status.FAILED
+    attempts = delivery.attempts + 1
+    try:
+        message = compose(delivery, matches)
+        message.connection = connection
+        message.send()
+    except NothingToSend as exc:
+        _record(delivery, status=Delivery.Status.FAILED, error=f"not sent: {exc}", attempts=attempts,
+                claimed_at=None)
+        return Delivery.Status.FAILED
+    except Exception as exc:  # noqa: BLE001 - any failure of the ESP call is retried, then shown
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        gave_up = attempts >= settings.DELIVERY_MAX_ATTEMPTS
+        _record(delivery, attempts=attempts, error=error, claimed_at=None,
+                status=Delivery.Status.FAILED if gave_up else Delivery.Status.PENDING)
+        log.warning("email failed delivery=%s attempt=%d error=%r", delivery.pk, attempts, error)
+        return Delivery.Status.FAILED if gave_up else "retry"
+    status = getattr(message, "anymail_status", None)
+    message_id = getattr(status, "message_id", None)
+    _record(
+        delivery, status=Delivery.Status.SENT, sent_at=timezone.now(), error="", attempts=attempts,
+        subject=message.subject[:300], esp_message_id="" if message_id is None else str(message_id)[:200],
+        esp_status=",".join(sorted(status.status or [])) if status else "sent",
+    )
+    log.info("email sent delivery=%s kind=%s subscriber=%s esp_id=%s", delivery.pk, delivery.kind,
+             delivery.subscriber_id, delivery.esp_message_id)
+    return Delivery.Status.SENT
+
+
+def send_chunk(delivery_ids: list[int], connection=None) -> dict[int, str]:
+    """Send a chunk of deliveries over one ESP connection: "sent", "failed" or "retry" for each id
+    this call claimed (an id another worker holds, or already finished, is left out)."""
+    from django.core.mail import get_connection
+
+    ids = claim(delivery_ids)
+    if not ids:
+        return {}
+    deliveries = Delivery.objects.filter(pk__in=ids).select_related("subscriber").order_by("pk")
+    by_delivery: dict[int, list[Match]] = {pk: [] for pk in ids}
+    heavy = [f"event__question__{f.name}" for f in Question._meta.fields if f.name.startswith("norm_")]
+    # Every match of the chunk in one query; the normalised text and stored HTML are not shown in emails.
+    for match in (Match.objects.filter(delivery_id__in=ids).select_related("subscription", "event__question")
+                  .defer(*heavy, "event__question__answer_html")):
+        by_delivery[match.delivery_id].append(match)
+    results: dict[int, str] = {}
+    with _relaxed_commits(), (connection or get_connection()) as esp:
+        for delivery in deliveries:
+            results[delivery.pk] = _send_one(delivery, by_delivery[delivery.pk], esp)
+    sent = [pk for pk, outcome in results.items() if outcome == Delivery.Status.SENT]
+    Subscription.objects.filter(matches__delivery_id__in=sent).update(last_sent_at=timezone.now())
+    return results
 
 
 def send_delivery(delivery_id: int, connection=None) -> Delivery:
     """Send one pending delivery; raises SendFailed when it should be tried again later."""
-    from alerts.emails import NothingToSend, compose
-
-    with transaction.atomic():
-        _relax_commit()
-        delivery = Delivery.objects.select_for_update().select_related("subscriber").get(pk=delivery_id)
-        if delivery.status != Delivery.Status.PENDING:
-            return delivery
-        refusal = _may_send(delivery)
-        if refusal:
-            delivery.status, delivery.error = Delivery.Status.FAILED, refusal
-            delivery.save(update_fields=["status", "error"])
-            log.info("email not sent delivery=%s reason=%r", delivery.pk, refusal)
-            return delivery
-        delivery.attempts += 1
-        try:
-            message = compose(delivery)
-            message.connection = connection
-            message.send()
-        except NothingToSend as exc:
-            delivery.status, delivery.error = Delivery.Status.FAILED, f"not sent: {exc}"
-            delivery.save(update_fields=["attempts", "status", "error"])
-            return delivery
-        except Exception as exc:  # noqa: BLE001 - any failure of the ESP call is retried, then shown
-            delivery.error = f"{type(exc).__name__}: {exc}"[:2000]
-            if delivery.attempts >= settings.DELIVERY_MAX_ATTEMPTS:
-                delivery.status = Delivery.Status.FAILED
-            delivery.save(update_fields=["attempts", "error", "status"])
-            log.warning("email failed delivery=%s attempt=%d error=%r", delivery.pk, delivery.attempts, delivery.error)
-            if delivery.status == Delivery.Status.FAILED:
-                return delivery
-            failed = SendFailed(delivery.error)
-        else:
-            status = getattr(message, "anymail_status", None)
-            message_id = getattr(status, "message_id", None)
-            delivery.esp_message_id = "" if message_id is None else str(message_id)[:200]
-            delivery.esp_status = ",".join(sorted(status.status or [])) if status else "sent"
-            delivery.subject = message.subject[:300]
-            delivery.status, delivery.sent_at, delivery.error = Delivery.Status.SENT, timezone.now(), ""
-            delivery.save()
-            Subscription.objects.filter(matches__delivery=delivery).update(last_sent_at=delivery.sent_at)
-            log.info("email sent delivery=%s kind=%s subscriber=%s esp_id=%s", delivery.pk, delivery.kind,
-                     delivery.subscriber_id, delivery.esp_message_id)
-            return delivery
-    raise failed
+    outcome = send_chunk([delivery_id], connection).get(delivery_id)
+    delivery = Delivery.objects.get(pk=delivery_id)
+    if outcome == "retry":
+        raise SendFailed(delivery.error)
+    return delivery
 
 
 def retry_delay(attempts: int) -> float:
@@ -107,10 +165,13 @@ def retry_delay(attempts: int) -> float:
 
 
 def stale_pending() -> list[int]:
-    """Pending deliveries nobody finished (a worker died mid-send): they are sent again."""
+    """Pending deliveries nobody finished (a worker died mid-send, a task was lost): they are sent again."""
     cutoff = timezone.now() - dt.timedelta(seconds=settings.DELIVERY_STALE_SECONDS)
-    return list(Delivery.objects.filter(status=Delivery.Status.PENDING, created_at__lt=cutoff)
-                .values_list("pk", flat=True)[:1000])
+    return list(
+        Delivery.objects.filter(status=Delivery.Status.PENDING, created_at__lt=cutoff)
+        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=cutoff))
+        .values_list("pk", flat=True)[:1000]
+    )
 
 
 ALERT_FREQUENCY = {
@@ -180,17 +241,3 @@ def enqueue_chunks(delivery_ids: list[int]) -> None:
     size = settings.DELIVERY_CHUNK_SIZE
     for start in range(0, len(delivery_ids), size):
         send_chunk_task.delay(delivery_ids[start:start + size])
-
-
-def send_chunk(delivery_ids: list[int]) -> dict[int, str]:
-    """Send each delivery of a chunk over one connection; those that failed are retried one by one."""
-    from django.core.mail import get_connection
-
-    results: dict[int, str] = {}
-    with get_connection() as connection:
-        for delivery_id in delivery_ids:
-            try:
-                results[delivery_id] = send_delivery(delivery_id, connection=connection).status
-            except SendFailed:
-                results[delivery_id] = "retry"
-    return results

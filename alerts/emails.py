@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 
 from alerts import tokens
-from alerts.models import Delivery, Subscriber, Subscription
+from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import Question
 from questions.search import Node, parse
 
@@ -48,7 +48,7 @@ def _message(delivery: Delivery, template: str, context: dict, subject: str, hea
     return message
 
 
-def _confirmation(delivery: Delivery) -> EmailMultiAlternatives:
+def _confirmation(delivery: Delivery, matches: list[Match]) -> EmailMultiAlternatives:
     subscriber = delivery.subscriber
     ids = delivery.payload.get("subscriptions", [])
     subscriptions = list(subscriber.subscriptions.filter(pk__in=ids))
@@ -58,7 +58,7 @@ def _confirmation(delivery: Delivery) -> EmailMultiAlternatives:
                     f"Confirm your written question alert for {names}")
 
 
-def _manage_link(delivery: Delivery) -> EmailMultiAlternatives:
+def _manage_link(delivery: Delivery, matches: list[Match]) -> EmailMultiAlternatives:
     subscriber = delivery.subscriber
     duplicate = subscriber.subscriptions.filter(pk=delivery.payload.get("duplicate") or 0).first()
     context = {"manage_url": manage_url(subscriber), "duplicate": duplicate,
@@ -72,8 +72,9 @@ COMPOSERS = {
 }
 
 
-def compose(delivery: Delivery) -> EmailMultiAlternatives:
-    return COMPOSERS[delivery.kind](delivery)
+def compose(delivery: Delivery, matches: list[Match]) -> EmailMultiAlternatives:
+    """The email of a delivery, from the matches it carries (none for confirmation and link emails)."""
+    return COMPOSERS[delivery.kind](delivery, matches)
 
 
 @dataclass
@@ -117,12 +118,10 @@ KIND_LABELS = {"tabled": "New question", "answered": "Answered", "corrected": "A
 KIND_ORDER = {"tabled": 0, "answered": 1, "corrected": 2}
 
 
-def _sections(delivery: Delivery) -> list[Section]:
-    # The normalised text and the stored HTML are not shown in emails, and are most of a row's size.
-    heavy = [f"event__question__{f.name}" for f in Question._meta.fields if f.name.startswith("norm_")]
-    matches = (delivery.matches.select_related("subscription", "event__question")
-               .defer(*heavy, "event__question__answer_html")
-               .order_by("subscription_id", "-event__question__date_tabled", "-event__question_id"))
+def _sections(delivery: Delivery, matches: list[Match]) -> list[Section]:
+    newest_first = sorted(matches, key=lambda m: (m.event.question.date_tabled or dt.date.min, m.event.question_id),
+                          reverse=True)
+    matches = sorted(newest_first, key=lambda m: m.subscription_id)
     grouped: dict[int, tuple[Subscription, dict[int, Item]]] = {}
     for match in matches:
         subscription, items = grouped.setdefault(match.subscription_id, (match.subscription, {}))
@@ -159,8 +158,8 @@ def _alert_subject(delivery: Delivery, sections: list[Section]) -> str:
     return f"Weekly digest, {start:%-d %B} to {today:%-d %B %Y}: {questions} match {target}"
 
 
-def _alert(delivery: Delivery) -> EmailMultiAlternatives:
-    sections = _sections(delivery)
+def _alert(delivery: Delivery, matches: list[Match]) -> EmailMultiAlternatives:
+    sections = _sections(delivery, matches)
     if not sections:
         raise NothingToSend(f"delivery {delivery.pk} carries no matches")
     subject = _alert_subject(delivery, sections)

@@ -110,6 +110,8 @@ class Delivery(models.Model):
     esp_status = models.CharField(max_length=50, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # When a worker took it to send; a claim older than DELIVERY_STALE_SECONDS belongs to a dead worker.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
