@@ -68,7 +68,8 @@ class DeliveryAdmin(admin.ModelAdmin):
     @admin.action(description="Resend")
     def resend(self, request, queryset):
         ids = list(queryset.exclude(status=Delivery.Status.PENDING).values_list("pk", flat=True))
-        Delivery.objects.filter(pk__in=ids).update(status=Delivery.Status.PENDING, attempts=0, error="")
+        Delivery.objects.filter(pk__in=ids).update(status=Delivery.Status.PENDING, attempts=0, error="",
+                                                   claimed_at=None)
         enqueue(ids + list(queryset.filter(status=Delivery.Status.PENDING).values_list("pk", flat=True)))
         self.message_user(request, f"{queryset.count()} email(s) queued to be sent again.", messages.SUCCESS)
 

@@ -93,3 +93,22 @@ def test_check_deploy_is_clean_in_production(tmp_path):
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_resends_a_failed_email(admin_client):
+    from django.core import mail
+
+    from alerts.delivery import queue_delivery
+
+    subscriber = Subscriber.objects.create(email="ada@example.org", confirmed_at=timezone.now())
+    Subscription.objects.create(subscriber=subscriber, query="palantir", canonical_query="palantir")
+    delivery = queue_delivery(subscriber, "manage_link")
+    mail.outbox.clear()
+    Delivery.objects.filter(pk=delivery.pk).update(status="failed", attempts=5, error="HTTP 500",
+                                                   claimed_at=timezone.now())
+
+    admin_client.post("/admin/alerts/delivery/", {"action": "resend", "_selected_action": [delivery.pk]})
+
+    delivery.refresh_from_db()
+    assert delivery.status == "sent" and [m.to for m in mail.outbox] == [["ada@example.org"]]
