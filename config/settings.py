@@ -186,9 +186,13 @@ DELIVERY_BACKOFF_SECONDS = env.float("DELIVERY_BACKOFF_SECONDS", default=30.0)
 MATCH_SHARDS = env.int("MATCH_SHARDS", default=1)
 # Matching workers hold every saved search in memory: a queue of their own keeps that to a few processes.
 MATCH_QUEUE = env.str("MATCH_QUEUE", default="")
-if MATCH_QUEUE:
-    CELERY_TASK_ROUTES = {name: {"queue": MATCH_QUEUE}
-                          for name in ("alerts.match_events", "alerts.match_shard", "alerts.finish_match")}
+# Sending waits on the ESP: a queue of its own can be served by a worker with many threads.
+SEND_QUEUE = env.str("SEND_QUEUE", default="")
+CELERY_TASK_ROUTES = {
+    **({name: {"queue": MATCH_QUEUE} for name in ("alerts.match_events", "alerts.match_shard",
+                                                  "alerts.finish_match")} if MATCH_QUEUE else {}),
+    **({name: {"queue": SEND_QUEUE} for name in ("alerts.send_chunk", "alerts.send_delivery")} if SEND_QUEUE else {}),
+}
 RATELIMIT_SIGNUP_PER_IP = env.str("RATELIMIT_SIGNUP_PER_IP", default="20/h")
 RATELIMIT_SIGNUP_PER_ADDRESS = env.str("RATELIMIT_SIGNUP_PER_ADDRESS", default="5/h")
 RATELIMIT_VIEW = "alerts.views.rate_limited"

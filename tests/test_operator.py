@@ -112,3 +112,14 @@ def test_the_admin_resends_a_failed_email(admin_client):
 
     delivery.refresh_from_db()
     assert delivery.status == "sent" and [m.to for m in mail.outbox] == [["ada@example.org"]]
+
+
+def test_matching_and_sending_can_have_queues_of_their_own(tmp_path):
+    code = ("from config.celery import app; r = app.amqp.router.route; "
+            "print(*(r({}, t)['queue'].name for t in ('alerts.match_events', 'alerts.send_chunk', "
+            "'questions.poll_sources')))")
+    env = dict(os.environ, MATCH_QUEUE="match", SEND_QUEUE="send", VAR_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.stdout.split()[-3:] == ["match", "send", "celery"], result.stderr
