@@ -163,7 +163,7 @@ def _emails_through_anymail(request, settings):
     settings.SITE_URL = "http://testserver"
     from config.celery import app
 
-    eager = "celery_worker" not in request.fixturenames
+    eager = not {"celery_worker", "worker_env"} & set(request.fixturenames)
     previous = app.conf.task_always_eager
     app.conf.task_always_eager = eager
     yield

@@ -15,7 +15,8 @@ from questions.sources.http import FetchError, PoliteClient
 
 
 def _date(entry) -> dt.date | None:
-    parsed = entry.get("published_parsed") or entry.get("updated_parsed")
+    # Asked for only when present: feedparser warns when it stands one in for the other.
+    parsed = next((entry[key] for key in ("published_parsed", "updated_parsed") if key in entry and entry[key]), None)
     return dt.date(*parsed[:3]) if parsed else None
 
 
