@@ -91,9 +91,17 @@ def _record(delivery: Delivery, **fields) -> None:
 
 
 def _send_one(delivery: Delivery, matches: list[Match], connection) -> str:
-    """Send one claimed delivery and record the outcome: "sent", "failed" or "retry"."""
+    """Send one claimed delivery and record the outcome: "sent", "failed", "retry", or "taken" when
+    another worker holds it now."""
     from alerts.emails import NothingToSend, compose
 
+    # Renew the claim, or find it was taken over: a chunk that ran past DELIVERY_STALE_SECONDS must
+    # not send what the sweep has since given to another worker.
+    renewed = timezone.now()
+    if not Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING,
+                                   claimed_at=delivery.claimed_at).update(claimed_at=renewed):
+        return "taken"
+    delivery.claimed_at = renewed
     refusal = _may_send(delivery)
     if refusal:
         _record(delivery, status=Delivery.Status.FAILED, error=refusal, claimed_at=None)

@@ -33,7 +33,8 @@ FAN_OUT_SECONDS = 10 * 60
 def _deliver(subscriber_ids: list[int]) -> None:
     if not subscriber_ids:
         return
-    # The matches are committed: a failure here leaves them undelivered for the next run, not lost.
+    # The matches are committed; whatever this run fails to hand on, beat's "Send immediate alerts"
+    # picks up within a minute, so a failure here delays alerts and loses none.
     try:
         deliver_immediate(subscriber_ids)
     except Exception:

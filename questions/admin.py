@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from questions.models import Question, QuestionEvent, Source, SourceProblem
-from questions.polling import poll_source
+from questions.tasks import poll_source_task
 
 
 class SourceProblemInline(admin.TabularInline):
@@ -33,10 +33,11 @@ class SourceAdmin(admin.ModelAdmin):
 
     @admin.action(description="Poll now")
     def poll_now(self, request, queryset):
+        # A worker does it: a poll with many changed questions takes longer than a web request may.
         for source in queryset:
-            report = poll_source(source)
-            level = messages.WARNING if report.error or report.skipped else messages.SUCCESS
-            self.message_user(request, str(report), level)
+            poll_source_task.delay(source.pk)
+        self.message_user(request, f"Polling {queryset.count()} source(s) now; refresh to see what landed.",
+                          messages.SUCCESS)
 
 
 class QuestionEventInline(admin.TabularInline):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from questions.ingest import UpsertResult, upsert
@@ -109,7 +110,9 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
             source.cursor = batch.cursor
         if batch.etag or batch.last_modified:
             source.etag, source.last_modified = batch.etag, batch.last_modified
-        source.save()
+        # Only what the poller owns: an operator may have changed the rest while it ran.
+        source.save(update_fields=["last_polled_at", "last_error", "last_error_at", "consecutive_failures",
+                                   "last_success_at", "cursor", "etag", "last_modified"])
     landed = report.landed or UpsertResult()
     log.info(
         "source polled source=%s requests=%d new=%d updated=%d events=%d problems=%d error=%r",
@@ -123,4 +126,18 @@ def poll_sources(name: str | None = None, only_due: bool = False) -> list[PollRe
     sources = Source.objects.filter(enabled=True)
     if name:
         sources = Source.objects.filter(name=name)
-    return [poll_source(source) for source in sources if not only_due or source.is_due()]
+    reports = []
+    for source in sources:
+        if only_due and not source.is_due():
+            continue
+        try:
+            reports.append(poll_source(source))
+        except Exception as exc:  # noqa: BLE001 - one broken source must not stop the others
+            log.exception("source poll crashed source=%s", source.name)
+            message = f"the poll failed: {type(exc).__name__}: {exc}"[:2000]
+            now = timezone.now()
+            Source.objects.filter(pk=source.pk).update(last_polled_at=now, last_error=message, last_error_at=now,
+                                                       consecutive_failures=F("consecutive_failures") + 1)
+            SourceProblem.objects.create(source=source, message=message)
+            reports.append(PollReport(source.name, error=message))
+    return reports

@@ -278,3 +278,30 @@ def test_a_webhook_without_the_secret_is_refused(client, webhook_secret):
     assert no_auth.status_code in (400, 401, 403) and wrong.status_code in (400, 401, 403)
     ada.refresh_from_db()
     assert ada.suppressed_at is None
+
+
+def test_a_delivery_taken_over_mid_chunk_is_not_sent_twice(archive, monkeypatch):
+    """A chunk that ran past DELIVERY_STALE_SECONDS: the sweep gave its last email to another worker."""
+    from alerts import emails
+    from alerts.delivery import send_chunk
+
+    subscribe()
+    subscribe(email="bo@example.org", query="palantir")
+    match_everything()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("alerts.delivery.enqueue_chunks", lambda ids: None)
+        first, second = deliver_immediate()
+    real_compose = emails.compose
+
+    def compose_while_another_worker_takes_the_second(delivery, matches):
+        if delivery.pk == first:
+            Delivery.objects.filter(pk=second).update(claimed_at=timezone.now())
+        return real_compose(delivery, matches)
+
+    monkeypatch.setattr(emails, "compose", compose_while_another_worker_takes_the_second)
+
+    outcome = send_chunk([first, second])
+
+    assert outcome == {first: "sent", second: "taken"}
+    assert len(mail.outbox) == 1
+    assert Delivery.objects.get(pk=second).status == "pending"

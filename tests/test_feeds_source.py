@@ -142,3 +142,32 @@ def test_a_feed_body_that_looks_like_a_path_is_not_read_as_a_file(httpserver, tm
     report = poll_source(source, client())
 
     assert report.error and Question.objects.count() == 0
+
+
+def test_a_source_that_redirects_forever_is_an_error_and_the_others_still_poll(httpserver):
+    from questions.polling import poll_sources
+
+    httpserver.expect_request("/loop").respond_with_response(
+        Response("", status=302, headers={"Location": httpserver.url_for("/loop")}))
+    httpserver.expect_request("/feed").respond_with_data(RSS, content_type="application/rss+xml")
+    looping = feed_source(httpserver, "/loop")
+    good = feed_source(httpserver, "/feed")
+
+    reports = poll_sources()
+
+    looping.refresh_from_db()
+    good.refresh_from_db()
+    assert "TooManyRedirects" in looping.last_error and looping.consecutive_failures == 1
+    assert good.last_success_at and Question.objects.count() == 2
+    assert len(reports) == 2
+
+
+def test_a_poll_does_not_undo_what_an_operator_changed_meanwhile(httpserver):
+    httpserver.expect_request("/feed").respond_with_data(RSS, content_type="application/rss+xml")
+    source = feed_source(httpserver)
+    Source.objects.filter(pk=source.pk).update(enabled=False, poll_interval_minutes=60)
+
+    poll_source(source, client())
+
+    source.refresh_from_db()
+    assert source.enabled is False and source.poll_interval_minutes == 60 and source.last_success_at

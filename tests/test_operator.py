@@ -123,3 +123,17 @@ def test_matching_and_sending_can_have_queues_of_their_own(tmp_path):
                             capture_output=True, text=True, timeout=60)
 
     assert result.stdout.split()[-3:] == ["match", "send", "celery"], result.stderr
+
+
+def test_poll_now_in_the_admin_polls_the_source(admin_client, httpserver):
+    from questions.models import Question
+    from tests.test_feeds_source import RSS
+
+    httpserver.expect_request("/feed").respond_with_data(RSS, content_type="application/rss+xml")
+    source = Source.objects.create(name="TWFY", kind="feed", url=httpserver.url_for("/feed"))
+
+    response = admin_client.post("/admin/questions/source/", {"action": "poll_now", "_selected_action": [source.pk]})
+
+    assert response.status_code == 302
+    source.refresh_from_db()
+    assert source.last_success_at and Question.objects.count() == 2

@@ -80,8 +80,11 @@ class PoliteClient:
             self._wait_for_turn()
             try:
                 response = self._get_once(url, params, headers)
-            except (requests.Timeout, requests.ConnectionError) as exc:
+            except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 problem, delay = f"{type(exc).__name__}: {exc}", None
+            except requests.RequestException as exc:
+                # Redirect loops, bad URLs, undecodable bodies: asking again would not help.
+                raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from exc
             else:
                 if response.status not in RETRY_STATUSES:
                     return response
