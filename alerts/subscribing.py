@@ -87,9 +87,14 @@ def sign_up(email: str, query: str, *, frequency: str, alert_on: str, label: str
             log.info("signup ignored subscriber=%s reason=suppressed:%s", subscriber.pk, subscriber.suppressed_reason)
             return
         existing = subscriber.subscriptions.filter(canonical_query=text).first()
-        if existing and existing.confirmed_at:
+        coming_back = subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED
+        if existing and existing.confirmed_at and not coming_back:
             _queue(subscriber, Delivery.Kind.MANAGE_LINK, duplicate=existing.pk)
             return
+        if existing and not existing.confirmed_at:
+            # Asked again before confirming: the latest choices are the ones the link will confirm.
+            existing.frequency, existing.alert_on, existing.label = frequency, alert_on, label.strip()
+            existing.save(update_fields=["frequency", "alert_on", "label", "updated_at"])
         if existing is None:
             if subscriber.subscriptions.count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS:
                 _queue(subscriber, Delivery.Kind.MANAGE_LINK, too_many=settings.MAX_SUBSCRIPTIONS_PER_ADDRESS)
@@ -112,9 +117,11 @@ def confirm(link: Link) -> Subscriber:
             subscriber.suppressed_at, subscriber.suppressed_reason = None, ""
         subscriber.confirmed_at = subscriber.confirmed_at or now
         subscriber.save(update_fields=["confirmed_at", "suppressed_at", "suppressed_reason"])
-        subscriber.subscriptions.filter(pk__in=link.data.get("subscriptions", []), confirmed_at__isnull=True).update(
-            confirmed_at=now, updated_at=now
-        )
+        # Exactly the alerts the email named come on; others stopped by "unsubscribe from everything"
+        # stay paused until their owner resumes them.
+        named = subscriber.subscriptions.filter(pk__in=link.data.get("subscriptions", []))
+        named.filter(confirmed_at__isnull=True).update(confirmed_at=now, updated_at=now)
+        named.filter(paused=True).update(paused=False, updated_at=now)
     return subscriber
 
 
@@ -148,7 +155,10 @@ def unsubscribe(subscriber: Subscriber, subscription_id: int | None = None) -> S
         if subscription:
             subscription.delete()
         return subscription
-    subscriber.suppress(Subscriber.Suppression.UNSUBSCRIBED)
+    with transaction.atomic():
+        subscriber.suppress(Subscriber.Suppression.UNSUBSCRIBED)
+        # Paused too, so that coming back for one search does not silently restart the others.
+        subscriber.subscriptions.update(paused=True, updated_at=timezone.now())
     return None
 
 

@@ -81,8 +81,12 @@ def _apply(question: Question, record: QuestionRecord) -> None:
     question.refresh_search_text()
 
 
-def upsert(records: Iterable[QuestionRecord], source: Source | None = None) -> UpsertResult:
-    """Store the records in one transaction: new questions, changed questions, and their events, each once."""
+def upsert(records: Iterable[QuestionRecord], source: Source | None = None, alert: bool = True) -> UpsertResult:
+    """Store the records in one transaction: new questions, changed questions, and their events, each once.
+
+    With `alert` false (a backfill of old questions) the events are recorded as already matched, so
+    that nobody is emailed about them.
+    """
     by_id = {record.external_id: record for record in records}
     result = UpsertResult()
     with transaction.atomic():
@@ -114,6 +118,8 @@ def upsert(records: Iterable[QuestionRecord], source: Source | None = None) -> U
         Question.objects.bulk_update(changed, UPDATE_FIELDS + ["updated_at"], batch_size=CHUNK)
         for event in events:
             event.question_id = event.question.pk
+            if not alert:
+                event.matched_at = timezone.now()
         QuestionEvent.objects.bulk_create(events, batch_size=CHUNK, ignore_conflicts=True)
     result.created, result.updated = len(new), len(changed)
     result.events.update(event.kind for event in events)

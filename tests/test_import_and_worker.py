@@ -34,6 +34,8 @@ def test_import_questions_loads_the_bundled_samples_once():
     call_command("import_questions", *map(str, SAMPLES), stdout=StringIO())
 
     assert Question.objects.count() == 15 and QuestionEvent.objects.count() == events
+    # A backfill: its events are on record, and nobody is emailed about them.
+    assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
 
 
 @pytest.mark.django_db

@@ -150,7 +150,7 @@ def test_only_active_subscriptions_are_matched():
 def test_the_bundled_questions_match_every_saved_search_as_the_evaluator_says():
     call_command("import_questions", *(str(FIXTURES / name) for name in
                                        ("seed_questions.json", "list_page_excerpt.json", "question_detail.json")),
-                 stdout=StringIO())
+                 "--alert", stdout=StringIO())
     searches = ['"facial recognition"', "police -palantir", "member:lewis department:\"home office\"",
                 "apprentic*", "palantir OR tasers", 'heading:"artificial intelligence"', "house:lords",
                 "NOT police schools", "department:(education OR justice)", "covenant"]

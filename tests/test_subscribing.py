@@ -316,3 +316,28 @@ def test_preview_shows_what_a_changed_search_would_send_and_saves_nothing(client
     assert Subscription.objects.count() == 0 and not mail.outbox
     refused = client.post(SIGNUP, {"email": "", "q": "taser AND", "preview": "1"})
     assert refused.status_code == 400 and "nothing after it" in refused.content.decode()
+
+
+def test_coming_back_after_unsubscribing_from_everything(client):
+    subscriber, _ = confirmed_subscriber(client)
+    sign_up(client, q="taser")
+    client.post(link_in(mail.outbox[-1], "/alerts/confirm/"))
+    Client(enforce_csrf_checks=True).post(f"/unsubscribe/{tokens.make(subscriber, tokens.UNSUBSCRIBE)}/")
+    assert set(subscriber.subscriptions.values_list("paused", flat=True)) == {True}
+
+    sign_up(client, q='"facial recognition"', frequency="weekly")
+
+    assert "Confirm" in mail.outbox[-1].subject  # not "you already have it"
+    client.post(link_in(mail.outbox[-1], "/alerts/confirm/"))
+    subscriber.refresh_from_db()
+    assert subscriber.suppressed_at is None
+    states = dict(subscriber.subscriptions.values_list("query", "paused"))
+    assert states == {'"facial recognition"': False, "taser": True}  # only the one asked for again
+
+
+def test_asking_again_before_confirming_takes_the_new_choices(client):
+    sign_up(client, frequency="immediate")
+    sign_up(client, frequency="weekly", alert_on="answers")
+
+    subscription = Subscription.objects.get()
+    assert (subscription.frequency, subscription.alert_on) == ("weekly", "answers")

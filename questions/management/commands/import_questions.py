@@ -11,13 +11,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("files", nargs="+", type=Path)
+        parser.add_argument("--alert", action="store_true",
+                            help="email subscribers about these questions as if they had just appeared "
+                                 "(by default an import is a backfill, and alerts nobody)")
 
-    def handle(self, *args, files, **options):
+    def handle(self, *args, files, alert=False, **options):
         for path in files:
             if not path.exists():
                 raise CommandError(f"{path}: no such file")
             records, problems = read_records(path)
             for where, reason in problems:
                 self.stderr.write(f"{path}: {where} skipped: {reason}")
-            result = upsert(records)
+            result = upsert(records, alert=alert)
             self.stdout.write(f"{path}: {result}")
