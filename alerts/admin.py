@@ -1,8 +1,11 @@
+from django import forms
 from django.contrib import admin, messages
 
 from alerts import subscribing
 from alerts.delivery import enqueue, queue_delivery
 from alerts.models import Delivery, Match, Subscriber, Subscription, WebhookEvent
+from questions.forms import QueryField
+from questions.search import canonical, parse
 
 
 class SubscriptionInline(admin.TabularInline):
@@ -40,8 +43,24 @@ class SubscriberAdmin(admin.ModelAdmin):
             subscribing.request_manage_link(subscriber.email)
 
 
+class SubscriptionForm(forms.ModelForm):
+    """An operator's edit goes through the same parser as everyone else's."""
+
+    query = QueryField()
+
+    class Meta:
+        model = Subscription
+        fields = ("subscriber", "query", "label", "frequency", "alert_on", "paused", "confirmed_at",
+                  "created_at", "last_sent_at")
+
+    def save(self, commit=True):
+        self.instance.canonical_query = canonical(parse(self.cleaned_data["query"]))
+        return super().save(commit)
+
+
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
+    form = SubscriptionForm
     list_display = ("__str__", "subscriber", "frequency", "alert_on", "paused", "confirmed_at", "last_sent_at")
     list_filter = ("frequency", "alert_on", "paused")
     search_fields = ("query", "label", "subscriber__email")

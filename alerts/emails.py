@@ -134,7 +134,8 @@ def _sections(delivery: Delivery, matches: list[Match]) -> list[Section]:
     for subscription, items in grouped.values():
         listed = list(items.values())
         shown, room = listed[:max(room, 0)], room - len(listed)
-        node = parse(subscription.query, max_length=None)
+        # The canonical form: always valid, whatever became of the text as typed.
+        node = parse(subscription.canonical_query, max_length=None)
         for item in shown:
             _render(item, node, subscription.query)
         sections.append(Section(

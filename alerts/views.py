@@ -141,7 +141,10 @@ def edit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     query = form["q"].value() or ""
     preview = None
     if query and not form.errors.get("q"):
-        preview = subscribing.preview(query)
+        try:
+            preview = subscribing.preview(query)
+        except QueryError:
+            preview = None
     return render(request, "alerts/edit.html", {
         "form": form, "subscription": subscription, "token": token, "preview": preview, "duplicate": duplicate,
         "hint": subscribing.comma_hint(query),

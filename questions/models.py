@@ -122,8 +122,9 @@ class Question(models.Model):
 
     def get_absolute_url(self) -> str:
         # API ids and imported ids make readable links; a feed's guid is a URL, so those use the row id.
-        key = self.external_id if URL_SAFE_KEY.fullmatch(self.external_id) else str(self.pk)
-        return reverse("question", args=[key])
+        if URL_SAFE_KEY.fullmatch(self.external_id):
+            return reverse("question", args=[self.external_id])
+        return reverse("question-by-row", args=[self.pk])
 
     def search_fields(self) -> dict[str, str]:
         """The raw text of each field of the query language."""

@@ -142,11 +142,10 @@ def collect_then_sort(rows: QuerySet[Question]) -> list[Question]:
 
 
 def find_question(key: str) -> Question | None:
-    """A question by its UIN or its id (the API id, or the id it was imported with)."""
+    """A question by its id (the API id, or the id it was imported with) or else its UIN."""
     return (
         Question.objects.filter(external_id=key).first()
         or Question.objects.filter(uin=key).order_by("-date_tabled").first()
-        or (Question.objects.filter(pk=int(key)).first() if key.isdigit() else None)
     )
 
 

@@ -7,6 +7,7 @@ urlpatterns = [
     path("search/", views.search_page),
     path("help/", views.help_page, name="help"),
     path("healthz", views.healthz, name="healthz"),
+    path("questions/id/<int:pk>/", views.question_by_row, name="question-by-row"),
     path("questions/<str:key>/", views.question_page, name="question"),
     path("feeds/search.rss", views.SearchRSSFeed(), name="search-rss"),
     path("feeds/search.atom", views.SearchAtomFeed(), name="search-atom"),

@@ -1,6 +1,6 @@
 from django.contrib.syndication.views import Feed
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.feedgenerator import Atom1Feed
 from django.utils.http import urlencode
@@ -59,6 +59,11 @@ def question_page(request: HttpRequest, key: str) -> HttpResponse:
     if question is None:
         raise Http404("No such question")
     return render(request, "questions/question.html", {"question": question})
+
+
+def question_by_row(request: HttpRequest, pk: int) -> HttpResponse:
+    """Questions whose id cannot stand in a URL (a feed's guid is itself a URL)."""
+    return render(request, "questions/question.html", {"question": get_object_or_404(Question, pk=pk)})
 
 
 class SearchRSSFeed(Feed):

@@ -171,3 +171,16 @@ def test_a_poll_does_not_undo_what_an_operator_changed_meanwhile(httpserver):
 
     source.refresh_from_db()
     assert source.enabled is False and source.poll_interval_minutes == 60 and source.last_success_at
+
+
+def test_a_feed_question_links_to_itself_not_to_a_question_with_that_number(httpserver, client):
+    from questions.polling import poll_source as poll
+
+    httpserver.expect_request("/feed").respond_with_data(RSS, content_type="application/rss+xml")
+    poll(feed_source(httpserver), PoliteClient(requests_per_second=1000))
+    question = Question.objects.get(heading="Police: Artificial Intelligence")
+    Question.objects.create(external_id="commons-1", uin=str(question.pk), heading="Another question")
+
+    page = client.get(question.get_absolute_url())
+
+    assert page.status_code == 200 and "Police: Artificial Intelligence" in page.content.decode()

@@ -137,3 +137,20 @@ def test_poll_now_in_the_admin_polls_the_source(admin_client, httpserver):
     assert response.status_code == 302
     source.refresh_from_db()
     assert source.last_success_at and Question.objects.count() == 2
+
+
+def test_an_operator_edit_of_a_search_is_parsed_like_any_other(admin_client):
+    subscriber = Subscriber.objects.create(email="ada@example.org", confirmed_at=timezone.now())
+    subscription = Subscription.objects.create(subscriber=subscriber, query="palantir", canonical_query="palantir",
+                                               confirmed_at=timezone.now())
+    url = f"/admin/alerts/subscription/{subscription.pk}/change/"
+    form = {"subscriber": subscriber.pk, "query": "Palantir  OR “Facial Recognition”", "label": "",
+            "frequency": "daily", "alert_on": "both", "created_at_0": "2026-01-01", "created_at_1": "00:00:00"}
+
+    refused = admin_client.post(url, form | {"query": "palantir OR"})
+    saved = admin_client.post(url, form)
+
+    assert refused.status_code == 200 and "nothing after it" in refused.content.decode()
+    assert saved.status_code == 302
+    subscription.refresh_from_db()
+    assert subscription.canonical_query == 'palantir OR "facial recognition"'
