@@ -46,6 +46,25 @@ class SearchForm(forms.Form):
                        answered=data.get("answered") or "", tabled_from=data.get("tabled_from"),
                        tabled_to=data.get("tabled_to"))
 
+    def alert_query(self) -> str:
+        """The search with the house and department filters written into it, for an alert: those two
+        are fields of the language; answered and dates are not, and an alert is about what is new."""
+        query = self.cleaned_data.get("q") or ""
+        extra = []
+        if self.cleaned_data.get("house"):
+            extra.append(f"house:{self.cleaned_data['house']}")
+        department = self.cleaned_data.get("department") or ""
+        if department and '"' not in department:
+            extra.append(f'department:"{department}"')
+        if not query or not extra:
+            return query
+        combined = " AND ".join([f"({query})", *extra])
+        try:
+            parse(combined)
+        except QueryError:
+            return query
+        return combined
+
     def query_error(self) -> tuple[str, int | None] | None:
         for error in self.errors.as_data().get("q", []):
             if error.code == "query":

@@ -28,6 +28,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
         params = {k: v for k, v in request.GET.items() if k != "page" and v}
         context["params"] = urlencode(params)
         if node:
+            context["alert_query"] = form.alert_query()
             context["rss_url"] = reverse("search-rss") + "?" + urlencode(params)
             context["atom_url"] = reverse("search-atom") + "?" + urlencode(params)
     elif form.is_bound:

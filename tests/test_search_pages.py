@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import json
 import xml.etree.ElementTree as ET
 from io import StringIO
@@ -181,3 +182,16 @@ def test_the_fallback_for_a_slow_newest_first_walk_gives_the_same_pages(archive)
     for start, stop in ((0, 5), (5, 10), (10, 20), (3, 4)):
         page = questions[start:stop]
         assert [q.pk for q in collect_then_sort(page)] == [q.pk for q in page]
+
+
+def test_email_me_carries_the_house_and_department_filters_into_the_alert(client, archive):
+    from urllib.parse import parse_qs, urlsplit
+
+    from questions.search import parse
+
+    response = client.get("/", {"q": "palantir OR taser", "house": "Commons", "department": "Home Office"})
+
+    link = re.search(r'href="(/alerts/new/\?q=[^"]+)"', response.content.decode()).group(1)
+    query = parse_qs(urlsplit(link.replace("&amp;", "&")).query)["q"][0]
+    assert query == '(palantir OR taser) AND house:Commons AND department:"Home Office"'
+    parse(query)
