@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 import json
+import re
 import xml.etree.ElementTree as ET
 from io import StringIO
 
