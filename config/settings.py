@@ -25,8 +25,10 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS e
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-# Behind a proxy that terminates TLS, set TRUSTED_PROXY=1 so that X-Forwarded-Proto is believed.
-if env.bool("TRUSTED_PROXY", default=False):
+# Behind N proxies (TRUSTED_PROXY=N, usually 1), X-Forwarded-Proto is believed and X-Forwarded-For
+# gives the client's address for rate limits.
+TRUSTED_PROXY = env.int("TRUSTED_PROXY", default=0)
+if TRUSTED_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -196,8 +198,7 @@ CELERY_TASK_ROUTES = {
 RATELIMIT_SIGNUP_PER_IP = env.str("RATELIMIT_SIGNUP_PER_IP", default="20/h")
 RATELIMIT_SIGNUP_PER_ADDRESS = env.str("RATELIMIT_SIGNUP_PER_ADDRESS", default="5/h")
 RATELIMIT_VIEW = "alerts.views.rate_limited"
-# Behind a proxy, set to the header that carries the client's address, e.g. HTTP_X_FORWARDED_FOR.
-RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default=None)
+RATELIMIT_IP_META_KEY = "config.proxy.client_ip"
 DELIVERY_CHUNK_SIZE = env.int("DELIVERY_CHUNK_SIZE", default=100)
 # A delivery still pending this long after it was written lost its worker: beat sends it again.
 DELIVERY_STALE_SECONDS = env.int("DELIVERY_STALE_SECONDS", default=600)

@@ -82,3 +82,30 @@ def test_html_from_a_source_is_inert_in_emails():
     html = mail.outbox[0].alternatives[0][0]
     assert "<script" not in html and "onmouseover" not in html and "javascript:" not in html
     assert "&lt;script&gt;" in html  # the heading's text is shown, as text
+
+
+@pytest.mark.parametrize("forwarded, expected", [
+    ("198.51.100.7", "198.51.100.7"),
+    ("6.6.6.6, 198.51.100.7", "198.51.100.7"),  # the client wrote the left one; our proxy the right
+    ("not-an-address", "10.0.0.2"),
+    ("", "10.0.0.2"),
+])
+def test_behind_a_proxy_the_limits_use_the_address_the_proxy_saw(rf, settings, forwarded, expected):
+    from config.proxy import client_ip
+
+    settings.TRUSTED_PROXY = 1
+    request = rf.post("/alerts/new/", HTTP_X_FORWARDED_FOR=forwarded, REMOTE_ADDR="10.0.0.2")
+
+    assert client_ip(request) == expected
+
+
+def test_a_spoofed_forwarded_header_does_not_escape_the_per_ip_limit(client, settings):
+    settings.TRUSTED_PROXY = 1
+    settings.RATELIMIT_SIGNUP_PER_IP = "3/h"
+    window_lasts("198.51.100.7", 3600)
+
+    statuses = [client.post("/alerts/new/", {"email": f"p{i}@example.org", "q": "palantir", "frequency": "daily",
+                                             "alert_on": "both", "website": ""},
+                            HTTP_X_FORWARDED_FOR=f"6.6.6.{i}, 198.51.100.7").status_code for i in range(6)]
+
+    assert statuses == [302, 302, 302, 429, 429, 429]
