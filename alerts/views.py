@@ -125,8 +125,9 @@ def edit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     if isinstance(link, HttpResponse):
         return link
     subscription = get_object_or_404(Subscription, pk=pk, subscriber=link.subscriber)
-    initial = {"q": subscription.query, "label": subscription.label, "frequency": subscription.frequency,
-               "alert_on": subscription.alert_on}
+    # ?q= is the "did you mean" hint's suggestion, offered in place of the saved words.
+    initial = {"q": request.GET.get("q", subscription.query), "label": subscription.label,
+               "frequency": subscription.frequency, "alert_on": subscription.alert_on}
     form = AlertFields(request.POST or None, initial=initial)
     duplicate = False
     if request.method == "POST" and not _previewing(request, form) and form.is_valid():

@@ -184,3 +184,14 @@ def test_a_feed_question_links_to_itself_not_to_a_question_with_that_number(http
     page = client.get(question.get_absolute_url())
 
     assert page.status_code == 200 and "Police: Artificial Intelligence" in page.content.decode()
+
+
+def test_a_feed_link_that_is_not_a_web_address_is_not_kept(httpserver):
+    hostile = RSS.replace("<link>https://www.theyworkforyou.com/wrans/?id=2025-06-24.61234.h</link>",
+                          "<link>javascript:alert(1)</link>")
+    httpserver.expect_request("/feed").respond_with_data(hostile, content_type="application/rss+xml")
+
+    poll_source(feed_source(httpserver), client())
+
+    question = Question.objects.get(heading="Police: Artificial Intelligence")
+    assert question.url == "" and "javascript" not in question.official_url

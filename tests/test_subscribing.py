@@ -341,3 +341,25 @@ def test_asking_again_before_confirming_takes_the_new_choices(client):
 
     subscription = Subscription.objects.get()
     assert (subscription.frequency, subscription.alert_on) == ("weekly", "answers")
+
+
+def test_a_bounce_after_unsubscribing_stops_even_confirmation_emails(client):
+    subscriber, _ = confirmed_subscriber(client)
+    Client(enforce_csrf_checks=True).post(f"/unsubscribe/{tokens.make(subscriber, tokens.UNSUBSCRIBE)}/")
+    subscriber.refresh_from_db()
+    subscriber.suppress("bounced")
+    sent = len(mail.outbox)
+
+    sign_up(client, q="taser")
+
+    subscriber.refresh_from_db()
+    assert subscriber.suppressed_reason == "bounced" and len(mail.outbox) == sent
+
+
+def test_the_did_you_mean_link_on_the_edit_page_fills_in_the_suggestion(client):
+    subscriber, manage = confirmed_subscriber(client)
+    edit = f"{manage}{subscriber.subscriptions.get().pk}/"
+
+    page = client.get(edit, {"q": "prisons OR taser"})
+
+    assert 'value="prisons OR taser"' in page.content.decode()

@@ -29,8 +29,13 @@ def record_from_entry(entry) -> QuestionRecord:
         heading=text(entry.get("title")),
         question_text=html.to_text(text(entry.get("summary"))),
         date_tabled=_date(entry),
-        url=text(entry.get("link")),
+        url=_web_link(text(entry.get("link"))),
     ))
+
+
+def _web_link(url: str) -> str:
+    # Shown as a link on pages and in emails: nothing but the web's own schemes.
+    return url if url.lower().startswith(("https://", "http://")) else ""
 
 
 def fetch(source: Source, client: PoliteClient) -> Batch:
