@@ -84,7 +84,7 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE questions_question, questions_source RESTART IDENTITY CASCADE")
     Source.objects.create(name="API stub", kind="api", url=f"http://127.0.0.1:{api_server.server_port}",
-                          cursor=timezone.localdate())
+                          cursor=timezone.localdate(), last_success_at=timezone.now())
     print(f"stored {subscriptions:,} saved searches ({distinct:,} distinct) in {time.perf_counter() - started:.1f} s")
 
     app.conf.broker_url = args.redis_url

@@ -89,7 +89,9 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
     except FetchError as exc:
         batch = Batch(error=str(exc))
     if batch.records:
-        report.landed = upsert(batch.records, source)
+        # A source's first successful poll brings its backlog (a week of the API, all of a feed):
+        # that is a backfill, and alerts nobody; from then on what is new is news.
+        report.landed = upsert(batch.records, source, alert=source.last_success_at is not None)
     report.problems = len(batch.problems)
     report.error = batch.error
     with transaction.atomic():

@@ -293,7 +293,8 @@ def test_polled_questions_become_matches_once_with_two_workers_and_two_runs(cele
     api.put(real_record(1002, answered=False, heading="Prisons: Drones", questionText="How many drones?"))
     httpserver.expect_request(f"{LIST_PATH}/1002").respond_with_handler(api)
     httpserver.expect_request(LIST_PATH).respond_with_handler(api)
-    Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"))
+    Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
+                          last_success_at=timezone.now())
     ann, bob = person("ann@example.com"), person("bob@example.com")
     daily = {"frequency": Subscription.Frequency.DAILY}
     subscribe(ann, '"flexi job" apprenticeships', **daily)

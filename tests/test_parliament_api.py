@@ -264,3 +264,15 @@ def test_a_list_item_without_an_id_is_logged_and_the_rest_land(httpserver, sourc
     assert Question.objects.filter(external_id="1001").exists()
     assert report.problems >= 1
     assert SourceProblem.objects.filter(source=source, message__contains="no numeric id").exists()
+
+
+def test_a_new_sources_first_poll_is_a_backfill_and_what_comes_later_is_news(stub, source):
+    stub.put(real_record(1000))
+    poll_source(source, client())
+    assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
+
+    stub.put(real_record(1001))
+    poll_source(source, client())
+
+    assert set(QuestionEvent.objects.filter(matched_at__isnull=True).values_list("question__external_id", flat=True)) \
+        == {"1001"}
