@@ -7,7 +7,7 @@ from questions.polling import PollReport, poll_source, poll_sources
 def _match_if_new(reports: list[PollReport]) -> None:
     # By name, so that the archive does not depend on the alerts app that consumes its events.
     if any(report.landed and report.landed.events for report in reports):
-        current_app.send_task("alerts.match_events")
+        current_app.tasks["alerts.match_events"].delay()
 
 
 @shared_task(name="questions.poll_sources")
