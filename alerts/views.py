@@ -46,6 +46,16 @@ def _previewing(request: HttpRequest, form) -> bool:
     return True
 
 
+def _preview(form, query: str) -> subscribing.Preview | None:
+    """What the form's search would have sent lately; nothing while the search is refused."""
+    if not query or form.errors.get("q"):
+        return None
+    try:
+        return subscribing.preview(query)
+    except QueryError:
+        return None
+
+
 def signup(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = SignupForm(request.POST)
@@ -62,12 +72,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     else:
         form = SignupForm(initial={"q": request.GET.get("q", "")})
     query = form["q"].value() or ""
-    preview = None
-    if query and not form.errors.get("q"):
-        try:
-            preview = subscribing.preview(query)
-        except QueryError:
-            preview = None
+    preview = _preview(form, query)
     return render(request, "alerts/signup.html", {"form": form, "preview": preview,
                                                   "hint": subscribing.comma_hint(query)},
                   status=400 if form.errors else 200)
@@ -140,12 +145,7 @@ def edit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
         else:
             return redirect("alerts:manage", token=token)
     query = form["q"].value() or ""
-    preview = None
-    if query and not form.errors.get("q"):
-        try:
-            preview = subscribing.preview(query)
-        except QueryError:
-            preview = None
+    preview = _preview(form, query)
     return render(request, "alerts/edit.html", {
         "form": form, "subscription": subscription, "token": token, "preview": preview, "duplicate": duplicate,
         "hint": subscribing.comma_hint(query),

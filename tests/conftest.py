@@ -212,3 +212,12 @@ def postmark(settings, httpserver, esp_path):
     settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test", "POSTMARK_API_URL": httpserver.url_for(esp_path)}
     settings.DELIVERY_BACKOFF_SECONDS = 0
     return stub
+
+
+def backends_waiting_on_a_lock(cursor) -> list[int]:
+    """The pids of other connections to the test database that wait on a lock (a worker held up)."""
+    # Activity is a snapshot per transaction unless cleared.
+    cursor.execute("SELECT pg_stat_clear_snapshot()")
+    cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+    return [row[0] for row in cursor.fetchall()]

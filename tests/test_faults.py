@@ -12,7 +12,7 @@ from django.db import connection
 from alerts.delivery import deliver_immediate
 from alerts.models import Delivery, Match
 from questions.models import Question, QuestionEvent
-from tests.conftest import wait_until
+from tests.conftest import backends_waiting_on_a_lock, wait_until
 from tests.esp_stub import PostmarkStub
 from tests.test_delivery import archive, match_everything, subscribe  # noqa: F401 - fixture
 from tests.test_parliament_api import real_record
@@ -134,14 +134,9 @@ def test_a_database_connection_cut_mid_transaction_rolls_back_and_the_retry_comp
             # The match run's transaction, having claimed its events, waits here to write its matches.
             cursor.execute("LOCK TABLE alerts_match IN EXCLUSIVE MODE")
 
-            def waiting_worker() -> list:
-                cursor.execute("SELECT pg_stat_clear_snapshot()")
-                cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                               "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
-                return [row[0] for row in cursor.fetchall()]
-
             send("questions.poll_sources")
-            [pid] = wait_until(waiting_worker, timeout=90, message="the match run to wait on the lock")
+            [pid] = wait_until(lambda: backends_waiting_on_a_lock(cursor), timeout=90,
+                               message="the match run to wait on the lock")
             cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
         # Its transaction rolled back: nothing written, the events free again; the task retries by itself.
         wait_until(lambda: len(esp.messages) == 1, timeout=90, message="the retried run's alert")

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import Question, QuestionEvent, Source
-from tests.conftest import Worker, wait_until
+from tests.conftest import Worker, backends_waiting_on_a_lock, wait_until
 from tests.esp_stub import PostmarkStub
 from tests.parliament_stub import LIST_PATH, ParliamentStub
 from tests.test_parliament_api import real_record
@@ -225,15 +225,9 @@ def test_a_worker_killed_mid_match_run_records_every_match_once(api, esp, mail_e
             # Writing matches now waits for this lock: the worker's run stops part way, events claimed.
             cursor.execute("LOCK TABLE alerts_match IN EXCLUSIVE MODE")
 
-            def worker_waiting() -> bool:
-                # Activity is a snapshot per transaction unless cleared.
-                cursor.execute("SELECT pg_stat_clear_snapshot()")
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                               "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
-                return cursor.fetchone()[0] > 0
-
             send("questions.poll_sources")
-            wait_until(worker_waiting, timeout=90, message="the match run to wait on the lock")
+            wait_until(lambda: backends_waiting_on_a_lock(cursor), timeout=90,
+                       message="the match run to wait on the lock")
             worker.kill(signal.SIGKILL)
         assert Match.objects.count() == 0
         assert QuestionEvent.objects.filter(matched_at__isnull=True).count() == 2  # the claim died with it
