@@ -44,6 +44,14 @@ class Subscriber(models.Model):
             self.save(update_fields=["suppressed_at", "suppressed_reason"])
 
 
+class SubscriptionQuerySet(models.QuerySet):
+    def receiving(self) -> SubscriptionQuerySet:
+        """The one rule for who receives alerts: an active, confirmed alert of a confirmed address that
+        nothing has suppressed."""
+        return self.filter(paused=False, confirmed_at__isnull=False, subscriber__confirmed_at__isnull=False,
+                           subscriber__suppressed_at__isnull=True)
+
+
 class Subscription(models.Model):
     class Frequency(models.TextChoices):
         IMMEDIATE = "immediate", "As it happens"
@@ -66,6 +74,8 @@ class Subscription(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     last_sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SubscriptionQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]
