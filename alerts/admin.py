@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from alerts import subscribing
-from alerts.delivery import enqueue, queue_delivery
+from alerts.delivery import queue_delivery, resend
 from alerts.models import Delivery, Match, Subscriber, Subscription, WebhookEvent
 from questions.forms import QueryField
 from questions.search import canonical, parse
@@ -78,19 +78,18 @@ class MatchAdmin(admin.ModelAdmin):
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ("subscriber", "kind", "status", "attempts", "subject", "esp_message_id", "created_at", "sent_at")
+    list_display = ("subscriber", "kind", "status", "attempts", "next_attempt_at", "subject", "esp_message_id",
+                    "created_at", "sent_at")
     list_filter = ("status", "kind")
     search_fields = ("subscriber__email", "esp_message_id", "subject")
     raw_id_fields = ("subscriber",)
+    list_select_related = ("subscriber",)
     actions = ["resend"]
 
     @admin.action(description="Resend")
     def resend(self, request, queryset):
-        ids = list(queryset.exclude(status=Delivery.Status.PENDING).values_list("pk", flat=True))
-        Delivery.objects.filter(pk__in=ids).update(status=Delivery.Status.PENDING, attempts=0, error="",
-                                                   claimed_at=None)
-        enqueue(ids + list(queryset.filter(status=Delivery.Status.PENDING).values_list("pk", flat=True)))
-        self.message_user(request, f"{queryset.count()} email(s) queued to be sent again.", messages.SUCCESS)
+        queued = resend(list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{queued} email(s) queued to be sent again.", messages.SUCCESS)
 
 
 @admin.register(WebhookEvent)

@@ -11,3 +11,6 @@ class AlertsConfig(AppConfig):
         from alerts.webhooks import record_tracking_event
 
         tracking.connect(record_tracking_event, dispatch_uid="alerts.record_tracking_event")
+        # Registered in every process, not only workers: a web request that queues an email wakes the
+        # sender by the task's name.
+        import alerts.tasks  # noqa: F401

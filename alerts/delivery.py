@@ -1,18 +1,34 @@
-"""Emails as Delivery rows: written before the ESP is called, completed after, so a crash re-sends."""
+"""The delivery queue: every email is a Delivery row, written before the ESP is called, and that row is
+the only record of whether and when to try it.
+
+`send_due` is the one sender. It leases a chunk of due rows (`SELECT ... FOR UPDATE SKIP LOCKED`, so
+senders in any number of processes never share a row), composes their emails, hands them to the ESP,
+and records every outcome of the chunk in one statement: sent; rejected for good (an address the ESP
+refuses); or due again after a back-off that doubles, with jitter, up to a cap, until the delivery's
+give-up time, when it shows as failed. A sender that dies holds its lease until it runs out; then the
+next sender takes the chunk and sends it again, so a crash re-sends at most the chunk in flight and
+never loses it. Celery tasks only wake `send_due`: when deliveries are committed, and on beat's schedule.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 
+from celery import current_app
 from django.conf import settings
-from django.db import connection as db_connection
+from django.core.mail import get_connection
 from django.db import transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
+from alerts import esp
+from alerts.emails import Hit, NothingToSend, compose
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import Question
 
@@ -22,24 +38,98 @@ log = logging.getLogger(__name__)
 ON_REQUEST = {Delivery.Kind.CONFIRMATION, Delivery.Kind.MANAGE_LINK}
 
 
-class SendFailed(Exception):
-    """The ESP refused or failed; the delivery stays pending for a retry."""
-
-
-def enqueue(delivery_ids: list[int]) -> None:
-    from alerts.tasks import send_delivery_task
-
-    for delivery_id in delivery_ids:
-        send_delivery_task.delay(delivery_id)
+def kick(count: int = 1) -> None:
+    """Wake up to DELIVERY_SENDERS senders for `count` new emails (beat wakes one every few seconds too)."""
+    senders = min(settings.DELIVERY_SENDERS, math.ceil(count / settings.DELIVERY_CHUNK_SIZE))
+    for _ in range(senders):
+        current_app.tasks["alerts.send_due"].delay()
 
 
 def queue_delivery(subscriber: Subscriber, kind: str, payload: dict | None = None) -> Delivery:
     delivery = Delivery.objects.create(subscriber=subscriber, kind=kind, payload=payload or {})
-    transaction.on_commit(lambda: enqueue([delivery.pk]))
+    transaction.on_commit(kick)
     return delivery
 
 
-def _may_send(delivery: Delivery) -> str:
+def resend(delivery_ids: list[int]) -> int:
+    """Put deliveries back in the queue, due now, with a fresh give-up window (the operator's Resend)."""
+    now = timezone.now()
+    # A row a sender holds right now is left to it: taking it back could send it twice.
+    count = (Delivery.objects.filter(pk__in=delivery_ids).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+             .update(status=Delivery.Status.PENDING, attempts=0, error="", next_attempt_at=now, leased_until=None,
+                     give_up_at=now + dt.timedelta(hours=settings.DELIVERY_GIVE_UP_HOURS)))
+    transaction.on_commit(lambda: kick(count))
+    return count
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before the next try after `attempts` failures: doubling up to the cap, each with jitter so
+    that the emails of one outage do not all come back at once."""
+    delay = min(settings.DELIVERY_BACKOFF_MAX_SECONDS, settings.DELIVERY_BACKOFF_SECONDS * 2 ** max(0, attempts - 1))
+    return delay * random.uniform(0.75, 1.25)
+
+
+@dataclass
+class Lease:
+    ids: list[int]
+    until: dt.datetime
+
+    def keep(self) -> bool:
+        """Renew the lease once half of it has passed; False when another sender has taken it since."""
+        seconds = settings.DELIVERY_LEASE_SECONDS
+        now = timezone.now()
+        if self.until - now > dt.timedelta(seconds=seconds / 2):
+            return True
+        until = now + dt.timedelta(seconds=seconds)
+        if Delivery.objects.filter(pk__in=self.ids, leased_until=self.until).update(leased_until=until) == 0:
+            return False
+        self.until = until
+        return True
+
+
+def claim_due(due_by: dt.datetime, size: int | None = None) -> Lease | None:
+    """Lease up to `size` deliveries that were due by `due_by` and that nobody holds, in one short commit."""
+    now = timezone.now()
+    until = now + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=due_by)
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+            .order_by("next_attempt_at", "pk")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[: size or settings.DELIVERY_CHUNK_SIZE]
+        )
+        if not ids:
+            return None
+        Delivery.objects.filter(pk__in=ids).update(leased_until=until)
+    return Lease(ids, until)
+
+
+@dataclass
+class SendRun:
+    """What one run of the sender has loaded: each question and alert is read once per run, however many
+    emails it appears in."""
+
+    questions: dict[int, Question] = field(default_factory=dict)
+    subscriptions: dict[int, Subscription] = field(default_factory=dict)
+
+    def hits(self, delivery_ids: list[int]) -> dict[int, list[Hit]]:
+        rows = list(Match.objects.filter(delivery_id__in=delivery_ids)
+                    .values_list("delivery_id", "subscription_id", "event__question_id", "event__kind"))
+        if missing := {row[1] for row in rows} - self.subscriptions.keys():
+            self.subscriptions.update(Subscription.objects.only(
+                "query", "canonical_query", "label", "subscriber_id").in_bulk(missing))
+        if missing := {row[2] for row in rows} - self.questions.keys():
+            # The normalised text and stored HTML are for searching and pages, not for emails.
+            heavy = [f.name for f in Question._meta.get_fields() if f.name.startswith("norm_")] + ["answer_html"]
+            self.questions.update(Question.objects.defer(*heavy).in_bulk(missing))
+        hits: dict[int, list[Hit]] = {pk: [] for pk in delivery_ids}
+        for delivery_id, subscription_id, question_id, kind in rows:
+            hits[delivery_id].append(Hit(self.subscriptions[subscription_id], self.questions[question_id], kind))
+        return hits
+
+
+def _refusal(delivery: Delivery) -> str:
     """Why this delivery must not go out, or "" when it may."""
     subscriber = delivery.subscriber
     if subscriber.suppressed_at is None:
@@ -49,137 +139,83 @@ def _may_send(delivery: Delivery) -> str:
     return f"not sent: the address is suppressed ({subscriber.suppressed_reason})"
 
 
-def claim(delivery_ids: list[int]) -> list[int]:
-    """Take the pending deliveries nobody else is sending (or whose sender died), in one short commit.
+RECORDED = ["status", "attempts", "error", "next_attempt_at", "leased_until", "sent_at", "subject",
+            "esp_message_id", "esp_status"]
 
-    A claim, not a lock held through the ESP calls: each email is recorded as sent right after its
-    own call, so a crash sends again at most the one email that was in flight.
-    """
+
+def _apply(delivery: Delivery, outcome: esp.Outcome, subject: str, now: dt.datetime) -> None:
+    delivery.attempts += 1
+    delivery.leased_until = None
+    delivery.error = outcome.error
+    if outcome.status == esp.SENT:
+        delivery.status, delivery.sent_at, delivery.subject = Delivery.Status.SENT, now, subject[:300]
+        delivery.esp_message_id, delivery.esp_status = outcome.message_id, outcome.esp_status
+    elif outcome.status == esp.REJECTED:
+        delivery.status = Delivery.Status.REJECTED
+    elif outcome.status == esp.RETRY:
+        delivery.next_attempt_at = now + dt.timedelta(seconds=backoff(delivery.attempts))
+        if delivery.next_attempt_at > delivery.give_up_at:
+            delivery.status = Delivery.Status.FAILED
+            delivery.error = f"gave up after {delivery.attempts} attempts: {outcome.error}"[:2000]
+    else:
+        delivery.status = Delivery.Status.FAILED
+
+
+def send_chunk(lease: Lease, connection, run: SendRun) -> Counter:
+    """Compose, send and record the leased deliveries; counts their outcomes."""
+    deliveries = list(Delivery.objects.filter(pk__in=lease.ids).select_related("subscriber").order_by("pk"))
+    hits = run.hits(lease.ids)
+    outcomes: dict[int, esp.Outcome] = {}
+    composed = []
+    for delivery in deliveries:
+        if refusal := _refusal(delivery):
+            outcomes[delivery.pk] = esp.Outcome(Delivery.Status.FAILED, error=refusal)
+            continue
+        try:
+            composed.append((delivery, compose(delivery, hits[delivery.pk])))
+        except NothingToSend as exc:
+            outcomes[delivery.pk] = esp.Outcome(Delivery.Status.FAILED, error=f"not sent: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one email that cannot be composed holds no other back
+            log.exception("email not composed delivery=%s", delivery.pk)
+            outcomes[delivery.pk] = esp.Outcome(esp.RETRY, error=f"{type(exc).__name__}: {exc}"[:2000])
+    sent = esp.send([message for _, message in composed], connection, lease.keep)
+    subjects = {}
+    for (delivery, message), outcome in zip(composed, sent, strict=True):
+        outcomes[delivery.pk], subjects[delivery.pk] = outcome, message.subject
     now = timezone.now()
-    given_up = now - dt.timedelta(seconds=settings.DELIVERY_STALE_SECONDS)
-    with transaction.atomic():
-        ids = list(
-            Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.PENDING)
-            .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=given_up))
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)
-        )
-        Delivery.objects.filter(pk__in=ids).update(claimed_at=now)
-    return ids
+    done = [d for d in deliveries if outcomes[d.pk].status != esp.TAKEN]
+    for delivery in done:
+        _apply(delivery, outcomes[delivery.pk], subjects.get(delivery.pk, ""), now)
+    # One statement for the chunk, and only for rows still under this lease.
+    Delivery.objects.filter(leased_until=lease.until).bulk_update(done, RECORDED)
+    sent_ids = [d.pk for d in done if d.status == Delivery.Status.SENT]
+    if sent_ids:
+        Subscription.objects.filter(matches__delivery_id__in=sent_ids).update(last_sent_at=now)
+    counts = Counter(esp.RETRY if d.status == Delivery.Status.PENDING else d.status for d in done)
+    counts[esp.TAKEN] = len(deliveries) - len(done)
+    for delivery in done:
+        if delivery.status != Delivery.Status.SENT:
+            log.warning("email not sent delivery=%s status=%s attempts=%d error=%r", delivery.pk, delivery.status,
+                        delivery.attempts, delivery.error)
+    log.info("emails sent=%d retry=%d rejected=%d failed=%d taken=%d", counts[esp.SENT], counts[esp.RETRY],
+             counts[esp.REJECTED], counts[Delivery.Status.FAILED], counts[esp.TAKEN])
+    return +counts
 
 
-@contextmanager
-def _relaxed_commits() -> Iterator[None]:
-    """Don't wait for the disk when recording sends: if the database lost such a record in a crash,
-    the email would be sent again, never lost, and the ESP call is what takes the time."""
-    postgres = db_connection.vendor == "postgresql"
-    if postgres:
-        with db_connection.cursor() as cursor:
-            cursor.execute("SET synchronous_commit TO OFF")
-    try:
-        yield
-    finally:
-        if postgres and db_connection.connection is not None:
-            with db_connection.cursor() as cursor:
-                cursor.execute("RESET synchronous_commit")
+def send_due(seconds: float | None = None) -> Counter:
+    """Send what is due, chunk by chunk, until nothing due is left or `seconds` have passed.
 
-
-def _record(delivery: Delivery, **fields) -> None:
-    Delivery.objects.filter(pk=delivery.pk).update(**fields)
-    for name, value in fields.items():
-        setattr(delivery, name, value)
-
-
-def _send_one(delivery: Delivery, matches: list[Match], connection) -> str:
-    """Send one claimed delivery and record the outcome: "sent", "failed", "retry", or "taken" when
-    another worker holds it now."""
-    from alerts.emails import NothingToSend, compose
-
-    # Renew the claim, or find it was taken over: a chunk that ran past DELIVERY_STALE_SECONDS must
-    # not send what the sweep has since given to another worker.
-    renewed = timezone.now()
-    if not Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING,
-                                   claimed_at=delivery.claimed_at).update(claimed_at=renewed):
-        return "taken"
-    delivery.claimed_at = renewed
-    refusal = _may_send(delivery)
-    if refusal:
-        _record(delivery, status=Delivery.Status.FAILED, error=refusal, claimed_at=None)
-        log.info("email not sent delivery=%s reason=%r", delivery.pk, refusal)
-        return Delivery.Status.FAILED
-    attempts = delivery.attempts + 1
-    try:
-        message = compose(delivery, matches)
-        message.connection = connection
-        message.send()
-    except NothingToSend as exc:
-        _record(delivery, status=Delivery.Status.FAILED, error=f"not sent: {exc}", attempts=attempts,
-                claimed_at=None)
-        return Delivery.Status.FAILED
-    except Exception as exc:  # noqa: BLE001 - any failure of the ESP call is retried, then shown
-        error = f"{type(exc).__name__}: {exc}"[:2000]
-        gave_up = attempts >= settings.DELIVERY_MAX_ATTEMPTS
-        _record(delivery, attempts=attempts, error=error, claimed_at=None,
-                status=Delivery.Status.FAILED if gave_up else Delivery.Status.PENDING)
-        log.warning("email failed delivery=%s attempt=%d error=%r", delivery.pk, attempts, error)
-        return Delivery.Status.FAILED if gave_up else "retry"
-    status = getattr(message, "anymail_status", None)
-    message_id = getattr(status, "message_id", None)
-    _record(
-        delivery, status=Delivery.Status.SENT, sent_at=timezone.now(), error="", attempts=attempts,
-        subject=message.subject[:300], esp_message_id="" if message_id is None else str(message_id)[:200],
-        esp_status=",".join(sorted(status.status or [])) if status else "sent",
-    )
-    log.info("email sent delivery=%s kind=%s subscriber=%s esp_id=%s", delivery.pk, delivery.kind,
-             delivery.subscriber_id, delivery.esp_message_id)
-    return Delivery.Status.SENT
-
-
-def send_chunk(delivery_ids: list[int], connection=None) -> dict[int, str]:
-    """Send a chunk of deliveries over one ESP connection: "sent", "failed" or "retry" for each id
-    this call claimed (an id another worker holds, or already finished, is left out)."""
-    from django.core.mail import get_connection
-
-    ids = claim(delivery_ids)
-    if not ids:
-        return {}
-    deliveries = Delivery.objects.filter(pk__in=ids).select_related("subscriber").order_by("pk")
-    by_delivery: dict[int, list[Match]] = {pk: [] for pk in ids}
-    heavy = [f"event__question__{f.name}" for f in Question._meta.fields if f.name.startswith("norm_")]
-    # Every match of the chunk in one query; the normalised text and stored HTML are not shown in emails.
-    for match in (Match.objects.filter(delivery_id__in=ids).select_related("subscription", "event__question")
-                  .defer(*heavy, "event__question__answer_html")):
-        by_delivery[match.delivery_id].append(match)
-    results: dict[int, str] = {}
-    with _relaxed_commits(), (connection or get_connection()) as esp:
-        for delivery in deliveries:
-            results[delivery.pk] = _send_one(delivery, by_delivery[delivery.pk], esp)
-    sent = [pk for pk, outcome in results.items() if outcome == Delivery.Status.SENT]
-    Subscription.objects.filter(matches__delivery_id__in=sent).update(last_sent_at=timezone.now())
-    return results
-
-
-def send_delivery(delivery_id: int, connection=None) -> Delivery:
-    """Send one pending delivery; raises SendFailed when it should be tried again later."""
-    outcome = send_chunk([delivery_id], connection).get(delivery_id)
-    delivery = Delivery.objects.get(pk=delivery_id)
-    if outcome == "retry":
-        raise SendFailed(delivery.error)
-    return delivery
-
-
-def retry_delay(attempts: int) -> float:
-    return settings.DELIVERY_BACKOFF_SECONDS * 2 ** max(0, attempts - 1)
-
-
-def stale_pending() -> list[int]:
-    """Pending deliveries nobody finished (a worker died mid-send, a task was lost): they are sent again."""
-    cutoff = timezone.now() - dt.timedelta(seconds=settings.DELIVERY_STALE_SECONDS)
-    return list(
-        Delivery.objects.filter(status=Delivery.Status.PENDING, created_at__lt=cutoff)
-        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=cutoff))
-        .values_list("pk", flat=True)[:1000]
-    )
+    Only what was due when the run began: a failure rescheduled meanwhile waits for a later run."""
+    started = timezone.now()
+    deadline = time.monotonic() + (seconds if seconds is not None else settings.DELIVERY_RUN_SECONDS)
+    run, counts = SendRun(), Counter()
+    with get_connection() as connection:
+        while time.monotonic() < deadline and (lease := claim_due(started)):
+            counts += send_chunk(lease, connection, run)
+    if time.monotonic() >= deadline and Delivery.objects.filter(status=Delivery.Status.PENDING,
+                                                                 next_attempt_at__lte=started).exists():
+        kick()  # out of time with work left: another run goes on at once rather than at beat's next tick
+    return counts
 
 
 ALERT_FREQUENCY = {
@@ -192,43 +228,33 @@ MATCH_WINDOW = dt.timedelta(days=8)
 
 
 def deliverable_matches(kind: str, subscriber_ids: list[int] | None = None):
-    """Undelivered matches that an email of this kind may carry: active alerts of reachable subscribers."""
-    matches = Match.objects.filter(
-        delivery__isnull=True,
-        created_at__gte=timezone.now() - MATCH_WINDOW,
-        subscription__frequency=ALERT_FREQUENCY[kind],
-        subscription__paused=False,
-        subscription__confirmed_at__isnull=False,
-        subscription__subscriber__confirmed_at__isnull=False,
-        subscription__subscriber__suppressed_at__isnull=True,
-    )
+    """Undelivered matches that an email of this kind may carry: those of alerts that receive."""
+    receiving = Subscription.objects.receiving().filter(frequency=ALERT_FREQUENCY[kind])
     if subscriber_ids is not None:
-        matches = matches.filter(subscription__subscriber_id__in=subscriber_ids)
-    return matches
+        receiving = receiving.filter(subscriber_id__in=subscriber_ids)
+    return Match.objects.filter(delivery__isnull=True, created_at__gte=timezone.now() - MATCH_WINDOW,
+                                subscription__in=receiving)
 
 
 def create_alert_deliveries(kind: str, subscriber_ids: list[int] | None = None) -> list[int]:
     """One pending Delivery per subscriber with undelivered matches, the matches assigned to it, in one
-    transaction; sending happens after commit. Two runs at once never take the same match."""
+    transaction that wakes the senders when it commits. Two runs at once never take the same match."""
     with transaction.atomic():
         rows = list(
             deliverable_matches(kind, subscriber_ids)
             .select_for_update(skip_locked=True, of=("self",))
             .values_list("pk", "subscription__subscriber_id")
         )
-        by_subscriber: dict[int, list[int]] = {}
-        for match_id, subscriber_id in rows:
-            by_subscriber.setdefault(subscriber_id, []).append(match_id)
-        deliveries = Delivery.objects.bulk_create(
-            Delivery(subscriber_id=subscriber_id, kind=kind) for subscriber_id in by_subscriber
-        )
+        subscribers = sorted({subscriber_id for _, subscriber_id in rows})
+        deliveries = Delivery.objects.bulk_create(Delivery(subscriber_id=pk, kind=kind) for pk in subscribers)
         ids = [delivery.pk for delivery in deliveries]
         # One statement: each claimed match goes to the new delivery of its subscriber.
         subscriber = Subscription.objects.filter(pk=OuterRef(OuterRef("subscription_id"))).values("subscriber_id")
         Match.objects.filter(pk__in=[match_id for match_id, _ in rows]).update(delivery=Subquery(
             Delivery.objects.filter(pk__in=ids, subscriber_id=Subquery(subscriber[:1])).values("pk")[:1]
         ))
-        transaction.on_commit(lambda: enqueue_chunks(ids))
+        if ids:
+            transaction.on_commit(lambda: kick(len(ids)))
     if ids:
         log.info("deliveries created kind=%s emails=%d matches=%d", kind, len(ids), len(rows))
     return ids
@@ -240,12 +266,3 @@ def deliver_immediate(subscriber_ids: list[int] | None = None) -> list[int]:
 
 def deliver_digest(kind: str) -> list[int]:
     return create_alert_deliveries(kind)
-
-
-def enqueue_chunks(delivery_ids: list[int]) -> None:
-    """One task per chunk of emails, not per email: a worker sends a chunk over one ESP connection."""
-    from alerts.tasks import send_chunk_task
-
-    size = settings.DELIVERY_CHUNK_SIZE
-    for start in range(0, len(delivery_ids), size):
-        send_chunk_task.delay(delivery_ids[start:start + size])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
@@ -14,7 +16,7 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 
 from alerts import tokens
-from alerts.models import Delivery, Match, Subscriber, Subscription
+from alerts.models import Delivery, Subscriber, Subscription
 from questions.models import Question
 from questions.search import Node, parse
 
@@ -48,7 +50,7 @@ def _message(delivery: Delivery, template: str, context: dict, subject: str, hea
     return message
 
 
-def _confirmation(delivery: Delivery, matches: list[Match]) -> EmailMultiAlternatives:
+def _confirmation(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
     subscriber = delivery.subscriber
     ids = delivery.payload.get("subscriptions", [])
     subscriptions = list(subscriber.subscriptions.filter(pk__in=ids))
@@ -58,7 +60,7 @@ def _confirmation(delivery: Delivery, matches: list[Match]) -> EmailMultiAlterna
                     f"Confirm your written question alert for {names}")
 
 
-def _manage_link(delivery: Delivery, matches: list[Match]) -> EmailMultiAlternatives:
+def _manage_link(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
     subscriber = delivery.subscriber
     duplicate = subscriber.subscriptions.filter(pk=delivery.payload.get("duplicate") or 0).first()
     context = {"manage_url": manage_url(subscriber), "duplicate": duplicate,
@@ -72,9 +74,17 @@ COMPOSERS = {
 }
 
 
-def compose(delivery: Delivery, matches: list[Match]) -> EmailMultiAlternatives:
+class Hit(NamedTuple):
+    """One match of an alert email: which alert, which question, and what happened to it."""
+
+    subscription: Subscription
+    question: Question
+    kind: str  # the event: tabled, answered or corrected
+
+
+def compose(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
     """The email of a delivery, from the matches it carries (none for confirmation and link emails)."""
-    return COMPOSERS[delivery.kind](delivery, matches)
+    return COMPOSERS[delivery.kind](delivery, hits)
 
 
 @dataclass
@@ -104,6 +114,12 @@ def _render(item: Item, node: Node, query: str) -> None:
     item.html, item.text = found
 
 
+@functools.lru_cache(maxsize=20_000)
+def _node(canonical_query: str) -> Node:
+    # The canonical form: always valid, whatever became of the text as typed.
+    return parse(canonical_query, max_length=None)
+
+
 @dataclass
 class Section:
     subscription: Subscription
@@ -118,14 +134,11 @@ KIND_LABELS = {"tabled": "New question", "answered": "Answered", "corrected": "A
 KIND_ORDER = {"tabled": 0, "answered": 1, "corrected": 2}
 
 
-def _sections(delivery: Delivery, matches: list[Match]) -> list[Section]:
-    newest_first = sorted(matches, key=lambda m: (m.event.question.date_tabled or dt.date.min, m.event.question_id),
-                          reverse=True)
-    matches = sorted(newest_first, key=lambda m: m.subscription_id)
+def _sections(delivery: Delivery, hits: list[Hit]) -> list[Section]:
+    newest_first = sorted(hits, key=lambda h: (h.question.date_tabled or dt.date.min, h.question.pk), reverse=True)
     grouped: dict[int, tuple[Subscription, dict[int, Item]]] = {}
-    for match in matches:
-        subscription, items = grouped.setdefault(match.subscription_id, (match.subscription, {}))
-        question, kind = match.event.question, match.event.kind
+    for subscription, question, kind in sorted(newest_first, key=lambda h: h.subscription.pk):
+        items = grouped.setdefault(subscription.pk, (subscription, {}))[1]
         # A question both tabled and answered since the last email is listed once, as answered.
         if question.pk not in items or KIND_ORDER[kind] > KIND_ORDER[items[question.pk].kind]:
             items[question.pk] = Item(question, kind)
@@ -134,8 +147,7 @@ def _sections(delivery: Delivery, matches: list[Match]) -> list[Section]:
     for subscription, items in grouped.values():
         listed = list(items.values())
         shown, room = listed[:max(room, 0)], room - len(listed)
-        # The canonical form: always valid, whatever became of the text as typed.
-        node = parse(subscription.canonical_query, max_length=None)
+        node = _node(subscription.canonical_query)
         for item in shown:
             _render(item, node, subscription.query)
         sections.append(Section(
@@ -159,8 +171,8 @@ def _alert_subject(delivery: Delivery, sections: list[Section]) -> str:
     return f"Weekly digest, {start:%-d %B} to {today:%-d %B %Y}: {questions} match {target}"
 
 
-def _alert(delivery: Delivery, matches: list[Match]) -> EmailMultiAlternatives:
-    sections = _sections(delivery, matches)
+def _alert(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
+    sections = _sections(delivery, hits)
     if not sections:
         raise NothingToSend(f"delivery {delivery.pk} carries no matches")
     subject = _alert_subject(delivery, sections)

@@ -22,8 +22,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from alerts.models import Match
-from alerts.percolator import Percolator, iter_bits, kind_bit
+from alerts.percolator import Percolator, kind_bit
 from questions.models import QuestionEvent
+from questions.search.percolate import iter_bits
 
 log = logging.getLogger(__name__)
 

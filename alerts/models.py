@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -99,7 +102,13 @@ class Subscription(models.Model):
         return event_kind != QuestionEvent.Kind.WITHDRAWN
 
 
+def _give_up_at() -> dt.datetime:
+    return timezone.now() + dt.timedelta(hours=settings.DELIVERY_GIVE_UP_HOURS)
+
+
 class Delivery(models.Model):
+    """One email, and its place in the queue: this row is the only record of whether and when to try it."""
+
     class Kind(models.TextChoices):
         IMMEDIATE = "immediate", "Immediate alert"
         DAILY = "daily", "Daily digest"
@@ -110,6 +119,8 @@ class Delivery(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         SENT = "sent", "Sent"
+        # The ESP refused this address for good (inactive, invalid): trying again would not help.
+        REJECTED = "rejected", "Rejected by the ESP"
         FAILED = "failed", "Failed"
 
     subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries")
@@ -121,15 +132,20 @@ class Delivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     esp_message_id = models.CharField(max_length=200, blank=True, db_index=True)
     esp_status = models.CharField(max_length=50, blank=True)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True, help_text="The last failure, if any.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    # When a worker took it to send; a claim older than DELIVERY_STALE_SECONDS belongs to a dead worker.
-    claimed_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # A sender holds the row until then; past it, the sender is presumed dead and anyone may take it.
+    leased_until = models.DateTimeField(null=True, blank=True)
+    give_up_at = models.DateTimeField(default=_give_up_at)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "deliveries"
+        indexes = [
+            models.Index(fields=["next_attempt_at"], condition=models.Q(status="pending"), name="delivery_due")
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} to {self.subscriber} ({self.status})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db.models import Count, Q
+from django.db.models import Count, Min, Q
 from django.shortcuts import render
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -18,10 +18,9 @@ def overview(now: dt.datetime | None = None) -> dict:
     now = now or timezone.now()
     day = now - dt.timedelta(hours=24)
     deliveries = Delivery.objects.filter(created_at__gte=day).aggregate(
-        pending=Count("pk", filter=Q(status=Delivery.Status.PENDING)),
-        sent=Count("pk", filter=Q(status=Delivery.Status.SENT)),
-        failed=Count("pk", filter=Q(status=Delivery.Status.FAILED)),
+        **{status: Count("pk", filter=Q(status=status)) for status in Delivery.Status.values}
     )
+    due = Delivery.objects.filter(status=Delivery.Status.PENDING)
     return {
         "now": now,
         "sources": Source.objects.all(),
@@ -29,14 +28,16 @@ def overview(now: dt.datetime | None = None) -> dict:
         "events_24h": dict(QuestionEvent.objects.filter(created_at__gte=day).values_list("kind")
                            .annotate(n=Count("pk")).order_by("kind")),
         "events_unmatched": QuestionEvent.objects.filter(matched_at__isnull=True).count(),
-        "matches_waiting": Match.objects.filter(delivery__isnull=True).count(),
+        "matches_waiting": Match.objects.filter(delivery__isnull=True,
+                                                subscription__in=Subscription.objects.receiving()).count(),
         "deliveries_24h": deliveries,
-        "deliveries_pending_all": Delivery.objects.filter(status=Delivery.Status.PENDING).count(),
+        "deliveries_pending_all": due.count(),
+        "deliveries_retrying": due.filter(attempts__gt=0).count(),
+        "oldest_due": due.filter(next_attempt_at__lte=now).aggregate(oldest=Min("next_attempt_at"))["oldest"],
         "subscribers": Subscriber.objects.count(),
         "suppressed": dict(Subscriber.objects.exclude(suppressed_reason="").values_list("suppressed_reason")
                            .annotate(n=Count("pk")).order_by("suppressed_reason")),
-        "active_alerts": Subscription.objects.filter(confirmed_at__isnull=False, paused=False,
-                                                     subscriber__suppressed_at__isnull=True).count(),
+        "active_alerts": Subscription.objects.receiving().count(),
         "schedule": PeriodicTask.objects.select_related("interval", "crontab").order_by("name"),
     }
 

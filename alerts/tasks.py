@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from celery import chord, shared_task
 from celery.backends.base import DisabledBackend
 from django.core.cache import cache
 from django.db import DatabaseError
 
-from alerts.delivery import (
-    SendFailed,
-    deliver_digest,
-    deliver_immediate,
-    enqueue,
-    retry_delay,
-    send_chunk,
-    send_delivery,
-    stale_pending,
-)
+from alerts.delivery import deliver_digest, deliver_immediate, send_due
 from alerts.matching import BATCH_SIZE, claim_events, mark_matched, match_events, match_shards
 from alerts.models import Delivery
 
@@ -61,10 +53,11 @@ def match_events_task(self, batch_size: int = BATCH_SIZE) -> dict:
 def fan_out(batch_size: int, shards: int) -> int:
     """Send the oldest unmatched events to every shard; mark them matched when all have succeeded."""
     event_ids = claim_events(batch_size)
-    if not event_ids or not cache.add(FAN_OUT_LOCK, "1", FAN_OUT_SECONDS):
+    token = uuid.uuid4().hex
+    if not event_ids or not cache.add(FAN_OUT_LOCK, token, FAN_OUT_SECONDS):
         return 0
     header = [match_shard_task.s(event_ids, shard, shards) for shard in range(shards)]
-    chord(header)(finish_match_task.s(event_ids, batch_size))
+    chord(header)(finish_match_task.s(event_ids, batch_size, token))
     return len(event_ids)
 
 
@@ -77,29 +70,21 @@ def match_shard_task(self, event_ids: list[int], shard: int, shards: int) -> lis
 
 
 @shared_task(name="alerts.finish_match", acks_late=True)
-def finish_match_task(results: list[list[int]], event_ids: list[int], batch_size: int = BATCH_SIZE) -> int:
+def finish_match_task(results: list[list[int]], event_ids: list[int], batch_size: int = BATCH_SIZE,
+                      token: str = "") -> int:
     marked = mark_matched(event_ids)
-    cache.delete(FAN_OUT_LOCK)
+    # Only this run's lock: if it expired meanwhile, another run holds it now.
+    if cache.get(FAN_OUT_LOCK) == token:
+        cache.delete(FAN_OUT_LOCK)
     _deliver(sorted({subscriber_id for ids in results for subscriber_id in ids}))
     if len(event_ids) >= batch_size:
         match_events_task.delay(batch_size)
     return marked
 
-@shared_task(bind=True, name="alerts.send_delivery", max_retries=None, acks_late=True)
-def send_delivery_task(self, delivery_id: int) -> str:
-    try:
-        return send_delivery(delivery_id).status
-    except SendFailed as exc:
-        raise self.retry(countdown=retry_delay(self.request.retries + 1), exc=exc) from exc
 
-
-@shared_task(name="alerts.send_chunk", acks_late=True)
-def send_chunk_task(delivery_ids: list[int]) -> dict:
-    results = send_chunk(delivery_ids)
-    retry = [delivery_id for delivery_id, status in results.items() if status == "retry"]
-    for delivery_id in retry:
-        send_delivery_task.apply_async((delivery_id,), countdown=retry_delay(1))
-    return {"sent": sum(1 for s in results.values() if s == "sent"), "retrying": len(retry)}
+@shared_task(name="alerts.send_due", acks_late=True)
+def send_due_task() -> dict:
+    return dict(send_due())
 
 
 @shared_task(name="alerts.deliver_immediate")
@@ -115,10 +100,3 @@ def deliver_daily_task() -> int:
 @shared_task(name="alerts.deliver_weekly")
 def deliver_weekly_task() -> int:
     return len(deliver_digest(Delivery.Kind.WEEKLY))
-
-
-@shared_task(name="alerts.resend_stale")
-def resend_stale_task() -> int:
-    ids = stale_pending()
-    enqueue(ids)
-    return len(ids)

@@ -261,9 +261,10 @@ def store_questions(corpus: Corpus, first: int, count: int) -> list[int]:
 def run(n: int, m: int, sample: int, tail_words: int, seed: int) -> dict:
     from django.db import connection
 
-    from alerts.percolator import Batch, Percolator, iter_bits
+    from alerts.percolator import Percolator
     from questions.models import Question
     from questions.search import parse, to_q
+    from questions.search.percolate import Batch, iter_bits
 
     rng = random.Random(seed)
     corpus = Corpus(tail_words, rng)

@@ -43,11 +43,11 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
     args = parser.parse_args()
 
-    from tests.esp_stub import PostmarkStub, serve
+    from tests.esp_stub import PostmarkStub, StubServer
     from tests.parliament_stub import ParliamentStub, wsgi_app
 
     esp = PostmarkStub()
-    esp_server = serve(esp)
+    esp_server = StubServer(esp).start()
     api = ParliamentStub()
     from werkzeug.serving import make_server
 
@@ -58,7 +58,7 @@ def main() -> None:
     env = {
         "DATABASE_URL": args.database_url, "REDIS_URL": args.redis_url, "LOG_LEVEL": "WARNING",
         "EMAIL_BACKEND": "anymail.backends.postmark.EmailBackend", "ANYMAIL_POSTMARK_SERVER_TOKEN": "bench",
-        "ANYMAIL_POSTMARK_API_URL": f"http://127.0.0.1:{esp_server.server_port}/",
+        "ANYMAIL_POSTMARK_API_URL": esp_server.url(),
         "SITE_URL": "https://alerts.example.org",
     }
     os.environ.update(env)
@@ -132,7 +132,7 @@ def main() -> None:
         worker.terminate()
         worker.wait(30)
         api_server.shutdown()
-        esp_server.shutdown()
+        esp_server.stop()
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           "worker: 2 processes; API polled at the default 5 requests/s")

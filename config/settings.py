@@ -1,6 +1,7 @@
 """The one settings module: every value that differs between machines comes from the environment."""
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import environ
 
@@ -102,9 +103,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+
+def _next_database(redis_url: str) -> str:
+    """The same Redis server, one database number up."""
+    parts = urlsplit(redis_url)
+    number = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{number + 1}"))
+
+
 REDIS_URL = env.str("REDIS_URL", default="")
-if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# The broker and the cache live in Redis databases of their own (the cache one up from the broker's,
+# unless set apart): clearing the cache must never empty the task queue.
+REDIS_CACHE_URL = env.str("REDIS_CACHE_URL", default=_next_database(REDIS_URL) if REDIS_URL else "")
+if REDIS_CACHE_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_CACHE_URL}}
 else:
     # Room for a flood's worth of rate-limit counters: culling would forget the ones that matter.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache",
@@ -127,18 +139,20 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # Celery: Redis when there is one; otherwise kombu's filesystem transport, which needs no server.
-if REDIS_URL:
-    CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+if CELERY_BROKER_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
 else:
     _broker_dir = VAR_DIR / "broker"
-    for _sub in ("in", "processed"):
+    for _sub in ("in", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "in"),
         "data_folder_out": str(_broker_dir / "in"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Exchange bindings; kombu's default is a folder in whatever directory the process started in.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
@@ -157,6 +171,11 @@ EMAIL_FILE_PATH = VAR_DIR / "outbox"
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Written question alerts <alerts@localhost>")
 # Every ANYMAIL_<NAME> variable (ESP keys, WEBHOOK_SECRET, ...) becomes ANYMAIL["<NAME>"].
 ANYMAIL = {key.removeprefix("ANYMAIL_"): value for key, value in env.ENVIRON.items() if key.startswith("ANYMAIL_")}
+# Anymail's settings that are not text (a time-out given as "5" would be refused as a string).
+for _name, _read in {"REQUESTS_TIMEOUT": env.float, "IGNORE_RECIPIENT_STATUS": env.bool,
+                     "IGNORE_UNSUPPORTED_FEATURES": env.bool, "DEBUG_API_REQUESTS": env.bool}.items():
+    if _name in ANYMAIL:
+        ANYMAIL[_name] = _read(f"ANYMAIL_{_name}")
 
 # Sources.
 PARLIAMENT_API_URL = env.str("PARLIAMENT_API_URL", default="https://questions-statements-api.parliament.uk").rstrip("/")
@@ -183,8 +202,6 @@ LOGGING = {
 
 # Alerts.
 MAX_SUBSCRIPTIONS_PER_ADDRESS = env.int("MAX_SUBSCRIPTIONS_PER_ADDRESS", default=100)
-DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=5)
-DELIVERY_BACKOFF_SECONDS = env.float("DELIVERY_BACKOFF_SECONDS", default=30.0)
 MATCH_SHARDS = env.int("MATCH_SHARDS", default=1)
 # Matching workers hold every saved search in memory: a queue of their own keeps that to a few processes.
 MATCH_QUEUE = env.str("MATCH_QUEUE", default="")
@@ -193,15 +210,24 @@ SEND_QUEUE = env.str("SEND_QUEUE", default="")
 CELERY_TASK_ROUTES = {
     **({name: {"queue": MATCH_QUEUE} for name in ("alerts.match_events", "alerts.match_shard",
                                                   "alerts.finish_match")} if MATCH_QUEUE else {}),
-    **({name: {"queue": SEND_QUEUE} for name in ("alerts.send_chunk", "alerts.send_delivery")} if SEND_QUEUE else {}),
+    **({"alerts.send_due": {"queue": SEND_QUEUE}} if SEND_QUEUE else {}),
 }
 RATELIMIT_SIGNUP_PER_IP = env.str("RATELIMIT_SIGNUP_PER_IP", default="20/h")
 RATELIMIT_SIGNUP_PER_ADDRESS = env.str("RATELIMIT_SIGNUP_PER_ADDRESS", default="5/h")
 RATELIMIT_VIEW = "alerts.views.rate_limited"
 RATELIMIT_IP_META_KEY = "config.proxy.client_ip"
+# Delivery: the Delivery table is the queue. A sender leases a chunk of due emails, hands them to the
+# ESP (in one call where the ESP takes many), and records every outcome in one statement; a crash
+# re-sends at most the chunk in flight. A lease not renewed in time belonged to a dead sender.
 DELIVERY_CHUNK_SIZE = env.int("DELIVERY_CHUNK_SIZE", default=100)
-# A delivery still pending this long after it was written lost its worker: beat sends it again.
-DELIVERY_STALE_SECONDS = env.int("DELIVERY_STALE_SECONDS", default=600)
+DELIVERY_LEASE_SECONDS = env.float("DELIVERY_LEASE_SECONDS", default=60.0)
+# Failures are tried again after 30 s, doubling (with jitter) up to an hour, for three days.
+DELIVERY_BACKOFF_SECONDS = env.float("DELIVERY_BACKOFF_SECONDS", default=30.0)
+DELIVERY_BACKOFF_MAX_SECONDS = env.float("DELIVERY_BACKOFF_MAX_SECONDS", default=3600.0)
+DELIVERY_GIVE_UP_HOURS = env.float("DELIVERY_GIVE_UP_HOURS", default=72.0)
+# How many send tasks a batch of new emails wakes at once, and how long one task keeps sending.
+DELIVERY_SENDERS = env.int("DELIVERY_SENDERS", default=4)
+DELIVERY_RUN_SECONDS = env.float("DELIVERY_RUN_SECONDS", default=120.0)
 EMAIL_MAX_QUESTIONS = env.int("EMAIL_MAX_QUESTIONS", default=50)
 DIGEST_HOUR = env.int("DIGEST_HOUR", default=7)
 # /healthz fails when an enabled source has had no successful poll for this many of its intervals.

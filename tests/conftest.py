@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -81,33 +82,42 @@ def database_url_for_tests() -> str:
 
 
 class Worker:
-    """A real Celery worker in its own process, on the test database and the real Redis."""
+    """A real Celery worker in its own process group, on the test database and the real Redis (or,
+    with `beat=True`, Celery beat on its database schedule)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *arguments: str, beat: bool = False) -> None:
         self.env = env
+        self.arguments = arguments or ("--pool=solo",)
+        self.beat = beat
         self.process: subprocess.Popen | None = None
-        self.log = ROOT / "var" / f"test-worker-{os.getpid()}.log"
+        self.log = ROOT / "var" / f"test-{'beat' if beat else 'worker'}-{os.getpid()}.log"
 
     def start(self) -> None:
         self.log.parent.mkdir(exist_ok=True)
+        if self.beat:
+            command = ["beat", "--loglevel=INFO", "--max-interval=1"]
+        else:
+            command = ["worker", *self.arguments, "--loglevel=INFO", "--without-heartbeat", "--without-gossip",
+                       "--without-mingle"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=INFO",
-             "--without-heartbeat", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "celery", "-A", "config", *command], cwd=ROOT, env=self.env,
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
 
     def kill(self, sig: int = 9) -> None:
+        """Signal the whole process group: a prefork worker's children die with it."""
         if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
+            os.killpg(self.process.pid, sig)
             self.process.wait(timeout=30)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=20)
 
 
 @pytest.fixture
@@ -179,16 +189,10 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
 
 def clear_rate_limits() -> None:
-    """Empty Django's cache (rate-limit counters, cached lists), without touching what Celery keeps
-    in the same Redis: Django's keys are the ones that start with ":<version>:"."""
+    """Empty Django's cache (rate-limit counters, cached lists); the broker's queues are elsewhere."""
     from django.core.cache import cache
 
-    if settings.REDIS_URL:
-        client = cache._cache.get_client(None, write=True)
-        for key in client.scan_iter(match=":[0-9]*:*"):
-            client.delete(key)
-    else:
-        cache.clear()
+    cache.clear()
 
 
 @pytest.fixture
@@ -207,11 +211,17 @@ def postmark(settings, httpserver, esp_path):
     from tests.esp_stub import PostmarkStub
 
     stub = PostmarkStub()
-    httpserver.expect_request(esp_path + "email").respond_with_handler(lambda request: stub.handler(request))
+    serve_postmark(httpserver, esp_path, stub)
     settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
     settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test", "POSTMARK_API_URL": httpserver.url_for(esp_path)}
     settings.DELIVERY_BACKOFF_SECONDS = 0
     return stub
+
+
+def serve_postmark(httpserver, esp_path: str, stub) -> None:
+    """Postmark's single and batch endpoints under `esp_path`, answered by `stub` (or its `handler`)."""
+    for endpoint in ("email", "email/batch"):
+        httpserver.expect_request(esp_path + endpoint).respond_with_handler(lambda request: stub.handler(request))
 
 
 def backends_waiting_on_a_lock(cursor) -> list[int]:

@@ -11,7 +11,7 @@ from django.core import mail
 from django.core.management import call_command
 from django.utils import timezone
 
-from alerts.delivery import deliver_digest, deliver_immediate, send_delivery
+from alerts.delivery import deliver_digest, deliver_immediate, send_due
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import QuestionEvent
 from questions.search import matches, parse
@@ -131,15 +131,14 @@ def test_nothing_goes_to_suppressed_unconfirmed_or_paused(archive, who):
 def test_a_suppression_after_the_email_was_queued_still_stops_it(archive):
     subscription = subscribe()
     match_everything()
-    from alerts.delivery import create_alert_deliveries
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("alerts.delivery.enqueue_chunks", lambda ids: None)
-        [delivery_id] = create_alert_deliveries("immediate")
+        patch.setattr("alerts.delivery.kick", lambda count=1: None)
+        [delivery_id] = deliver_immediate()
     subscription.subscriber.suppress("complained")
 
-    delivery = send_delivery(delivery_id)
+    send_due()
 
+    delivery = Delivery.objects.get(pk=delivery_id)
     assert delivery.status == "failed" and "suppressed" in delivery.error and not mail.outbox
 
 
@@ -162,7 +161,10 @@ def test_an_esp_that_fails_twice_then_succeeds_sends_one_email(archive, postmark
     subscribe()
     match_everything()
 
-    deliver_immediate()
+    deliver_immediate()  # the first try, as the commit wakes the sender
+    assert Delivery.objects.get().status == "pending" and not stub.messages
+    send_due()
+    send_due()
 
     assert stub.to() == ["ada@example.org"]
     delivery = Delivery.objects.get()
@@ -173,19 +175,28 @@ def test_an_esp_that_fails_twice_then_succeeds_sends_one_email(archive, postmark
     assert "facial recognition" in sent["HtmlBody"] and sent["TextBody"]
 
 
-def test_an_esp_that_keeps_failing_gives_up_visibly(archive, postmark, settings):
+def test_an_esp_that_keeps_failing_gives_up_visibly_and_resend_brings_it_back(archive, postmark, settings,
+                                                                             admin_client):
     stub = postmark
     stub.failures_left = 99
-    settings.DELIVERY_MAX_ATTEMPTS = 3
+    settings.DELIVERY_GIVE_UP_HOURS = 0
     subscribe()
     match_everything()
 
     deliver_immediate()
 
     delivery = Delivery.objects.get()
-    assert (delivery.status, delivery.attempts) == ("failed", 3)
-    assert "500" in delivery.error or "Try again" in delivery.error
-    assert stub.messages == []
+    assert (delivery.status, delivery.attempts) == ("failed", 1)
+    assert delivery.error.startswith("gave up after 1 attempts") and "500" in delivery.error
+    assert stub.messages == [] and Match.objects.filter(delivery=delivery).count() == 10  # kept for a resend
+    assert "1 failed" in admin_client.get("/admin/overview/").content.decode()
+
+    stub.failures_left = 0
+    settings.DELIVERY_GIVE_UP_HOURS = 72
+    admin_client.post("/admin/alerts/delivery/", {"action": "resend", "_selected_action": [delivery.pk]})
+
+    delivery.refresh_from_db()
+    assert delivery.status == "sent" and stub.to() == ["ada@example.org"]
 
 
 POSTMARK_BOUNCE = {
@@ -280,28 +291,72 @@ def test_a_webhook_without_the_secret_is_refused(client, webhook_secret):
     assert ada.suppressed_at is None
 
 
-def test_a_delivery_taken_over_mid_chunk_is_not_sent_twice(archive, monkeypatch):
-    """A chunk that ran past DELIVERY_STALE_SECONDS: the sweep gave its last email to another worker."""
-    from alerts import emails
-    from alerts.delivery import send_chunk
+def test_a_chunk_whose_lease_was_taken_over_sends_and_records_nothing_more(archive, monkeypatch, settings):
+    """A sender that ran past its lease: another took the chunk, so this one must stop where it is."""
+    from alerts import delivery as queue
 
+    settings.DELIVERY_LEASE_SECONDS = 0  # every check renews the lease, so a takeover is seen at once
     subscribe()
     subscribe(email="bo@example.org", query="palantir")
     match_everything()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("alerts.delivery.enqueue_chunks", lambda ids: None)
+        patch.setattr("alerts.delivery.kick", lambda count=1: None)
         first, second = deliver_immediate()
-    real_compose = emails.compose
+    real_compose = queue.compose
+    taken_until = timezone.now() + timezone.timedelta(minutes=5)
 
-    def compose_while_another_worker_takes_the_second(delivery, matches):
-        if delivery.pk == first:
-            Delivery.objects.filter(pk=second).update(claimed_at=timezone.now())
-        return real_compose(delivery, matches)
+    def compose_while_another_sender_takes_the_chunk(delivery, hits):
+        if delivery.pk == second:
+            Delivery.objects.filter(pk__in=[first, second]).update(leased_until=taken_until)
+        return real_compose(delivery, hits)
 
-    monkeypatch.setattr(emails, "compose", compose_while_another_worker_takes_the_second)
+    monkeypatch.setattr(queue, "compose", compose_while_another_sender_takes_the_chunk)
 
-    outcome = send_chunk([first, second])
+    outcome = send_due()
 
-    assert outcome == {first: "sent", second: "taken"}
-    assert len(mail.outbox) == 1
-    assert Delivery.objects.get(pk=second).status == "pending"
+    assert outcome == {"taken": 2} and not mail.outbox
+    assert list(Delivery.objects.order_by().values_list("status", "attempts", "leased_until").distinct()) == [
+        ("pending", 0, taken_until)]
+
+
+def test_retries_back_off_doubling_with_jitter_up_to_the_cap(settings):
+    from alerts.delivery import backoff
+
+    settings.DELIVERY_BACKOFF_SECONDS, settings.DELIVERY_BACKOFF_MAX_SECONDS = 30, 3600
+    delays = {attempts: [backoff(attempts) for _ in range(200)] for attempts in (1, 2, 3, 8, 30)}
+
+    for attempts, expected in ((1, 30), (2, 60), (3, 120), (8, 3600), (30, 3600)):
+        assert all(0.75 * expected <= d <= 1.25 * expected for d in delays[attempts])
+        assert len({round(d, 3) for d in delays[attempts]}) > 100  # spread, so an outage's emails come back apart
+
+
+def test_by_default_a_dead_senders_emails_go_within_two_minutes_and_failures_retry_for_three_days():
+    import importlib
+
+    from django.apps import apps
+    from django.conf import settings as defaults
+    from django.db import connection
+    from django_celery_beat.models import PeriodicTask
+
+    importlib.import_module("alerts.migrations.0005_delivery_queue").schedule_sender(apps, connection.schema_editor())
+    beat = PeriodicTask.objects.get(task="alerts.send_due").interval
+
+    assert beat.period == "seconds" and defaults.DELIVERY_LEASE_SECONDS + beat.every <= 90
+    assert defaults.DELIVERY_GIVE_UP_HOURS == 72 and defaults.DELIVERY_BACKOFF_MAX_SECONDS <= 3600
+
+
+def test_an_address_the_esp_refuses_for_good_is_not_retried_and_holds_nothing_back(archive, postmark):
+    stub = postmark
+    stub.inactive = {"bo@example.org"}
+    for email in ("ada@example.org", "bo@example.org", "cy@example.org"):
+        subscribe(email=email)
+    match_everything()
+
+    deliver_immediate()
+    send_due()
+
+    assert sorted(stub.to()) == ["ada@example.org", "cy@example.org"]
+    statuses = dict(Delivery.objects.values_list("subscriber__email", "status"))
+    assert statuses == {"ada@example.org": "sent", "bo@example.org": "rejected", "cy@example.org": "sent"}
+    rejected = Delivery.objects.get(status="rejected")
+    assert rejected.attempts == 1 and "inactive" in rejected.error

@@ -108,7 +108,7 @@ def test_the_admin_resends_a_failed_email(admin_client):
     delivery = queue_delivery(subscriber, "manage_link")
     mail.outbox.clear()
     Delivery.objects.filter(pk=delivery.pk).update(status="failed", attempts=5, error="HTTP 500",
-                                                   claimed_at=timezone.now())
+                                                   give_up_at=timezone.now())
 
     admin_client.post("/admin/alerts/delivery/", {"action": "resend", "_selected_action": [delivery.pk]})
 
@@ -118,7 +118,7 @@ def test_the_admin_resends_a_failed_email(admin_client):
 
 def test_matching_and_sending_can_have_queues_of_their_own(tmp_path):
     code = ("from config.celery import app; r = app.amqp.router.route; "
-            "print(*(r({}, t)['queue'].name for t in ('alerts.match_events', 'alerts.send_chunk', "
+            "print(*(r({}, t)['queue'].name for t in ('alerts.match_events', 'alerts.send_due', "
             "'questions.poll_sources')))")
     env = dict(os.environ, MATCH_QUEUE="match", SEND_QUEUE="send", VAR_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env,

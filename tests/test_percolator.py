@@ -12,16 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alerts.models import Subscriber, Subscription
-from alerts.percolator import (
-    BUCKET,
-    WORD,
-    Percolator,
-    QueryIndex,
-    Rarity,
-    SubscriptionRow,
-    iter_bits,
-    shard_of,
-)
+from alerts.percolator import Percolator, SubscriptionRow
 from questions.models import Question
 from questions.search import (
     DEFAULT_FIELDS,
@@ -38,6 +29,7 @@ from questions.search import (
     parse,
     to_q,
 )
+from questions.search.percolate import BUCKET, WORD, QueryIndex, Rarity, iter_bits, shard_of
 from tests.search.seed import SEED_1
 from tests.search.strategies import queries, records
 

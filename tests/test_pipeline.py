@@ -3,7 +3,6 @@ matches and emails it through Anymail to a local ESP; and what survives a worker
 
 from __future__ import annotations
 
-import datetime as dt
 import signal
 import threading
 
@@ -12,7 +11,7 @@ from django.utils import timezone
 
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import Question, QuestionEvent, Source
-from tests.conftest import Worker, backends_waiting_on_a_lock, wait_until
+from tests.conftest import Worker, backends_waiting_on_a_lock, serve_postmark, wait_until
 from tests.esp_stub import PostmarkStub
 from tests.parliament_stub import LIST_PATH, ParliamentStub
 from tests.test_parliament_api import real_record
@@ -23,7 +22,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.postgres]
 @pytest.fixture
 def esp(httpserver, esp_path):
     stub = PostmarkStub()
-    httpserver.expect_request(esp_path + "email").respond_with_handler(stub)
+    serve_postmark(httpserver, esp_path, stub)
     return stub
 
 
@@ -44,7 +43,7 @@ def mail_env(worker_env, httpserver, esp_path):
     worker_env.update(
         EMAIL_BACKEND="anymail.backends.postmark.EmailBackend", ANYMAIL_POSTMARK_SERVER_TOKEN="test",
         ANYMAIL_POSTMARK_API_URL=httpserver.url_for(esp_path), SITE_URL="https://alerts.example.org",
-        DELIVERY_BACKOFF_SECONDS="0.2", DELIVERY_STALE_SECONDS="0", SOURCE_BACKOFF_SECONDS="0.05",
+        DELIVERY_BACKOFF_SECONDS="0.2", DELIVERY_LEASE_SECONDS="1", SOURCE_BACKOFF_SECONDS="0.05",
     )
     return worker_env
 
@@ -106,31 +105,6 @@ def test_a_new_question_in_the_api_reaches_the_inbox(api, esp, mail_env):
     assert Question.objects.count() == 1 and QuestionEvent.objects.count() == 2
 
 
-@pytest.mark.django_db
-def test_the_digest_schedules_fire_at_seven_in_london():
-    import importlib
-
-    from django.apps import apps
-    from django.db import connection
-    from django_celery_beat.models import PeriodicTask
-
-    # The schedules as the migration makes them (tests that empty the database remove its rows).
-    importlib.import_module("alerts.migrations.0002_schedules").create(apps, connection.schema_editor())
-
-    london = dt.timezone(dt.timedelta(hours=0))  # 27 November: London is on GMT
-    daily = PeriodicTask.objects.get(task="alerts.deliver_daily").schedule
-    weekly = PeriodicTask.objects.get(task="alerts.deliver_weekly").schedule
-    seven = dt.datetime(2026, 11, 30, 7, 0, 30, tzinfo=london)  # a Monday
-    daily.nowfun = weekly.nowfun = lambda: seven
-
-    assert daily.is_due(seven - dt.timedelta(days=1)).is_due
-    assert not daily.is_due(seven - dt.timedelta(seconds=20)).is_due  # it ran at 07:00:10
-    assert weekly.is_due(seven - dt.timedelta(days=7)).is_due
-    tuesday = seven + dt.timedelta(days=1)
-    weekly.nowfun = lambda: tuesday
-    assert not weekly.is_due(seven).is_due
-
-
 class HangingESP(PostmarkStub):
     """An ESP that holds each request until released; `record_first` says whether it has accepted the
     email before it answers (so a worker killed meanwhile had in fact sent it)."""
@@ -159,7 +133,7 @@ class HangingESP(PostmarkStub):
 def test_a_worker_killed_mid_send_sends_again_and_loses_nothing(api, mail_env, httpserver, sent_before_crash,
                                                                 esp_path):
     esp = HangingESP(record_first=sent_before_crash)
-    httpserver.expect_request(esp_path + "email").respond_with_handler(esp)
+    serve_postmark(httpserver, esp_path, esp)
     subscribe()
     api.put(real_record(1000))
     worker = start_worker(mail_env)
@@ -170,8 +144,9 @@ def test_a_worker_killed_mid_send_sends_again_and_loses_nothing(api, mail_env, h
         worker.kill(signal.SIGKILL)
         esp.release.set()
         worker = start_worker(mail_env)
-        send("alerts.resend_stale")
-        wait_until(lambda: Delivery.objects.get().status == "sent", timeout=60, message="the email to be re-sent")
+        # What beat does every few seconds: the dead sender's lease has run out, so the email is due again.
+        wait_until(lambda: (send("alerts.send_due"), Delivery.objects.get().status == "sent")[1], timeout=60,
+                   interval=1, message="the email to be re-sent")
     finally:
         esp.release.set()
         worker.stop()

@@ -181,7 +181,7 @@ def test_the_fallback_for_a_slow_newest_first_walk_gives_the_same_pages(archive)
     questions = matching(parse("secretary OR police"))
     for start, stop in ((0, 5), (5, 10), (10, 20), (3, 4)):
         page = questions[start:stop]
-        assert [q.pk for q in collect_then_sort(page)] == [q.pk for q in page]
+        assert [q.pk for q in collect_then_sort(questions, start, stop)] == [q.pk for q in page]
 
 
 def test_email_me_carries_the_house_and_department_filters_into_the_alert(client, archive):

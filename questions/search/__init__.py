@@ -1,4 +1,5 @@
-"""The saved-search query language: words, parsing, matching, SQL and highlighting.
+"""The saved-search query language: words, parsing, matching, SQL and highlighting, and (in `percolate`)
+the index that matches many saved searches against a batch of questions at once.
 
 Everything here is plain Python except `to_q`, which needs Django and is only
 imported when first asked for.

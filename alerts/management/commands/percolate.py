@@ -4,9 +4,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from alerts.percolator import QueryIndex, Rarity, iter_bits
 from questions.records import RecordError
 from questions.search import QueryError, canonical, document, parse
+from questions.search.percolate import QueryIndex, Rarity, iter_bits
 from questions.searching import answer_queries, read_jsonl
 
 

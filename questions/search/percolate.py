@@ -1,0 +1,552 @@
+"""The percolator's index of saved searches, matched against a batch of questions at a time.
+
+Plain Python over the query trees of this package: it knows nothing of the database, and `alerts.percolator`
+keeps it in step with the saved searches stored there.
+
+Saved searches are indexed the way Lucene Monitor and Elasticsearch's percolator index them: each distinct
+query is filed under a few *anchor* keys taken from its tree, chosen so that a question can only match the
+query if it holds at least one of them:
+
+- a word in some fields: the key (fields, word);
+- a phrase: its rarest word, in its fields (every word of a matching phrase is in the question);
+- a wildcard `prefix*`: the first three letters of the prefix, in its fields (the shortest prefix has three);
+- AND: the anchors of its rarest child that has any; OR: the anchors of every child;
+- NOT: none; `NOT (a OR b)` is read as `NOT a AND NOT b` and `NOT (a AND b)` as `NOT a OR NOT b`, so the
+  tree is anchored through its negations.
+
+"Fields" is either the default heading/question/answer group, which has keys of its own, or one named field.
+A query without anchors (one that only says what must not be there) cannot come from the parser, which
+refuses queries that match a question without words; a hand-built one is kept on an "always check" list.
+
+A batch of questions is indexed once: every key it holds maps to a bitmask over the batch (bit i for the
+i-th question). The candidates are the queries filed under those keys; each candidate is evaluated once for
+the whole batch as bitmask operations (AND is &, OR is |, NOT is ~) over the masks of its words, wildcards
+and phrases, each worked out once per batch: a word is looked up, a wildcard's bucket scanned, a phrase
+looked up as pairs of adjacent words of one field, and one of three words or more then confirmed by the
+substring test the evaluator makes. So the result is exactly `questions.search.matches` for every (query,
+question), at the cost of one evaluation per candidate query per batch instead of one per query per
+question.
+
+Rarity decides which child of an AND anchors it. It is the share of a sample of recent questions that hold
+the key (a word in those fields, or a three-letter wildcard bucket), smoothed by a guess from the field and
+the word's length so that words never seen sort as rarer than seen ones, and longer before shorter. The
+rarity is fixed for the life of an index, so a query's anchors never change under it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from .ast import And, Leaf, Node, Not, Phrase, Prefix, Term, leaves
+from .parser import parse
+from .words import DEFAULT_FIELDS, FIELDS
+
+Document = Mapping[str, str]
+# The fields a key looks in: None for the default heading/question/answer group, else one field.
+Spec: TypeAlias = str | None
+WORD, BUCKET = 0, 1
+Anchor: TypeAlias = tuple[int, Spec, str]
+BUCKET_LENGTH = 3
+# What a compiled query is: a leaf id (the query is one word, wildcard or phrase) or a function of the
+# batch's leaf lookup returning the query's bitmask (possibly with bits set beyond the batch, from NOT).
+Bits = Callable[[int], int]
+Program: TypeAlias = "int | Callable[[Bits], int]"
+
+# A guess at the share of questions holding a word in these fields, before looking at any: the house and
+# party are shared by many questions, names and UINs by few.
+_FIELD_SHARE: dict[Spec, float] = {
+    None: 0.1, "heading": 0.03, "question": 0.08, "answer": 0.08, "member": 0.005, "party": 0.3,
+    "constituency": 0.005, "department": 0.05, "minister": 0.01, "house": 0.5, "uin": 0.0001,
+}
+
+
+def shard_of(canonical_query: str, shards: int) -> int:
+    """The shard a saved search belongs to: the same on every machine and every run."""
+    return zlib.crc32(canonical_query.encode()) % shards if shards > 1 else 0
+
+
+def specs(fields: tuple[str, ...]) -> tuple[Spec, ...]:
+    return (None,) if fields == DEFAULT_FIELDS else fields
+
+
+def iter_bits(mask: int) -> Iterator[int]:
+    """The positions of the set bits of a non-negative mask, lowest first."""
+    while mask:
+        low = mask & -mask
+        yield low.bit_length() - 1
+        mask ^= low
+
+
+def _words_of(doc: Document, spec: Spec) -> set[str]:
+    if spec is None:
+        found = set(doc[DEFAULT_FIELDS[0]].split())
+        for field in DEFAULT_FIELDS[1:]:
+            found.update(doc[field].split())
+        return found
+    return set(doc[spec].split())
+
+
+class Rarity:
+    """The estimated share of questions that hold a key; the smaller, the better an anchor."""
+
+    def __init__(self, documents: Iterable[Document] = ()) -> None:
+        self.documents = 0
+        self.words: dict[Spec, Counter[str]] = {spec: Counter() for spec in (None, *FIELDS)}
+        self.buckets: dict[Spec, Counter[str]] = {spec: Counter() for spec in (None, *FIELDS)}
+        for doc in documents:
+            self.documents += 1
+            for spec in (None, *FIELDS):
+                found = _words_of(doc, spec)
+                self.words[spec].update(found)
+                self.buckets[spec].update({word[:BUCKET_LENGTH] for word in found if len(word) >= BUCKET_LENGTH})
+
+    def word(self, spec: Spec, word: str) -> float:
+        guess = _FIELD_SHARE[spec] * min(1.0, 3 / len(word))
+        return (self.words[spec][word] + guess) / (self.documents + 1)
+
+    def bucket(self, spec: Spec, key: str) -> float:
+        guess = min(1.0, 3 * _FIELD_SHARE[spec])
+        return (self.buckets[spec][key] + guess) / (self.documents + 1)
+
+
+class Batch:
+    """A batch of questions as key -> bitmask, built per field group on first use."""
+
+    def __init__(self, documents: Sequence[Document]) -> None:
+        self.documents = documents
+        self.all = (1 << len(documents)) - 1
+        self._words: dict[Spec, dict[str, int]] = {}
+        self._buckets: dict[Spec, dict[str, list[tuple[str, int]]]] = {}
+        self._pairs: dict[Spec, dict[str, int]] = {}
+
+    def words(self, spec: Spec) -> dict[str, int]:
+        found = self._words.get(spec)
+        if found is None:
+            found = {}
+            get = found.get
+            for position, doc in enumerate(self.documents):
+                bit = 1 << position
+                for word in _words_of(doc, spec):
+                    found[word] = get(word, 0) | bit
+            self._words[spec] = found
+        return found
+
+    def buckets(self, spec: Spec) -> dict[str, list[tuple[str, int]]]:
+        found = self._buckets.get(spec)
+        if found is None:
+            found = {}
+            for word, mask in self.words(spec).items():
+                if len(word) >= BUCKET_LENGTH:
+                    found.setdefault(word[:BUCKET_LENGTH], []).append((word, mask))
+            self._buckets[spec] = found
+        return found
+
+    def pairs(self, spec: Spec) -> dict[str, int]:
+        """Two adjacent words of one field ("a b") -> the questions that have them so."""
+        found = self._pairs.get(spec)
+        if found is None:
+            found = {}
+            get = found.get
+            fields = DEFAULT_FIELDS if spec is None else (spec,)
+            for position, doc in enumerate(self.documents):
+                bit = 1 << position
+                seen: set[str] = set()
+                for field in fields:
+                    sequence = doc[field].split()
+                    seen.update(map(" ".join, zip(sequence, sequence[1:], strict=False)))
+                for pair in seen:
+                    found[pair] = get(pair, 0) | bit
+            self._pairs[spec] = found
+        return found
+
+    def leaf(self, leaf: Leaf) -> int:
+        """The questions of the batch that hold the word, wildcard or phrase."""
+        mask = 0
+        if isinstance(leaf, Term):
+            for spec in specs(leaf.fields):
+                mask |= self.words(spec).get(leaf.word, 0)
+            return mask
+        if isinstance(leaf, Prefix):
+            for spec in specs(leaf.fields):
+                for word, word_mask in self.buckets(spec).get(leaf.prefix[:BUCKET_LENGTH], ()):
+                    if word.startswith(leaf.prefix):
+                        mask |= word_mask
+            return mask
+        text = " " + " ".join(leaf.words) + " "
+        for spec in specs(leaf.fields):
+            # A two-word phrase is one pair of adjacent words; a longer one can only be where all its pairs
+            # are, and the text of those questions alone is searched.
+            present = self.pairs(spec)
+            having = self.all
+            for pair in zip(leaf.words, leaf.words[1:], strict=False):
+                having &= present.get(" ".join(pair), 0)
+                if not having:
+                    break
+            if len(leaf.words) == 2 or not having:
+                mask |= having
+                continue
+            fields = DEFAULT_FIELDS if spec is None else (spec,)
+            for position in iter_bits(having):
+                doc = self.documents[position]
+                for field in fields:
+                    if text in doc[field]:
+                        mask |= 1 << position
+                        break
+        return mask
+
+
+@dataclass(frozen=True, slots=True)
+class _Anchoring:
+    cost: float
+    anchors: tuple[Anchor, ...]
+
+
+class QueryIndex:
+    """Distinct saved-search trees filed under their anchors, matched a batch of questions at a time.
+
+    Queries are added by their canonical text, once per saved search that uses them; a query stays until
+    it has been discarded as often as it was added. Nothing here touches the database.
+    """
+
+    def __init__(self, rarity: Rarity | None = None) -> None:
+        self.rarity = rarity or Rarity()
+        self._ids: dict[str, int] = {}
+        self._texts: list[str | None] = []
+        self._programs: list[Program | None] = []
+        self._refs: list[int] = []
+        self._free: list[int] = []
+        self._postings: dict[tuple[int, Spec], dict[str, set[int]]] = {}
+        self._always: set[int] = set()
+        self._leaf_ids: dict[Leaf, int] = {}
+        self._leaves: list[Leaf | None] = []
+        self._leaf_refs: list[int] = []
+        self._free_leaves: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, text: object) -> bool:
+        return text in self._ids
+
+    def query_id(self, text: str) -> int | None:
+        return self._ids.get(text)
+
+    def text(self, query_id: int) -> str:
+        text = self._texts[query_id]
+        assert text is not None, f"query {query_id} was removed"
+        return text
+
+    def references(self, text: str) -> int:
+        query_id = self._ids.get(text)
+        return 0 if query_id is None else self._refs[query_id]
+
+    # --- anchors ------------------------------------------------------------------
+
+    def anchoring(
+        self, node: Node, positive: bool = True, memo: dict[tuple[int, bool], _Anchoring | None] | None = None
+    ) -> _Anchoring | None:
+        """The keys one of which a question must hold to match `node` (or not match it, when not
+        `positive`), with their estimated cost; None when no such keys exist. `memo` keeps the answers
+        for the parts of one tree, which is asked about its parts again when compiled."""
+        if memo is None:
+            memo = {}
+        key = (id(node), positive)
+        if key in memo:
+            return memo[key]
+        found = memo[key] = self._anchoring(node, positive, memo)
+        return found
+
+    def _anchoring(
+        self, node: Node, positive: bool, memo: dict[tuple[int, bool], _Anchoring | None]
+    ) -> _Anchoring | None:
+        if isinstance(node, Not):
+            return self.anchoring(node.child, not positive, memo)
+        if isinstance(node, Term | Prefix | Phrase):
+            return self._leaf_anchoring(node) if positive else None
+        if isinstance(node, And) == positive:
+            # Every child must hold (AND, or NOT of an OR): the cheapest child's anchors will do.
+            best: _Anchoring | None = None
+            for child in node.children:
+                found = self.anchoring(child, positive, memo)
+                if found is not None and (
+                    best is None or (found.cost, len(found.anchors)) < (best.cost, len(best.anchors))
+                ):
+                    best = found
+            return best
+        # Some child holds (OR, or NOT of an AND): every child's anchors are needed.
+        anchors: list[Anchor] = []
+        cost = 0.0
+        for child in node.children:
+            found = self.anchoring(child, positive, memo)
+            if found is None:
+                return None
+            anchors.extend(found.anchors)
+            cost += found.cost
+        return _Anchoring(min(cost, 1.0), tuple(dict.fromkeys(anchors)))
+
+    def _leaf_anchoring(self, leaf: Leaf) -> _Anchoring:
+        anchors: list[Anchor] = []
+        cost = 0.0
+        for spec in specs(leaf.fields):
+            if isinstance(leaf, Term):
+                anchors.append((WORD, spec, leaf.word))
+                cost += self.rarity.word(spec, leaf.word)
+            elif isinstance(leaf, Prefix):
+                anchors.append((BUCKET, spec, leaf.prefix[:BUCKET_LENGTH]))
+                cost += self.rarity.bucket(spec, leaf.prefix[:BUCKET_LENGTH])
+            else:
+                rarest = min(leaf.words, key=lambda word, spec=spec: (self.rarity.word(spec, word), -len(word)))
+                anchors.append((WORD, spec, rarest))
+                cost += self.rarity.word(spec, rarest)
+        return _Anchoring(min(cost, 1.0), tuple(anchors))
+
+    def anchors(self, node: Node) -> tuple[Anchor, ...] | None:
+        found = self.anchoring(node)
+        return None if found is None else found.anchors
+
+    # --- adding and removing ------------------------------------------------------
+
+    def texts(self) -> list[str]:
+        return list(self._ids)
+
+    def add(self, text: str, node: Node | None = None) -> int:
+        """File the canonical query `text` (once more); raises QueryError if it does not parse.
+
+        `node` is its tree where the caller has it already, or a tree the parser would refuse.
+        """
+        query_id = self._ids.get(text)
+        if query_id is not None:
+            self._refs[query_id] += 1
+            return query_id
+        if node is None:
+            node = parse(text, max_length=None)
+        if self._free:
+            query_id = self._free.pop()
+        else:
+            query_id = len(self._texts)
+            self._texts.append(None)
+            self._programs.append(None)
+            self._refs.append(0)
+        memo: dict[tuple[int, bool], _Anchoring | None] = {}
+        found = self.anchoring(node, True, memo)
+        self._texts[query_id] = text
+        self._programs[query_id] = self._compile(node, memo)
+        self._refs[query_id] = 1
+        self._ids[text] = query_id
+        if found is None:
+            self._always.add(query_id)
+        else:
+            for kind, spec, key in found.anchors:
+                self._postings.setdefault((kind, spec), {}).setdefault(key, set()).add(query_id)
+        return query_id
+
+    def discard(self, text: str, node: Node | None = None) -> None:
+        """Undo one `add` of `text` (with the same `node`); the query goes when no saved search uses it."""
+        query_id = self._ids.get(text)
+        if query_id is None:
+            return
+        self._refs[query_id] -= 1
+        if self._refs[query_id] > 0:
+            return
+        if node is None:
+            # Parsing again gives the same tree, so the same leaves and anchors as when it was added.
+            node = parse(text, max_length=None)
+        anchors = self.anchors(node)
+        if anchors is None:
+            self._always.discard(query_id)
+        else:
+            for kind, spec, key in anchors:
+                postings = self._postings[(kind, spec)]
+                postings[key].discard(query_id)
+                if not postings[key]:
+                    del postings[key]
+        for leaf in _distinct_leaves(node):
+            self._release_leaf(leaf)
+        del self._ids[text]
+        self._texts[query_id] = None
+        self._programs[query_id] = None
+        self._refs[query_id] = 0
+        self._free.append(query_id)
+
+    def _leaf_id(self, leaf: Leaf, add: bool) -> int:
+        leaf_id = self._leaf_ids.get(leaf)
+        if leaf_id is None:
+            if self._free_leaves:
+                leaf_id = self._free_leaves.pop()
+                self._leaves[leaf_id] = leaf
+            else:
+                leaf_id = len(self._leaves)
+                self._leaves.append(leaf)
+                self._leaf_refs.append(0)
+            self._leaf_ids[leaf] = leaf_id
+        if add:
+            self._leaf_refs[leaf_id] += 1
+        return leaf_id
+
+    def _release_leaf(self, leaf: Leaf) -> None:
+        leaf_id = self._leaf_ids[leaf]
+        self._leaf_refs[leaf_id] -= 1
+        if self._leaf_refs[leaf_id] == 0:
+            del self._leaf_ids[leaf]
+            self._leaves[leaf_id] = None
+            self._free_leaves.append(leaf_id)
+
+    def _compile(self, node: Node, memo: dict[tuple[int, bool], _Anchoring | None]) -> Program:
+        # Each distinct leaf of a query counts once towards the leaf's references.
+        seen: set[Leaf] = set()
+
+        def leaf_id(leaf: Leaf) -> int:
+            first = leaf not in seen
+            seen.add(leaf)
+            return self._leaf_id(leaf, first)
+
+        def cost(part: Node) -> float:
+            found = self.anchoring(part, True, memo)
+            return 2.0 if found is None else found.cost
+
+        return _program(node, leaf_id, cost)
+
+    # --- matching -----------------------------------------------------------------
+
+    def candidates(self, batch: Batch) -> set[int]:
+        """The queries filed under a key that some question of the batch holds."""
+        found = set(self._always)
+        for (kind, spec), postings in self._postings.items():
+            present: Mapping[str, object] = batch.words(spec) if kind == WORD else batch.buckets(spec)
+            if len(present) < len(postings):
+                for key in present:
+                    queries = postings.get(key)
+                    if queries:
+                        found.update(queries)
+            else:
+                for key, queries in postings.items():
+                    if key in present:
+                        found.update(queries)
+        return found
+
+    def match_ids(self, documents: Sequence[Document]) -> dict[int, int]:
+        """Query id -> bitmask of the documents (bit i for documents[i]) it matches, for matching queries."""
+        if not documents:
+            return {}
+        batch = Batch(documents)
+        leaves = self._leaves
+        memo: dict[int, int] = {}
+
+        def bits(leaf_id: int) -> int:
+            mask = memo.get(leaf_id)
+            if mask is None:
+                mask = memo[leaf_id] = batch.leaf(leaves[leaf_id])  # type: ignore[arg-type]
+            return mask
+
+        programs = self._programs
+        everything = batch.all
+        found: dict[int, int] = {}
+        for query_id in self.candidates(batch):
+            program = programs[query_id]
+            mask = bits(program) if program.__class__ is int else program(bits)  # type: ignore[operator,misc,arg-type]
+            if mask:
+                mask &= everything
+                if mask:
+                    found[query_id] = mask
+        return found
+
+    def match(self, documents: Sequence[Document]) -> dict[str, int]:
+        """Canonical query -> bitmask of the documents it matches, for the queries that match any."""
+        return {self.text(query_id): mask for query_id, mask in self.match_ids(documents).items()}
+
+    def candidate_pairs(self, documents: Sequence[Document]) -> int:
+        """How many (query, document) pairs hold an anchor of the query: the work a per-question
+        percolator would verify."""
+        batch = Batch(documents)
+        anchored: dict[int, int] = {}
+        for (kind, spec), postings in self._postings.items():
+            if kind == WORD:
+                present = batch.words(spec)
+                keyed = ((key, present[key]) for key in postings.keys() & present.keys())
+            else:
+                buckets = batch.buckets(spec)
+                keyed = ((key, _or(mask for _, mask in buckets[key])) for key in postings.keys() & buckets.keys())
+            for key, mask in keyed:
+                for query_id in postings[key]:
+                    anchored[query_id] = anchored.get(query_id, 0) | mask
+        return sum(mask.bit_count() for mask in anchored.values()) + len(self._always) * len(documents)
+
+
+def _or(masks: Iterable[int]) -> int:
+    total = 0
+    for mask in masks:
+        total |= mask
+    return total
+
+
+def _distinct_leaves(node: Node) -> list[Leaf]:
+    return list(dict.fromkeys(leaves(node)))
+
+
+def _program(node: Node, leaf_id: Callable[[Leaf], int], cost: Callable[[Node], float]) -> Program:
+    """The tree as a function of the batch's leaf lookup; short-circuits ANDs on the rarest child first."""
+    if isinstance(node, Term | Prefix | Phrase):
+        return leaf_id(node)
+    if isinstance(node, Not):
+        inner = _program(node.child, leaf_id, cost)
+        if inner.__class__ is int:
+
+            def not_leaf(bits: Bits, leaf: int = inner) -> int:  # type: ignore[assignment]
+                return ~bits(leaf)
+
+            return not_leaf
+
+        def negated(bits: Bits, inner: Callable[[Bits], int] = inner) -> int:  # type: ignore[assignment]
+            return ~inner(bits)
+
+        return negated
+    children = node.children
+    if isinstance(node, And):
+        # Negations last: they rarely empty the mask, and they cost as much as anything else.
+        children = tuple(sorted(children, key=cost))
+    parts = tuple(_program(child, leaf_id, cost) for child in children)
+    if all(part.__class__ is int for part in parts):
+        first, rest = parts[0], parts[1:]
+        if isinstance(node, And):
+
+            def all_of(bits: Bits) -> int:
+                mask = bits(first)  # type: ignore[arg-type]
+                for part in rest:
+                    if not mask:
+                        return 0
+                    mask &= bits(part)  # type: ignore[arg-type]
+                return mask
+
+            return all_of
+
+        def any_of(bits: Bits) -> int:
+            mask = bits(first)  # type: ignore[arg-type]
+            for part in rest:
+                mask |= bits(part)  # type: ignore[arg-type]
+            return mask
+
+        return any_of
+    if isinstance(node, And):
+
+        def every(bits: Bits) -> int:
+            mask = -1
+            for part in parts:
+                mask &= bits(part) if part.__class__ is int else part(bits)  # type: ignore[arg-type,operator]
+                if not mask:
+                    return 0
+            return mask
+
+        return every
+
+    def some(bits: Bits) -> int:
+        mask = 0
+        for part in parts:
+            mask |= bits(part) if part.__class__ is int else part(bits)  # type: ignore[arg-type,operator]
+        return mask
+
+    return some
+

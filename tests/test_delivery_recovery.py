@@ -1,0 +1,127 @@
+"""The delivery queue on the real stack: a Celery worker and beat, PostgreSQL, Redis, and an ESP stub on
+its own port that goes down, refuses connections, comes back, or loses its sender to SIGKILL."""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import time
+from collections import Counter
+
+import pytest
+from django.apps import apps
+from django.db import connection
+from django.utils import timezone
+
+from alerts.delivery import deliver_immediate
+from alerts.models import Delivery, Match, Subscriber, Subscription
+from questions.models import Question, QuestionEvent
+from tests.conftest import FIXTURES, Worker, wait_until
+from tests.esp_stub import PostmarkStub, StubServer
+
+pytestmark = [pytest.mark.worker, pytest.mark.postgres]
+
+
+def subscribers_with_one_match_each(count: int) -> None:
+    """`count` confirmed subscribers, each with an immediate alert that matched one question."""
+    from django.core.management import call_command
+
+    call_command("import_questions", str(FIXTURES / "seed_questions.json"), verbosity=0)
+    event = QuestionEvent.objects.filter(question__in=Question.objects.all()).first()
+    now = timezone.now()
+    people = Subscriber.objects.bulk_create(Subscriber(email=f"reader{i}@example.org", confirmed_at=now)
+                                            for i in range(count))
+    alerts = Subscription.objects.bulk_create(
+        Subscription(subscriber=p, query="police", canonical_query="police", confirmed_at=now) for p in people)
+    Match.objects.bulk_create(Match(subscription=a, event=event) for a in alerts)
+
+
+def beat_sends_due_emails(every_seconds: int | None = None) -> None:
+    """Beat's schedule as the migration makes it (tests that empty the database remove its rows)."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    importlib.import_module("alerts.migrations.0005_delivery_queue").schedule_sender(apps, connection.schema_editor())
+    if every_seconds:
+        interval, _ = IntervalSchedule.objects.get_or_create(every=every_seconds, period="seconds")
+        PeriodicTask.objects.filter(task="alerts.send_due").update(interval=interval)
+
+
+@pytest.fixture
+def esp():
+    server = StubServer(PostmarkStub()).start()
+    yield server
+    server.stop()
+
+
+def start(env, *arguments, beat=False) -> Worker:
+    from config.celery import app
+
+    if not beat:
+        app.control.purge()
+    worker = Worker(env, *arguments, beat=beat)
+    worker.start()
+    return worker
+
+
+def esp_env(worker_env, esp, **settings) -> dict:
+    return worker_env | {"EMAIL_BACKEND": "anymail.backends.postmark.EmailBackend",
+                         "ANYMAIL_POSTMARK_SERVER_TOKEN": "test", "ANYMAIL_POSTMARK_API_URL": esp.url(),
+                         "ANYMAIL_REQUESTS_TIMEOUT": "5", **settings}
+
+
+def test_an_esp_outage_of_errors_then_refused_connections_loses_nothing(worker_env, esp):
+    subscribers_with_one_match_each(30)
+    beat_sends_due_emails(every_seconds=1)
+    stub = esp.stub
+    stub.failures_left, stub.failure_status = 10**6, 503
+    env = esp_env(worker_env, esp, DELIVERY_BACKOFF_SECONDS="0.5", DELIVERY_BACKOFF_MAX_SECONDS="2")
+    worker, beat = start(env), start(env, beat=True)
+    try:
+        deliver_immediate()
+        wait_until(lambda: Delivery.objects.filter(attempts__gte=2).count() == 30, timeout=60,
+                   message="every email to be tried twice against the 503s")
+        esp.stop()  # now the port refuses connections, and the open ones are cut
+        wait_until(lambda: Delivery.objects.filter(attempts__gte=4).count() == 30, timeout=60,
+                   message="every email to be tried twice more against a closed port")
+        assert "Connection" in Delivery.objects.first().error and not stub.messages
+        stub.failures_left = 0
+        esp.start()
+        wait_until(lambda: not Delivery.objects.exclude(status="sent").exists(), timeout=60,
+                   message="every email to be sent after the ESP came back")
+    finally:
+        beat.stop()
+        worker.stop()
+    assert sorted(Counter(stub.to()).values()) == [1] * 30  # each subscriber, once
+
+
+def test_a_sender_killed_three_times_mid_send_is_made_good_within_two_minutes(worker_env, esp):
+    """At the default lease and beat schedule; the ESP takes half a second a call so that kills land mid-send."""
+    count = 1500
+    subscribers_with_one_match_each(count)
+    beat_sends_due_emails()
+    stub = esp.stub
+    stub.latency = 0.5
+    env = esp_env(worker_env, esp)
+    beat = start(env, beat=True)
+    worker = start(env, "--concurrency=2")
+    try:
+        deliver_immediate()
+        for kill in range(3):
+            seen = len(stub.messages)
+            wait_until(lambda seen=seen: len(stub.messages) > seen, timeout=60, message=f"sending before kill {kill}")
+            worker.kill(signal.SIGKILL)
+            worker = start(env, "--concurrency=2")
+        back = time.monotonic()
+        # Sent and recorded: what a killed sender held is taken again once its lease has run out.
+        wait_until(lambda: not Delivery.objects.exclude(status="sent").exists(), timeout=120,
+                   message="every email sent and recorded within two minutes of the last restart")
+        recovered = time.monotonic() - back
+    finally:
+        beat.stop()
+        worker.stop()
+    assert set(stub.to()) == {f"reader{i}@example.org" for i in range(count)}
+    duplicates = len(stub.messages) - count
+    print(f"\n{count} emails, 3 kills: all delivered {recovered:.0f} s after the last restart, "
+          f"{duplicates} sent twice")
+    # At most the chunks in flight at the ESP when each kill landed: two processes of DELIVERY_CHUNK_SIZE.
+    assert duplicates <= 3 * 2 * 100
