@@ -41,8 +41,11 @@ ON_REQUEST = {Delivery.Kind.CONFIRMATION, Delivery.Kind.MANAGE_LINK}
 def kick(count: int = 1) -> None:
     """Wake up to DELIVERY_SENDERS senders for `count` new emails (beat wakes one every few seconds too)."""
     senders = min(settings.DELIVERY_SENDERS, math.ceil(count / settings.DELIVERY_CHUNK_SIZE))
-    for _ in range(senders):
-        current_app.tasks["alerts.send_due"].delay()
+    try:
+        for _ in range(senders):
+            current_app.tasks["alerts.send_due"].delay()
+    except Exception:  # noqa: BLE001 - the rows are committed: beat's next tick sends them
+        log.warning("could not wake a sender; beat's schedule will send the emails", exc_info=True)
 
 
 def queue_delivery(subscriber: Subscriber, kind: str, payload: dict | None = None) -> Delivery:

@@ -98,7 +98,7 @@ def test_redis_going_away_during_polling_and_sending_loses_nothing(api, mail_env
                                                                    private_redis, esp_path):
     redis_url, stop_redis, start_redis = private_redis
     mail_env["REDIS_URL"] = redis_url
-    broker = Celery("test", broker=redis_url)
+    broker = Celery("test", broker=redis_url, set_as_current=False)
     esp = PostmarkStub()
     serve_postmark(httpserver, esp_path, esp)
     subscribe_to_apprenticeships()

@@ -12,7 +12,10 @@ def schedule_sender(apps, schema_editor):
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
     PeriodicTask.objects.filter(task="alerts.resend_stale").delete()
     every, _ = IntervalSchedule.objects.get_or_create(every=10, period="seconds")
-    PeriodicTask.objects.get_or_create(name="Send due emails", defaults={"task": "alerts.send_due", "interval": every})
+    # A tick still queued when the next is due is dropped: a busy worker would only find nothing to send.
+    PeriodicTask.objects.get_or_create(
+        name="Send due emails", defaults={"task": "alerts.send_due", "interval": every, "expire_seconds": 10}
+    )
     # Claims taken under the old scheme said when, not until when: none is held now.
     apps.get_model("alerts", "Delivery").objects.update(leased_until=None)
 
