@@ -16,15 +16,17 @@ import datetime as dt
 import logging
 import math
 import random
+import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from celery import current_app
 from django.conf import settings
-from django.core.mail import get_connection
+from django.core.mail import EmailMessage, get_connection
 from django.db import connection, transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from alerts import esp
@@ -78,33 +80,46 @@ class Lease:
     until: dt.datetime
 
     def keep(self) -> bool:
-        """Renew the lease once half of it has passed; False when another sender has taken it since."""
-        seconds = settings.DELIVERY_LEASE_SECONDS
-        now = timezone.now()
-        if self.until - now > dt.timedelta(seconds=seconds / 2):
-            return True
-        until = now + dt.timedelta(seconds=seconds)
-        if Delivery.objects.filter(pk__in=self.ids, leased_until=self.until).update(leased_until=until) == 0:
-            return False
+        """Renew the lease. False when another sender has taken any of the rows: nothing more of the chunk
+        is sent, and what is still held stays leased (not free for the taking) until its outcome is
+        recorded or the lease runs out."""
+        until = timezone.now() + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
+        held = Delivery.objects.filter(pk__in=self.ids, leased_until=self.until).update(leased_until=until)
         self.until = until
-        return True
+        return held == len(self.ids)
+
+
+def _lock(rows, size: int) -> list[tuple[int, int]]:
+    return list(rows.select_for_update(skip_locked=True).values_list("pk", "attempts")[:size])
 
 
 def claim_due(due_by: dt.datetime, size: int | None = None) -> Lease | None:
-    """Lease up to `size` deliveries that were due by `due_by` and that nobody holds, in one short commit."""
+    """Lease deliveries due by `due_by` that nobody holds, in one short commit, counting the attempt.
+
+    A row whose lease ran out lost its sender mid-send, and may be what killed it (an email too big to
+    compose, say): such rows are taken one at a time, so that one poison email cannot take others down
+    with it again and again. Each attempt also sets when the next may start, should this one never
+    report back, so a row that keeps killing its sender is tried less and less often, and is given up
+    at its give-up time."""
     now = timezone.now()
-    until = now + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
+    due = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=due_by).order_by(
+        "next_attempt_at", "pk")
     with transaction.atomic():
-        ids = list(
-            Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=due_by)
-            .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-            .order_by("next_attempt_at", "pk")
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[: size or settings.DELIVERY_CHUNK_SIZE]
-        )
-        if not ids:
-            return None
-        Delivery.objects.filter(pk__in=ids).update(leased_until=until)
+        while True:
+            rows = (_lock(due.filter(leased_until__lt=now), 1)
+                    or _lock(due.filter(leased_until__isnull=True), size or settings.DELIVERY_CHUNK_SIZE))
+            if not rows:
+                return None
+            abandoned = Delivery.objects.filter(pk__in=[pk for pk, _ in rows], leased_until__isnull=False,
+                                                give_up_at__lt=now)
+            if not abandoned.update(status=Delivery.Status.FAILED, leased_until=None,
+                                    error=f"gave up after {rows[0][1]} attempts: its sender stopped while sending it"):
+                break
+        until = now + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
+        again = now + dt.timedelta(seconds=backoff(1 + max(attempts for _, attempts in rows)))
+        ids = [pk for pk, _ in rows]
+        Delivery.objects.filter(pk__in=ids).update(leased_until=until, attempts=F("attempts") + 1,
+                                                   next_attempt_at=again)
     return Lease(ids, until)
 
 
@@ -162,7 +177,6 @@ def _record(deliveries: list[Delivery], lease: Lease) -> None:
 
 
 def _apply(delivery: Delivery, outcome: esp.Outcome, subject: str, now: dt.datetime) -> None:
-    delivery.attempts += 1
     delivery.leased_until = None
     delivery.error = outcome.error
     if outcome.status == esp.SENT:
@@ -179,56 +193,96 @@ def _apply(delivery: Delivery, outcome: esp.Outcome, subject: str, now: dt.datet
         delivery.status = Delivery.Status.FAILED
 
 
-def send_chunk(lease: Lease, connection, run: SendRun) -> Counter:
-    """Compose, send and record the leased deliveries; counts their outcomes."""
+@dataclass
+class Chunk:
+    """The leased deliveries of one chunk, composed: what is to go to the ESP, and what is decided already."""
+
+    lease: Lease
+    deliveries: list[Delivery]
+    composed: list[tuple[Delivery, EmailMessage]]
+    outcomes: dict[int, esp.Outcome]
+    # Set while the lease is held: the ESP thread sends nothing more once it is cleared.
+    held: threading.Event = field(default_factory=threading.Event)
+
+
+def compose_chunk(lease: Lease, run: SendRun) -> Chunk:
     deliveries = list(Delivery.objects.filter(pk__in=lease.ids).select_related("subscriber").order_by("pk"))
     hits = run.hits(lease.ids)
-    outcomes: dict[int, esp.Outcome] = {}
-    composed = []
+    chunk = Chunk(lease, deliveries, [], {})
     for delivery in deliveries:
         if refusal := _refusal(delivery):
-            outcomes[delivery.pk] = esp.Outcome(Delivery.Status.FAILED, error=refusal)
+            chunk.outcomes[delivery.pk] = esp.Outcome(esp.FAILED, error=refusal)
             continue
         try:
-            composed.append((delivery, compose(delivery, hits[delivery.pk])))
+            chunk.composed.append((delivery, compose(delivery, hits[delivery.pk])))
         except NothingToSend as exc:
-            outcomes[delivery.pk] = esp.Outcome(Delivery.Status.FAILED, error=f"not sent: {exc}")
+            chunk.outcomes[delivery.pk] = esp.Outcome(esp.FAILED, error=f"not sent: {exc}")
         except Exception as exc:  # noqa: BLE001 - one email that cannot be composed holds no other back
             log.exception("email not composed delivery=%s", delivery.pk)
-            outcomes[delivery.pk] = esp.Outcome(esp.RETRY, error=f"{type(exc).__name__}: {exc}"[:2000])
-    sent = esp.send([message for _, message in composed], connection, lease.keep)
-    subjects = {}
-    for (delivery, message), outcome in zip(composed, sent, strict=True):
+            chunk.outcomes[delivery.pk] = esp.Outcome(esp.RETRY, error=f"{type(exc).__name__}: {exc}"[:2000])
+    return chunk
+
+
+def _at_esp(chunk: Chunk, connection, calls: ThreadPoolExecutor) -> Future:
+    """Hand the chunk to the ESP on the sender's ESP thread, with its lease fresh."""
+    if chunk.lease.keep():
+        chunk.held.set()
+    return calls.submit(esp.send, [message for _, message in chunk.composed], connection, chunk.held.is_set)
+
+
+def _answered(chunk: Chunk, call: Future) -> list[esp.Outcome]:
+    """The ESP's answers, renewing the lease while they take their time: a slow ESP must not let another
+    sender take the chunk and send it again."""
+    while True:
+        try:
+            return call.result(timeout=settings.DELIVERY_LEASE_SECONDS / 3)
+        except TimeoutError:
+            if not chunk.lease.keep():
+                chunk.held.clear()
+
+
+def record_chunk(chunk: Chunk, sent: list[esp.Outcome]) -> Counter:
+    """Record every outcome of the chunk at once; counts them."""
+    outcomes, subjects = dict(chunk.outcomes), {}
+    for (delivery, message), outcome in zip(chunk.composed, sent, strict=True):
         outcomes[delivery.pk], subjects[delivery.pk] = outcome, message.subject
     now = timezone.now()
-    done = [d for d in deliveries if outcomes[d.pk].status != esp.TAKEN]
+    done = [d for d in chunk.deliveries if outcomes[d.pk].status != esp.TAKEN]
     for delivery in done:
         _apply(delivery, outcomes[delivery.pk], subjects.get(delivery.pk, ""), now)
-    _record(done, lease)
+    _record(done, chunk.lease)
     sent_ids = [d.pk for d in done if d.status == Delivery.Status.SENT]
     if sent_ids:
         Subscription.objects.filter(matches__delivery_id__in=sent_ids).update(last_sent_at=now)
     counts = Counter(esp.RETRY if d.status == Delivery.Status.PENDING else d.status for d in done)
-    counts[esp.TAKEN] = len(deliveries) - len(done)
+    counts[esp.TAKEN] = len(chunk.deliveries) - len(done)
     for delivery in done:
         if delivery.status != Delivery.Status.SENT:
             log.warning("email not sent delivery=%s status=%s attempts=%d error=%r", delivery.pk, delivery.status,
                         delivery.attempts, delivery.error)
     log.info("emails sent=%d retry=%d rejected=%d failed=%d taken=%d", counts[esp.SENT], counts[esp.RETRY],
-             counts[esp.REJECTED], counts[Delivery.Status.FAILED], counts[esp.TAKEN])
+             counts[esp.REJECTED], counts[esp.FAILED], counts[esp.TAKEN])
     return +counts
 
 
 def send_due(seconds: float | None = None) -> Counter:
     """Send what is due, chunk by chunk, until nothing due is left or `seconds` have passed.
 
-    Only what was due when the run began: a failure rescheduled meanwhile waits for a later run."""
+    Only what was due when the run began: a failure rescheduled meanwhile waits for a later run. While
+    one chunk is at the ESP, the next is claimed and composed, so the round trip costs no time."""
     started = timezone.now()
     deadline = time.monotonic() + (seconds if seconds is not None else settings.DELIVERY_RUN_SECONDS)
     run, counts = SendRun(), Counter()
-    with get_connection() as connection:
+    # One thread talks to the ESP; this one claims, composes and records, and alone uses the database.
+    with get_connection() as connection, ThreadPoolExecutor(1, thread_name_prefix="esp") as calls:
+        at_esp: tuple[Chunk, Future] | None = None
         while time.monotonic() < deadline and (lease := claim_due(started)):
-            counts += send_chunk(lease, connection, run)
+            chunk = compose_chunk(lease, run)
+            if at_esp:
+                counts += record_chunk(at_esp[0], _answered(*at_esp))
+            at_esp = (chunk, _at_esp(chunk, connection, calls))
+        if at_esp:
+            counts += record_chunk(at_esp[0], _answered(*at_esp))
     if time.monotonic() >= deadline and Delivery.objects.filter(status=Delivery.Status.PENDING,
                                                                  next_attempt_at__lte=started).exists():
         kick()  # out of time with work left: another run goes on at once rather than at beat's next tick

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import unicodedata
 from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import urlencode, urlsplit
@@ -21,20 +22,45 @@ from questions.models import Question
 from questions.search import Node, parse
 
 
-def absolute(path: str) -> str:
-    return settings.SITE_URL + path
+@functools.cache
+def _around_token(name: str) -> tuple[str, str]:
+    # Every link of a kind is the same path around a URL-safe token: worked out once, not per email.
+    before, _, after = reverse(name, args=["TOKEN"]).partition("TOKEN")
+    return before, after
+
+
+@functools.cache
+def _search_path() -> str:
+    return reverse("search")
+
+
+def _link(name: str, token: str) -> str:
+    before, after = _around_token(name)
+    return settings.SITE_URL + before + token + after
 
 
 def manage_url(subscriber: Subscriber) -> str:
-    return absolute(reverse("alerts:manage", args=[tokens.make(subscriber, tokens.MANAGE)]))
+    return _link("alerts:manage", tokens.make(subscriber, tokens.MANAGE))
 
 
 def unsubscribe_url(subscriber: Subscriber, subscription: Subscription | None = None) -> str:
     data = {"sub": subscription.pk} if subscription else {}
-    return absolute(reverse("alerts:unsubscribe", args=[tokens.make(subscriber, tokens.UNSUBSCRIBE, **data)]))
+    return _link("alerts:unsubscribe", tokens.make(subscriber, tokens.UNSUBSCRIBE, **data))
+
+
+def _one_line(text: str) -> str:
+    """Header text from what people typed: line breaks and other control characters become spaces,
+    format characters (such as a right-to-left override) go, and runs of space fold to one."""
+    kept = []
+    for c in text:
+        category = unicodedata.category(c)
+        if category != "Cf":
+            kept.append(" " if category[0] in "CZ" else c)
+    return " ".join("".join(kept).split())
 
 
 def _message(delivery: Delivery, template: str, context: dict, subject: str, headers: dict | None = None):
+    subject = _one_line(subject)
     context = {"subscriber": delivery.subscriber, "site_url": settings.SITE_URL, "subject": subject, **context}
     message = EmailMultiAlternatives(
         subject=subject,
@@ -54,7 +80,7 @@ def _confirmation(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives
     subscriber = delivery.subscriber
     ids = delivery.payload.get("subscriptions", [])
     subscriptions = list(subscriber.subscriptions.filter(pk__in=ids))
-    link = absolute(reverse("alerts:confirm", args=[tokens.make(subscriber, tokens.CONFIRM, subscriptions=ids)]))
+    link = _link("alerts:confirm", tokens.make(subscriber, tokens.CONFIRM, subscriptions=ids))
     names = ", ".join(f"“{s.name}”" for s in subscriptions) or "your search"
     return _message(delivery, "confirmation", {"subscriptions": subscriptions, "confirm_url": link},
                     f"Confirm your written question alert for {names}")
@@ -153,7 +179,7 @@ def _sections(delivery: Delivery, hits: list[Hit]) -> list[Section]:
         sections.append(Section(
             subscription=subscription, node=node, items=shown,
             more=len(listed) - len(shown), unsubscribe_url=unsubscribe_url(delivery.subscriber, subscription),
-            search_url=absolute(reverse("search") + "?" + urlencode({"q": subscription.query})),
+            search_url=settings.SITE_URL + _search_path() + "?" + urlencode({"q": subscription.query}),
         ))
     return sections
 

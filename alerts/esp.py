@@ -13,11 +13,17 @@ from dataclasses import dataclass
 from urllib.parse import urljoin
 
 from anymail.backends.postmark import EmailBackend as PostmarkBackend
-from anymail.exceptions import AnymailRecipientsRefused
-from django.core.mail import EmailMessage
+from anymail.exceptions import (
+    AnymailInvalidAddress,
+    AnymailRecipientsRefused,
+    AnymailSerializationError,
+    AnymailUnsupportedFeature,
+)
+from django.core.mail import BadHeaderError, EmailMessage
 
 SENT = "sent"
-REJECTED = "rejected"
+REJECTED = "rejected"  # the ESP refuses this address for good
+FAILED = "failed"  # this email can never be sent as it is (trying again would not help)
 RETRY = "retry"
 # The lease on the chunk was lost (another sender has it): neither sent nor to be recorded.
 TAKEN = "taken"
@@ -36,8 +42,14 @@ class Outcome:
     error: str = ""
 
 
-def _failure(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:2000]
+def _failure(exc: BaseException) -> Outcome:
+    """What an exception from composing or sending one message means for it."""
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    if isinstance(exc, AnymailRecipientsRefused | AnymailInvalidAddress):
+        return Outcome(REJECTED, error=error)
+    if isinstance(exc, BadHeaderError | AnymailUnsupportedFeature | AnymailSerializationError):
+        return Outcome(FAILED, error=error)
+    return Outcome(RETRY, error=error)
 
 
 def send(messages: list[EmailMessage], connection, still_ours: Callable[[], bool]) -> list[Outcome]:
@@ -56,10 +68,8 @@ def send(messages: list[EmailMessage], connection, still_ours: Callable[[], bool
 def _send_one(message: EmailMessage, connection) -> Outcome:
     try:
         connection.send_messages([message])
-    except AnymailRecipientsRefused as exc:
-        return Outcome(REJECTED, error=_failure(exc))
-    except Exception as exc:  # noqa: BLE001 - any other failure of the ESP call is tried again later
-        return Outcome(RETRY, error=_failure(exc))
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong is this message's alone
+        return _failure(exc)
     status = getattr(message, "anymail_status", None)
     if status is None:
         return Outcome(SENT, esp_status="sent")
@@ -91,7 +101,7 @@ def _postmark_batches(messages: list[EmailMessage], backend: PostmarkBackend,
                 payloads.append(backend.build_message_payload(messages[position], backend.send_defaults))
                 positions.append(position)
             except Exception as exc:  # noqa: BLE001 - one message Anymail cannot build holds no other back
-                outcomes[position] = Outcome(RETRY, error=_failure(exc))
+                outcomes[position] = _failure(exc)
         if not payloads:
             continue
         if not still_ours():
@@ -99,11 +109,15 @@ def _postmark_batches(messages: list[EmailMessage], backend: PostmarkBackend,
         try:
             response = backend.post_to_esp(_PostmarkBatch(payloads), messages[positions[0]])
             results = response.json()
-            if not isinstance(results, list) or len(results) != len(payloads):
-                raise ValueError(f"Postmark answered the batch with {str(results)[:500]}")
         except Exception as exc:  # noqa: BLE001 - the whole call failed (429, 5xx, time-out, ...): all retry
             for position in positions:
-                outcomes[position] = Outcome(RETRY, error=_failure(exc))
+                outcomes[position] = Outcome(RETRY, error=f"{type(exc).__name__}: {exc}"[:2000])
+            continue
+        if not isinstance(results, list) or len(results) != len(payloads):
+            # Refused as a whole (a 422): one message may be the cause, so each is sent alone, and only
+            # that one is held back.
+            for position in positions:
+                outcomes[position] = _send_one(messages[position], backend) if still_ours() else Outcome(TAKEN)
             continue
         for position, result in zip(positions, results, strict=True):
             outcomes[position] = _postmark_outcome(result)

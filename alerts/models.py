@@ -143,8 +143,12 @@ class Delivery(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "deliveries"
+        # The sender's two questions: what is due and free, and what a dead sender left leased.
         indexes = [
-            models.Index(fields=["next_attempt_at"], condition=models.Q(status="pending"), name="delivery_due")
+            models.Index(fields=["next_attempt_at", "id"], condition=models.Q(status="pending", leased_until=None),
+                         name="delivery_due"),
+            models.Index(fields=["next_attempt_at", "id"],
+                         condition=models.Q(status="pending", leased_until__isnull=False), name="delivery_leased"),
         ]
 
     def __str__(self) -> str:

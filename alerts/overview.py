@@ -33,6 +33,8 @@ def overview(now: dt.datetime | None = None) -> dict:
         "deliveries_24h": deliveries,
         "deliveries_pending_all": due.count(),
         "deliveries_retrying": due.filter(attempts__gt=0).count(),
+        # Given up, refused, or never sendable: waiting for an operator's Resend, however old.
+        "deliveries_failed_all": Delivery.objects.filter(status=Delivery.Status.FAILED).count(),
         "oldest_due": due.filter(next_attempt_at__lte=now).aggregate(oldest=Min("next_attempt_at"))["oldest"],
         "subscribers": Subscriber.objects.count(),
         "suppressed": dict(Subscriber.objects.exclude(suppressed_reason="").values_list("suppressed_reason")

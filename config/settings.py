@@ -4,6 +4,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
@@ -107,8 +108,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 def _next_database(redis_url: str) -> str:
     """The same Redis server, one database number up."""
     parts = urlsplit(redis_url)
-    number = int(parts.path.strip("/") or 0)
-    return urlunsplit(parts._replace(path=f"/{number + 1}"))
+    number = parts.path.strip("/") or "0"
+    if parts.scheme not in ("redis", "rediss") or not number.isdigit() or int(number) >= 15:
+        raise ImproperlyConfigured(f"Set REDIS_CACHE_URL: no Redis database follows the broker's in {redis_url}")
+    return urlunsplit(parts._replace(path=f"/{int(number) + 1}"))
 
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -173,9 +176,12 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Written question ale
 ANYMAIL = {key.removeprefix("ANYMAIL_"): value for key, value in env.ENVIRON.items() if key.startswith("ANYMAIL_")}
 # Anymail's settings that are not text (a time-out given as "5" would be refused as a string).
 for _name, _read in {"REQUESTS_TIMEOUT": env.float, "IGNORE_RECIPIENT_STATUS": env.bool,
-                     "IGNORE_UNSUPPORTED_FEATURES": env.bool, "DEBUG_API_REQUESTS": env.bool}.items():
+                     "IGNORE_UNSUPPORTED_FEATURES": env.bool, "DEBUG_API_REQUESTS": env.bool,
+                     "POSTMARK_USE_BULK_API": env.bool}.items():
     if _name in ANYMAIL:
         ANYMAIL[_name] = _read(f"ANYMAIL_{_name}")
+# Within the sender's lease (DELIVERY_LEASE_SECONDS), however slow the ESP: connecting, then answering.
+ANYMAIL.setdefault("REQUESTS_TIMEOUT", (10.0, 20.0))
 
 # Sources.
 PARLIAMENT_API_URL = env.str("PARLIAMENT_API_URL", default="https://questions-statements-api.parliament.uk").rstrip("/")

@@ -13,13 +13,14 @@ from werkzeug.wrappers import Request, Response
 
 
 class PostmarkStub:
-    def __init__(self, latency: float = 0.0) -> None:
+    def __init__(self, latency: float = 0.0, latency_per_message: float = 0.0) -> None:
         self.messages: list[dict] = []
         self.failures_left = 0
         self.failure_status = 500
         # Addresses Postmark has marked inactive (a past hard bounce or complaint): refused one by one.
         self.inactive: set[str] = set()
         self.latency = latency
+        self.latency_per_message = latency_per_message
         self.lock = threading.Lock()
         self.handler = self
 
@@ -33,8 +34,10 @@ class PostmarkStub:
                 "ErrorCode": 0, "Message": "OK"}
 
     def __call__(self, request: Request) -> Response:
-        if self.latency:
-            time.sleep(self.latency)  # the round trip to a real ESP, outside the lock as requests overlap
+        body = json.loads(request.get_data())
+        batch = request.path.rstrip("/").endswith("/batch")
+        # The round trip to a real ESP (outside the lock, as requests overlap), and its work per message.
+        time.sleep(self.latency + self.latency_per_message * (len(body) if batch else 1))
         with self.lock:
             if request.headers.get("X-Postmark-Server-Token") is None:
                 return Response(json.dumps({"ErrorCode": 10, "Message": "No token"}), status=401)
@@ -42,8 +45,7 @@ class PostmarkStub:
                 self.failures_left -= 1
                 return Response(json.dumps({"ErrorCode": 100, "Message": "Try again"}), status=self.failure_status,
                                 content_type="application/json")
-            body = json.loads(request.get_data())
-            if request.path.rstrip("/").endswith("/batch"):
+            if batch:
                 result = [self._accept(message) for message in body]
             else:
                 result = self._accept(body)

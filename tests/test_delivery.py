@@ -291,11 +291,10 @@ def test_a_webhook_without_the_secret_is_refused(client, webhook_secret):
     assert ada.suppressed_at is None
 
 
-def test_a_chunk_whose_lease_was_taken_over_sends_and_records_nothing_more(archive, monkeypatch, settings):
-    """A sender that ran past its lease: another took the chunk, so this one must stop where it is."""
+def test_a_chunk_part_of_which_another_sender_took_sends_nothing_more(archive, monkeypatch):
+    """A sender that stalled past its lease: another took one of its rows, so it must stop where it is."""
     from alerts import delivery as queue
 
-    settings.DELIVERY_LEASE_SECONDS = 0  # every check renews the lease, so a takeover is seen at once
     subscribe()
     subscribe(email="bo@example.org", query="palantir")
     match_everything()
@@ -305,18 +304,93 @@ def test_a_chunk_whose_lease_was_taken_over_sends_and_records_nothing_more(archi
     real_compose = queue.compose
     taken_until = timezone.now() + timezone.timedelta(minutes=5)
 
-    def compose_while_another_sender_takes_the_chunk(delivery, hits):
+    def compose_while_another_sender_takes_one_row(delivery, hits):
         if delivery.pk == second:
-            Delivery.objects.filter(pk__in=[first, second]).update(leased_until=taken_until)
+            Delivery.objects.filter(pk=second).update(leased_until=taken_until)
         return real_compose(delivery, hits)
 
-    monkeypatch.setattr(queue, "compose", compose_while_another_sender_takes_the_chunk)
+    monkeypatch.setattr(queue, "compose", compose_while_another_sender_takes_one_row)
 
     outcome = send_due()
 
     assert outcome == {"taken": 2} and not mail.outbox
-    assert list(Delivery.objects.order_by().values_list("status", "attempts", "leased_until").distinct()) == [
-        ("pending", 0, taken_until)]
+    ours, theirs = Delivery.objects.get(pk=first), Delivery.objects.get(pk=second)
+    assert theirs.leased_until == taken_until and theirs.status == "pending"
+    # Still leased by the first sender, so nobody takes it before its lease runs out.
+    assert ours.status == "pending" and ours.leased_until > timezone.now()
+
+
+def test_rows_whose_sender_died_are_taken_one_at_a_time_and_given_up_in_the_end(archive, settings):
+    from alerts.delivery import claim_due
+
+    for email in ("ada@example.org", "bo@example.org", "cy@example.org"):
+        subscribe(email=email)
+    match_everything()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("alerts.delivery.kick", lambda count=1: None)
+        deliver_immediate()
+    settings.DELIVERY_LEASE_SECONDS = 0  # the sender dies holding the chunk, and its lease runs out at once
+
+    far_ahead = timezone.now() + timezone.timedelta(days=1)
+    first = claim_due(far_ahead)
+    again = claim_due(far_ahead)
+
+    assert len(first.ids) == 3 and len(again.ids) == 1  # one suspect at a time
+    suspect = Delivery.objects.get(pk=again.ids[0])
+    assert suspect.attempts == 2 and suspect.next_attempt_at > timezone.now()
+    Delivery.objects.update(give_up_at=timezone.now())
+    assert claim_due(far_ahead) is None
+    assert {(d.status, "its sender stopped while sending it" in d.error) for d in Delivery.objects.all()} == {
+        ("failed", True)}
+
+
+def test_a_label_with_line_breaks_and_bidi_controls_makes_a_one_line_subject(archive, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # it checks the headers
+    subscribe(label="Otters\r\nBcc: attacker@evil.example \u202eevil")
+    match_everything()
+
+    deliver_immediate()
+
+    [message] = mail.outbox
+    assert message.subject == "5 new written questions match “Otters Bcc: attacker@evil.example evil”"
+    assert Delivery.objects.get().status == "sent" and message.bcc == []
+
+
+def test_an_address_anymail_cannot_parse_is_rejected_and_the_rest_go(archive, postmark):
+    subscribe()
+    subscribe(email="not an address")
+    match_everything()
+
+    deliver_immediate()
+
+    assert postmark.to() == ["ada@example.org"]
+    rejected = Delivery.objects.get(subscriber__email="not an address")
+    assert rejected.status == "rejected" and "Invalid" in rejected.error
+
+
+def test_a_batch_postmark_refuses_whole_is_sent_one_by_one_so_only_the_culprit_waits(archive, postmark):
+    stub = postmark
+    subscribe()
+    subscribe(email="bo@example.org")
+    match_everything()
+    real = stub.handler
+
+    def refuse_batches(request):
+        from werkzeug.wrappers import Response
+
+        if request.path.endswith("/batch"):
+            return Response('{"ErrorCode": 402, "Message": "Invalid JSON"}', status=422)
+        if "bo@example.org" in request.get_data(as_text=True):
+            return Response('{"ErrorCode": 300, "Message": "Invalid \'From\' address"}', status=422)
+        return real(request)
+
+    stub.handler = refuse_batches
+
+    deliver_immediate()
+
+    assert stub.to() == ["ada@example.org"]
+    assert dict(Delivery.objects.values_list("subscriber__email", "status")) == {
+        "ada@example.org": "sent", "bo@example.org": "pending"}
 
 
 def test_retries_back_off_doubling_with_jitter_up_to_the_cap(settings):

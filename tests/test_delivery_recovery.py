@@ -95,12 +95,13 @@ def test_an_esp_outage_of_errors_then_refused_connections_loses_nothing(worker_e
 
 
 def test_a_sender_killed_three_times_mid_send_is_made_good_within_two_minutes(worker_env, esp):
-    """At the default lease and beat schedule; the ESP takes half a second a call so that kills land mid-send."""
+    """At the default lease and beat schedule; the ESP takes 5 ms a message, half a second a chunk, so that
+    kills land mid-send."""
     count = 1500
     subscribers_with_one_match_each(count)
     beat_sends_due_emails()
     stub = esp.stub
-    stub.latency = 0.5
+    stub.latency_per_message = 0.005
     env = esp_env(worker_env, esp)
     beat = start(env, beat=True)
     worker = start(env, "--concurrency=2")

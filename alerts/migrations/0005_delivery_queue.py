@@ -12,9 +12,9 @@ def schedule_sender(apps, schema_editor):
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
     PeriodicTask.objects.filter(task="alerts.resend_stale").delete()
     every, _ = IntervalSchedule.objects.get_or_create(every=10, period="seconds")
-    # A tick still queued when the next is due is dropped: a busy worker would only find nothing to send.
+    # A tick still queued a minute later is dropped: a worker that busy would only find nothing to send.
     PeriodicTask.objects.get_or_create(
-        name="Send due emails", defaults={"task": "alerts.send_due", "interval": every, "expire_seconds": 10}
+        name="Send due emails", defaults={"task": "alerts.send_due", "interval": every, "expire_seconds": 60}
     )
     # Claims taken under the old scheme said when, not until when: none is held now.
     apps.get_model("alerts", "Delivery").objects.update(leased_until=None)
@@ -69,7 +69,17 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="delivery",
             index=models.Index(
-                condition=models.Q(("status", "pending")), fields=["next_attempt_at"], name="delivery_due"
+                condition=models.Q(("leased_until", None), ("status", "pending")),
+                fields=["next_attempt_at", "id"],
+                name="delivery_due",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="delivery",
+            index=models.Index(
+                condition=models.Q(("leased_until__isnull", False), ("status", "pending")),
+                fields=["next_attempt_at", "id"],
+                name="delivery_leased",
             ),
         ),
         migrations.RunPython(schedule_sender, unschedule_sender),
