@@ -15,7 +15,6 @@ install: $(VENV)/.installed
 
 migrate: install
 	$(BIN)/python manage.py migrate --no-input
-	$(BIN)/python manage.py createcachetable
 
 sample: migrate
 	$(BIN)/python manage.py import_questions $(SAMPLES)
@@ -28,7 +27,8 @@ run: sample
 	@echo "Emails are written to var/outbox/. Press Ctrl-C to stop."
 	@echo
 	@trap 'kill 0' INT TERM EXIT; \
-	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 & \
+	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -n main@%h & \
+	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -Q poll -n poll@%h & \
 	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config beat --loglevel=INFO & \
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:8000; \
 	wait

@@ -91,8 +91,8 @@ def main() -> None:
     with app.connection_for_write() as conn:
         conn.default_channel.client.flushdb()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency=2", "--loglevel=WARNING",
-         "--without-heartbeat", "--without-gossip", "--without-mingle"],
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency=2", "-Q", "celery,poll",
+         "--loglevel=WARNING", "--without-heartbeat", "--without-gossip", "--without-mingle"],
         cwd=ROOT, env=dict(os.environ, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

@@ -193,9 +193,14 @@ SOURCE_MAX_BYTES = env.int("SOURCE_MAX_BYTES", default=20 * 1024 * 1024)
 SOURCE_MAX_RETRIES = env.int("SOURCE_MAX_RETRIES", default=4)
 SOURCE_BACKOFF_SECONDS = env.float("SOURCE_BACKOFF_SECONDS", default=2.0)
 SOURCE_MAX_RETRY_AFTER = env.float("SOURCE_MAX_RETRY_AFTER", default=120.0)
+# Wall-clock budgets: for one response to arrive in full, and for a whole poll of one source.
+SOURCE_RESPONSE_SECONDS = env.float("SOURCE_RESPONSE_SECONDS", default=60.0)
+SOURCE_POLL_SECONDS = env.float("SOURCE_POLL_SECONDS", default=240.0)
 # The API's dates are whole days: look back this far behind the cursor so nothing on the boundary is missed.
 PARLIAMENT_API_OVERLAP_DAYS = env.int("PARLIAMENT_API_OVERLAP_DAYS", default=1)
 PARLIAMENT_API_PAGE_SIZE = env.int("PARLIAMENT_API_PAGE_SIZE", default=100)
+# Pages read for one day and one date filter, whatever the API says its total is.
+PARLIAMENT_API_MAX_PAGES = env.int("PARLIAMENT_API_MAX_PAGES", default=50)
 PARLIAMENT_API_FIRST_POLL_DAYS = env.int("PARLIAMENT_API_FIRST_POLL_DAYS", default=7)
 
 LOGGING = {
@@ -213,7 +218,11 @@ MATCH_SHARDS = env.int("MATCH_SHARDS", default=1)
 MATCH_QUEUE = env.str("MATCH_QUEUE", default="")
 # Sending waits on the ESP: a queue of its own can be served by a worker with many threads.
 SEND_QUEUE = env.str("SEND_QUEUE", default="")
+# Polls wait on sources that may be slow or broken: a queue of their own, served by its own worker
+# process, so that matching and sending never wait behind them.
+POLL_QUEUE = env.str("POLL_QUEUE", default="poll")
 CELERY_TASK_ROUTES = {
+    "questions.poll_source": {"queue": POLL_QUEUE},
     **({name: {"queue": MATCH_QUEUE} for name in ("alerts.match_events", "alerts.match_shard",
                                                   "alerts.finish_match")} if MATCH_QUEUE else {}),
     **({"alerts.send_due": {"queue": SEND_QUEUE}} if SEND_QUEUE else {}),

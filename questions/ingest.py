@@ -34,6 +34,8 @@ class UpsertResult:
     updated: int = 0
     unchanged: int = 0
     events: Counter = field(default_factory=Counter)
+    # (id, reason) of each record that was not stored
+    refused: list[tuple[str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
         events = ", ".join(f"{n} {kind}" for kind, n in sorted(self.events.items())) or "no events"
@@ -81,6 +83,14 @@ def _apply(question: Question, record: QuestionRecord) -> None:
     question.refresh_search_text()
 
 
+def _owned_elsewhere(question: Question, source: Source | None) -> bool:
+    """Whether `source` must leave this question alone: it came from another source, and not from another
+    reader of the same official API (whose ids are the Parliament's own)."""
+    if source is None or question.source_id in (None, source.pk):
+        return False
+    return not (source.kind == Source.Kind.PARLIAMENT_API and question.source.kind == Source.Kind.PARLIAMENT_API)
+
+
 def upsert(records: Iterable[QuestionRecord], source: Source | None = None, alert: bool = True) -> UpsertResult:
     """Store the records in one transaction: new questions, changed questions, and their events, each once.
 
@@ -95,7 +105,9 @@ def upsert(records: Iterable[QuestionRecord], source: Source | None = None, aler
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
             existing.update(
-                (q.external_id, q) for q in Question.objects.select_for_update().filter(external_id__in=chunk)
+                (q.external_id, q)
+                for q in Question.objects.select_for_update(of=("self",)).select_related("source")
+                .filter(external_id__in=chunk)
             )
         new, changed, events = [], [], []
         for external_id, record in by_id.items():
@@ -105,6 +117,9 @@ def upsert(records: Iterable[QuestionRecord], source: Source | None = None, aler
                 _apply(question, record)
                 new.append(question)
                 events.extend(_events_for(question, None, record))
+                continue
+            if _owned_elsewhere(question, source):
+                result.refused.append((external_id, f"the id belongs to a question from {question.source}"))
                 continue
             before = {name: getattr(question, name) for name in UPDATE_FIELDS}
             _apply(question, record)

@@ -92,6 +92,7 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
         # A source's first successful poll brings its backlog (a week of the API, all of a feed):
         # that is a backfill, and alerts nobody; from then on what is new is news.
         report.landed = upsert(batch.records, source, alert=source.last_success_at is not None)
+        batch.problems.extend(report.landed.refused)
     report.problems = len(batch.problems)
     report.error = batch.error
     with transaction.atomic():
@@ -124,22 +125,25 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
     return report
 
 
+def sources_to_poll(name: str | None = None, only_due: bool = False) -> list[Source]:
+    """The enabled sources (those due, if asked), or the one of that name, enabled or not."""
+    sources = Source.objects.filter(name=name) if name else Source.objects.filter(enabled=True)
+    return [source for source in sources if not only_due or source.is_due()]
+
+
+def poll_safely(source: Source) -> PollReport:
+    """Poll one source; whatever goes wrong is recorded on it, never raised to stop another's poll."""
+    try:
+        return poll_source(source)
+    except Exception as exc:  # noqa: BLE001 - one broken source must not stop the others
+        log.exception("source poll crashed source=%s", source.name)
+        message = f"the poll failed: {type(exc).__name__}: {exc}"[:2000]
+        now = timezone.now()
+        Source.objects.filter(pk=source.pk).update(last_polled_at=now, last_error=message, last_error_at=now,
+                                                   consecutive_failures=F("consecutive_failures") + 1)
+        SourceProblem.objects.create(source=source, message=message)
+        return PollReport(source.name, error=message)
+
+
 def poll_sources(name: str | None = None, only_due: bool = False) -> list[PollReport]:
-    sources = Source.objects.filter(enabled=True)
-    if name:
-        sources = Source.objects.filter(name=name)
-    reports = []
-    for source in sources:
-        if only_due and not source.is_due():
-            continue
-        try:
-            reports.append(poll_source(source))
-        except Exception as exc:  # noqa: BLE001 - one broken source must not stop the others
-            log.exception("source poll crashed source=%s", source.name)
-            message = f"the poll failed: {type(exc).__name__}: {exc}"[:2000]
-            now = timezone.now()
-            Source.objects.filter(pk=source.pk).update(last_polled_at=now, last_error=message, last_error_at=now,
-                                                       consecutive_failures=F("consecutive_failures") + 1)
-            SourceProblem.objects.create(source=source, message=message)
-            reports.append(PollReport(source.name, error=message))
-    return reports
+    return [poll_safely(source) for source in sources_to_poll(name, only_due)]

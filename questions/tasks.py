@@ -1,7 +1,9 @@
+"""Celery tasks: thin shells around `questions.polling`."""
+
 from celery import current_app, shared_task
 
 from questions.models import Source
-from questions.polling import PollReport, poll_source, poll_sources
+from questions.polling import PollReport, poll_safely, sources_to_poll
 
 
 def _match_if_new(reports: list[PollReport]) -> None:
@@ -11,14 +13,19 @@ def _match_if_new(reports: list[PollReport]) -> None:
 
 
 @shared_task(name="questions.poll_sources")
-def poll_sources_task(name: str | None = None) -> list[str]:
-    reports = poll_sources(name, only_due=name is None)
-    _match_if_new(reports)
-    return [str(report) for report in reports]
+def poll_sources_task(name: str | None = None) -> list[int]:
+    """Each source due a poll gets a task of its own: a slow source never delays another."""
+    due = [source.pk for source in sources_to_poll(name, only_due=name is None)]
+    for source_id in due:
+        poll_source_task.delay(source_id)
+    return due
 
 
 @shared_task(name="questions.poll_source")
 def poll_source_task(source_id: int) -> str:
-    report = poll_source(Source.objects.get(pk=source_id))
+    source = Source.objects.filter(pk=source_id).first()
+    if source is None:
+        return "the source was deleted"
+    report = poll_safely(source)
     _match_if_new([report])
     return str(report)

@@ -97,8 +97,10 @@ class Worker:
         if self.beat:
             command = ["beat", "--loglevel=INFO", "--max-interval=1"]
         else:
-            command = ["worker", *self.arguments, "--loglevel=INFO", "--without-heartbeat", "--without-gossip",
-                       "--without-mingle"]
+            # The default queue and the polling one, as `make run` serves them.
+            queues = [] if "-Q" in self.arguments else ["-Q", f"celery,{settings.POLL_QUEUE}"]
+            command = ["worker", *self.arguments, *queues, "--loglevel=INFO", "--without-heartbeat",
+                       "--without-gossip", "--without-mingle"]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", *command], cwd=ROOT, env=self.env,
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
@@ -178,14 +180,6 @@ def _emails_through_anymail(request, settings):
     app.conf.task_always_eager = eager
     yield
     app.conf.task_always_eager = previous
-
-
-@pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker):
-    from django.core.management import call_command
-
-    with django_db_blocker.unblock():
-        call_command("createcachetable", verbosity=0)
 
 
 def clear_rate_limits() -> None:

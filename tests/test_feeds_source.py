@@ -51,7 +51,8 @@ def test_rss_entries_land_as_questions(httpserver):
     report = poll_source(source, client())
 
     assert not report.error
-    question = Question.objects.get(external_id="https://www.theyworkforyou.com/wrans/?id=2025-06-24.61234.h")
+    question = Question.objects.get(
+        external_id=f"feed:{source.pk}:https://www.theyworkforyou.com/wrans/?id=2025-06-24.61234.h")
     assert question.heading == "Police: Artificial Intelligence"
     assert "police use of facial recognition" in " ".join(question.question_text.split())
     assert "<b>" not in question.question_text
@@ -64,9 +65,10 @@ def test_rss_entries_land_as_questions(httpserver):
 def test_atom_entries_land_as_questions(httpserver):
     httpserver.expect_request("/atom").respond_with_data(ATOM, content_type="application/atom+xml")
 
-    poll_source(feed_source(httpserver, "/atom"), client())
+    source = feed_source(httpserver, "/atom")
+    poll_source(source, client())
 
-    question = Question.objects.get(external_id="urn:question:70001")
+    question = Question.objects.get(external_id=f"feed:{source.pk}:urn:question:70001")
     assert question.heading == "Schools: Heating" and question.url == "https://example.org/q/70001"
 
 

@@ -20,12 +20,12 @@ def _date(entry) -> dt.date | None:
     return dt.date(*parsed[:3]) if parsed else None
 
 
-def record_from_entry(entry) -> QuestionRecord:
+def record_from_entry(entry, id_prefix: str = "") -> QuestionRecord:
     guid = text(entry.get("id") or entry.get("link"))
     if not guid:
         raise RecordError("the entry has neither a guid nor a link")
     return check(QuestionRecord(
-        external_id=guid,
+        external_id=id_prefix + guid,
         heading=text(entry.get("title")),
         question_text=html.to_text(text(entry.get("summary"))),
         date_tabled=_date(entry),
@@ -49,13 +49,19 @@ def fetch(source: Source, client: PoliteClient) -> Batch:
         return Batch(not_modified=True, etag=source.etag, last_modified=source.last_modified, requests=1)
     if response.status != 200:
         raise FetchError(f"{source.url}: HTTP {response.status}")
-    batch = parse_feed(response.body, response.headers, source.url)
+    batch = parse_feed(response.body, response.headers, source.url, id_prefix=feed_id_prefix(source))
     batch.etag, batch.last_modified = response.headers.get("etag", ""), response.headers.get("last-modified", "")
     batch.requests = 1
     return batch
 
 
-def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
+def feed_id_prefix(source: Source) -> str:
+    """A feed's guids are its own: prefixed with the source, no item can take the id of an API question
+    (`<guid>9101</guid>`) or of another feed's item."""
+    return f"feed:{source.pk}:"
+
+
+def parse_feed(body: bytes, headers: dict[str, str], url: str, id_prefix: str = "") -> Batch:
     """The records of a feed document; raises FetchError when nothing at all could be read."""
     # A stream, never bytes: feedparser reads a string that looks like a path or URL as one.
     try:
@@ -70,7 +76,7 @@ def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
             raise FetchError(batch.error)
     for position, entry in enumerate(parsed.entries, start=1):
         try:
-            batch.records.append(record_from_entry(entry))
+            batch.records.append(record_from_entry(entry, id_prefix))
         except RecordError as exc:
             batch.problems.append((text(entry.get("title")) or f"entry {position}", str(exc)))
     return batch

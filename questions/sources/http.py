@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -17,6 +19,10 @@ RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 class FetchError(Exception):
     """The source could not be read; the message is what the operator sees on the source."""
+
+
+class OutOfTime(FetchError):
+    """The poll ran past its budget: what was read is kept, and the rest waits for the next poll."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class PoliteClient:
         max_retries: int | None = None,
         backoff_seconds: float | None = None,
         max_retry_after: float | None = None,
+        poll_seconds: float | None = None,
+        response_seconds: float | None = None,
     ) -> None:
         rate = requests_per_second or settings.SOURCE_REQUESTS_PER_SECOND
         self.min_interval = 1.0 / rate if rate > 0 else 0.0
@@ -62,6 +70,10 @@ class PoliteClient:
         self.max_retries = settings.SOURCE_MAX_RETRIES if max_retries is None else max_retries
         self.backoff = settings.SOURCE_BACKOFF_SECONDS if backoff_seconds is None else backoff_seconds
         self.max_retry_after = max_retry_after or settings.SOURCE_MAX_RETRY_AFTER
+        # Wall-clock budgets: a read time-out applies to each read, so a source that drips one byte at a
+        # time, or pages for ever, would otherwise hold the poll (and its worker) without end.
+        self.deadline = time.monotonic() + (poll_seconds or settings.SOURCE_POLL_SECONDS)
+        self.response_seconds = response_seconds or settings.SOURCE_RESPONSE_SECONDS
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "written-question-alerts (+" + settings.SITE_URL + ")"
         self.requests_made = 0
@@ -73,10 +85,18 @@ class PoliteClient:
             time.sleep(wait)
         self._last_request = time.monotonic()
 
+    def _time_left(self, url: str) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise OutOfTime(f"{url}: the poll ran past its budget of {settings.SOURCE_POLL_SECONDS:.0f} s; "
+                            "what was read is stored, and the next poll goes on")
+        return left
+
     def get(self, url: str, *, params: dict | None = None, headers: dict | None = None) -> Response:
         attempt = 0
         while True:
             attempt += 1
+            self._time_left(url)
             self._wait_for_turn()
             try:
                 response = self._get_once(url, params, headers)
@@ -97,18 +117,39 @@ class PoliteClient:
             if attempt > self.max_retries:
                 raise FetchError(f"{url}: {problem} (gave up after {attempt} attempts)")
             delay = delay if delay is not None else self.backoff * 2 ** (attempt - 1)
+            if delay >= self._time_left(url):
+                raise OutOfTime(f"{url}: {problem}, and no time is left in this poll to try again")
             log.info("source fetch retry url=%s problem=%r attempt=%d delay=%.2f", url, problem, attempt, delay)
             time.sleep(delay)
 
     def _get_once(self, url: str, params: dict | None, headers: dict | None) -> Response:
         self.requests_made += 1
+        budget = min(self.response_seconds, self._time_left(url))
         with self.session.get(url, params=params, headers=headers, timeout=self.timeout, stream=True) as r:
             declared = r.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > self.max_bytes:
                 raise FetchError(f"{url}: the response is {int(declared):,} bytes, over the cap of {self.max_bytes:,}")
+            # Past the budget the socket is shut, which ends a read however slowly the bytes come.
+            cut = threading.Event()
+
+            def cut_off() -> None:
+                cut.set()
+                with contextlib.suppress(ValueError, RuntimeError, OSError):  # already finished and released
+                    r.raw.shutdown()
+
+            watchdog = threading.Timer(budget, cut_off)
+            watchdog.start()
             body = bytearray()
-            for chunk in r.iter_content(chunk_size=65536):
-                body.extend(chunk)
-                if len(body) > self.max_bytes:
-                    raise FetchError(f"{url}: the response is over the cap of {self.max_bytes:,} bytes")
+            try:
+                for chunk in r.iter_content(chunk_size=65536):
+                    body.extend(chunk)
+                    if len(body) > self.max_bytes:
+                        raise FetchError(f"{url}: the response is over the cap of {self.max_bytes:,} bytes")
+            except requests.RequestException:
+                if not cut.is_set():
+                    raise
+            finally:
+                watchdog.cancel()
+            if cut.is_set():
+                raise OutOfTime(f"{url}: the response took longer than {budget:.0f} s to arrive")
             return Response(r.status_code, bytes(body), {k.lower(): v for k, v in r.headers.items()})

@@ -20,7 +20,7 @@ from questions.records import (
     text,
 )
 from questions.sources import Batch
-from questions.sources.http import FetchError, PoliteClient
+from questions.sources.http import FetchError, OutOfTime, PoliteClient
 
 LIST_PATH = "/api/writtenquestions/questions"
 # A question changes in the API when it is tabled, answered or corrected; each has its own date filter.
@@ -97,8 +97,8 @@ def _list_items(client: PoliteClient, base: str, day: dt.date, date_filter: str,
     """Every item for one day and one date filter; one day at a time because deep paging fails on the API."""
     url = base + LIST_PATH
     size = settings.PARLIAMENT_API_PAGE_SIZE
-    skip = 0
-    while True:
+    skip, seen = 0, set()
+    for _ in range(settings.PARLIAMENT_API_MAX_PAGES):
         params = {
             f"{date_filter}WhenFrom": day.isoformat(), f"{date_filter}WhenTo": day.isoformat(),
             "expandMember": "true", "includeWithdrawn": "true", "skip": skip, "take": size,
@@ -110,11 +110,18 @@ def _list_items(client: PoliteClient, base: str, day: dt.date, date_filter: str,
         results = page.get("results") if isinstance(page, dict) else None
         if not isinstance(results, list):
             raise FetchError(f"{url}: the response has no list of results")
+        # An API that ignores `skip` sends the same page again: that is the end, whatever totalResults says.
+        ids = {json.dumps(item, sort_keys=True, default=str) for item in results}
+        if results and ids <= seen:
+            raise FetchError(f"{url}: the API sent the same page again for {date_filter} on {day} (skip={skip})")
+        seen |= ids
         yield from results
         skip += len(results)
         total = page.get("totalResults")
         if not results or not isinstance(total, int) or skip >= total:
             return
+    raise FetchError(f"{url}: more than {settings.PARLIAMENT_API_MAX_PAGES} pages for {date_filter} on {day}; "
+                     "the rest waits for the next poll")
 
 
 def _detail(client: PoliteClient, base: str, api_id: int) -> Any:
@@ -154,6 +161,9 @@ def fetch(source: Source, client: PoliteClient, today: dt.date) -> Batch:
             continue
         try:
             batch.records.append(record_from_api(_detail(client, base, api_id), signature))
+        except OutOfTime as exc:
+            batch.error = str(exc)
+            break
         except (RecordError, FetchError) as exc:
             batch.problems.append((str(api_id), str(exc)))
     if not batch.error:

@@ -14,5 +14,9 @@ class Command(BaseCommand):
         if source and not Source.objects.filter(name=source).exists():
             names = ", ".join(Source.objects.values_list("name", flat=True)) or "none"
             raise CommandError(f"No source is called {source!r}. Sources: {names}")
-        for report in poll_sources(source):
+        reports = poll_sources(source)
+        for report in reports:
             self.stdout.write(str(report))
+        failed = [report.source for report in reports if report.error]
+        if failed:
+            raise CommandError(f"{len(failed)} source(s) failed: {', '.join(failed)}")
