@@ -1,6 +1,7 @@
 from django import forms
 from django.core.exceptions import ValidationError
 
+from questions.middleware import describe, unwanted_character
 from questions.models import Question
 from questions.search import QueryError, parse
 from questions.searching import Filters, departments
@@ -17,6 +18,13 @@ class QueryField(forms.CharField):
 
     def validate(self, value):
         super().validate(value)
+        position = unwanted_character(value or "")
+        if position is not None:
+            # Before parsing: the parser would take such a character for punctuation and search without it.
+            raise ValidationError(
+                f"The search contains a character that can’t be searched for ({describe(value[position])}) at "
+                f"character {position + 1}: a control character or a Unicode noncharacter. Retype the search "
+                "without it.", code="query", params={"position": position})
         if value:
             try:
                 parse(value)

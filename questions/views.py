@@ -1,16 +1,19 @@
+import re
+from dataclasses import dataclass
+
 from django.contrib.syndication.views import Feed
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.utils.feedgenerator import Atom1Feed
+from django.utils.feedgenerator import Atom1Feed, Rss201rev2Feed
 from django.utils.http import urlencode
 
 from questions.forms import SearchForm
 from questions.health import CHECKS, health
 from questions.models import Question
 from questions.records import text
-from questions.search import parse
-from questions.searching import CappedPaginator, find_question, matching
+from questions.search import Node, parse
+from questions.searching import CappedPaginator, Filters, find_question, matching
 
 PAGE_SIZE = 20
 FEED_SIZE = 50
@@ -70,34 +73,84 @@ def question_by_row(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "questions/question.html", {"question": get_object_or_404(Question, pk=pk)})
 
 
+# What XML 1.0 allows (its Char production); anything else makes a feed no reader will parse.
+XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(value):
+    """`value` with the characters XML 1.0 forbids taken out; lists and tuples of text item by item."""
+    if isinstance(value, str):
+        return XML_FORBIDDEN.sub("", value)
+    if isinstance(value, list | tuple):
+        return type(value)(xml_text(part) for part in value)
+    return value
+
+
+class XMLSafeFeedMixin:
+    """Cleans every field of the feed and of its items as they are handed to the writer: the archive holds
+    whatever its sources sent (C0 controls, U+FFFE, ...), and one such character makes the whole feed
+    unreadable, or makes Django refuse to write it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*xml_text(args), **{key: xml_text(value) for key, value in kwargs.items()})
+
+    def add_item(self, *args, **kwargs):
+        super().add_item(*xml_text(args), **{key: xml_text(value) for key, value in kwargs.items()})
+
+
+class XMLSafeRssFeed(XMLSafeFeedMixin, Rss201rev2Feed):
+    pass
+
+
+class XMLSafeAtomFeed(XMLSafeFeedMixin, Atom1Feed):
+    pass
+
+
+@dataclass(frozen=True)
+class FeedSearch:
+    """One request's search, handed from method to method as the feed's object: the Feed instance is
+    shared by every request (and thread), so it must hold nothing of any one of them."""
+
+    query: str
+    node: Node
+    filters: Filters
+
+
+class RefusedSearch(Exception):
+    """A feed's search that cannot be run: get_object can only hand Feed an object, so it raises this."""
+
+
 class SearchRSSFeed(Feed):
     """The newest results of a search, for feed readers."""
 
+    feed_type = XMLSafeRssFeed
     description_template = "questions/feed_item.html"
 
     def __call__(self, request, *args, **kwargs):
+        try:
+            return super().__call__(request, *args, **kwargs)
+        except RefusedSearch as refused:
+            return HttpResponseBadRequest(str(refused), content_type="text/plain; charset=utf-8")
+
+    def get_object(self, request, *args, **kwargs) -> FeedSearch:
         form = SearchForm(request.GET)
         if not form.is_valid() or not form.cleaned_data["q"]:
             error = form.query_error()
-            return HttpResponseBadRequest(error[0] if error else "A feed needs a search: ?q=...",
-                                          content_type="text/plain; charset=utf-8")
-        self.form = form
-        return super().__call__(request, *args, **kwargs)
+            raise RefusedSearch(error[0] if error else "A feed needs a search: ?q=...")
+        query = form.cleaned_data["q"]
+        return FeedSearch(query=query, node=parse(query), filters=form.filters())
 
-    def get_object(self, request, *args, **kwargs):
-        return self.form
+    def title(self, search: FeedSearch):
+        return f"Written questions matching {text(search.query)}"
 
-    def title(self, form):
-        return f"Written questions matching {text(form.cleaned_data['q'])}"
+    def link(self, search: FeedSearch):
+        return reverse("search") + "?" + urlencode({"q": search.query})
 
-    def link(self, form):
-        return reverse("search") + "?" + urlencode({"q": form.cleaned_data["q"]})
+    def description(self, search: FeedSearch):
+        return f"The newest written questions and answers matching the search {text(search.query)}."
 
-    def description(self, form):
-        return f"The newest written questions and answers matching the search {text(form.cleaned_data['q'])}."
-
-    def items(self, form):
-        return matching(parse(form.cleaned_data["q"]), form.filters())[:FEED_SIZE]
+    def items(self, search: FeedSearch):
+        return matching(search.node, search.filters)[:FEED_SIZE]
 
     def item_title(self, question):
         return question.heading
@@ -119,5 +172,5 @@ class SearchRSSFeed(Feed):
 
 
 class SearchAtomFeed(SearchRSSFeed):
-    feed_type = Atom1Feed
+    feed_type = XMLSafeAtomFeed
     subtitle = SearchRSSFeed.description
