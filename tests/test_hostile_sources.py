@@ -3,10 +3,8 @@ without end, no source delays another, and no feed item can overwrite a question
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import threading
 import time
 from io import StringIO
 
@@ -20,47 +18,10 @@ from questions.polling import poll_source
 from questions.records import QuestionRecord
 from tests.conftest import ROOT, wait_until
 from tests.parliament_stub import LIST_PATH
+from tests.slow_server import DrippingServer
 from tests.test_parliament_api import client, real_record, source, stub  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
-
-
-class DrippingServer:
-    """Answers every request with headers at once, then a body of one byte every `interval` seconds."""
-
-    def __init__(self, interval: float = 0.5) -> None:
-        self.interval = interval
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.stopped = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._drip, args=(connection,), daemon=True).start()
-
-    def _drip(self, connection: socket.socket) -> None:
-        with connection:
-            connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
-                               b"Content-Length: 100000\r\n\r\n")
-            while not self.stopped.is_set():
-                try:
-                    connection.sendall(b" ")
-                except OSError:
-                    return
-                time.sleep(self.interval)
-
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/feed"
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.listener.close()
 
 
 @pytest.fixture
