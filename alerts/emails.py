@@ -80,10 +80,13 @@ def _confirmation(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives
     subscriber = delivery.subscriber
     ids = delivery.payload.get("subscriptions", [])
     subscriptions = list(subscriber.subscriptions.filter(pk__in=ids))
-    link = _link("alerts:confirm", tokens.make(subscriber, tokens.CONFIRM, subscriptions=ids))
-    names = ", ".join(f"“{s.name}”" for s in subscriptions) or "your search"
+    # When it was asked for: a link asked for before an unsubscribe must not undo it.
+    asked = delivery.created_at.timestamp()
+    link = _link("alerts:confirm", tokens.make(subscriber, tokens.CONFIRM, subscriptions=ids, t=asked))
+    # No text a stranger typed in the subject: anyone can have a confirmation sent to any address.
+    count = f"{len(subscriptions)} alerts" if len(subscriptions) > 1 else "your alert"
     return _message(delivery, "confirmation", {"subscriptions": subscriptions, "confirm_url": link},
-                    f"Confirm your written question alert for {names}")
+                    f"Confirm {count} for written questions")
 
 
 def _manage_link(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:

@@ -106,23 +106,29 @@ def sign_up(email: str, query: str, *, frequency: str, alert_on: str, label: str
         _queue(subscriber, Delivery.Kind.CONFIRMATION, subscriptions=[existing.pk])
 
 
-def confirm(link: Link) -> Subscriber:
-    """Confirm the subscriber and the alerts their link was sent for."""
+def confirm(link: Link) -> bool:
+    """Confirm the subscriber and those of the alerts the link was sent for that are still unconfirmed.
+
+    False, changing nothing, when the address unsubscribed from everything after the link was asked for:
+    an old link must not undo that. A link asked for after unsubscribing (coming back) lifts it, and
+    turns back on the alerts it names, which the unsubscribe had paused."""
     subscriber = link.subscriber
+    asked_at = dt.datetime.fromtimestamp(float(link.data.get("t", 0)), tz=dt.UTC)
     now = timezone.now()
     with transaction.atomic():
+        subscriber = Subscriber.objects.select_for_update().get(pk=subscriber.pk)
         if subscriber.suppressed_reason in NEVER_EMAIL:
-            return subscriber
+            return False
+        named = subscriber.subscriptions.filter(pk__in=link.data.get("subscriptions", []))
         if subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED:
+            if subscriber.suppressed_at >= asked_at:
+                return False
             subscriber.suppressed_at, subscriber.suppressed_reason = None, ""
+            named.filter(paused=True).update(paused=False, updated_at=now)
         subscriber.confirmed_at = subscriber.confirmed_at or now
         subscriber.save(update_fields=["confirmed_at", "suppressed_at", "suppressed_reason"])
-        # Exactly the alerts the email named come on; others stopped by "unsubscribe from everything"
-        # stay paused until their owner resumes them.
-        named = subscriber.subscriptions.filter(pk__in=link.data.get("subscriptions", []))
         named.filter(confirmed_at__isnull=True).update(confirmed_at=now, updated_at=now)
-        named.filter(paused=True).update(paused=False, updated_at=now)
-    return subscriber
+    return True
 
 
 def request_manage_link(email: str) -> None:

@@ -100,8 +100,9 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
     except tokens.LinkError as error:
         return _bad_link(request, error)
     if request.method == "POST":
-        subscriber = subscribing.confirm(link)
-        return redirect("alerts:manage", token=tokens.make(subscriber, tokens.MANAGE))
+        if not subscribing.confirm(link):
+            return render(request, "alerts/bad_link.html", {"reason": "superseded", "form": EmailForm()}, status=400)
+        return redirect("alerts:manage", token=tokens.make(link.subscriber, tokens.MANAGE))
     subscriptions = link.subscriber.subscriptions.filter(pk__in=link.data.get("subscriptions", []))
     return render(request, "alerts/confirm.html", {"subscriptions": subscriptions})
 

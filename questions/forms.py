@@ -1,3 +1,5 @@
+import unicodedata
+
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -18,12 +20,15 @@ class QueryField(forms.CharField):
 
     def validate(self, value):
         super().validate(value)
-        position = unwanted_character(value or "")
+        # Format characters too (a right-to-left override, say): a search is read by people as well.
+        found = [unwanted_character(value or ""),
+                 next((i for i, c in enumerate(value or "") if unicodedata.category(c) == "Cf"), None)]
+        position = min((p for p in found if p is not None), default=None)
         if position is not None:
             # Before parsing: the parser would take such a character for punctuation and search without it.
             raise ValidationError(
                 f"The search contains a character that can’t be searched for ({describe(value[position])}) at "
-                f"character {position + 1}: a control character or a Unicode noncharacter. Retype the search "
+                f"character {position + 1}: a control, format or Unicode noncharacter. Retype the search "
                 "without it.", code="query", params={"position": position})
         if value:
             try:

@@ -363,3 +363,50 @@ def test_the_did_you_mean_link_on_the_edit_page_fills_in_the_suggestion(client):
     page = client.get(edit, {"q": "prisons OR taser"})
 
     assert 'value="prisons OR taser"' in page.content.decode()
+
+
+def test_an_old_confirmation_link_cannot_undo_unsubscribing_from_everything(client):
+    sign_up(client)
+    confirm = link_in(mail.outbox[-1], "/alerts/confirm/")
+    client.post(confirm)
+    subscriber = Subscriber.objects.get()
+    Client(enforce_csrf_checks=True).post(f"/unsubscribe/{tokens.make(subscriber, tokens.UNSUBSCRIBE)}/")
+
+    replayed = client.post(confirm)  # still within its seven days
+
+    assert replayed.status_code == 400 and "unsubscribed from everything after the link" in replayed.content.decode()
+    subscriber.refresh_from_db()
+    assert subscriber.suppressed_reason == "unsubscribed"
+    assert list(subscriber.subscriptions.values_list("paused", flat=True)) == [True]
+
+
+def test_a_confirmation_link_confirms_only_what_is_unconfirmed_and_leaves_a_pause_alone(client):
+    sign_up(client)
+    confirm = link_in(mail.outbox[-1], "/alerts/confirm/")
+    client.post(confirm)
+    Subscription.objects.update(paused=True)  # paused on the manage page afterwards
+
+    client.post(confirm)
+
+    assert Subscription.objects.get().paused is True
+
+
+def test_confirmation_subjects_carry_nothing_a_stranger_typed(client):
+    sign_up(client, q="police", label="Claim your prize at evil.example")
+    sign_up(client, q="palantir", label="Your account is locked: reply with your password")
+
+    subjects = [m.subject for m in mail.outbox]
+    assert subjects == ["Confirm your alert for written questions"] * 2
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("label", "Otters\r\nBcc: attacker@evil.example", "a character that can’t be used in it (U+000D)"),
+    ("label", "\u202eevil", "(U+202E) at character 1: a name is plain text on one line"),
+    ("q", "police \u202etaser", "(U+202E) at character 8"),
+    ("label", "x" * 101, "at most 100 characters"),
+])
+def test_names_and_searches_are_plain_one_line_text(client, field, value, message):
+    response = sign_up(client, **{field: value})
+
+    assert response.status_code == 400 and message in response.content.decode()
+    assert not Subscription.objects.exists() and not mail.outbox
