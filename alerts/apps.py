@@ -13,4 +13,5 @@ class AlertsConfig(AppConfig):
         tracking.connect(record_tracking_event, dispatch_uid="alerts.record_tracking_event")
         # Registered in every process, not only workers: a web request that queues an email wakes the
         # sender by the task's name.
+        import alerts.checks  # noqa: F401
         import alerts.tasks  # noqa: F401

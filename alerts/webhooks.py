@@ -1,10 +1,20 @@
-"""What ESPs tell us through Anymail's tracking webhooks: bounces and complaints stop all email."""
+"""What ESPs tell us through Anymail's tracking webhooks: bounces and complaints stop all email.
+
+Only the tracking webhook of the ESP that sends our email is served, and only with a secret (or the
+ESP's signing key) configured: a webhook anyone could post to would let anyone silence any address.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 
+import anymail.urls
 from anymail.signals import AnymailTrackingEvent
+from django.conf import settings
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.views.decorators.csrf import csrf_exempt
 
 from alerts.models import Delivery, Subscriber, WebhookEvent
 
@@ -30,3 +40,38 @@ def record_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **
             subscriber.suppress(reason)
         log.info("address suppressed esp=%s event=%s recipient_known=%s", esp_name, event.event_type,
                  Subscriber.objects.filter(email__iexact=recipient).exists())
+
+
+def configured_esp() -> str | None:
+    """The Anymail ESP that sends our email (as in its webhook addresses: "postmark"), or None."""
+    found = re.fullmatch(r"anymail\.backends\.(\w+)\.EmailBackend", settings.EMAIL_BACKEND)
+    return found.group(1) if found and found.group(1) not in {"test", "console"} else None
+
+
+def webhook_secured(esp: str) -> bool:
+    """A shared secret (HTTP basic auth), or the ESP's own signing key, is configured."""
+    options = getattr(settings, "ANYMAIL", {}) or {}
+    signing = re.compile(rf"{esp.upper()}_\w*(SIGNING|WEBHOOK_KEY)\w*")
+    return bool(options.get("WEBHOOK_SECRET")) or any(signing.fullmatch(k) and v for k, v in options.items())
+
+
+def _anymail_view(esp: str):
+    for pattern in anymail.urls.urlpatterns:
+        if str(pattern.pattern) == f"{esp}/tracking/":
+            return pattern.callback
+    return None
+
+
+@csrf_exempt
+def tracking_webhook(request: HttpRequest, esp: str) -> HttpResponse:
+    view = _anymail_view(esp)
+    if esp != configured_esp() or not webhook_secured(esp) or view is None:
+        raise Http404("no such webhook")
+    try:
+        # All of a payload's events or none: a malformed one further down must leave nothing half done.
+        with transaction.atomic():
+            return view(request)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        # What the ESP sent cannot be read (not JSON, not an object, not UTF-8): the sender's fault.
+        log.warning("webhook refused esp=%s error=%r", esp, f"{type(exc).__name__}: {exc}"[:200])
+        return HttpResponseBadRequest("The payload cannot be read.")

@@ -2,11 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 
 from alerts.overview import overview_page
+from alerts.webhooks import tracking_webhook
 
 urlpatterns = [
     path("admin/overview/", overview_page, name="admin-overview"),
     path("admin/", admin.site.urls),
     path("", include("alerts.urls")),
-    path("anymail/", include("anymail.urls")),
+    path("anymail/<slug:esp>/tracking/", tracking_webhook, name="tracking-webhook"),
     path("", include("questions.urls")),
 ]

@@ -1,0 +1,21 @@
+"""Checks run at start-up (and by `manage.py check --deploy`): settings the site must not run without."""
+
+from __future__ import annotations
+
+from django.core.checks import Error, register
+
+from alerts.webhooks import configured_esp, webhook_secured
+
+
+@register()
+def webhooks_need_a_secret(app_configs, **kwargs) -> list[Error]:
+    esp = configured_esp()
+    if esp is None or webhook_secured(esp):
+        return []
+    return [Error(
+        f"Email goes through {esp}, but its tracking webhook has no secret: anyone could post a forged bounce "
+        "and silence any address.",
+        hint=f"Set ANYMAIL_WEBHOOK_SECRET=user:long-random-password (and give {esp} the webhook URL with those "
+             f"credentials), or the ESP's signing key (e.g. ANYMAIL_{esp.upper()}_WEBHOOK_SIGNING_KEY).",
+        id="alerts.E001",
+    )]
