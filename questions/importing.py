@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from questions.records import QuestionRecord, RecordError, from_normalised
+from questions.records import QuestionRecord, RecordError, from_normalised, text, unstorable
 from questions.sources.parliament import record_from_api
+
+BOM = b"\xef\xbb\xbf"
+REPAIRED = "characters that cannot be stored (lone surrogates, noncharacters, control characters) were removed"
+
+
+class NotJSON(RecordError):
+    """A line that is not JSON: its message is a predicate, "is not valid JSON: ...", for the line's number."""
+
+
+@dataclass
+class Reading:
+    """What a file holds: the records to store, and (where, reason) for each item refused or repaired."""
+
+    records: list[QuestionRecord] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    repaired: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _items(data: Any) -> Iterator[Any]:
@@ -25,26 +42,97 @@ def _is_api_record(item: Any) -> bool:
     return isinstance(item, dict) and ("value" in item or "questionText" in item)
 
 
-def read_records(path: Path) -> tuple[list[QuestionRecord], list[tuple[str, str]]]:
-    """Every record of a JSON or JSONL file, and (position, reason) for each that was refused."""
-    raw = path.read_text(encoding="utf-8")
+def _ident(item: Any) -> str:
+    if isinstance(item, dict) and isinstance(item.get("value"), dict):
+        item = item["value"]
+    ident = item.get("id") if isinstance(item, dict) else None
+    if not isinstance(ident, str | int) or isinstance(ident, bool):
+        return ""
+    return " ".join(text(ident).split())[:100]
+
+
+def _decode(line: bytes) -> tuple[str, str]:
+    """The line as text, and what was wrong with its bytes: one bad byte costs one character, not the file."""
     try:
-        documents = [json.loads(raw)]
-    except ValueError:
-        documents = []
-        for number, line in enumerate(raw.splitlines(), start=1):
-            if line.strip():
-                try:
-                    documents.append(json.loads(line))
-                except ValueError as exc:
-                    documents.append(RecordError(f"line {number} is not valid JSON: {exc}"))
-    records, problems = [], []
-    for position, item in enumerate((i for doc in documents for i in _items(doc)), start=1):
+        return line.decode("utf-8"), ""
+    except UnicodeDecodeError as exc:
+        first, count, at = exc, 0, 0
+    while True:
         try:
-            if isinstance(item, RecordError):
-                raise item
-            records.append(record_from_api(item) if _is_api_record(item) else from_normalised(item))
+            line[at:].decode("utf-8")
+            break
+        except UnicodeDecodeError as exc:
+            count, at = count + 1, at + exc.end
+    what = (f"byte 0x{line[first.start]:02x} at column {first.start + 1} is" if count == 1 else
+            f"{count} runs of bytes, the first 0x{line[first.start]:02x} at column {first.start + 1}, are")
+    return line.decode("utf-8", errors="replace"), f"{what} not UTF-8 and replaced with U+FFFD"
+
+
+def _record(item: Any) -> QuestionRecord:
+    if isinstance(item, RecordError):
+        raise item
+    try:
+        return record_from_api(item) if _is_api_record(item) else from_normalised(item)
+    except RecordError:
+        raise
+    except (RecursionError, ValueError, TypeError) as exc:
+        raise RecordError(f"the record cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def read_records(path: Path) -> Reading:
+    """Every record of a JSON document or a JSONL file; one bad line or record never loses the others."""
+    raw = path.read_bytes()
+    if raw.startswith(BOM):
+        raw = raw[len(BOM):]
+    lines = [_decode(line) for line in raw.split(b"\n")]
+    reading = Reading()
+    try:
+        document = json.loads("\n".join(line for line, _ in lines))
+    except (ValueError, RecursionError):
+        entries = _lines(lines)
+    else:
+        # One document: a record cannot be traced to a line, so bad bytes are reported by line alone.
+        reading.repaired.extend((f"line {number}", bad) for number, (_, bad) in enumerate(lines, start=1) if bad)
+        entries = [(f"record {position}", item, "") for position, item in enumerate(_flatten(document), start=1)]
+    for where, item, bad in entries:
+        ident = _ident(item)
+        where = where + (f" (id {ident})" if ident else "")
+        if bad:
+            reading.repaired.append((where, bad))
+        try:
+            reading.records.append(_record(item))
+        except NotJSON as exc:
+            reading.refused.append(("", f"{where} {exc}"))
+            continue
         except RecordError as exc:
-            ident = item.get("id") if isinstance(item, dict) else None
-            problems.append((f"record {position}" + (f" (id {ident})" if ident else ""), str(exc)))
-    return records, problems
+            reading.refused.append((where, str(exc)))
+            continue
+        if unstorable(item):
+            reading.repaired.append((where, REPAIRED))
+    return reading
+
+
+def _flatten(document: Any) -> list[Any]:
+    try:
+        return list(_items(document))
+    except RecursionError:
+        return [RecordError("the lists in it are nested too deeply")]
+
+
+def _lines(lines: list[tuple[str, str]]) -> list[tuple[str, Any, str]]:
+    """(where, item, what was wrong with the line's bytes) for each item of each line of a JSONL file."""
+    entries = []
+    for number, (line, bad) in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            items = _flatten(json.loads(line))
+        except (ValueError, RecursionError) as exc:
+            items = [NotJSON(f"is not valid JSON: {exc}")]
+        if len(items) == 1:
+            entries.append((where, items[0], bad))
+        else:
+            entries.extend((f"{where}, record {position}", item, bad if position == 1 else "")
+                           for position, item in enumerate(items, start=1))
+    return entries

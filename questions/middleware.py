@@ -9,12 +9,12 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
-# The 66 Unicode noncharacters: U+FDD0-U+FDEF and the last two code points of every plane.
-NONCHARACTERS = "\ufdd0-\ufdef" + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}"
-                                          for plane in range(17))
-# Tab, line feed and carriage return can come from a pasted search, so only text fields let them through.
-UNWANTED_IN_TEXT = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff{NONCHARACTERS}]")
-UNWANTED_IN_PATH = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{NONCHARACTERS}]")
+from questions.records import UNSTORABLE, UNSTORABLE_CHARACTERS
+
+# What no stored text may hold (controls, lone surrogates, noncharacters) may not come in either; a path
+# has no use for tab, newline or carriage return, which a pasted search may hold.
+UNWANTED_IN_TEXT = UNSTORABLE
+UNWANTED_IN_PATH = re.compile(f"[\t\n\r{UNSTORABLE_CHARACTERS}]")
 
 
 def unwanted_character(value: str) -> int | None:

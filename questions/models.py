@@ -8,6 +8,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from questions.records import web_url
 from questions.search import FIELDS, document
 
 URL_SAFE_KEY = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -154,14 +155,26 @@ class Question(models.Model):
 
     @property
     def official_url(self) -> str:
-        if self.url:
-            return self.url
+        # Checked again here, not only when stored: rows stored before the check are rendered as links too.
+        url = web_url(self.url)
+        if url:
+            return url
         if self.date_tabled and self.uin:
             return (
                 "https://questions-statements.parliament.uk/written-questions/detail/"
                 f"{self.date_tabled.isoformat()}/{self.uin}"
             )
         return ""
+
+    @property
+    def attachment_links(self) -> list[dict[str, str]]:
+        """Each attachment's title and its address if that is on the web, else "": the only way to render them."""
+        links = []
+        for attachment in self.attachments if isinstance(self.attachments, list) else []:
+            if isinstance(attachment, dict):
+                title = attachment.get("title")
+                links.append({"title": title if isinstance(title, str) else "", "url": web_url(attachment.get("url"))})
+        return [link for link in links if link["title"] or link["url"]]
 
 
 class QuestionEvent(models.Model):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from questions import html
 
@@ -51,7 +53,7 @@ class QuestionRecord:
 MAX_LENGTHS = {
     "external_id": 500, "uin": 50, "house": 20, "asking_member_name": 200, "asking_member_party": 200,
     "asking_member_constituency": 200, "answering_body_name": 200, "answering_member_name": 200,
-    "answering_member_role": 300, "url": 500,
+    "answering_member_role": 300, "url": 500, "list_signature": 64,
 }
 
 
@@ -83,15 +85,97 @@ def optional_int(value: Any, name: str) -> int | None:
     return number
 
 
-# Control characters mean nothing in a question; PostgreSQL refuses NUL and XML feeds refuse the rest.
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What a question cannot hold: PostgreSQL cannot encode lone surrogates (which valid JSON can escape) and
+# refuses NUL, XML feeds and emails refuse other controls and noncharacters, and none of them mean anything
+# here. Tab, newline and carriage return stay: they separate the words and paragraphs of a text.
+UNSTORABLE_CHARACTERS = (
+    r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"\\U{(plane << 16) | 0xFFFE:08x}\\U{(plane << 16) | 0xFFFF:08x}" for plane in range(17))
+)
+UNSTORABLE = re.compile(f"[{UNSTORABLE_CHARACTERS}]")
+
+
+def clean(value: str) -> str:
+    return UNSTORABLE.sub("", value)
 
 
 def text(value: Any) -> str:
-    return "" if value is None else CONTROL.sub("", str(value)).strip()
+    return "" if value is None else clean(str(value)).strip()
+
+
+def cleaned(value: Any) -> Any:
+    """The value with every string in it cleaned, however deep in lists and dicts."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, list):
+        return [cleaned(item) for item in value]
+    if isinstance(value, dict):
+        return {cleaned(key): cleaned(item) for key, item in value.items()}
+    return value
+
+
+def unstorable(value: Any) -> bool:
+    """Whether any string in the value, however deep, holds something `clean` would remove."""
+    if isinstance(value, str):
+        return UNSTORABLE.search(value) is not None
+    if isinstance(value, list):
+        return any(unstorable(item) for item in value)
+    if isinstance(value, dict):
+        return any(unstorable(key) or unstorable(item) for key, item in value.items())
+    return False
+
+
+def web_url(value: Any) -> str:
+    """The address if it is on the web (http or https), else "": anything else in an href can run script."""
+    url = value.strip() if isinstance(value, str) else ""
+    if not url.lower().startswith(("http://", "https://")):
+        return ""
+    try:
+        return url if urlsplit(url).netloc else ""
+    except ValueError:
+        return ""
+
+
+def _attachments(attachments: list) -> list[dict[str, str]]:
+    # An attachment whose address is not on the web keeps its title: the title still says what was attached.
+    kept = []
+    for attachment in attachments:
+        if not isinstance(attachment, dict):
+            continue
+        attachment = {**attachment, "url": web_url(attachment.get("url"))}
+        if attachment.get("title") or attachment["url"]:
+            kept.append(attachment)
+    return kept
+
+
+def _clean_html(value: str) -> str:
+    # Removing a character from sanitised HTML can make what the sanitiser let by as harmless dangerous
+    # (href="ja&#1;vascript:..." becomes javascript:), so it is sanitised again until cleaning removes nothing;
+    # each round removes a character, so this ends.
+    while True:
+        value = html.sanitise(value)
+        if not unstorable(value):
+            return value
+        value = clean(value)
 
 
 def check(record: QuestionRecord) -> QuestionRecord:
+    """The record with every string cleaned and every address on the web, or RecordError if it cannot be stored."""
+    changes = {}
+    for name in (f.name for f in dataclasses.fields(record)):
+        value = getattr(record, name)
+        if unstorable(value):
+            changes[name] = cleaned(value)
+    if "answer_html" in changes:
+        changes["answer_html"] = _clean_html(changes["answer_html"])
+    url = web_url(changes.get("url", record.url))
+    if url != record.url:
+        changes["url"] = url
+    attachments = _attachments(changes.get("attachments", record.attachments))
+    if attachments != record.attachments:
+        changes["attachments"] = attachments
+    if changes:
+        record = dataclasses.replace(record, **changes)
     if not record.external_id:
         raise RecordError("the record has no id")
     for name, limit in MAX_LENGTHS.items():

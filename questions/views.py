@@ -158,9 +158,6 @@ class SearchRSSFeed(Feed):
     def item_link(self, question):
         return question.get_absolute_url()
 
-    def item_guid(self, question):
-        return question.official_url or question.external_id
-
     def item_pubdate(self, question):
         return question.created_at
 

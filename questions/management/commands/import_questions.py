@@ -19,8 +19,13 @@ class Command(BaseCommand):
         for path in files:
             if not path.exists():
                 raise CommandError(f"{path}: no such file")
-            records, problems = read_records(path)
-            for where, reason in problems:
-                self.stderr.write(f"{path}: {where} skipped: {reason}")
-            result = upsert(records, alert=alert)
+            try:
+                reading = read_records(path)
+            except OSError as exc:
+                raise CommandError(f"{path}: {exc.strerror or exc}") from None
+            for where, reason in reading.repaired:
+                self.stderr.write(f"{path}: {where} repaired: {reason}")
+            for where, reason in reading.refused:
+                self.stderr.write(f"{path}: {where + ' ' if where else ''}skipped: {reason}")
+            result = upsert(reading.records, alert=alert)
             self.stdout.write(f"{path}: {result}")
