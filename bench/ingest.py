@@ -1,8 +1,12 @@
-"""How fast questions are ingested from the Written Questions API, network excluded.
+"""How fast questions are ingested from the Written Questions API, network excluded, and how polls of
+hostile sources end.
 
 Serves N generated questions (the real detail record's shape, varied) from a local stub of the API,
 runs the real poller against it, and prints a table: the time spent fetching (HTTP on loopback and
-parsing) and the time spent storing, and questions per second for each.
+parsing) and the time spent storing, and questions per second for each. A second table polls, three
+times each, sources that misbehave: an API whose every tenth record holds text that cannot be stored
+(a lone surrogate), a feed that sends one byte every half second, an API that ignores `skip` and
+claims a billion results, and one that has a new page for ever; each poll must end within its budget.
 
     .venv/bin/python bench/ingest.py [--sizes 1000 10000] [--database-url postgres://...]
 
@@ -106,6 +110,63 @@ def run(n: int) -> dict[str, float]:
     }
 
 
+def hostile(kind: str, response_seconds: float) -> dict[str, float]:
+    """One poll of a misbehaving source through the real poller: seconds, records landed, and error."""
+    import json
+    import threading
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Response
+
+    from questions.models import Question, Source
+    from questions.polling import poll_source
+    from questions.sources.http import PoliteClient
+    from tests.parliament_stub import LIST_PATH, ParliamentStub, wsgi_app
+    from tests.slow_server import DrippingServer
+
+    Question.objects.all().delete()
+    today = dt.date.today()
+    drip = server = None
+    if kind == "dripping feed":
+        drip = DrippingServer()
+        source = Source.objects.create(name=f"bench-{time.time()}", kind="feed", url=drip.url())
+    else:
+        stub = ParliamentStub()
+        for i, value in enumerate(generate(1000, today)):
+            if kind == "poison records" and i % 10 == 0:
+                value["heading"] = "Otters \ud800 two"
+            stub.put(value)
+        served = iter(range(1, 10**9))
+
+        def app(environ, start_response):
+            from werkzeug.wrappers import Request
+
+            request = Request(environ)
+            if kind == "poison records" or request.path != LIST_PATH:
+                return wsgi_app(stub)(environ, start_response)
+            value = generate(1, today)[0] | {"id": 3_000_000 + next(served)}
+            first = {"totalResults": 10**9, "results": [{"value": generate(1, today)[0]}]}
+            page = first if kind == "API repeating its page" else {"totalResults": 10**9, "results": [{"value": value}]}
+            return Response(json.dumps(page), content_type="application/json")(environ, start_response)
+
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        source = Source.objects.create(name=f"bench-{time.time()}", kind="api", cursor=today,
+                                       url=f"http://127.0.0.1:{server.server_port}")
+    from django.test.utils import override_settings
+
+    with override_settings(PARLIAMENT_API_OVERLAP_DAYS=0, SOURCE_RESPONSE_SECONDS=response_seconds):
+        started = time.perf_counter()
+        report = poll_source(source, PoliteClient(requests_per_second=100_000, max_retries=0))
+        seconds = time.perf_counter() - started
+    for running in (drip, server):
+        if running:
+            running.shutdown() if running is server else running.stop()
+    landed = report.landed.created if report.landed else 0
+    source.delete()
+    return {"seconds": seconds, "landed": landed, "error": report.error}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -122,6 +183,21 @@ def main() -> None:
         r = run(n)
         print(f"{n:>9} {r['requests']:>8} {r['fetch_s']:>8.2f} {r['store_s']:>8.2f} {n / r['store_s']:>10.0f} "
               f"{n / (r['fetch_s'] + r['store_s']):>14.0f} {r['repoll_s']:>9.2f}")
+
+    import statistics
+
+    from django.conf import settings
+
+    response_seconds = 5.0
+    print(f"\nhostile sources, three polls each: median (min-max); budgets {response_seconds:.0f} s a response, "
+          f"{settings.SOURCE_POLL_SECONDS:.0f} s a poll, {settings.PARLIAMENT_API_MAX_PAGES} pages")
+    print(f"{'source':>24} {'poll s':>18} {'landed':>7} {'good records/s':>15}  how it ended")
+    for kind in ("poison records", "dripping feed", "API repeating its page", "API with endless pages"):
+        runs = [hostile(kind, response_seconds) for _ in range(3)]
+        seconds = [r["seconds"] for r in runs]
+        rate = statistics.median(r["landed"] / r["seconds"] for r in runs)
+        print(f"{kind:>24} {statistics.median(seconds):>6.2f} ({min(seconds):.2f}-{max(seconds):.2f}) "
+              f"{runs[0]['landed']:>7} {rate:>15.0f}  {(runs[0]['error'] or 'completed')[-70:]}")
 
 
 if __name__ == "__main__":
