@@ -187,24 +187,26 @@ def _sections(delivery: Delivery, hits: list[Hit]) -> list[Section]:
     return sections
 
 
-def _alert_subject(delivery: Delivery, sections: list[Section]) -> str:
-    count = sum(len(s.items) + s.more for s in sections)
-    questions = f"{count} written question{'s' if count != 1 else ''}"
+def _alert_subject(delivery: Delivery, sections: list[Section], questions: int) -> str:
+    """The subject, counting each question once however many alerts it matched."""
+    plural = questions != 1
     target = f"“{sections[0].subscription.name}”" if len(sections) == 1 else f"{len(sections)} of your alerts"
+    news = f"{'new ' if delivery.kind == Delivery.Kind.IMMEDIATE else ''}written question{'s' if plural else ''}"
+    matched = f"{questions} {news} {'match' if plural else 'matches'} {target}"
     if delivery.kind == Delivery.Kind.IMMEDIATE:
-        return f"{count} new written question{'s' if count != 1 else ''} match{'es' if count == 1 else ''} {target}"
+        return matched
     today = timezone.localdate()
     if delivery.kind == Delivery.Kind.DAILY:
-        return f"Daily digest, {today:%-d %B %Y}: {questions} match {target}"
+        return f"Daily digest, {today:%-d %B %Y}: {matched}"
     start = today - dt.timedelta(days=7)
-    return f"Weekly digest, {start:%-d %B} to {today:%-d %B %Y}: {questions} match {target}"
+    return f"Weekly digest, {start:%-d %B} to {today:%-d %B %Y}: {matched}"
 
 
 def _alert(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
     sections = _sections(delivery, hits)
     if not sections:
         raise NothingToSend(f"delivery {delivery.pk} carries no matches")
-    subject = _alert_subject(delivery, sections)
+    subject = _alert_subject(delivery, sections, len({hit.question.pk for hit in hits}))
     everything = unsubscribe_url(delivery.subscriber)
     host = urlsplit(settings.SITE_URL).hostname or "localhost"
     headers = {

@@ -70,6 +70,10 @@ def test_an_immediate_alert_lists_the_matching_questions_with_headers_and_links(
     assert "https://alerts.example.org/alerts/manage/" in message.body
     assert "Stop this alert: https://alerts.example.org/unsubscribe/" in message.body
     assert "Police: Artificial Intelligence" in message.body
+    # The sample questions have no UIN: each still links to its own page, in both parts.
+    assert re.search(r'<a href="https://alerts\.example\.org/questions/seed-\d+/"[^>]*>Police', html)
+    assert html.count('href="https://alerts.example.org/"') == 0
+    assert message.body.count("Read it: https://alerts.example.org/questions/seed-") == 5
     delivery = Delivery.objects.get(kind="immediate")
     assert delivery.status == "sent" and delivery.matches.count() == Match.objects.count()
     assert abs(Subscription.objects.get().last_sent_at - delivery.sent_at).total_seconds() < 5
@@ -442,3 +446,22 @@ def test_an_address_the_esp_refuses_for_good_is_not_retried_and_holds_nothing_ba
     assert statuses == {"ada@example.org": "sent", "bo@example.org": "rejected", "cy@example.org": "sent"}
     rejected = Delivery.objects.get(status="rejected")
     assert rejected.attempts == 1 and "inactive" in rejected.error
+
+
+def test_subjects_count_each_question_once_with_the_right_grammar(archive):
+    subscribe(query='"facial recognition"')
+    subscribe(query="police")  # matches the same questions, and more
+    subscribe(email="bo@example.org", query='heading:"stun guns"', frequency="daily")
+    match_everything()
+
+    deliver_immediate()
+    deliver_digest("daily")
+
+    ada, bo = sorted(mail.outbox, key=lambda m: m.to)
+    from questions.models import Question
+    from questions.search import matches as matches_node
+
+    either = [q for q in Question.objects.all() if matches_node(parse('"facial recognition" OR police'),
+                                                               q.search_document())]
+    assert ada.subject == f"{len(either)} new written questions match 2 of your alerts"
+    assert bo.subject.endswith(": 1 written question matches “heading:\"stun guns\"”")
