@@ -53,9 +53,15 @@ class SubscriptionForm(forms.ModelForm):
         fields = ("subscriber", "query", "label", "frequency", "alert_on", "paused", "confirmed_at",
                   "created_at", "last_sent_at")
 
-    def save(self, commit=True):
-        self.instance.canonical_query = canonical(parse(self.cleaned_data["query"]))
-        return super().save(commit)
+    def clean(self):
+        cleaned = super().clean()
+        subscriber, query = cleaned.get("subscriber"), cleaned.get("query")
+        if subscriber and query:
+            self.instance.canonical_query = canonical(parse(query))
+            others = subscriber.subscriptions.exclude(pk=self.instance.pk)
+            if others.filter(canonical_query=self.instance.canonical_query).exists():
+                raise forms.ValidationError("This subscriber already has an alert for this search.")
+        return cleaned
 
 
 @admin.register(Subscription)
@@ -73,7 +79,7 @@ class MatchAdmin(admin.ModelAdmin):
     list_display = ("subscription", "event", "created_at", "delivery")
     list_filter = (("delivery", admin.EmptyFieldListFilter),)
     raw_id_fields = ("subscription", "event", "delivery")
-    list_select_related = ("subscription", "event__question", "delivery")
+    list_select_related = ("subscription", "event__question", "delivery__subscriber")
 
 
 @admin.register(Delivery)

@@ -1,35 +1,51 @@
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from questions.models import Question, QuestionEvent, Source, SourceProblem
 from questions.tasks import poll_source_task
 
+RECENT_PROBLEMS = 20
 
-class SourceProblemInline(admin.TabularInline):
-    model = SourceProblem
-    extra = 0
-    can_delete = True
-    readonly_fields = ("created_at", "record_id", "message")
-    ordering = ("-created_at",)
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).order_by("-created_at")
+@admin.register(SourceProblem)
+class SourceProblemAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "source", "record_id", "message")
+    list_filter = ("source",)
+    search_fields = ("record_id", "message")
+    list_select_related = ("source",)
+    readonly_fields = ("source", "created_at", "record_id", "message")
 
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request):
         return False
 
 
 @admin.register(Source)
 class SourceAdmin(admin.ModelAdmin):
-    list_display = ("name", "kind", "enabled", "last_polled_at", "last_success_at", "consecutive_failures",
-                    "short_error")
+    list_display = ("name", "kind", "enabled", "state", "last_polled_at", "last_success_at", "short_error")
     list_filter = ("kind", "enabled")
-    readonly_fields = ("last_polled_at", "last_success_at", "last_error", "last_error_at", "consecutive_failures")
-    inlines = [SourceProblemInline]
+    readonly_fields = ("state", "last_polled_at", "last_success_at", "last_error", "last_error_at",
+                       "consecutive_failures", "recent_problems")
     actions = ["poll_now"]
+
+    @admin.display(description="state")
+    def state(self, source):
+        # Enabled is not the same as working: a source failing poll after poll says so where it is listed.
+        if source.consecutive_failures:
+            return f"FAILING: {source.consecutive_failures} poll(s) in a row"
+        return "working" if source.last_success_at else "not yet polled"
 
     @admin.display(description="last error")
     def short_error(self, source):
         return source.last_error[:100]
+
+    @admin.display(description="recent problems")
+    def recent_problems(self, source):
+        # The newest few, with the rest a paginated list away: a source can pile up thousands.
+        problems = source.problems.order_by("-created_at")[:RECENT_PROBLEMS]
+        rows = format_html_join("", "<li>{}: {} {}</li>", ((p.created_at, p.record_id, p.message) for p in problems))
+        link = reverse("admin:questions_sourceproblem_changelist") + f"?source__id__exact={source.pk}"
+        return format_html("<ul>{}</ul><a href=\"{}\">All {} problems</a>", rows, link, source.problems.count())
 
     @admin.action(description="Poll now")
     def poll_now(self, request, queryset):
@@ -59,6 +75,11 @@ class QuestionAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Question._meta.fields if f.name.startswith("norm_")] + ["created_at",
                                                                                               "updated_at"]
     inlines = [QuestionEventInline]
+
+    def save_model(self, request, obj, form, change):
+        # An operator's correction must be found by searches for the new words, not the old.
+        obj.refresh_search_text()
+        super().save_model(request, obj, form, change)
 
     @admin.display(boolean=True)
     def answered(self, question):

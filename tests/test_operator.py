@@ -156,3 +156,88 @@ def test_an_operator_edit_of_a_search_is_parsed_like_any_other(admin_client):
     assert saved.status_code == 302
     subscription.refresh_from_db()
     assert subscription.canonical_query == 'palantir OR "facial recognition"'
+
+
+def test_editing_an_alert_into_one_the_subscriber_has_is_refused_not_a_500(admin_client):
+    subscriber = Subscriber.objects.create(email="ada@example.org", confirmed_at=timezone.now())
+    Subscription.objects.create(subscriber=subscriber, query="taser", canonical_query="taser")
+    other = Subscription.objects.create(subscriber=subscriber, query="palantir", canonical_query="palantir")
+    form = {"subscriber": subscriber.pk, "query": "TASER", "label": "", "frequency": "daily", "alert_on": "both",
+            "created_at_0": "2026-01-01", "created_at_1": "00:00:00"}
+
+    response = admin_client.post(f"/admin/alerts/subscription/{other.pk}/change/", form)
+
+    assert response.status_code == 200 and "already has an alert for this search" in response.content.decode()
+    other.refresh_from_db()
+    assert other.canonical_query == "palantir"
+
+
+def test_a_failing_source_is_flagged_with_its_whole_error_and_its_latest_problems(admin_client):
+    from questions.models import SourceProblem
+
+    error = "HTTP 503 " + "x" * 400 + " the end of the error"
+    source = Source.objects.create(name="Broken feed", kind="feed", url="http://127.0.0.1:9/", last_error=error,
+                                   consecutive_failures=4)
+    SourceProblem.objects.bulk_create(SourceProblem(source=source, record_id=f"item-{i}", message="bad")
+                                      for i in range(300))
+
+    listing = admin_client.get("/admin/questions/source/").content.decode()
+    page = admin_client.get(f"/admin/questions/source/{source.pk}/change/").content.decode()
+    overview = admin_client.get("/admin/overview/").content.decode()
+
+    assert "FAILING: 4 poll(s) in a row" in listing and "<strong>FAILING</strong>: 4 in a row" in overview
+    assert "the end of the error" in page
+    assert page.count("item-") == 20 and "All 300 problems" in page
+    problems = admin_client.get(f"/admin/questions/sourceproblem/?source__id__exact={source.pk}")
+    assert problems.status_code == 200 and "300 source problems" in problems.content.decode()
+
+
+def test_an_operator_edit_of_a_question_is_found_by_its_new_words(admin_client):
+    from questions.models import Question
+    from questions.search import parse
+    from questions.searching import matching
+
+    call_command("import_questions", str(ROOT / "questions/fixtures/seed_questions.json"), stdout=StringIO())
+    question = Question.objects.get(external_id="seed-7")
+    url = f"/admin/questions/question/{question.pk}/change/"
+    form = admin_client.get(url).context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None and name in form.fields}
+    data |= {"heading": "Conducted energy devices", "question_events-TOTAL_FORMS": "0",
+             "question_events-INITIAL_FORMS": "0", "events-TOTAL_FORMS": "0", "events-INITIAL_FORMS": "0"}
+
+    response = admin_client.post(url, {k: ("" if v is None else v) for k, v in data.items()})
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert list(matching(parse("heading:conducted"))) == [Question.objects.get(pk=question.pk)]
+    assert not matching(parse('heading:"stun guns"')).exists()
+
+
+def test_refresh_search_text_rebuilds_what_is_stale():
+    from questions.models import Question
+    from questions.search import parse
+    from questions.searching import matching
+
+    call_command("import_questions", str(ROOT / "questions/fixtures/seed_questions.json"), stdout=StringIO())
+    Question.objects.filter(external_id="seed-7").update(norm_heading="something else")
+    out = StringIO()
+
+    call_command("refresh_search_text", stdout=out)
+
+    assert out.getvalue().startswith("1 question(s) had stale searchable text")
+    assert matching(parse('heading:"stun guns"')).get().external_id == "seed-7"
+
+
+def test_the_match_list_costs_the_same_queries_however_long(admin_client, django_assert_max_num_queries):
+    from alerts.models import Match
+    from questions.models import Question, QuestionEvent
+
+    subscriber = Subscriber.objects.create(email="ada@example.org", confirmed_at=timezone.now())
+    subscription = Subscription.objects.create(subscriber=subscriber, query="x", canonical_query="x")
+    questions = Question.objects.bulk_create(Question(external_id=f"q{i}", heading=f"Q{i}") for i in range(30))
+    events = QuestionEvent.objects.bulk_create(QuestionEvent(question=q, kind="tabled", key="tabled")
+                                               for q in questions)
+    delivery = Delivery.objects.create(subscriber=subscriber, kind="immediate")
+    Match.objects.bulk_create(Match(subscription=subscription, event=e, delivery=delivery) for e in events)
+
+    with django_assert_max_num_queries(12):
+        assert admin_client.get("/admin/alerts/match/").status_code == 200

@@ -1,0 +1,23 @@
+from django.core.management.base import BaseCommand
+
+from questions.models import Question
+
+BATCH = 2000
+
+
+class Command(BaseCommand):
+    help = "Rebuild every question's searchable text, after a change to how text is normalised."
+
+    def handle(self, *args, **options):
+        fields = [f.name for f in Question._meta.get_fields() if f.name.startswith("norm_")]
+        changed = last = 0
+        while batch := list(Question.objects.filter(pk__gt=last).order_by("pk")[:BATCH]):
+            stale = []
+            for question in batch:
+                before = [getattr(question, name) for name in fields]
+                question.refresh_search_text()
+                if [getattr(question, name) for name in fields] != before:
+                    stale.append(question)
+            Question.objects.bulk_update(stale, fields)
+            changed, last = changed + len(stale), batch[-1].pk
+        self.stdout.write(f"{changed} question(s) had stale searchable text; all are up to date now.")
