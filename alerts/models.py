@@ -39,9 +39,9 @@ class Subscriber(models.Model):
 
     def suppress(self, reason: str) -> None:
         # A bounce or complaint outranks an unsubscribe: such an address must not get even the
-        # confirmation emails that someone who unsubscribed may ask for.
-        if self.suppressed_at is None or (self.suppressed_reason == self.Suppression.UNSUBSCRIBED
-                                          and reason != self.Suppression.UNSUBSCRIBED):
+        # confirmation emails that someone who unsubscribed may ask for. Unsubscribing again is
+        # recorded anew: no link sent before it may undo it.
+        if self.suppressed_at is None or self.suppressed_reason == self.Suppression.UNSUBSCRIBED:
             self.suppressed_at = timezone.now()
             self.suppressed_reason = reason
             self.save(update_fields=["suppressed_at", "suppressed_reason"])

@@ -56,16 +56,13 @@ def _decode(line: bytes) -> tuple[str, str]:
     try:
         return line.decode("utf-8"), ""
     except UnicodeDecodeError as exc:
-        first, count, at = exc, 0, 0
-    while True:
-        try:
-            line[at:].decode("utf-8")
-            break
-        except UnicodeDecodeError as exc:
-            count, at = count + 1, at + exc.end
+        first = exc
+    # One pass, however many bad bytes: each run of them becomes one U+FFFD.
+    text_ = line.decode("utf-8", errors="replace")
+    count = text_.count("\ufffd") - line.count("\ufffd".encode())
     what = (f"byte 0x{line[first.start]:02x} at column {first.start + 1} is" if count == 1 else
             f"{count} runs of bytes, the first 0x{line[first.start]:02x} at column {first.start + 1}, are")
-    return line.decode("utf-8", errors="replace"), f"{what} not UTF-8 and replaced with U+FFFD"
+    return text_, f"{what} not UTF-8 and replaced with U+FFFD"
 
 
 def _record(item: Any) -> QuestionRecord:
@@ -107,7 +104,11 @@ def read_records(path: Path) -> Reading:
         except RecordError as exc:
             reading.refused.append((where, str(exc)))
             continue
-        if unstorable(item):
+        try:
+            repaired = unstorable(item)
+        except RecursionError:  # nested too deeply to look through; what was stored is clean all the same
+            repaired = False
+        if repaired:
             reading.repaired.append((where, REPAIRED))
     return reading
 

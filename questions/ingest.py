@@ -85,10 +85,17 @@ def _apply(question: Question, record: QuestionRecord) -> None:
 
 def _owned_elsewhere(question: Question, source: Source | None) -> bool:
     """Whether `source` must leave this question alone: it came from another source, and not from another
-    reader of the same official API (whose ids are the Parliament's own)."""
-    if source is None or question.source_id in (None, source.pk):
+    reader of the same official API (whose ids are the Parliament's own). An import (no source) may
+    correct the official record, never a feed's own items."""
+    if question.source_id is None or (source is not None and question.source_id == source.pk):
         return False
+    if source is None:
+        return question.source.kind == Source.Kind.FEED
     return not (source.kind == Source.Kind.PARLIAMENT_API and question.source.kind == Source.Kind.PARLIAMENT_API)
+
+
+def _borrowing_a_feed_id(external_id: str, source: Source | None) -> bool:
+    return external_id.startswith("feed:") and (source is None or source.kind != Source.Kind.FEED)
 
 
 def upsert(records: Iterable[QuestionRecord], source: Source | None = None, alert: bool = True) -> UpsertResult:
@@ -111,6 +118,9 @@ def upsert(records: Iterable[QuestionRecord], source: Source | None = None, aler
             )
         new, changed, events = [], [], []
         for external_id, record in by_id.items():
+            if _borrowing_a_feed_id(external_id, source):
+                result.refused.append((external_id, "ids that start with feed: belong to feeds"))
+                continue
             question = existing.get(external_id)
             if question is None:
                 question = Question(external_id=external_id, source=source)

@@ -1,6 +1,7 @@
 """Celery tasks: thin shells around `questions.polling`."""
 
 from celery import current_app, shared_task
+from django.conf import settings
 
 from questions.models import Source
 from questions.polling import PollReport, poll_safely, sources_to_poll
@@ -15,13 +16,19 @@ def _match_if_new(reports: list[PollReport]) -> None:
 @shared_task(name="questions.poll_sources")
 def poll_sources_task(name: str | None = None) -> list[int]:
     """Each source due a poll gets a task of its own: a slow source never delays another."""
-    due = [source.pk for source in sources_to_poll(name, only_due=name is None)]
-    for source_id in due:
-        poll_source_task.delay(source_id)
-    return due
+    due = sources_to_poll(name, only_due=name is None)
+    for source in due:
+        # A poll not started by the time the next is due is dropped: polls never pile up behind a stuck one.
+        poll_source_task.apply_async((source.pk,), expires=source.poll_interval_minutes * 60)
+    return [source.pk for source in due]
 
 
-@shared_task(name="questions.poll_source")
+# The client keeps each response and the whole poll to their budgets; this is the backstop for what it
+# cannot see (a server dripping its headers, a slow name lookup): the poll is stopped and recorded.
+POLL_TIME_LIMIT = settings.SOURCE_POLL_SECONDS + settings.SOURCE_RESPONSE_SECONDS
+
+
+@shared_task(name="questions.poll_source", soft_time_limit=POLL_TIME_LIMIT, time_limit=POLL_TIME_LIMIT + 30)
 def poll_source_task(source_id: int) -> str:
     source = Source.objects.filter(pk=source_id).first()
     if source is None:

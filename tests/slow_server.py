@@ -8,10 +8,12 @@ import time
 
 
 class DrippingServer:
-    """Answers every request with headers at once, then a body of one byte every `interval` seconds."""
+    """Answers every request with headers at once, then a body of one byte every `interval` seconds (or
+    with headers that never end, a line at a time)."""
 
-    def __init__(self, interval: float = 0.5) -> None:
+    def __init__(self, interval: float = 0.5, headers_too: bool = False) -> None:
         self.interval = interval
+        self.headers_too = headers_too
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.stopped = threading.Event()
@@ -28,11 +30,15 @@ class DrippingServer:
     def _drip(self, connection: socket.socket) -> None:
         with connection:
             connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
-                               b"Content-Length: 100000\r\n\r\n")
+            if self.headers_too:
+                connection.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            else:
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
+                                   b"Content-Length: 100000\r\n\r\n")
+            # Then a byte at a time: of a header that never ends, or of the body.
             while not self.stopped.is_set():
                 try:
-                    connection.sendall(b" ")
+                    connection.sendall(b"a" if self.headers_too else b" ")
                 except OSError:
                     return
                 time.sleep(self.interval)

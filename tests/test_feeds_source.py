@@ -159,7 +159,7 @@ def test_a_source_that_redirects_forever_is_an_error_and_the_others_still_poll(h
 
     looping.refresh_from_db()
     good.refresh_from_db()
-    assert "TooManyRedirects" in looping.last_error and looping.consecutive_failures == 1
+    assert "more than 5 redirects" in looping.last_error and looping.consecutive_failures == 1
     assert good.last_success_at and Question.objects.count() == 2
     assert len(reports) == 2
 

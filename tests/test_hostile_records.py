@@ -187,6 +187,19 @@ def test_an_import_line_with_a_byte_that_is_not_utf8_is_named_and_the_rest_load(
 
 
 @pytest.mark.django_db
+def test_one_record_nested_too_deep_to_walk_loses_no_other(tmp_path):
+    path = tmp_path / "questions.jsonl"
+    deep = "[" * 600 + "]" * 600
+    path.write_text('{"id": "d-1", "heading": "Fine"}\n'
+                    f'{{"id": "d-2", "heading": "Deep", "extra": {deep}}}\n'
+                    '{"id": "d-3", "heading": "Fine too"}\n', encoding="ascii")
+
+    import_file(path)
+
+    assert sorted(Question.objects.values_list("external_id", flat=True)) == ["d-1", "d-2", "d-3"]
+
+
+@pytest.mark.django_db
 def test_a_file_of_one_document_with_a_bad_byte_still_loads(tmp_path):
     path = tmp_path / "questions.json"
     path.write_bytes(b'[{"id": "d-1", "heading": "Schools"},\n {"id": "d-2", "heading": "Caf\xe9s"}]')

@@ -3,6 +3,7 @@ without end, no source delays another, and no feed item can overwrite a question
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from questions.records import QuestionRecord
 from tests.conftest import ROOT, wait_until
 from tests.parliament_stub import LIST_PATH
 from tests.slow_server import DrippingServer
-from tests.test_parliament_api import client, real_record, source, stub  # noqa: F401 - fixtures
+from tests.test_parliament_api import TODAY, client, real_record, source, stub  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 
@@ -44,22 +45,27 @@ def test_a_feed_that_drips_one_byte_at_a_time_is_cut_off_at_the_response_budget(
     assert feed.consecutive_failures == 1 and feed.problems.count() == 1
 
 
-def test_an_api_that_ignores_skip_and_claims_a_huge_total_stops_at_once(httpserver, source):  # noqa: F811
+def test_an_api_that_ignores_skip_and_claims_a_huge_total_stops_at_once(httpserver, source, settings):  # noqa: F811
+    settings.PARLIAMENT_API_OVERLAP_DAYS = 0
+    Source.objects.filter(pk=source.pk).update(cursor=TODAY)
+    source.refresh_from_db()
     page = {"totalResults": 10**9, "results": [{"value": real_record(1000), "links": []}]}
     httpserver.expect_request(LIST_PATH).respond_with_json(page)
     httpserver.expect_request(f"{LIST_PATH}/1000").respond_with_json({"value": real_record(1000)})
 
     report = poll_source(source, client())
 
-    assert "the API sent the same page again" in report.error
-    assert len(httpserver.log) < 10  # one repeated page, not thousands
-    assert Question.objects.filter(external_id="1000").exists()  # what was read still lands
+    assert report.error == "" and len(httpserver.log) == 3 * 2 + 1  # each filter's page once, then again
+    assert SourceProblem.objects.filter(message__contains="the API sent the same page again").count() == 3
+    assert Question.objects.filter(external_id="1000").exists()
     source.refresh_from_db()
-    assert source.cursor is None  # the next poll reads the same days again
+    assert source.cursor == TODAY
 
 
 def test_pages_are_capped_whatever_total_the_api_claims(httpserver, source, settings):  # noqa: F811
-    settings.PARLIAMENT_API_MAX_PAGES = 3
+    settings.PARLIAMENT_API_MAX_PAGES, settings.PARLIAMENT_API_OVERLAP_DAYS = 3, 0
+    Source.objects.filter(pk=source.pk).update(cursor=TODAY)
+    source.refresh_from_db()
     served = iter(range(1, 10**6))
 
     def endless(request):
@@ -70,10 +76,10 @@ def test_pages_are_capped_whatever_total_the_api_claims(httpserver, source, sett
 
     httpserver.expect_request(LIST_PATH).respond_with_handler(endless)
 
-    report = poll_source(source, client())
+    poll_source(source, client())
 
-    assert "more than 3 pages" in report.error
-    assert len([r for r, _ in httpserver.log if r.path == LIST_PATH]) == 3
+    assert SourceProblem.objects.filter(message__contains="more than 3 pages").count() == 3
+    assert len([r for r, _ in httpserver.log if r.path == LIST_PATH]) == 3 * 3
 
 
 def _json(value) -> str:
@@ -82,7 +88,7 @@ def _json(value) -> str:
     return json.dumps(value)
 
 
-def test_a_whole_poll_has_a_deadline(httpserver, source, settings):  # noqa: F811
+def test_a_whole_poll_has_a_deadline_and_the_next_goes_on_from_the_last_day_read(httpserver, source, settings):  # noqa: F811
     settings.SOURCE_POLL_SECONDS = 1.5
 
     def slow(request):
@@ -94,10 +100,12 @@ def test_a_whole_poll_has_a_deadline(httpserver, source, settings):  # noqa: F81
     started = time.monotonic()
     report = poll_source(source, client())
 
-    assert time.monotonic() - started < 3  # a week of days x three filters would take 10 s
+    assert time.monotonic() - started < 3  # eight days x three filters would take 10 s
     assert "the poll ran past its budget" in report.error
     source.refresh_from_db()
-    assert source.cursor is None and source.last_error == report.error
+    days = settings.PARLIAMENT_API_FIRST_POLL_DAYS + settings.PARLIAMENT_API_OVERLAP_DAYS
+    first_day = TODAY - dt.timedelta(days=days)
+    assert source.cursor == first_day and source.last_error == report.error
 
 
 def test_a_feed_guid_that_is_an_api_id_cannot_overwrite_the_api_question(stub, source, httpserver):  # noqa: F811
@@ -177,3 +185,98 @@ def test_a_slow_source_never_delays_another(worker_env, dripping, httpserver, se
         assert landed and not Source.objects.get(name="Drip").last_polled_at
     finally:
         worker.stop()
+
+
+@pytest.mark.worker
+@pytest.mark.postgres
+def test_a_source_that_drips_its_headers_is_stopped_by_the_polls_time_limit(worker_env):
+    from config.celery import app
+    from tests.conftest import Worker
+
+    server = DrippingServer(headers_too=True)
+    feed = Source.objects.create(name="Drip headers", kind=Source.Kind.FEED, url=server.url())
+    app.control.purge()
+    # Prefork, as the poll workers run: its time limits are what stop a read that never returns.
+    worker = Worker(worker_env | {"SOURCE_POLL_SECONDS": "3", "SOURCE_RESPONSE_SECONDS": "2"}, "--concurrency=1")
+    worker.start()
+    try:
+        app.send_task("questions.poll_source", args=[feed.pk], queue="poll")
+        wait_until(lambda: Source.objects.get(pk=feed.pk).consecutive_failures, timeout=40,
+                   message="the stuck poll to be stopped and recorded")
+    finally:
+        worker.stop()
+        server.stop()
+    assert "SoftTimeLimitExceeded" in Source.objects.get(pk=feed.pk).last_error
+
+
+def test_redirects_are_followed_within_the_budget_and_capped(httpserver, dripping, settings):
+    settings.SOURCE_RESPONSE_SECONDS = 2
+    httpserver.expect_request("/moved").respond_with_data("", status=302, headers={"Location": dripping.url()})
+    httpserver.expect_request("/loop").respond_with_data("", status=302, headers={"Location": "/loop"})
+    moved = Source.objects.create(name="Moved", kind=Source.Kind.FEED, url=httpserver.url_for("/moved"))
+    loop = Source.objects.create(name="Loop", kind=Source.Kind.FEED, url=httpserver.url_for("/loop"))
+
+    started = time.monotonic()
+    assert "took longer than 2 s" in poll_source(moved, client(read_timeout=5)).error
+    assert time.monotonic() - started < 6
+    assert "more than 5 redirects" in poll_source(loop, client()).error
+
+
+def test_an_item_two_feeds_carry_is_stored_and_alerted_once(httpserver):
+    from questions.models import QuestionEvent
+
+    rss = ('<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><item><title>Shared</title>'
+           '<guid>https://www.theyworkforyou.com/wrans/?id=2025-06-24.1.h</guid></item></channel></rss>')
+    httpserver.expect_request("/a").respond_with_data(rss, content_type="application/rss+xml")
+    httpserver.expect_request("/b").respond_with_data(rss, content_type="application/rss+xml")
+    first = Source.objects.create(name="Police", kind=Source.Kind.FEED, url=httpserver.url_for("/a"))
+    second = Source.objects.create(name="Palantir", kind=Source.Kind.FEED, url=httpserver.url_for("/b"))
+
+    poll_source(first, client())
+    poll_source(second, client())
+
+    assert list(Question.objects.values_list("source__name", flat=True)) == ["Police"]
+    assert QuestionEvent.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_feed_id_migration_renames_what_feeds_brought_and_can_be_undone():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("questions", "0004_cache_table")], [("questions", "0005_feed_question_ids")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    feed = old.get_model("questions", "Source").objects.create(name="F", kind="feed", url="http://127.0.0.1:9/")
+    api = old.get_model("questions", "Source").objects.create(name="A", kind="api", url="http://127.0.0.1:9/")
+    questions = old.get_model("questions", "Question").objects
+    long_guid = "https://example.org/" + "x" * 478
+    for external_id, owner in (("guid-1", feed), (long_guid, feed), ("9101", api)):
+        questions.create(external_id=external_id, source=owner)
+    try:
+        MigrationExecutor(connection).migrate(after)
+        renamed = set(Question.objects.values_list("external_id", flat=True))
+        assert f"feed:{feed.pk}:guid-1" in renamed and "9101" in renamed
+        assert any(i.startswith(f"feed:{feed.pk}:sha256:") for i in renamed) and max(map(len, renamed)) <= 500
+
+        MigrationExecutor(connection).migrate(before)
+        assert set(questions.values_list("external_id", flat=True)) == {"guid-1", "9101"} | {
+            i for i in renamed if "sha256" in i}
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def test_an_import_can_neither_overwrite_a_feeds_item_nor_take_a_feed_id(tmp_path):
+    feed = Source.objects.create(name="Feed", kind=Source.Kind.FEED, url="http://127.0.0.1:9/")
+    upsert([QuestionRecord(external_id=f"feed:{feed.pk}:g1", heading="From the feed")], feed)
+    path = tmp_path / "import.jsonl"
+    path.write_text(f'{{"id": "feed:{feed.pk}:g1", "heading": "Forged"}}\n{{"id": "feed:99:g2", "heading": "x"}}\n')
+    err = StringIO()
+
+    call_command("import_questions", str(path), stdout=StringIO(), stderr=err)
+
+    assert Question.objects.get().heading == "From the feed"
+    assert err.getvalue().count("ids that start with feed: belong to feeds") == 2

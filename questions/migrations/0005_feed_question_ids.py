@@ -2,17 +2,48 @@
 id of an API question or of another feed's item; the questions feeds brought before keep theirs, renamed."""
 
 from django.db import migrations
-from django.db.models import CharField, F, Value
-from django.db.models.functions import Cast, Concat
+
+from questions.sources.feed import feed_question_id
+
+BATCH = 1000
+
+
+def _rename(apps, rename) -> None:
+    Question = apps.get_model("questions", "Question")
+    rows = Question.objects.filter(source__kind="feed").only("pk", "external_id", "source_id").order_by("pk")
+    last = 0
+    while batch := list(rows.filter(pk__gt=last)[:BATCH]):
+        changed = [q for q in batch if rename(q)]
+        Question.objects.bulk_update(changed, ["external_id"])
+        last = batch[-1].pk
 
 
 def prefix_feed_ids(apps, schema_editor):
+    def rename(question) -> bool:
+        if question.external_id.startswith("feed:"):
+            return False
+        question.external_id = feed_question_id(question.source_id, question.external_id)
+        return True
+
+    _rename(apps, rename)
+
+
+def unprefix_feed_ids(apps, schema_editor):
+    # Back to the bare guid where no other question holds it (a hashed id cannot be undone).
     Question = apps.get_model("questions", "Question")
-    Question.objects.filter(source__kind="feed").exclude(external_id__startswith="feed:").update(
-        external_id=Concat(Value("feed:"), Cast("source_id", CharField()), Value(":"), F("external_id"))
-    )
+
+    def rename(question) -> bool:
+        prefix = f"feed:{question.source_id}:"
+        guid = question.external_id.removeprefix(prefix)
+        if guid == question.external_id or guid.startswith("sha256:") or \
+                Question.objects.filter(external_id=guid).exists():
+            return False
+        question.external_id = guid
+        return True
+
+    _rename(apps, rename)
 
 
 class Migration(migrations.Migration):
     dependencies = [("questions", "0004_cache_table")]
-    operations = [migrations.RunPython(prefix_feed_ids, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(prefix_feed_ids, unprefix_feed_ids)]

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
+from dataclasses import replace
 
 import feedparser
 
 from questions import html
-from questions.models import Source
-from questions.records import QuestionRecord, RecordError, check, text
+from questions.models import Question, Source
+from questions.records import MAX_LENGTHS, QuestionRecord, RecordError, check, text
 from questions.sources import Batch
 from questions.sources.http import FetchError, PoliteClient
+
+ID_LENGTH = MAX_LENGTHS["external_id"]
 
 
 def _date(entry) -> dt.date | None:
@@ -20,22 +24,18 @@ def _date(entry) -> dt.date | None:
     return dt.date(*parsed[:3]) if parsed else None
 
 
-def record_from_entry(entry, id_prefix: str = "") -> QuestionRecord:
+def record_from_entry(entry) -> QuestionRecord:
+    """The entry as a record whose id is its guid (the feed's own; `fetch` makes it the source's)."""
     guid = text(entry.get("id") or entry.get("link"))
     if not guid:
         raise RecordError("the entry has neither a guid nor a link")
     return check(QuestionRecord(
-        external_id=id_prefix + guid,
+        external_id=guid,
         heading=text(entry.get("title")),
         question_text=html.to_text(text(entry.get("summary"))),
         date_tabled=_date(entry),
-        url=_web_link(text(entry.get("link"))),
+        url=text(entry.get("link")),  # check() keeps only a web address
     ))
-
-
-def _web_link(url: str) -> str:
-    # Shown as a link on pages and in emails: nothing but the web's own schemes.
-    return url if url.lower().startswith(("https://", "http://")) else ""
 
 
 def fetch(source: Source, client: PoliteClient) -> Batch:
@@ -49,19 +49,34 @@ def fetch(source: Source, client: PoliteClient) -> Batch:
         return Batch(not_modified=True, etag=source.etag, last_modified=source.last_modified, requests=1)
     if response.status != 200:
         raise FetchError(f"{source.url}: HTTP {response.status}")
-    batch = parse_feed(response.body, response.headers, source.url, id_prefix=feed_id_prefix(source))
+    batch = parse_feed(response.body, response.headers, source.url)
+    batch.records = _own(source, batch.records)
     batch.etag, batch.last_modified = response.headers.get("etag", ""), response.headers.get("last-modified", "")
     batch.requests = 1
     return batch
 
 
-def feed_id_prefix(source: Source) -> str:
-    """A feed's guids are its own: prefixed with the source, no item can take the id of an API question
-    (`<guid>9101</guid>`) or of another feed's item."""
-    return f"feed:{source.pk}:"
+def feed_question_id(source_id: int, guid: str) -> str:
+    """A feed's guids are its own: under this id no item can take the id of an API question (a guid of
+    `9101`) or of another feed's item."""
+    prefix = f"feed:{source_id}:"
+    if len(prefix) + len(guid) <= ID_LENGTH:
+        return prefix + guid
+    return prefix + "sha256:" + hashlib.sha256(guid.encode()).hexdigest()
 
 
-def parse_feed(body: bytes, headers: dict[str, str], url: str, id_prefix: str = "") -> Batch:
+def _own(source: Source, records: list[QuestionRecord]) -> list[QuestionRecord]:
+    """The records under this source's ids, less those another feed brought first (feeds on overlapping
+    searches share items): each question is stored, and alerted, once."""
+    others = list(Source.objects.filter(kind=Source.Kind.FEED).exclude(pk=source.pk).values_list("pk", flat=True))
+    elsewhere = {feed_question_id(pk, r.external_id): r.external_id for pk in others for r in records}
+    known = {elsewhere[i] for i in Question.objects.filter(external_id__in=list(elsewhere))
+             .values_list("external_id", flat=True)}
+    return [replace(r, external_id=feed_question_id(source.pk, r.external_id)) for r in records
+            if r.external_id not in known]
+
+
+def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
     """The records of a feed document; raises FetchError when nothing at all could be read."""
     # A stream, never bytes: feedparser reads a string that looks like a path or URL as one.
     try:
@@ -76,7 +91,7 @@ def parse_feed(body: bytes, headers: dict[str, str], url: str, id_prefix: str = 
             raise FetchError(batch.error)
     for position, entry in enumerate(parsed.entries, start=1):
         try:
-            batch.records.append(record_from_entry(entry, id_prefix))
+            batch.records.append(record_from_entry(entry))
         except RecordError as exc:
             batch.problems.append((text(entry.get("title")) or f"entry {position}", str(exc)))
     return batch

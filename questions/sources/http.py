@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urljoin
 
 import requests
 from django.conf import settings
@@ -15,6 +16,8 @@ from django.conf import settings
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+MAX_REDIRECTS = 5
 
 
 class FetchError(Exception):
@@ -93,13 +96,20 @@ class PoliteClient:
         return left
 
     def get(self, url: str, *, params: dict | None = None, headers: dict | None = None) -> Response:
-        attempt = 0
+        attempt = redirects = 0
         while True:
             attempt += 1
             self._time_left(url)
             self._wait_for_turn()
             try:
                 response = self._get_once(url, params, headers)
+                # Followed here, not by requests, so that each hop keeps to the budget and the size cap.
+                if response.status in REDIRECT_STATUSES and response.headers.get("location"):
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise FetchError(f"{url}: more than {MAX_REDIRECTS} redirects")
+                    url, params, attempt = urljoin(url, response.headers["location"]), None, 0
+                    continue
             except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 problem, delay = f"{type(exc).__name__}: {exc}", None
             except requests.RequestException as exc:
@@ -125,7 +135,8 @@ class PoliteClient:
     def _get_once(self, url: str, params: dict | None, headers: dict | None) -> Response:
         self.requests_made += 1
         budget = min(self.response_seconds, self._time_left(url))
-        with self.session.get(url, params=params, headers=headers, timeout=self.timeout, stream=True) as r:
+        with self.session.get(url, params=params, headers=headers, timeout=self.timeout, stream=True,
+                              allow_redirects=False) as r:
             declared = r.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > self.max_bytes:
                 raise FetchError(f"{url}: the response is {int(declared):,} bytes, over the cap of {self.max_bytes:,}")

@@ -97,7 +97,7 @@ def _list_items(client: PoliteClient, base: str, day: dt.date, date_filter: str,
     """Every item for one day and one date filter; one day at a time because deep paging fails on the API."""
     url = base + LIST_PATH
     size = settings.PARLIAMENT_API_PAGE_SIZE
-    skip, seen = 0, set()
+    skip, previous = 0, None
     for _ in range(settings.PARLIAMENT_API_MAX_PAGES):
         params = {
             f"{date_filter}WhenFrom": day.isoformat(), f"{date_filter}WhenTo": day.isoformat(),
@@ -110,18 +110,34 @@ def _list_items(client: PoliteClient, base: str, day: dt.date, date_filter: str,
         results = page.get("results") if isinstance(page, dict) else None
         if not isinstance(results, list):
             raise FetchError(f"{url}: the response has no list of results")
-        # An API that ignores `skip` sends the same page again: that is the end, whatever totalResults says.
-        ids = {json.dumps(item, sort_keys=True, default=str) for item in results}
-        if results and ids <= seen:
-            raise FetchError(f"{url}: the API sent the same page again for {date_filter} on {day} (skip={skip})")
-        seen |= ids
+        # An API that ignores `skip` sends the same page again: that ends the listing, whatever
+        # totalResults says.
+        if results and results == previous:
+            batch.problems.append(("", f"the API sent the same page again for {date_filter} on {day} (skip={skip}); "
+                                       "the listing of that day stopped there"))
+            return
+        previous = results
         yield from results
         skip += len(results)
         total = page.get("totalResults")
         if not results or not isinstance(total, int) or skip >= total:
             return
-    raise FetchError(f"{url}: more than {settings.PARLIAMENT_API_MAX_PAGES} pages for {date_filter} on {day}; "
-                     "the rest waits for the next poll")
+    batch.problems.append(("", f"more than {settings.PARLIAMENT_API_MAX_PAGES} pages for {date_filter} on {day}: "
+                               "the listing of that day stopped there"))
+
+
+def _list_day(client: PoliteClient, base: str, day: dt.date, batch: Batch) -> dict[int, str]:
+    """The list signature of every question the API lists as tabled, answered or corrected on the day."""
+    listed: dict[int, str] = {}
+    for date_filter in DATE_FILTERS:
+        for item in _list_items(client, base, day, date_filter, batch):
+            value = item.get("value") if isinstance(item, dict) else None
+            api_id = value.get("id") if isinstance(value, dict) else None
+            if not isinstance(api_id, int):
+                batch.problems.append(("", f"a list item has no numeric id: {str(item)[:200]}"))
+                continue
+            listed[api_id] = list_signature(value)
+    return listed
 
 
 def _detail(client: PoliteClient, base: str, api_id: int) -> Any:
@@ -133,40 +149,34 @@ def _detail(client: PoliteClient, base: str, api_id: int) -> Any:
 
 
 def fetch(source: Source, client: PoliteClient, today: dt.date) -> Batch:
+    """The questions of every day from the cursor to today, a day at a time: the cursor moves to the last
+    day read in full, so a poll that runs out of time still moves on, and the next goes on from there."""
     batch = Batch()
     base = source.url.rstrip("/")
-    first = source.cursor or today - dt.timedelta(days=settings.PARLIAMENT_API_FIRST_POLL_DAYS)
-    first -= dt.timedelta(days=settings.PARLIAMENT_API_OVERLAP_DAYS)
-    listed: dict[int, tuple[dict, str]] = {}
-    try:
-        day = first
-        while day <= today:
-            for date_filter in DATE_FILTERS:
-                for item in _list_items(client, base, day, date_filter, batch):
-                    value = item.get("value") if isinstance(item, dict) else None
-                    api_id = value.get("id") if isinstance(value, dict) else None
-                    if not isinstance(api_id, int):
-                        batch.problems.append(("", f"a list item has no numeric id: {str(item)[:200]}"))
-                        continue
-                    listed[api_id] = (value, list_signature(value))
-            day += dt.timedelta(days=1)
-    except FetchError as exc:
-        batch.error = str(exc)
-
-    known = dict(
-        Question.objects.filter(external_id__in=[str(i) for i in listed]).values_list("external_id", "list_signature")
-    )
-    for api_id, (_, signature) in listed.items():
-        if known.get(str(api_id)) == signature:
-            continue
+    day = source.cursor or today - dt.timedelta(days=settings.PARLIAMENT_API_FIRST_POLL_DAYS)
+    day -= dt.timedelta(days=settings.PARLIAMENT_API_OVERLAP_DAYS)
+    tried: set[int] = set()  # a question listed on several days (tabled, then answered) is read once
+    while day <= today and not batch.error:
         try:
-            batch.records.append(record_from_api(_detail(client, base, api_id), signature))
-        except OutOfTime as exc:
+            listed = _list_day(client, base, day, batch)
+        except FetchError as exc:
             batch.error = str(exc)
             break
-        except (RecordError, FetchError) as exc:
-            batch.problems.append((str(api_id), str(exc)))
-    if not batch.error:
-        batch.cursor = today
+        known = dict(Question.objects.filter(external_id__in=[str(i) for i in listed])
+                     .values_list("external_id", "list_signature"))
+        for api_id, signature in listed.items():
+            if known.get(str(api_id)) == signature or api_id in tried:
+                continue
+            tried.add(api_id)
+            try:
+                batch.records.append(record_from_api(_detail(client, base, api_id), signature))
+            except OutOfTime as exc:
+                batch.error = str(exc)
+                break
+            except (RecordError, FetchError) as exc:
+                batch.problems.append((str(api_id), str(exc)))
+        if not batch.error:
+            batch.cursor = day
+        day += dt.timedelta(days=1)
     batch.requests = client.requests_made
     return batch

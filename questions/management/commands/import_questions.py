@@ -28,4 +28,6 @@ class Command(BaseCommand):
             for where, reason in reading.refused:
                 self.stderr.write(f"{path}: {where + ' ' if where else ''}skipped: {reason}")
             result = upsert(reading.records, alert=alert)
+            for ident, reason in result.refused:
+                self.stderr.write(f"{path}: id {ident} skipped: {reason}")
             self.stdout.write(f"{path}: {result}")
