@@ -10,10 +10,12 @@ import logging
 import re
 
 import anymail.urls
+from anymail.backends.base import AnymailBaseBackend
 from anymail.signals import AnymailTrackingEvent
 from django.conf import settings
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 
 from alerts.models import Delivery, Subscriber, WebhookEvent
@@ -43,9 +45,18 @@ def record_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **
 
 
 def configured_esp() -> str | None:
-    """The Anymail ESP that sends our email (as in its webhook addresses: "postmark"), or None."""
-    found = re.fullmatch(r"anymail\.backends\.(\w+)\.EmailBackend", settings.EMAIL_BACKEND)
-    return found.group(1) if found and found.group(1) not in {"test", "console"} else None
+    """The Anymail ESP that sends our email (as in its webhook addresses: "postmark", "amazon_ses"), or
+    None; a backend of our own built on an Anymail one counts as that ESP."""
+    try:
+        backend = import_string(settings.EMAIL_BACKEND)
+    except ImportError:
+        # Its own requirements missing (boto3 for Amazon SES, say): known by its path all the same.
+        found = re.fullmatch(r"anymail\.backends\.(\w+)\.EmailBackend", settings.EMAIL_BACKEND)
+        esp = found.group(1) if found else ""
+    else:
+        anymail = isinstance(backend, type) and issubclass(backend, AnymailBaseBackend)
+        esp = getattr(backend, "esp_name", "").lower().replace(" ", "_") if anymail else ""
+    return esp if esp and esp not in {"test", "console"} else None
 
 
 def webhook_secured(esp: str) -> bool:
@@ -71,7 +82,8 @@ def tracking_webhook(request: HttpRequest, esp: str) -> HttpResponse:
         # All of a payload's events or none: a malformed one further down must leave nothing half done.
         with transaction.atomic():
             return view(request)
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-        # What the ESP sent cannot be read (not JSON, not an object, not UTF-8): the sender's fault.
-        log.warning("webhook refused esp=%s error=%r", esp, f"{type(exc).__name__}: {exc}"[:200])
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+        # What the ESP sent cannot be read (not JSON, not an object, not UTF-8). Logged in full, as a
+        # fault of ours would look the same; a database error is not caught, so the ESP retries.
+        log.exception("webhook refused esp=%s", esp)
         return HttpResponseBadRequest("The payload cannot be read.")

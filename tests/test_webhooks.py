@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from anymail.backends.postmark import EmailBackend as PostmarkBackend
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
@@ -82,3 +83,18 @@ def test_a_forged_bounce_with_a_wrong_secret_changes_nothing(client, webhook_sec
     response = post_webhook(client, "/anymail/postmark/tracking/", POSTMARK_BOUNCE, auth=("hook", "guess"))
 
     assert response.status_code in (400, 401, 403) and suppressed() == []
+
+
+class OurPostmark(PostmarkBackend):
+    """A backend of a site's own, built on Anymail's: its ESP's webhook and check still apply."""
+
+
+def test_a_backend_built_on_an_anymail_one_counts_as_that_esp(settings):
+    from alerts.webhooks import configured_esp
+
+    settings.EMAIL_BACKEND = f"{__name__}.OurPostmark"
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "token"}
+
+    assert configured_esp() == "postmark"
+    with pytest.raises(SystemCheckError, match="alerts.E001"):
+        call_command("check")
