@@ -121,7 +121,7 @@ def confirm(link: Link) -> bool:
             return False
         named = subscriber.subscriptions.filter(pk__in=link.data.get("subscriptions", []))
         if subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED:
-            if subscriber.suppressed_at >= asked_at:
+            if (subscriber.suppressed_at or now) >= asked_at:
                 return False
             subscriber.suppressed_at, subscriber.suppressed_reason = None, ""
             named.filter(paused=True).update(paused=False, updated_at=now)

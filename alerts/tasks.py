@@ -13,6 +13,7 @@ from django.db import DatabaseError
 from alerts.delivery import deliver_digest, deliver_immediate, send_due
 from alerts.matching import BATCH_SIZE, claim_events, mark_matched, match_events, match_shards
 from alerts.models import Delivery
+from alerts.subscribing import request_manage_link, sign_up
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +101,24 @@ def deliver_daily_task() -> int:
 @shared_task(name="alerts.deliver_weekly")
 def deliver_weekly_task() -> int:
     return len(deliver_digest(Delivery.Kind.WEEKLY))
+
+
+# What the public forms ask for, done here rather than in the request so that the page shows the same
+# thing, in the same time, whatever the address is. They return nothing: a worker logs what tasks return.
+
+
+@shared_task(bind=True, name="alerts.take_signup", max_retries=5, acks_late=True)
+def take_signup_task(self, email: str, query: str, frequency: str, alert_on: str, label: str = "") -> None:
+    try:
+        sign_up(email, query, frequency=frequency, alert_on=alert_on, label=label)
+    except DatabaseError as exc:
+        # Nothing was written (sign_up is one transaction): try again shortly.
+        raise self.retry(exc=exc, countdown=5) from exc
+
+
+@shared_task(bind=True, name="alerts.take_link_request", max_retries=5, acks_late=True)
+def take_link_request_task(self, email: str) -> None:
+    try:
+        request_manage_link(email)
+    except DatabaseError as exc:
+        raise self.retry(exc=exc, countdown=5) from exc

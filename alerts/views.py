@@ -2,33 +2,91 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
-from django_ratelimit.core import is_ratelimited
+from django_ratelimit.core import get_usage
+from kombu.exceptions import OperationalError as BrokerDown
 
-from alerts import subscribing, tokens
+from alerts import subscribing, tasks, tokens
 from alerts.forms import AlertFields, EmailForm, SignupForm
 from alerts.models import Subscription
 from questions.search import QueryError
+from questions.searching import CACHE_ERRORS
+
+log = logging.getLogger(__name__)
 
 
 def rate_limited(request: HttpRequest, exception=None) -> HttpResponse:
     return render(request, "alerts/rate_limited.html", status=429)
 
 
-def _over_limit(request: HttpRequest, group: str, email: str) -> bool:
-    """Counts this request against the per-IP and per-address limits; True when either is exceeded."""
-    by_ip = is_ratelimited(request, group=f"{group}-ip", key="ip", rate=settings.RATELIMIT_SIGNUP_PER_IP,
-                           increment=True)
-    # One budget per address, whichever form asks: each request sends that address an email.
-    by_address = is_ratelimited(request, group="emails-to-address", key=lambda g, r: email.strip().lower(),
-                                rate=settings.RATELIMIT_SIGNUP_PER_ADDRESS, increment=True)
-    return by_ip or by_address
+def try_again_soon(request: HttpRequest) -> HttpResponse:
+    """What a form says when the cache that counts its limits, or the queue that takes its work, is down:
+    nothing was done, so nothing is owed, and the same request in a minute will most likely go through."""
+    response = render(request, "alerts/try_again.html", status=503)
+    response["Retry-After"] = "60"
+    return response
+
+
+class LimitsUnavailable(Exception):
+    """The cache holding the rate-limit counters did not answer."""
+
+
+def _limits(form: str, email: str) -> list[dict]:
+    return [
+        {"group": f"{form}-ip", "key": "ip", "rate": settings.RATELIMIT_SIGNUP_PER_IP},
+        # One budget per address, whichever form asks: each request sends that address an email.
+        {"group": "emails-to-address", "key": lambda group, request: email.strip().lower(),
+         "rate": settings.RATELIMIT_SIGNUP_PER_ADDRESS},
+    ]
+
+
+def _usage(request: HttpRequest, limits: list[dict], increment: bool) -> list[dict | None]:
+    try:
+        return [get_usage(request, increment=increment, **limit) for limit in limits]
+    except CACHE_ERRORS as error:
+        log.warning("rate limits unavailable, request refused: %s", error)
+        raise LimitsUnavailable from error
+
+
+def _has_room(request: HttpRequest, limits: list[dict]) -> bool:
+    """A look that counts nothing: a request refused for one limit uses up nothing of the other, so a
+    flood from one IP cannot lock an address out for everybody.
+
+    Raises LimitsUnavailable when the cache is down. Refusing then, rather than letting everything
+    through, is deliberate: these limits are all that stops a stranger using us to flood an inbox."""
+    return all(usage is None or usage["count"] < usage["limit"] for usage in _usage(request, limits, False))
+
+
+def _hand_over(request: HttpRequest, form: str, email: str, task, **work) -> HttpResponse:
+    """Check the limits, then queue the address-dependent work and show the page every address gets.
+
+    Whether an address is known, unsubscribed or bounced decides what the task does, never what this
+    request does: the same checks, one message to the broker, the same page, in the same time. The
+    task writes the Delivery row (the durable queue) before anything is sent; if the broker will not
+    take the message, the person is asked to try again in a minute, so nothing is owed that could be
+    lost."""
+    limits = _limits(form, email)
+    try:
+        if not _has_room(request, limits):
+            return rate_limited(request)
+        task.apply_async(kwargs={"email": email, **work})
+    except LimitsUnavailable:
+        return try_again_soon(request)
+    except BrokerDown:
+        log.warning("the broker did not take a %s request; asked to try again", form, exc_info=True)
+        return try_again_soon(request)
+    # Counted only once the work is queued: what was refused or not taken uses up no limit.
+    with contextlib.suppress(LimitsUnavailable):  # the work is queued all the same
+        _usage(request, limits, True)
+    return redirect("alerts:check-inbox")
 
 
 def _bad_link(request: HttpRequest, error: tokens.LinkError) -> HttpResponse:
@@ -64,11 +122,8 @@ def signup(request: HttpRequest) -> HttpResponse:
             if data["website"]:
                 # A bot filled the hidden field: it is shown success and nothing happens.
                 return redirect("alerts:check-inbox")
-            if _over_limit(request, "signup", data["email"]):
-                return rate_limited(request)
-            subscribing.sign_up(data["email"], data["q"], frequency=data["frequency"], alert_on=data["alert_on"],
-                                label=data["label"])
-            return redirect("alerts:check-inbox")
+            return _hand_over(request, "signup", data["email"], tasks.take_signup_task, query=data["q"],
+                              frequency=data["frequency"], alert_on=data["alert_on"], label=data["label"])
     else:
         form = SignupForm(initial={"q": request.GET.get("q", "")})
     query = form["q"].value() or ""
@@ -85,11 +140,9 @@ def check_inbox(request: HttpRequest) -> HttpResponse:
 def request_link(request: HttpRequest) -> HttpResponse:
     form = EmailForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if not form.cleaned_data["website"]:
-            if _over_limit(request, "link", form.cleaned_data["email"]):
-                return rate_limited(request)
-            subscribing.request_manage_link(form.cleaned_data["email"])
-        return redirect("alerts:check-inbox")
+        if form.cleaned_data["website"]:
+            return redirect("alerts:check-inbox")
+        return _hand_over(request, "link", form.cleaned_data["email"], tasks.take_link_request_task)
     return render(request, "alerts/request_link.html", {"form": form}, status=400 if form.errors else 200)
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
-from django.db import OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils.functional import cached_property
@@ -19,6 +21,13 @@ from django.utils.functional import cached_property
 from questions.models import Question
 from questions.records import RecordError
 from questions.search import Node, QueryError, parse, to_q
+
+log = logging.getLogger(__name__)
+
+# What the cache raises when it is down: Redis's errors (a socket error included), or the database
+# cache's. Page code that meets one works without the cache.
+CACHE_ERRORS = (redis.RedisError, DatabaseError, OSError)
+DEPARTMENTS_KEY = "questions:departments"
 
 
 @dataclass(frozen=True)
@@ -81,8 +90,20 @@ def _departments() -> list[str]:
 
 
 def departments() -> list[str]:
-    """The departments of the archive, for the filter; a new one shows within ten minutes."""
-    return cache.get_or_set("questions:departments", _departments, 600)
+    """The departments of the archive, for the filter; a new one shows within ten minutes. With the
+    cache down, each page works them out again: slower, never broken."""
+    try:
+        found = cache.get(DEPARTMENTS_KEY)
+    except CACHE_ERRORS as error:
+        log.warning("cache unavailable, departments worked out afresh: %s", error)
+        return _departments()
+    if found is None:
+        found = _departments()
+        try:
+            cache.set(DEPARTMENTS_KEY, found, 600)
+        except CACHE_ERRORS as error:
+            log.warning("cache unavailable, departments not kept: %s", error)
+    return found
 
 
 class CappedPaginator(Paginator):
