@@ -410,3 +410,17 @@ def test_names_and_searches_are_plain_one_line_text(client, field, value, messag
 
     assert response.status_code == 400 and message in response.content.decode()
     assert not Subscription.objects.exists() and not mail.outbox
+
+
+def test_a_link_from_between_two_unsubscribes_cannot_undo_the_second(client):
+    subscriber, _ = confirmed_subscriber(client)
+    unsubscribe_all = f"/unsubscribe/{tokens.make(subscriber, tokens.UNSUBSCRIBE)}/"
+    Client(enforce_csrf_checks=True).post(unsubscribe_all)
+    sign_up(client)  # coming back: a new link
+    confirm = link_in(mail.outbox[-1], "/alerts/confirm/")
+    time.sleep(0.01)
+    Client(enforce_csrf_checks=True).post(unsubscribe_all)  # and gone again, before using it
+
+    assert client.post(confirm).status_code == 400
+    subscriber.refresh_from_db()
+    assert subscriber.suppressed_reason == "unsubscribed"
