@@ -337,3 +337,17 @@ def test_documents_of_the_fixture_questions_are_what_matching_reads():
     found = Question(heading="Police: AI", answer_text="Facial recognition")
     found.refresh_search_text()
     assert found.search_document() == document(found.search_fields())
+
+
+@pytest.mark.django_db
+def test_a_sharded_run_releases_only_its_own_lock():
+    from django.core.cache import cache
+
+    # This run's lock expired and another run took it: finishing must leave the other's alone.
+    cache.set(tasks.FAN_OUT_LOCK, "another-run", 60)
+    tasks.finish_match_task([], [], token="this-run")
+    assert cache.get(tasks.FAN_OUT_LOCK) == "another-run"
+
+    cache.set(tasks.FAN_OUT_LOCK, "this-run", 60)
+    tasks.finish_match_task([], [], token="this-run")
+    assert cache.get(tasks.FAN_OUT_LOCK) is None
