@@ -51,7 +51,14 @@ class SearchForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["department"].choices = [("", "All departments")] + [(d, d) for d in departments()]
+        known = departments()
+        choices = [("", "All departments")] + [(d, d) for d in known]
+        asked = self.data.get("department") if self.is_bound else None
+        if isinstance(asked, str) and asked and asked not in known and len(asked) <= 200:
+            # A department with no questions yet (a new one, or one from a link or an alert) must still be
+            # searchable: refusing it would leave the visitor on a page with no results and no reason.
+            choices.append((asked, asked))
+        self.fields["department"].choices = choices
 
     def filters(self) -> Filters:
         data = self.cleaned_data
@@ -61,7 +68,8 @@ class SearchForm(forms.Form):
 
     def alert_query(self) -> str:
         """The search with the house and department filters written into it, for an alert: those two
-        are fields of the language; answered and dates are not, and an alert is about what is new."""
+        are fields of the language; answered and dates are not, and an alert is about what is new. Empty
+        when neither words nor those filters were given."""
         query = self.cleaned_data.get("q") or ""
         extra = []
         if self.cleaned_data.get("house"):
@@ -69,14 +77,20 @@ class SearchForm(forms.Form):
         department = self.cleaned_data.get("department") or ""
         if department and '"' not in department:
             extra.append(f'department:"{department}"')
-        if not query or not extra:
+        if not extra:
             return query
-        combined = " AND ".join([f"({query})", *extra])
+        # With no words, the filters alone are the alert's search (a department's every new question).
+        combined = " AND ".join([f"({query})", *extra] if query else extra)
         try:
             parse(combined)
         except QueryError:
             return query
         return combined
+
+    def page_only_filters(self) -> bool:
+        """Whether filters an alert cannot carry (answered, dates) narrow this page."""
+        data = self.cleaned_data
+        return bool(data.get("answered") or data.get("tabled_from") or data.get("tabled_to"))
 
     def query_error(self) -> tuple[str, int | None] | None:
         for error in self.errors.as_data().get("q", []):

@@ -1,19 +1,22 @@
+import contextlib
 import re
 from dataclasses import dataclass
 
 from django.contrib.syndication.views import Feed
+from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.feedgenerator import Atom1Feed, Rss201rev2Feed
 from django.utils.http import urlencode
 
+from alerts.subscribing import comma_hint
 from questions.forms import SearchForm
 from questions.health import CHECKS, health
 from questions.models import Question
 from questions.records import text
 from questions.search import Node, parse
-from questions.searching import CappedPaginator, Filters, find_question, matching
+from questions.searching import CACHE_ERRORS, CappedPaginator, Filters, departments, find_question, matching
 
 PAGE_SIZE = 20
 FEED_SIZE = 50
@@ -21,17 +24,23 @@ FEED_SIZE = 50
 
 def search_page(request: HttpRequest) -> HttpResponse:
     form = SearchForm(request.GET or None)
-    context = {"form": form, "node": None, "page": None, "query_error": None}
+    context = {"form": form, "node": None, "page": None, "query_error": None, "searched": False}
     if form.is_bound and form.is_valid():
         query = form.cleaned_data["q"]
+        filters = form.filters()
         node = parse(query) if query else None
-        questions = matching(node, form.filters()) if node else Question.objects.filter(form.filters().q())
+        questions = matching(node, filters) if node else Question.objects.filter(filters.q())
         context["page"] = CappedPaginator(questions, PAGE_SIZE).get_page(request.GET.get("page"))
         context["node"] = node
+        # Filters alone are a search too: its count, and its alert, are what the visitor asked for.
+        context["searched"] = bool(node) or filters != Filters()
+        context["filtered"] = filters != Filters()
         params = {k: v for k, v in request.GET.items() if k != "page" and v}
         context["params"] = urlencode(params)
+        context["alert_query"] = form.alert_query()
+        context["page_only_filters"] = form.page_only_filters()
+        context["suggestions"] = suggestions(query, params)
         if node:
-            context["alert_query"] = form.alert_query()
             context["rss_url"] = reverse("search-rss") + "?" + urlencode(params)
             context["atom_url"] = reverse("search-atom") + "?" + urlencode(params)
     elif form.is_bound:
@@ -47,6 +56,62 @@ def search_page(request: HttpRequest) -> HttpResponse:
         context["page"] = CappedPaginator(Question.objects.order_by("-date_tabled", "-id"), PAGE_SIZE).get_page(1)
     status = 400 if context["query_error"] else 200
     return render(request, "questions/search.html", context, status=status)
+
+
+MEMBERS_KEY = "questions:members"
+# Only text that could be someone's name is looked up: letters, spaces and the punctuation names have.
+NAME_LIKE = re.compile(r"[^\W\d_]+(?:[ '’.-]+[^\W\d_]+){1,5}\.?")
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    kind: str  # "department", "member" or "commas": what the page says about it
+    name: str  # the department or member, or the search with OR
+    url: str
+
+
+def _members() -> list[str]:
+    """The names of the members who asked questions, kept for ten minutes: the column has no index, so
+    working them out is a scan of the archive, which one search must not cost."""
+    try:
+        found = cache.get(MEMBERS_KEY)
+    except CACHE_ERRORS:
+        return []  # a suggestion is not worth a scan of the archive on every search
+    if found is None:
+        found = list(Question.objects.exclude(asking_member_name="").order_by()
+                     .values_list("asking_member_name", flat=True).distinct())
+        with contextlib.suppress(*CACHE_ERRORS):
+            cache.set(MEMBERS_KEY, found, 600)
+    return found
+
+
+def _named(text: str, names: list[str]) -> str:
+    """The one of `names` that `text` is, whatever its case and spacing; or ""."""
+    wanted = " ".join(text.split()).casefold()
+    return next((name for name in names if " ".join(name.split()).casefold() == wanted), "")
+
+
+def suggestions(query: str, params: dict[str, str]) -> list[Suggestion]:
+    """Searches the visitor more likely meant: a member's or a department's name typed as words finds only
+    questions that mention it, and commas do not separate topics. Each keeps the page's filters."""
+
+    def url(suggested: str) -> str:
+        return reverse("search") + "?" + urlencode({**params, "q": suggested})
+
+    found = []
+    text = query.strip()
+    if len(text) > 2 and text[0] in '"“„' and text[-1] in '"”':
+        text = text[1:-1].strip()
+    department = _named(text, departments())
+    if department and '"' not in department:
+        found.append(Suggestion("department", department, url(f'department:"{department}"')))
+    member = _named(text, _members()) if NAME_LIKE.fullmatch(text) else ""
+    if member and '"' not in member:
+        found.append(Suggestion("member", member, url(f'member:"{member}"')))
+    hint = comma_hint(query)
+    if hint:
+        found.append(Suggestion("commas", hint, url(hint)))
+    return found
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
