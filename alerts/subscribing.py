@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 PREVIEW_DAYS = 30
 PREVIEW_SIZE = 10
+# Counting every match in the archive costs a scan; past this, the preview says "more than".
+ARCHIVE_COUNT_CAP = 1000
 # Addresses that asked us to stop may ask again; an address that bounced or complained never hears from us.
 NEVER_EMAIL = {Subscriber.Suppression.BOUNCED, Subscriber.Suppression.COMPLAINED, Subscriber.Suppression.OPERATOR}
 
@@ -30,12 +32,24 @@ class DuplicateSearch(Exception):
     """The subscriber already has an alert for this search."""
 
 
+class TooMany(Exception):
+    """The subscriber already has as many alerts as an address may have."""
+
+
 @dataclass(frozen=True)
 class Preview:
     questions: list[Question]
     total: int
     per_week: float
     hint: str
+    # Only looked for when the last 30 days matched nothing, so that an empty preview can say whether
+    # the search is wrong or the subject merely quiet.
+    archive_total: int | None = None
+    latest: dt.date | None = None
+
+    @property
+    def archive_capped(self) -> bool:
+        return (self.archive_total or 0) > ARCHIVE_COUNT_CAP
 
 
 def comma_hint(query: str) -> str:
@@ -55,7 +69,15 @@ def preview(query: str, today: dt.date | None = None) -> Preview:
     node = parse(query)
     recent = matching(node, Filters(tabled_from=today - dt.timedelta(days=PREVIEW_DAYS)))
     total = recent.count()
-    return Preview(list(recent[:PREVIEW_SIZE]), total, round(total * 7 / PREVIEW_DAYS, 1), comma_hint(query))
+    archive_total = latest = None
+    if not total:
+        everything = matching(node)
+        archive_total = everything.order_by()[:ARCHIVE_COUNT_CAP + 1].count()
+        if archive_total:
+            # PostgreSQL sorts a missing date first when newest-first.
+            latest = everything.filter(date_tabled__isnull=False).values_list("date_tabled", flat=True).first()
+    return Preview(list(recent[:PREVIEW_SIZE]), total, round(total * 7 / PREVIEW_DAYS, 1), comma_hint(query),
+                   archive_total, latest)
 
 
 def _subscriber_for(email: str) -> Subscriber:
@@ -147,6 +169,39 @@ def update_subscription(subscription: Subscription, *, query: str, label: str, f
     subscription.query, subscription.canonical_query = query.strip(), text
     subscription.label, subscription.frequency, subscription.alert_on = label.strip(), frequency, alert_on
     subscription.save()
+
+
+def ask_to_turn_back_on(subscription: Subscription) -> bool:
+    """Email a new confirmation for one alert of an address that unsubscribed from everything.
+
+    Confirming it is what turns the alert back on: the address owner says yes from their inbox, as when
+    signing up, so that a forwarded manage link cannot restart mail on its own. False, sending nothing,
+    when the address must never be emailed."""
+    subscriber = subscription.subscriber
+    if subscriber.suppressed_reason in NEVER_EMAIL:
+        return False
+    _queue(subscriber, Delivery.Kind.CONFIRMATION, subscriptions=[subscription.pk])
+    return True
+
+
+def restore(subscriber: Subscriber, *, query: str, label: str, frequency: str, alert_on: str,
+            paused: bool = False) -> Subscription:
+    """Put back an alert deleted moments ago, confirmed as it was. Raises DuplicateSearch when the
+    search has been saved again meanwhile, and TooMany when the address is at its cap."""
+    text = canonical(parse(query))
+    with transaction.atomic():
+        if subscriber.subscriptions.filter(canonical_query=text).exists():
+            raise DuplicateSearch()
+        if subscriber.subscriptions.count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS:
+            raise TooMany()
+        try:
+            with transaction.atomic():
+                return Subscription.objects.create(
+                    subscriber=subscriber, query=query.strip(), canonical_query=text, label=label.strip(),
+                    frequency=frequency, alert_on=alert_on, paused=paused, confirmed_at=timezone.now(),
+                )
+        except IntegrityError:
+            raise DuplicateSearch() from None
 
 
 def set_paused(subscription: Subscription, paused: bool) -> None:

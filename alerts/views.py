@@ -7,20 +7,29 @@ import json
 import logging
 
 from django.conf import settings
+from django.contrib import messages
+from django.core import signing
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.html import format_html
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import get_usage
 from kombu.exceptions import OperationalError as BrokerDown
 
 from alerts import subscribing, tasks, tokens
 from alerts.forms import AlertFields, EmailForm, SignupForm
-from alerts.models import Subscription
+from alerts.models import Subscriber, Subscription
 from questions.search import QueryError
 from questions.searching import CACHE_ERRORS
 
 log = logging.getLogger(__name__)
+
+# What "Check your inbox" repeats back: the address as typed, so that a typo can be spotted.
+SENT_TO = "alerts.sent_to"
+UNDO_SALT = "alerts.undo-delete"
+UNDO_SECONDS = 60 * 60
 
 
 def rate_limited(request: HttpRequest, exception=None) -> HttpResponse:
@@ -65,6 +74,14 @@ def _has_room(request: HttpRequest, limits: list[dict]) -> bool:
     return all(usage is None or usage["count"] < usage["limit"] for usage in _usage(request, limits, False))
 
 
+def _check_inbox(request: HttpRequest, email: str, purpose: str, query: str = "") -> HttpResponse:
+    """The page every address gets. What it repeats comes from the form, never from the database, so a
+    known and an unknown address read the same; it is kept in the session rather than the URL so that
+    the address stays out of logs and history."""
+    request.session[SENT_TO] = {"email": email, "purpose": purpose, "q": query}
+    return redirect("alerts:check-inbox")
+
+
 def _hand_over(request: HttpRequest, form: str, email: str, task, **work) -> HttpResponse:
     """Check the limits, then queue the address-dependent work and show the page every address gets.
 
@@ -86,7 +103,7 @@ def _hand_over(request: HttpRequest, form: str, email: str, task, **work) -> Htt
     # Counted only once the work is queued: what was refused or not taken uses up no limit.
     with contextlib.suppress(LimitsUnavailable):  # the work is queued all the same
         _usage(request, limits, True)
-    return redirect("alerts:check-inbox")
+    return _check_inbox(request, email, tokens.CONFIRM if form == "signup" else tokens.MANAGE, work.get("query", ""))
 
 
 def _bad_link(request: HttpRequest, error: tokens.LinkError) -> HttpResponse:
@@ -121,7 +138,7 @@ def signup(request: HttpRequest) -> HttpResponse:
             data = form.cleaned_data
             if data["website"]:
                 # A bot filled the hidden field: it is shown success and nothing happens.
-                return redirect("alerts:check-inbox")
+                return _check_inbox(request, data["email"], tokens.CONFIRM, data["q"])
             return _hand_over(request, "signup", data["email"], tasks.take_signup_task, query=data["q"],
                               frequency=data["frequency"], alert_on=data["alert_on"], label=data["label"])
     else:
@@ -134,14 +151,21 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 
 def check_inbox(request: HttpRequest) -> HttpResponse:
-    return render(request, "alerts/check_inbox.html")
+    sent_to = request.session.get(SENT_TO) or {}
+    purpose = sent_to.get("purpose") if sent_to.get("purpose") in (tokens.CONFIRM, tokens.MANAGE) else tokens.CONFIRM
+    return render(request, "alerts/check_inbox.html", {
+        "email": sent_to.get("email", ""), "purpose": purpose, "query": sent_to.get("q", ""),
+        "days": tokens.MAX_AGE[purpose].days,
+        # This page reads the same for every address; a message left from another page waits for the next.
+        "hold_messages": True,
+    })
 
 
 def request_link(request: HttpRequest) -> HttpResponse:
     form = EmailForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         if form.cleaned_data["website"]:
-            return redirect("alerts:check-inbox")
+            return _check_inbox(request, form.cleaned_data["email"], tokens.MANAGE)
         return _hand_over(request, "link", form.cleaned_data["email"], tasks.take_link_request_task)
     return render(request, "alerts/request_link.html", {"form": form}, status=400 if form.errors else 200)
 
@@ -152,12 +176,41 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
         link = tokens.read(token, tokens.CONFIRM)
     except tokens.LinkError as error:
         return _bad_link(request, error)
+    subscriptions = link.subscriber.subscriptions.filter(pk__in=link.data.get("subscriptions", []))
+    already = _already_confirmed(link.subscriber, subscriptions)
     if request.method == "POST":
         if not subscribing.confirm(link):
             return render(request, "alerts/bad_link.html", {"reason": "superseded", "form": EmailForm()}, status=400)
+        _say_confirmed(request, subscriptions, already)
         return redirect("alerts:manage", token=tokens.make(link.subscriber, tokens.MANAGE))
-    subscriptions = link.subscriber.subscriptions.filter(pk__in=link.data.get("subscriptions", []))
-    return render(request, "alerts/confirm.html", {"subscriptions": subscriptions})
+    return render(request, "alerts/confirm.html", {"subscriptions": subscriptions, "already": already})
+
+
+def _already_confirmed(subscriber: Subscriber, subscriptions) -> bool:
+    """A used link: every alert it names is confirmed and nothing since has stopped the address."""
+    return bool(subscriber.confirmed_at and subscriber.suppressed_at is None and subscriptions.exists()
+                and not subscriptions.filter(confirmed_at__isnull=True).exists())
+
+
+def _names(subscriptions) -> str:
+    return ", ".join(f"“{s.name}”" for s in subscriptions)
+
+
+def _say_confirmed(request: HttpRequest, subscriptions, already: bool) -> None:
+    if already:
+        messages.info(request, f"You had already confirmed {_names(subscriptions)}: nothing has changed.")
+        return
+    on = list(subscriptions.receiving())
+    # Only what really sends is called on: an alert paused before it was confirmed still sends nothing.
+    waiting = [s for s in subscriptions if s not in on]
+    if on:
+        noun = "Your alert is on" if len(on) == 1 else "Your alerts are on"
+        messages.success(request, f"{noun}: we’ll email you when new questions match {_names(on)}.")
+    if waiting:
+        messages.info(request, f"Confirmed {_names(waiting)}, which {'is' if len(waiting) == 1 else 'are'} paused: "
+                               "resume it below to get emails.")
+    if not on and not waiting:
+        messages.success(request, "Your address is confirmed.")
 
 
 def _manage_link(request: HttpRequest, token: str) -> tokens.Link | HttpResponse:
@@ -172,11 +225,30 @@ def manage(request: HttpRequest, token: str) -> HttpResponse:
     if isinstance(link, HttpResponse):
         return link
     subscriber = link.subscriber
+    subscriptions = list(subscriber.subscriptions.all())
+    # "On" comes from the same rule the sender uses, so the page cannot claim an alert the sender skips.
+    receiving = set(subscriber.subscriptions.receiving().values_list("pk", flat=True))
+    for subscription in subscriptions:
+        subscription.status = _status(subscriber, subscription, receiving)
     return render(request, "alerts/manage.html", {
-        "subscriber": subscriber, "token": token,
-        "subscriptions": subscriber.subscriptions.all(),
+        "subscriber": subscriber, "token": token, "subscriptions": subscriptions,
+        "suppressed": subscriber.suppressed_at is not None,
+        "unsubscribed": subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED,
+        "confirm_days": tokens.MAX_AGE[tokens.CONFIRM].days,
         "unsubscribe_all_url": reverse("alerts:unsubscribe", args=[tokens.make(subscriber, tokens.UNSUBSCRIBE)]),
     })
+
+
+def _status(subscriber: Subscriber, subscription: Subscription, receiving: set[int]) -> str:
+    if subscription.pk in receiving:
+        return "On"
+    if subscriber.suppressed_at is not None:
+        return "Not sending"
+    if not subscription.confirmed_at:
+        return "Not confirmed"
+    if subscription.paused:
+        return "Paused"
+    return "Not sending"
 
 
 def edit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
@@ -197,6 +269,7 @@ def edit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
         except subscribing.DuplicateSearch:
             duplicate = True
         else:
+            messages.success(request, f"Saved your changes to “{subscription.name}”.")
             return redirect("alerts:manage", token=token)
     query = form["q"].value() or ""
     preview = _preview(form, query)
@@ -212,12 +285,95 @@ def act(request: HttpRequest, token: str, pk: int, action: str) -> HttpResponse:
     link = _manage_link(request, token)
     if isinstance(link, HttpResponse):
         return link
-    subscription = get_object_or_404(Subscription, pk=pk, subscriber=link.subscriber)
-    if action in ("pause", "resume"):
-        subscribing.set_paused(subscription, action == "pause")
+    subscriber = link.subscriber
+    if action == "undo":
+        # The alert is gone, so `pk` names what the undo token must be for, not a row.
+        _undo(request, subscriber, pk)
+        return redirect("alerts:manage", token=token)
+    subscription = get_object_or_404(Subscription, pk=pk, subscriber=subscriber)
+    if action == "resume" and subscriber.suppressed_at is not None:
+        # Nothing is sent to this address whatever the alert's own state, so resuming alone would
+        # show a switch that does nothing; an unsubscribed address is offered a confirmation instead.
+        return _turn_back_on(request, token, subscription)
+    if action == "pause":
+        subscribing.set_paused(subscription, True)
+        messages.success(request, f"Paused “{subscription.name}”: we won’t email you about it until you resume it.")
+    elif action == "resume":
+        subscribing.set_paused(subscription, False)
+        if subscriber.subscriptions.receiving().filter(pk=subscription.pk).exists():
+            messages.success(request, f"Resumed “{subscription.name}”: it is on again.")
+        else:
+            messages.info(request, f"Resumed “{subscription.name}”, but it sends nothing until it is confirmed "
+                                   "from the email we sent.")
     elif action == "delete":
-        subscribing.unsubscribe(link.subscriber, subscription.pk)
+        undo = _undo_token(subscription)
+        subscribing.unsubscribe(subscriber, subscription.pk)
+        messages.success(request, format_html(
+            'Deleted “{}”. <form method="post" action="{}" class="undo">'
+            '<input type="hidden" name="csrfmiddlewaretoken" value="{}"><input type="hidden" name="undo" value="{}">'
+            '<button type="submit" class="link">Undo<span class="visually-hidden"> deleting “{}”</span></button>'
+            '</form>',
+            subscription.name, reverse("alerts:act", args=[token, pk, "undo"]), get_token(request), undo,
+            subscription.name))
     return redirect("alerts:manage", token=token)
+
+
+def _turn_back_on(request: HttpRequest, token: str, subscription: Subscription) -> HttpResponse:
+    subscriber = subscription.subscriber
+    if subscriber.suppressed_reason != Subscriber.Suppression.UNSUBSCRIBED:
+        messages.error(request, "We can’t send email to this address, so no alert can be turned on for it.")
+        return redirect("alerts:manage", token=token)
+    # Each press sends an email: the same budget per address as the public forms.
+    limits = _limits("turn-on", subscriber.email)
+    try:
+        if not _has_room(request, limits):
+            return rate_limited(request)
+    except LimitsUnavailable:
+        return try_again_soon(request)
+    if not subscribing.ask_to_turn_back_on(subscription):
+        messages.error(request, "We can’t send email to this address, so no alert can be turned on for it.")
+        return redirect("alerts:manage", token=token)
+    with contextlib.suppress(LimitsUnavailable):
+        _usage(request, limits, True)
+    messages.success(request, f"We’ve emailed {subscriber.email} a link to turn “{subscription.name}” back on. "
+                              f"It starts once you confirm; the link works for {tokens.MAX_AGE[tokens.CONFIRM].days} "
+                              "days.")
+    return redirect("alerts:manage", token=token)
+
+
+def _undo_token(subscription: Subscription) -> str:
+    """The deleted alert itself, signed: undoing needs no row kept behind, and only recreates what was there."""
+    return signing.dumps({"s": subscription.subscriber_id, "pk": subscription.pk, "q": subscription.query,
+                          "label": subscription.label, "frequency": subscription.frequency,
+                          "alert_on": subscription.alert_on, "paused": subscription.paused},
+                         salt=UNDO_SALT, compress=True)
+
+
+def _undo(request: HttpRequest, subscriber: Subscriber, pk: int) -> None:
+    try:
+        fields = signing.loads(request.POST.get("undo", ""), salt=UNDO_SALT, max_age=UNDO_SECONDS)
+    except signing.SignatureExpired:
+        messages.error(request, "It’s too late to undo that: a deleted alert can be brought back for an hour. "
+                                "Set it up again from its search.")
+        return
+    except signing.BadSignature:
+        fields = None
+    if not isinstance(fields, dict) or fields.get("s") != subscriber.pk or fields.get("pk") != pk:
+        messages.error(request, "That undo button isn’t for this alert, so nothing was changed.")
+        return
+    name = fields["label"] or fields["q"]
+    try:
+        subscribing.restore(subscriber, query=fields["q"], label=fields["label"], frequency=fields["frequency"],
+                            alert_on=fields["alert_on"], paused=bool(fields.get("paused")))
+    except subscribing.DuplicateSearch:
+        messages.info(request, f"You already have an alert for “{name}”, so nothing was changed.")
+    except subscribing.TooMany:
+        messages.error(request, f"“{name}” can’t come back: this address already has "
+                                f"{settings.MAX_SUBSCRIPTIONS_PER_ADDRESS} alerts.")
+    except QueryError:
+        messages.error(request, f"“{name}” can’t come back: its search is no longer one we can run.")
+    else:
+        messages.success(request, f"Brought back “{name}”.")
 
 
 def revoke(request: HttpRequest, token: str) -> HttpResponse:

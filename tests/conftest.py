@@ -131,11 +131,18 @@ def worker_env(transactional_db):
     return env
 
 
-@pytest.fixture
-def celery_worker(worker_env):
+def purge_queues() -> None:
+    """Empty the default and polling queues: a task a previous test's worker left must not run in this one."""
     from config.celery import app
 
     app.control.purge()
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(settings.POLL_QUEUE)
+
+
+@pytest.fixture
+def celery_worker(worker_env):
+    purge_queues()
     worker = Worker(worker_env)
     worker.start()
     yield worker

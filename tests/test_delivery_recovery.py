@@ -16,7 +16,7 @@ from django.utils import timezone
 from alerts.delivery import deliver_immediate
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import Question, QuestionEvent
-from tests.conftest import FIXTURES, Worker, wait_until
+from tests.conftest import FIXTURES, Worker, purge_queues, wait_until
 from tests.esp_stub import PostmarkStub, StubServer
 
 pytestmark = [pytest.mark.worker, pytest.mark.postgres]
@@ -54,10 +54,8 @@ def esp():
 
 
 def start(env, *arguments, beat=False) -> Worker:
-    from config.celery import app
-
     if not beat:
-        app.control.purge()
+        purge_queues()
     worker = Worker(env, *arguments, beat=beat)
     worker.start()
     return worker

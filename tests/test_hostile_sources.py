@@ -17,7 +17,7 @@ from questions.ingest import upsert
 from questions.models import Question, Source, SourceProblem
 from questions.polling import poll_source
 from questions.records import QuestionRecord
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, Worker, purge_queues, wait_until
 from tests.parliament_stub import LIST_PATH
 from tests.slow_server import DrippingServer
 from tests.test_parliament_api import TODAY, client, real_record, source, stub  # noqa: F401 - fixtures
@@ -167,14 +167,14 @@ def test_polls_go_to_a_queue_of_their_own_by_default():
 @pytest.mark.postgres
 def test_a_slow_source_never_delays_another(worker_env, dripping, httpserver, settings):
     from config.celery import app
-    from tests.conftest import Worker
+
 
     rss = ('<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><item><title>Fast news</title>'
            '<guid>fast-1</guid></item></channel></rss>')
     httpserver.expect_request("/fast").respond_with_data(rss, content_type="application/rss+xml")
     Source.objects.create(name="Drip", kind=Source.Kind.FEED, url=dripping.url())
     Source.objects.create(name="Fast", kind=Source.Kind.FEED, url=httpserver.url_for("/fast"))
-    app.control.purge()
+    purge_queues()
     worker = Worker(worker_env | {"SOURCE_RESPONSE_SECONDS": "30"}, "--concurrency=2")
     worker.start()
     try:
@@ -191,17 +191,17 @@ def test_a_slow_source_never_delays_another(worker_env, dripping, httpserver, se
 @pytest.mark.postgres
 def test_a_source_that_drips_its_headers_is_stopped_by_the_polls_time_limit(worker_env):
     from config.celery import app
-    from tests.conftest import Worker
+
 
     server = DrippingServer(headers_too=True)
     feed = Source.objects.create(name="Drip headers", kind=Source.Kind.FEED, url=server.url())
-    app.control.purge()
+    purge_queues()
     # Prefork, as the poll workers run: its time limits are what stop a read that never returns.
     worker = Worker(worker_env | {"SOURCE_POLL_SECONDS": "3", "SOURCE_RESPONSE_SECONDS": "2"}, "--concurrency=1")
     worker.start()
     try:
         app.send_task("questions.poll_source", args=[feed.pk], queue="poll")
-        wait_until(lambda: Source.objects.get(pk=feed.pk).consecutive_failures, timeout=40,
+        wait_until(lambda: Source.objects.get(pk=feed.pk).consecutive_failures, timeout=60,
                    message="the stuck poll to be stopped and recorded")
     finally:
         worker.stop()

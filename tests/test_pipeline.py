@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import Question, QuestionEvent, Source
-from tests.conftest import Worker, backends_waiting_on_a_lock, serve_postmark, wait_until
+from tests.conftest import Worker, backends_waiting_on_a_lock, purge_queues, serve_postmark, wait_until
 from tests.esp_stub import PostmarkStub
 from tests.parliament_stub import LIST_PATH, ParliamentStub
 from tests.test_parliament_api import real_record
@@ -49,9 +49,7 @@ def mail_env(worker_env, httpserver, esp_path):
 
 
 def start_worker(env) -> Worker:
-    from config.celery import app
-
-    app.control.purge()
+    purge_queues()
     worker = Worker(env)
     worker.start()
     return worker
