@@ -185,7 +185,7 @@ def ask_to_turn_back_on(subscription: Subscription) -> bool:
 
 
 def restore(subscriber: Subscriber, *, query: str, label: str, frequency: str, alert_on: str,
-            paused: bool = False) -> Subscription:
+            paused: bool = False, confirmed: bool = False) -> Subscription:
     """Put back an alert deleted moments ago, confirmed as it was. Raises DuplicateSearch when the
     search has been saved again meanwhile, and TooMany when the address is at its cap."""
     text = canonical(parse(query))
@@ -198,7 +198,8 @@ def restore(subscriber: Subscriber, *, query: str, label: str, frequency: str, a
             with transaction.atomic():
                 return Subscription.objects.create(
                     subscriber=subscriber, query=query.strip(), canonical_query=text, label=label.strip(),
-                    frequency=frequency, alert_on=alert_on, paused=paused, confirmed_at=timezone.now(),
+                    frequency=frequency, alert_on=alert_on, paused=paused,
+                    confirmed_at=timezone.now() if confirmed else None,
                 )
         except IntegrityError:
             raise DuplicateSearch() from None

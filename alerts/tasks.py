@@ -107,18 +107,17 @@ def deliver_weekly_task() -> int:
 # thing, in the same time, whatever the address is. They return nothing: a worker logs what tasks return.
 
 
-@shared_task(bind=True, name="alerts.take_signup", max_retries=5, acks_late=True)
-def take_signup_task(self, email: str, query: str, frequency: str, alert_on: str, label: str = "") -> None:
-    try:
-        sign_up(email, query, frequency=frequency, alert_on=alert_on, label=label)
-    except DatabaseError as exc:
-        # Nothing was written (sign_up is one transaction): try again shortly.
-        raise self.retry(exc=exc, countdown=5) from exc
+# A database outage must not lose a request the person was told is on its way: retried, backing off to
+# ten minutes apart, for some hours.
+TAKE_RETRIES = {"autoretry_for": (DatabaseError,), "retry_backoff": 5, "retry_backoff_max": 600,
+                "max_retries": 30, "acks_late": True}
 
 
-@shared_task(bind=True, name="alerts.take_link_request", max_retries=5, acks_late=True)
-def take_link_request_task(self, email: str) -> None:
-    try:
-        request_manage_link(email)
-    except DatabaseError as exc:
-        raise self.retry(exc=exc, countdown=5) from exc
+@shared_task(name="alerts.take_signup", **TAKE_RETRIES)
+def take_signup_task(email: str, query: str, frequency: str, alert_on: str, label: str = "") -> None:
+    sign_up(email, query, frequency=frequency, alert_on=alert_on, label=label)
+
+
+@shared_task(name="alerts.take_link_request", **TAKE_RETRIES)
+def take_link_request_task(email: str) -> None:
+    request_manage_link(email)

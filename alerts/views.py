@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 
@@ -57,21 +56,23 @@ def _limits(form: str, email: str) -> list[dict]:
     ]
 
 
-def _usage(request: HttpRequest, limits: list[dict], increment: bool) -> list[dict | None]:
-    try:
-        return [get_usage(request, increment=increment, **limit) for limit in limits]
-    except CACHE_ERRORS as error:
-        log.warning("rate limits unavailable, request refused: %s", error)
-        raise LimitsUnavailable from error
-
-
-def _has_room(request: HttpRequest, limits: list[dict]) -> bool:
-    """A look that counts nothing: a request refused for one limit uses up nothing of the other, so a
-    flood from one IP cannot lock an address out for everybody.
+def _counted(request: HttpRequest, limits: list[dict]) -> bool:
+    """Count the request against each limit in turn, stopping at the first that is full; whether all had
+    room. Counting is the cache's atomic increment, so requests arriving together cannot all slip
+    through; and a request refused by one limit is not counted against the next, so a flood from one
+    IP (refused by the IP's limit) uses up nothing of an address's.
 
     Raises LimitsUnavailable when the cache is down. Refusing then, rather than letting everything
     through, is deliberate: these limits are all that stops a stranger using us to flood an inbox."""
-    return all(usage is None or usage["count"] < usage["limit"] for usage in _usage(request, limits, False))
+    try:
+        for limit in limits:
+            usage = get_usage(request, increment=True, **limit)
+            if usage is not None and usage["should_limit"]:
+                return False
+    except CACHE_ERRORS as error:
+        log.warning("rate limits unavailable, request refused: %s", error)
+        raise LimitsUnavailable from error
+    return True
 
 
 def _check_inbox(request: HttpRequest, email: str, purpose: str, query: str = "") -> HttpResponse:
@@ -88,11 +89,9 @@ def _hand_over(request: HttpRequest, form: str, email: str, task, **work) -> Htt
     Whether an address is known, unsubscribed or bounced decides what the task does, never what this
     request does: the same checks, one message to the broker, the same page, in the same time. The
     task writes the Delivery row (the durable queue) before anything is sent; if the broker will not
-    take the message, the person is asked to try again in a minute, so nothing is owed that could be
-    lost."""
-    limits = _limits(form, email)
+    take the message, the person is asked to try again in a minute."""
     try:
-        if not _has_room(request, limits):
+        if not _counted(request, _limits(form, email)):
             return rate_limited(request)
         task.apply_async(kwargs={"email": email, **work})
     except LimitsUnavailable:
@@ -100,9 +99,6 @@ def _hand_over(request: HttpRequest, form: str, email: str, task, **work) -> Htt
     except BrokerDown:
         log.warning("the broker did not take a %s request; asked to try again", form, exc_info=True)
         return try_again_soon(request)
-    # Counted only once the work is queued: what was refused or not taken uses up no limit.
-    with contextlib.suppress(LimitsUnavailable):  # the work is queued all the same
-        _usage(request, limits, True)
     return _check_inbox(request, email, tokens.CONFIRM if form == "signup" else tokens.MANAGE, work.get("query", ""))
 
 
@@ -324,17 +320,14 @@ def _turn_back_on(request: HttpRequest, token: str, subscription: Subscription) 
         messages.error(request, "We can’t send email to this address, so no alert can be turned on for it.")
         return redirect("alerts:manage", token=token)
     # Each press sends an email: the same budget per address as the public forms.
-    limits = _limits("turn-on", subscriber.email)
     try:
-        if not _has_room(request, limits):
+        if not _counted(request, _limits("turn-on", subscriber.email)):
             return rate_limited(request)
     except LimitsUnavailable:
         return try_again_soon(request)
     if not subscribing.ask_to_turn_back_on(subscription):
         messages.error(request, "We can’t send email to this address, so no alert can be turned on for it.")
         return redirect("alerts:manage", token=token)
-    with contextlib.suppress(LimitsUnavailable):
-        _usage(request, limits, True)
     messages.success(request, f"We’ve emailed {subscriber.email} a link to turn “{subscription.name}” back on. "
                               f"It starts once you confirm; the link works for {tokens.MAX_AGE[tokens.CONFIRM].days} "
                               "days.")
@@ -345,7 +338,9 @@ def _undo_token(subscription: Subscription) -> str:
     """The deleted alert itself, signed: undoing needs no row kept behind, and only recreates what was there."""
     return signing.dumps({"s": subscription.subscriber_id, "pk": subscription.pk, "q": subscription.query,
                           "label": subscription.label, "frequency": subscription.frequency,
-                          "alert_on": subscription.alert_on, "paused": subscription.paused},
+                          "alert_on": subscription.alert_on, "paused": subscription.paused,
+                          # Undoing must not confirm what the inbox never confirmed.
+                          "confirmed": subscription.confirmed_at is not None},
                          salt=UNDO_SALT, compress=True)
 
 
@@ -364,7 +359,8 @@ def _undo(request: HttpRequest, subscriber: Subscriber, pk: int) -> None:
     name = fields["label"] or fields["q"]
     try:
         subscribing.restore(subscriber, query=fields["q"], label=fields["label"], frequency=fields["frequency"],
-                            alert_on=fields["alert_on"], paused=bool(fields.get("paused")))
+                            alert_on=fields["alert_on"], paused=bool(fields.get("paused")),
+                            confirmed=fields.get("confirmed") is True)
     except subscribing.DuplicateSearch:
         messages.info(request, f"You already have an alert for “{name}”, so nothing was changed.")
     except subscribing.TooMany:

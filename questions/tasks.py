@@ -19,7 +19,7 @@ def poll_sources_task(name: str | None = None) -> list[int]:
     due = sources_to_poll(name, only_due=name is None)
     for source in due:
         # A poll not started by the time the next is due is dropped: polls never pile up behind a stuck one.
-        poll_source_task.apply_async((source.pk,), expires=source.poll_interval_minutes * 60)
+        poll_source_task.apply_async((source.pk,), expires=max(60, source.poll_interval_minutes * 60))
     return [source.pk for source in due]
 
 

@@ -364,3 +364,16 @@ def test_a_preview_with_no_match_anywhere_says_so(client, archive):
     text = words(client.get("/alerts/new/", {"q": "zzyzxnotaword"}))
 
     assert "nothing in the whole archive matches it either" in text
+
+
+def test_undoing_the_delete_of_an_unconfirmed_alert_does_not_confirm_it(client):
+    subscriber, manage = confirmed_subscriber(client)
+    # Someone else signed this address up for a search its owner never confirmed.
+    unwanted = Subscription.objects.create(subscriber=subscriber, query="taser", canonical_query="taser")
+
+    deleted = page(client.post(f"{manage}{unwanted.pk}/delete/", follow=True))
+    action, undo = re.search(r'<form method="post" action="([^"]+)" class="undo">.*?name="undo" value="([^"]+)"',
+                             status_region(deleted), re.S).groups()
+    client.post(action, {"undo": undo})
+
+    assert Subscription.objects.get(query="taser").confirmed_at is None

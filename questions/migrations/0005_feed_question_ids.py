@@ -1,11 +1,19 @@
 """A feed's items are stored under ids of their own (`feed:<source>:<guid>`), so that no item can take the
 id of an API question or of another feed's item; the questions feeds brought before keep theirs, renamed."""
 
+import hashlib
+
 from django.db import migrations
 
-from questions.sources.feed import feed_question_id
-
 BATCH = 1000
+
+
+def feed_question_id(source_id: int, guid: str) -> str:
+    # As questions.sources.feed makes them, kept here so that the migration never changes with that code.
+    prefix = f"feed:{source_id}:"
+    if len(prefix) + len(guid) <= 500:
+        return prefix + guid
+    return prefix + "sha256:" + hashlib.sha256(guid.encode()).hexdigest()
 
 
 def _rename(apps, rename) -> None:
@@ -32,12 +40,15 @@ def unprefix_feed_ids(apps, schema_editor):
     # Back to the bare guid where no other question holds it (a hashed id cannot be undone).
     Question = apps.get_model("questions", "Question")
 
+    claimed: set[str] = set()  # two feeds' copies of one item: only the first gets the bare guid back
+
     def rename(question) -> bool:
         prefix = f"feed:{question.source_id}:"
         guid = question.external_id.removeprefix(prefix)
-        if guid == question.external_id or guid.startswith("sha256:") or \
+        if guid == question.external_id or guid.startswith("sha256:") or guid in claimed or \
                 Question.objects.filter(external_id=guid).exists():
             return False
+        claimed.add(guid)
         question.external_id = guid
         return True
 
