@@ -164,7 +164,7 @@ def hostile(kind: str, response_seconds: float) -> dict[str, float]:
             running.shutdown() if running is server else running.stop()
     landed = report.landed.created if report.landed else 0
     source.delete()
-    return {"seconds": seconds, "landed": landed, "error": report.error}
+    return {"seconds": seconds, "landed": landed, "error": report.error, "problems": report.problems}
 
 
 def main() -> None:
@@ -197,7 +197,8 @@ def main() -> None:
         seconds = [r["seconds"] for r in runs]
         rate = statistics.median(r["landed"] / r["seconds"] for r in runs)
         print(f"{kind:>24} {statistics.median(seconds):>6.2f} ({min(seconds):.2f}-{max(seconds):.2f}) "
-              f"{runs[0]['landed']:>7} {rate:>15.0f}  {(runs[0]['error'] or 'completed')[-70:]}")
+              f"{runs[0]['landed']:>7} {rate:>15.0f}  {(runs[0]['error'] or 'completed')[-60:]}; "
+              f"{runs[0]['problems']} problem(s) on the source")
 
 
 if __name__ == "__main__":
