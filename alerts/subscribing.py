@@ -205,6 +205,44 @@ def restore(subscriber: Subscriber, *, query: str, label: str, frequency: str, a
             raise DuplicateSearch() from None
 
 
+class CannotAdd(Exception):
+    """The address may not be given an alert from its manage page; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def add_confirmed(subscriber: Subscriber, *, query: str, label: str, frequency: str, alert_on: str) -> Subscription:
+    """Add an alert from the manage page, already confirmed: the manage link was emailed to this address,
+    so holding it proves the inbox as a confirmation link would, and no email is sent.
+
+    Raises QueryError for a refused query, CannotAdd when the address is unconfirmed or stopped (an
+    unsubscribed address comes back only by confirming from its inbox, as `sign_up` asks), DuplicateSearch
+    for a search already saved and TooMany at the cap."""
+    text = canonical(parse(query))
+    with transaction.atomic():
+        # Locked so that two adds at once cannot both count themselves under the cap.
+        subscriber = Subscriber.objects.select_for_update().get(pk=subscriber.pk)
+        if subscriber.suppressed_at is not None:
+            raise CannotAdd("unsubscribed" if subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED
+                            else "suppressed")
+        if subscriber.confirmed_at is None:
+            raise CannotAdd("unconfirmed")
+        if subscriber.subscriptions.filter(canonical_query=text).exists():
+            raise DuplicateSearch()
+        if subscriber.subscriptions.count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS:
+            raise TooMany()
+        try:
+            with transaction.atomic():
+                return Subscription.objects.create(
+                    subscriber=subscriber, query=query.strip(), canonical_query=text, label=label.strip(),
+                    frequency=frequency, alert_on=alert_on, confirmed_at=timezone.now(),
+                )
+        except IntegrityError:
+            raise DuplicateSearch() from None
+
+
 def set_paused(subscription: Subscription, paused: bool) -> None:
     subscription.paused = paused
     subscription.save(update_fields=["paused", "updated_at"])

@@ -11,6 +11,7 @@ urlpatterns = [
     path("alerts/manage/<str:token>/", views.manage, name="manage"),
     path("alerts/manage/<str:token>/data.json", views.data, name="data"),
     path("alerts/manage/<str:token>/revoke/", views.revoke, name="revoke"),
+    path("alerts/manage/<str:token>/add/", views.add, name="add"),
     path("alerts/manage/<str:token>/<int:pk>/", views.edit, name="edit"),
     path("alerts/manage/<str:token>/<int:pk>/<str:action>/", views.act, name="act"),
     path("unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),

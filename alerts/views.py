@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib import messages
@@ -220,19 +221,78 @@ def manage(request: HttpRequest, token: str) -> HttpResponse:
     link = _manage_link(request, token)
     if isinstance(link, HttpResponse):
         return link
-    subscriber = link.subscriber
+    # ?q= is the add form's "did you mean" suggestion.
+    return _manage_page(request, link.subscriber, token, AlertFields(initial={"q": request.GET.get("q", "")}))
+
+
+def _manage_page(request: HttpRequest, subscriber: Subscriber, token: str, form: AlertFields,
+                 duplicate: bool = False) -> HttpResponse:
     subscriptions = list(subscriber.subscriptions.all())
     # "On" comes from the same rule the sender uses, so the page cannot claim an alert the sender skips.
     receiving = set(subscriber.subscriptions.receiving().values_list("pk", flat=True))
     for subscription in subscriptions:
         subscription.status = _status(subscriber, subscription, receiving)
+    query = form["q"].value() or ""
     return render(request, "alerts/manage.html", {
         "subscriber": subscriber, "token": token, "subscriptions": subscriptions,
         "suppressed": subscriber.suppressed_at is not None,
         "unsubscribed": subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED,
         "confirm_days": tokens.MAX_AGE[tokens.CONFIRM].days,
         "unsubscribe_all_url": reverse("alerts:unsubscribe", args=[tokens.make(subscriber, tokens.UNSUBSCRIBE)]),
-    })
+        "form": form, "duplicate": duplicate, "hint": subscribing.comma_hint(query) if query else "",
+        "can_add": subscriber.confirmed_at is not None and subscriber.suppressed_at is None,
+        "max_alerts": settings.MAX_SUBSCRIPTIONS_PER_ADDRESS,
+    }, status=400 if form.errors or duplicate else 200)
+
+
+def add(request: HttpRequest, token: str) -> HttpResponse:
+    """Add an alert from the manage page. It sends no email, so no email budget is spent: the limit on
+    what a manage link can do is the cap on alerts per address."""
+    if request.method != "POST":
+        # A refused add is shown at this URL, so the form's relative "did you mean ?q=" link lands here.
+        if "q" in request.GET:
+            return redirect(f"{reverse('alerts:manage', args=[token])}?q={quote(request.GET['q'])}")
+        return HttpResponseNotAllowed(["POST"])
+    link = _manage_link(request, token)
+    if isinstance(link, HttpResponse):
+        return link
+    subscriber = link.subscriber
+    form = AlertFields(request.POST)
+    if not form.is_valid():
+        return _manage_page(request, subscriber, token, form)
+    data = form.cleaned_data
+    try:
+        subscription = subscribing.add_confirmed(subscriber, query=data["q"], label=data["label"],
+                                                 frequency=data["frequency"], alert_on=data["alert_on"])
+    except subscribing.DuplicateSearch:
+        return _manage_page(request, subscriber, token, form, duplicate=True)
+    except subscribing.TooMany:
+        form.add_error(None, f"You already have {settings.MAX_SUBSCRIPTIONS_PER_ADDRESS} alerts, as many as an "
+                             "address can have: delete one to add another.")
+        return _manage_page(request, subscriber, token, form)
+    except QueryError as error:
+        # Where the form's own check would have put it, so the error summary lists it the same way.
+        form.add_error("q", error.message)
+        return _manage_page(request, subscriber, token, form)
+    except subscribing.CannotAdd as refused:
+        _say_cannot_add(request, refused.reason, data["q"])
+        return redirect("alerts:manage", token=token)
+    messages.success(request, f"Added “{subscription.name}”. It starts with the next new question.")
+    return redirect("alerts:manage", token=token)
+
+
+def _say_cannot_add(request: HttpRequest, reason: str, query: str) -> None:
+    if reason == "unsubscribed":
+        # Coming back is said yes to from the inbox, never from a manage link that may have been forwarded.
+        messages.error(request, format_html(
+            "You unsubscribed from everything, so no alert can be added here. To start again, "
+            '<a href="{}?q={}">sign up for this search</a> and confirm from the email we send.',
+            reverse("alerts:signup"), quote(query)))
+    elif reason == "unconfirmed":
+        messages.error(request, "Your address isn’t confirmed yet, so no alert can be added here: confirm it "
+                                "from the email we sent you first.")
+    else:
+        messages.error(request, "We can’t send email to this address, so no alert can be added to it.")
 
 
 def _status(subscriber: Subscriber, subscription: Subscription, receiving: set[int]) -> str:

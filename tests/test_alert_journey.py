@@ -41,8 +41,8 @@ def words(response) -> str:
 
 def statuses(text: str) -> list[str]:
     """The Status column of the manage page's table, one cell per alert."""
-    rows = re.findall(r"<tr>\s*<td>.*?</tr>", text, re.S)
-    return [re.findall(r"<td>(.*?)</td>", row, re.S)[3] for row in rows]
+    rows = re.findall(r"<tr>\s*<td[^>]*>.*?</tr>", text, re.S)
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[3] for row in rows]
 
 
 def status_region(text: str) -> str:
