@@ -24,8 +24,10 @@ class SourceProblemAdmin(admin.ModelAdmin):
 class SourceAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "enabled", "state", "last_polled_at", "last_success_at", "short_error")
     list_filter = ("kind", "enabled")
+    # created_at is a record, not a setting; and editable, Django's split date/time widget has no label for either
+    # box (axe: label).
     readonly_fields = ("state", "last_polled_at", "last_success_at", "last_error", "last_error_at",
-                       "consecutive_failures", "recent_problems")
+                       "consecutive_failures", "recent_problems", "created_at")
     actions = ["poll_now"]
 
     @admin.display(description="state")
