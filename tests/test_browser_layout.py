@@ -151,6 +151,10 @@ def test_admin_pages_that_are_ours_pass_axe(live_server):
                                    url="https://questions-statements-api.parliament.uk/api/writtenquestions/questions",
                                    consecutive_failures=2, last_error="HTTP 503 from the API")
     SourceProblem.objects.create(source=source, record_id="1234", message="the record has no heading")
+    from alerts.models import Delivery, Subscriber
+
+    reader = Subscriber.objects.create(email="jane.reader@example.org")
+    Delivery.objects.create(subscriber=reader, kind="immediate", subject="5 new written questions match “police”")
 
     with browser_page() as page:
         page.set_viewport_size({"width": DESKTOP, "height": 900})
@@ -166,3 +170,8 @@ def test_admin_pages_that_are_ours_pass_axe(live_server):
             assert page.url == live_server.url + path
             screenshot(page, f"admin-{name}")
             assert admin_violations(page) == [], name
+        # The lists' columns fit beside the admin's sidebar, without scrolling sideways.
+        for path in ("/admin/questions/source/", "/admin/alerts/delivery/"):
+            page.goto(live_server.url + path)
+            screenshot(page, "admin-list" + path.replace("/", "-"))
+            assert page.evaluate("(e => e.scrollWidth <= e.clientWidth)(document.querySelector('.results'))"), path
