@@ -46,6 +46,7 @@ ROUTES = {
     "alerts/manage/<str:token>/": "/alerts/manage/<manage>{}/",
     "alerts/manage/<str:token>/data.json": "/alerts/manage/<manage>/data{}.json",
     "alerts/manage/<str:token>/revoke/": "/alerts/manage/<manage>/revoke{}/",
+    "alerts/manage/<str:token>/add/": "/alerts/manage/<manage>/add{}/",
     "alerts/manage/<str:token>/<int:pk>/": "/alerts/manage/<manage>/<subscription>{}/",
     "alerts/manage/<str:token>/<int:pk>/<str:action>/": "/alerts/manage/<manage>/<subscription>/pause{}/",
     "unsubscribe/<str:token>/": "/unsubscribe/<unsubscribe>{}/",
