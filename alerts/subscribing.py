@@ -184,25 +184,33 @@ def ask_to_turn_back_on(subscription: Subscription) -> bool:
     return True
 
 
+def _add(subscriber: Subscriber, query: str, *, label: str, frequency: str, alert_on: str, paused: bool,
+         confirmed: bool) -> Subscription:
+    """A new alert for the subscriber, inside the caller's transaction. Raises DuplicateSearch for a search
+    already saved and TooMany at the cap."""
+    text = canonical(parse(query))
+    if subscriber.subscriptions.filter(canonical_query=text).exists():
+        raise DuplicateSearch()
+    if subscriber.subscriptions.count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS:
+        raise TooMany()
+    try:
+        with transaction.atomic():
+            return Subscription.objects.create(
+                subscriber=subscriber, query=query.strip(), canonical_query=text, label=label.strip(),
+                frequency=frequency, alert_on=alert_on, paused=paused,
+                confirmed_at=timezone.now() if confirmed else None,
+            )
+    except IntegrityError:
+        raise DuplicateSearch() from None
+
+
 def restore(subscriber: Subscriber, *, query: str, label: str, frequency: str, alert_on: str,
             paused: bool = False, confirmed: bool = False) -> Subscription:
     """Put back an alert deleted moments ago, confirmed as it was. Raises DuplicateSearch when the
     search has been saved again meanwhile, and TooMany when the address is at its cap."""
-    text = canonical(parse(query))
     with transaction.atomic():
-        if subscriber.subscriptions.filter(canonical_query=text).exists():
-            raise DuplicateSearch()
-        if subscriber.subscriptions.count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS:
-            raise TooMany()
-        try:
-            with transaction.atomic():
-                return Subscription.objects.create(
-                    subscriber=subscriber, query=query.strip(), canonical_query=text, label=label.strip(),
-                    frequency=frequency, alert_on=alert_on, paused=paused,
-                    confirmed_at=timezone.now() if confirmed else None,
-                )
-        except IntegrityError:
-            raise DuplicateSearch() from None
+        return _add(subscriber, query, label=label, frequency=frequency, alert_on=alert_on, paused=paused,
+                    confirmed=confirmed)
 
 
 class CannotAdd(Exception):
@@ -220,7 +228,6 @@ def add_confirmed(subscriber: Subscriber, *, query: str, label: str, frequency: 
     Raises QueryError for a refused query, CannotAdd when the address is unconfirmed or stopped (an
     unsubscribed address comes back only by confirming from its inbox, as `sign_up` asks), DuplicateSearch
     for a search already saved and TooMany at the cap."""
-    text = canonical(parse(query))
     with transaction.atomic():
         # Locked so that two adds at once cannot both count themselves under the cap.
         subscriber = Subscriber.objects.select_for_update().get(pk=subscriber.pk)
@@ -229,18 +236,8 @@ def add_confirmed(subscriber: Subscriber, *, query: str, label: str, frequency: 
                             else "suppressed")
         if subscriber.confirmed_at is None:
             raise CannotAdd("unconfirmed")
-        if subscriber.subscriptions.filter(canonical_query=text).exists():
-            raise DuplicateSearch()
-        if subscriber.subscriptions.count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS:
-            raise TooMany()
-        try:
-            with transaction.atomic():
-                return Subscription.objects.create(
-                    subscriber=subscriber, query=query.strip(), canonical_query=text, label=label.strip(),
-                    frequency=frequency, alert_on=alert_on, confirmed_at=timezone.now(),
-                )
-        except IntegrityError:
-            raise DuplicateSearch() from None
+        return _add(subscriber, query, label=label, frequency=frequency, alert_on=alert_on, paused=False,
+                    confirmed=True)
 
 
 def set_paused(subscription: Subscription, paused: bool) -> None:
