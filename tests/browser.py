@@ -43,3 +43,12 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def check_page(page, name: str, width: int) -> None:
+    """A screenshot, then: nothing wider than the window, and no axe violations."""
+    screenshot(page, f"{name}-{width}")
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    inner_width = page.evaluate("window.innerWidth")
+    assert scroll_width <= inner_width, f"{name} at {width}px is {scroll_width}px wide"
+    assert axe_violations(page) == [], f"{name} at {width}px"

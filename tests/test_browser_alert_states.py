@@ -12,7 +12,7 @@ from django.core import mail
 from django.core.management import call_command
 
 from alerts.models import Subscriber
-from tests.browser import axe_violations, browser_page, screenshot
+from tests.browser import browser_page, check_page
 from tests.conftest import FIXTURES
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -30,12 +30,7 @@ def archive(live_server, settings):
 
 
 def check(page, name: str, width: int) -> None:
-    """A screenshot, then: nothing wider than the window, and no axe violations."""
-    screenshot(page, f"alert-states-{width}-{name}")
-    scroll_width = page.evaluate("document.documentElement.scrollWidth")
-    inner_width = page.evaluate("window.innerWidth")
-    assert scroll_width <= inner_width, f"{name} at {width}px is {scroll_width}px wide"
-    assert axe_violations(page) == [], f"{name} at {width}px"
+    check_page(page, f"alert-states-{name}", width)
 
 
 def status_message(page) -> str:

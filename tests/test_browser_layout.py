@@ -12,7 +12,7 @@ from django.core import mail
 from django.core.management import call_command
 
 from questions.models import Source, SourceProblem
-from tests.browser import ARTIFACTS, axe_violations, browser_page, screenshot
+from tests.browser import ARTIFACTS, browser_page, check_page, screenshot
 from tests.conftest import FIXTURES
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -73,11 +73,7 @@ def admin_violations(page) -> list[dict]:
 
 
 def check(page, name: str, width: int) -> None:
-    screenshot(page, f"layout-{width}-{name}")
-    scroll_width = page.evaluate("document.documentElement.scrollWidth")
-    inner_width = page.evaluate("window.innerWidth")
-    assert scroll_width <= inner_width, f"{name} at {width}px is {scroll_width}px wide"
-    assert axe_violations(page) == [], f"{name} at {width}px"
+    check_page(page, f"layout-{name}", width)
 
 
 @pytest.mark.parametrize("width", [DESKTOP, PHONE])
