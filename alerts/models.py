@@ -9,7 +9,10 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from questions.models import QuestionEvent
+from questions.models import Question, QuestionEvent
+
+# What a follower of one question is told about: the answer (holding or not), a correction, a withdrawal.
+FOLLOWED_KINDS = (QuestionEvent.Kind.ANSWERED, QuestionEvent.Kind.CORRECTED, QuestionEvent.Kind.WITHDRAWN)
 
 
 class Subscriber(models.Model):
@@ -19,12 +22,17 @@ class Subscriber(models.Model):
         COMPLAINED = "complained", "Complained"
         OPERATOR = "operator", "Suppressed by an operator"
 
+    class Grouping(models.TextChoices):
+        COMBINED = "combined", "One email, grouped by alert"
+        SEPARATE = "separate", "One email per alert"
+
     email = models.EmailField(max_length=254)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     suppressed_at = models.DateTimeField(null=True, blank=True)
     suppressed_reason = models.CharField(max_length=20, choices=Suppression.choices, blank=True)
     # Part of every signed link: raising it revokes every link sent so far.
     token_version = models.PositiveIntegerField(default=1)
+    email_grouping = models.CharField(max_length=10, choices=Grouping.choices, default=Grouping.COMBINED)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -51,8 +59,12 @@ class SubscriptionQuerySet(models.QuerySet):
     def receiving(self) -> SubscriptionQuerySet:
         """The one rule for who receives alerts: an active, confirmed alert of a confirmed address that
         nothing has suppressed."""
-        return self.filter(paused=False, confirmed_at__isnull=False, subscriber__confirmed_at__isnull=False,
-                           subscriber__suppressed_at__isnull=True)
+        return self.filter(paused=False, confirmed_at__isnull=False, retired_at__isnull=True,
+                           subscriber__confirmed_at__isnull=False, subscriber__suppressed_at__isnull=True)
+
+    def searches(self) -> SubscriptionQuerySet:
+        """Saved searches, which the percolator matches; not follows of one question."""
+        return self.filter(question__isnull=True)
 
 
 class Subscription(models.Model):
@@ -67,8 +79,10 @@ class Subscription(models.Model):
         ANSWERS = "answers", "Answers only"
 
     subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="subscriptions")
-    query = models.CharField(max_length=1000)
-    canonical_query = models.TextField(db_index=True)
+    # Set for a follow of one question ("email me when this is answered"); its query fields are then blank.
+    question = models.ForeignKey(Question, null=True, blank=True, on_delete=models.CASCADE, related_name="followers")
+    query = models.CharField(max_length=1000, blank=True)
+    canonical_query = models.TextField(db_index=True, blank=True)
     label = models.CharField(max_length=100, blank=True)
     frequency = models.CharField(max_length=10, choices=Frequency.choices, default=Frequency.IMMEDIATE)
     alert_on = models.CharField(max_length=10, choices=AlertOn.choices, default=AlertOn.BOTH)
@@ -77,17 +91,27 @@ class Subscription(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     last_sent_at = models.DateTimeField(null=True, blank=True)
+    # A follow ends by itself once its question is settled (answered or withdrawn, and the window for
+    # corrections past); it then sends nothing and the manage page says why.
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     objects = SubscriptionQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["subscriber", "canonical_query"], name="one_subscription_per_query")
+            models.UniqueConstraint(fields=["subscriber", "canonical_query"], condition=models.Q(question=None),
+                                    name="one_subscription_per_query"),
+            models.UniqueConstraint(fields=["subscriber", "question"], condition=models.Q(question__isnull=False),
+                                    name="one_follow_per_question"),
         ]
 
     def __str__(self) -> str:
-        return self.label or self.query
+        return self.name
+
+    @property
+    def is_follow(self) -> bool:
+        return self.question_id is not None
 
     @property
     def name(self) -> str:
@@ -95,6 +119,8 @@ class Subscription(models.Model):
 
     def wants(self, event_kind: str) -> bool:
         """Whether an event of this kind is news to this subscription."""
+        if self.is_follow:
+            return event_kind in FOLLOWED_KINDS
         if self.alert_on == self.AlertOn.NEW:
             return event_kind == QuestionEvent.Kind.TABLED
         if self.alert_on == self.AlertOn.ANSWERS:
@@ -124,6 +150,9 @@ class Delivery(models.Model):
         FAILED = "failed", "Failed"
 
     subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries")
+    # The one alert this email is about, for an address that asked for one email per alert.
+    subscription = models.ForeignKey(Subscription, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
     kind = models.CharField(max_length=20, choices=Kind.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     # What the email needs beyond its matches, e.g. the subscriptions a confirmation confirms.

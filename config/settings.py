@@ -217,6 +217,10 @@ LOGGING = {
 
 # Alerts.
 MAX_SUBSCRIPTIONS_PER_ADDRESS = env.int("MAX_SUBSCRIPTIONS_PER_ADDRESS", default=100)
+# A followed question's alert goes on this long after its answer, for corrections, then retires itself.
+FOLLOW_WINDOW_DAYS = env.int("FOLLOW_WINDOW_DAYS", default=30)
+# An alert that has matched nothing for this long says so on the manage page.
+QUIET_ALERT_DAYS = env.int("QUIET_ALERT_DAYS", default=90)
 MATCH_SHARDS = env.int("MATCH_SHARDS", default=1)
 # Matching workers hold every saved search in memory: a queue of their own keeps that to a few processes.
 MATCH_QUEUE = env.str("MATCH_QUEUE", default="")
