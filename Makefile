@@ -26,6 +26,7 @@ run: sample
 	@echo "Make an admin login in another terminal: $(BIN)/python manage.py createsuperuser"
 	@echo "Emails are written to var/outbox/. Press Ctrl-C to stop."
 	@echo
+	@rm -rf var/metrics && mkdir -p var/metrics
 	@trap 'kill 0' INT TERM EXIT; \
 	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -n main@%h & \
 	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -Q poll -n poll@%h & \

@@ -11,6 +11,10 @@ class AlertsConfig(AppConfig):
         from alerts.webhooks import record_tracking_event
 
         tracking.connect(record_tracking_event, dispatch_uid="alerts.record_tracking_event")
+        from alerts.canary import check_delivery
+        from questions.health import CHECKS
+
+        CHECKS["delivery"] = check_delivery
         # Registered in every process, not only workers: a web request that queues an email wakes the
         # sender by the task's name.
         import alerts.checks  # noqa: F401

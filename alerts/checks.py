@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+from django.conf import settings
 from django.core.checks import Error, register
 
 from alerts.webhooks import configured_esp, webhook_secured
@@ -19,3 +22,17 @@ def webhooks_need_a_secret(app_configs, **kwargs) -> list[Error]:
              f"credentials), or the ESP's signing key (e.g. ANYMAIL_{esp.upper()}_WEBHOOK_SIGNING_KEY).",
         id="alerts.E001",
     )]
+
+
+@register()
+def metrics_addresses_are_valid(app_configs, **kwargs) -> list[Error]:
+    refused = []
+    for allowed in settings.METRICS_ALLOWED_IPS:
+        try:
+            ipaddress.ip_network(allowed.strip(), strict=False)
+        except ValueError:
+            refused.append(allowed)
+    if not refused:
+        return []
+    return [Error(f"METRICS_ALLOWED_IPS holds what is not an address or network: {', '.join(refused)}.",
+                  hint="Give addresses or networks separated by commas, e.g. 10.0.0.0/8,192.0.2.7.", id="alerts.E002")]

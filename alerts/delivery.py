@@ -29,9 +29,10 @@ from django.db import connection, transaction
 from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 
-from alerts import esp
+from alerts import esp, metrics
 from alerts.emails import Hit, NothingToSend, compose
 from alerts.models import Delivery, Match, Subscriber, Subscription
+from questions.ingest import HOLDING_KEY
 from questions.models import Question
 
 log = logging.getLogger(__name__)
@@ -133,16 +134,17 @@ class SendRun:
 
     def hits(self, delivery_ids: list[int]) -> dict[int, list[Hit]]:
         rows = list(Match.objects.filter(delivery_id__in=delivery_ids)
-                    .values_list("delivery_id", "subscription_id", "event__question_id", "event__kind"))
+                    .values_list("delivery_id", "subscription_id", "event__question_id", "event__kind", "event__key"))
         if missing := {row[1] for row in rows} - self.subscriptions.keys():
             self.subscriptions.update(Subscription.objects.only(
-                "query", "canonical_query", "label", "subscriber_id").in_bulk(missing))
+                "query", "canonical_query", "label", "subscriber_id", "question_id").in_bulk(missing))
         if missing := {row[2] for row in rows} - self.questions.keys():
             # The normalised text and stored HTML are for searching and pages, not for emails.
             heavy = [f.name for f in Question._meta.get_fields() if f.name.startswith("norm_")] + ["answer_html"]
             self.questions.update(Question.objects.defer(*heavy).in_bulk(missing))
         hits: dict[int, list[Hit]] = {pk: [] for pk in delivery_ids}
-        for delivery_id, subscription_id, question_id, kind in rows:
+        for delivery_id, subscription_id, question_id, kind, key in rows:
+            kind = "holding" if key == HOLDING_KEY else kind
             hits[delivery_id].append(Hit(self.subscriptions[subscription_id], self.questions[question_id], kind))
         return hits
 
@@ -218,7 +220,7 @@ def compose_chunk(lease: Lease, run: SendRun) -> Chunk:
         except NothingToSend as exc:
             chunk.outcomes[delivery.pk] = esp.Outcome(esp.FAILED, error=f"not sent: {exc}")
         except Exception as exc:  # noqa: BLE001 - one email that cannot be composed holds no other back
-            log.exception("email not composed delivery=%s", delivery.pk)
+            log.exception("email not composed", extra={"delivery": delivery.pk})
             chunk.outcomes[delivery.pk] = esp.Outcome(esp.RETRY, error=f"{type(exc).__name__}: {exc}"[:2000])
     return chunk
 
@@ -256,12 +258,18 @@ def record_chunk(chunk: Chunk, sent: list[esp.Outcome]) -> Counter:
         Subscription.objects.filter(matches__delivery_id__in=sent_ids).update(last_sent_at=now)
     counts = Counter(esp.RETRY if d.status == Delivery.Status.PENDING else d.status for d in done)
     counts[esp.TAKEN] = len(chunk.deliveries) - len(done)
+    for outcome, count in counts.items():
+        metrics.EMAILS.labels(outcome).inc(count)
     for delivery in done:
         if delivery.status != Delivery.Status.SENT:
-            log.warning("email not sent delivery=%s status=%s attempts=%d error=%r", delivery.pk, delivery.status,
-                        delivery.attempts, delivery.error)
-    log.info("emails sent=%d retry=%d rejected=%d failed=%d taken=%d", counts[esp.SENT], counts[esp.RETRY],
-             counts[esp.REJECTED], counts[esp.FAILED], counts[esp.TAKEN])
+            outcome = esp.RETRY if delivery.status == Delivery.Status.PENDING else delivery.status
+            metrics.ESP_ERRORS.labels(outcome, metrics.error_class(delivery.error)).inc()
+            log.warning("email not sent", extra={"delivery": delivery.pk, "subscriber": delivery.subscriber_id,
+                                                 "status": delivery.status, "attempts": delivery.attempts,
+                                                 "error": delivery.error})
+    log.info("emails sent", extra={"deliveries": [d.pk for d in chunk.deliveries], "sent": counts[esp.SENT],
+                                   "retry": counts[esp.RETRY], "rejected": counts[esp.REJECTED],
+                                   "failed": counts[esp.FAILED], "taken": counts[esp.TAKEN]})
     return +counts
 
 
@@ -308,26 +316,39 @@ def deliverable_matches(kind: str, subscriber_ids: list[int] | None = None):
 
 
 def create_alert_deliveries(kind: str, subscriber_ids: list[int] | None = None) -> list[int]:
-    """One pending Delivery per subscriber with undelivered matches, the matches assigned to it, in one
-    transaction that wakes the senders when it commits. Two runs at once never take the same match."""
+    """One pending Delivery per subscriber with undelivered matches (per alert, for an address that asked
+    for one email per alert), the matches assigned to it, in one transaction that wakes the senders when
+    it commits. Two runs at once never take the same match."""
+    separate = Subscriber.Grouping.SEPARATE
     with transaction.atomic():
         rows = list(
             deliverable_matches(kind, subscriber_ids)
             .select_for_update(skip_locked=True, of=("self",))
-            .values_list("pk", "subscription__subscriber_id")
+            .values_list("pk", "subscription_id", "subscription__subscriber_id",
+                         "subscription__subscriber__email_grouping")
         )
-        subscribers = sorted({subscriber_id for _, subscriber_id in rows})
-        deliveries = Delivery.objects.bulk_create(Delivery(subscriber_id=pk, kind=kind) for pk in subscribers)
+        combined = sorted({subscriber_id for _, _, subscriber_id, grouping in rows if grouping != separate})
+        apart = sorted({(subscriber_id, subscription_id) for _, subscription_id, subscriber_id, grouping in rows
+                        if grouping == separate})
+        deliveries = Delivery.objects.bulk_create(
+            [Delivery(subscriber_id=pk, kind=kind) for pk in combined]
+            + [Delivery(subscriber_id=pk, subscription_id=subscription_id, kind=kind) for pk, subscription_id in apart]
+        )
         ids = [delivery.pk for delivery in deliveries]
-        # One statement: each claimed match goes to the new delivery of its subscriber.
+        new = Delivery.objects.filter(pk__in=ids)
+        # One statement for each grouping: each claimed match goes to the new delivery of its subscriber,
+        # or of its alert.
         subscriber = Subscription.objects.filter(pk=OuterRef(OuterRef("subscription_id"))).values("subscriber_id")
-        Match.objects.filter(pk__in=[match_id for match_id, _ in rows]).update(delivery=Subquery(
-            Delivery.objects.filter(pk__in=ids, subscriber_id=Subquery(subscriber[:1])).values("pk")[:1]
+        Match.objects.filter(pk__in=[row[0] for row in rows if row[3] != separate]).update(delivery=Subquery(
+            new.filter(subscription__isnull=True, subscriber_id=Subquery(subscriber[:1])).values("pk")[:1]
+        ))
+        Match.objects.filter(pk__in=[row[0] for row in rows if row[3] == separate]).update(delivery=Subquery(
+            new.filter(subscription_id=OuterRef("subscription_id")).values("pk")[:1]
         ))
         if ids:
             transaction.on_commit(lambda: kick(len(ids)))
     if ids:
-        log.info("deliveries created kind=%s emails=%d matches=%d", kind, len(ids), len(rows))
+        log.info("deliveries created", extra={"kind": kind, "emails": len(ids), "matches": len(rows)})
     return ids
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlencode, urlsplit
 
@@ -108,7 +108,7 @@ class Hit(NamedTuple):
 
     subscription: Subscription
     question: Question
-    kind: str  # the event: tabled, answered or corrected
+    kind: str  # the event: tabled, holding (a holding answer), answered, corrected or withdrawn
 
 
 def compose(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
@@ -119,9 +119,11 @@ def compose(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
 @dataclass
 class Item:
     question: Question
-    kind: str  # the latest event: tabled, answered or corrected
+    kind: str  # the latest event: see `Hit.kind`
     html: str = ""
     text: str = ""
+    # The names of the email's other alerts that matched this question too: it is listed only once.
+    also: list[str] = field(default_factory=list)
 
 
 # A question is shown the same way to everyone whose search has the same words, and one run sends
@@ -137,7 +139,7 @@ def _render(item: Item, node: Node, query: str) -> None:
     if found is None:
         if len(_rendered) >= RENDERED_MAX:
             _rendered.clear()
-        context = {"question": question, "kind": item.kind, "node": node, "site_url": settings.SITE_URL}
+        context = {"question": question, "label": KIND_LABELS[item.kind], "node": node, "site_url": settings.SITE_URL}
         found = _rendered[key] = (mark_safe(render_to_string("alerts/email/_item.html", context)),
                                   render_to_string("alerts/email/_item.txt", context))
     item.html, item.text = found
@@ -152,47 +154,65 @@ def _node(canonical_query: str) -> Node:
 @dataclass
 class Section:
     subscription: Subscription
-    node: Node
+    node: Node | None  # None for a followed question: nothing to highlight
     items: list[Item]
     more: int
     unsubscribe_url: str
     search_url: str
 
 
-KIND_LABELS = {"tabled": "New question", "answered": "Answered", "corrected": "Answer corrected"}
-KIND_ORDER = {"tabled": 0, "answered": 1, "corrected": 2}
+KIND_LABELS = {"tabled": "New question", "holding": "Holding answer", "answered": "Answered",
+               "corrected": "Answer corrected", "withdrawn": "Withdrawn"}
+KIND_ORDER = {kind: order for order, kind in enumerate(KIND_LABELS)}
 
 
 def _sections(delivery: Delivery, hits: list[Hit]) -> list[Section]:
+    """The email's alerts, each with its questions newest first. A question matched by several alerts is
+    listed once, under the first, naming the others; one both tabled and answered since the last email is
+    listed once, as answered."""
     newest_first = sorted(hits, key=lambda h: (h.question.date_tabled or dt.date.min, h.question.pk), reverse=True)
-    grouped: dict[int, tuple[Subscription, dict[int, Item]]] = {}
+    grouped: dict[int, tuple[Subscription, list[Item]]] = {}
+    listed: dict[int, tuple[Item, Subscription]] = {}
     for subscription, question, kind in sorted(newest_first, key=lambda h: h.subscription.pk):
-        items = grouped.setdefault(subscription.pk, (subscription, {}))[1]
-        # A question both tabled and answered since the last email is listed once, as answered.
-        if question.pk not in items or KIND_ORDER[kind] > KIND_ORDER[items[question.pk].kind]:
-            items[question.pk] = Item(question, kind)
+        if question.pk not in listed:
+            item = Item(question, kind)
+            listed[question.pk] = (item, subscription)
+            grouped.setdefault(subscription.pk, (subscription, []))[1].append(item)
+            continue
+        item, owner = listed[question.pk]
+        if KIND_ORDER[kind] > KIND_ORDER[item.kind]:
+            item.kind = kind
+        # A follow is named for what it is: its name is the heading listed just above.
+        name = "the question you follow" if subscription.is_follow else subscription.name
+        if subscription.pk != owner.pk and name not in item.also:
+            item.also.append(name)
     room = settings.EMAIL_MAX_QUESTIONS
     sections = []
     for subscription, items in grouped.values():
-        listed = list(items.values())
-        shown, room = listed[:max(room, 0)], room - len(listed)
-        node = _node(subscription.canonical_query)
+        shown, room = items[:max(room, 0)], room - len(items)
+        node = None if subscription.is_follow else _node(subscription.canonical_query)
         for item in shown:
             _render(item, node, subscription.query)
         sections.append(Section(
             subscription=subscription, node=node, items=shown,
-            more=len(listed) - len(shown), unsubscribe_url=unsubscribe_url(delivery.subscriber, subscription),
+            more=len(items) - len(shown), unsubscribe_url=unsubscribe_url(delivery.subscriber, subscription),
             search_url=settings.SITE_URL + _search_path() + "?" + urlencode({"q": subscription.query}),
         ))
     return sections
 
 
-def _alert_subject(delivery: Delivery, sections: list[Section], questions: int) -> str:
+def _alert_subject(delivery: Delivery, hits: list[Hit]) -> str:
     """The subject, counting each question once however many alerts it matched."""
-    plural = questions != 1
-    target = f"“{sections[0].subscription.name}”" if len(sections) == 1 else f"{len(sections)} of your alerts"
+    alerts = {hit.subscription.pk: hit.subscription for hit in hits}
+    questions = {hit.question.pk: hit for hit in hits}
+    if len(questions) == 1 and all(s.is_follow for s in alerts.values()):
+        # What became of the one question followed is the news itself.
+        hit = max(hits, key=lambda h: KIND_ORDER[h.kind])
+        return f"{KIND_LABELS[hit.kind]}: “{hit.question.heading or hit.question.uin}”"
+    plural = len(questions) != 1
+    target = f"“{next(iter(alerts.values())).name}”" if len(alerts) == 1 else f"{len(alerts)} of your alerts"
     news = f"{'new ' if delivery.kind == Delivery.Kind.IMMEDIATE else ''}written question{'s' if plural else ''}"
-    matched = f"{questions} {news} {'match' if plural else 'matches'} {target}"
+    matched = f"{len(questions)} {news} {'match' if plural else 'matches'} {target}"
     if delivery.kind == Delivery.Kind.IMMEDIATE:
         return matched
     today = timezone.localdate()
@@ -206,7 +226,7 @@ def _alert(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
     sections = _sections(delivery, hits)
     if not sections:
         raise NothingToSend(f"delivery {delivery.pk} carries no matches")
-    subject = _alert_subject(delivery, sections, len({hit.question.pk for hit in hits}))
+    subject = _alert_subject(delivery, hits)
     everything = unsubscribe_url(delivery.subscriber)
     host = urlsplit(settings.SITE_URL).hostname or "localhost"
     headers = {
@@ -214,8 +234,8 @@ def _alert(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "List-Id": f"Written question alerts <alerts.{host}>",
     }
-    context = {"sections": sections, "kind_labels": KIND_LABELS, "manage_url": manage_url(delivery.subscriber),
-               "unsubscribe_all_url": everything, "delivery": delivery}
+    context = {"sections": sections, "manage_url": manage_url(delivery.subscriber),
+               "unsubscribe_all_url": everything, "delivery": delivery, "follow_days": settings.FOLLOW_WINDOW_DAYS}
     return _message(delivery, "alert", context, subject, headers)
 
 

@@ -21,6 +21,8 @@ from anymail.exceptions import (
 )
 from django.core.mail import BadHeaderError, EmailMessage
 
+from alerts import metrics
+
 SENT = "sent"
 REJECTED = "rejected"  # the ESP refuses this address for good
 FAILED = "failed"  # this email can never be sent as it is (trying again would not help)
@@ -65,9 +67,14 @@ def send(messages: list[EmailMessage], connection, still_ours: Callable[[], bool
     return outcomes
 
 
+def _esp_name(connection) -> str:
+    return str(getattr(connection, "esp_name", "") or type(connection).__module__.rsplit(".", 1)[-1])[:30]
+
+
 def _send_one(message: EmailMessage, connection) -> Outcome:
     try:
-        connection.send_messages([message])
+        with metrics.ESP_SECONDS.labels(_esp_name(connection)).time():
+            connection.send_messages([message])
     except Exception as exc:  # noqa: BLE001 - whatever went wrong is this message's alone
         return _failure(exc)
     status = getattr(message, "anymail_status", None)
@@ -107,7 +114,8 @@ def _postmark_batches(messages: list[EmailMessage], backend: PostmarkBackend,
         if not still_ours():
             return [outcome or Outcome(TAKEN) for outcome in outcomes]
         try:
-            response = backend.post_to_esp(_PostmarkBatch(payloads), messages[positions[0]])
+            with metrics.ESP_SECONDS.labels(_esp_name(backend)).time():
+                response = backend.post_to_esp(_PostmarkBatch(payloads), messages[positions[0]])
             results = response.json()
         except Exception as exc:  # noqa: BLE001 - the whole call failed (429, 5xx, time-out, ...): all retry
             for position in positions:

@@ -21,9 +21,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from alerts.models import Match
+from alerts import metrics
+from alerts.models import FOLLOWED_KINDS, Match, Subscription
 from alerts.percolator import Percolator, kind_bit
-from questions.models import QuestionEvent
+from questions.models import CANARY_PREFIX, QuestionEvent
 from questions.search.percolate import iter_bits
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,13 @@ def match_events(
     if percolator is None:
         with _percolators_lock:
             return match_events(batch_size, shard, shards, event_ids, percolator_for(shard, shards))
+    with metrics.MATCH_SECONDS.time():
+        result = _match(batch_size, shard, event_ids, percolator)
+    metrics.MATCHES.inc(result.matches)
+    return result
+
+
+def _match(batch_size: int, shard: int | None, event_ids: Sequence[int] | None, percolator: Percolator) -> MatchResult:
     with transaction.atomic():
         events = _unmatched().select_related("question")
         if event_ids is not None:
@@ -114,25 +122,44 @@ def match_events(
         result = MatchResult(events=len(events), more=event_ids is None and len(events) >= batch_size)
         if not events:
             return result
-        new = _record_matches(events, percolator)
+        # Followers are matched by their question, once per run: by the first shard of a sharded one.
+        new = _record_matches(events, percolator, followers=not shard)
         if shard is None:
             QuestionEvent.objects.filter(id__in=[event.id for event in events]).update(matched_at=timezone.now())
     result.matches = len(new)
     result.immediate_subscriber_ids = sorted({subscriber_id for subscriber_id, immediate in new.values()
                                               if immediate})
-    log.info("events matched events=%d matches=%d shard=%s", result.events, result.matches, shard)
+    log.info("events matched", extra={"events": result.events, "matches": result.matches, "shard": shard})
     return result
 
 
-def _record_matches(events: list[QuestionEvent], percolator: Percolator) -> dict[tuple[int, int], tuple[int, bool]]:
+def _follower_matches(events: list[QuestionEvent]) -> dict[tuple[int, int], tuple[int, bool]]:
+    """The matches of those following the events' questions, who hear of every answer, correction and
+    withdrawal of their question, however it is worded."""
+    followed = [event for event in events if event.kind in FOLLOWED_KINDS]
+    if not followed:
+        return {}
+    by_question: dict[int, list[QuestionEvent]] = {}
+    for event in followed:
+        by_question.setdefault(event.question_id, []).append(event)
+    followers = (Subscription.objects.receiving().filter(question_id__in=by_question)
+                 .values_list("id", "question_id", "subscriber_id", "frequency"))
+    return {(subscription_id, event.id): (subscriber_id, frequency == Subscription.Frequency.IMMEDIATE)
+            for subscription_id, question_id, subscriber_id, frequency in followers
+            for event in by_question[question_id]}
+
+
+def _record_matches(events: list[QuestionEvent], percolator: Percolator,
+                    followers: bool = True) -> dict[tuple[int, int], tuple[int, bool]]:
     """Write the matches of the events; (subscription id, event id) -> (subscriber id, immediate) of new ones."""
     # Each question once, however many of its events are in the batch (tabled and answered often arrive together).
     positions: dict[int, int] = {}
     documents = []
     by_position: list[list[QuestionEvent]] = []
     for event in events:
-        if event.kind == QuestionEvent.Kind.WITHDRAWN:
-            # Nobody is alerted that a question was withdrawn; matching it would only find nobody.
+        if event.kind == QuestionEvent.Kind.WITHDRAWN or event.question.external_id.startswith(CANARY_PREFIX):
+            # Searches are not told that a question was withdrawn (only its followers are): matching it
+            # would only find nobody. The canary's questions are for the canary's follow alone.
             continue
         position = positions.get(event.question_id)
         if position is None:
@@ -149,6 +176,8 @@ def _record_matches(events: list[QuestionEvent], percolator: Percolator) -> dict
                 for entry in subscribers:
                     if entry.wants & bit:
                         found[(entry.subscription_id, event.id)] = (entry.subscriber_id, entry.immediate)
+    if followers:
+        found.update(_follower_matches(events))
     if not found:
         return {}
     existing = set(

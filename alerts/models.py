@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 from django.conf import settings
 from django.db import models
@@ -201,6 +202,26 @@ class Match(models.Model):
         return f"{self.subscription} ← {self.event}"
 
 
+def address_digest(email: str) -> str:
+    """What is kept of an erased address: enough to recognise it again, not to read it."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+class ErasedAddress(models.Model):
+    """An address erased after its owner left (or it bounced): only its digest and why it stopped, so that
+    an address that bounced or complained is never mailed again, and one that unsubscribed can come back."""
+
+    digest = models.CharField(max_length=64, unique=True)
+    reason = models.CharField(max_length=20, choices=Subscriber.Suppression.choices)
+    erased_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "erased addresses"
+
+    def __str__(self) -> str:
+        return f"{self.digest[:12]}… ({self.reason})"
+
+
 class WebhookEvent(models.Model):
     """What an ESP told us about an email: kept so support can answer "why did my alerts stop?"."""
 
@@ -213,3 +234,45 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.esp} {self.event_type} {self.recipient}"
+
+
+class WebhookTally(models.Model):
+    """How many webhook events of each type there have been, counting those pruned from WebhookEvent."""
+
+    esp = models.CharField(max_length=30)
+    event_type = models.CharField(max_length=30)
+    pruned = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["esp", "event_type"], name="one_tally_per_event_type")]
+
+    def __str__(self) -> str:
+        return f"{self.esp} {self.event_type}: {self.pruned} pruned"
+
+
+class CanaryProbe(models.Model):
+    """One run of the end-to-end check: a question stored and answered, followed by the canary address,
+    and whether its email was sent (or delivered) in time."""
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "Waiting for its email"
+        OK = "ok", "Email arrived in time"
+        LATE = "late", "No email in time"
+        FAILED = "failed", "Email refused or given up"
+
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Both go once the probe is over: the question is deleted, with its events and its follow.
+    question = models.ForeignKey(Question, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    subscription = models.ForeignKey(Subscription, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.PENDING)
+    seconds = models.FloatField(null=True, blank=True, help_text="From storing the question to the email's arrival.")
+    detail = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"canary {self.started_at:%Y-%m-%d %H:%M}: {self.outcome}"

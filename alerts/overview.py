@@ -10,7 +10,9 @@ from django.shortcuts import render
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from alerts.models import Delivery, Match, Subscriber, Subscription
+from alerts.canary import delivery_problems
+from alerts.canary import enabled as canary_enabled
+from alerts.models import CanaryProbe, Delivery, Match, Subscriber, Subscription
 from questions.models import Question, QuestionEvent, Source
 
 
@@ -41,6 +43,9 @@ def overview(now: dt.datetime | None = None) -> dict:
                            .annotate(n=Count("pk")).order_by("suppressed_reason")),
         "active_alerts": Subscription.objects.receiving().count(),
         "schedule": PeriodicTask.objects.select_related("interval", "crontab").order_by("name"),
+        "delivery_problems": delivery_problems(now),
+        "canary_on": canary_enabled(),
+        "canary_probes": CanaryProbe.objects.all()[:10],
     }
 
 

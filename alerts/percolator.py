@@ -1,9 +1,9 @@
 """The percolator: every active saved search held in memory, so that a batch of new questions finds its matches.
 
 The index itself, which knows nothing of the database, is `questions.search.percolate`. Here is what keeps
-it in step with the `Subscription` rows (who receives alerts is `Subscription.objects.receiving()`), and
-what matching needs to know of each subscription: which events it wants, whose it is, and how often it is
-sent.
+it in step with the saved searches (who receives alerts is `Subscription.objects.receiving()`; follows of one
+question are matched by question, in `alerts.matching`), and what matching needs to know of each saved search:
+which events it wants, whose it is, and how often it is sent.
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ class Percolator:
         try:
             query_id = index.add(row.canonical_query)
         except QueryError as exc:
-            log.warning("subscription %s: saved search %r is refused: %s", row.id, row.canonical_query, exc.message)
+            log.warning("saved search refused", extra={"subscription": row.id, "query": row.canonical_query,
+                                                       "reason": exc.message})
             self._elsewhere.add(row.id)
             return False
         self._query_of[row.id] = query_id
@@ -182,7 +183,7 @@ class Percolator:
             self._load_all(report)
         else:
             self._catch_up(report)
-        aggregate = Subscription.objects.receiving().aggregate(
+        aggregate = Subscription.objects.receiving().searches().aggregate(
             count=Count("id"), sum=Sum("id"), squares=Sum(F("id") * F("id"))
         )
         if (aggregate["count"], aggregate["sum"] or 0, aggregate["squares"] or 0) != (
@@ -195,7 +196,7 @@ class Percolator:
         self._index()
         # Taken first: whatever is saved during the load is newer, and is read again by the next refresh.
         newest = Subscription.objects.aggregate(newest=Max("updated_at"))["newest"]
-        self._load(Subscription.objects.receiving().values_list(*_ROW_FIELDS).order_by(), report)
+        self._load(Subscription.objects.receiving().searches().values_list(*_ROW_FIELDS).order_by(), report)
         self.watermark = newest or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
     def _load(self, rows: QuerySet, report: RefreshReport) -> None:
@@ -214,8 +215,8 @@ class Percolator:
     def _catch_up(self, report: RefreshReport) -> None:
         assert self.watermark is not None
         changed = (
-            Subscription.objects.filter(updated_at__gt=self.watermark - WATERMARK_OVERLAP)
-            .annotate(receiving=Exists(Subscription.objects.receiving().filter(pk=OuterRef("pk"))))
+            Subscription.objects.searches().filter(updated_at__gt=self.watermark - WATERMARK_OVERLAP)
+            .annotate(receiving=Exists(Subscription.objects.receiving().searches().filter(pk=OuterRef("pk"))))
             .values_list(*_ROW_FIELDS, "updated_at", "receiving")
             .order_by()
         )
@@ -248,14 +249,15 @@ class Percolator:
 
     def _check_ids(self, report: RefreshReport) -> None:
         report.checked_ids = True
-        active = set(Subscription.objects.receiving().values_list("id", flat=True).iterator(chunk_size=LOAD_CHUNK))
+        active = set(Subscription.objects.receiving().searches().values_list("id", flat=True)
+                     .iterator(chunk_size=LOAD_CHUNK))
         held = self._query_of.keys() | self._elsewhere
         for subscription_id in held - active:
             self.remove(subscription_id)
             report.removed += 1
         added = sorted(active - held)
         for start in range(0, len(added), 5000):
-            rows = Subscription.objects.receiving().filter(id__in=added[start : start + 5000])
+            rows = Subscription.objects.receiving().searches().filter(id__in=added[start : start + 5000])
             self._load(rows.values_list(*_ROW_FIELDS).order_by(), report)
 
 

@@ -13,7 +13,9 @@ from django.utils import timezone
 
 from alerts.delivery import queue_delivery
 from alerts.models import Delivery, Subscriber, Subscription
+from alerts.retention import forget_erased, suppressed_reason_of
 from alerts.tokens import Link
+from alerts.volume import Volume, cached_estimate
 from questions.models import Question
 from questions.search import canonical, parse
 from questions.searching import Filters, matching
@@ -46,6 +48,8 @@ class Preview:
     # the search is wrong or the subject merely quiet.
     archive_total: int | None = None
     latest: dt.date | None = None
+    # Questions, answers and emails a week over the archive's last year, and whether the search is too broad.
+    volume: Volume | None = None
 
     @property
     def archive_capped(self) -> bool:
@@ -64,7 +68,8 @@ def comma_hint(query: str) -> str:
 
 
 def preview(query: str, today: dt.date | None = None) -> Preview:
-    """What the search matched in the last 30 days, as the alert would have sent it. Raises QueryError."""
+    """What the search matched in the last 30 days, as the alert would have sent it, and how much it would
+    send in a week (see alerts.volume). Raises QueryError."""
     today = today or timezone.localdate()
     node = parse(query)
     recent = matching(node, Filters(tabled_from=today - dt.timedelta(days=PREVIEW_DAYS)))
@@ -77,7 +82,7 @@ def preview(query: str, today: dt.date | None = None) -> Preview:
             # PostgreSQL sorts a missing date first when newest-first.
             latest = everything.filter(date_tabled__isnull=False).values_list("date_tabled", flat=True).first()
     return Preview(list(recent[:PREVIEW_SIZE]), total, round(total * 7 / PREVIEW_DAYS, 1), comma_hint(query),
-                   archive_total, latest)
+                   archive_total, latest, cached_estimate(node, today))
 
 
 def _subscriber_for(email: str) -> Subscriber:
@@ -87,9 +92,17 @@ def _subscriber_for(email: str) -> Subscriber:
         return existing
     try:
         with transaction.atomic():
-            return Subscriber.objects.create(email=email)
+            subscriber = Subscriber.objects.create(email=email)
     except IntegrityError:
         return Subscriber.objects.get(email__iexact=email)
+    # An address erased after it left: one that bounced or complained stays stopped; one that only
+    # unsubscribed starts afresh, and its digest has no more reason to be kept.
+    erased = suppressed_reason_of(email)
+    if erased in NEVER_EMAIL:
+        subscriber.suppress(erased)
+    elif erased:
+        forget_erased(email)
+    return subscriber
 
 
 def _queue(subscriber: Subscriber, kind: str, **payload) -> Delivery:
@@ -103,28 +116,44 @@ def sign_up(email: str, query: str, *, frequency: str, alert_on: str, label: str
     address is known: every outcome for a known address is told by email, or not at all.
     """
     text = canonical(parse(query))
+    _ask_to_confirm(email, {"question": None, "canonical_query": text},
+                    {"query": query.strip(), "label": label.strip(), "frequency": frequency, "alert_on": alert_on})
+
+
+def follow(email: str, question_id: int) -> None:
+    """Record an unconfirmed follow of one question ("email me when this is answered") and email its
+    confirmation link; as with `sign_up`, the caller's page is the same whatever happens."""
+    question = Question.objects.filter(pk=question_id).only("heading", "uin").first()
+    if question is None:
+        log.info("follow ignored question=%s reason=gone", question_id)
+        return
+    name = question.heading or f"Question {question.uin}"
+    _ask_to_confirm(email, {"question": question}, {"label": name[:100], "frequency": Subscription.Frequency.IMMEDIATE,
+                                                    "alert_on": Subscription.AlertOn.BOTH})
+
+
+def _ask_to_confirm(email: str, key: dict, fields: dict) -> None:
+    """Email a confirmation for the subscription `key` names, creating it with `fields` if it is new."""
     with transaction.atomic():
         subscriber = _subscriber_for(email)
         if subscriber.suppressed_reason in NEVER_EMAIL:
             log.info("signup ignored subscriber=%s reason=suppressed:%s", subscriber.pk, subscriber.suppressed_reason)
             return
-        existing = subscriber.subscriptions.filter(canonical_query=text).first()
+        existing = subscriber.subscriptions.filter(**key).first()
         coming_back = subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED
         if existing and existing.confirmed_at and not coming_back:
             _queue(subscriber, Delivery.Kind.MANAGE_LINK, duplicate=existing.pk)
             return
         if existing and not existing.confirmed_at:
             # Asked again before confirming: the latest choices are the ones the link will confirm.
-            existing.frequency, existing.alert_on, existing.label = frequency, alert_on, label.strip()
+            for name in ("frequency", "alert_on", "label"):
+                setattr(existing, name, fields[name])
             existing.save(update_fields=["frequency", "alert_on", "label", "updated_at"])
         if existing is None:
             if subscriber.subscriptions.count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS:
                 _queue(subscriber, Delivery.Kind.MANAGE_LINK, too_many=settings.MAX_SUBSCRIPTIONS_PER_ADDRESS)
                 return
-            existing = Subscription.objects.create(
-                subscriber=subscriber, query=query.strip(), canonical_query=text, label=label.strip(),
-                frequency=frequency, alert_on=alert_on,
-            )
+            existing = Subscription.objects.create(subscriber=subscriber, **key, **fields)
         _queue(subscriber, Delivery.Kind.CONFIRMATION, subscriptions=[existing.pk])
 
 
@@ -164,7 +193,8 @@ def update_subscription(subscription: Subscription, *, query: str, label: str, f
                         alert_on: str) -> None:
     """Change an alert; raises QueryError for a refused query and DuplicateSearch for one already saved."""
     text = canonical(parse(query))
-    if subscription.subscriber.subscriptions.exclude(pk=subscription.pk).filter(canonical_query=text).exists():
+    others = subscription.subscriber.subscriptions.searches().exclude(pk=subscription.pk)
+    if others.filter(canonical_query=text).exists():
         raise DuplicateSearch()
     subscription.query, subscription.canonical_query = query.strip(), text
     subscription.label, subscription.frequency, subscription.alert_on = label.strip(), frequency, alert_on
@@ -185,19 +215,25 @@ def ask_to_turn_back_on(subscription: Subscription) -> bool:
 
 
 def _add(subscriber: Subscriber, query: str, *, label: str, frequency: str, alert_on: str, paused: bool,
-         confirmed: bool) -> Subscription:
-    """A new alert for the subscriber, inside the caller's transaction. Raises DuplicateSearch for a search
-    already saved and TooMany at the cap."""
-    text = canonical(parse(query))
-    if subscriber.subscriptions.filter(canonical_query=text).exists():
+         confirmed: bool, question_id: int | None = None) -> Subscription:
+    """A new alert for the subscriber (a follow of the question, with `question_id`), inside the caller's
+    transaction. Raises DuplicateSearch for a search already saved or a question already followed,
+    TooMany at the cap, and Question.DoesNotExist for a question no longer in the archive."""
+    if question_id is not None:
+        key = {"question": Question.objects.get(pk=question_id)}
+        query, text = "", ""
+    else:
+        text = canonical(parse(query))
+        key = {"question": None, "canonical_query": text}
+    if subscriber.subscriptions.filter(**key).exists():
         raise DuplicateSearch()
     if subscriber.subscriptions.count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS:
         raise TooMany()
     try:
         with transaction.atomic():
             return Subscription.objects.create(
-                subscriber=subscriber, query=query.strip(), canonical_query=text, label=label.strip(),
-                frequency=frequency, alert_on=alert_on, paused=paused,
+                subscriber=subscriber, question=key["question"], query=query.strip(), canonical_query=text,
+                label=label.strip(), frequency=frequency, alert_on=alert_on, paused=paused,
                 confirmed_at=timezone.now() if confirmed else None,
             )
     except IntegrityError:
@@ -205,12 +241,13 @@ def _add(subscriber: Subscriber, query: str, *, label: str, frequency: str, aler
 
 
 def restore(subscriber: Subscriber, *, query: str, label: str, frequency: str, alert_on: str,
-            paused: bool = False, confirmed: bool = False) -> Subscription:
+            paused: bool = False, confirmed: bool = False, question_id: int | None = None) -> Subscription:
     """Put back an alert deleted moments ago, confirmed as it was. Raises DuplicateSearch when the
-    search has been saved again meanwhile, and TooMany when the address is at its cap."""
+    search has been saved (or the question followed) again meanwhile, TooMany when the address is at its
+    cap, and Question.DoesNotExist when a followed question has gone."""
     with transaction.atomic():
         return _add(subscriber, query, label=label, frequency=frequency, alert_on=alert_on, paused=paused,
-                    confirmed=confirmed)
+                    confirmed=confirmed, question_id=question_id)
 
 
 class CannotAdd(Exception):
@@ -278,6 +315,8 @@ def export_data(subscriber: Subscriber) -> dict:
         "suppressed_reason": subscriber.suppressed_reason,
         "alerts": [
             {"query": s.query, "label": s.label, "frequency": s.frequency, "alert_on": s.alert_on,
+             "follows_question": s.question.get_absolute_url() if s.question_id else None,
+             "retired_at": stamp(s.retired_at),
              "paused": s.paused, "created_at": stamp(s.created_at), "confirmed_at": stamp(s.confirmed_at),
              "last_sent_at": stamp(s.last_sent_at)}
             for s in subscriber.subscriptions.all()
@@ -288,3 +327,11 @@ def export_data(subscriber: Subscriber) -> dict:
             for d in subscriber.deliveries.all()
         ],
     }
+
+
+def set_email_grouping(subscriber: Subscriber, grouping: str) -> None:
+    """One email for all the address's alerts, or one per alert. Raises ValueError for anything else."""
+    if grouping not in Subscriber.Grouping.values:
+        raise ValueError(f"not a choice of grouping: {grouping!r}")
+    subscriber.email_grouping = grouping
+    subscriber.save(update_fields=["email_grouping"])

@@ -10,10 +10,13 @@ from celery.backends.base import DisabledBackend
 from django.core.cache import cache
 from django.db import DatabaseError
 
+from alerts.canary import run_canary
 from alerts.delivery import deliver_digest, deliver_immediate, send_due
+from alerts.following import retire_follows
 from alerts.matching import BATCH_SIZE, claim_events, mark_matched, match_events, match_shards
 from alerts.models import Delivery
-from alerts.subscribing import request_manage_link, sign_up
+from alerts.retention import prune
+from alerts.subscribing import follow, request_manage_link, sign_up
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ def _deliver(subscriber_ids: list[int]) -> None:
     try:
         deliver_immediate(subscriber_ids)
     except Exception:
-        log.exception("immediate delivery after matching failed for %d subscriber(s)", len(subscriber_ids))
+        log.exception("immediate delivery after matching failed", extra={"subscribers": len(subscriber_ids)})
 
 
 @shared_task(bind=True, name="alerts.match_events", max_retries=5, acks_late=True)
@@ -103,6 +106,22 @@ def deliver_weekly_task() -> int:
     return len(deliver_digest(Delivery.Kind.WEEKLY))
 
 
+@shared_task(name="alerts.canary")
+def canary_task() -> str:
+    probe = run_canary()
+    return f"probe {probe.pk} started" if probe else "no canary configured"
+
+
+@shared_task(name="alerts.prune")
+def prune_task() -> str:
+    return str(prune())
+
+
+@shared_task(name="alerts.retire_follows")
+def retire_follows_task() -> int:
+    return retire_follows()
+
+
 # What the public forms ask for, done here rather than in the request so that the page shows the same
 # thing, in the same time, whatever the address is. They return nothing: a worker logs what tasks return.
 
@@ -116,6 +135,11 @@ TAKE_RETRIES = {"autoretry_for": (DatabaseError,), "retry_backoff": 5, "retry_ba
 @shared_task(name="alerts.take_signup", **TAKE_RETRIES)
 def take_signup_task(email: str, query: str, frequency: str, alert_on: str, label: str = "") -> None:
     sign_up(email, query, frequency=frequency, alert_on=alert_on, label=label)
+
+
+@shared_task(name="alerts.take_follow", **TAKE_RETRIES)
+def take_follow_task(email: str, question_id: int) -> None:
+    follow(email, question_id)
 
 
 @shared_task(name="alerts.take_link_request", **TAKE_RETRIES)

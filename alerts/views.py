@@ -21,8 +21,10 @@ from kombu.exceptions import OperationalError as BrokerDown
 from alerts import subscribing, tasks, tokens
 from alerts.forms import AlertFields, EmailForm, SignupForm
 from alerts.models import Subscriber, Subscription
+from questions.models import Question
 from questions.search import QueryError
 from questions.searching import CACHE_ERRORS
+from questions.views import render_question
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,8 @@ def _hand_over(request: HttpRequest, form: str, email: str, task, **work) -> Htt
     except BrokerDown:
         log.warning("the broker did not take a %s request; asked to try again", form, exc_info=True)
         return try_again_soon(request)
-    return _check_inbox(request, email, tokens.CONFIRM if form == "signup" else tokens.MANAGE, work.get("query", ""))
+    purpose = tokens.MANAGE if form == "link" else tokens.CONFIRM
+    return _check_inbox(request, email, purpose, work.get("query", ""))
 
 
 def _bad_link(request: HttpRequest, error: tokens.LinkError) -> HttpResponse:
@@ -202,7 +205,10 @@ def _say_confirmed(request: HttpRequest, subscriptions, already: bool) -> None:
     waiting = [s for s in subscriptions if s not in on]
     if on:
         noun = "Your alert is on" if len(on) == 1 else "Your alerts are on"
-        messages.success(request, f"{noun}: we’ll email you when new questions match {_names(on)}.")
+        searches, follows = [s for s in on if not s.is_follow], [s for s in on if s.is_follow]
+        when = ([f"when new questions match {_names(searches)}"] if searches else []) + (
+            [f"when {_names(follows)} {'is' if len(follows) == 1 else 'are'} answered"] if follows else [])
+        messages.success(request, f"{noun}: we’ll email you {' and '.join(when)}.")
     if waiting:
         messages.info(request, f"Confirmed {_names(waiting)}, which {'is' if len(waiting) == 1 else 'are'} paused: "
                                "resume it below to get emails.")
@@ -226,12 +232,16 @@ def manage(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def _manage_page(request: HttpRequest, subscriber: Subscriber, token: str, form: AlertFields,
-                 duplicate: bool = False) -> HttpResponse:
-    subscriptions = list(subscriber.subscriptions.all())
+                 duplicate: bool = False, grouping_error: str = "") -> HttpResponse:
+    from alerts.activity import alert_activity, questions_last_checked
+
+    subscriptions = list(subscriber.subscriptions.select_related("question"))
     # "On" comes from the same rule the sender uses, so the page cannot claim an alert the sender skips.
     receiving = set(subscriber.subscriptions.receiving().values_list("pk", flat=True))
+    activity = alert_activity(subscriber)
     for subscription in subscriptions:
-        subscription.status = _status(subscriber, subscription, receiving)
+        subscription.status = "Ended" if subscription.retired_at else _status(subscriber, subscription, receiving)
+        subscription.activity = activity.get(subscription.pk)
     query = form["q"].value() or ""
     return render(request, "alerts/manage.html", {
         "subscriber": subscriber, "token": token, "subscriptions": subscriptions,
@@ -242,7 +252,30 @@ def _manage_page(request: HttpRequest, subscriber: Subscriber, token: str, form:
         "form": form, "duplicate": duplicate, "hint": subscribing.comma_hint(query) if query else "",
         "can_add": subscriber.confirmed_at is not None and subscriber.suppressed_at is None,
         "max_alerts": settings.MAX_SUBSCRIPTIONS_PER_ADDRESS,
-    }, status=400 if form.errors or duplicate else 200)
+        "last_checked": questions_last_checked(), "quiet_days": settings.QUIET_ALERT_DAYS,
+        "groupings": Subscriber.Grouping.choices, "grouping_error": grouping_error,
+    }, status=400 if form.errors or duplicate or grouping_error else 200)
+
+
+def grouping(request: HttpRequest, token: str) -> HttpResponse:
+    """One email for all of an address's alerts, or one per alert: a choice for the address, not an alert."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    link = _manage_link(request, token)
+    if isinstance(link, HttpResponse):
+        return link
+    choice = request.POST.get("grouping", "")
+    try:
+        subscribing.set_email_grouping(link.subscriber, choice)
+    except ValueError:
+        return _manage_page(request, link.subscriber, token, AlertFields(),
+                            grouping_error="Choose one email for all your alerts, or one email per alert.")
+    if choice == Subscriber.Grouping.SEPARATE:
+        messages.success(request, "Saved: each alert will now come in an email of its own.")
+    else:
+        messages.success(request, "Saved: news from all your alerts will now come together in one email, "
+                                  "grouped by alert.")
+    return redirect("alerts:manage", token=token)
 
 
 def add(request: HttpRequest, token: str) -> HttpResponse:
@@ -311,7 +344,8 @@ def edit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     link = _manage_link(request, token)
     if isinstance(link, HttpResponse):
         return link
-    subscription = get_object_or_404(Subscription, pk=pk, subscriber=link.subscriber)
+    # A follow has no search to edit: it is paused or deleted from the manage page.
+    subscription = get_object_or_404(Subscription, pk=pk, subscriber=link.subscriber, question__isnull=True)
     # ?q= is the "did you mean" hint's suggestion, offered in place of the saved words.
     initial = {"q": request.GET.get("q", subscription.query), "label": subscription.label,
                "frequency": subscription.frequency, "alert_on": subscription.alert_on}
@@ -397,6 +431,7 @@ def _turn_back_on(request: HttpRequest, token: str, subscription: Subscription) 
 def _undo_token(subscription: Subscription) -> str:
     """The deleted alert itself, signed: undoing needs no row kept behind, and only recreates what was there."""
     return signing.dumps({"s": subscription.subscriber_id, "pk": subscription.pk, "q": subscription.query,
+                          "question": subscription.question_id,
                           "label": subscription.label, "frequency": subscription.frequency,
                           "alert_on": subscription.alert_on, "paused": subscription.paused,
                           # Undoing must not confirm what the inbox never confirmed.
@@ -420,9 +455,11 @@ def _undo(request: HttpRequest, subscriber: Subscriber, pk: int) -> None:
     try:
         subscribing.restore(subscriber, query=fields["q"], label=fields["label"], frequency=fields["frequency"],
                             alert_on=fields["alert_on"], paused=bool(fields.get("paused")),
-                            confirmed=fields.get("confirmed") is True)
+                            confirmed=fields.get("confirmed") is True, question_id=fields.get("question"))
     except subscribing.DuplicateSearch:
         messages.info(request, f"You already have an alert for “{name}”, so nothing was changed.")
+    except Question.DoesNotExist:
+        messages.error(request, f"“{name}” can’t come back: its question is no longer in the archive.")
     except subscribing.TooMany:
         messages.error(request, f"“{name}” can’t come back: this address already has "
                                 f"{settings.MAX_SUBSCRIPTIONS_PER_ADDRESS} alerts.")
@@ -469,3 +506,21 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
                                                             "query": subscription.query if subscription else ""})
     return render(request, "alerts/unsubscribe.html", {"subscription": subscription, "whole": not subscription_id,
                                                        "gone": subscription_id and not subscription})
+
+
+def follow(request: HttpRequest, pk: int) -> HttpResponse:
+    """"Email me when this is answered" on a question's page: a follow, confirmed from the inbox like any alert."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    question = get_object_or_404(Question, pk=pk)
+    form = EmailForm(request.POST)
+    if question.is_withdrawn or (question.is_answered and not question.answer_is_holding):
+        # The page offers no form then; a form sent all the same is told why.
+        form.is_valid()
+        form.add_error(None, "This question has been answered or withdrawn, so there is nothing left to follow.")
+    if not form.is_valid():
+        return render_question(request, question, form, status=400)
+    email = form.cleaned_data["email"]
+    if form.cleaned_data["website"]:
+        return _check_inbox(request, email, tokens.CONFIRM)
+    return _hand_over(request, "follow", email, tasks.take_follow_task, question_id=question.pk)

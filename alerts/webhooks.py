@@ -18,7 +18,9 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 
+from alerts import metrics
 from alerts.models import Delivery, Subscriber, WebhookEvent
+from alerts.retention import remember_suppressed
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ SUPPRESSING = {
 
 def record_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **kwargs) -> None:
     recipient = (event.recipient or "")[:254]
+    metrics.WEBHOOK_EVENTS.labels(esp_name[:30], (event.event_type or "unknown")[:30]).inc()
     WebhookEvent.objects.create(esp=esp_name[:30], event_type=(event.event_type or "")[:30], recipient=recipient,
                                 message_id=str(event.message_id or "")[:200],
                                 description=(event.description or event.mta_response or "")[:2000])
@@ -38,10 +41,15 @@ def record_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **
         Delivery.objects.filter(esp_message_id=str(event.message_id)).update(esp_status=event.event_type[:50])
     reason = SUPPRESSING.get(event.event_type)
     if reason and recipient:
+        known = False
         for subscriber in Subscriber.objects.filter(email__iexact=recipient):
             subscriber.suppress(reason)
-        log.info("address suppressed esp=%s event=%s recipient_known=%s", esp_name, event.event_type,
-                 Subscriber.objects.filter(email__iexact=recipient).exists())
+            known = True
+        if not known and reason != Subscriber.Suppression.UNSUBSCRIBED:
+            # An address erased after it left, or never ours: should it sign up again, it stays stopped.
+            remember_suppressed(recipient, reason)
+        log.info("address suppressed", extra={"esp": esp_name, "event": event.event_type,
+                                              "message_id": str(event.message_id or ""), "recipient_known": known})
 
 
 def configured_esp() -> str | None:
@@ -85,5 +93,5 @@ def tracking_webhook(request: HttpRequest, esp: str) -> HttpResponse:
     except (ValueError, TypeError, KeyError, AttributeError, IndexError):
         # What the ESP sent cannot be read (not JSON, not an object, not UTF-8). Logged in full, as a
         # fault of ours would look the same; a database error is not caught, so the ESP retries.
-        log.exception("webhook refused esp=%s", esp)
+        log.exception("webhook refused", extra={"esp": esp})
         return HttpResponseBadRequest("The payload cannot be read.")

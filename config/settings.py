@@ -1,5 +1,6 @@
 """The one settings module: every value that differs between machines comes from the environment."""
 
+import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -171,6 +172,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Workers and beat log through LOGGING above, as the web server does, rather than Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Email: written to files out of the box; an Anymail ESP in production.
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend")
@@ -207,13 +210,60 @@ PARLIAMENT_API_PAGE_SIZE = env.int("PARLIAMENT_API_PAGE_SIZE", default=100)
 PARLIAMENT_API_MAX_PAGES = env.int("PARLIAMENT_API_MAX_PAGES", default=50)
 PARLIAMENT_API_FIRST_POLL_DAYS = env.int("PARLIAMENT_API_FIRST_POLL_DAYS", default=7)
 
+# One JSON object per line (LOG_FORMAT=json, the default), each event's ids and counts as fields of
+# their own; LOG_FORMAT=plain is for reading by eye.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        # "time" is ISO 8601 in UTC, whatever the site's time zone: no hour is ambiguous in October.
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": ["levelname", "name", "message"],
+                 "rename_fields": {"levelname": "level", "name": "logger"}, "timestamp": "time",
+                 "json_ensure_ascii": False},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "plain" if LOG_FORMAT == "plain" else "json"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# Prometheus metrics at /metrics, served only to a bearer of METRICS_TOKEN or to an address in
+# METRICS_ALLOWED_IPS (addresses or networks); neither set, the page does not exist. Every process of the
+# service (web, workers) counts into files in one folder, which the page adds up: on more than one
+# host or container, that folder is a volume they share.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+METRICS_DIR = Path(env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "metrics")))
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+# Read by prometheus_client when it is first imported, which no module does before settings are loaded.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+
+# The end-to-end canary (alerts/canary.py): off unless CANARY_EMAIL names a mailbox the operator owns or
+# the ESP's test sink. Every CANARY_INTERVAL_MINUTES a question is stored and answered for that address
+# alone; /healthz?checks=delivery fails when its email has not gone out within CANARY_MAX_SECONDS.
+CANARY_EMAIL = env.str("CANARY_EMAIL", default="")
+CANARY_INTERVAL_MINUTES = env.int("CANARY_INTERVAL_MINUTES", default=15)
+CANARY_MAX_SECONDS = env.int("CANARY_MAX_SECONDS", default=600)
+# Wait for the ESP's "delivered" webhook, not only its acceptance (needs delivery webhooks turned on).
+CANARY_WAIT_FOR_DELIVERED = env.bool("CANARY_WAIT_FOR_DELIVERED", default=False)
+# With or without a canary, delivery is failing when an email has been due, or an event unmatched, this long.
+DELIVERY_LAG_MAX_SECONDS = env.int("DELIVERY_LAG_MAX_SECONDS", default=900)
+
+# Retention, in days: what is older is deleted by beat's hourly "Prune old data" (and `manage.py prune`).
+RETAIN_SOURCE_PROBLEMS_DAYS = env.int("RETAIN_SOURCE_PROBLEMS_DAYS", default=30)
+RETAIN_WEBHOOK_EVENTS_DAYS = env.int("RETAIN_WEBHOOK_EVENTS_DAYS", default=30)
+# Emails sent, rejected or given up, with their matches; pending ones are never pruned.
+RETAIN_EMAILS_DAYS = env.int("RETAIN_EMAILS_DAYS", default=90)
+# Keep this longer than FOLLOW_WINDOW_DAYS: a follow retires by the age of its question's answer event.
+RETAIN_MATCHED_EVENTS_DAYS = env.int("RETAIN_MATCHED_EVENTS_DAYS", default=90)
+RETAIN_UNCONFIRMED_DAYS = env.int("RETAIN_UNCONFIRMED_DAYS", default=7)
+# An address that unsubscribed from everything (or bounced, or complained) is erased after this long,
+# keeping only a digest of it and the reason.
+ERASE_AFTER_DAYS = env.int("ERASE_AFTER_DAYS", default=30)
+RETAIN_CANARY_DAYS = env.int("RETAIN_CANARY_DAYS", default=30)
+RETENTION_BATCH = env.int("RETENTION_BATCH", default=1000)
+RETENTION_RUN_SECONDS = env.int("RETENTION_RUN_SECONDS", default=600)
 
 # Alerts.
 MAX_SUBSCRIPTIONS_PER_ADDRESS = env.int("MAX_SUBSCRIPTIONS_PER_ADDRESS", default=100)

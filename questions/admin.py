@@ -48,7 +48,9 @@ class SourceAdmin(admin.ModelAdmin):
         problems = source.problems.order_by("-created_at")[:RECENT_PROBLEMS]
         rows = format_html_join("", "<li>{}: {} {}</li>", ((p.created_at, p.record_id, p.message) for p in problems))
         link = reverse("admin:questions_sourceproblem_changelist") + f"?source__id__exact={source.pk}"
-        return format_html("<ul>{}</ul><a href=\"{}\">All {} problems</a>", rows, link, source.problems.count())
+        pruned = f" ({source.pruned_problems} older ones pruned)" if source.pruned_problems else ""
+        return format_html("<ul>{}</ul><a href=\"{}\">All {} problems</a>{}", rows, link, source.problems.count(),
+                           pruned)
 
     @admin.action(description="Poll now")
     def poll_now(self, request, queryset):

@@ -42,8 +42,12 @@ class UpsertResult:
         return f"{self.created} new, {self.updated} updated, {self.unchanged} unchanged; {events}"
 
 
+# The key of the "answered" event of a holding answer: the substantive answer, when it comes, is news again.
+HOLDING_KEY = "answered:holding"
+
+
 def _answer_key(record: QuestionRecord) -> str:
-    return "answered:holding" if record.answer_is_holding else "answered"
+    return HOLDING_KEY if record.answer_is_holding else "answered"
 
 
 def _events_for(question: Question, before: dict | None, record: QuestionRecord) -> list[QuestionEvent]:

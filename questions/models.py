@@ -12,6 +12,8 @@ from questions.records import web_url
 from questions.search import FIELDS, document
 
 URL_SAFE_KEY = re.compile(r"[A-Za-z0-9._-]{1,100}")
+# The ids of the questions the end-to-end canary stores for a few minutes: no page or search shows them.
+CANARY_PREFIX = "canary:"
 
 
 class Source(models.Model):
@@ -32,6 +34,8 @@ class Source(models.Model):
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
+    # Problems older than the retention period are deleted; this counts them.
+    pruned_problems = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from questions import metrics
 from questions.ingest import UpsertResult, upsert
 from questions.models import Source, SourceProblem
 from questions.sources import Batch, feed, parliament
@@ -77,6 +78,7 @@ def exclusive(source: Source) -> Iterator[bool]:
 def poll_source(source: Source, client: PoliteClient | None = None) -> PollReport:
     with exclusive(source) as acquired:
         if not acquired:
+            metrics.POLLS.labels(source.name, "skipped").inc()
             return PollReport(source.name, skipped="a poll of this source is already running")
         return _poll(source, client or PoliteClient())
 
@@ -117,12 +119,22 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
         source.save(update_fields=["last_polled_at", "last_error", "last_error_at", "consecutive_failures",
                                    "last_success_at", "cursor", "etag", "last_modified"])
     landed = report.landed or UpsertResult()
-    log.info(
-        "source polled source=%s requests=%d new=%d updated=%d events=%d problems=%d error=%r",
-        source.name, batch.requests, landed.created, landed.updated, sum(landed.events.values()),
-        report.problems, report.error,
-    )
+    _count(source, batch.error, landed, report.problems)
+    log.info("source polled", extra={
+        "source": source.name, "source_id": source.pk, "requests": batch.requests, "new": landed.created,
+        "updated": landed.updated, "events": sum(landed.events.values()), "problems": report.problems,
+        "error": report.error,
+    })
     return report
+
+
+def _count(source: Source, error: str, landed: UpsertResult, problems: int) -> None:
+    metrics.POLLS.labels(source.name, "error" if error else "ok").inc()
+    metrics.QUESTIONS_STORED.labels(source.name, "new").inc(landed.created)
+    metrics.QUESTIONS_STORED.labels(source.name, "updated").inc(landed.updated)
+    for kind, count in landed.events.items():
+        metrics.EVENTS_STORED.labels(kind).inc(count)
+    metrics.ITEMS_REFUSED.labels(source.name).inc(problems)
 
 
 def sources_to_poll(name: str | None = None, only_due: bool = False) -> list[Source]:
@@ -136,7 +148,8 @@ def poll_safely(source: Source) -> PollReport:
     try:
         return poll_source(source)
     except Exception as exc:  # noqa: BLE001 - one broken source must not stop the others
-        log.exception("source poll crashed source=%s", source.name)
+        log.exception("source poll crashed", extra={"source": source.name, "source_id": source.pk})
+        metrics.POLLS.labels(source.name, "crashed").inc()
         message = f"the poll failed: {type(exc).__name__}: {exc}"[:2000]
         now = timezone.now()
         Source.objects.filter(pk=source.pk).update(last_polled_at=now, last_error=message, last_error_at=now,

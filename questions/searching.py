@@ -18,7 +18,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils.functional import cached_property
 
-from questions.models import Question
+from questions.models import CANARY_PREFIX, Question
 from questions.records import RecordError
 from questions.search import Node, QueryError, parse, to_q
 
@@ -39,7 +39,7 @@ class Filters:
     tabled_to: dt.date | None = None
 
     def q(self) -> Q:
-        q = Q()
+        q = ~Q(external_id__startswith=CANARY_PREFIX)
         if self.house:
             q &= Q(house=self.house)
         if self.department:
@@ -95,14 +95,14 @@ def departments() -> list[str]:
     try:
         found = cache.get(DEPARTMENTS_KEY)
     except CACHE_ERRORS as error:
-        log.warning("cache unavailable, departments worked out afresh: %s", error)
+        log.warning("cache unavailable, departments worked out afresh", extra={"error": str(error)})
         return _departments()
     if found is None:
         found = _departments()
         try:
             cache.set(DEPARTMENTS_KEY, found, 600)
         except CACHE_ERRORS as error:
-            log.warning("cache unavailable, departments not kept: %s", error)
+            log.warning("cache unavailable, departments not kept", extra={"error": str(error)})
     return found
 
 

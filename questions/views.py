@@ -2,6 +2,7 @@ import contextlib
 import re
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.syndication.views import Feed
 from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
@@ -53,7 +54,8 @@ def search_page(request: HttpRequest) -> HttpResponse:
                 context["error_before"], context["error_at"], context["error_after"] = (
                     query[:position], query[position], query[position + 1:])
     else:
-        context["page"] = CappedPaginator(Question.objects.order_by("-date_tabled", "-id"), PAGE_SIZE).get_page(1)
+        latest = Question.objects.filter(Filters().q()).order_by("-date_tabled", "-id")
+        context["page"] = CappedPaginator(latest, PAGE_SIZE).get_page(1)
     status = 400 if context["query_error"] else 200
     return render(request, "questions/search.html", context, status=status)
 
@@ -115,8 +117,9 @@ def suggestions(query: str, params: dict[str, str]) -> list[Suggestion]:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    """All checks, or those named in ?checks=database,broker (what a load balancer should ask: a
-    Parliament outage must not take the site, and its unsubscribe links, out of rotation)."""
+    """The default checks, or those named in ?checks=database,broker (what a load balancer should ask: a
+    Parliament outage must not take the site, and its unsubscribe links, out of rotation), or
+    ?checks=delivery (are alerts reaching inboxes: for monitoring, not for a load balancer)."""
     names = [name for name in request.GET.get("checks", "").split(",") if name in CHECKS]
     healthy, checks = health(names or None)
     return JsonResponse({"status": "ok" if healthy else "failing", "checks": checks}, status=200 if healthy else 503)
@@ -130,12 +133,18 @@ def question_page(request: HttpRequest, key: str) -> HttpResponse:
     question = find_question(key)
     if question is None:
         raise Http404("No such question")
-    return render(request, "questions/question.html", {"question": question})
+    return render_question(request, question)
 
 
 def question_by_row(request: HttpRequest, pk: int) -> HttpResponse:
     """Questions whose id cannot stand in a URL (a feed's guid is itself a URL)."""
-    return render(request, "questions/question.html", {"question": get_object_or_404(Question, pk=pk)})
+    return render_question(request, get_object_or_404(Question, pk=pk))
+
+
+def render_question(request: HttpRequest, question: Question, form=None, status: int = 200) -> HttpResponse:
+    """A question's page; `form` is its "email me when this is answered" form sent back with its errors."""
+    return render(request, "questions/question.html",
+                  {"question": question, "form": form, "follow_days": settings.FOLLOW_WINDOW_DAYS}, status=status)
 
 
 # What XML 1.0 allows (its Char production); anything else makes a feed no reader will parse.

@@ -9,8 +9,8 @@ def schedule_retiring(apps, schema_editor):
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
     hourly, _ = IntervalSchedule.objects.get_or_create(every=1, period="hours")
     PeriodicTask.objects.get_or_create(
-        name="Retire settled follows", defaults={"task": "alerts.retire_follows", "interval": hourly,
-                                                 "expire_seconds": 3600}
+        name="Retire settled follows",
+        defaults={"task": "alerts.retire_follows", "interval": hourly, "expire_seconds": 3600},
     )
 
 
@@ -19,54 +19,77 @@ def unschedule_retiring(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('alerts', '0005_delivery_queue'),
-        ('questions', '0005_feed_question_ids'),
+        ("alerts", "0005_delivery_queue"),
+        ("questions", "0005_feed_question_ids"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='subscription',
-            name='one_subscription_per_query',
+            model_name="subscription",
+            name="one_subscription_per_query",
         ),
         migrations.AddField(
-            model_name='delivery',
-            name='subscription',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='alerts.subscription'),
+            model_name="delivery",
+            name="subscription",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="alerts.subscription",
+            ),
         ),
         migrations.AddField(
-            model_name='subscriber',
-            name='email_grouping',
-            field=models.CharField(choices=[('combined', 'One email, grouped by alert'), ('separate', 'One email per alert')], default='combined', max_length=10),
+            model_name="subscriber",
+            name="email_grouping",
+            field=models.CharField(
+                choices=[("combined", "One email, grouped by alert"), ("separate", "One email per alert")],
+                default="combined",
+                max_length=10,
+            ),
         ),
         migrations.AddField(
-            model_name='subscription',
-            name='question',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='followers', to='questions.question'),
+            model_name="subscription",
+            name="question",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="followers",
+                to="questions.question",
+            ),
         ),
         migrations.AddField(
-            model_name='subscription',
-            name='retired_at',
+            model_name="subscription",
+            name="retired_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AlterField(
-            model_name='subscription',
-            name='canonical_query',
+            model_name="subscription",
+            name="canonical_query",
             field=models.TextField(blank=True, db_index=True),
         ),
         migrations.AlterField(
-            model_name='subscription',
-            name='query',
+            model_name="subscription",
+            name="query",
             field=models.CharField(blank=True, max_length=1000),
         ),
         migrations.AddConstraint(
-            model_name='subscription',
-            constraint=models.UniqueConstraint(condition=models.Q(('question', None)), fields=('subscriber', 'canonical_query'), name='one_subscription_per_query'),
+            model_name="subscription",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("question", None)),
+                fields=("subscriber", "canonical_query"),
+                name="one_subscription_per_query",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='subscription',
-            constraint=models.UniqueConstraint(condition=models.Q(('question__isnull', False)), fields=('subscriber', 'question'), name='one_follow_per_question'),
+            model_name="subscription",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("question__isnull", False)),
+                fields=("subscriber", "question"),
+                name="one_follow_per_question",
+            ),
         ),
         migrations.RunPython(schedule_retiring, unschedule_retiring),
     ]

@@ -129,7 +129,8 @@ class PoliteClient:
             delay = delay if delay is not None else self.backoff * 2 ** (attempt - 1)
             if delay >= self._time_left(url):
                 raise OutOfTime(f"{url}: {problem}, and no time is left in this poll to try again")
-            log.info("source fetch retry url=%s problem=%r attempt=%d delay=%.2f", url, problem, attempt, delay)
+            log.info("source fetch retry", extra={"url": url, "problem": problem, "attempt": attempt,
+                                                  "delay": round(delay, 2)})
             time.sleep(delay)
 
     def _get_once(self, url: str, params: dict | None, headers: dict | None) -> Response:

@@ -1,10 +1,26 @@
 from django import template
+from django.urls import reverse
 from django.utils.html import escape
+from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
-from questions.search import Node, highlight
+from questions.search import Node, QueryError, highlight, parse
 
 register = template.Library()
+QUOTE_MARKS = str.maketrans({mark: " " for mark in '"“”„'})
+
+
+@register.simple_tag
+def field_search(field: str, value: str) -> str:
+    """The search page for questions whose `field` has the phrase `value` (a member, a department), or ""
+    when the value makes no search. Quote marks in the value would end the phrase early: they go."""
+    words = " ".join((value or "").translate(QUOTE_MARKS).split())
+    query = f'{field}:"{words}"'
+    try:
+        parse(query)
+    except QueryError:
+        return ""
+    return f"{reverse('search')}?{urlencode({'q': query})}"
 
 
 @register.simple_tag

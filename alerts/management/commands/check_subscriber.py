@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from alerts.models import Subscriber, WebhookEvent
+from alerts.retention import suppressed_reason_of
 
 
 def when(value) -> str:
@@ -17,7 +18,10 @@ class Command(BaseCommand):
     def handle(self, *args, email, emails, **options):
         subscriber = Subscriber.objects.filter(email__iexact=email.strip()).first()
         if subscriber is None:
-            raise CommandError(f"No subscriber has the address {email}.")
+            erased = suppressed_reason_of(email)
+            raise CommandError(f"No subscriber has the address {email}." + (
+                f" It was erased after it stopped receiving ({erased}); only a digest of it is kept." if erased
+                else ""))
         out = self.stdout.write
         out(f"{subscriber.email}: created {when(subscriber.created_at)}, confirmed {when(subscriber.confirmed_at)}")
         if subscriber.suppressed_at:
@@ -27,7 +31,10 @@ class Command(BaseCommand):
         for s in subscriber.subscriptions.all():
             state = "unconfirmed" if not s.confirmed_at else "paused" if s.paused else "on"
             waiting = s.matches.filter(delivery__isnull=True).count()
-            out(f"  [{state}] {s.query!r}{f' ({s.label})' if s.label else ''}: {s.frequency}, {s.alert_on}; "
+            state = "retired" if s.retired_at else state
+            what = f"follows question {s.question_id} ({s.label})" if s.is_follow else (
+                f"{s.query!r}{f' ({s.label})' if s.label else ''}")
+            out(f"  [{state}] {what}: {s.frequency}, {s.alert_on}; "
                 f"{s.matches.count()} matches, {waiting} waiting; last sent {when(s.last_sent_at)}")
         if not subscriber.subscriptions.exists():
             out("  none")

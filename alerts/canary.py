@@ -1,0 +1,168 @@
+"""The end-to-end canary, and whether alerts are reaching inboxes at all.
+
+With CANARY_EMAIL set (a mailbox the operator owns, or the ESP's test sink), beat starts a probe every
+CANARY_INTERVAL_MINUTES: a question is stored and then answered through the same upsert the poller
+uses, with the canary address following it, so the answer's event goes through matching, the delivery
+queue and the ESP like any other. The probe passes when that email is sent (or, with
+CANARY_WAIT_FOR_DELIVERED, reported delivered by the ESP's webhook) within CANARY_MAX_SECONDS of the
+question being stored. Its questions are never shown or searched, and are deleted when the probe ends.
+
+Without a canary, `delivery_problems` still reads the lag of the queues from the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import uuid
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from alerts.models import CanaryProbe, Delivery, Subscriber, Subscription
+from questions.ingest import upsert
+from questions.models import CANARY_PREFIX, Question, QuestionEvent
+from questions.records import QuestionRecord
+
+log = logging.getLogger(__name__)
+
+
+def enabled() -> bool:
+    return bool(settings.CANARY_EMAIL)
+
+
+def _canary_subscriber(now: dt.datetime) -> Subscriber:
+    subscriber = Subscriber.objects.filter(email__iexact=settings.CANARY_EMAIL).first()
+    if subscriber is None:
+        # The operator configured the address: that is its confirmation.
+        subscriber = Subscriber.objects.create(email=settings.CANARY_EMAIL, confirmed_at=now)
+    elif subscriber.confirmed_at is None:
+        Subscriber.objects.filter(pk=subscriber.pk).update(confirmed_at=now)
+    return subscriber
+
+
+def start_probe(now: dt.datetime | None = None) -> CanaryProbe:
+    now = now or timezone.now()
+    token = uuid.uuid4().hex[:12]
+    record = QuestionRecord(external_id=f"{CANARY_PREFIX}{token}", heading=f"Canary check {token}",
+                            question_text="A check that alerts reach inboxes.", date_tabled=timezone.localdate(now))
+    with transaction.atomic():
+        subscriber = _canary_subscriber(now)
+        upsert([record], alert=False)
+        question = Question.objects.get(external_id=record.external_id)
+        subscription = Subscription.objects.create(
+            subscriber=subscriber, question=question, label=record.heading, confirmed_at=now,
+            frequency=Subscription.Frequency.IMMEDIATE,
+        )
+        answer = "This answer should reach the canary's inbox within minutes."
+        upsert([dataclasses.replace(record, answer_text=answer, answer_html=f"<p>{answer}</p>",
+                                    date_answered=record.date_tabled)])
+        probe = CanaryProbe.objects.create(started_at=now, question=question, subscription=subscription)
+    # Matched now rather than at beat's next tick, as a poll that stores events does.
+    transaction.on_commit(lambda: current_app.tasks["alerts.match_events"].delay())
+    return probe
+
+
+def _judge(probe: CanaryProbe, now: dt.datetime) -> tuple[str, str, Delivery | None]:
+    """What became of the probe so far: its outcome, why, and its email if there is one."""
+    delivery = probe.delivery or (Delivery.objects.filter(matches__subscription_id=probe.subscription_id)
+                                  .order_by("pk").first() if probe.subscription_id else None)
+    bound = dt.timedelta(seconds=settings.CANARY_MAX_SECONDS)
+    if delivery is not None and delivery.status == Delivery.Status.SENT:
+        arrived = delivery.esp_status == "delivered" if settings.CANARY_WAIT_FOR_DELIVERED else True
+        if arrived:
+            return CanaryProbe.Outcome.OK, f"sent to the ESP ({delivery.esp_status or 'accepted'})", delivery
+    if delivery is not None and delivery.status in (Delivery.Status.REJECTED, Delivery.Status.FAILED):
+        return CanaryProbe.Outcome.FAILED, f"the email was {delivery.status}: {delivery.error}"[:2000], delivery
+    if now - probe.started_at > bound:
+        where = ("no email was created: is matching running?" if delivery is None
+                 else f"its email is {delivery.status}" + (f" ({delivery.error})" if delivery.error else "")
+                 + (f", the ESP said {delivery.esp_status}" if delivery.esp_status else ""))
+        return CanaryProbe.Outcome.LATE, f"nothing arrived within {settings.CANARY_MAX_SECONDS} s: {where}"[:2000], \
+            delivery
+    return CanaryProbe.Outcome.PENDING, "", delivery
+
+
+def finish_probes(now: dt.datetime | None = None) -> list[CanaryProbe]:
+    """Record the outcome of every probe that has one, and remove its question."""
+    now = now or timezone.now()
+    finished = []
+    for probe in CanaryProbe.objects.filter(outcome=CanaryProbe.Outcome.PENDING):
+        outcome, detail, delivery = _judge(probe, now)
+        if outcome == CanaryProbe.Outcome.PENDING:
+            continue
+        probe.outcome, probe.detail, probe.delivery, probe.finished_at = outcome, detail, delivery, now
+        if outcome == CanaryProbe.Outcome.OK and delivery.sent_at:
+            probe.seconds = (delivery.sent_at - probe.started_at).total_seconds()
+        probe.save()
+        if probe.question_id:
+            Question.objects.filter(pk=probe.question_id).delete()
+        log.log(logging.INFO if outcome == CanaryProbe.Outcome.OK else logging.ERROR, "canary finished",
+                extra={"probe": probe.pk, "outcome": outcome, "seconds": probe.seconds, "detail": detail,
+                       "delivery": delivery.pk if delivery else None})
+        finished.append(probe)
+    return finished
+
+
+def run_canary(now: dt.datetime | None = None) -> CanaryProbe | None:
+    """Beat's tick: judge the probes under way, then start the next."""
+    if not enabled():
+        return None
+    now = now or timezone.now()
+    finish_probes(now)
+    return start_probe(now)
+
+
+def canary_problems(now: dt.datetime | None = None) -> list[str]:
+    """Why the canary says alerts are not reaching inboxes; empty when it is happy (or not configured)."""
+    if not enabled():
+        return []
+    now = now or timezone.now()
+    latest = CanaryProbe.objects.first()
+    stale = dt.timedelta(minutes=settings.CANARY_INTERVAL_MINUTES * 2) + dt.timedelta(
+        seconds=settings.CANARY_MAX_SECONDS)
+    if latest is None or now - latest.started_at > stale:
+        return ["no canary probe has started lately: is beat, or the worker, running?"]
+    problems = []
+    for probe in CanaryProbe.objects.filter(started_at__gte=now - stale):
+        outcome, detail, _ = ((probe.outcome, probe.detail, None) if probe.outcome != CanaryProbe.Outcome.PENDING
+                              else _judge(probe, now))
+        if outcome in (CanaryProbe.Outcome.LATE, CanaryProbe.Outcome.FAILED):
+            problems.append(f"canary of {probe.started_at:%H:%M}: {detail}")
+            break
+        if outcome == CanaryProbe.Outcome.OK:
+            break  # the newest probe that arrived vouches for the pipeline
+    return problems
+
+
+def queue_problems(now: dt.datetime | None = None) -> list[str]:
+    """What the database says of delivery, canary or not: an email due and not sent, or an event not
+    matched, for longer than DELIVERY_LAG_MAX_SECONDS."""
+    now = now or timezone.now()
+    bound = dt.timedelta(seconds=settings.DELIVERY_LAG_MAX_SECONDS)
+    problems = []
+    oldest_due = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now).aggregate(
+        oldest=Min("next_attempt_at"))["oldest"]
+    if oldest_due and now - oldest_due > bound:
+        problems.append(f"an email has been due since {oldest_due:%Y-%m-%d %H:%M} UTC")
+    oldest_event = QuestionEvent.objects.filter(matched_at__isnull=True).aggregate(
+        oldest=Min("created_at"))["oldest"]
+    if oldest_event and now - oldest_event > bound:
+        problems.append(f"a question event has waited to be matched since {oldest_event:%Y-%m-%d %H:%M} UTC")
+    return problems
+
+
+def delivery_problems(now: dt.datetime | None = None) -> list[str]:
+    return queue_problems(now) + canary_problems(now)
+
+
+def check_delivery() -> str:
+    """The /healthz check: "ok", or raises with what is wrong."""
+    problems = delivery_problems()
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    return "ok"

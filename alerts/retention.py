@@ -1,0 +1,170 @@
+"""Retention and erasure: what is kept, for how long, and what is left of an address once its owner has gone.
+
+Each kind of row has its own period (a setting). Rows are deleted in batches of RETENTION_BATCH, each in
+a short transaction of its own, so that pruning never holds a lock on a table for long nor builds one
+huge DELETE; a run that meets its time limit stops between batches, and the next run goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, QuerySet
+from django.utils import timezone
+
+from alerts import tokens
+from alerts.models import (
+    CanaryProbe,
+    Delivery,
+    ErasedAddress,
+    Match,
+    Subscriber,
+    WebhookEvent,
+    WebhookTally,
+    address_digest,
+)
+from questions.models import QuestionEvent, Source, SourceProblem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PruneReport:
+    # What was removed (or, in a dry run, would be), by kind of row.
+    counts: Counter = field(default_factory=Counter)
+    dry_run: bool = False
+    finished: bool = True
+
+    def __str__(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        done = ", ".join(f"{count} {what}" for what, count in self.counts.items() if count) or "nothing"
+        return f"{verb}: {done}" + ("" if self.finished else " (out of time: the next run goes on)")
+
+
+def _days(name: str, now: dt.datetime) -> dt.datetime:
+    return now - dt.timedelta(days=getattr(settings, name))
+
+
+def _in_batches(rows: QuerySet, remove: Callable[[list[int]], None], deadline: float) -> tuple[int, bool]:
+    """Remove `rows` a batch of ids at a time; how many, and whether all of them went before the deadline."""
+    removed = 0
+    while True:
+        if time.monotonic() >= deadline:
+            return removed, False
+        ids = list(rows.order_by("pk").values_list("pk", flat=True)[:settings.RETENTION_BATCH])
+        if not ids:
+            return removed, True
+        with transaction.atomic():
+            remove(ids)
+        removed += len(ids)
+
+
+def _problems(ids: list[int]) -> None:
+    # The count of what went is kept on each source.
+    for source_id, count in Counter(SourceProblem.objects.filter(pk__in=ids).values_list("source_id", flat=True)
+                                    ).items():
+        Source.objects.filter(pk=source_id).update(pruned_problems=F("pruned_problems") + count)
+    SourceProblem.objects.filter(pk__in=ids).delete()
+
+
+def _webhook_events(ids: list[int]) -> None:
+    for (esp, event_type), count in Counter(WebhookEvent.objects.filter(pk__in=ids)
+                                            .values_list("esp", "event_type")).items():
+        tally, _ = WebhookTally.objects.get_or_create(esp=esp, event_type=event_type)
+        WebhookTally.objects.filter(pk=tally.pk).update(pruned=F("pruned") + count)
+    WebhookEvent.objects.filter(pk__in=ids).delete()
+
+
+def _deliveries(ids: list[int]) -> None:
+    # Their matches go first: the delivery's deletion would otherwise leave them undelivered, to be sent again.
+    Match.objects.filter(delivery_id__in=ids).delete()
+    Delivery.objects.filter(pk__in=ids).delete()
+
+
+def _events(ids: list[int]) -> None:
+    QuestionEvent.objects.filter(pk__in=ids).delete()
+
+
+def _probes(ids: list[int]) -> None:
+    CanaryProbe.objects.filter(pk__in=ids).delete()
+
+
+def _subscribers(ids: list[int]) -> None:
+    Subscriber.objects.filter(pk__in=ids).delete()
+
+
+def _erase(ids: list[int]) -> None:
+    """Delete the subscribers and everything of theirs, keeping a digest of each address and why it
+    stopped: a digest of one that bounced or complained keeps it from ever being mailed again."""
+    for email, reason in Subscriber.objects.filter(pk__in=ids).values_list("email", "suppressed_reason"):
+        ErasedAddress.objects.update_or_create(digest=address_digest(email), defaults={"reason": reason})
+    Subscriber.objects.filter(pk__in=ids).delete()
+
+
+def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list[int]], None]]]:
+    finished = [Delivery.Status.SENT, Delivery.Status.REJECTED, Delivery.Status.FAILED]
+    # An email still to go keeps what it carries, however old: its matches go with their events.
+    carried = Match.objects.filter(event=OuterRef("pk"), delivery__status=Delivery.Status.PENDING)
+    # Someone who asked for a confirmation lately may still use its link: not deleted, not erased.
+    asked = Delivery.objects.filter(subscriber=OuterRef("pk"), kind=Delivery.Kind.CONFIRMATION,
+                                    created_at__gte=now - tokens.MAX_AGE[tokens.CONFIRM])
+    return [
+        ("source problems", SourceProblem.objects.filter(created_at__lt=_days("RETAIN_SOURCE_PROBLEMS_DAYS", now)),
+         _problems),
+        ("webhook events", WebhookEvent.objects.filter(created_at__lt=_days("RETAIN_WEBHOOK_EVENTS_DAYS", now)),
+         _webhook_events),
+        # Pending emails are never pruned, however old: they are the queue.
+        ("emails", Delivery.objects.filter(status__in=finished, created_at__lt=_days("RETAIN_EMAILS_DAYS", now)),
+         _deliveries),
+        ("matched events", QuestionEvent.objects.filter(matched_at__lt=_days("RETAIN_MATCHED_EVENTS_DAYS", now))
+         .exclude(Exists(carried)), _events),
+        # Never confirmed: the confirmation link has long expired. An address that bounced meanwhile is
+        # erased below instead, so that its digest is kept.
+        ("unconfirmed subscribers", Subscriber.objects.filter(
+            confirmed_at__isnull=True, created_at__lt=_days("RETAIN_UNCONFIRMED_DAYS", now))
+         .exclude(suppressed_reason__in=[Subscriber.Suppression.BOUNCED, Subscriber.Suppression.COMPLAINED,
+                                         Subscriber.Suppression.OPERATOR])
+         .exclude(Exists(asked.filter(created_at__gte=_days("RETAIN_UNCONFIRMED_DAYS", now)))), _subscribers),
+        ("erased addresses", Subscriber.objects.filter(suppressed_at__lt=_days("ERASE_AFTER_DAYS", now))
+         .exclude(Exists(asked)), _erase),
+        ("canary probes", CanaryProbe.objects.filter(started_at__lt=_days("RETAIN_CANARY_DAYS", now)), _probes),
+    ]
+
+
+def prune(now: dt.datetime | None = None, dry_run: bool = False, seconds: float | None = None) -> PruneReport:
+    """Remove what has outlived its period; with `dry_run`, only count it."""
+    now = now or timezone.now()
+    report = PruneReport(dry_run=dry_run)
+    deadline = time.monotonic() + (seconds if seconds is not None else settings.RETENTION_RUN_SECONDS)
+    for what, rows, remove in _what_to_prune(now):
+        if dry_run:
+            report.counts[what] = rows.count()
+            continue
+        report.counts[what], finished = _in_batches(rows, remove, deadline)
+        if not finished:
+            report.finished = False
+            break
+    log.info("pruned", extra={"dry_run": dry_run, "finished": report.finished, **{
+        what.replace(" ", "_"): count for what, count in report.counts.items()}})
+    return report
+
+
+def suppressed_reason_of(email: str) -> str:
+    """Why an erased address stopped receiving, or "" if it was never erased."""
+    return ErasedAddress.objects.filter(digest=address_digest(email)).values_list("reason", flat=True).first() or ""
+
+
+def remember_suppressed(email: str, reason: str) -> None:
+    """A bounce or complaint about an address we no longer hold: its digest keeps it from being mailed again."""
+    ErasedAddress.objects.update_or_create(digest=address_digest(email), defaults={"reason": reason})
+
+
+def forget_erased(email: str) -> None:
+    ErasedAddress.objects.filter(digest=address_digest(email)).delete()

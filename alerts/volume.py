@@ -1,0 +1,237 @@
+"""How much a search would bring: questions, answers and emails a week, estimated from the archive.
+
+The estimate counts what the search matched over a window of the archive: the last `WINDOW_DAYS` days,
+or the archive's whole span if it is shorter, ending on the newest date the archive holds (or today, if a
+record claims a later one). It ends on the newest date rather than on today so that an archive that has
+stopped growing, such as the sample one, still gives a rate rather than nothing.
+
+- Questions a week: matching questions whose `date_tabled` is in the window, over the window's weeks.
+- Answers a week: matching questions whose `date_answered` is in the window, over the same weeks.
+- Emails a week, for each choice of what to be emailed about (new questions, answers, or both):
+  - daily digest: the days in the window with a matching question tabled (or answered), per week: a day
+    with a match is a digest, so it is never more than 7;
+  - weekly digest: the same, never more than 1;
+  - as it happens: new questions are published in a daily batch, so one email for each day with new
+    matches, but answers come out through the day as each department publishes them, and the archive
+    holds only their dates, so each matching answer may be an email of its own. This is the most an
+    alert could send; answers published together arrive together, and then it sends fewer.
+- Share: the matching questions over all the questions in the archive, whatever their dates. Below
+  `MIN_ARCHIVE_FOR_SHARE` questions a share says little about the search, so no search is called broad.
+
+It costs three aggregate queries, whatever the archive's size, and loads no rows: one over the archive
+(its size and its first and last dates), one over the search's matches (counts and distinct days, through
+`questions.searching.matching`, the search page's own filter, so the two agree on every database), and one
+counting the days on which a match was tabled or answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+
+from django.core.cache import cache
+from django.db.models import Count, Max, Min, Q
+from django.utils import timezone
+
+from alerts.models import Subscription
+from questions.models import Question
+from questions.search import Node, canonical
+from questions.searching import CACHE_ERRORS, Filters, matching
+
+# A year evens out Parliament's recesses and the rush before them.
+WINDOW_DAYS = 365
+# Fewer days than a week would turn one busy day into a weekly rate seven times too high.
+MIN_WINDOW_DAYS = 7
+# A search that matches one question in ten brings hundreds of questions a week from a full archive, more
+# than anyone reads; "the" or "government" match far more than that.
+BROAD_SHARE = 0.10
+MIN_ARCHIVE_FOR_SHARE = 200
+# Three emails a day is where an inbox starts to fill with one alert; a daily digest sends one.
+BUSY_EMAILS_PER_DAY = 3
+
+
+def amount(rate: float, noun: str) -> str:
+    """A rate in words, as a person would say it: "about 12 answers", "fewer than one answer", "no answers"."""
+    if rate <= 0:
+        return f"no {noun}s"
+    if rate < 0.95:
+        return f"fewer than one {noun}"
+    if rate < 1.5:
+        return f"about one {noun}"
+    number = f"{rate:.1f}".removesuffix(".0") if rate < 10 else f"{round(rate):,}"
+    return f"about {number} {noun}s"
+
+
+def _at_most(words: str) -> str:
+    # As it happens, the estimate is the most an alert could send: each answer in an email of its own.
+    return f"up to {words}" if words.startswith("about") else words
+
+
+@dataclass(frozen=True)
+class Emails:
+    """Emails a week an alert would send at each frequency, for one choice of what it emails about."""
+
+    alert_on: Subscription.AlertOn
+    immediate: float
+    daily: float
+    weekly: float
+
+    @property
+    def immediate_per_day(self) -> float:
+        return self.immediate / 7
+
+    @property
+    def too_many_as_it_happens(self) -> bool:
+        return self.immediate_per_day >= BUSY_EMAILS_PER_DAY
+
+    @property
+    def about(self) -> str:
+        return self.alert_on.label
+
+    @property
+    def immediate_text(self) -> str:
+        return _at_most(amount(self.immediate, "email"))
+
+    @property
+    def immediate_per_day_text(self) -> str:
+        return _at_most(amount(self.immediate_per_day, "email"))
+
+    @property
+    def daily_text(self) -> str:
+        return amount(self.daily, "email")
+
+    @property
+    def weekly_text(self) -> str:
+        return amount(self.weekly, "email") if self.weekly < 1 else "one email"
+
+
+@dataclass(frozen=True)
+class Volume:
+    archive: int
+    matching: int
+    window_from: dt.date | None = None
+    window_to: dt.date | None = None
+    questions: int = 0
+    answers: int = 0
+    question_days: int = 0
+    answer_days: int = 0
+    # Days on which a match was tabled or answered, or both.
+    days: int = 0
+    emails: list[Emails] = field(default_factory=list)
+
+    @property
+    def window_days(self) -> int:
+        if self.window_from is None or self.window_to is None:
+            return 0
+        return (self.window_to - self.window_from).days + 1
+
+    @property
+    def weeks(self) -> float:
+        return _weeks(self.window_days)
+
+    @property
+    def questions_per_week(self) -> float:
+        return self.questions / self.weeks if self.window_to else 0.0
+
+    @property
+    def answers_per_week(self) -> float:
+        return self.answers / self.weeks if self.window_to else 0.0
+
+    @property
+    def questions_text(self) -> str:
+        return amount(self.questions_per_week, "new question")
+
+    @property
+    def answers_text(self) -> str:
+        return amount(self.answers_per_week, "answer")
+
+    @property
+    def share(self) -> float:
+        return self.matching / self.archive if self.archive else 0.0
+
+    @property
+    def share_percent(self) -> int:
+        return round(self.share * 100)
+
+    @property
+    def broad(self) -> bool:
+        return self.archive >= MIN_ARCHIVE_FOR_SHARE and self.share >= BROAD_SHARE
+
+    @property
+    def matching_text(self) -> str:
+        return f"{self.matching:,}"
+
+    @property
+    def archive_text(self) -> str:
+        return f"{self.archive:,}"
+
+    def emails_for(self, alert_on: str) -> Emails | None:
+        return next((emails for emails in self.emails if emails.alert_on == alert_on), None)
+
+
+def _weeks(days: int) -> float:
+    return max(days, MIN_WINDOW_DAYS) / 7
+
+
+def _window(today: dt.date) -> tuple[int, dt.date | None, dt.date | None]:
+    """The archive's size, and the first and last day of the window the rates are counted over."""
+    bounds = Question.objects.order_by().aggregate(
+        archive=Count("pk"), first_tabled=Min("date_tabled"), first_answered=Min("date_answered"),
+        last_tabled=Max("date_tabled"), last_answered=Max("date_answered"))
+    firsts = [day for day in (bounds["first_tabled"], bounds["first_answered"]) if day]
+    lasts = [day for day in (bounds["last_tabled"], bounds["last_answered"]) if day]
+    if not lasts:
+        return bounds["archive"], None, None
+    last = min(max(lasts), today)
+    first = min(max(min(firsts), last - dt.timedelta(days=WINDOW_DAYS - 1)), last)
+    return bounds["archive"], first, last
+
+
+def estimate(node: Node, today: dt.date | None = None) -> Volume:
+    """How much the parsed search would bring; see the module's docstring for how it is worked out."""
+    archive, first, last = _window(today or timezone.localdate())
+    if not archive:
+        return Volume(archive=0, matching=0)
+    matches = matching(node).order_by()
+    if last is None:
+        return Volume(archive=archive, matching=matches.count())
+    tabled = Filters(tabled_from=first, tabled_to=last).q()
+    answered = Q(date_answered__gte=first, date_answered__lte=last)
+    counts = matches.aggregate(
+        matching=Count("pk"), questions=Count("pk", filter=tabled), answers=Count("pk", filter=answered),
+        question_days=Count("date_tabled", filter=tabled, distinct=True),
+        answer_days=Count("date_answered", filter=answered, distinct=True))
+    # UNION, not UNION ALL: a day with a match tabled and another answered is one day.
+    days = (matches.filter(tabled).values_list("date_tabled")
+            .union(matches.filter(answered).values_list("date_answered")).count())
+    weeks = _weeks((last - first).days + 1)
+
+    def emails(alert_on: str, immediate: int, days: int) -> Emails:
+        return Emails(alert_on, immediate / weeks, days / weeks, min(days / weeks, 1.0))
+
+    return Volume(archive=archive, window_from=first, window_to=last, days=days, **counts, emails=[
+        emails(Subscription.AlertOn.BOTH, counts["question_days"] + counts["answers"], days),
+        emails(Subscription.AlertOn.NEW, counts["question_days"], counts["question_days"]),
+        emails(Subscription.AlertOn.ANSWERS, counts["answers"], counts["answer_days"]),
+    ])
+
+
+ESTIMATE_CACHE_SECONDS = 60 * 60
+
+
+def cached_estimate(node: Node, today: dt.date | None = None) -> Volume:
+    """`estimate`, kept for an hour per search and day: counting a common word over a year of a large
+    archive is a scan, which the signup page (a GET anyone can repeat) must not cost every time."""
+    today = today or timezone.localdate()
+    key = "volume:" + hashlib.sha256(canonical(node).encode()).hexdigest() + ":" + today.isoformat()
+    try:
+        found = cache.get(key)
+    except CACHE_ERRORS:
+        return estimate(node, today)
+    if found is None:
+        found = estimate(node, today)
+        with contextlib.suppress(*CACHE_ERRORS):
+            cache.set(key, found, ESTIMATE_CACHE_SECONDS)
+    return found

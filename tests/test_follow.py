@@ -1,0 +1,485 @@
+"""Following one question ("email me when this is answered"): the form on its page, the double opt-in, what
+the follower is sent, and how a follow ends by itself once its question is settled."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import html
+import re
+import zlib
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from alerts import matching, tokens
+from alerts.delivery import create_alert_deliveries, send_due
+from alerts.following import retire_follows
+from alerts.matching import mark_matched, match_events
+from alerts.models import Delivery, Match, Subscriber, Subscription
+from alerts.percolator import Percolator
+from questions.ingest import upsert
+from questions.models import Question, QuestionEvent
+from questions.records import QuestionRecord
+from questions.search import canonical, parse
+from tests.test_alert_journey import status_region
+from tests.test_security import window_lasts
+from tests.test_subscribing import link_in
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TODAY = timezone.localdate()
+HEADING = "Schools: Heating"
+ANSWER = "We have given schools £50 million for new boilers this year."
+CORRECTED = "We have given schools £45 million for new boilers this year."
+HOLDING = "I will reply to the honourable member as soon as possible."
+
+
+@pytest.fixture(autouse=True)
+def _fresh_percolators():
+    # A process keeps its percolators between runs; each test starts from its own database.
+    matching.forget_percolators()
+    yield
+    matching.forget_percolators()
+
+
+def record(external_id: str = "wq-1", **changes) -> QuestionRecord:
+    """A question as a source brings it: tabled two days ago, not yet answered."""
+    base = QuestionRecord(
+        external_id=external_id, uin=str(zlib.crc32(external_id.encode()) % 90000 + 10000), house="Commons",
+        heading=HEADING,
+        question_text="To ask the Secretary of State for Education, what funding is available to replace school "
+                      "boilers.",
+        date_tabled=TODAY - dt.timedelta(days=2), date_for_answer=TODAY + dt.timedelta(days=5),
+        asking_member_id=4253, asking_member_name="Jane Example", asking_member_party="Labour",
+        asking_member_constituency="Norwich South", answering_body_id=60,
+        answering_body_name="Department for Education",
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def answered(rec: QuestionRecord, text: str = ANSWER, **changes) -> QuestionRecord:
+    return dataclasses.replace(rec, answer_text=text, answer_html=f"<p>{text}</p>", date_answered=TODAY,
+                               answering_member_id=3985, answering_member_name="Luke Hall",
+                               answering_member_role="Minister for Schools", **changes)
+
+
+def holding(rec: QuestionRecord) -> QuestionRecord:
+    return answered(rec, HOLDING, answer_is_holding=True, date_holding_answer=TODAY)
+
+
+def corrected(rec: QuestionRecord, text: str = CORRECTED) -> QuestionRecord:
+    return answered(rec, text, answer_is_correction=True, date_answer_corrected=TODAY)
+
+
+def withdrawn(rec: QuestionRecord) -> QuestionRecord:
+    return dataclasses.replace(rec, is_withdrawn=True)
+
+
+def land(rec: QuestionRecord) -> Question:
+    """Store the record as a poll would, with the events it makes."""
+    upsert([rec])
+    return Question.objects.get(external_id=rec.external_id)
+
+
+def deliver() -> list:
+    """Match what is new and send the immediate emails: the new messages in the outbox."""
+    before = len(mail.outbox)
+    match_events()
+    create_alert_deliveries(Delivery.Kind.IMMEDIATE)
+    send_due()
+    return mail.outbox[before:]
+
+
+def follow_url(question: Question) -> str:
+    return f"/alerts/follow/{question.pk}/"
+
+
+def ask_to_follow(client, question: Question, email: str = "ada@example.org", **extra):
+    return client.post(follow_url(question), {"email": email, "website": ""} | extra)
+
+
+def confirmed_follow(email: str, question: Question, **fields) -> Subscription:
+    now = timezone.now()
+    subscriber, _ = Subscriber.objects.get_or_create(email=email, defaults={"confirmed_at": now})
+    return Subscription.objects.create(subscriber=subscriber, question=question, label=question.heading[:100],
+                                       confirmed_at=now, **fields)
+
+
+def confirmed_search(email: str, query: str, **fields) -> Subscription:
+    now = timezone.now()
+    subscriber, _ = Subscriber.objects.get_or_create(email=email, defaults={"confirmed_at": now})
+    return Subscription.objects.create(subscriber=subscriber, query=query, canonical_query=canonical(parse(query)),
+                                       confirmed_at=now, **fields)
+
+
+def words(content: bytes | str) -> str:
+    """A page or an email part as a reader sees its text."""
+    text = content.decode() if isinstance(content, bytes) else content
+    text = re.sub(r"<head>.*?</head>", " ", text, flags=re.S)
+    text = re.sub(r"</?(a|strong|span|mark|em|code)\b[^>]*>", "", text)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def html_part(message) -> str:
+    return message.alternatives[0][0]
+
+
+def at(days: float) -> dt.datetime:
+    return timezone.now() + dt.timedelta(days=days)
+
+
+def date_events(question: Question, key: str, when: dt.datetime) -> None:
+    assert QuestionEvent.objects.filter(question=question, key=key).update(created_at=when) == 1
+
+
+# Double opt-in.
+
+
+def test_a_follow_sends_nothing_until_it_is_confirmed_from_the_inbox(client):
+    question = land(record())
+
+    response = ask_to_follow(client, question)
+
+    assert response.status_code == 302 and response["Location"] == "/alerts/check-your-inbox/"
+    assert "You asked us to email ada@example.org." in words(client.get(response["Location"]).content)
+    [confirmation] = mail.outbox
+    assert confirmation.to == ["ada@example.org"]
+    assert confirmation.subject == "Confirm your alert for written questions"
+    assert f"when this question is answered: {HEADING}" in confirmation.body
+    assert f"when this question is answered: {HEADING}" in words(html_part(confirmation))
+    follow = Subscription.objects.get()
+    assert follow.question == question and follow.confirmed_at is None
+
+    land(answered(record()))
+
+    assert deliver() == []
+    assert not Match.objects.exists()
+
+    confirm = link_in(confirmation, "/alerts/confirm/")
+    shown = words(client.get(confirm).content)
+    assert f"When this question is answered: {HEADING}" in shown and "Confirm my alert" in shown
+    after = client.post(confirm, follow=True)
+    assert f"Your alert is on: we’ll email you when “{HEADING}” is answered." in status_region(
+        html.unescape(after.content.decode()))
+
+    land(corrected(record()))
+    [alert] = deliver()
+
+    assert alert.to == ["ada@example.org"]
+    assert alert.subject == f"Answer corrected: “{HEADING}”"
+    assert "The question you follow" in words(html_part(alert)) and CORRECTED in words(html_part(alert))
+    assert f"[Answer corrected] {HEADING}" in alert.body and CORRECTED in alert.body
+
+
+def test_asking_again_before_confirming_sends_another_confirmation_for_the_same_follow(client):
+    question = land(record())
+    ask_to_follow(client, question)
+
+    ask_to_follow(client, question, email="ADA@example.org")
+
+    assert [m.subject for m in mail.outbox] == ["Confirm your alert for written questions"] * 2
+    assert Subscription.objects.count() == 1 and Subscriber.objects.count() == 1
+    client.post(link_in(mail.outbox[-1], "/alerts/confirm/"))
+    assert Subscription.objects.receiving().get().question == question
+
+
+def test_following_a_question_already_followed_sends_a_manage_link_not_a_second_follow(client):
+    question = land(record())
+    ask_to_follow(client, question)
+    client.post(link_in(mail.outbox[-1], "/alerts/confirm/"))
+
+    response = ask_to_follow(client, question, email="Ada@Example.org")
+
+    assert response["Location"] == "/alerts/check-your-inbox/"
+    assert Subscription.objects.count() == 1
+    again = mail.outbox[-1]
+    assert again.subject == "Your written question alerts"
+    assert "/alerts/confirm/" not in again.body
+    manage = link_in(again, "/alerts/manage/")
+    assert HEADING in words(client.get(manage).content)
+
+
+def test_the_manage_link_for_a_repeated_follow_names_the_question_followed(client):
+    question = land(record())
+    ask_to_follow(client, question)
+    client.post(link_in(mail.outbox[-1], "/alerts/confirm/"))
+
+    ask_to_follow(client, question)
+
+    again = mail.outbox[-1]
+    for part in (again.body, words(html_part(again))):
+        assert HEADING in part
+        assert "an alert for ," not in part and "an alert for  ," not in part
+
+
+@pytest.mark.parametrize("reason", ["bounced", "complained"])
+def test_an_address_we_must_not_email_is_shown_the_same_page_and_sent_nothing(client, reason):
+    question = land(record())
+    subscriber = Subscriber.objects.create(email="gone@example.org", confirmed_at=timezone.now())
+    subscriber.suppress(reason)
+
+    response = ask_to_follow(client, question, email="gone@example.org")
+
+    assert response.status_code == 302 and response["Location"] == "/alerts/check-your-inbox/"
+    assert not mail.outbox and not Delivery.objects.exists()
+    assert not Subscription.objects.exists()
+
+
+# The form on the question's page.
+
+
+def test_the_form_is_on_unanswered_and_holding_answered_questions_only(client):
+    waiting = land(record("wq-waiting"))
+    held = land(holding(record("wq-holding")))
+    done = land(answered(record("wq-answered")))
+    gone = land(withdrawn(record("wq-withdrawn")))
+
+    def offers_follow(question: Question) -> bool:
+        page = client.get(question.get_absolute_url()).content.decode()
+        return "Email me when this is answered" in page or follow_url(question) in page
+
+    assert offers_follow(waiting) and offers_follow(held)
+    assert not offers_follow(done) and not offers_follow(gone)
+    assert "Withdrawn" in words(client.get(gone.get_absolute_url()).content)
+
+
+def test_a_bad_address_is_refused_with_a_400_and_an_error_summary(client):
+    question = land(record())
+
+    response = ask_to_follow(client, question, email="ada at example")
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    summary = re.search(r'<div class="error-summary".*?</div>', page, re.S)
+    assert summary, "no error summary"
+    assert "There is a problem" in summary.group(0)
+    assert re.search(r'<a href="#id_email">Enter a valid email address\.</a>', summary.group(0))
+    assert 'aria-invalid="true"' in page and 'value="ada at example"' in page
+    assert HEADING in words(page)  # still the question's page
+    assert not mail.outbox and not Subscription.objects.exists()
+
+    empty = ask_to_follow(client, question, email="")
+    assert empty.status_code == 400 and "There is a problem" in empty.content.decode()
+
+
+def test_a_refused_follow_says_error_in_the_page_title(client):
+    question = land(record())
+
+    response = ask_to_follow(client, question, email="ada at example")
+
+    title = re.search(r"<title>(.*?)</title>", response.content.decode(), re.S).group(1)
+    assert title.strip().startswith("Error:"), title
+
+
+def test_a_bot_filling_the_hidden_field_is_shown_success_and_nothing_happens(client):
+    question = land(record())
+
+    response = ask_to_follow(client, question, website="https://spam.example")
+
+    assert response.status_code == 302 and response["Location"] == "/alerts/check-your-inbox/"
+    assert not mail.outbox and not Subscriber.objects.exists() and not Subscription.objects.exists()
+
+
+def test_follows_and_signups_share_one_budget_of_emails_per_address(client, settings):
+    settings.RATELIMIT_SIGNUP_PER_IP, settings.RATELIMIT_SIGNUP_PER_ADDRESS = "50/h", "3/h"
+    window_lasts("victim@example.org", 3600)
+    first, second = land(record("wq-1")), land(record("wq-2", heading="Schools: Roofs"))
+
+    def sign_up(q: str):
+        return client.post("/alerts/new/", {"email": "victim@example.org", "q": q, "frequency": "daily",
+                                            "alert_on": "both", "label": "", "website": ""})
+
+    statuses = [sign_up("boilers").status_code, sign_up("roofs").status_code,
+                ask_to_follow(client, first, email="victim@example.org").status_code,
+                ask_to_follow(client, second, email="victim@example.org").status_code,
+                sign_up("heating").status_code]
+
+    assert statuses == [302, 302, 302, 429, 429]
+    assert [m.to for m in mail.outbox] == [["victim@example.org"]] * 3
+    assert Subscription.objects.filter(question=second).count() == 0
+    assert ask_to_follow(client, second, email="other@example.org").status_code == 302
+
+
+def test_the_follow_url_takes_only_posts_for_questions_that_exist(client):
+    question = land(record())
+
+    assert client.get(follow_url(question)).status_code == 405
+    assert client.post(f"/alerts/follow/{question.pk + 1000}/", {"email": "ada@example.org"}).status_code == 404
+    assert not mail.outbox and not Subscription.objects.exists()
+
+
+# What a follower is sent.
+
+
+def test_a_follower_hears_of_the_answer_and_not_of_the_question_being_tabled(client):
+    question = land(record())
+    follow = confirmed_follow("ada@example.org", question)
+
+    assert deliver() == []
+
+    land(answered(record()))
+    [alert] = deliver()
+
+    assert alert.to == ["ada@example.org"]
+    assert alert.subject == f"Answered: “{HEADING}”"
+    shown = words(html_part(alert))
+    assert shown.startswith(f"Written question alerts The question you follow Answered {HEADING}")
+    assert "Asked by: Jane Example (Labour - Norwich South)" in shown
+    assert "what funding is available to replace school boilers" in shown and ANSWER in shown
+    assert "Stop following this question" in shown
+    assert f"[Answered] {HEADING}" in alert.body and ANSWER in alert.body
+    assert list(Match.objects.filter(subscription=follow).values_list("event__kind", flat=True)) == ["answered"]
+
+
+# Retiring a follow once its question is settled.
+
+
+def test_an_answered_question_retires_its_follows_a_window_after_the_answer(client, settings):
+    settings.FOLLOW_WINDOW_DAYS = 30
+    question = land(answered(record()))
+    follow = confirmed_follow("ada@example.org", question)
+    waiting = confirmed_follow("ada@example.org", land(record("wq-2", heading="Schools: Roofs")))
+    search = confirmed_search("ada@example.org", "schools")
+
+    assert retire_follows(at(29)) == 0
+    when = at(31)
+    assert retire_follows(when) == 1
+
+    for subscription in (follow, waiting, search):
+        subscription.refresh_from_db()
+    assert follow.retired_at == when
+    assert waiting.retired_at is None and search.retired_at is None
+    assert retire_follows(at(32)) == 0
+
+
+def test_a_holding_answer_does_not_settle_the_question(client, settings):
+    settings.FOLLOW_WINDOW_DAYS = 30
+    question = land(holding(record()))
+    follow = confirmed_follow("ada@example.org", question)
+
+    assert retire_follows(at(365)) == 0
+
+    land(answered(record()))
+    assert retire_follows(at(29)) == 0
+    assert retire_follows(at(31)) == 1
+    follow.refresh_from_db()
+    assert follow.retired_at is not None
+
+
+def test_a_correction_inside_the_window_pushes_retirement_back(client, settings):
+    settings.FOLLOW_WINDOW_DAYS = 30
+    twenty_days_ago = at(-20)
+    question = land(answered(record()))
+    date_events(question, "answered", twenty_days_ago)
+    follow = confirmed_follow("ada@example.org", question)
+    uncorrected = land(answered(record("wq-2", heading="Schools: Roofs")))
+    date_events(uncorrected, "answered", twenty_days_ago)
+    other = confirmed_follow("ada@example.org", uncorrected)
+
+    land(corrected(record()))  # today
+
+    assert retire_follows(at(11)) == 1
+    other.refresh_from_db()
+    follow.refresh_from_db()
+    assert other.retired_at is not None and follow.retired_at is None
+    assert retire_follows(at(29)) == 0
+    assert retire_follows(at(31)) == 1
+    follow.refresh_from_db()
+    assert follow.retired_at is not None
+
+
+def test_a_withdrawn_question_settles_and_the_manage_page_says_so(client, settings):
+    settings.FOLLOW_WINDOW_DAYS = 30
+    question = land(withdrawn(record()))
+    follow = confirmed_follow("ada@example.org", question)
+
+    assert retire_follows(at(29)) == 0
+    assert retire_follows(at(31)) == 1
+
+    page = words(client.get(f"/alerts/manage/{tokens.make(follow.subscriber, tokens.MANAGE)}/").content)
+    assert "this question was withdrawn, so we stopped following it" in page
+
+
+def test_a_retired_follow_is_sent_nothing_more(client, settings):
+    settings.FOLLOW_WINDOW_DAYS = 30
+    question = land(answered(record()))
+    follow = confirmed_follow("ada@example.org", question)
+    retire_follows(at(31))
+
+    land(corrected(record()))
+
+    assert deliver() == []
+    assert not Match.objects.filter(subscription=follow).exists()
+
+
+# Matching.
+
+
+def test_the_percolator_holds_saved_searches_and_never_follows(client):
+    question = land(record())
+    search = confirmed_search("ada@example.org", "boilers")
+    confirmed_follow("ada@example.org", question)
+    confirmed_follow("bo@example.org", question)
+    percolator = Percolator()
+
+    first = percolator.refresh()
+
+    assert percolator.held() == {search.pk: "boilers"}
+    assert (first.loaded, first.refused) == (1, 0)
+    confirmed_follow("cy@example.org", question)
+    again = percolator.refresh()
+    assert percolator.held() == {search.pk: "boilers"}
+    assert (again.loaded, again.refused, again.removed, again.checked_ids) == (0, 0, 0, False)
+
+
+def test_sharded_matching_gives_each_follower_one_match_per_event(client, settings):
+    settings.MATCH_SHARDS = 3
+    question = land(record())
+    ada = confirmed_follow("ada@example.org", question)
+    bo = confirmed_follow("bo@example.org", question)
+    for number in range(6):
+        confirmed_search(f"reader{number}@example.org", ("schools", "heating", "boilers", "education",
+                                                         "member:example", "department:education")[number])
+    QuestionEvent.objects.update(matched_at=timezone.now())
+    land(answered(record()))
+    ids = list(QuestionEvent.objects.filter(matched_at__isnull=True).values_list("id", flat=True))
+
+    results = [match_events(shard=shard, shards=3, event_ids=ids) for shard in range(3)]
+    mark_matched(ids)
+
+    followers = {ada.subscriber_id, bo.subscriber_id}
+    assert [len(followers & set(r.immediate_subscriber_ids)) for r in results].count(2) == 1
+    assert sum(len(followers & set(r.immediate_subscriber_ids)) for r in results) == 2
+    for follow in (ada, bo):
+        assert list(Match.objects.filter(subscription=follow).values_list("event__kind", flat=True)) == ["answered"]
+    create_alert_deliveries(Delivery.Kind.IMMEDIATE)
+    send_due()
+    to_followers = [m for m in mail.outbox if m.to[0] in ("ada@example.org", "bo@example.org")]
+    assert sorted(m.to[0] for m in to_followers) == ["ada@example.org", "bo@example.org"]
+    assert {m.subject for m in to_followers} == {f"Answered: “{HEADING}”"}
+
+
+def test_a_sharded_task_run_sends_each_follower_one_email(client, settings, monkeypatch):
+    from celery.backends.cache import CacheBackend
+
+    from alerts import tasks
+    from config.celery import app
+
+    settings.MATCH_SHARDS = 3
+    question = land(record())
+    follow = confirmed_follow("ada@example.org", question)
+    for number, query in enumerate(["schools", "heating", "boilers", "education"]):
+        confirmed_search(f"reader{number}@example.org", query)
+    QuestionEvent.objects.update(matched_at=timezone.now())
+    land(answered(record()))
+    monkeypatch.setattr(app._local, "backend", CacheBackend(app=app, backend="memory"), raising=False)
+
+    outcome = tasks.match_events_task.apply().get()
+
+    assert outcome == {"fanned_out": 1}
+    assert Match.objects.filter(subscription=follow).count() == 1
+    assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
+    to_ada = [m for m in mail.outbox if m.to == ["ada@example.org"]]
+    assert [m.subject for m in to_ada] == [f"Answered: “{HEADING}”"]
