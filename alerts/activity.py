@@ -148,7 +148,7 @@ def alert_activity(subscriber: Subscriber, now: dt.datetime | None = None) -> di
     ids = {pk for s in subscriptions for pk in (s.last_sent_id, s.newest_id) if pk}
     deliveries = {d.pk: d for d in Delivery.objects.filter(pk__in=ids).only(
         "status", "attempts", "sent_at", "created_at", "esp_status")} if ids else {}
-    # Its words and settings count from its last change (an edit, a pause, a resume), not from its creation.
+    # Quiet time counts from an alert's last change (an edit, a pause, a resume): its search may be new since.
     quiet_since = now - dt.timedelta(days=settings.QUIET_ALERT_DAYS)
     activity = {}
     for s in subscriptions:

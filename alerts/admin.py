@@ -44,9 +44,10 @@ class SubscriberAdmin(admin.ModelAdmin):
 
 
 class SubscriptionForm(forms.ModelForm):
-    """An operator's edit goes through the same parser as everyone else's."""
+    """An operator's edit goes through the same parser as everyone else's. A follow of one question has
+    no search: its query stays empty."""
 
-    query = QueryField()
+    query = QueryField(required=False)
 
     class Meta:
         model = Subscription
@@ -56,6 +57,12 @@ class SubscriptionForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         subscriber, query = cleaned.get("subscriber"), cleaned.get("query")
+        if self.instance.question_id:
+            if query:
+                self.add_error("query", "This alert follows one question: it has no search.")
+            return cleaned
+        if not query and "query" not in self.errors:
+            self.add_error("query", "A search is needed.")
         if subscriber and query:
             self.instance.canonical_query = canonical(parse(query))
             others = subscriber.subscriptions.exclude(pk=self.instance.pk)
@@ -71,7 +78,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
     list_filter = ("frequency", "alert_on", "paused")
     search_fields = ("query", "label", "subscriber__email")
     raw_id_fields = ("subscriber",)
-    readonly_fields = ("canonical_query",)
+    readonly_fields = ("canonical_query", "question", "retired_at")
 
 
 @admin.register(Match)

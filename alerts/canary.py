@@ -22,7 +22,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
+from alerts import subscribing
 from alerts.models import CanaryProbe, Delivery, Subscriber, Subscription
 from questions.ingest import upsert
 from questions.models import CANARY_PREFIX, Question, QuestionEvent
@@ -30,17 +32,19 @@ from questions.records import QuestionRecord
 
 log = logging.getLogger(__name__)
 
+# What the ESP's webhooks may say of an email that reached the inbox: a later "opened" must not undo it.
+ARRIVED = {"delivered", "opened", "clicked", "autoresponded"}
+
 
 def enabled() -> bool:
     return bool(settings.CANARY_EMAIL)
 
 
 def _canary_subscriber(now: dt.datetime) -> Subscriber:
-    subscriber = Subscriber.objects.filter(email__iexact=settings.CANARY_EMAIL).first()
-    if subscriber is None:
+    # As any address: one erased after it bounced comes back suppressed.
+    subscriber = subscribing.subscriber_for(settings.CANARY_EMAIL)
+    if subscriber.confirmed_at is None:
         # The operator configured the address: that is its confirmation.
-        subscriber = Subscriber.objects.create(email=settings.CANARY_EMAIL, confirmed_at=now)
-    elif subscriber.confirmed_at is None:
         Subscriber.objects.filter(pk=subscriber.pk).update(confirmed_at=now)
     return subscriber
 
@@ -62,6 +66,15 @@ def start_probe(now: dt.datetime | None = None) -> CanaryProbe:
         upsert([dataclasses.replace(record, answer_text=answer, answer_html=f"<p>{answer}</p>",
                                     date_answered=record.date_tabled)])
         probe = CanaryProbe.objects.create(started_at=now, question=question, subscription=subscription)
+        if subscriber.suppressed_at is not None:
+            # Nothing can reach it: said now, rather than "no email was created" when the bound has passed.
+            probe.outcome, probe.finished_at = CanaryProbe.Outcome.FAILED, now
+            probe.detail = (f"the canary address is suppressed ({subscriber.suppressed_reason}): nothing is sent "
+                            "to it; set CANARY_EMAIL to another address")
+            probe.question = probe.subscription = None
+            probe.save()
+            question.delete()
+            return probe
     # Matched now rather than at beat's next tick, as a poll that stores events does.
     transaction.on_commit(lambda: current_app.tasks["alerts.match_events"].delay())
     return probe
@@ -72,10 +85,13 @@ def _judge(probe: CanaryProbe, now: dt.datetime) -> tuple[str, str, Delivery | N
     delivery = probe.delivery or (Delivery.objects.filter(matches__subscription_id=probe.subscription_id)
                                   .order_by("pk").first() if probe.subscription_id else None)
     bound = dt.timedelta(seconds=settings.CANARY_MAX_SECONDS)
-    if delivery is not None and delivery.status == Delivery.Status.SENT:
-        arrived = delivery.esp_status == "delivered" if settings.CANARY_WAIT_FOR_DELIVERED else True
-        if arrived:
+    if delivery is not None and delivery.status == Delivery.Status.SENT and (
+            not settings.CANARY_WAIT_FOR_DELIVERED or delivery.esp_status in ARRIVED):
+        took = (delivery.sent_at or now) - probe.started_at
+        if took <= bound:
             return CanaryProbe.Outcome.OK, f"sent to the ESP ({delivery.esp_status or 'accepted'})", delivery
+        return (CanaryProbe.Outcome.LATE, f"the email went out {took.total_seconds():.0f} s after the question was "
+                f"stored, more than {settings.CANARY_MAX_SECONDS} s", delivery)
     if delivery is not None and delivery.status in (Delivery.Status.REJECTED, Delivery.Status.FAILED):
         return CanaryProbe.Outcome.FAILED, f"the email was {delivery.status}: {delivery.error}"[:2000], delivery
     if now - probe.started_at > bound:
@@ -96,11 +112,12 @@ def finish_probes(now: dt.datetime | None = None) -> list[CanaryProbe]:
         if outcome == CanaryProbe.Outcome.PENDING:
             continue
         probe.outcome, probe.detail, probe.delivery, probe.finished_at = outcome, detail, delivery, now
-        if outcome == CanaryProbe.Outcome.OK and delivery.sent_at:
+        if delivery is not None and delivery.sent_at:
             probe.seconds = (delivery.sent_at - probe.started_at).total_seconds()
-        probe.save()
-        if probe.question_id:
-            Question.objects.filter(pk=probe.question_id).delete()
+        with transaction.atomic():
+            probe.save()
+            if probe.question_id:
+                Question.objects.filter(pk=probe.question_id).delete()
         log.log(logging.INFO if outcome == CanaryProbe.Outcome.OK else logging.ERROR, "canary finished",
                 extra={"probe": probe.pk, "outcome": outcome, "seconds": probe.seconds, "detail": detail,
                        "delivery": delivery.pk if delivery else None})
@@ -109,12 +126,20 @@ def finish_probes(now: dt.datetime | None = None) -> list[CanaryProbe]:
 
 
 def run_canary(now: dt.datetime | None = None) -> CanaryProbe | None:
-    """Beat's tick: judge the probes under way, then start the next."""
-    if not enabled():
-        return None
+    """Beat's tick: judge the probes under way (even with the canary turned off since, so that their
+    questions go), then start the next."""
     now = now or timezone.now()
     finish_probes(now)
-    return start_probe(now)
+    return start_probe(now) if enabled() else None
+
+
+def _interval() -> dt.timedelta:
+    """How often beat starts a probe: its schedule as an operator may have changed it in the admin."""
+    task = PeriodicTask.objects.filter(task="alerts.canary", enabled=True, interval__isnull=False).select_related(
+        "interval").first()
+    if task is None:
+        return dt.timedelta(minutes=settings.CANARY_INTERVAL_MINUTES)
+    return dt.timedelta(**{task.interval.period: task.interval.every})
 
 
 def canary_problems(now: dt.datetime | None = None) -> list[str]:
@@ -123,8 +148,7 @@ def canary_problems(now: dt.datetime | None = None) -> list[str]:
         return []
     now = now or timezone.now()
     latest = CanaryProbe.objects.first()
-    stale = dt.timedelta(minutes=settings.CANARY_INTERVAL_MINUTES * 2) + dt.timedelta(
-        seconds=settings.CANARY_MAX_SECONDS)
+    stale = _interval() * 2 + dt.timedelta(seconds=settings.CANARY_MAX_SECONDS)
     if latest is None or now - latest.started_at > stale:
         return ["no canary probe has started lately: is beat, or the worker, running?"]
     problems = []

@@ -7,6 +7,7 @@ import ipaddress
 from django.conf import settings
 from django.core.checks import Error, register
 
+from alerts.delivery import MATCH_WINDOW
 from alerts.webhooks import configured_esp, webhook_secured
 
 
@@ -36,3 +37,14 @@ def metrics_addresses_are_valid(app_configs, **kwargs) -> list[Error]:
         return []
     return [Error(f"METRICS_ALLOWED_IPS holds what is not an address or network: {', '.join(refused)}.",
                   hint="Give addresses or networks separated by commas, e.g. 10.0.0.0/8,192.0.2.7.", id="alerts.E002")]
+
+
+@register()
+def retention_keeps_what_is_still_needed(app_configs, **kwargs) -> list[Error]:
+    # Matches older than MATCH_WINDOW are never sent; follows retire by the age of their answer's event.
+    needed = max(settings.FOLLOW_WINDOW_DAYS, MATCH_WINDOW.days)
+    if needed < settings.RETAIN_MATCHED_EVENTS_DAYS:
+        return []
+    return [Error(f"RETAIN_MATCHED_EVENTS_DAYS ({settings.RETAIN_MATCHED_EVENTS_DAYS}) must be longer than "
+                  f"FOLLOW_WINDOW_DAYS and than the {MATCH_WINDOW.days} days an undelivered match may wait: events "
+                  "still needed would be deleted.", id="alerts.E003")]

@@ -189,7 +189,11 @@ def _sections(delivery: Delivery, hits: list[Hit]) -> list[Section]:
     room = settings.EMAIL_MAX_QUESTIONS
     sections = []
     for subscription, items in grouped.values():
-        shown, room = items[:max(room, 0)], room - len(items)
+        if subscription.is_follow:
+            # What became of a followed question is always told: it takes no room from the searches.
+            shown = items
+        else:
+            shown, room = items[:max(room, 0)], room - len(items)
         node = None if subscription.is_follow else _node(subscription.canonical_query)
         for item in shown:
             _render(item, node, subscription.query)

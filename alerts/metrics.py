@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import re
 
 from django.conf import settings
 from django.db.models import Count, Min
@@ -23,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from alerts import canary
 from alerts.models import CanaryProbe, Delivery, Subscriber, Subscription
-from questions.models import Question, QuestionEvent, Source
+from questions.models import CANARY_PREFIX, Question, QuestionEvent, Source
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ WEBHOOK_EVENTS = Counter("wqa_webhook_events", "Tracking events the ESP sent, by
 
 
 def error_class(error: str) -> str:
-    """A short, bounded label for an error message: its exception class, or the ESP's error code."""
+    """A short, bounded label for an error message: its exception class, or the ESP's error code (also
+    when the delivery was given up on it)."""
+    error = re.sub(r"^gave up after \d+ attempts: ", "", error)
     return error.split(":", 1)[0][:60] or "unknown"
 
 
@@ -77,7 +80,8 @@ class DatabaseCollector:
         yield suppressed
         yield GaugeMetricFamily("wqa_active_alerts", "Alerts that receive emails.",
                                 value=Subscription.objects.receiving().count())
-        yield GaugeMetricFamily("wqa_questions", "Questions in the archive.", value=Question.objects.count())
+        yield GaugeMetricFamily("wqa_questions", "Questions in the archive.", value=Question.objects.exclude(
+            external_id__startswith=CANARY_PREFIX).count())
         success = GaugeMetricFamily("wqa_source_last_success_age_seconds",
                                     "Time since each enabled source was last polled successfully.", labels=["source"])
         failures = GaugeMetricFamily("wqa_source_consecutive_failures",

@@ -26,6 +26,7 @@ from alerts.models import (
     ErasedAddress,
     Match,
     Subscriber,
+    Subscription,
     WebhookEvent,
     WebhookTally,
     address_digest,
@@ -62,7 +63,10 @@ def _in_batches(rows: QuerySet, remove: Callable[[list[int]], None], deadline: f
         if not ids:
             return removed, True
         with transaction.atomic():
-            remove(ids)
+            # Asked again, locked: a row that changed since it was picked (a signup just now) is left alone.
+            ids = list(rows.filter(pk__in=ids).select_for_update(of=("self",)).values_list("pk", flat=True))
+            if ids:
+                remove(ids)
         removed += len(ids)
 
 
@@ -92,6 +96,10 @@ def _events(ids: list[int]) -> None:
     QuestionEvent.objects.filter(pk__in=ids).delete()
 
 
+def _subscriptions(ids: list[int]) -> None:
+    Subscription.objects.filter(pk__in=ids).delete()
+
+
 def _probes(ids: list[int]) -> None:
     CanaryProbe.objects.filter(pk__in=ids).delete()
 
@@ -105,6 +113,8 @@ def _erase(ids: list[int]) -> None:
     stopped: a digest of one that bounced or complained keeps it from ever being mailed again."""
     for email, reason in Subscriber.objects.filter(pk__in=ids).values_list("email", "suppressed_reason"):
         ErasedAddress.objects.update_or_create(digest=address_digest(email), defaults={"reason": reason})
+        # What the ESP reported is kept for its counts, without the address.
+        WebhookEvent.objects.filter(recipient__iexact=email).update(recipient="")
     Subscriber.objects.filter(pk__in=ids).delete()
 
 
@@ -123,7 +133,9 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
         # Pending emails are never pruned, however old: they are the queue.
         ("emails", Delivery.objects.filter(status__in=finished, created_at__lt=_days("RETAIN_EMAILS_DAYS", now)),
          _deliveries),
-        ("matched events", QuestionEvent.objects.filter(matched_at__lt=_days("RETAIN_MATCHED_EVENTS_DAYS", now))
+        # Matched that long ago; stored that long ago too (indexed, so a batch does not scan every event).
+        ("matched events", QuestionEvent.objects.filter(created_at__lt=_days("RETAIN_MATCHED_EVENTS_DAYS", now),
+                                                        matched_at__lt=_days("RETAIN_MATCHED_EVENTS_DAYS", now))
          .exclude(Exists(carried)), _events),
         # Never confirmed: the confirmation link has long expired. An address that bounced meanwhile is
         # erased below instead, so that its digest is kept.
@@ -134,6 +146,9 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
          .exclude(Exists(asked.filter(created_at__gte=_days("RETAIN_UNCONFIRMED_DAYS", now)))), _subscribers),
         ("erased addresses", Subscriber.objects.filter(suppressed_at__lt=_days("ERASE_AFTER_DAYS", now))
          .exclude(Exists(asked)), _erase),
+        # A follow that ended itself stays on the manage page a while, saying so, then goes.
+        ("ended follows", Subscription.objects.filter(retired_at__lt=_days("RETAIN_ENDED_FOLLOWS_DAYS", now)),
+         _subscriptions),
         ("canary probes", CanaryProbe.objects.filter(started_at__lt=_days("RETAIN_CANARY_DAYS", now)), _probes),
     ]
 

@@ -85,7 +85,14 @@ def preview(query: str, today: dt.date | None = None) -> Preview:
                    archive_total, latest, cached_estimate(node, today))
 
 
-def _subscriber_for(email: str) -> Subscriber:
+def _at_cap(subscriber: Subscriber) -> bool:
+    # A follow that ended itself is history: it does not stand in the way of a new alert.
+    return subscriber.subscriptions.filter(retired_at__isnull=True).count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS
+
+
+def subscriber_for(email: str) -> Subscriber:
+    """The subscriber of this address, created if new (suppressed at once if it was erased after a bounce
+    or complaint)."""
     email = email.strip()
     existing = Subscriber.objects.filter(email__iexact=email).first()
     if existing:
@@ -123,9 +130,10 @@ def sign_up(email: str, query: str, *, frequency: str, alert_on: str, label: str
 def follow(email: str, question_id: int) -> None:
     """Record an unconfirmed follow of one question ("email me when this is answered") and email its
     confirmation link; as with `sign_up`, the caller's page is the same whatever happens."""
-    question = Question.objects.filter(pk=question_id).only("heading", "uin").first()
-    if question is None:
-        log.info("follow ignored question=%s reason=gone", question_id)
+    question = Question.objects.filter(pk=question_id).first()
+    if question is None or question.is_withdrawn or (question.is_answered and not question.answer_is_holding):
+        # Gone, or settled since the form was sent: there is nothing left to follow.
+        log.info("follow ignored", extra={"question": question_id, "reason": "gone or settled"})
         return
     name = question.heading or f"Question {question.uin}"
     _ask_to_confirm(email, {"question": question}, {"label": name[:100], "frequency": Subscription.Frequency.IMMEDIATE,
@@ -135,9 +143,10 @@ def follow(email: str, question_id: int) -> None:
 def _ask_to_confirm(email: str, key: dict, fields: dict) -> None:
     """Email a confirmation for the subscription `key` names, creating it with `fields` if it is new."""
     with transaction.atomic():
-        subscriber = _subscriber_for(email)
+        subscriber = subscriber_for(email)
         if subscriber.suppressed_reason in NEVER_EMAIL:
-            log.info("signup ignored subscriber=%s reason=suppressed:%s", subscriber.pk, subscriber.suppressed_reason)
+            log.info("signup ignored", extra={"subscriber": subscriber.pk,
+                                              "reason": f"suppressed:{subscriber.suppressed_reason}"})
             return
         existing = subscriber.subscriptions.filter(**key).first()
         coming_back = subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED
@@ -150,7 +159,7 @@ def _ask_to_confirm(email: str, key: dict, fields: dict) -> None:
                 setattr(existing, name, fields[name])
             existing.save(update_fields=["frequency", "alert_on", "label", "updated_at"])
         if existing is None:
-            if subscriber.subscriptions.count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS:
+            if _at_cap(subscriber):
                 _queue(subscriber, Delivery.Kind.MANAGE_LINK, too_many=settings.MAX_SUBSCRIPTIONS_PER_ADDRESS)
                 return
             existing = Subscription.objects.create(subscriber=subscriber, **key, **fields)
@@ -227,7 +236,7 @@ def _add(subscriber: Subscriber, query: str, *, label: str, frequency: str, aler
         key = {"question": None, "canonical_query": text}
     if subscriber.subscriptions.filter(**key).exists():
         raise DuplicateSearch()
-    if subscriber.subscriptions.count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS:
+    if _at_cap(subscriber):
         raise TooMany()
     try:
         with transaction.atomic():
@@ -319,7 +328,7 @@ def export_data(subscriber: Subscriber) -> dict:
              "retired_at": stamp(s.retired_at),
              "paused": s.paused, "created_at": stamp(s.created_at), "confirmed_at": stamp(s.confirmed_at),
              "last_sent_at": stamp(s.last_sent_at)}
-            for s in subscriber.subscriptions.all()
+            for s in subscriber.subscriptions.select_related("question")
         ],
         "emails": [
             {"kind": d.kind, "subject": d.subject, "status": d.status, "created_at": stamp(d.created_at),

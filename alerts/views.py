@@ -19,6 +19,7 @@ from django_ratelimit.core import get_usage
 from kombu.exceptions import OperationalError as BrokerDown
 
 from alerts import subscribing, tasks, tokens
+from alerts.activity import alert_activity, questions_last_checked
 from alerts.forms import AlertFields, EmailForm, SignupForm
 from alerts.models import Subscriber, Subscription
 from questions.models import Question
@@ -73,7 +74,7 @@ def _counted(request: HttpRequest, limits: list[dict]) -> bool:
             if usage is not None and usage["should_limit"]:
                 return False
     except CACHE_ERRORS as error:
-        log.warning("rate limits unavailable, request refused: %s", error)
+        log.warning("rate limits unavailable, request refused", extra={"error": str(error)})
         raise LimitsUnavailable from error
     return True
 
@@ -100,7 +101,7 @@ def _hand_over(request: HttpRequest, form: str, email: str, task, **work) -> Htt
     except LimitsUnavailable:
         return try_again_soon(request)
     except BrokerDown:
-        log.warning("the broker did not take a %s request; asked to try again", form, exc_info=True)
+        log.warning("the broker did not take a request; asked to try again", extra={"form": form}, exc_info=True)
         return try_again_soon(request)
     purpose = tokens.MANAGE if form == "link" else tokens.CONFIRM
     return _check_inbox(request, email, purpose, work.get("query", ""))
@@ -233,8 +234,6 @@ def manage(request: HttpRequest, token: str) -> HttpResponse:
 
 def _manage_page(request: HttpRequest, subscriber: Subscriber, token: str, form: AlertFields,
                  duplicate: bool = False, grouping_error: str = "") -> HttpResponse:
-    from alerts.activity import alert_activity, questions_last_checked
-
     subscriptions = list(subscriber.subscriptions.select_related("question"))
     # "On" comes from the same rule the sender uses, so the page cannot claim an alert the sender skips.
     receiving = set(subscriber.subscriptions.receiving().values_list("pk", flat=True))

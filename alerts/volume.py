@@ -50,6 +50,9 @@ BROAD_SHARE = 0.10
 MIN_ARCHIVE_FOR_SHARE = 200
 # Three emails a day is where an inbox starts to fill with one alert; a daily digest sends one.
 BUSY_EMAILS_PER_DAY = 3
+# Estimates are kept this long: the archive changes by a day's questions at a time.
+ESTIMATE_CACHE_SECONDS = 60 * 60
+WINDOW_CACHE_SECONDS = 10 * 60
 
 
 def amount(rate: float, noun: str) -> str:
@@ -175,9 +178,13 @@ def _weeks(days: int) -> float:
     return max(days, MIN_WINDOW_DAYS) / 7
 
 
-def _window(today: dt.date) -> tuple[int, dt.date | None, dt.date | None]:
+# The archive's size, and the first and last day of the window rates are counted over.
+Window = tuple[int, dt.date | None, dt.date | None]
+
+
+def _window(today: dt.date) -> Window:
     """The archive's size, and the first and last day of the window the rates are counted over."""
-    bounds = Question.objects.order_by().aggregate(
+    bounds = Question.objects.filter(Filters().q()).order_by().aggregate(
         archive=Count("pk"), first_tabled=Min("date_tabled"), first_answered=Min("date_answered"),
         last_tabled=Max("date_tabled"), last_answered=Max("date_answered"))
     firsts = [day for day in (bounds["first_tabled"], bounds["first_answered"]) if day]
@@ -189,9 +196,10 @@ def _window(today: dt.date) -> tuple[int, dt.date | None, dt.date | None]:
     return bounds["archive"], first, last
 
 
-def estimate(node: Node, today: dt.date | None = None) -> Volume:
-    """How much the parsed search would bring; see the module's docstring for how it is worked out."""
-    archive, first, last = _window(today or timezone.localdate())
+def estimate(node: Node, today: dt.date | None = None, window: Window | None = None) -> Volume:
+    """How much the parsed search would bring; see the module's docstring for how it is worked out.
+    `window` is the archive's, if already known (it is the same for every search)."""
+    archive, first, last = window or _window(today or timezone.localdate())
     if not archive:
         return Volume(archive=0, matching=0)
     matches = matching(node).order_by()
@@ -218,20 +226,26 @@ def estimate(node: Node, today: dt.date | None = None) -> Volume:
     ])
 
 
-ESTIMATE_CACHE_SECONDS = 60 * 60
 
 
-def cached_estimate(node: Node, today: dt.date | None = None) -> Volume:
-    """`estimate`, kept for an hour per search and day: counting a common word over a year of a large
-    archive is a scan, which the signup page (a GET anyone can repeat) must not cost every time."""
-    today = today or timezone.localdate()
-    key = "volume:" + hashlib.sha256(canonical(node).encode()).hexdigest() + ":" + today.isoformat()
+def _cached(key: str, seconds: int, work):
+    """What `work()` gives, kept in the cache for `seconds`; worked out afresh when the cache is down."""
     try:
         found = cache.get(key)
     except CACHE_ERRORS:
-        return estimate(node, today)
+        return work()
     if found is None:
-        found = estimate(node, today)
+        found = work()
         with contextlib.suppress(*CACHE_ERRORS):
-            cache.set(key, found, ESTIMATE_CACHE_SECONDS)
+            cache.set(key, found, seconds)
     return found
+
+
+def cached_estimate(node: Node, today: dt.date | None = None) -> Volume:
+    """`estimate`, kept for an hour per search and day, and the archive's window for ten minutes: counting
+    a common word over a year of a large archive is a scan, which the signup page (a GET anyone can
+    repeat) must not cost every time."""
+    today = today or timezone.localdate()
+    key = "volume:" + hashlib.sha256(canonical(node).encode()).hexdigest() + ":" + today.isoformat()
+    return _cached(key, ESTIMATE_CACHE_SECONDS, lambda: estimate(node, today, _cached(
+        f"volume:window:{today.isoformat()}", WINDOW_CACHE_SECONDS, lambda: _window(today))))

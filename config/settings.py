@@ -1,11 +1,13 @@
 """The one settings module: every value that differs between machines comes from the environment."""
 
 import os
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from prometheus_client import values as _metrics_values
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
@@ -238,6 +240,10 @@ METRICS_DIR = Path(env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "me
 METRICS_DIR.mkdir(parents=True, exist_ok=True)
 # Read by prometheus_client when it is first imported, which no module does before settings are loaded.
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+# Each process's files are named for it. Containers sharing the folder each number their processes from 1,
+# so the host's name goes in too: two processes writing one file would corrupt it.
+_metrics_values.ValueClass = _metrics_values.MultiProcessValue(
+    lambda: f"{socket.gethostname().replace('_', '-')}-{os.getpid()}")
 
 # The end-to-end canary (alerts/canary.py): off unless CANARY_EMAIL names a mailbox the operator owns or
 # the ESP's test sink. Every CANARY_INTERVAL_MINUTES a question is stored and answered for that address
@@ -262,6 +268,8 @@ RETAIN_UNCONFIRMED_DAYS = env.int("RETAIN_UNCONFIRMED_DAYS", default=7)
 # keeping only a digest of it and the reason.
 ERASE_AFTER_DAYS = env.int("ERASE_AFTER_DAYS", default=30)
 RETAIN_CANARY_DAYS = env.int("RETAIN_CANARY_DAYS", default=30)
+# A follow that ended itself (FOLLOW_WINDOW_DAYS after its answer) is deleted this long after.
+RETAIN_ENDED_FOLLOWS_DAYS = env.int("RETAIN_ENDED_FOLLOWS_DAYS", default=90)
 RETENTION_BATCH = env.int("RETENTION_BATCH", default=1000)
 RETENTION_RUN_SECONDS = env.int("RETENTION_RUN_SECONDS", default=600)
 

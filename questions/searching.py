@@ -158,10 +158,8 @@ def collect_then_sort(rows: QuerySet[Question], start: int, stop: int) -> list[Q
 
 def find_question(key: str) -> Question | None:
     """A question by its id (the API id, or the id it was imported with) or else its UIN."""
-    return (
-        Question.objects.filter(external_id=key).first()
-        or Question.objects.filter(uin=key).order_by("-date_tabled").first()
-    )
+    shown = Question.objects.filter(Filters().q())
+    return shown.filter(external_id=key).first() or shown.filter(uin=key).order_by("-date_tabled").first()
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:

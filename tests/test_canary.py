@@ -39,9 +39,8 @@ STALE = dt.timedelta(minutes=2 * INTERVAL_MINUTES, seconds=BOUND)
 TOKEN = "scrape-me"
 
 
-
 def on_the_stack(test):
-    """A test on a real worker (and beat), which shares the PostgreSQL test database through Redis."""
+    """A test with real worker (and beat) processes, which share the PostgreSQL test database and Redis."""
     return pytest.mark.worker(pytest.mark.postgres(test))
 
 
@@ -477,8 +476,8 @@ def test_the_canarys_question_is_shown_to_nobody_and_matched_for_nobody_else(pro
     assert to_canary(esp.stub) and all("Canary Wharf" not in str(m) for m in to_canary(esp.stub))
 
     canary_task.delay()  # the next tick finishes the probe
-    wait_until(lambda: CanaryProbe.objects.filter(pk=probe.pk, outcome="ok").exists(), timeout=20,
-               message="the probe to finish")
+    wait_until(lambda: CanaryProbe.objects.filter(pk=probe.pk, outcome="ok", question=None).exists(), timeout=20,
+               message="the probe to finish and remove its question")
     assert not Question.objects.filter(pk=canary.pk).exists()
     assert not QuestionEvent.objects.filter(question_id=canary.pk).exists()
     assert not Subscription.objects.filter(question_id=canary.pk).exists()

@@ -18,7 +18,15 @@ def unschedule_retiring(apps, schema_editor):
     apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(task="alerts.retire_follows").delete()
 
 
+def drop_follows(apps, schema_editor):
+    apps.get_model("alerts", "Subscription").objects.filter(question__isnull=False).delete()
+
+
 class Migration(migrations.Migration):
+    # Undoing it deletes follows and then alters the table, which PostgreSQL refuses in one transaction
+    # while the deletion's foreign-key checks are pending.
+    atomic = False
+
     dependencies = [
         ("alerts", "0005_delivery_queue"),
         ("questions", "0005_feed_question_ids"),
@@ -60,6 +68,8 @@ class Migration(migrations.Migration):
                 to="questions.question",
             ),
         ),
+        # Undone, follows go first: they have no search, and would break the old one-search-per-address rule.
+        migrations.RunPython(migrations.RunPython.noop, drop_follows),
         migrations.AddField(
             model_name="subscription",
             name="retired_at",
