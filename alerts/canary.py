@@ -164,15 +164,19 @@ def canary_problems(now: dt.datetime | None = None) -> list[str]:
 
 
 def queue_problems(now: dt.datetime | None = None) -> list[str]:
-    """What the database says of delivery, canary or not: an email due and not sent, or an event not
-    matched, for longer than DELIVERY_LAG_MAX_SECONDS."""
+    """What the database says of delivery, canary or not: an email due and not sent, an email still being
+    retried (the ESP failing it: its next try is always in the future, so it is never long "due"), or an
+    event not matched, for longer than DELIVERY_LAG_MAX_SECONDS."""
     now = now or timezone.now()
     bound = dt.timedelta(seconds=settings.DELIVERY_LAG_MAX_SECONDS)
     problems = []
-    oldest_due = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now).aggregate(
-        oldest=Min("next_attempt_at"))["oldest"]
+    pending = Delivery.objects.filter(status=Delivery.Status.PENDING)
+    oldest_due = pending.filter(next_attempt_at__lte=now).aggregate(oldest=Min("next_attempt_at"))["oldest"]
     if oldest_due and now - oldest_due > bound:
         problems.append(f"an email has been due since {oldest_due:%Y-%m-%d %H:%M} UTC")
+    oldest_retried = pending.filter(attempts__gt=0).aggregate(oldest=Min("created_at"))["oldest"]
+    if oldest_retried and now - oldest_retried > bound:
+        problems.append(f"an email queued at {oldest_retried:%Y-%m-%d %H:%M} UTC is still being retried")
     oldest_event = QuestionEvent.objects.filter(matched_at__isnull=True).aggregate(
         oldest=Min("created_at"))["oldest"]
     if oldest_event and now - oldest_event > bound:

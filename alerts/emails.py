@@ -19,7 +19,7 @@ from django.utils.safestring import mark_safe
 from alerts import tokens
 from alerts.models import Delivery, Subscriber, Subscription
 from questions.models import Question
-from questions.search import Node, parse
+from questions.search import Node, parse_canonical
 
 
 @functools.cache
@@ -148,7 +148,7 @@ def _render(item: Item, node: Node, query: str) -> None:
 @functools.lru_cache(maxsize=20_000)
 def _node(canonical_query: str) -> Node:
     # The canonical form: always valid, whatever became of the text as typed.
-    return parse(canonical_query, max_length=None)
+    return parse_canonical(canonical_query)
 
 
 @dataclass

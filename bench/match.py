@@ -258,7 +258,7 @@ def store_questions(corpus: Corpus, first: int, count: int) -> list[int]:
 # --- measuring ---------------------------------------------------------------------------
 
 
-def run(n: int, m: int, sample: int, tail_words: int, seed: int) -> dict:
+def run(n: int, m: int, sample: int, tail_words: int, seed: int, runs: int = 3) -> dict:
     from django.db import connection
 
     from alerts.percolator import Percolator
@@ -273,20 +273,27 @@ def run(n: int, m: int, sample: int, tail_words: int, seed: int) -> dict:
     subscriptions, distinct = store_searches(corpus, n)
     connection.close()
 
-    gc.collect()
-    before = rss_mb()
-    started = time.perf_counter()
-    percolator = Percolator()
-    percolator.refresh()
-    build = time.perf_counter() - started
-    gc.collect()
-    after = rss_mb()
+    # Each build from nothing, as a worker's first run does; the memory is what the last one holds.
+    builds, grown = [], []
+    percolator = None
+    for _ in range(runs):
+        percolator = None
+        gc.collect()
+        before = rss_mb()
+        started = time.perf_counter()
+        percolator = Percolator()
+        percolator.refresh()
+        builds.append(time.perf_counter() - started)
+        gc.collect()
+        after = rss_mb()
+        grown.append(after - before)
+    build = statistics.median(builds)
 
     batch_ids = store_questions(corpus, 2000, m)
     questions = list(Question.objects.filter(id__in=batch_ids).order_by("id"))
     documents = [q.search_document() for q in questions]
     timings = []
-    for _ in range(3):
+    for _ in range(max(runs, 3)):
         started = time.perf_counter()
         found = percolator.match(documents)
         timings.append(time.perf_counter() - started)
@@ -315,7 +322,8 @@ def run(n: int, m: int, sample: int, tail_words: int, seed: int) -> dict:
     baseline = per_query * len(texts)
     return {
         "searches": subscriptions, "distinct": len(percolator), "generated_distinct": distinct, "build_s": build,
-        "rss_delta_mb": after - before, "rss_mb": after, "match_s": match_s, "match_runs": timings,
+        "build_runs": builds, "rss_delta_mb": statistics.median(grown), "rss_mb": after, "match_s": match_s,
+        "match_runs": timings,
         "candidates": candidates, "candidates_per_q": pairs / m, "matches_per_q": matches / m,
         "matched_queries": len(found), "sql_sampled": len(chosen), "sql_sample_s": sql_s,
         "sql_per_query_ms": per_query * 1000, "sql_extrapolated_s": baseline, "ratio": baseline / match_s,
@@ -331,6 +339,7 @@ def main() -> None:
     parser.add_argument("--tail-words", type=int, default=30_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/bench")
+    parser.add_argument("--runs", type=int, default=3, help="builds (and at least as many matches) per size")
     parser.add_argument("--json", action="store_true", help="also print each row as JSON")
     args = parser.parse_args()
     setup(args.database_url)
@@ -343,12 +352,16 @@ def main() -> None:
               f"{'cand./q':>8} {'match/q':>8} {'SQL ms/q':>8} {'SQL s (extrap.)':>15} {'ratio':>7} {'same':>9}")
     print(header)
     for n in args.searches:
-        r = run(n, args.questions, args.sample, args.tail_words, args.seed)
+        r = run(n, args.questions, args.sample, args.tail_words, args.seed, args.runs)
         print(f"{r['searches']:>9} {r['distinct']:>8} {r['build_s']:>7.1f} "
               f"{r['rss_delta_mb']:>5.0f}/{r['rss_mb']:<5.0f} {r['match_s']:>7.2f} {r['candidates']:>7} "
               f"{r['candidates_per_q']:>8.0f} {r['matches_per_q']:>8.0f} {r['sql_per_query_ms']:>8.2f} "
               f"{r['sql_extrapolated_s']:>15.0f} {r['ratio']:>6.0f}x "
               f"{r['sql_sampled'] - r['different']:>4}/{r['sql_sampled']:<4}", flush=True)
+        print(f"{'':>9} build s median {statistics.median(r['build_runs']):.1f} "
+              f"({min(r['build_runs']):.1f}–{max(r['build_runs']):.1f}) of {len(r['build_runs'])}; match s median "
+              f"{statistics.median(r['match_runs']):.2f} ({min(r['match_runs']):.2f}–{max(r['match_runs']):.2f})",
+              flush=True)
         if args.json:
             print(json.dumps(r), flush=True)
 

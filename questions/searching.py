@@ -173,20 +173,28 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                     yield number, RecordError(f"line {number} is not valid JSON: {exc}")
 
 
-def answer_queries(path: Path, select: Callable[[Node], Iterable[str]]) -> Iterator[dict[str, Any]]:
-    """One answer per line of a queries file ({"id": ..., "query": ...}): its matches, or why it was refused.
-
-    `select` gives the ids of the questions a parsed query matches; the database and the file-based
-    commands differ only in it, so they cannot differ in anything else.
-    """
+def read_queries(path: Path) -> Iterator[tuple[Any, Node | None, str]]:
+    """Each line of a queries file ({"id": ..., "query": ...}): its id, and its parsed query or why it was
+    refused. The database and the file-based commands read queries only through this, so they cannot
+    differ in what they accept. Each distinct text is parsed once: popular searches repeat."""
+    parsed: dict[str, tuple[Node | None, str]] = {}
     for number, item in read_jsonl(path):
         if isinstance(item, RecordError) or not isinstance(item, dict) or not isinstance(item.get("query"), str):
             reason = str(item) if isinstance(item, RecordError) else f'line {number} has no "query" text'
-            yield {"id": item.get("id") if isinstance(item, dict) else None, "error": reason}
+            yield item.get("id") if isinstance(item, dict) else None, None, reason
             continue
-        try:
-            node = parse(item["query"])
-        except QueryError as exc:
-            yield {"id": item.get("id"), "error": exc.message}
-            continue
-        yield {"id": item.get("id"), "matches": sorted(select(node))}
+        query = item["query"]
+        found = parsed.get(query)
+        if found is None:
+            try:
+                found = parsed[query] = parse(query), ""
+            except QueryError as exc:
+                found = parsed[query] = None, exc.message
+        yield item.get("id"), *found
+
+
+def answer_queries(path: Path, select: Callable[[Node], Iterable[str]]) -> Iterator[dict[str, Any]]:
+    """One answer per line of a queries file: its matches (the ids `select` gives for the parsed query,
+    sorted), or why it was refused."""
+    for query_id, node, error in read_queries(path):
+        yield {"id": query_id, "error": error} if node is None else {"id": query_id, "matches": sorted(select(node))}

@@ -383,9 +383,9 @@ def test_without_a_canary_the_delivery_check_reads_the_queues_lag(operator, sett
     assert "Working: no email is overdue and no event waits to be matched." in section
     assert "No canary is configured" in section
 
-    # Due, but not for long; or long ago, but backing off until later; or sent: none of these is lag.
+    # Due, but not for long; or tried and backing off, but queued only just now; or sent: none of these is lag.
     Delivery.objects.create(subscriber=ada, kind="immediate", next_attempt_at=now - dt.timedelta(seconds=30))
-    Delivery.objects.create(subscriber=ada, kind="immediate", created_at=now - dt.timedelta(hours=5), attempts=3,
+    Delivery.objects.create(subscriber=ada, kind="immediate", created_at=now - dt.timedelta(seconds=30), attempts=1,
                             next_attempt_at=now + dt.timedelta(minutes=10))
     Delivery.objects.create(subscriber=ada, kind="immediate", status="sent", next_attempt_at=now - dt.timedelta(days=1))
     QuestionEvent.objects.create(question=question, kind="tabled", key="tabled", created_at=now - dt.timedelta(hours=2),
@@ -414,6 +414,14 @@ def test_without_a_canary_the_delivery_check_reads_the_queues_lag(operator, sett
 
     QuestionEvent.objects.filter(pk=waiting.pk).update(matched_at=now)
     assert healthy(operator)
+
+    # An ESP failing an email for hours keeps pushing its next try into the future, so it is never long
+    # "due": that it is still being retried, long after it was queued, is what says so.
+    retried = Delivery.objects.create(subscriber=ada, kind="immediate", created_at=now - dt.timedelta(hours=5),
+                                      attempts=6, next_attempt_at=now + dt.timedelta(minutes=10))
+    assert failing(operator)
+    assert f"an email queued at {retried.created_at:%Y-%m-%d %H:%M} UTC is still being retried" in (
+        delivery_section(operator))
 
 
 # 5. The canary's questions are its own.

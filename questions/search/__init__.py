@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .ast import MIN_PREFIX, And, Leaf, Node, Not, Or, Phrase, Prefix, Term, leaves
 from .evaluate import Matcher, compile_matcher, matches
 from .highlight import highlight
-from .parser import MAX_DEPTH, MAX_LENGTH, MAX_TERMS, QueryError, canonical, parse, parse_or_none
+from .parser import MAX_DEPTH, MAX_LENGTH, MAX_TERMS, QueryError, canonical, parse, parse_canonical, parse_or_none
 from .words import DEFAULT_FIELDS, FIELDS, UNICODE_VERSIONS, document, normalise, words
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ __all__ = [
     "matches",
     "normalise",
     "parse",
+    "parse_canonical",
     "parse_or_none",
     "to_q",
     "words",

@@ -10,6 +10,7 @@ ones are flattened in).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -21,7 +22,12 @@ _FIELD_ORDER = {name: index for index, name in enumerate(FIELDS)}
 
 
 def _canonical_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
-    fields = tuple(fields)
+    return _fields_in_order(tuple(fields))
+
+
+@functools.lru_cache(maxsize=1024)
+def _fields_in_order(fields: tuple[str, ...]) -> tuple[str, ...]:
+    # Every leaf goes through here, with one of a handful of field sets.
     unknown = [name for name in fields if name not in _FIELD_ORDER]
     if unknown:
         raise ValueError(f"unknown field(s) {unknown!r}; fields are {FIELDS!r}")
@@ -31,8 +37,14 @@ def _canonical_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _check_word(word: str) -> None:
-    if words(word) != [word]:
+    if not _is_word(word):
         raise ValueError(f"{word!r} is not a single normalised word")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _is_word(word: str) -> bool:
+    # Saved searches share a vocabulary far smaller than their number: each word is cut once.
+    return words(word) == [word]
 
 
 @dataclass(frozen=True, slots=True)

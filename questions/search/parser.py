@@ -10,6 +10,8 @@ query; character numbers in messages count from 1, `QueryError.position` from 0.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -370,3 +372,105 @@ def canonical(node: Node) -> str:
             inner = f"({inner})"
         return "NOT " * depth + inner
     return _canonical_leaf(node)
+
+
+# The pieces of canonical text: brackets, operators in capitals, and leaves (a field on each, a phrase in
+# straight quotes, a prefix ending in *). Words in it are already normalised.
+_CANONICAL_PIECE = re.compile(r'\(|\)|(?:([a-z]+):)?(?:"([^"]*)"|([^\s()"]+))| +')
+_FIELD_SET = {name: (name,) for name in FIELDS}
+
+
+def parse_canonical(text: str) -> Node:
+    """The tree of `text` written by `canonical`, read by a shorter road than `parse`: such text was
+    checked when it was saved (it has words, it cannot match an empty question), its words are already
+    normalised and its operators explicit. What does not read as canonical text goes the long road, so
+    the tree is always the one `parse(text, max_length=None)` gives."""
+    try:
+        return _Canonical(text).read()
+    except _NotCanonical:
+        return parse(text, max_length=None)
+
+
+class _NotCanonical(Exception):
+    pass
+
+
+class _Canonical:
+    def __init__(self, text: str) -> None:
+        self.tokens: list[object] = []
+        end = 0
+        for found in _CANONICAL_PIECE.finditer(text):
+            if found.start() != end:
+                raise _NotCanonical
+            end = found.end()
+            piece = found.group()
+            if piece[0] == " ":
+                continue
+            if piece in "()" or piece in _OPERATORS:
+                self.tokens.append(piece)
+                continue
+            field, phrase, word = found.groups()
+            self.tokens.append(_canonical_leaf_node(field, phrase, word))
+        if end != len(text) or not self.tokens:
+            raise _NotCanonical
+        self.index = 0
+
+    def read(self) -> Node:
+        node = self.or_()
+        if self.index != len(self.tokens):
+            raise _NotCanonical
+        return node
+
+    def peek(self) -> object:
+        return self.tokens[self.index] if self.index < len(self.tokens) else None
+
+    def or_(self) -> Node:
+        children = [self.and_()]
+        while self.peek() == "OR":
+            self.index += 1
+            children.append(self.and_())
+        return or_(children)
+
+    def and_(self) -> Node:
+        children = [self.unary()]
+        while self.peek() == "AND":
+            self.index += 1
+            children.append(self.unary())
+        return and_(children)
+
+    def unary(self) -> Node:
+        if self.peek() == "NOT":
+            self.index += 1
+            return Not(self.unary())
+        return self.primary()
+
+    def primary(self) -> Node:
+        token = self.peek()
+        self.index += 1
+        if token == "(":
+            node = self.or_()
+            if self.peek() != ")":
+                raise _NotCanonical
+            self.index += 1
+            return node
+        if isinstance(token, str) or token is None:
+            raise _NotCanonical
+        return token  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _canonical_leaf_node(field: str | None, phrase: str | None, word: str | None) -> Node:
+    # Leaves are immutable, and saved searches share most of theirs: each is built once.
+    fields = _FIELD_SET.get(field) if field else DEFAULT_FIELDS
+    if fields is None:
+        raise _NotCanonical
+    try:
+        if phrase is not None:
+            return Phrase(fields, tuple(phrase.split(" ")))
+        assert word is not None
+        if word.endswith("*"):
+            return Prefix(fields, word[:-1])
+        return Term(fields, word)
+    except ValueError:
+        # Not one normalised word (the leaf checks its words): not text `canonical` wrote.
+        raise _NotCanonical from None

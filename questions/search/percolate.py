@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from .ast import And, Leaf, Node, Not, Phrase, Prefix, Term, leaves
-from .parser import parse
+from .parser import parse_canonical
 from .words import DEFAULT_FIELDS, FIELDS
 
 Document = Mapping[str, str]
@@ -316,14 +316,16 @@ class QueryIndex:
     def add(self, text: str, node: Node | None = None) -> int:
         """File the canonical query `text` (once more); raises QueryError if it does not parse.
 
-        `node` is its tree where the caller has it already, or a tree the parser would refuse.
+        `node` is its tree where the caller has it already, or a tree the parser would refuse. Without
+        one, `text` is trusted as a saved search's canonical text, checked when it was saved
+        (`parse_canonical`).
         """
         query_id = self._ids.get(text)
         if query_id is not None:
             self._refs[query_id] += 1
             return query_id
         if node is None:
-            node = parse(text, max_length=None)
+            node = parse_canonical(text)
         if self._free:
             query_id = self._free.pop()
         else:
@@ -354,7 +356,7 @@ class QueryIndex:
             return
         if node is None:
             # Parsing again gives the same tree, so the same leaves and anchors as when it was added.
-            node = parse(text, max_length=None)
+            node = parse_canonical(text)
         anchors = self.anchors(node)
         if anchors is None:
             self._always.discard(query_id)
