@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -425,18 +426,17 @@ class _Canonical:
         return self.tokens[self.index] if self.index < len(self.tokens) else None
 
     def or_(self) -> Node:
-        children = [self.and_()]
-        while self.peek() == "OR":
-            self.index += 1
-            children.append(self.and_())
-        return or_(children)
+        return self.joined("OR", self.and_, or_)
 
     def and_(self) -> Node:
-        children = [self.unary()]
-        while self.peek() == "AND":
+        return self.joined("AND", self.unary, and_)
+
+    def joined(self, operator: str, operand: Callable[[], Node], combine: Callable[[list[Node]], Node]) -> Node:
+        children = [operand()]
+        while self.peek() == operator:
             self.index += 1
-            children.append(self.unary())
-        return and_(children)
+            children.append(operand())
+        return combine(children)
 
     def unary(self) -> Node:
         if self.peek() == "NOT":
