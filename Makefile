@@ -40,5 +40,13 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
+# Every benchmark, each printing its table (median of three runs with the range, where the script repeats).
+# They need PostgreSQL and Redis on this machine (see docs/benchmarks.md) and take about an hour in all.
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/match.py
+	$(BIN)/python bench/percolate.py
+	$(BIN)/python bench/deliver.py
+	$(BIN)/python bench/search.py
+	$(BIN)/pip install --quiet -r bench/requirements-peers.txt
+	$(BIN)/python bench/peers.py

@@ -69,10 +69,10 @@ def generate(n: int, day: dt.date) -> list[dict]:
     return records
 
 
-def run(n: int) -> dict[str, float]:
+def run(n: int, latency_ms: float = 0) -> dict[str, float]:
     import threading
 
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
 
     from questions.ingest import upsert
     from questions.models import Question, QuestionEvent, Source
@@ -86,7 +86,18 @@ def run(n: int) -> dict[str, float]:
     today = dt.date.today()
     for value in generate(n, today):
         stub.put(value)
-    server = make_server("127.0.0.1", 0, wsgi_app(stub), threaded=True)
+    app = wsgi_app(stub)
+
+    def slow(environ, start_response):
+        # The round trip to the real API, added to every answer.
+        time.sleep(latency_ms / 1000)
+        return app(environ, start_response)
+
+    class KeepAlive(WSGIRequestHandler):
+        # As the real API does: connections stay open between requests.
+        protocol_version = "HTTP/1.1"
+
+    server = make_server("127.0.0.1", 0, slow, threaded=True, request_handler=KeepAlive)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     source = Source.objects.create(name=f"bench-{n}-{time.time()}", kind="api",
                                    url=f"http://127.0.0.1:{server.server_port}", cursor=today)
@@ -170,21 +181,30 @@ def hostile(kind: str, response_seconds: float) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--latency-ms", type=float, nargs="+", default=[0, 20],
+                        help="round trip the stub API adds to each answer")
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database-url")
     args = parser.parse_args()
     setup(args.database_url)
+    import statistics
+
     from django.db import connection
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"database: {connection.vendor}")
-    print(f"{'questions':>9} {'requests':>8} {'fetch s':>8} {'store s':>8} {'stored q/s':>10} "
-          f"{'end-to-end q/s':>14} {'re-poll s':>9}")
-    for n in args.sizes:
-        r = run(n)
-        print(f"{n:>9} {r['requests']:>8} {r['fetch_s']:>8.2f} {r['store_s']:>8.2f} {n / r['store_s']:>10.0f} "
-              f"{n / (r['fetch_s'] + r['store_s']):>14.0f} {r['repoll_s']:>9.2f}")
+    def spread(values: list[float], digits: int = 0) -> str:
+        return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
-    import statistics
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"database: {connection.vendor}; a keep-alive stub API; median of {args.runs} runs (min-max)")
+    print(f"{'questions':>9} {'RTT ms':>6} {'requests':>8} {'stored q/s':>18} {'end-to-end q/s':>18} "
+          f"{'re-poll s':>18}")
+    for n in args.sizes:
+        for latency in args.latency_ms:
+            runs = [run(n, latency) for _ in range(args.runs)]
+            print(f"{n:>9} {latency:>6.0f} {runs[0]['requests']:>8} "
+                  f"{spread([n / r['store_s'] for r in runs]):>18} "
+                  f"{spread([n / (r['fetch_s'] + r['store_s']) for r in runs]):>18} "
+                  f"{spread([r['repoll_s'] for r in runs], 2):>18}", flush=True)
 
     from django.conf import settings
 

@@ -114,12 +114,10 @@ def percolator_masks(found: dict[str, int], texts: Sequence[str]) -> list[int]:
 
 # --- Xapian ------------------------------------------------------------------------------------
 
-# The separator keeps one field's terms from starting with another field's prefix, so that a wildcard over
-# "XQUESTION:" sees question words only.
-XAPIAN_PREFIX = {
-    field: f"X{field.upper()}:" for field in
-    ("heading", "question", "answer", "member", "party", "constituency", "department", "minister", "house", "uin")
-}
+def xapian_prefix(field: str) -> str:
+    # The colon keeps one field's terms from starting with another field's prefix, so that a wildcard over
+    # "XQUESTION:" sees question words only.
+    return f"X{field.upper()}:"
 
 
 def xapian_index(batch: Sequence[dict]):
@@ -132,7 +130,7 @@ def xapian_index(batch: Sequence[dict]):
     for doc in batch:
         entry = xapian.Document()
         for field in FIELDS:
-            prefix = XAPIAN_PREFIX[field]
+            prefix = xapian_prefix(field)
             for position, word in enumerate(doc[field].split(), 1):
                 entry.add_posting(prefix + word, position)
         db.add_document(entry)
@@ -150,11 +148,11 @@ def xapian_query(node):
         return queries[0] if len(queries) == 1 else Q(Q.OP_OR, queries)
 
     if isinstance(node, Term):
-        return any_of([Q(XAPIAN_PREFIX[field] + node.word) for field in node.fields])
+        return any_of([Q(xapian_prefix(field) + node.word) for field in node.fields])
     if isinstance(node, Prefix):
-        return any_of([Q(Q.OP_WILDCARD, XAPIAN_PREFIX[field] + node.prefix) for field in node.fields])
+        return any_of([Q(Q.OP_WILDCARD, xapian_prefix(field) + node.prefix) for field in node.fields])
     if isinstance(node, Phrase):
-        return any_of([Q(Q.OP_PHRASE, [XAPIAN_PREFIX[field] + word for word in node.words], len(node.words))
+        return any_of([Q(Q.OP_PHRASE, [xapian_prefix(field) + word for word in node.words], len(node.words))
                        for field in node.fields])
     if isinstance(node, Not):
         return Q(Q.OP_AND_NOT, Q.MatchAll, xapian_query(node.child))

@@ -377,7 +377,8 @@ def canonical(node: Node) -> str:
 
 # The pieces of canonical text: brackets, operators in capitals, and leaves (a field on each, a phrase in
 # straight quotes, a prefix ending in *). Words in it are already normalised.
-_CANONICAL_PIECE = re.compile(r'\(|\)|(?:([a-z]+):)?(?:"([^"]*)"|([^\s()"]+))| +')
+_CANONICAL_PIECE = re.compile(r'\(|\)|(?:[a-z]+:)?(?:"[^"]*"|[^\s()"]+)')
+_CANONICAL_LEAF = re.compile(r'(?:([a-z]+):)?(?:"([^"]*)"|([^\s()"]+))')
 _FIELD_SET = {name: (name,) for name in FIELDS}
 
 
@@ -398,21 +399,13 @@ class _NotCanonical(Exception):
 
 class _Canonical:
     def __init__(self, text: str) -> None:
-        self.tokens: list[object] = []
-        end = 0
-        for found in _CANONICAL_PIECE.finditer(text):
-            if found.start() != end:
-                raise _NotCanonical
-            end = found.end()
-            piece = found.group()
-            if piece[0] == " ":
-                continue
-            if piece in "()" or piece in _OPERATORS:
-                self.tokens.append(piece)
-                continue
-            field, phrase, word = found.groups()
-            self.tokens.append(_canonical_leaf_node(field, phrase, word))
-        if end != len(text) or not self.tokens:
+        # Nothing but pieces and single spaces: checked in one pass of the regex engine, not piece by piece.
+        if _CANONICAL_PIECE.sub("", text).strip(" ") or "  " in text:
+            raise _NotCanonical
+        self.tokens: list[object] = [
+            piece if piece in _SYMBOLS else _canonical_leaf_node(piece) for piece in _CANONICAL_PIECE.findall(text)
+        ]
+        if not self.tokens:
             raise _NotCanonical
         self.index = 0
 
@@ -458,9 +451,13 @@ class _Canonical:
         return token  # type: ignore[return-value]
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _canonical_leaf_node(field: str | None, phrase: str | None, word: str | None) -> Node:
+_SYMBOLS = frozenset({"(", ")", *_OPERATORS})
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _canonical_leaf_node(piece: str) -> Node:
     # Leaves are immutable, and saved searches share most of theirs: each is built once.
+    field, phrase, word = _CANONICAL_LEAF.fullmatch(piece).groups()  # type: ignore[union-attr]
     fields = _FIELD_SET.get(field) if field else DEFAULT_FIELDS
     if fields is None:
         raise _NotCanonical
