@@ -30,6 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def setup(database_url: str, api_url: str | None = None) -> None:
+    from bench import ensure_database
+
+    ensure_database(database_url)
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")

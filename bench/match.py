@@ -64,6 +64,9 @@ PLACES = ["North", "South", "East", "West", "Central", "and District", "Valley",
 
 
 def setup(database_url: str) -> None:
+    from bench import ensure_database
+
+    ensure_database(database_url)
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -227,9 +230,9 @@ def store_searches(corpus: Corpus, n: int) -> tuple[int, int]:
         cursor.execute("TRUNCATE alerts_match, alerts_delivery, alerts_subscription, alerts_subscriber "
                        "RESTART IDENTITY CASCADE")
         with cursor.cursor.copy("COPY alerts_subscriber (id, email, confirmed_at, suppressed_reason, token_version, "
-                                "created_at) FROM STDIN") as copy:
+                                "email_grouping, created_at) FROM STDIN") as copy:
             for number in range(1, subscriber + 1):
-                copy.write_row((number, f"reader{number}@example.com", now, "", 1, now))
+                copy.write_row((number, f"reader{number}@example.com", now, "", 1, "combined", now))
         with cursor.cursor.copy("COPY alerts_subscription (subscriber_id, query, canonical_query, label, frequency, "
                                 "alert_on, paused, confirmed_at, created_at, updated_at) FROM STDIN") as copy:
             for subscriber_id, text, found, frequency, alert_on in rows:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .ast import MIN_PREFIX, And, Node, Not, Or, Phrase, Prefix, Term, and_, or_
-from .evaluate import compile_matcher
 from .words import DEFAULT_FIELDS, FIELDS, document, words
 
 MAX_LENGTH = 1000
@@ -77,10 +76,16 @@ class Piece:
     value: Value | None = None
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _piece_words(text: str) -> tuple[str, ...]:
+    # The words of one piece of a query: queries share their pieces, and cutting words is the costly step.
+    return tuple(words(text))
+
+
 def _value(text: str, position: int) -> Value:
     """The value that a run of characters with at least one word stands for."""
     if text.endswith("*"):
-        found = words(text[:-1])
+        found = _piece_words(text[:-1])
         if len(found) > 1:
             raise QueryError(
                 f'The wildcard "{text}" at {_at(position)} has more than one word before the "*": '
@@ -94,7 +99,7 @@ def _value(text: str, position: int) -> Value:
                 position,
             )
         return Value(Prefix, found[0])
-    found = words(text)
+    found = _piece_words(text)
     if len(found) == 1:
         return Value(Term, found[0])
     return Value(Phrase, tuple(found))
@@ -121,9 +126,9 @@ def _run_piece(run: str, position: int) -> Piece | None:
         rest_position = position + len(run) - len(rest)
         # A rest without words is treated like no rest, as a piece without
         # words would have been dropped: the field then takes what follows.
-        value = _value(rest, rest_position) if words(rest) else None
+        value = _value(rest, rest_position) if _piece_words(rest) else None
         return Piece(Kind.FIELD, position, run[: len(run) - len(rest)], field, value)
-    if not words(run):
+    if not _piece_words(run):
         return None
     return Piece(Kind.VALUE, position, run, value=_value(run, position))
 
@@ -145,7 +150,7 @@ def pieces(query: str) -> list[Piece]:
             close = next((i for i in range(index + 1, end) if query[i] in QUOTES), None)
             if close is None:
                 raise QueryError(f"The quote you opened at {_at(index)} is never closed.", index)
-            inside = words(query[index + 1 : close])
+            inside = _piece_words(query[index + 1 : close])
             if len(inside) == 1:
                 found.append(Piece(Kind.VALUE, index, query[index : close + 1], value=Value(Term, inside[0])))
             elif inside:
@@ -311,12 +316,30 @@ def parse(query: str, *, max_length: int | None = MAX_LENGTH) -> Node:
     parser = _Parser(found)
     node = parser.parse_or(DEFAULT_FIELDS)
     assert parser.index == len(found), "brackets were checked to balance"
-    if compile_matcher(node)(_EMPTY_DOCUMENT):
+    if _matches_nothing_present(node):
         raise QueryError(
             "This search would match even a question with no words at all, because part of it only says "
             'what must not be there (like "NOT police" on its own): add a word or phrase that must be present.'
         )
     return node
+
+
+def _matches_nothing_present(node: Node) -> bool:
+    """Whether `node` matches a question with no words at all: what the evaluator would say of an empty
+    document, where every word, prefix and phrase is absent, worked out without building a matcher."""
+    flips = False
+    while isinstance(node, Not):
+        # Counted rather than recursed into: NOT may be repeated hundreds of times.
+        node, flips = node.child, not flips
+    return flips != _present_free(node)
+
+
+def _present_free(node: Node) -> bool:
+    if isinstance(node, And):
+        return all(_matches_nothing_present(child) for child in node.children)
+    if isinstance(node, Or):
+        return any(_matches_nothing_present(child) for child in node.children)
+    return False  # a word, prefix or phrase: absent from a question with no words
 
 
 def parse_or_none(query: str) -> Node | None:
@@ -405,7 +428,9 @@ class _Canonical:
         self.tokens: list[object] = [
             piece if piece in _SYMBOLS else _canonical_leaf_node(piece) for piece in _CANONICAL_PIECE.findall(text)
         ]
-        if not self.tokens:
+        leaves = sum(1 for token in self.tokens if not isinstance(token, str))
+        if not leaves or leaves > MAX_TERMS or _depth(self.tokens) > MAX_DEPTH:
+            # The long road says what is wrong (limits may have changed since the search was saved).
             raise _NotCanonical
         self.index = 0
 
@@ -432,10 +457,15 @@ class _Canonical:
         return combine(children)
 
     def unary(self) -> Node:
-        if self.peek() == "NOT":
+        # A run of NOTs is counted, not recursed into: a saved search may hold hundreds.
+        nots = 0
+        while self.peek() == "NOT":
             self.index += 1
-            return Not(self.unary())
-        return self.primary()
+            nots += 1
+        node = self.primary()
+        for _ in range(nots):
+            node = Not(node)
+        return node
 
     def primary(self) -> Node:
         token = self.peek()
@@ -452,6 +482,17 @@ class _Canonical:
 
 
 _SYMBOLS = frozenset({"(", ")", *_OPERATORS})
+
+
+def _depth(tokens: list[object]) -> int:
+    deepest = depth = 0
+    for token in tokens:
+        if token == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token == ")":
+            depth -= 1
+    return deepest
 
 
 @functools.lru_cache(maxsize=1 << 17)

@@ -186,3 +186,17 @@ def test_highlighting_never_breaks_the_text(query, record):
     assert html.unescape(out.replace("<mark>", "").replace("</mark>", "")) == text
     assert "<" not in out.replace("<mark>", "").replace("</mark>", "")
     assert out.count("<mark>") == out.count("</mark>")
+
+
+@PROPERTY
+@given(queries(), queries())
+def test_the_empty_question_check_agrees_with_the_evaluator(first, second):
+    # parse refuses a search that would match a question with no words; it decides without the evaluator,
+    # which must agree on every shape: negations, and mixtures of them.
+    from questions.search.parser import _matches_nothing_present
+
+    a, b = parsed(first), parsed(second)
+    empty = document({})
+    for node in (a, Not(a), Not(Not(a)), And((Not(a), b)), Or((Not(a), b)), And((Not(a), Not(b))),
+                 Or((Not(a), Not(b))), Not(And((a, Not(b))))):
+        assert _matches_nothing_present(node) == compile_matcher(node)(empty)
