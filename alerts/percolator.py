@@ -9,6 +9,7 @@ which events it wants, whose it is, and how often it is sent.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -196,7 +197,15 @@ class Percolator:
         self._index()
         # Taken first: whatever is saved during the load is newer, and is read again by the next refresh.
         newest = Subscription.objects.aggregate(newest=Max("updated_at"))["newest"]
-        self._load(Subscription.objects.receiving().searches().values_list(*_ROW_FIELDS).order_by(), report)
+        # Loading makes millions of objects that are never garbage: the cycle collector, which would walk
+        # them again and again as they pile up, waits until it is done.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._load(Subscription.objects.receiving().searches().values_list(*_ROW_FIELDS).order_by(), report)
+        finally:
+            if collecting:
+                gc.enable()
         self.watermark = newest or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
     def _load(self, rows: QuerySet, report: RefreshReport) -> None:
