@@ -113,13 +113,18 @@ class Worker:
             self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=20)
+        stop_group(self.process)
+
+
+def stop_group(process: subprocess.Popen | None) -> None:
+    """Stop a process started in a session of its own, and its children: asked first, then killed."""
+    if process and process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
 
 
 @pytest.fixture
@@ -216,6 +221,28 @@ def postmark(settings, httpserver, esp_path):
     settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
     settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test", "POSTMARK_API_URL": httpserver.url_for(esp_path)}
     settings.DELIVERY_BACKOFF_SECONDS = 0
+    return stub
+
+
+@pytest.fixture
+def fresh_percolators():
+    """A process keeps its percolators between runs; a test that builds its own database starts afresh."""
+    from alerts import matching
+
+    matching.forget_percolators()
+    yield
+    matching.forget_percolators()
+
+
+def serve_api(httpserver, details: range = range(1000, 1010)):
+    """A stub of the Written Questions API on the local server: its list, and the detail records of
+    `details`; returns the stub to put records in."""
+    from tests.parliament_stub import LIST_PATH, ParliamentStub
+
+    stub = ParliamentStub()
+    httpserver.expect_request(LIST_PATH).respond_with_handler(stub)
+    for api_id in details:
+        httpserver.expect_request(f"{LIST_PATH}/{api_id}").respond_with_handler(stub)
     return stub
 
 

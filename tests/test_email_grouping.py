@@ -10,7 +10,6 @@ import re
 import pytest
 from django.core import mail
 
-from alerts import matching
 from alerts.delivery import create_alert_deliveries, send_due
 from alerts.matching import match_events
 from alerts.models import Delivery, Match, Subscriber
@@ -28,18 +27,11 @@ from tests.test_follow import (
     words,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_percolators")]
 
 TASERS = "Police: Tasers"
 LIAISON = "Schools: Police Liaison Officers"
 HEATING = "Schools: Heating"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_percolators():
-    matching.forget_percolators()
-    yield
-    matching.forget_percolators()
 
 
 @pytest.fixture(autouse=True)

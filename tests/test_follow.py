@@ -13,7 +13,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from alerts import matching, tokens
+from alerts import tokens
 from alerts.delivery import create_alert_deliveries, send_due
 from alerts.following import retire_follows
 from alerts.matching import mark_matched, match_events
@@ -27,21 +27,13 @@ from tests.test_alert_journey import status_region
 from tests.test_security import window_lasts
 from tests.test_subscribing import link_in
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_percolators")]
 
 TODAY = timezone.localdate()
 HEADING = "Schools: Heating"
 ANSWER = "We have given schools £50 million for new boilers this year."
 CORRECTED = "We have given schools £45 million for new boilers this year."
 HOLDING = "I will reply to the honourable member as soon as possible."
-
-
-@pytest.fixture(autouse=True)
-def _fresh_percolators():
-    # A process keeps its percolators between runs; each test starts from its own database.
-    matching.forget_percolators()
-    yield
-    matching.forget_percolators()
 
 
 def record(external_id: str = "wq-1", **changes) -> QuestionRecord:

@@ -16,9 +16,9 @@ from alerts.following import retire_follows
 from alerts.models import Delivery, Match, Subscription
 from questions.models import Question, QuestionEvent, Source
 from tests.browser import axe_violations, browser_page, screenshot
-from tests.conftest import Worker, purge_queues, serve_postmark, wait_until
+from tests.conftest import Worker, purge_queues, serve_api, serve_postmark, wait_until
 from tests.esp_stub import PostmarkStub
-from tests.parliament_stub import LIST_PATH, ParliamentStub, member
+from tests.parliament_stub import member
 from tests.test_parliament_api import TODAY, real_record, stamp
 
 pytestmark = [pytest.mark.worker, pytest.mark.postgres, pytest.mark.browser]
@@ -39,10 +39,7 @@ def esp(httpserver, esp_path):
 
 @pytest.fixture
 def api(httpserver):
-    stub = ParliamentStub()
-    httpserver.expect_request(LIST_PATH).respond_with_handler(stub)
-    for api_id in range(1000, 1004):
-        httpserver.expect_request(f"{LIST_PATH}/{api_id}").respond_with_handler(stub)
+    stub = serve_api(httpserver, range(1000, 1004))
     # Polled before: what it brings now is news, not a first backlog.
     Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
                           last_success_at=timezone.now())

@@ -19,9 +19,8 @@ from django.utils import timezone
 
 from alerts.models import Delivery, Subscriber, Subscription
 from questions.models import Source
-from tests.conftest import ROOT, Worker, purge_queues, serve_postmark, wait_until
+from tests.conftest import ROOT, Worker, purge_queues, serve_api, serve_postmark, wait_until
 from tests.esp_stub import PostmarkStub
-from tests.parliament_stub import LIST_PATH, ParliamentStub
 from tests.test_parliament_api import real_record
 
 SOURCE_NAME = "Parliament Written Questions API"
@@ -56,11 +55,7 @@ def the(records: list[dict], message: str, **fields) -> dict:
 
 @pytest.fixture
 def api(httpserver):
-    stub = ParliamentStub()
-    httpserver.expect_request(LIST_PATH).respond_with_handler(stub)
-    for api_id in range(1000, 1010):
-        httpserver.expect_request(f"{LIST_PATH}/{api_id}").respond_with_handler(stub)
-    return stub
+    return serve_api(httpserver)
 
 
 def official_source(url: str) -> Source:

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from alerts import matching, tasks
+from alerts import tasks
 from alerts.matching import mark_matched, match_events
 from alerts.models import Match, Subscriber, Subscription
 from alerts.percolator import Percolator
@@ -20,14 +20,8 @@ from tests.conftest import FIXTURES, Worker, wait_until
 from tests.parliament_stub import LIST_PATH, ParliamentStub
 from tests.test_parliament_api import real_record
 
-
-@pytest.fixture(autouse=True)
-def _fresh_percolators():
-    # A process keeps its percolators between runs; each test starts from its own database.
-    matching.forget_percolators()
-    yield
-    matching.forget_percolators()
-
+# A process keeps its percolators between runs; each test starts from its own database.
+pytestmark = pytest.mark.usefixtures("fresh_percolators")
 
 def person(email: str, **fields) -> Subscriber:
     fields.setdefault("confirmed_at", timezone.now())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,9 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import Question, QuestionEvent, Source
-from tests.conftest import ROOT, Worker, purge_queues, serve_postmark, wait_until
+from tests.conftest import ROOT, Worker, purge_queues, serve_api, serve_postmark, stop_group, wait_until
 from tests.esp_stub import PostmarkStub
-from tests.parliament_stub import LIST_PATH, ParliamentStub
 from tests.test_delivery import POSTMARK_BOUNCE
 from tests.test_parliament_api import real_record
 
@@ -209,11 +207,7 @@ def test_the_database_gauges_say_what_is_queued_stuck_suppressed_and_failing(cli
 
 @pytest.fixture
 def api(httpserver):
-    stub = ParliamentStub()
-    httpserver.expect_request(LIST_PATH).respond_with_handler(stub)
-    for api_id in range(1000, 1010):
-        httpserver.expect_request(f"{LIST_PATH}/{api_id}").respond_with_handler(stub)
-    return stub
+    return serve_api(httpserver)
 
 
 def subscribe(email="ada@example.org", query="apprenticeships") -> Subscription:
@@ -298,13 +292,7 @@ class WebServer:
         wait_until(up, timeout=60, message="gunicorn to answer")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=20)
+        stop_group(self.process)
 
 
 @pytest.mark.worker

@@ -11,9 +11,8 @@ from django.utils import timezone
 
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import Question, QuestionEvent, Source
-from tests.conftest import Worker, backends_waiting_on_a_lock, purge_queues, serve_postmark, wait_until
+from tests.conftest import Worker, backends_waiting_on_a_lock, purge_queues, serve_api, serve_postmark, wait_until
 from tests.esp_stub import PostmarkStub
-from tests.parliament_stub import LIST_PATH, ParliamentStub
 from tests.test_parliament_api import real_record
 
 pytestmark = [pytest.mark.worker, pytest.mark.postgres]
@@ -28,10 +27,7 @@ def esp(httpserver, esp_path):
 
 @pytest.fixture
 def api(httpserver):
-    stub = ParliamentStub()
-    httpserver.expect_request(LIST_PATH).respond_with_handler(stub)
-    for api_id in range(1000, 1010):
-        httpserver.expect_request(f"{LIST_PATH}/{api_id}").respond_with_handler(stub)
+    stub = serve_api(httpserver)
     # Polled before: what it brings now is news, not a first backlog.
     Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
                           last_success_at=timezone.now())
