@@ -24,6 +24,7 @@ from questions.search.percolate import Document, QueryIndex, Rarity, shard_of
 
 log = logging.getLogger(__name__)
 
+_IMMEDIATE = Subscription.Frequency.IMMEDIATE.value
 _KIND_BITS = {kind: 1 << index for index, kind in enumerate(QuestionEvent.Kind.values)}
 
 
@@ -124,29 +125,30 @@ class Percolator:
         self.remove(row.id)
         return self._add(row)
 
-    def _add(self, row: SubscriptionRow) -> bool:
+    def _add(self, row: SubscriptionRow | tuple[int, str, str, str, int]) -> bool:
+        # Called once per active saved search when the percolator starts: kept to plain local operations.
+        subscription_id, text, alert_on, frequency, subscriber_id = row
         self._count += 1
-        self._sum += row.id
-        self._squares += row.id * row.id
-        if not self.owns(row.canonical_query):
-            self._elsewhere.add(row.id)
+        self._sum += subscription_id
+        self._squares += subscription_id * subscription_id
+        if self.shard is not None and not self.owns(text):
+            self._elsewhere.add(subscription_id)
             return True
-        index = self.index or self._index()
+        index = self.index if self.index is not None else self._index()
         try:
-            query_id = index.add(row.canonical_query)
+            query_id = index.add(text)
         except QueryError as exc:
-            log.warning("saved search refused", extra={"subscription": row.id, "query": row.canonical_query,
+            log.warning("saved search refused", extra={"subscription": subscription_id, "query": text,
                                                        "reason": exc.message})
-            self._elsewhere.add(row.id)
+            self._elsewhere.add(subscription_id)
             return False
-        self._query_of[row.id] = query_id
-        entry = Entry(row.id, self._wants.get(row.alert_on, 0), row.subscriber_id,
-                      row.frequency == Subscription.Frequency.IMMEDIATE)
+        self._query_of[subscription_id] = query_id
+        entry = Entry(subscription_id, self._wants.get(alert_on, 0), subscriber_id, frequency == _IMMEDIATE)
         subscribers = self._by_query.get(query_id)
         if subscribers is None:
-            self._by_query[query_id] = {row.id: entry}
+            self._by_query[query_id] = {subscription_id: entry}
         else:
-            subscribers[row.id] = entry
+            subscribers[subscription_id] = entry
         return True
 
     def remove(self, subscription_id: int) -> bool:
@@ -212,10 +214,9 @@ class Percolator:
         """Hold each of `rows`, a `values_list` of `_ROW_FIELDS`."""
         # Tuples, not model instances, read in chunks (a server-side cursor on PostgreSQL): this reads every
         # saved search.
-        for fields in rows.iterator(chunk_size=LOAD_CHUNK):
-            row = SubscriptionRow(*fields)
-            if row.id in self._query_of or row.id in self._elsewhere:
-                self.remove(row.id)
+        for row in rows.iterator(chunk_size=LOAD_CHUNK):
+            if row[0] in self._query_of or row[0] in self._elsewhere:
+                self.remove(row[0])
             if self._add(row):
                 report.loaded += 1
             else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -307,6 +306,23 @@ def parse(query: str, *, max_length: int | None = MAX_LENGTH) -> Node:
     """
     if max_length is not None and len(query) > max_length:
         raise QueryError(f"The search is {len(query):,} characters long; the most allowed is {max_length:,}.")
+    try:
+        # Text already in canonical form (a saved search, a link from one, a plain word) reads the short
+        # road to the same tree; anything else, and every refusal but the last below, is the long road's.
+        node = _read_canonical(query)
+    except _NotCanonical:
+        node = parse_in_full(query)
+    if _matches_nothing_present(node):
+        raise QueryError(
+            "This search would match even a question with no words at all, because part of it only says "
+            'what must not be there (like "NOT police" on its own): add a word or phrase that must be present.'
+        )
+    return node
+
+
+def parse_in_full(query: str) -> Node:
+    """The tree of `query` by the long road, without the length limit or the empty-question check: every
+    piece cut into words, every rule checked with its own message."""
     if not query.strip():
         raise QueryError("The search is empty: type a word or a phrase to look for.")
     found = pieces(query)
@@ -316,11 +332,6 @@ def parse(query: str, *, max_length: int | None = MAX_LENGTH) -> Node:
     parser = _Parser(found)
     node = parser.parse_or(DEFAULT_FIELDS)
     assert parser.index == len(found), "brackets were checked to balance"
-    if _matches_nothing_present(node):
-        raise QueryError(
-            "This search would match even a question with no words at all, because part of it only says "
-            'what must not be there (like "NOT police" on its own): add a word or phrase that must be present.'
-        )
     return node
 
 
@@ -411,7 +422,7 @@ def parse_canonical(text: str) -> Node:
     normalised and its operators explicit. What does not read as canonical text goes the long road, so
     the tree is always the one `parse(text, max_length=None)` gives."""
     try:
-        return _Canonical(text).read()
+        return _read_canonical(text)
     except _NotCanonical:
         return parse(text, max_length=None)
 
@@ -420,79 +431,60 @@ class _NotCanonical(Exception):
     pass
 
 
-class _Canonical:
-    def __init__(self, text: str) -> None:
-        # Nothing but pieces and single spaces: checked in one pass of the regex engine, not piece by piece.
-        if _CANONICAL_PIECE.sub("", text).strip(" ") or "  " in text:
+def _read_canonical(text: str) -> Node:
+    # Nothing but pieces and single spaces: checked in one pass of the regex engine, not piece by piece.
+    if _CANONICAL_PIECE.sub("", text).strip(" ") or "  " in text:
+        raise _NotCanonical
+    # One loop with a stack for brackets rather than a call per rule of the grammar: the percolator reads
+    # every saved search through here when it starts. A run of NOTs is counted, never recursed into.
+    stack: list[tuple[list[Node], list[Node], int]] = []
+    alternatives: list[Node] = []  # the ORed parts of the innermost open bracket
+    conjuncts: list[Node] = []  # the ANDed parts of its current alternative
+    nots = 0
+    operand = True  # an operand comes next, else an operator or a closing bracket
+    terms = 0
+    for piece in _CANONICAL_PIECE.findall(text):
+        if operand:
+            if piece == "NOT":
+                nots += 1
+                continue
+            if piece == "(":
+                if len(stack) == MAX_DEPTH:
+                    raise _NotCanonical
+                stack.append((alternatives, conjuncts, nots))
+                alternatives, conjuncts, nots = [], [], 0
+                continue
+            if piece in _SYMBOLS:
+                raise _NotCanonical
+            node = _canonical_leaf_node(piece)
+            terms += 1
+        elif piece == "AND":
+            operand = True
+            continue
+        elif piece == "OR":
+            alternatives.append(and_(conjuncts))
+            conjuncts = []
+            operand = True
+            continue
+        elif piece == ")" and stack:
+            alternatives.append(and_(conjuncts))
+            node = or_(alternatives)
+            alternatives, conjuncts, nots = stack.pop()
+        else:
             raise _NotCanonical
-        self.tokens: list[object] = [
-            piece if piece in _SYMBOLS else _canonical_leaf_node(piece) for piece in _CANONICAL_PIECE.findall(text)
-        ]
-        leaves = sum(1 for token in self.tokens if not isinstance(token, str))
-        if not leaves or leaves > MAX_TERMS or _depth(self.tokens) > MAX_DEPTH:
-            # The long road says what is wrong (limits may have changed since the search was saved).
-            raise _NotCanonical
-        self.index = 0
-
-    def read(self) -> Node:
-        node = self.or_()
-        if self.index != len(self.tokens):
-            raise _NotCanonical
-        return node
-
-    def peek(self) -> object:
-        return self.tokens[self.index] if self.index < len(self.tokens) else None
-
-    def or_(self) -> Node:
-        return self.joined("OR", self.and_, or_)
-
-    def and_(self) -> Node:
-        return self.joined("AND", self.unary, and_)
-
-    def joined(self, operator: str, operand: Callable[[], Node], combine: Callable[[list[Node]], Node]) -> Node:
-        children = [operand()]
-        while self.peek() == operator:
-            self.index += 1
-            children.append(operand())
-        return combine(children)
-
-    def unary(self) -> Node:
-        # A run of NOTs is counted, not recursed into: a saved search may hold hundreds.
-        nots = 0
-        while self.peek() == "NOT":
-            self.index += 1
-            nots += 1
-        node = self.primary()
         for _ in range(nots):
             node = Not(node)
-        return node
-
-    def primary(self) -> Node:
-        token = self.peek()
-        self.index += 1
-        if token == "(":
-            node = self.or_()
-            if self.peek() != ")":
-                raise _NotCanonical
-            self.index += 1
-            return node
-        if isinstance(token, str) or token is None:
-            raise _NotCanonical
-        return token  # type: ignore[return-value]
+        nots = 0
+        conjuncts.append(node)
+        operand = False
+    if operand or stack or terms > MAX_TERMS:
+        # The long road says what is wrong (limits may have changed since the search was saved).
+        raise _NotCanonical
+    alternatives.append(and_(conjuncts))
+    return or_(alternatives)
 
 
 _SYMBOLS = frozenset({"(", ")", *_OPERATORS})
-
-
-def _depth(tokens: list[object]) -> int:
-    deepest = depth = 0
-    for token in tokens:
-        if token == "(":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif token == ")":
-            depth -= 1
-    return deepest
 
 
 @functools.lru_cache(maxsize=1 << 17)

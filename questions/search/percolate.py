@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from .ast import And, Leaf, Node, Not, Phrase, Prefix, Term, leaves
+from .ast import And, Leaf, Node, Not, Or, Phrase, Prefix, Term, leaves
 from .parser import parse_canonical
 from .words import DEFAULT_FIELDS, FIELDS
 
@@ -224,6 +224,7 @@ class QueryIndex:
         self._leaf_ids: dict[Leaf, int] = {}
         self._leaves: list[Leaf | None] = []
         self._leaf_refs: list[int] = []
+        self._leaf_anchorings: list[_Anchoring | None] = []
         self._free_leaves: list[int] = []
 
     def __len__(self) -> int:
@@ -246,47 +247,19 @@ class QueryIndex:
 
     # --- anchors ------------------------------------------------------------------
 
-    def anchoring(
-        self, node: Node, positive: bool = True, memo: dict[tuple[int, bool], _Anchoring | None] | None = None
-    ) -> _Anchoring | None:
-        """The keys one of which a question must hold to match `node` (or not match it, when not
-        `positive`), with their estimated cost; None when no such keys exist. `memo` keeps the answers
-        for the parts of one tree, which is asked about its parts again when compiled."""
-        if memo is None:
-            memo = {}
-        key = (id(node), positive)
-        if key in memo:
-            return memo[key]
-        found = memo[key] = self._anchoring(node, positive, memo)
-        return found
+    def anchors(self, node: Node) -> tuple[Anchor, ...] | None:
+        """The keys one of which a question must hold to match `node`; None when no such keys exist."""
+        found = self._anchorings(node)[0]
+        return None if found is None else found.anchors
 
-    def _anchoring(
-        self, node: Node, positive: bool, memo: dict[tuple[int, bool], _Anchoring | None]
-    ) -> _Anchoring | None:
+    def _anchorings(self, node: Node) -> tuple[_Anchoring | None, _Anchoring | None]:
+        """The anchors of `node` when it holds and when it fails, with their estimated costs."""
         if isinstance(node, Not):
-            return self.anchoring(node.child, not positive, memo)
+            holds, fails = self._anchorings(node.child)
+            return fails, holds
         if isinstance(node, Term | Prefix | Phrase):
-            return self._leaf_anchoring(node) if positive else None
-        if isinstance(node, And) == positive:
-            # Every child must hold (AND, or NOT of an OR): the cheapest child's anchors will do.
-            best: _Anchoring | None = None
-            for child in node.children:
-                found = self.anchoring(child, positive, memo)
-                if found is not None and (
-                    best is None or (found.cost, len(found.anchors)) < (best.cost, len(best.anchors))
-                ):
-                    best = found
-            return best
-        # Some child holds (OR, or NOT of an AND): every child's anchors are needed.
-        anchors: list[Anchor] = []
-        cost = 0.0
-        for child in node.children:
-            found = self.anchoring(child, positive, memo)
-            if found is None:
-                return None
-            anchors.extend(found.anchors)
-            cost += found.cost
-        return _Anchoring(min(cost, 1.0), tuple(dict.fromkeys(anchors)))
+            return self._leaf_anchoring(node), None
+        return _combine(isinstance(node, And), [self._anchorings(child) for child in node.children])
 
     def _leaf_anchoring(self, leaf: Leaf) -> _Anchoring:
         anchors: list[Anchor] = []
@@ -303,10 +276,6 @@ class QueryIndex:
                 anchors.append((WORD, spec, rarest))
                 cost += self.rarity.word(spec, rarest)
         return _Anchoring(min(cost, 1.0), tuple(anchors))
-
-    def anchors(self, node: Node) -> tuple[Anchor, ...] | None:
-        found = self.anchoring(node)
-        return None if found is None else found.anchors
 
     # --- adding and removing ------------------------------------------------------
 
@@ -333,18 +302,45 @@ class QueryIndex:
             self._texts.append(None)
             self._programs.append(None)
             self._refs.append(0)
-        memo: dict[tuple[int, bool], _Anchoring | None] = {}
-        found = self.anchoring(node, True, memo)
+        found, _, program = self._file(node, {})
         self._texts[query_id] = text
-        self._programs[query_id] = self._compile(node, memo)
+        self._programs[query_id] = program
         self._refs[query_id] = 1
         self._ids[text] = query_id
         if found is None:
             self._always.add(query_id)
         else:
+            postings = self._postings
             for kind, spec, key in found.anchors:
-                self._postings.setdefault((kind, spec), {}).setdefault(key, set()).add(query_id)
+                keyed = postings.get((kind, spec))
+                if keyed is None:
+                    keyed = postings[(kind, spec)] = {}
+                filed = keyed.get(key)
+                if filed is None:
+                    keyed[key] = {query_id}
+                else:
+                    filed.add(query_id)
         return query_id
+
+    def _file(self, node: Node, held: dict[Leaf, int]) -> tuple[_Anchoring | None, _Anchoring | None, Program]:
+        """`_anchorings(node)` and the program of `node`, in one walk of the tree; each distinct leaf of the
+        query is held once (`held`: leaf -> leaf id)."""
+        kind = node.__class__
+        if kind is Not:
+            holds, fails, inner = self._file(node.child, held)  # type: ignore[union-attr]
+            return fails, holds, _negation(inner)
+        if kind is And or kind is Or:
+            parts = [self._file(child, held) for child in node.children]  # type: ignore[union-attr]
+            holds, fails = _combine(kind is And, parts)
+            if kind is And:
+                # Rarest child first, so that the AND empties soonest; negations, which have no anchors, last.
+                parts.sort(key=_cost)
+                return holds, fails, _conjunction(tuple(part[2] for part in parts))
+            return holds, fails, _disjunction(tuple(part[2] for part in parts))
+        leaf_id = held.get(node)  # type: ignore[arg-type]
+        if leaf_id is None:
+            leaf_id = held[node] = self._hold_leaf(node)  # type: ignore[index,arg-type]
+        return self._leaf_anchorings[leaf_id], None, leaf_id
 
     def discard(self, text: str, node: Node | None = None) -> None:
         """Undo one `add` of `text` (with the same `node`); the query goes when no saved search uses it."""
@@ -374,19 +370,21 @@ class QueryIndex:
         self._refs[query_id] = 0
         self._free.append(query_id)
 
-    def _leaf_id(self, leaf: Leaf, add: bool) -> int:
+    def _hold_leaf(self, leaf: Leaf) -> int:
+        """The id of `leaf`, counting one more query that holds it."""
         leaf_id = self._leaf_ids.get(leaf)
         if leaf_id is None:
             if self._free_leaves:
                 leaf_id = self._free_leaves.pop()
                 self._leaves[leaf_id] = leaf
+                self._leaf_anchorings[leaf_id] = self._leaf_anchoring(leaf)
             else:
                 leaf_id = len(self._leaves)
                 self._leaves.append(leaf)
+                self._leaf_anchorings.append(self._leaf_anchoring(leaf))
                 self._leaf_refs.append(0)
             self._leaf_ids[leaf] = leaf_id
-        if add:
-            self._leaf_refs[leaf_id] += 1
+        self._leaf_refs[leaf_id] += 1
         return leaf_id
 
     def _release_leaf(self, leaf: Leaf) -> None:
@@ -395,22 +393,8 @@ class QueryIndex:
         if self._leaf_refs[leaf_id] == 0:
             del self._leaf_ids[leaf]
             self._leaves[leaf_id] = None
+            self._leaf_anchorings[leaf_id] = None
             self._free_leaves.append(leaf_id)
-
-    def _compile(self, node: Node, memo: dict[tuple[int, bool], _Anchoring | None]) -> Program:
-        # Each distinct leaf of a query counts once towards the leaf's references.
-        seen: set[Leaf] = set()
-
-        def leaf_id(leaf: Leaf) -> int:
-            first = leaf not in seen
-            seen.add(leaf)
-            return self._leaf_id(leaf, first)
-
-        def cost(part: Node) -> float:
-            found = self.anchoring(part, True, memo)
-            return 2.0 if found is None else found.cost
-
-        return _program(node, leaf_id, cost)
 
     # --- matching -----------------------------------------------------------------
 
@@ -489,41 +473,88 @@ def _distinct_leaves(node: Node) -> list[Leaf]:
     return list(dict.fromkeys(leaves(node)))
 
 
-def _program(node: Node, leaf_id: Callable[[Leaf], int], cost: Callable[[Node], float]) -> Program:
-    """The tree as a function of the batch's leaf lookup; short-circuits ANDs on the rarest child first."""
-    if isinstance(node, Term | Prefix | Phrase):
-        return leaf_id(node)
-    if isinstance(node, Not):
-        inner = _program(node.child, leaf_id, cost)
-        if inner.__class__ is int:
+def _cost(part: tuple[_Anchoring | None, _Anchoring | None, Program]) -> float:
+    return 2.0 if part[0] is None else part[0].cost
 
-            def not_leaf(bits: Bits, leaf: int = inner) -> int:  # type: ignore[assignment]
-                return ~bits(leaf)
 
-            return not_leaf
+def _combine(
+    every: bool, parts: Sequence[tuple]
+) -> tuple[_Anchoring | None, _Anchoring | None]:
+    """The anchorings (when it holds, when it fails) of an AND (`every`) or OR of parts with theirs.
 
-        def negated(bits: Bits, inner: Callable[[Bits], int] = inner) -> int:  # type: ignore[assignment]
-            return ~inner(bits)
+    An AND holds when every part does, so any part's anchors will do and the cheapest is taken; it fails
+    when some part fails, so the anchors of every part's failing are needed. An OR is the other way round.
+    """
+    if every:
+        return _cheapest(part[0] for part in parts), _union(part[1] for part in parts)
+    return _union(part[0] for part in parts), _cheapest(part[1] for part in parts)
 
-        return negated
-    children = node.children
-    if isinstance(node, And):
-        # Negations last: they rarely empty the mask, and they cost as much as anything else.
-        children = tuple(sorted(children, key=cost))
-    parts = tuple(_program(child, leaf_id, cost) for child in children)
+
+def _cheapest(anchorings: Iterable[_Anchoring | None]) -> _Anchoring | None:
+    best: _Anchoring | None = None
+    for found in anchorings:
+        if found is not None and (best is None or (found.cost, len(found.anchors)) < (best.cost, len(best.anchors))):
+            best = found
+    return best
+
+
+def _union(anchorings: Iterable[_Anchoring | None]) -> _Anchoring | None:
+    anchors: list[Anchor] = []
+    cost = 0.0
+    for found in anchorings:
+        if found is None:
+            return None
+        anchors.extend(found.anchors)
+        cost += found.cost
+    return _Anchoring(min(cost, 1.0), tuple(dict.fromkeys(anchors)))
+
+
+# Programs are closures over leaf ids, or a leaf id alone: evaluating one is a few bitmask operations.
+
+
+def _negation(inner: Program) -> Program:
+    if inner.__class__ is int:
+
+        def not_leaf(bits: Bits, leaf: int = inner) -> int:  # type: ignore[assignment]
+            return ~bits(leaf)
+
+        return not_leaf
+
+    def negated(bits: Bits, inner: Callable[[Bits], int] = inner) -> int:  # type: ignore[assignment]
+        return ~inner(bits)
+
+    return negated
+
+
+def _conjunction(parts: tuple[Program, ...]) -> Program:
+    """AND of the parts, in their order, stopping at the first that leaves nothing."""
     if all(part.__class__ is int for part in parts):
         first, rest = parts[0], parts[1:]
-        if isinstance(node, And):
 
-            def all_of(bits: Bits) -> int:
-                mask = bits(first)  # type: ignore[arg-type]
-                for part in rest:
-                    if not mask:
-                        return 0
-                    mask &= bits(part)  # type: ignore[arg-type]
-                return mask
+        def all_of(bits: Bits) -> int:
+            mask = bits(first)  # type: ignore[arg-type]
+            for part in rest:
+                if not mask:
+                    return 0
+                mask &= bits(part)  # type: ignore[arg-type]
+            return mask
 
-            return all_of
+        return all_of
+
+    def every(bits: Bits) -> int:
+        mask = -1
+        for part in parts:
+            mask &= bits(part) if part.__class__ is int else part(bits)  # type: ignore[arg-type,operator]
+            if not mask:
+                return 0
+        return mask
+
+    return every
+
+
+def _disjunction(parts: tuple[Program, ...]) -> Program:
+    if all(part.__class__ is int for part in parts):
+        first, rest = parts[0], parts[1:]
 
         def any_of(bits: Bits) -> int:
             mask = bits(first)  # type: ignore[arg-type]
@@ -532,17 +563,6 @@ def _program(node: Node, leaf_id: Callable[[Leaf], int], cost: Callable[[Node], 
             return mask
 
         return any_of
-    if isinstance(node, And):
-
-        def every(bits: Bits) -> int:
-            mask = -1
-            for part in parts:
-                mask &= bits(part) if part.__class__ is int else part(bits)  # type: ignore[arg-type,operator]
-                if not mask:
-                    return 0
-            return mask
-
-        return every
 
     def some(bits: Bits) -> int:
         mask = 0
@@ -551,4 +571,3 @@ def _program(node: Node, leaf_id: Callable[[Leaf], int], cost: Callable[[Node], 
         return mask
 
     return some
-

@@ -64,10 +64,16 @@ class Command(BaseCommand):
                 joined = written[text] = ", ".join(compress(ids, bits))
             return joined
 
-        out = self.stdout
+        # As json.dumps writes {"id": ..., "matches": [...]}, built from the pieces, and written a block of
+        # lines at a time.
+        block: list[str] = []
         for query_id, text, error in lines:
             if text is None:
-                out.write(json.dumps({"id": query_id, "error": error}))
+                block.append(json.dumps({"id": query_id, "error": error}))
             else:
-                # As json.dumps writes {"id": ..., "matches": [...]}, built from the pieces.
-                out.write(f'{{"id": {json.dumps(query_id)}, "matches": [{matches(text)}]}}')
+                block.append(f'{{"id": {json.dumps(query_id)}, "matches": [{matches(text)}]}}')
+            if len(block) == 1000:
+                self.stdout.write("\n".join(block))
+                block.clear()
+        if block:
+            self.stdout.write("\n".join(block))
