@@ -136,32 +136,37 @@ def _starts_piece(query: str, index: int) -> bool:
     return index == 0 or query[index - 1].isspace() or query[index - 1] == "("
 
 
+# Spaces, a quoted part (up to the next quote of any kind, if there is one), a bracket, or a run of anything
+# else: `\s` is what `str.isspace` says is a space.
+_PIECE_RE = re.compile(r'\s+|["“”„]([^"“”„]*)(["“”„]?)|[()]|[^\s"“”„()]+')
+
+
 def pieces(query: str) -> list[Piece]:
     """The pieces of `query` left to right, without those that have no words."""
     found: list[Piece] = []
-    index = 0
     end = len(query)
-    while index < end:
-        char = query[index]
+    for match in _PIECE_RE.finditer(query):
+        index = match.start()
+        text = match.group()
+        char = text[0]
         if char.isspace():
-            index += 1
-        elif char in QUOTES:
-            close = next((i for i in range(index + 1, end) if query[i] in QUOTES), None)
-            if close is None:
+            continue
+        if char in QUOTES:
+            if not match.group(2):
                 raise QueryError(f"The quote you opened at {_at(index)} is never closed.", index)
-            inside = _piece_words(query[index + 1 : close])
+            inside = _piece_words(match.group(1))
             if len(inside) == 1:
-                found.append(Piece(Kind.VALUE, index, query[index : close + 1], value=Value(Term, inside[0])))
+                found.append(Piece(Kind.VALUE, index, text, value=Value(Term, inside[0])))
             elif inside:
-                found.append(Piece(Kind.VALUE, index, query[index : close + 1], value=Value(Phrase, tuple(inside))))
-            index = close + 1
-        elif char == "(":
+                found.append(Piece(Kind.VALUE, index, text, value=Value(Phrase, tuple(inside))))
+            continue
+        if char == "(":
             found.append(Piece(Kind.OPEN, index, char))
-            index += 1
-        elif char == ")":
+            continue
+        if char == ")":
             found.append(Piece(Kind.CLOSE, index, char))
-            index += 1
-        elif (
+            continue
+        if (
             char == "-"
             and _starts_piece(query, index)
             and index + 1 < end
@@ -171,15 +176,12 @@ def pieces(query: str) -> list[Piece]:
             and query[index + 1] != ")"
         ):
             found.append(Piece(Kind.NOT, index, char))
-            index += 1
-        else:
-            stop = index
-            while stop < end and not (query[stop].isspace() or query[stop] in QUOTES or query[stop] in _BRACKETS):
-                stop += 1
-            piece = _run_piece(query[index:stop], index)
-            if piece is not None:
-                found.append(piece)
-            index = stop
+            text, index = text[1:], index + 1
+            if not text:
+                continue
+        piece = _run_piece(text, index)
+        if piece is not None:
+            found.append(piece)
     return found
 
 

@@ -26,7 +26,19 @@ from questions.search import (
     parse_canonical,
     words,
 )
-from questions.search.parser import parse_in_full
+from questions.search.parser import (
+    _BRACKETS,
+    QUOTES,
+    Kind,
+    Piece,
+    Value,
+    _at,
+    _piece_words,
+    _run_piece,
+    _starts_piece,
+    parse_in_full,
+    pieces,
+)
 from questions.search.sql import to_q
 
 from .strategies import queries, query_pairs, records, syntax_soup, syntax_words
@@ -93,6 +105,72 @@ def test_the_short_road_reads_any_text_as_the_long_road_does(query):
     else:
         assert outcome(lambda text: parse(text, max_length=None)).startswith(empty_refusal)
         assert outcome(parse_canonical) in (long_road, outcome(lambda text: parse(text, max_length=None)))
+
+
+
+@PROPERTY
+@given(st.one_of(st.text(), syntax_soup, syntax_words, queries()))
+@example('-"mental health" -(a OR b) -) - x-y --z -')
+@example('police "open')
+@example("a\u00a0b\u2003-c\u3000(d)")
+@example("\u201cmental health\u201d OR \u201ehealth\"")
+def test_pieces_agree_with_reading_a_character_at_a_time(query):
+    def outcome(read):
+        try:
+            return read(query)
+        except QueryError as refused:
+            return refused.message, refused.position
+
+    assert outcome(pieces) == outcome(pieces_a_character_at_a_time)
+
+
+
+def pieces_a_character_at_a_time(query: str) -> list[Piece]:
+    """The query language's reading of text into pieces, written as its contract states it: one character
+    at a time. `pieces` must agree with it on any text."""
+    found: list[Piece] = []
+    index = 0
+    end = len(query)
+    while index < end:
+        char = query[index]
+        if char.isspace():
+            index += 1
+        elif char in QUOTES:
+            close = next((i for i in range(index + 1, end) if query[i] in QUOTES), None)
+            if close is None:
+                raise QueryError(f"The quote you opened at {_at(index)} is never closed.", index)
+            inside = _piece_words(query[index + 1 : close])
+            if len(inside) == 1:
+                found.append(Piece(Kind.VALUE, index, query[index : close + 1], value=Value(Term, inside[0])))
+            elif inside:
+                found.append(Piece(Kind.VALUE, index, query[index : close + 1], value=Value(Phrase, tuple(inside))))
+            index = close + 1
+        elif char == "(":
+            found.append(Piece(Kind.OPEN, index, char))
+            index += 1
+        elif char == ")":
+            found.append(Piece(Kind.CLOSE, index, char))
+            index += 1
+        elif (
+            char == "-"
+            and _starts_piece(query, index)
+            and index + 1 < end
+            and not query[index + 1].isspace()
+            # "-)" is read as a dropped "-" rather than a NOT left with nothing,
+            # just as "-" before a space or at the end is.
+            and query[index + 1] != ")"
+        ):
+            found.append(Piece(Kind.NOT, index, char))
+            index += 1
+        else:
+            stop = index
+            while stop < end and not (query[stop].isspace() or query[stop] in QUOTES or query[stop] in _BRACKETS):
+                stop += 1
+            piece = _run_piece(query[index:stop], index)
+            if piece is not None:
+                found.append(piece)
+            index = stop
+    return found
 
 
 def outcome(query: str) -> Node | QueryError:

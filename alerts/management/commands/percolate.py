@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from questions.records import RecordError
-from questions.search import canonical, document
+from questions.search import document
 from questions.search.percolate import QueryIndex, Rarity
 from questions.searching import read_jsonl, read_queries
 
@@ -38,40 +38,39 @@ class Command(BaseCommand):
         ids = [json.dumps(question_id) for question_id, _ in found]
         documents = [doc for _, doc in found]
 
-        # Each query is read once, and filed with its tree: the questions are then matched in one pass.
+        # Each query is read once, and filed with its tree: the questions are then matched in one pass. A
+        # text repeated in the file is read into the same tree, filed once under a label of its own.
         index = QueryIndex(Rarity(documents))
-        lines = []
-        # A text repeated in the file is read into the same tree: its canonical text is worked out once.
-        texts: dict[int, str] = {}
+        lines: list[tuple[object, int | None, str]] = []
+        filed: dict[int, int] = {}  # id of a tree -> its id in the index
         for query_id, node, error in read_queries(queries):
-            text = None
+            key = None
             if node is not None:
-                text = texts.get(id(node))
-                if text is None:
-                    text = texts[id(node)] = canonical(node)
-                    index.add(text, node)
-            lines.append((query_id, text, error))
-        masks = index.match(documents)
+                key = filed.get(id(node))
+                if key is None:
+                    key = filed[id(node)] = index.add(f"#{len(filed)}", node)
+            lines.append((query_id, key, error))
+        masks = index.match_ids(documents)
 
         width = len(ids)
-        written: dict[str, str] = {}
+        written: dict[int, str] = {}
 
-        def matches(text: str) -> str:
+        def matches(key: int) -> str:
             # The ids of the bits set, joined in C: no Python step per match.
-            joined = written.get(text)
+            joined = written.get(key)
             if joined is None:
-                bits = format(masks.get(text, 0), f"0{width}b")[::-1].encode().translate(_BITS) if width else b""
-                joined = written[text] = ", ".join(compress(ids, bits))
+                bits = format(masks.get(key, 0), f"0{width}b")[::-1].encode().translate(_BITS) if width else b""
+                joined = written[key] = ", ".join(compress(ids, bits))
             return joined
 
         # As json.dumps writes {"id": ..., "matches": [...]}, built from the pieces, and written a block of
         # lines at a time.
         block: list[str] = []
-        for query_id, text, error in lines:
-            if text is None:
+        for query_id, key, error in lines:
+            if key is None:
                 block.append(json.dumps({"id": query_id, "error": error}))
             else:
-                block.append(f'{{"id": {json.dumps(query_id)}, "matches": [{matches(text)}]}}')
+                block.append(f'{{"id": {json.dumps(query_id)}, "matches": [{matches(key)}]}}')
             if len(block) == 1000:
                 self.stdout.write("\n".join(block))
                 block.clear()
