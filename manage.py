@@ -1,4 +1,5 @@
 #!/usr/bin/env python
+import gc
 import os
 import sys
 
@@ -7,3 +8,6 @@ if __name__ == "__main__":
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)
+    # The process ends here: the collections run while it shuts down need not walk everything it built
+    # (for a command that has read a million saved searches, that walk is most of a second).
+    gc.freeze()

@@ -9,7 +9,6 @@ which events it wants, whose it is, and how often it is sent.
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet, Sum
 from alerts.models import Subscription
 from questions.models import Question, QuestionEvent
 from questions.search import FIELDS, QueryError
-from questions.search.percolate import Document, QueryIndex, Rarity, shard_of
+from questions.search.percolate import Document, QueryIndex, Rarity, collector_paused, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -199,15 +198,8 @@ class Percolator:
         self._index()
         # Taken first: whatever is saved during the load is newer, and is read again by the next refresh.
         newest = Subscription.objects.aggregate(newest=Max("updated_at"))["newest"]
-        # Loading makes millions of objects that are never garbage: the cycle collector, which would walk
-        # them again and again as they pile up, waits until it is done.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_paused():
             self._load(Subscription.objects.receiving().searches().values_list(*_ROW_FIELDS).order_by(), report)
-        finally:
-            if collecting:
-                gc.enable()
         self.watermark = newest or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
     def _load(self, rows: QuerySet, report: RefreshReport) -> None:

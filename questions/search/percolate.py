@@ -35,9 +35,11 @@ rarity is fixed for the life of an index, so a query's anchors never change unde
 
 from __future__ import annotations
 
+import gc
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -67,6 +69,19 @@ _FIELD_SHARE: dict[Spec, float] = {
 def shard_of(canonical_query: str, shards: int) -> int:
     """The shard a saved search belongs to: the same on every machine and every run."""
     return zlib.crc32(canonical_query.encode()) % shards if shards > 1 else 0
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cycle collector paused while an index is built: building makes millions of objects that are
+    never garbage, which the collector would otherwise walk again and again as they pile up."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def specs(fields: tuple[str, ...]) -> tuple[Spec, ...]:

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from questions.records import RecordError
 from questions.search import document
-from questions.search.percolate import QueryIndex, Rarity
+from questions.search.percolate import QueryIndex, Rarity, collector_paused
 from questions.searching import read_jsonl, read_queries
 
 # Bit characters to the bytes 0 and 1, so that a mask written in binary selects ids in C (itertools.compress).
@@ -27,6 +27,10 @@ class Command(BaseCommand):
         for path in (queries, questions):
             if not path.exists():
                 raise CommandError(f"{path}: no such file")
+        with collector_paused():
+            self.percolate(queries, questions)
+
+    def percolate(self, queries: Path, questions: Path) -> None:
         found = []
         for number, item in read_jsonl(questions):
             if isinstance(item, RecordError) or not isinstance(item, dict) or item.get("id") in (None, ""):
