@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -122,33 +122,44 @@ class Percolator:
         """Hold `row` as an active subscription, replacing what was held for its id. False when its query
         does not parse (it is then not held)."""
         self.remove(row.id)
-        return self._add(row)
+        return self._hold([row]) == (1, 0)
 
-    def _add(self, row: SubscriptionRow | tuple[int, str, str, str, int]) -> bool:
-        # Called once per active saved search when the percolator starts: kept to plain local operations.
-        subscription_id, text, alert_on, frequency, subscriber_id = row
-        self._count += 1
-        self._sum += subscription_id
-        self._squares += subscription_id * subscription_id
-        if self.shard is not None and not self.owns(text):
-            self._elsewhere.add(subscription_id)
-            return True
-        index = self.index if self.index is not None else self._index()
-        try:
-            query_id = index.add(text)
-        except QueryError as exc:
-            log.warning("saved search refused", extra={"subscription": subscription_id, "query": text,
-                                                       "reason": exc.message})
-            self._elsewhere.add(subscription_id)
-            return False
-        self._query_of[subscription_id] = query_id
-        entry = Entry(subscription_id, self._wants.get(alert_on, 0), subscriber_id, frequency == _IMMEDIATE)
-        subscribers = self._by_query.get(query_id)
-        if subscribers is None:
-            self._by_query[query_id] = {subscription_id: entry}
-        else:
-            subscribers[subscription_id] = entry
-        return True
+    def _hold(self, rows: Iterable[SubscriptionRow | tuple[int, str, str, str, int]]) -> tuple[int, int]:
+        """Hold each of `rows`, none of them held yet: (held, refused because the query does not parse)."""
+        # This runs once per active saved search when the percolator starts, so the loop keeps to local names.
+        index = self._index()
+        add = index.add
+        query_of, by_query, elsewhere, wants = self._query_of, self._by_query, self._elsewhere, self._wants
+        owns = None if self.shard is None else self.owns
+        held = refused = count = total = squares = 0
+        for subscription_id, text, alert_on, frequency, subscriber_id in rows:
+            count += 1
+            total += subscription_id
+            squares += subscription_id * subscription_id
+            if owns is not None and not owns(text):
+                elsewhere.add(subscription_id)
+                held += 1
+                continue
+            try:
+                query_id = add(text)
+            except QueryError as exc:
+                log.warning("saved search refused", extra={"subscription": subscription_id, "query": text,
+                                                           "reason": exc.message})
+                elsewhere.add(subscription_id)
+                refused += 1
+                continue
+            query_of[subscription_id] = query_id
+            entry = Entry(subscription_id, wants.get(alert_on, 0), subscriber_id, frequency == _IMMEDIATE)
+            subscribers = by_query.get(query_id)
+            if subscribers is None:
+                by_query[query_id] = {subscription_id: entry}
+            else:
+                subscribers[subscription_id] = entry
+            held += 1
+        self._count += count
+        self._sum += total
+        self._squares += squares
+        return held, refused
 
     def remove(self, subscription_id: int) -> bool:
         """Stop holding a subscription; False when it was not held."""
@@ -203,16 +214,12 @@ class Percolator:
         self.watermark = newest or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
     def _load(self, rows: QuerySet, report: RefreshReport) -> None:
-        """Hold each of `rows`, a `values_list` of `_ROW_FIELDS`."""
+        """Hold each of `rows`, a `values_list` of `_ROW_FIELDS` of subscriptions not held yet."""
         # Tuples, not model instances, read in chunks (a server-side cursor on PostgreSQL): this reads every
         # saved search.
-        for row in rows.iterator(chunk_size=LOAD_CHUNK):
-            if row[0] in self._query_of or row[0] in self._elsewhere:
-                self.remove(row[0])
-            if self._add(row):
-                report.loaded += 1
-            else:
-                report.refused += 1
+        held, refused = self._hold(rows.iterator(chunk_size=LOAD_CHUNK))
+        report.loaded += held
+        report.refused += refused
 
     def _catch_up(self, report: RefreshReport) -> None:
         assert self.watermark is not None
