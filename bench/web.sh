@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Load on the web tier: gunicorn with PostgreSQL and Redis on this machine, driven by wrk.
-# Prints requests/s and p50/p95 for the search page, the signup POST and the one-click unsubscribe POST.
+# Prints requests/s and p50/p95 for the search page, the signup POST and the one-click unsubscribe POST:
+# each endpoint is measured RUNS times (default 3), one after another, and each figure is the median
+# of those runs with the lowest and highest in brackets.
 #
-#   DATABASE_URL=postgres://postgres@127.0.0.1:5432/searchbench_1000000 REDIS_URL=redis://127.0.0.1:6379/0 \
-#     bash bench/web.sh [seconds] [connections]
+#   DATABASE_URL=postgres://postgres@127.0.0.1:5432/searchbench_1000000 REDIS_URL=redis://127.0.0.1:6379/9 \
+#     [RUNS=3] bash bench/web.sh [seconds] [connections]
 #
 # Use a database made by bench/search.py for a large archive. It needs wrk (apt-get install wrk).
 set -euo pipefail
@@ -12,9 +14,12 @@ cd "$(dirname "$0")/.."
 : "${REDIS_URL:?set REDIS_URL}"
 SECONDS_EACH=${1:-20}
 CONNECTIONS=${2:-16}
+RUNS=${RUNS:-3}
 PORT=${PORT:-8099}
 BASE="http://127.0.0.1:$PORT"
 PY=.venv/bin/python
+command -v wrk >/dev/null || { echo "bench/web.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
+(( RUNS >= 1 )) || { echo "RUNS must be at least 1" >&2; exit 1; }
 export DEBUG=0 ALLOWED_HOSTS=127.0.0.1 SITE_URL="$BASE" LOG_LEVEL=WARNING CONN_MAX_AGE=60 \
   RATELIMIT_SIGNUP_PER_IP=100000000/s RATELIMIT_SIGNUP_PER_ADDRESS=100000000/s \
   SECRET_KEY=bench-secret-key-not-for-production EMAIL_BACKEND=django.core.mail.backends.dummy.EmailBackend \
@@ -40,13 +45,27 @@ print('/unsubscribe/' + tokens.make(s, tokens.UNSUBSCRIBE) + '/')" 2>/dev/null |
 
 run() {  # name, then wrk arguments
   local name=$1; shift
-  local line
-  line=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_EACH}s" "$@" | grep '^RESULT')
-  printf '%-26s %s\n' "$name" "${line#RESULT }"
+  local lines="" i
+  for i in $(seq 1 "$RUNS"); do
+    lines+=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_EACH}s" "$@" | grep '^RESULT')$'\n'
+  done
+  # Errors are summed over the runs: any at all means the figures are not of the page itself.
+  printf '%s' "$lines" | $PY -c '
+import statistics, sys
+runs = [dict(field.split("=") for field in line.split()[1:]) for line in sys.stdin if line.strip()]
+def spread(key):
+    values = [float(run[key]) for run in runs]
+    return f"{statistics.median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
+rps, p50, p95 = (spread(key) for key in ("rps", "p50_ms", "p95_ms"))
+errors = sum(int(run["errors"]) for run in runs)
+print(f"{sys.argv[1]:<38} {sys.argv[2]:>5} {rps:>26} {p50:>20} {p95:>20} {errors:>6}")
+' "$name" "$CONNECTIONS"
 }
 
 echo "machine: $(uname -m), $(nproc) cores; gunicorn workers: $WORKERS; wrk: 2 threads, $CONNECTIONS connections, ${SECONDS_EACH}s each"
 echo "questions in the archive: $($PY manage.py shell -c 'from questions.models import Question; print(Question.objects.count())' 2>/dev/null | tail -n1)"
+echo "median (min–max) of $RUNS runs of wrk per endpoint; errors summed over the runs"
+printf '%-38s %5s %26s %20s %20s %6s\n' endpoint conns requests/s "p50 ms" "p95 ms" errors
 run "search: palantir" -s bench/wrk_report.lua "$BASE/?q=palantir"
 run "search: \"mental health\"" -s bench/wrk_report.lua "$BASE/?q=%22mental+health%22"
 run "search: (prison OR probation) -covid" -s bench/wrk_report.lua "$BASE/?q=%28prison+OR+probation%29+-covid"
