@@ -5,6 +5,8 @@ PostgreSQL, builds the percolator from the database as a worker does, matches th
 warm, and compares with the plain way: one SQL query per distinct saved search, restricted to the
 batch's question ids (the search page's filter, `to_q`). The SQL side is timed on a random sample of the
 distinct searches and extrapolated to all of them; on that sample the two must select the same questions.
+Builds, matches and the SQL sample each run --runs times (default 3): the table gives the medians, and
+the line under each row the medians with their ranges.
 
     .venv/bin/python bench/match.py --searches 10000 100000 1000000 --questions 1000
 
@@ -300,7 +302,7 @@ def run(n: int, m: int, sample: int, tail_words: int, seed: int, runs: int = 3) 
         started = time.perf_counter()
         found = percolator.match(documents)
         timings.append(time.perf_counter() - started)
-    match_s = min(timings)
+    match_s = statistics.median(timings)
     index = percolator.index
     assert index is not None
     candidates = len(index.candidates(Batch(documents)))
@@ -312,10 +314,13 @@ def run(n: int, m: int, sample: int, tail_words: int, seed: int, runs: int = 3) 
     nodes = [parse(text, max_length=None) for text in chosen]
     position_of = {q.pk: position for position, q in enumerate(questions)}
     different = 0
-    started = time.perf_counter()
-    selected = [set(Question.objects.filter(to_q(node), id__in=batch_ids).values_list("id", flat=True))
-                for node in nodes]
-    sql_s = time.perf_counter() - started
+    sql_runs = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        selected = [set(Question.objects.filter(to_q(node), id__in=batch_ids).values_list("id", flat=True))
+                    for node in nodes]
+        sql_runs.append(time.perf_counter() - started)
+    sql_s = statistics.median(sql_runs)
     for text, ids in zip(chosen, selected, strict=True):
         query_id = index.query_id(text)
         mine = {questions[position].pk for position in iter_bits(found.get(query_id, 0))}
@@ -330,8 +335,13 @@ def run(n: int, m: int, sample: int, tail_words: int, seed: int, runs: int = 3) 
         "candidates": candidates, "candidates_per_q": pairs / m, "matches_per_q": matches / m,
         "matched_queries": len(found), "sql_sampled": len(chosen), "sql_sample_s": sql_s,
         "sql_per_query_ms": per_query * 1000, "sql_extrapolated_s": baseline, "ratio": baseline / match_s,
+        "sql_extrapolated_runs": [run_s / len(chosen) * len(texts) for run_s in sql_runs],
         "different": different, "median_match_s": statistics.median(timings),
     }
+
+
+def spread(values: list[float], digits: int) -> str:
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
 def main() -> None:
@@ -350,7 +360,8 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"database: {connection.vendor} {connection.pg_version if connection.vendor == 'postgresql' else ''}; "
-          f"{args.questions} questions per batch, SQL baseline on {args.sample} sampled distinct searches")
+          f"{args.questions} questions per batch, SQL baseline on {args.sample} sampled distinct searches; "
+          f"figures are medians of {args.runs} runs")
     header = (f"{'searches':>9} {'distinct':>8} {'build s':>7} {'RSS MB':>11} {'match s':>7} {'cand.':>7} "
               f"{'cand./q':>8} {'match/q':>8} {'SQL ms/q':>8} {'SQL s (extrap.)':>15} {'ratio':>7} {'same':>9}")
     print(header)
@@ -361,10 +372,8 @@ def main() -> None:
               f"{r['candidates_per_q']:>8.0f} {r['matches_per_q']:>8.0f} {r['sql_per_query_ms']:>8.2f} "
               f"{r['sql_extrapolated_s']:>15.0f} {r['ratio']:>6.0f}x "
               f"{r['sql_sampled'] - r['different']:>4}/{r['sql_sampled']:<4}", flush=True)
-        print(f"{'':>9} build s median {statistics.median(r['build_runs']):.1f} "
-              f"({min(r['build_runs']):.1f}–{max(r['build_runs']):.1f}) of {len(r['build_runs'])}; match s median "
-              f"{statistics.median(r['match_runs']):.2f} ({min(r['match_runs']):.2f}–{max(r['match_runs']):.2f})",
-              flush=True)
+        print(f"{'':>9} median (range) of {len(r['build_runs'])}: build s {spread(r['build_runs'], 1)}; match s "
+              f"{spread(r['match_runs'], 2)}; SQL s (extrap.) {spread(r['sql_extrapolated_runs'], 0)}", flush=True)
         if args.json:
             print(json.dumps(r), flush=True)
 
