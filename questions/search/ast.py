@@ -43,7 +43,10 @@ def _check_word(word: str) -> None:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _is_word(word: str) -> bool:
-    # Saved searches share a vocabulary far smaller than their number: each word is cut once.
+    # Saved searches share a vocabulary far smaller than their number: each word is cut once. Lower-case
+    # ASCII letters and digits are a word as they stand, which spares most words the Unicode tables.
+    if word.isascii() and word.isalnum() and word == word.lower():
+        return True
     return words(word) == [word]
 
 
