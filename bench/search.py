@@ -3,18 +3,34 @@
 Generates N realistic written questions (headings, question texts, answers of a few paragraphs, members,
 departments and ministers, dates over seven years, words drawn with a Zipf-like skew), loads them with
 COPY into a database of their own (one per size, reused when it already holds them), then starts
-gunicorn on 127.0.0.1 and times real HTTP requests of the search page for several kinds of query.
-It prints, per size and query: the matches, and p50, p95 and mean milliseconds; then, from one
-in-process request per query, how the time splits between the SQL statements and the rest (template,
-highlighting); with --explain, the EXPLAIN ANALYZE of the slowest statement of each query over the goal;
-with --alternatives, the SQL time of other query shapes (a capped COUNT, a loose index scan for the
-department list).
+gunicorn on 127.0.0.1 and times real HTTP requests of the search page for several kinds of query,
+cold and warm:
 
-    .venv/bin/python bench/search.py [--sizes 100000 1000000] [--repeat 15]
+- cold: each request comes straight after PostgreSQL's shared buffers were filled with other pages
+  (pg_prewarm of a ballast table a few times their size, in the bench's own database), so what the
+  request reads of the archive comes from the operating system's page cache where that holds it, and
+  from disk where not. The script does not empty that cache (it needs root) and never restarts the
+  server, so how many cold reads go to disk depends on the machine: one that gives its page cache back
+  when idle (some virtual machines do) has most of the archive on disk again after a few quiet minutes,
+  and the first run after a pause is the coldest. The script checks with pg_buffercache how many of the
+  archive's pages were still in the buffers after each eviction and prints the most.
+- warm: the same request again and again, straight after itself (after one request that is not
+  timed): the pages it needs are in PostgreSQL's buffers as far as they fit.
+
+Every request opens its own database connection (CONN_MAX_AGE is 0), cold or warm.
+
+It prints, per size and query: the matches, and p50 and p95 milliseconds cold and warm; then, from one
+in-process request per query, how the time splits between the SQL statements and the rest (template,
+highlighting); with --explain, the EXPLAIN ANALYZE of the slowest statement of each query over the goal,
+under the planner settings it ran with; with --alternatives, the SQL time of other query shapes (a
+capped COUNT, a loose index scan for the department list).
+
+    .venv/bin/python bench/search.py [--sizes 100000 1000000] [--repeat 15] [--cold-repeat 10]
         [--database-url postgres://postgres@127.0.0.1:5432/searchbench] [--explain] [--alternatives]
 
 Each size gets the database <name>_<size>; it is dropped and rebuilt when it does not hold exactly the
-questions this script generates for that size.
+questions this script generates for that size, and migrated when it does (new indexes are built then).
+Evicting the buffers evicts other databases' pages too: the server is shared by all its databases.
 """
 
 from __future__ import annotations
@@ -731,35 +747,97 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
-def measure(base: str, repeat: int) -> list[dict]:
-    results = []
+def ballast(url: str) -> None:
+    """A table of the bench's database a few times the size of shared buffers, read into them to evict
+    every other page (see the module's docstring)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
+        buffers = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'shared_buffers'").fetchone()[0])
+        # Rows of 1,600 bytes stay uncompressed and in line: five to a page.
+        rows = 5 * BALLAST_TIMES * buffers
+        exists = conn.execute("SELECT to_regclass('bench_ballast') IS NOT NULL").fetchone()[0]
+        if not exists or conn.execute("SELECT count(*) FROM bench_ballast").fetchone()[0] != rows:
+            conn.execute("DROP TABLE IF EXISTS bench_ballast")
+            conn.execute("CREATE TABLE bench_ballast AS SELECT g, repeat(md5(g::text), 50) AS pad "
+                         "FROM generate_series(1, %s) g", [rows])
+            conn.execute("VACUUM bench_ballast")
+
+
+# How many times the size of shared buffers the ballast is: a page used often has a usage count of up to 5,
+# and the clock sweep has to pass it that many times before it is evicted.
+BALLAST_TIMES = 6
+ARCHIVE_PAGES = """
+SELECT count(*) FROM pg_buffercache b JOIN pg_class c ON b.relfilenode = pg_relation_filenode(c.oid)
+WHERE b.reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND (c.oid = 'questions_question'::regclass
+       OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = 'questions_question'::regclass)
+       OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'questions_question'::regclass))
+"""
+
+
+def evict(url: str) -> int:
+    """Fill PostgreSQL's shared buffers with the ballast; how many pages of the archive were left in them."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_prewarm('bench_ballast', 'buffer')")
+        return conn.execute(ARCHIVE_PAGES).fetchone()[0]
+
+
+def measure(base: str, url: str, repeat: int, cold_repeat: int) -> tuple[list[dict], int]:
+    """Each query's cold and warm milliseconds; and the most pages of the archive left in PostgreSQL's buffers
+    after an eviction."""
+    results, left = [], 0
     for kind, query, page in QUERIES:
         path = page_path(query, page)
-        _, body = fetch(base, path)  # warms the caches
-        found = COUNT_RE.search(body)
         results.append({"kind": kind, "query": query + (f" (page {page})" if page else ""), "path": path,
-                        "matches": int(found.group(1)) if found else None, "ms": []})
-    # Round by round, so that each query runs after the others rather than straight after itself.
-    for _ in range(repeat):
+                        "matches": None, "cold": [], "warm": []})
+    # Cold first, round by round: an eviction before every request.
+    for _ in range(cold_repeat):
         for result in results:
-            result["ms"].append(fetch(base, result["path"])[0])
-    return results
+            left = max(left, evict(url))
+            ms, body = fetch(base, result["path"])
+            result["cold"].append(ms)
+            found = COUNT_RE.search(body)
+            result["matches"] = int(found.group(1)) if found else None
+    for result in results:
+        fetch(base, result["path"])
+        result["warm"] = [fetch(base, result["path"])[0] for _ in range(repeat)]
+    return results, left
 
 
-def breakdown(url: str, path: str) -> tuple[float, list[tuple[float, str]]]:
-    """The median of three in-process requests: its total milliseconds and each SQL statement's milliseconds."""
+SET_LOCAL = re.compile(r"SET LOCAL (\w+) (?:= (\w+)|TO DEFAULT)")
+
+
+def breakdown(url: str, path: str) -> tuple[float, list[tuple[float, str, dict[str, str]]]]:
+    """The median of three in-process requests: its total milliseconds, and each SQL statement's milliseconds
+    with the planner settings it ran under (what the search set with SET LOCAL)."""
     from django.db import connection
     from django.test import Client
+    from psycopg.pq import TransactionStatus
 
-    runs: list[tuple[float, list[tuple[float, str]]]] = []
+    runs: list[tuple[float, list[tuple[float, str, dict[str, str]]]]] = []
+    planner: dict[str, str] = {}
 
     def timer(execute, sql, params, many, context):
+        if connection.connection.info.transaction_status == TransactionStatus.IDLE:
+            # This statement starts a transaction: the SET LOCALs of the last one ended with it.
+            planner.clear()
+        for name, value in SET_LOCAL.findall(sql):
+            if value:
+                planner[name] = value
+            else:
+                planner.pop(name, None)
         started = time.perf_counter()
         try:
             return execute(sql, params, many, context)
         finally:
             elapsed = (time.perf_counter() - started) * 1000
-            runs[-1][1].append((elapsed, connection.ops.compose_sql(sql, params) if params else sql))
+            runs[-1][1].append((elapsed, connection.ops.compose_sql(sql, params) if params else sql,
+                                dict(planner)))
 
     use_database(url)
     client = Client()
@@ -805,12 +883,18 @@ def statement_kind(sql: str) -> str:
     return "other"
 
 
-def explain(url: str, sql: str) -> str:
+def explain(url: str, sql: str, planner: dict[str, str]) -> str:
+    """EXPLAIN ANALYZE of a statement under the planner settings it ran with; not its time limit, so that a
+    statement that was cut short shows its whole plan."""
     import psycopg
 
     with psycopg.connect(url) as conn:
+        for name, value in planner.items():
+            if name != "statement_timeout":
+                conn.execute(f"SET LOCAL {name} = {value}")
         rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql).fetchall()
-    return "\n".join(row[0] for row in rows)
+    settings = "".join(f"SET LOCAL {name} = {value}; " for name, value in planner.items())
+    return settings + "\n" + "\n".join(row[0] for row in rows)
 
 
 COUNT_CAP = 1000
@@ -870,7 +954,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/searchbench",
                         help="PostgreSQL server and base name; size N uses the database <name>_<N>")
-    parser.add_argument("--repeat", type=int, default=15, help="timed requests per query (after one to warm up)")
+    parser.add_argument("--repeat", type=int, default=15,
+                        help="warm requests per query, each straight after the same request")
+    parser.add_argument("--cold-repeat", type=int, default=10,
+                        help="cold requests per query, each straight after PostgreSQL's buffers were evicted")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes generating questions")
     parser.add_argument("--alternatives", action="store_true",
@@ -894,6 +981,9 @@ def main() -> None:
         url = database_url(args.database_url, n)
         if is_loaded(url, n, args.seed):
             print(f"{n:,} questions: reusing {url}", flush=True)
+            started = time.perf_counter()
+            run_manage(url, "migrate", "--no-input")
+            print(f"  migrated in {time.perf_counter() - started:.0f} s", flush=True)
         else:
             print(f"{n:,} questions: loading into {url}", flush=True)
             timings = load(url, n, args.seed, args.workers)
@@ -903,37 +993,44 @@ def main() -> None:
         heap, indexes = table_size(url)
         print(f"  questions_question: table {heap}, indexes {indexes}", flush=True)
 
+        ballast(url)
         server, base = start_server(url)
+        load_before = os.getloadavg()
         try:
-            results = measure(base, args.repeat)
+            results, left = measure(base, url, args.repeat, args.cold_repeat)
         finally:
             server.terminate()
             server.wait(timeout=30)
+        load_after = os.getloadavg()
+        print(f"  load average (1, 5, 15 min) before the timed requests {load_before[0]:.2f} {load_before[1]:.2f} "
+              f"{load_before[2]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; "
+              f"at most {left} pages of the archive left in shared buffers after an eviction", flush=True)
         for result in results:
-            ms = result["ms"]
-            rows.append((n, result["kind"], result["query"], result["matches"], percentile(ms, 50),
-                         percentile(ms, 95), statistics.fmean(ms)))
+            cold, warm = result["cold"], result["warm"]
+            rows.append((n, result["kind"], result["query"], result["matches"], percentile(cold, 50),
+                         percentile(cold, 95), percentile(warm, 50), percentile(warm, 95)))
             total_ms, statements = breakdown(url, result["path"])
             by_kind: dict[str, float] = {}
-            for elapsed, sql in statements:
+            for elapsed, sql, _ in statements:
                 kind = statement_kind(sql)
                 by_kind[kind] = by_kind.get(kind, 0.0) + elapsed
-            sql_ms = sum(elapsed for elapsed, _ in statements)
+            sql_ms = sum(elapsed for elapsed, _, _ in statements)
             splits.append((n, result["kind"], total_ms, by_kind.get("count", 0.0), by_kind.get("page", 0.0),
                            by_kind.get("departments", 0.0), by_kind.get("other", 0.0), total_ms - sql_ms))
-            if args.explain and percentile(ms, 95) > GOAL_MS and statements:
+            if args.explain and max(percentile(cold, 95), percentile(warm, 95)) > GOAL_MS and statements:
                 slowest = max(statements, key=lambda item: item[0])
-                plans.append((n, result["kind"], slowest[1], explain(url, slowest[1])))
+                plans.append((n, result["kind"], slowest[1], explain(url, slowest[1], slowest[2])))
         if args.alternatives:
             shapes.extend((n, *shape) for shape in alternatives(url))
 
     print()
+    print(f"{'':>9}  {'':<17} {'':<36} {'':>8} {'cold':>17} {'warm':>17}")
     print(f"{'size':>9}  {'query kind':<17} {'query':<36} {'matches':>8} {'p50 ms':>8} {'p95 ms':>8} "
-          f"{'mean ms':>8}")
-    for n, kind, query, matches, p50, p95, mean in rows:
-        flag = "  over goal" if p95 > GOAL_MS else ""
-        print(f"{n:>9,}  {kind:<17} {query:<36} {matches if matches is not None else '-':>8} {p50:>8.0f} "
-              f"{p95:>8.0f} {mean:>8.0f}{flag}")
+          f"{'p50 ms':>8} {'p95 ms':>8}")
+    for n, kind, query, matches, cold50, cold95, warm50, warm95 in rows:
+        flag = "  over goal" if max(cold95, warm95) > GOAL_MS else ""
+        print(f"{n:>9,}  {kind:<17} {query:<36} {matches if matches is not None else '-':>8} {cold50:>8.0f} "
+              f"{cold95:>8.0f} {warm50:>8.0f} {warm95:>8.0f}{flag}")
     print()
     print("The median of three in-process requests per query, milliseconds: the whole request, its SQL by "
           "statement, the rest")

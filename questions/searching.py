@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,8 @@ import redis
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import DatabaseError, OperationalError, connection, transaction
-from django.db.models import Q, QuerySet
-from django.db.models.functions import Coalesce
+from django.db.models import Max, Min, Q, QuerySet
+from django.db.models.functions import Coalesce, Extract
 from django.utils.functional import cached_property
 
 from questions.models import CANARY_PREFIX, Question
@@ -114,7 +115,14 @@ class CappedPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         # Without the ORDER BY, the database can stop at the cap instead of walking the newest-first index.
-        return self.object_list.order_by()[: self.cap + 1].count()
+        rows = self.object_list.order_by()
+        if connection.vendor != "postgresql":
+            return rows[: self.cap + 1].count()
+        try:
+            with planner(statement_timeout=COUNT_SCAN_MS, **read_ahead()):
+                return rows[: self.cap + 1].count()
+        except OperationalError:
+            return count_year_by_year(rows, self.cap + 1)
 
     @property
     def capped(self) -> bool:
@@ -128,9 +136,61 @@ class CappedPaginator(Paginator):
 
 
 # Newest first, the planner walks the date index and filters as it goes: quick when matches are spread
-# over the years, a scan of the whole archive when they all lie in its oldest part. So the walk gets this
-# long, and then the matches are collected first and sorted.
-PAGE_WALK_MS = 60
+# over the years, a scan of the whole archive when they all lie in its oldest part. So the walk gets
+# PAGE_WALK_MS, and PAGE_WALK_MS_PER_1000 more for each thousand rows down to the page's end (it reads more
+# rows to get further); then the matches are looked for year by year, newest first.
+PAGE_WALK_MS = 20
+PAGE_WALK_MS_PER_1000 = 40
+# Up to this many of a year's matches are read through the year-and-trigram indexes (in no order) and sorted
+# here. A year with more has enough of them that walking it newest first finds a page's worth quickly.
+YEAR_MATCHES_READ = 1000
+# To stop at the cap, the planner often reads the archive in the order it is stored (oldest first, as it came
+# in) and tests every question it reads against every pattern: slow when matches are few there, or the search
+# has many words. Past this, they are counted year by year, newest first, through the year-and-trigram indexes.
+COUNT_SCAN_MS = 60
+
+
+def walk_ms(stop: int) -> int:
+    return PAGE_WALK_MS + PAGE_WALK_MS_PER_1000 * stop // 1000
+
+
+# Planner settings: only bitmap scans, so that the year-and-trigram indexes pick out a year's matches before
+# any row is read, and a LIMIT stops the reading; or only index scans, to walk an index in its order.
+BITMAP_SCANS = {"enable_seqscan": "off", "enable_indexscan": "off", "enable_indexonlyscan": "off"}
+INDEX_SCANS = {"enable_seqscan": "off", "enable_bitmapscan": "off"}
+# How many pages ahead a bitmap scan asks the operating system for: a year not read lately comes from disk,
+# and its rows lie scattered over it.
+READ_AHEAD_PAGES = 64
+
+
+def read_ahead() -> dict[str, object]:
+    """The setting that lets a bitmap scan read ahead, where PostgreSQL can: without posix_fadvise it cannot,
+    and refuses any other value than 0 (which is its default there, and 1 elsewhere)."""
+    known = getattr(connection, "search_read_ahead", None)
+    if known is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW effective_io_concurrency")
+            known = {} if cursor.fetchone()[0] == "0" else {"effective_io_concurrency": READ_AHEAD_PAGES}
+        connection.search_read_ahead = known
+    return known
+
+
+def tabled_year() -> Extract:
+    """The year a question was tabled, spelt as the year-and-trigram indexes spell it (migration 0007): a
+    `date_tabled__year` lookup becomes a date range, which those indexes cannot serve."""
+    return Extract("date_tabled", "year")
+
+
+@contextmanager
+def planner(**settings: object) -> Iterator[None]:
+    """A transaction in which PostgreSQL plans with these settings. Inside a bigger transaction, where this is a
+    savepoint that SET LOCAL would outlive, they are put back before it ends."""
+    nested = connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("; ".join(f"SET LOCAL {name} = {value}" for name, value in settings.items()))
+        yield
+        if nested:
+            cursor.execute("; ".join(f"SET LOCAL {name} TO DEFAULT" for name in settings))
 
 
 def newest_first(rows: QuerySet[Question], start: int, stop: int) -> list[Question]:
@@ -138,16 +198,68 @@ def newest_first(rows: QuerySet[Question], start: int, stop: int) -> list[Questi
     if connection.vendor != "postgresql":
         return list(rows[start:stop])
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL statement_timeout = {PAGE_WALK_MS}")
-            found = list(rows[start:stop])
-            cursor.execute("SET LOCAL statement_timeout TO DEFAULT")
-            return found
+        with planner(statement_timeout=walk_ms(stop)):
+            return list(rows[start:stop])
     except OperationalError:
-        return collect_then_sort(rows, start, stop)
+        return year_by_year(rows, start, stop)
 
 
-def collect_then_sort(rows: QuerySet[Question], start: int, stop: int) -> list[Question]:
+Key = tuple[dt.date | None, int]
+
+
+def year_by_year(rows: QuerySet[Question], start: int, stop: int) -> list[Question]:
+    """`rows[start:stop]` of a search, gathered a year at a time from the newest down to the one that ends the
+    page, each year read through indexes that narrow to it."""
+    # Descending, PostgreSQL puts questions without a date first.
+    with planner(**INDEX_SCANS):
+        keys: list[Key] = list(
+            rows.filter(date_tabled__isnull=True).order_by("-id").values_list("date_tabled", "id")[:stop])
+    span = Question.objects.aggregate(newest=Max("date_tabled"), oldest=Min("date_tabled"))
+    if span["newest"] is not None:
+        year = span["newest"].year
+        while year >= span["oldest"].year and len(keys) < stop:
+            keys += newest_of_year(rows, year, stop - len(keys))
+            year -= 1
+    ids = [pk for _, pk in keys[start:stop]]
+    found = rows.order_by().in_bulk(ids)
+    return [found[pk] for pk in ids if pk in found]
+
+
+def newest_of_year(rows: QuerySet[Question], year: int, count: int) -> list[Key]:
+    """The (date, id) of the newest `count` of `rows` tabled in `year`, newest first."""
+    in_year = rows.alias(tabled_year=tabled_year()).filter(tabled_year=year).order_by()
+    in_year = in_year.values_list("date_tabled", "id")
+    with planner(**BITMAP_SCANS, **read_ahead()):
+        found = list(in_year[: YEAR_MATCHES_READ + 1])
+    if len(found) <= YEAR_MATCHES_READ:
+        return sorted(found, reverse=True)[:count]
+    walk = rows.filter(date_tabled__year=year).order_by("-date_tabled", "-id").values_list("date_tabled", "id")
+    try:
+        with planner(statement_timeout=walk_ms(count), **INDEX_SCANS):
+            return list(walk[:count])
+    except OperationalError:
+        # Plenty of matches in the year, but the walk was slow: few of them near its end, or its rows came
+        # from disk.
+        with planner(**BITMAP_SCANS, **read_ahead()):
+            return collect_then_sort(in_year, 0, count)
+
+
+def count_year_by_year(rows: QuerySet[Question], limit: int) -> int:
+    """How many of `rows` there are, counting no further than `limit`."""
+    with planner(**INDEX_SCANS):
+        found = rows.filter(date_tabled__isnull=True)[:limit].count()
+    span = Question.objects.aggregate(newest=Max("date_tabled"), oldest=Min("date_tabled"))
+    if span["newest"] is not None:
+        in_year = rows.alias(tabled_year=tabled_year())
+        year = span["newest"].year
+        while year >= span["oldest"].year and found < limit:
+            with planner(**BITMAP_SCANS, **read_ahead()):
+                found += in_year.filter(tabled_year=year)[: limit - found].count()
+            year -= 1
+    return found
+
+
+def collect_then_sort(rows: QuerySet, start: int, stop: int) -> list:
     """`rows[start:stop]` of a search by gathering every match first, then sorting: steady, whatever the
     dates."""
     # Sorted on an expression of the date, which no index holds, the planner cannot walk an index for the

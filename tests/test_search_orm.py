@@ -1,11 +1,19 @@
-"""The search page's database filter selects exactly what the evaluator selects (PostgreSQL in CI)."""
+"""The search page's database filter selects exactly what the evaluator selects, and a search gathered year by
+year lists the same rows newest first as the search itself (PostgreSQL in CI)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from contextlib import contextmanager
+from unittest.mock import patch
+
 import pytest
+from django.db import OperationalError, connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from questions import searching
 from questions.models import Question
 from questions.search import QueryError, compile_matcher, document, parse, to_q
 from tests.search.strategies import queries, records
@@ -44,3 +52,80 @@ def test_the_orm_filter_and_the_evaluator_select_the_same_questions(batch, texts
         matcher = compile_matcher(node)
         expected = {q.external_id for q, doc in stored if matcher(doc)}
         assert set(Question.objects.filter(to_q(node)).values_list("external_id", flat=True)) == expected, text
+
+
+# Days in five years, two in some of them, so that years hold several days and days several questions.
+DAYS = [dt.date(2018, 3, 1), dt.date(2019, 6, 5), dt.date(2019, 11, 20), dt.date(2021, 1, 4), dt.date(2021, 1, 5),
+        dt.date(2022, 12, 30)]
+
+
+def running_out(walks_finish: bool):
+    """`planner`, as if the page's walk ran out of time, and the walks within a year too unless `walks_finish`."""
+    real = searching.planner
+    first = [True]
+
+    @contextmanager
+    def planner(**settings):
+        if "statement_timeout" in settings and (first[0] or not walks_finish):
+            first[0] = False
+            raise OperationalError("canceling statement due to statement timeout")
+        with real(**settings):
+            yield
+
+    return planner
+
+
+@pytest.mark.postgres
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(questions=st.lists(st.tuples(st.none() | st.sampled_from(DAYS), st.sampled_from(["alpha", "beta", "alpha beta",
+                                                                                         "gamma"])),
+                          min_size=1, max_size=30),
+       query=st.sampled_from(["alpha", "beta", "alpha OR beta", "alpha -beta"]), cap=st.integers(1, 6),
+       walks_finish=st.booleans(), start=st.integers(0, 30), length=st.integers(1, 12), limit=st.integers(1, 31))
+def test_a_search_gathered_year_by_year_gives_the_rows_of_the_search_newest_first(questions, query, cap, walks_finish,
+                                                                                   start, length, limit):
+    Question.objects.all().delete()
+    stored = [Question(external_id=f"y{number}", question_text=text, date_tabled=day)
+              for number, (day, text) in enumerate(questions)]
+    for question in stored:
+        question.refresh_search_text()
+    Question.objects.bulk_create(stored)
+    rows = searching.matching(parse(query))
+    expected = list(rows[start:start + length].values_list("pk", flat=True))
+
+    with patch.object(searching, "YEAR_MATCHES_READ", cap), patch.object(searching, "planner",
+                                                                          running_out(walks_finish)):
+        assert [q.pk for q in searching.newest_first(rows, start, start + length)] == expected
+    assert searching.count_year_by_year(rows, limit) == min(rows.count(), limit)
+
+
+@pytest.mark.postgres
+def test_a_year_of_a_search_is_picked_out_by_the_year_and_trigram_indexes():
+    # The year must be spelt as the indexes spell it, or PostgreSQL reads every row of the archive instead.
+    rows = searching.matching(parse("alpha OR member:lewis")).alias(tabled_year=searching.tabled_year())
+    sql, params = rows.filter(tabled_year=2020).order_by().values_list("id").query.sql_with_params()
+
+    with searching.planner(**searching.BITMAP_SCANS), connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert re.search(r"Bitmap Index Scan on question_norm_\w+_year_trgm\s.*\n\s*Index Cond: \(EXTRACT\(year FROM "
+                     r"date_tabled\) = '2020'::numeric", plan), plan
+    assert "Seq Scan" not in plan, plan
+
+
+@pytest.mark.postgres
+def test_bitmap_scans_read_ahead_only_where_postgresql_can():
+    def asked_afresh() -> dict:
+        connection.search_read_ahead = None
+        return searching.read_ahead()
+
+    try:
+        assert asked_afresh() == {"effective_io_concurrency": searching.READ_AHEAD_PAGES}
+        with connection.cursor() as cursor:
+            # As on a platform without posix_fadvise, where 0 is the only value PostgreSQL takes.
+            cursor.execute("SET LOCAL effective_io_concurrency = 0")
+        assert asked_afresh() == {}
+    finally:
+        connection.search_read_ahead = None

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import re
 import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from functools import partial
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import OperationalError
 
-from questions.models import Question
+from questions import searching
+from questions.models import CANARY_PREFIX, Question
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.django_db
@@ -182,6 +187,97 @@ def test_the_fallback_for_a_slow_newest_first_walk_gives_the_same_pages(archive)
     for start, stop in ((0, 5), (5, 10), (10, 20), (3, 4)):
         page = questions[start:stop]
         assert [q.pk for q in collect_then_sort(questions, start, stop)] == [q.pk for q in page]
+
+
+@pytest.fixture
+def over_the_years():
+    """Questions from 2019 to 2025, two on each day that has any: "harbour" in all of them, "lantern" only in
+    the two oldest years; and two without a date (PostgreSQL lists those first) and a canary, with both words.
+    Stored in no order, so that ids do not follow dates."""
+    questions = []
+    for year in range(2019, 2026):
+        for i in range(20 if year == 2019 else 8):
+            questions.append(Question(
+                external_id=f"years-{year}-{i}", heading=f"Harbour dues {year} {i}",
+                question_text="harbour lights" + (" lantern" if year <= 2020 else ""),
+                answer_text="An answer." if i % 4 else "", date_tabled=dt.date(year, 12 - i // 2, 15),
+                house="Lords" if i % 3 == 0 else "Commons",
+                answering_body_name="Home Office" if i % 2 else "Department for Transport"))
+    for i in range(2):
+        questions.append(Question(external_id=f"undated-{i}", heading="Harbour lantern", house="Commons",
+                                  answering_body_name="Home Office", answer_text="An answer."))
+    questions.append(Question(external_id=f"{CANARY_PREFIX}years", heading="Harbour lantern",
+                              date_tabled=dt.date(2025, 12, 31)))
+    random.Random(7).shuffle(questions)
+    for question in questions:
+        question.refresh_search_text()
+    Question.objects.bulk_create(questions)
+
+
+def out_of_time(walks: int | None):
+    """`planner`, as if the first `walks` statements given a time limit (every one, for None) ran out of it."""
+    real = searching.planner
+    left = [walks]
+
+    @contextmanager
+    def planner(**settings):
+        if "statement_timeout" in settings and left[0] != 0:
+            if left[0] is not None:
+                left[0] -= 1
+            raise OperationalError("canceling statement due to statement timeout")
+        with real(**settings):
+            yield
+
+    return planner
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("walks", [2, None], ids=["the count and the page walk run out", "every walk runs out"])
+@pytest.mark.parametrize("params", [
+    {"q": "lantern"},
+    {"q": "lantern", "page": "2"},
+    {"q": "harbour"},
+    {"q": "harbour", "page": "3"},
+    {"q": "harbour", "page": "4"},
+    {"q": "harbour", "house": "Lords"},
+    {"q": "harbour", "department": "Home Office", "answered": "answered", "page": "2"},
+    {"q": "lantern", "answered": "unanswered"},
+    {"q": "harbour OR lantern", "tabled_from": "2020-09-01", "tabled_to": "2023-10-15", "page": "2"},
+    {"q": "harbour -lantern", "page": "2"},
+], ids=lambda params: " ".join(f"{k}={v}" for k, v in params.items()))
+def test_a_page_gathered_year_by_year_is_the_page_of_the_search_newest_first(client, over_the_years, monkeypatch,
+                                                                             params, walks):
+    def page_of_search(response) -> tuple[list[int], int, int]:
+        page = response.context["page"]
+        return [q.pk for q in page], page.paginator.count, page.number
+
+    with monkeypatch.context() as patch:
+        patch.setattr(searching, "newest_first", lambda rows, start, stop: list(rows[start:stop]))
+        expected = page_of_search(client.get("/", params))
+    # A cap of 3 makes some years too full to read whole, so that they are walked instead.
+    monkeypatch.setattr(searching, "YEAR_MATCHES_READ", 3)
+    monkeypatch.setattr(searching, "planner", out_of_time(walks))
+    calls = []
+    for name in ("count_year_by_year", "year_by_year"):
+        monkeypatch.setattr(searching, name, partial(lambda real, *args: calls.append(real.__name__) or real(*args),
+                                                     getattr(searching, name)))
+
+    assert page_of_search(client.get("/", params)) == expected
+    assert calls == ["count_year_by_year", "year_by_year"] and expected[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("cap", [1, 7, 8, 9, 25, 69, 70])
+@pytest.mark.parametrize("query", ["harbour", "lantern"])
+def test_a_count_made_year_by_year_stops_at_the_cap_as_the_search_does(client, over_the_years, monkeypatch, query,
+                                                                         cap):
+    monkeypatch.setattr(searching.CappedPaginator, "cap", cap)
+    with monkeypatch.context() as patch:
+        patch.setattr(searching.CappedPaginator, "count", property(lambda self: self.object_list[: cap + 1].count()))
+        expected = client.get("/", {"q": query}).context["page"].paginator.count
+    monkeypatch.setattr(searching, "planner", out_of_time(1))
+
+    assert client.get("/", {"q": query}).context["page"].paginator.count == expected
 
 
 def test_email_me_carries_the_house_and_department_filters_into_the_alert(client, archive):
