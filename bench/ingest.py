@@ -32,6 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 def setup(database_url: str | None) -> None:
     if database_url:
+        from bench import ensure_database
+
+        ensure_database(database_url)
         os.environ["DATABASE_URL"] = database_url
     else:
         os.environ["DATABASE_URL"] = f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite3"
