@@ -108,6 +108,20 @@ def test_a_search_used_twice_stays_until_both_are_gone():
     assert index.match([document({"heading": "Police"})]) == {} and len(index) == 0
 
 
+def test_a_word_held_twice_by_one_search_stays_for_the_searches_that_still_hold_it():
+    index = QueryIndex()
+    index.add("(police AND prisons) OR (police AND probation)")
+    index.add("police")
+    index.discard("(police AND prisons) OR (police AND probation)")
+    assert index.match([document({"heading": "Police"})]) == {"police": 1}
+    index.discard("police")
+    assert len(index) == 0 and index._leaf_ids == {}
+    index.add("(police AND prisons) OR (police AND probation)")
+    assert index.match([document({"heading": "Police and probation"})]) == {
+        "(police AND prisons) OR (police AND probation)": 1
+    }
+
+
 def test_the_contract_examples_match_the_question_of_section_6():
     examples = {
         '"facial recognition"': True, '"recognition facial"': False, 'police AND "artificial intelligence"': True,

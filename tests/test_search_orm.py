@@ -129,3 +129,79 @@ def test_bitmap_scans_read_ahead_only_where_postgresql_can():
         assert asked_afresh() == {}
     finally:
         connection.search_read_ahead = None
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_year_indexes_are_built_while_questions_go_on_being_written():
+    import threading
+
+    import psycopg
+    from django.db import connections
+    from django.db.migrations.executor import MigrationExecutor
+    from django.db.models.sql import InsertQuery
+
+    from tests.conftest import database_url_for_tests, wait_until
+
+    before, after = [("questions", "0006_pruned_problems")], [("questions", "0007_year_trigram_indexes")]
+    url = database_url_for_tests()
+
+    def indexes() -> dict[str, bool]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                           "WHERE c.relname LIKE 'question_norm_%%trgm'")
+            return dict(cursor.fetchall())
+
+    def insert(conn: psycopg.Connection, uin: str) -> None:
+        # The INSERT the ORM makes, on a connection of the test's own.
+        query = InsertQuery(Question)
+        query.insert_values([f for f in Question._meta.concrete_fields if not f.primary_key],
+                            [Question(external_id=f"live-{uin}", uin=uin)])
+        sql, params = query.get_compiler(using="default").as_sql()[0]
+        conn.execute(sql, params)
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    assert indexes() and not any(name.endswith("_year_trgm") for name in indexes())
+    with connection.cursor() as cursor:
+        # What a build stopped half way leaves: an index marked invalid, which must not be taken as built.
+        cursor.execute("CREATE INDEX question_norm_heading_year_trgm ON questions_question "
+                       "USING gin ((EXTRACT(YEAR FROM date_tabled)), norm_heading gin_trgm_ops)")
+        cursor.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = "
+                       "'question_norm_heading_year_trgm'::regclass")
+    failed: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            MigrationExecutor(connections["default"]).migrate(after)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's own thread
+            failed.append(exc)
+        finally:
+            connections.close_all()
+
+    try:
+        with psycopg.connect(url) as writing, psycopg.connect(url, autocommit=True) as poller:
+            # A question being written when the migration starts: a build that locks writers out queues
+            # behind it, and every write after it then queues too.
+            insert(writing, "1")
+            builder = threading.Thread(target=migrate)
+            builder.start()
+            with psycopg.connect(url, autocommit=True) as watching:
+                wait_until(lambda: watching.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE "
+                    "'%%INDEX%%question_norm_%%'").fetchone()[0], timeout=30, message="the build waiting")
+            poller.execute("SET lock_timeout = '3s'")
+            insert(poller, "2")
+            writing.commit()
+            builder.join(timeout=60)
+        assert not builder.is_alive() and not failed, failed
+        built = indexes()
+        assert all(built.values()), built
+        assert {name for name in built if name.endswith("_year_trgm")} == {
+            f"question_norm_{field}_year_trgm" for field in COLUMNS}
+        assert not {name for name in built if not name.endswith("_year_trgm")}
+        assert Question.objects.filter(uin__in=["1", "2"]).count() == 2
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())

@@ -40,8 +40,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from .ast import And, Leaf, Node, Not, Or, Phrase, Prefix, Term, leaves
 from .parser import parse_canonical
@@ -214,8 +213,7 @@ class Batch:
         return mask
 
 
-@dataclass(frozen=True, slots=True)
-class _Anchoring:
+class _Anchoring(NamedTuple):
     cost: float
     anchors: tuple[Anchor, ...]
 
@@ -317,7 +315,7 @@ class QueryIndex:
             self._texts.append(None)
             self._programs.append(None)
             self._refs.append(0)
-        found, _, program = self._file(node, {})
+        found, _, program = self._file(node)
         self._texts[query_id] = text
         self._programs[query_id] = program
         self._refs[query_id] = 1
@@ -337,24 +335,22 @@ class QueryIndex:
                     filed.add(query_id)
         return query_id
 
-    def _file(self, node: Node, held: dict[Leaf, int]) -> tuple[_Anchoring | None, _Anchoring | None, Program]:
-        """`_anchorings(node)` and the program of `node`, in one walk of the tree; each distinct leaf of the
-        query is held once (`held`: leaf -> leaf id)."""
+    def _file(self, node: Node) -> tuple[_Anchoring | None, _Anchoring | None, Program]:
+        """`_anchorings(node)` and the program of `node`, in one walk of the tree that holds each of its
+        leaves once more (`discard` releases them the same way)."""
         kind = node.__class__
         if kind is Not:
-            holds, fails, inner = self._file(node.child, held)  # type: ignore[union-attr]
+            holds, fails, inner = self._file(node.child)  # type: ignore[union-attr]
             return fails, holds, _negation(inner)
         if kind is And or kind is Or:
-            parts = [self._file(child, held) for child in node.children]  # type: ignore[union-attr]
+            parts = [self._file(child) for child in node.children]  # type: ignore[union-attr]
             holds, fails = _combine(kind is And, parts)
             if kind is And:
                 # Rarest child first, so that the AND empties soonest; negations, which have no anchors, last.
                 parts.sort(key=_cost)
                 return holds, fails, _conjunction(tuple(part[2] for part in parts))
             return holds, fails, _disjunction(tuple(part[2] for part in parts))
-        leaf_id = held.get(node)  # type: ignore[arg-type]
-        if leaf_id is None:
-            leaf_id = held[node] = self._hold_leaf(node)  # type: ignore[index,arg-type]
+        leaf_id = self._hold_leaf(node)  # type: ignore[arg-type]
         return self._leaf_anchorings[leaf_id], None, leaf_id
 
     def discard(self, text: str, node: Node | None = None) -> None:
@@ -377,7 +373,7 @@ class QueryIndex:
                 postings[key].discard(query_id)
                 if not postings[key]:
                     del postings[key]
-        for leaf in _distinct_leaves(node):
+        for leaf in leaves(node):
             self._release_leaf(leaf)
         del self._ids[text]
         self._texts[query_id] = None
@@ -386,7 +382,7 @@ class QueryIndex:
         self._free.append(query_id)
 
     def _hold_leaf(self, leaf: Leaf) -> int:
-        """The id of `leaf`, counting one more query that holds it."""
+        """The id of `leaf`, counting one more place in a query that holds it."""
         leaf_id = self._leaf_ids.get(leaf)
         if leaf_id is None:
             if self._free_leaves:
@@ -484,10 +480,6 @@ def _or(masks: Iterable[int]) -> int:
     return total
 
 
-def _distinct_leaves(node: Node) -> list[Leaf]:
-    return list(dict.fromkeys(leaves(node)))
-
-
 def _cost(part: tuple[_Anchoring | None, _Anchoring | None, Program]) -> float:
     return 2.0 if part[0] is None else part[0].cost
 
@@ -501,25 +493,27 @@ def _combine(
     when some part fails, so the anchors of every part's failing are needed. An OR is the other way round.
     """
     if every:
-        return _cheapest(part[0] for part in parts), _union(part[1] for part in parts)
-    return _union(part[0] for part in parts), _cheapest(part[1] for part in parts)
+        return _cheapest(parts, 0), _union(parts, 1)
+    return _union(parts, 0), _cheapest(parts, 1)
 
 
-def _cheapest(anchorings: Iterable[_Anchoring | None]) -> _Anchoring | None:
+def _cheapest(parts: Sequence[tuple], which: int) -> _Anchoring | None:
     best: _Anchoring | None = None
-    for found in anchorings:
+    for part in parts:
+        found = part[which]
         if found is not None and (best is None or (found.cost, len(found.anchors)) < (best.cost, len(best.anchors))):
             best = found
     return best
 
 
-def _union(anchorings: Iterable[_Anchoring | None]) -> _Anchoring | None:
+def _union(parts: Sequence[tuple], which: int) -> _Anchoring | None:
     anchors: list[Anchor] = []
     cost = 0.0
-    for found in anchorings:
+    for part in parts:
+        found = part[which]
         if found is None:
             return None
-        anchors.extend(found.anchors)
+        anchors += found.anchors
         cost += found.cost
     return _Anchoring(min(cost, 1.0), tuple(dict.fromkeys(anchors)))
 
