@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import psycopg
+from django.db import connection
 from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet, Sum
 
 from alerts.models import Subscription
@@ -69,6 +71,7 @@ _ROW_FIELDS = ("id", "canonical_query", "alert_on", "frequency", "subscriber_id"
 WATERMARK_OVERLAP = dt.timedelta(minutes=15)
 RARITY_SAMPLE = 2000
 LOAD_CHUNK = 20_000
+STREAM_CHUNK = 1000
 
 
 class Percolator:
@@ -215,9 +218,7 @@ class Percolator:
 
     def _load(self, rows: QuerySet, report: RefreshReport) -> None:
         """Hold each of `rows`, a `values_list` of `_ROW_FIELDS` of subscriptions not held yet."""
-        # Tuples, not model instances, read in chunks (a server-side cursor on PostgreSQL): this reads every
-        # saved search.
-        held, refused = self._hold(rows.iterator(chunk_size=LOAD_CHUNK))
+        held, refused = self._hold(streamed(rows))
         report.loaded += held
         report.refused += refused
 
@@ -258,8 +259,7 @@ class Percolator:
 
     def _check_ids(self, report: RefreshReport) -> None:
         report.checked_ids = True
-        active = set(Subscription.objects.receiving().searches().values_list("id", flat=True)
-                     .iterator(chunk_size=LOAD_CHUNK))
+        active = {pk for pk, in streamed(Subscription.objects.receiving().searches().values_list("id").order_by())}
         held = self._query_of.keys() | self._elsewhere
         for subscription_id in held - active:
             self.remove(subscription_id)
@@ -268,6 +268,22 @@ class Percolator:
         for start in range(0, len(added), 5000):
             rows = Subscription.objects.receiving().searches().filter(id__in=added[start : start + 5000])
             self._load(rows.values_list(*_ROW_FIELDS).order_by(), report)
+
+
+def streamed(rows: QuerySet) -> Iterator[tuple]:
+    """The tuples of a `values_list` as they arrive, a chunk at a time, never all in memory: this reads every
+    saved search.
+
+    On PostgreSQL (with libpq 17 or newer) the server streams them, sending the next chunk while this process
+    works through the last; a server-side cursor would make it wait for each chunk in turn, about a second in
+    all at a million saved searches.
+    """
+    if connection.vendor != "postgresql" or psycopg.pq.version() < 170000:
+        yield from rows.iterator(chunk_size=LOAD_CHUNK)
+        return
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        yield from cursor.cursor.stream(sql, params, size=STREAM_CHUNK)
 
 
 def recent_documents(limit: int) -> list[dict[str, str]]:

@@ -19,13 +19,14 @@ cold and warm:
 
 Every request opens its own database connection (CONN_MAX_AGE is 0), cold or warm.
 
-It prints, per size and query: the matches, and p50 and p95 milliseconds cold and warm; then, from one
-in-process request per query, how the time splits between the SQL statements and the rest (template,
-highlighting); with --explain, the EXPLAIN ANALYZE of the slowest statement of each query over the goal,
-under the planner settings it ran with; with --alternatives, the SQL time of other query shapes (a
-capped COUNT, a loose index scan for the department list).
+It prints, per size and query: the matches, and p50 and p95 milliseconds cold and warm (with --runs above
+one, the median of each run's percentiles, with the lowest and highest); then, from one in-process request
+per query, how the time splits between the SQL statements and the rest (template, highlighting); with
+--explain, the EXPLAIN ANALYZE of the slowest statement of each query over the goal, under the planner
+settings it ran with; with --alternatives, the SQL time of other query shapes (a capped COUNT, a loose
+index scan for the department list).
 
-    .venv/bin/python bench/search.py [--sizes 100000 1000000] [--repeat 15] [--cold-repeat 10]
+    .venv/bin/python bench/search.py [--sizes 100000 1000000] [--runs 3] [--repeat 15] [--cold-repeat 10]
         [--database-url postgres://postgres@127.0.0.1:5432/searchbench] [--explain] [--alternatives]
 
 Each size gets the database <name>_<size>; it is dropped and rebuilt when it does not hold exactly the
@@ -943,6 +944,12 @@ def alternatives(url: str) -> list[tuple[str, float, float, float]]:
     return found
 
 
+def spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.0f}"
+    return f"{statistics.median(values):.0f} ({min(values):.0f}–{max(values):.0f})"
+
+
 def machine() -> str:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"machine: {platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, "
@@ -958,6 +965,9 @@ def main() -> None:
                         help="warm requests per query, each straight after the same request")
     parser.add_argument("--cold-repeat", type=int, default=10,
                         help="cold requests per query, each straight after PostgreSQL's buffers were evicted")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="times the cold and warm requests are made; the table gives the median of each "
+                             "run's percentiles")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes generating questions")
     parser.add_argument("--alternatives", action="store_true",
@@ -997,18 +1007,20 @@ def main() -> None:
         server, base = start_server(url)
         load_before = os.getloadavg()
         try:
-            results, left = measure(base, url, args.repeat, args.cold_repeat)
+            measured = [measure(base, url, args.repeat, args.cold_repeat) for _ in range(args.runs)]
         finally:
             server.terminate()
             server.wait(timeout=30)
         load_after = os.getloadavg()
         print(f"  load average (1, 5, 15 min) before the timed requests {load_before[0]:.2f} {load_before[1]:.2f} "
               f"{load_before[2]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; "
-              f"at most {left} pages of the archive left in shared buffers after an eviction", flush=True)
-        for result in results:
-            cold, warm = result["cold"], result["warm"]
-            rows.append((n, result["kind"], result["query"], result["matches"], percentile(cold, 50),
-                         percentile(cold, 95), percentile(warm, 50), percentile(warm, 95)))
+              f"at most {max(left for _, left in measured)} pages of the archive left in shared buffers after an "
+              "eviction", flush=True)
+        for position, result in enumerate(measured[0][0]):
+            runs = [results[position] for results, _ in measured]
+            rows.append((n, result["kind"], result["query"], result["matches"],
+                         *([percentile(run[temperature], p) for run in runs]
+                           for temperature in ("cold", "warm") for p in (50, 95))))
             total_ms, statements = breakdown(url, result["path"])
             by_kind: dict[str, float] = {}
             for elapsed, sql, _ in statements:
@@ -1017,20 +1029,22 @@ def main() -> None:
             sql_ms = sum(elapsed for elapsed, _, _ in statements)
             splits.append((n, result["kind"], total_ms, by_kind.get("count", 0.0), by_kind.get("page", 0.0),
                            by_kind.get("departments", 0.0), by_kind.get("other", 0.0), total_ms - sql_ms))
-            if args.explain and max(percentile(cold, 95), percentile(warm, 95)) > GOAL_MS and statements:
+            if args.explain and max(rows[-1][5] + rows[-1][7]) > GOAL_MS and statements:
                 slowest = max(statements, key=lambda item: item[0])
                 plans.append((n, result["kind"], slowest[1], explain(url, slowest[1], slowest[2])))
         if args.alternatives:
             shapes.extend((n, *shape) for shape in alternatives(url))
 
     print()
-    print(f"{'':>9}  {'':<17} {'':<36} {'':>8} {'cold':>17} {'warm':>17}")
-    print(f"{'size':>9}  {'query kind':<17} {'query':<36} {'matches':>8} {'p50 ms':>8} {'p95 ms':>8} "
-          f"{'p50 ms':>8} {'p95 ms':>8}")
-    for n, kind, query, matches, cold50, cold95, warm50, warm95 in rows:
-        flag = "  over goal" if max(cold95, warm95) > GOAL_MS else ""
-        print(f"{n:>9,}  {kind:<17} {query:<36} {matches if matches is not None else '-':>8} {cold50:>8.0f} "
-              f"{cold95:>8.0f} {warm50:>8.0f} {warm95:>8.0f}{flag}")
+    print(f"p50 and p95 of each run; with more than one run, their median (lowest–highest) over {args.runs} runs")
+    print(f"{'':>9}  {'':<17} {'':<36} {'':>8} {'cold':>33} {'warm':>33}")
+    print(f"{'size':>9}  {'query kind':<17} {'query':<36} {'matches':>8} {'p50 ms':>16} {'p95 ms':>16} "
+          f"{'p50 ms':>16} {'p95 ms':>16}")
+    for n, kind, query, matches, *figures in rows:
+        flag = "  over goal" if statistics.median(figures[1]) > GOAL_MS or statistics.median(figures[3]) > GOAL_MS \
+            else ""
+        print(f"{n:>9,}  {kind:<17} {query:<36} {matches if matches is not None else '-':>8} "
+              + " ".join(f"{spread(values):>16}" for values in figures) + flag)
     print()
     print("The median of three in-process requests per query, milliseconds: the whole request, its SQL by "
           "statement, the rest")
