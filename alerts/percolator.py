@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -89,12 +90,7 @@ class Percolator:
         self.shard = shard
         self.shards = shards
         self.index = QueryIndex(rarity) if rarity is not None else None
-        self._query_of: dict[int, int] = {}  # subscription id -> query id
-        self._by_query: dict[int, dict[int, Entry]] = {}  # query id -> subscription id -> entry
-        # Active subscriptions not held, kept so that the count and sums cover every active one: those of
-        # other shards, and those whose saved search no longer parses (after a change to the language).
-        self._elsewhere: set[int] = set()
-        self._count = self._sum = self._squares = 0
+        self._hold_nothing()
         self.watermark: dt.datetime | None = None
         self._wants = {alert_on: _wanted_kinds(alert_on) for alert_on in Subscription.AlertOn.values}
 
@@ -212,13 +208,33 @@ class Percolator:
         self._index()
         # Taken first: whatever is saved during the load is newer, and is read again by the next refresh.
         newest = Subscription.objects.aggregate(newest=Max("updated_at"))["newest"]
-        with collector_paused():
-            self._load(Subscription.objects.receiving().searches().values_list(*_ROW_FIELDS).order_by(), report)
+        try:
+            with collector_paused():
+                self._load(Subscription.objects.receiving().searches().values_list(*_ROW_FIELDS).order_by(),
+                           report)
+        except BaseException:
+            # Half a load is let go: the next refresh loads everything again, and must not hold anything twice.
+            self._forget()
+            raise
         self.watermark = newest or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+    def _forget(self) -> None:
+        assert self.index is not None
+        self.index = QueryIndex(self.index.rarity)
+        self._hold_nothing()
+
+    def _hold_nothing(self) -> None:
+        self._query_of: dict[int, int] = {}  # subscription id -> query id
+        self._by_query: dict[int, dict[int, Entry]] = {}  # query id -> subscription id -> entry
+        # Active subscriptions not held, kept so that the count and sums cover every active one: those of
+        # other shards, and those whose saved search no longer parses (after a change to the language).
+        self._elsewhere: set[int] = set()
+        self._count = self._sum = self._squares = 0
 
     def _load(self, rows: QuerySet, report: RefreshReport) -> None:
         """Hold each of `rows`, a `values_list` of `_ROW_FIELDS` of subscriptions not held yet."""
-        held, refused = self._hold(streamed(rows))
+        with streamed(rows) as stream:
+            held, refused = self._hold(stream)
         report.loaded += held
         report.refused += refused
 
@@ -259,7 +275,8 @@ class Percolator:
 
     def _check_ids(self, report: RefreshReport) -> None:
         report.checked_ids = True
-        active = {pk for pk, in streamed(Subscription.objects.receiving().searches().values_list("id").order_by())}
+        with streamed(Subscription.objects.receiving().searches().values_list("id").order_by()) as stream:
+            active = {pk for pk, in stream}
         held = self._query_of.keys() | self._elsewhere
         for subscription_id in held - active:
             self.remove(subscription_id)
@@ -270,20 +287,26 @@ class Percolator:
             self._load(rows.values_list(*_ROW_FIELDS).order_by(), report)
 
 
-def streamed(rows: QuerySet) -> Iterator[tuple]:
+@contextmanager
+def streamed(rows: QuerySet) -> Iterator[Iterator[tuple]]:
     """The tuples of a `values_list` as they arrive, a chunk at a time, never all in memory: this reads every
     saved search.
 
-    On PostgreSQL (with libpq 17 or newer) the server streams them, sending the next chunk while this process
-    works through the last; a server-side cursor would make it wait for each chunk in turn, about a second in
-    all at a million saved searches.
+    On PostgreSQL the server streams them, sending the next chunk while this process works through the last;
+    a server-side cursor would make it wait for each chunk in turn, about a second in all at a million saved
+    searches. Leaving the block ends the stream, read to its end or not, so the connection is free again.
     """
-    if connection.vendor != "postgresql" or psycopg.pq.version() < 170000:
-        yield from rows.iterator(chunk_size=LOAD_CHUNK)
+    if connection.vendor != "postgresql" or not psycopg.capabilities.has_stream_chunked():
+        yield rows.iterator(chunk_size=LOAD_CHUNK)
         return
     sql, params = rows.query.sql_with_params()
-    with connection.cursor() as cursor:
-        yield from cursor.cursor.stream(sql, params, size=STREAM_CHUNK)
+    # Errors come as Django's, as from any query: tasks retry a lost connection on DatabaseError.
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        stream = cursor.cursor.stream(sql, params, size=STREAM_CHUNK)
+        try:
+            yield stream
+        finally:
+            stream.close()
 
 
 def recent_documents(limit: int) -> list[dict[str, str]]:

@@ -9,11 +9,12 @@ cold and warm:
 - cold: each request comes straight after PostgreSQL's shared buffers were filled with other pages
   (pg_prewarm of a ballast table a few times their size, in the bench's own database), so what the
   request reads of the archive comes from the operating system's page cache where that holds it, and
-  from disk where not. The script does not empty that cache (it needs root) and never restarts the
-  server, so how many cold reads go to disk depends on the machine: one that gives its page cache back
+  from disk where not. Unless asked to (--from-disk), the script does not empty that cache, and it never
+  restarts the server, so how many cold reads go to disk depends on the machine: one that gives its page cache back
   when idle (some virtual machines do) has most of the archive on disk again after a few quiet minutes,
   and the first run after a pause is the coldest. The script checks with pg_buffercache how many of the
-  archive's pages were still in the buffers after each eviction and prints the most.
+  archive's pages were still in the buffers after each eviction and prints the most. With --from-disk
+  (as root) it empties the page cache too before each cold request, so that cold requests read from disk.
 - warm: the same request again and again, straight after itself (after one request that is not
   timed): the pages it needs are in PostgreSQL's buffers as far as they fit.
 
@@ -765,6 +766,8 @@ def ballast(url: str) -> None:
             conn.execute("CREATE TABLE bench_ballast AS SELECT g, repeat(md5(g::text), 50) AS pad "
                          "FROM generate_series(1, %s) g", [rows])
             conn.execute("VACUUM bench_ballast")
+            # Written out now, not by a checkpoint in the middle of the timed requests.
+            conn.execute("CHECKPOINT")
 
 
 # How many times the size of shared buffers the ballast is: a page used often has a usage count of up to 5,
@@ -779,16 +782,24 @@ WHERE b.reldatabase = (SELECT oid FROM pg_database WHERE datname = current_datab
 """
 
 
-def evict(url: str) -> int:
-    """Fill PostgreSQL's shared buffers with the ballast; how many pages of the archive were left in them."""
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def evict(url: str, from_disk: bool = False) -> int:
+    """Fill PostgreSQL's shared buffers with the ballast, and with `from_disk` empty the operating system's page
+    cache too; how many pages of the archive were left in PostgreSQL's buffers."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_prewarm('bench_ballast', 'buffer')")
-        return conn.execute(ARCHIVE_PAGES).fetchone()[0]
+        left = conn.execute(ARCHIVE_PAGES).fetchone()[0]
+    if from_disk:
+        os.sync()
+        DROP_CACHES.write_text("1\n")
+    return left
 
 
-def measure(base: str, url: str, repeat: int, cold_repeat: int) -> tuple[list[dict], int]:
+def measure(base: str, url: str, repeat: int, cold_repeat: int, from_disk: bool) -> tuple[list[dict], int]:
     """Each query's cold and warm milliseconds; and the most pages of the archive left in PostgreSQL's buffers
     after an eviction."""
     results, left = [], 0
@@ -799,7 +810,7 @@ def measure(base: str, url: str, repeat: int, cold_repeat: int) -> tuple[list[di
     # Cold first, round by round: an eviction before every request.
     for _ in range(cold_repeat):
         for result in results:
-            left = max(left, evict(url))
+            left = max(left, evict(url, from_disk))
             ms, body = fetch(base, result["path"])
             result["cold"].append(ms)
             found = COUNT_RE.search(body)
@@ -968,6 +979,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3,
                         help="times the cold and warm requests are made; the table gives the median of each "
                              "run's percentiles")
+    parser.add_argument("--from-disk", action="store_true",
+                        help="cold requests also follow emptying the operating system's page cache, so that they "
+                             f"read from disk (needs write access to {DROP_CACHES}, which only root has)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes generating questions")
     parser.add_argument("--alternatives", action="store_true",
@@ -976,6 +990,10 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true",
                         help="print EXPLAIN ANALYZE of the slowest statement of each query over the goal")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if args.from_disk and not os.access(DROP_CACHES, os.W_OK):
+        parser.error(f"--from-disk needs write access to {DROP_CACHES} (root)")
 
     import psycopg
 
@@ -1007,7 +1025,7 @@ def main() -> None:
         server, base = start_server(url)
         load_before = os.getloadavg()
         try:
-            measured = [measure(base, url, args.repeat, args.cold_repeat) for _ in range(args.runs)]
+            measured = [measure(base, url, args.repeat, args.cold_repeat, args.from_disk) for _ in range(args.runs)]
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -1029,14 +1047,17 @@ def main() -> None:
             sql_ms = sum(elapsed for elapsed, _, _ in statements)
             splits.append((n, result["kind"], total_ms, by_kind.get("count", 0.0), by_kind.get("page", 0.0),
                            by_kind.get("departments", 0.0), by_kind.get("other", 0.0), total_ms - sql_ms))
-            if args.explain and max(rows[-1][5] + rows[-1][7]) > GOAL_MS and statements:
+            if args.explain and max(statistics.median(rows[-1][5]), statistics.median(rows[-1][7])) > GOAL_MS \
+                    and statements:
                 slowest = max(statements, key=lambda item: item[0])
                 plans.append((n, result["kind"], slowest[1], explain(url, slowest[1], slowest[2])))
         if args.alternatives:
             shapes.extend((n, *shape) for shape in alternatives(url))
 
     print()
-    print(f"p50 and p95 of each run; with more than one run, their median (lowest–highest) over {args.runs} runs")
+    print(f"p50 and p95 of each run; with more than one run, their median (lowest–highest) over {args.runs} runs; "
+          + ("cold: from disk (PostgreSQL's buffers and the page cache emptied)" if args.from_disk
+             else "cold: PostgreSQL's buffers emptied, the page cache left as it was"))
     print(f"{'':>9}  {'':<17} {'':<36} {'':>8} {'cold':>33} {'warm':>33}")
     print(f"{'size':>9}  {'query kind':<17} {'query':<36} {'matches':>8} {'p50 ms':>16} {'p95 ms':>16} "
           f"{'p50 ms':>16} {'p95 ms':>16}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 
 import pytest
 from django.utils import timezone
@@ -29,7 +30,16 @@ from questions.search import (
     parse,
     to_q,
 )
-from questions.search.percolate import BUCKET, WORD, QueryIndex, Rarity, iter_bits, shard_of
+from questions.search.percolate import (
+    BUCKET,
+    FREEZE_OBJECTS,
+    WORD,
+    QueryIndex,
+    Rarity,
+    collector_paused,
+    iter_bits,
+    shard_of,
+)
 from tests.search.seed import SEED_1
 from tests.search.strategies import queries, records
 
@@ -224,6 +234,23 @@ def test_hand_built_trees_with_other_field_sets_are_matched_through_each_field()
     assert index.match(documents) == {text: 0b11}
 
 
+def test_only_a_large_build_that_finished_is_kept_out_of_the_collectors_sight():
+    gc.unfreeze()
+    try:
+        with pytest.raises(RuntimeError), collector_paused():
+            built = [[number] for number in range(2 * FREEZE_OBJECTS)]
+            raise RuntimeError("the database went away")
+        assert gc.get_freeze_count() == 0 and gc.isenabled()
+        with collector_paused():
+            built = [[number] for number in range(1000)]
+        assert gc.get_freeze_count() == 0 and gc.isenabled()
+        with collector_paused():
+            built = [[number] for number in range(2 * FREEZE_OBJECTS)]
+        assert gc.get_freeze_count() > FREEZE_OBJECTS and gc.isenabled() and len(built) == 2 * FREEZE_OBJECTS
+    finally:
+        gc.unfreeze()
+
+
 def test_iter_bits_lists_the_positions_of_set_bits():
     assert list(iter_bits(0b101001)) == [0, 3, 5] and list(iter_bits(0)) == []
     assert list(iter_bits(1 << 999)) == [999]
@@ -345,6 +372,36 @@ def test_a_load_of_many_chunks_holds_every_saved_search_once():
     Subscriber.objects.filter(pk=reader.pk).update(suppressed_at=timezone.now())
     report = percolator.refresh()
     assert report.checked_ids and report.removed == len(words) and held(percolator) == {}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_stream_cut_short_frees_the_connection_and_its_errors_are_databaseerrors():
+    from django.db import DatabaseError, transaction
+    from django.db.models import F, IntegerField, Value
+    from django.db.models.functions import Cast
+
+    from alerts.percolator import STREAM_CHUNK, streamed
+
+    reader = subscriber()
+    Subscription.objects.bulk_create(
+        Subscription(subscriber=reader, query=f"word{number}", canonical_query=f"word{number}")
+        for number in range(3 * STREAM_CHUNK))
+    rows = Subscription.objects.values_list("id").order_by("id")
+    with pytest.raises(LookupError), streamed(rows) as stream:
+        next(stream)
+        raise LookupError("a bug while holding the rows")
+    assert Subscription.objects.count() == 3 * STREAM_CHUNK
+
+    # The last row divides by zero: read in the order stored, PostgreSQL fails the query after sending two chunks.
+    last = rows.last()[0]
+    failing = rows.order_by().annotate(broken=Cast(Value(1) / (F("id") - last), IntegerField()))
+    failing = failing.values_list("id", "broken")
+    read = []
+    with pytest.raises(DatabaseError), transaction.atomic(), streamed(failing) as stream:
+        read.extend(stream)
+    assert len(read) >= STREAM_CHUNK
+    assert Subscription.objects.count() == 3 * STREAM_CHUNK
 
 
 @pytest.mark.django_db

@@ -179,17 +179,18 @@ def test_the_year_indexes_are_built_while_questions_go_on_being_written():
         finally:
             connections.close_all()
 
+    builder = threading.Thread(target=migrate)
     try:
         with psycopg.connect(url) as writing, psycopg.connect(url, autocommit=True) as poller:
             # A question being written when the migration starts: a build that locks writers out queues
             # behind it, and every write after it then queues too.
             insert(writing, "1")
-            builder = threading.Thread(target=migrate)
             builder.start()
             with psycopg.connect(url, autocommit=True) as watching:
                 wait_until(lambda: watching.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE "
-                    "'%%INDEX%%question_norm_%%'").fetchone()[0], timeout=30, message="the build waiting")
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                    "wait_event_type = 'Lock' AND query LIKE '%%INDEX%%question_norm_%%'").fetchone()[0],
+                    timeout=30, message="the build waiting")
             poller.execute("SET lock_timeout = '3s'")
             insert(poller, "2")
             writing.commit()
@@ -202,6 +203,9 @@ def test_the_year_indexes_are_built_while_questions_go_on_being_written():
         assert not {name for name in built if not name.endswith("_year_trgm")}
         assert Question.objects.filter(uin__in=["1", "2"]).count() == 2
     finally:
+        # Never migrate back under a build still running.
+        if builder.ident is not None:
+            builder.join(timeout=120)
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())

@@ -70,23 +70,30 @@ def shard_of(canonical_query: str, shards: int) -> int:
     return zlib.crc32(canonical_query.encode()) % shards if shards > 1 else 0
 
 
+# Builds that leave fewer new objects than this are left to the collector: walking them costs little.
+FREEZE_OBJECTS = 100_000
+
+
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """The cycle collector paused while an index is built, and what was built kept out of its sight after.
+    """The cycle collector paused while an index is built, and then, after a large build, everything the
+    process holds kept out of its sight.
 
     Building makes millions of objects that are never garbage: the collector would walk them again and again
     as they pile up, and once more, all of them, at its first collection after the build (about a second at a
-    million saved searches). So they are frozen (`gc.freeze`): later collections leave them alone, and each
-    is still freed by reference counting when the index lets it go. The index holds no reference cycles; the
-    garbage collected first is what would otherwise be frozen with it.
+    million saved searches). So after a build of more than FREEZE_OBJECTS objects every object of the process
+    is frozen (`gc.freeze`): later collections leave them alone, and each is still freed by reference counting
+    when nothing refers to it. The index holds no reference cycles. The garbage is collected first, so that
+    none is frozen with it, and nothing is frozen when the build fails (its traceback would be).
     """
     collecting = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
         yield
+        if gc.get_count()[0] > FREEZE_OBJECTS:
+            gc.freeze()
     finally:
-        gc.freeze()
         if collecting:
             gc.enable()
 
