@@ -30,7 +30,8 @@ WORKERS=$(( $(nproc) * 2 + 1 ))
 .venv/bin/gunicorn config.wsgi --bind "127.0.0.1:$PORT" --workers "$WORKERS" --log-level warning &
 GUNICORN=$!
 trap 'kill $GUNICORN 2>/dev/null; wait $GUNICORN 2>/dev/null || true' EXIT
-for _ in $(seq 1 50); do curl -sf -o /dev/null "$BASE/healthz" -m 2 && break || sleep 0.3; done
+# /help/ rather than /healthz, which answers 503 here: nothing polls the API in a bench.
+for _ in $(seq 1 50); do curl -sf -o /dev/null "$BASE/help/" -m 2 && break || sleep 0.3; done
 
 # One session's CSRF cookie and token, reused by every POST.
 JAR=$(mktemp)
@@ -42,6 +43,18 @@ from alerts.models import Subscriber
 from alerts import tokens
 s, _ = Subscriber.objects.get_or_create(email='load-unsubscribe@example.org', defaults={'confirmed_at': timezone.now()})
 print('/unsubscribe/' + tokens.make(s, tokens.UNSUBSCRIBE) + '/')" 2>/dev/null | tail -n1)
+# Each POST once by hand first: a bench that measured an error page (a missing token, a refused form) would
+# flatter the service.
+expect() {  # status, then curl arguments
+  local got
+  got=$(curl -s -o /dev/null -w '%{http_code}' "${@:2}")
+  [[ $got == "$1" ]] || { echo "bench/web.sh: expected $1, got $got from ${*: -1}" >&2; exit 1; }
+}
+[[ $UNSUBSCRIBE == /unsubscribe/*/ ]] || { echo "bench/web.sh: no unsubscribe link was made" >&2; exit 1; }
+expect 200 -X POST --data "List-Unsubscribe=One-Click" "$BASE$UNSUBSCRIBE"
+expect 302 -X POST -b "$COOKIE" -H "Referer: $BASE/alerts/new/" \
+  --data "csrfmiddlewaretoken=$TOKEN&email=check%40example.org&q=palantir&frequency=daily&alert_on=both&label=&website=" \
+  "$BASE/alerts/new/"
 
 run() {  # name, then wrk arguments
   local name=$1; shift
