@@ -405,6 +405,42 @@ def test_a_stream_cut_short_frees_the_connection_and_its_errors_are_databaseerro
 
 
 @pytest.mark.django_db
+def test_a_first_load_cut_off_by_a_lost_connection_leaves_nothing_held_twice(monkeypatch):
+    from django.db import OperationalError
+
+    from alerts import percolator as module
+
+    reader = subscriber()
+    words = [f"word{number}" for number in range(3 * module.STREAM_CHUNK)]
+    Subscription.objects.bulk_create(
+        Subscription(subscriber=reader, query=word, canonical_query=word, confirmed_at=timezone.now())
+        for word in words)
+    real = module.streamed
+
+    @contextlib.contextmanager
+    def cut_off(rows):
+        # The rows stop coming half way, as when the server restarts or fails over during the load.
+        with real(rows) as stream:
+            def rows_then_gone():
+                for number, row in enumerate(stream):
+                    if number == module.STREAM_CHUNK + 1:
+                        raise OperationalError("server closed the connection unexpectedly")
+                    yield row
+            yield rows_then_gone()
+
+    monkeypatch.setattr(module, "streamed", cut_off)
+    percolator = Percolator()
+    with pytest.raises(OperationalError):
+        percolator.refresh()
+    assert percolator.subscriptions == 0 and len(percolator) == 0
+
+    monkeypatch.setattr(module, "streamed", real)
+    report = percolator.refresh()
+    assert report.full and report.loaded == len(words) and not report.checked_ids
+    assert all(percolator.index.references(word) == 1 for word in words)
+
+
+@pytest.mark.django_db
 def test_unconfirmed_subscriptions_are_not_held():
     reader = subscriber()
     subscribe(reader, "police", confirmed_at=None)
