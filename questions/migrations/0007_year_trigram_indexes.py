@@ -21,8 +21,8 @@ YEAR = "(EXTRACT(YEAR FROM date_tabled))"
 
 def _build(schema_editor, name: str, columns: str) -> None:
     with schema_editor.connection.cursor() as cursor:
-        cursor.execute("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                       "WHERE c.relname = %s", [name])
+        # Found by name on the search path, the schema the index is built in.
+        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [name])
         found = cursor.fetchone()
     if found and not found[0]:
         schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
