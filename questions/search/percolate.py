@@ -36,6 +36,7 @@ rarity is fixed for the life of an index, so a query's anchors never change unde
 from __future__ import annotations
 
 import gc
+import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -86,16 +87,29 @@ def collector_paused() -> Iterator[None]:
     when nothing refers to it. The index holds no reference cycles. The garbage is collected first, so that
     none is frozen with it, and nothing is frozen when the build fails (its traceback would be).
     """
-    collecting = gc.isenabled()
-    gc.collect()
-    gc.disable()
+    global _paused, _collecting
+    # Builds in several threads at once share one collector: the first to start pauses it and the last to
+    # finish lets it run again, as it was before the first.
+    with _pausing:
+        if _paused == 0:
+            _collecting = gc.isenabled()
+            gc.collect()
+            gc.disable()
+        _paused += 1
     try:
         yield
         if gc.get_count()[0] > FREEZE_OBJECTS:
             gc.freeze()
     finally:
-        if collecting:
-            gc.enable()
+        with _pausing:
+            _paused -= 1
+            if _paused == 0 and _collecting:
+                gc.enable()
+
+
+_pausing = threading.Lock()
+_paused = 0
+_collecting = False
 
 
 def specs(fields: tuple[str, ...]) -> tuple[Spec, ...]:
