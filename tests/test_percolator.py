@@ -251,6 +251,27 @@ def test_only_a_large_build_that_finished_is_kept_out_of_the_collectors_sight():
         gc.unfreeze()
 
 
+def test_builds_in_two_threads_keep_the_collector_paused_until_the_last_one_ends():
+    import threading
+
+    gc.enable()
+    inside, leave = threading.Event(), threading.Event()
+
+    def build() -> None:
+        with collector_paused():
+            inside.set()
+            leave.wait(10)
+
+    first = threading.Thread(target=build)
+    first.start()
+    assert inside.wait(10)
+    with collector_paused():
+        leave.set()
+        first.join(10)
+        assert not first.is_alive() and not gc.isenabled()
+    assert gc.isenabled()
+
+
 def test_iter_bits_lists_the_positions_of_set_bits():
     assert list(iter_bits(0b101001)) == [0, 3, 5] and list(iter_bits(0)) == []
     assert list(iter_bits(1 << 999)) == [999]
