@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from django.core.cache import cache
@@ -107,10 +107,15 @@ def departments() -> list[str]:
     return found
 
 
+Key = tuple[dt.date | None, int]
+
+
 class CappedPaginator(Paginator):
     """Counting every match of a common word costs a scan of the archive; past the cap, we say "more than"."""
 
     cap = 1000
+    # What a count made year by year read of each year it read whole: the page need not read it again.
+    whole_years: dict[int | None, list[Key]] = {}
 
     @cached_property
     def count(self) -> int:
@@ -118,11 +123,15 @@ class CappedPaginator(Paginator):
         rows = self.object_list.order_by()
         if connection.vendor != "postgresql":
             return rows[: self.cap + 1].count()
-        try:
-            with planner(statement_timeout=COUNT_SCAN_MS, **read_ahead()):
-                return rows[: self.cap + 1].count()
-        except OperationalError:
-            return count_year_by_year(rows, self.cap + 1)
+        if counts_quickly(rows, self.cap + 1):
+            try:
+                with planner(statement_timeout=COUNT_SCAN_MS, **read_ahead()):
+                    return rows[: self.cap + 1].count()
+            except OperationalError:
+                pass
+        counted = count_year_by_year(rows, self.cap + 1)
+        self.whole_years = counted.whole_years
+        return counted.found
 
     @property
     def capped(self) -> bool:
@@ -131,7 +140,8 @@ class CappedPaginator(Paginator):
     def page(self, number) -> Page:
         page = super().page(number)
         # The page's own slice of the queryset is replaced: how best to read it depends on the search.
-        page.object_list = newest_first(self.object_list, max(page.start_index() - 1, 0), page.end_index())
+        page.object_list = newest_first(self.object_list, max(page.start_index() - 1, 0), page.end_index(),
+                                        self.whole_years)
         return page
 
 
@@ -148,6 +158,11 @@ YEAR_MATCHES_READ = 1000
 # in) and tests every question it reads against every pattern: slow when matches are few there, or the search
 # has many words. Past this, they are counted year by year, newest first, through the year-and-trigram indexes.
 COUNT_SCAN_MS = 60
+# That plain count is quick when the matches are few (it reads them all through the trigram indexes) or dense
+# (reading in storage order finds the cap within this many rows). In between it reads thousands of rows that
+# do not match, or long posting lists whole, and is cut off after COUNT_SCAN_MS: time lost, so such a search is
+# counted year by year from the start.
+DENSE_SCAN_ROWS = 5000
 
 
 def walk_ms(stop: int) -> int:
@@ -193,10 +208,16 @@ def planner(**settings: object) -> Iterator[None]:
             cursor.execute("; ".join(f"SET LOCAL {name} TO DEFAULT" for name in settings))
 
 
-def newest_first(rows: QuerySet[Question], start: int, stop: int) -> list[Question]:
-    """`rows[start:stop]` of a search, newest first, without letting the date-index walk run away."""
+def newest_first(rows: QuerySet[Question], start: int, stop: int,
+                 whole_years: Mapping[int | None, list[Key]] | None = None) -> list[Question]:
+    """`rows[start:stop]` of a search, newest first, without letting the date-index walk run away. `whole_years`
+    are the keys of every match of some years (None: undated), newest first, as the count read them."""
     if connection.vendor != "postgresql":
         return list(rows[start:stop])
+    if any(year is not None for year in whole_years or ()):
+        # The count read a year whole, having found fewer matches there than it was looking for: so few that
+        # the walk, which reads every question of such a year on its way down, would be slow.
+        return year_by_year(rows, start, stop, whole_years)
     try:
         with planner(statement_timeout=walk_ms(stop)):
             return list(rows[start:stop])
@@ -204,25 +225,28 @@ def newest_first(rows: QuerySet[Question], start: int, stop: int) -> list[Questi
         return year_by_year(rows, start, stop)
 
 
-Key = tuple[dt.date | None, int]
-
-
-def year_by_year(rows: QuerySet[Question], start: int, stop: int) -> list[Question]:
+def year_by_year(rows: QuerySet[Question], start: int, stop: int,
+                 whole_years: Mapping[int | None, list[Key]] | None = None) -> list[Question]:
     """`rows[start:stop]` of a search, gathered a year at a time from the newest down to the one that ends the
-    page, each year read through indexes that narrow to it."""
+    page, each year read through indexes that narrow to it unless `whole_years` has it already."""
+    whole_years = whole_years or {}
     # Descending, PostgreSQL puts questions without a date first.
-    with planner(**INDEX_SCANS):
-        keys: list[Key] = list(
-            rows.filter(date_tabled__isnull=True).order_by("-id").values_list("date_tabled", "id")[:stop])
+    keys = list(whole_years[None]) if None in whole_years else undated(rows, stop)
     span = Question.objects.aggregate(newest=Max("date_tabled"), oldest=Min("date_tabled"))
     if span["newest"] is not None:
         year = span["newest"].year
         while year >= span["oldest"].year and len(keys) < stop:
-            keys += newest_of_year(rows, year, stop - len(keys))
+            keys += whole_years[year] if year in whole_years else newest_of_year(rows, year, stop - len(keys))
             year -= 1
     ids = [pk for _, pk in keys[start:stop]]
     found = rows.order_by().in_bulk(ids)
     return [found[pk] for pk in ids if pk in found]
+
+
+def undated(rows: QuerySet[Question], count: int) -> list[Key]:
+    """The (None, id) of the first `count` of `rows` without a date, as the search lists them."""
+    with planner(**INDEX_SCANS):
+        return list(rows.filter(date_tabled__isnull=True).order_by("-id").values_list("date_tabled", "id")[:count])
 
 
 def newest_of_year(rows: QuerySet[Question], year: int, count: int) -> list[Key]:
@@ -244,19 +268,44 @@ def newest_of_year(rows: QuerySet[Question], year: int, count: int) -> list[Key]
             return collect_then_sort(in_year, 0, count)
 
 
-def count_year_by_year(rows: QuerySet[Question], limit: int) -> int:
-    """How many of `rows` there are, counting no further than `limit`."""
-    with planner(**INDEX_SCANS):
-        found = rows.filter(date_tabled__isnull=True)[:limit].count()
+def estimated_rows(rows: QuerySet) -> float:
+    """How many rows PostgreSQL expects `rows` to give: planned, not run."""
+    return json.loads(rows.explain(format="json"))[0]["Plan"]["Plan Rows"]
+
+
+def counts_quickly(rows: QuerySet[Question], limit: int) -> bool:
+    """Whether PostgreSQL expects the matches of `rows` to be few or dense enough for a plain capped count."""
+    matches = estimated_rows(rows)
+    return matches <= limit or limit * estimated_rows(Question.objects.all()) <= DENSE_SCAN_ROWS * matches
+
+
+class Counted(NamedTuple):
+    found: int
+    # The (date, id) of every match of each year that had fewer than were still to count (None: undated),
+    # newest first.
+    whole_years: dict[int | None, list[Key]]
+
+
+def count_year_by_year(rows: QuerySet[Question], limit: int) -> Counted:
+    """How many of `rows` there are, counting no further than `limit`. The keys of the matches are read rather
+    than counted: reading them costs the same, and the page may need them."""
+    whole: dict[int | None, list[Key]] = {}
+    keys = undated(rows, limit)
+    if len(keys) < limit:
+        whole[None] = keys
+    found = len(keys)
     span = Question.objects.aggregate(newest=Max("date_tabled"), oldest=Min("date_tabled"))
     if span["newest"] is not None:
-        in_year = rows.alias(tabled_year=tabled_year())
+        in_year = rows.alias(tabled_year=tabled_year()).order_by().values_list("date_tabled", "id")
         year = span["newest"].year
         while year >= span["oldest"].year and found < limit:
             with planner(**BITMAP_SCANS, **read_ahead()):
-                found += in_year.filter(tabled_year=year)[: limit - found].count()
+                keys = list(in_year.filter(tabled_year=year)[: limit - found])
+            if len(keys) < limit - found:
+                whole[year] = sorted(keys, reverse=True)
+            found += len(keys)
             year -= 1
-    return found
+    return Counted(found, whole)
 
 
 def collect_then_sort(rows: QuerySet, start: int, stop: int) -> list:

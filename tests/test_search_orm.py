@@ -94,10 +94,17 @@ def test_a_search_gathered_year_by_year_gives_the_rows_of_the_search_newest_firs
     rows = searching.matching(parse(query))
     expected = list(rows[start:start + length].values_list("pk", flat=True))
 
+    counted = searching.count_year_by_year(rows, limit)
+    assert counted.found == min(rows.count(), limit)
+    for year, keys in counted.whole_years.items():
+        in_year = rows.filter(date_tabled__year=year) if year else rows.filter(date_tabled=None)
+        assert keys == list(in_year.values_list("date_tabled", "pk"))
+
     with patch.object(searching, "YEAR_MATCHES_READ", cap), patch.object(searching, "planner",
                                                                           running_out(walks_finish)):
         assert [q.pk for q in searching.newest_first(rows, start, start + length)] == expected
-    assert searching.count_year_by_year(rows, limit) == min(rows.count(), limit)
+        # The years the count read whole are not read again, and the page is the same.
+        assert [q.pk for q in searching.newest_first(rows, start, start + length, counted.whole_years)] == expected
 
 
 @pytest.mark.postgres

@@ -252,7 +252,7 @@ def test_a_page_gathered_year_by_year_is_the_page_of_the_search_newest_first(cli
         return [q.pk for q in page], page.paginator.count, page.number
 
     with monkeypatch.context() as patch:
-        patch.setattr(searching, "newest_first", lambda rows, start, stop: list(rows[start:stop]))
+        patch.setattr(searching, "newest_first", lambda rows, start, stop, *_: list(rows[start:stop]))
         expected = page_of_search(client.get("/", params))
     # A cap of 3 makes some years too full to read whole, so that they are walked instead.
     monkeypatch.setattr(searching, "YEAR_MATCHES_READ", 3)
@@ -278,6 +278,37 @@ def test_a_count_made_year_by_year_stops_at_the_cap_as_the_search_does(client, o
     monkeypatch.setattr(searching, "planner", out_of_time(1))
 
     assert client.get("/", {"q": query}).context["page"].paginator.count == expected
+
+
+@pytest.mark.postgres
+def test_a_search_neither_rare_nor_common_goes_year_by_year_at_once_and_its_page_reads_no_year_twice(
+        client, over_the_years, monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from questions.search import parse
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE questions_question")
+    rows = searching.matching(parse("lantern"))
+    monkeypatch.setattr(searching.CappedPaginator, "cap", 3)
+    assert searching.counts_quickly(rows.order_by(), 4)  # a match in most questions: the plain count
+    # As if "lantern" were in one question of thousands: a plain count would read thousands of rows.
+    monkeypatch.setattr(searching, "DENSE_SCAN_ROWS", 1)
+    assert not searching.counts_quickly(rows.order_by(), 4)
+
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get("/", {"q": "lantern"}).context["page"]
+
+    assert ([q.pk for q in page], page.paginator.count) == ([q.pk for q in rows[:4]], 4)
+    statements = [query["sql"] for query in queries.captured_queries]
+    # Neither a plain count nor a walk from the newest question was tried and cut off.
+    assert not any("statement_timeout" in sql for sql in statements)
+    # "lantern" is only in 2019 and 2020 (and two undated questions): the count read the later years whole, and
+    # the page did not read them again.
+    assert set(page.paginator.whole_years) == {None, 2021, 2022, 2023, 2024, 2025}
+    for year in range(2021, 2026):
+        assert sum(f"date_tabled\") = {year}" in sql for sql in statements) == 1
 
 
 def test_email_me_carries_the_house_and_department_filters_into_the_alert(client, archive):
