@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import redis
@@ -115,7 +116,7 @@ class CappedPaginator(Paginator):
 
     cap = 1000
     # What a count made year by year read of each year it read whole: the page need not read it again.
-    whole_years: dict[int | None, list[Key]] = {}
+    whole_years: Mapping[int | None, list[Key]] = MappingProxyType({})
 
     @cached_property
     def count(self) -> int:
@@ -275,8 +276,14 @@ def estimated_rows(rows: QuerySet) -> float:
 
 def counts_quickly(rows: QuerySet[Question], limit: int) -> bool:
     """Whether PostgreSQL expects the matches of `rows` to be few or dense enough for a plain capped count."""
-    matches = estimated_rows(rows)
-    return matches <= limit or limit * estimated_rows(Question.objects.all()) <= DENSE_SCAN_ROWS * matches
+    try:
+        # Planning a search of many words has its cost too: past the count's own time, count year by year.
+        with planner(statement_timeout=COUNT_SCAN_MS):
+            matches = estimated_rows(rows)
+            total = estimated_rows(Question.objects.all())
+    except OperationalError:
+        return False
+    return matches <= limit or limit * total <= DENSE_SCAN_ROWS * matches
 
 
 class Counted(NamedTuple):
