@@ -16,7 +16,7 @@ import redis
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import DatabaseError, OperationalError, connection, transaction
-from django.db.models import Max, Min, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce, Extract
 from django.utils.functional import cached_property
 
@@ -233,15 +233,32 @@ def year_by_year(rows: QuerySet[Question], start: int, stop: int,
     whole_years = whole_years or {}
     # Descending, PostgreSQL puts questions without a date first.
     keys = list(whole_years[None]) if None in whole_years else undated(rows, stop)
-    span = Question.objects.aggregate(newest=Max("date_tabled"), oldest=Min("date_tabled"))
-    if span["newest"] is not None:
-        year = span["newest"].year
-        while year >= span["oldest"].year and len(keys) < stop:
-            keys += whole_years[year] if year in whole_years else newest_of_year(rows, year, stop - len(keys))
-            year -= 1
+    for year in archive_years():
+        if len(keys) >= stop:
+            break
+        keys += whole_years[year] if year in whole_years else newest_of_year(rows, year, stop - len(keys))
     ids = [pk for _, pk in keys[start:stop]]
     found = rows.order_by().in_bulk(ids)
     return [found[pk] for pk in ids if pk in found]
+
+
+# The years that have questions, newest first: one probe of the date index per year, so that a question from a
+# source that got its date wrong (year 1, say) adds one year to look through, not two thousand.
+ARCHIVE_YEARS_SQL = """
+WITH RECURSIVE y(year) AS (
+  SELECT EXTRACT(YEAR FROM max(date_tabled))::int FROM questions_question
+  UNION ALL
+  SELECT (SELECT EXTRACT(YEAR FROM max(date_tabled))::int FROM questions_question
+          WHERE date_tabled < make_date(y.year, 1, 1))
+  FROM y WHERE y.year IS NOT NULL)
+SELECT year FROM y WHERE year IS NOT NULL
+"""
+
+
+def archive_years() -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(ARCHIVE_YEARS_SQL)
+        return [row[0] for row in cursor.fetchall()]
 
 
 def undated(rows: QuerySet[Question], count: int) -> list[Key]:
@@ -301,17 +318,15 @@ def count_year_by_year(rows: QuerySet[Question], limit: int) -> Counted:
     if len(keys) < limit:
         whole[None] = keys
     found = len(keys)
-    span = Question.objects.aggregate(newest=Max("date_tabled"), oldest=Min("date_tabled"))
-    if span["newest"] is not None:
-        in_year = rows.alias(tabled_year=tabled_year()).order_by().values_list("date_tabled", "id")
-        year = span["newest"].year
-        while year >= span["oldest"].year and found < limit:
-            with planner(**BITMAP_SCANS, **read_ahead()):
-                keys = list(in_year.filter(tabled_year=year)[: limit - found])
-            if len(keys) < limit - found:
-                whole[year] = sorted(keys, reverse=True)
-            found += len(keys)
-            year -= 1
+    in_year = rows.alias(tabled_year=tabled_year()).order_by().values_list("date_tabled", "id")
+    for year in archive_years():
+        if found >= limit:
+            break
+        with planner(**BITMAP_SCANS, **read_ahead()):
+            keys = list(in_year.filter(tabled_year=year)[: limit - found])
+        if len(keys) < limit - found:
+            whole[year] = sorted(keys, reverse=True)
+        found += len(keys)
     return Counted(found, whole)
 
 

@@ -216,3 +216,27 @@ def test_the_year_indexes_are_built_while_questions_go_on_being_written():
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.postgres
+def test_a_question_dated_far_back_by_a_broken_source_adds_one_year_to_look_through_not_two_thousand():
+    from django.test.utils import CaptureQueriesContext
+
+    dates = [dt.date(1, 1, 1), dt.date(2024, 5, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)]
+    stored = [Question(external_id=f"far{number}", question_text="alpha", date_tabled=day)
+              for number, day in enumerate(dates)]
+    for question in stored:
+        question.refresh_search_text()
+    Question.objects.bulk_create(stored)
+    rows = searching.matching(parse("alpha"))
+
+    assert searching.archive_years() == [2025, 2024, 1]
+    with CaptureQueriesContext(connection) as queries:
+        counted = searching.count_year_by_year(rows.order_by(), 10)
+        page = searching.year_by_year(rows, 0, 10)
+
+    assert counted.found == 4 and set(counted.whole_years) == {None, 2025, 2024, 1}
+    assert [q.date_tabled for q in page] == sorted(dates, reverse=True)
+    # A handful of statements for each of the three years (with the savepoints of the test's transaction); the
+    # 2,025 years from 1 to 2025 would take thousands.
+    assert len(queries.captured_queries) < 100
