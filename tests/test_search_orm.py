@@ -108,7 +108,7 @@ def test_a_search_gathered_year_by_year_gives_the_rows_of_the_search_newest_firs
 
 
 @pytest.mark.postgres
-def test_a_year_of_a_search_is_picked_out_by_the_year_and_trigram_indexes():
+def test_a_year_of_a_search_is_picked_out_by_the_year_and_trigram_trigram_indexes():
     # The year must be spelt as the indexes spell it, or PostgreSQL reads every row of the archive instead.
     rows = searching.matching(parse("alpha OR member:lewis")).alias(tabled_year=searching.tabled_year())
     sql, params = rows.filter(tabled_year=2020).order_by().values_list("id").query.sql_with_params()
@@ -138,6 +138,29 @@ def test_bitmap_scans_read_ahead_only_where_postgresql_can():
         connection.search_read_ahead = None
 
 
+def trigram_indexes() -> dict[str, bool]:
+    """Each trigram index of the questions, and whether it is valid."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                       "WHERE c.relname LIKE 'question_norm_%%trgm'")
+        return dict(cursor.fetchall())
+
+
+def insert_question(conn, uin: str) -> None:
+    """The INSERT the ORM makes, on a psycopg connection of the test's own."""
+    from django.db.models.sql import InsertQuery
+
+    query = InsertQuery(Question)
+    query.insert_values([f for f in Question._meta.concrete_fields if not f.primary_key],
+                        [Question(external_id=f"live-{uin}", uin=uin)])
+    sql, params = query.get_compiler(using="default").as_sql()[0]
+    conn.execute(sql, params)
+
+
+BUILD_WAITING = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                 "wait_event_type = 'Lock' AND query LIKE '%%INDEX%%question_norm_%%'")
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_the_year_indexes_are_built_while_questions_go_on_being_written():
@@ -146,30 +169,15 @@ def test_the_year_indexes_are_built_while_questions_go_on_being_written():
     import psycopg
     from django.db import connections
     from django.db.migrations.executor import MigrationExecutor
-    from django.db.models.sql import InsertQuery
 
     from tests.conftest import database_url_for_tests, wait_until
 
     before, after = [("questions", "0006_pruned_problems")], [("questions", "0007_year_trigram_indexes")]
     url = database_url_for_tests()
 
-    def indexes() -> dict[str, bool]:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                           "WHERE c.relname LIKE 'question_norm_%%trgm'")
-            return dict(cursor.fetchall())
-
-    def insert(conn: psycopg.Connection, uin: str) -> None:
-        # The INSERT the ORM makes, on a connection of the test's own.
-        query = InsertQuery(Question)
-        query.insert_values([f for f in Question._meta.concrete_fields if not f.primary_key],
-                            [Question(external_id=f"live-{uin}", uin=uin)])
-        sql, params = query.get_compiler(using="default").as_sql()[0]
-        conn.execute(sql, params)
-
     executor = MigrationExecutor(connection)
     executor.migrate(before)
-    assert indexes() and not any(name.endswith("_year_trgm") for name in indexes())
+    assert trigram_indexes() and not any(name.endswith("_year_trgm") for name in trigram_indexes())
     with connection.cursor() as cursor:
         # What a build stopped half way leaves: an index marked invalid, which must not be taken as built.
         cursor.execute("CREATE INDEX question_norm_heading_year_trgm ON questions_question "
@@ -191,19 +199,17 @@ def test_the_year_indexes_are_built_while_questions_go_on_being_written():
         with psycopg.connect(url) as writing, psycopg.connect(url, autocommit=True) as poller:
             # A question being written when the migration starts: a build that locks writers out queues
             # behind it, and every write after it then queues too.
-            insert(writing, "1")
+            insert_question(writing, "1")
             builder.start()
             with psycopg.connect(url, autocommit=True) as watching:
-                wait_until(lambda: watching.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
-                    "wait_event_type = 'Lock' AND query LIKE '%%INDEX%%question_norm_%%'").fetchone()[0],
-                    timeout=30, message="the build waiting")
+                wait_until(lambda: watching.execute(BUILD_WAITING).fetchone()[0], timeout=30,
+                           message="the build waiting")
             poller.execute("SET lock_timeout = '3s'")
-            insert(poller, "2")
+            insert_question(poller, "2")
             writing.commit()
             builder.join(timeout=60)
         assert not builder.is_alive() and not failed, failed
-        built = indexes()
+        built = trigram_indexes()
         assert all(built.values()), built
         assert {name for name in built if name.endswith("_year_trgm")} == {
             f"question_norm_{field}_year_trgm" for field in COLUMNS}
@@ -240,3 +246,48 @@ def test_a_question_dated_far_back_by_a_broken_source_adds_one_year_to_look_thro
     # A handful of statements for each of the three years (with the savepoints of the test's transaction); the
     # 2,025 years from 1 to 2025 would take thousands.
     assert len(queries.captured_queries) < 100
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_year_index_build_stops_with_the_migrate_that_was_stopped_and_the_next_one_builds_it():
+    import os
+    import subprocess
+    import sys
+
+    import psycopg
+    from django.db.migrations.executor import MigrationExecutor
+
+    from tests.conftest import ROOT, database_url_for_tests, wait_until
+
+    url = database_url_for_tests()
+    MigrationExecutor(connection).migrate([("questions", "0006_pruned_problems")])
+    try:
+        with psycopg.connect(url) as writing, psycopg.connect(url, autocommit=True) as watching:
+            # A write in progress holds the build back, as a long one would on a busy archive.
+            insert_question(writing, "1")
+            migrate = subprocess.Popen(
+                [sys.executable, "manage.py", "migrate", "questions", "0007_year_trigram_indexes"],
+                cwd=ROOT, env={**os.environ, "DATABASE_URL": url}, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+            try:
+                wait_until(lambda: watching.execute(BUILD_WAITING).fetchone()[0], timeout=60,
+                           message="the build waiting")
+            finally:
+                migrate.kill()
+                migrate.wait()
+            # The build stops with it, before the write ends, rather than going on with no one to report to.
+            wait_until(lambda: not watching.execute(BUILD_WAITING).fetchone()[0], timeout=10,
+                       message="the build stopping")
+            assert trigram_indexes()["question_norm_heading_year_trgm"] is False
+            writing.rollback()
+        executor = MigrationExecutor(connection)
+        executor.migrate([("questions", "0007_year_trigram_indexes")])
+        built = trigram_indexes()
+        assert {name for name in built if name.endswith("_year_trgm")} == {
+            f"question_norm_{field}_year_trgm" for field in COLUMNS}
+        assert all(built.values()), built
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
