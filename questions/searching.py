@@ -142,7 +142,7 @@ class CappedPaginator(Paginator):
         page = super().page(number)
         # The page's own slice of the queryset is replaced: how best to read it depends on the search.
         page.object_list = newest_first(self.object_list, max(page.start_index() - 1, 0), page.end_index(),
-                                        self.whole_years)
+                                        self.whole_years, all_counted=not self.capped)
         return page
 
 
@@ -150,7 +150,7 @@ class CappedPaginator(Paginator):
 # over the years, a scan of the whole archive when they all lie in its oldest part. So the walk gets
 # PAGE_WALK_MS, and PAGE_WALK_MS_PER_1000 more for each thousand rows down to the page's end (it reads more
 # rows to get further); then the matches are looked for year by year, newest first.
-PAGE_WALK_MS = 20
+PAGE_WALK_MS = 50
 PAGE_WALK_MS_PER_1000 = 40
 # Up to this many of a year's matches are read through the year-and-trigram indexes (in no order) and sorted
 # here. A year with more has enough of them that walking it newest first finds a page's worth quickly.
@@ -210,15 +210,22 @@ def planner(**settings: object) -> Iterator[None]:
 
 
 def newest_first(rows: QuerySet[Question], start: int, stop: int,
-                 whole_years: Mapping[int | None, list[Key]] | None = None) -> list[Question]:
+                 whole_years: Mapping[int | None, list[Key]] | None = None, all_counted: bool = False
+                 ) -> list[Question]:
     """`rows[start:stop]` of a search, newest first, without letting the date-index walk run away. `whole_years`
-    are the keys of every match of some years (None: undated), newest first, as the count read them."""
+    are the keys of every match of some years (None: undated), newest first, as the count read them;
+    `all_counted` says the count read every match, finding no more than its cap."""
     if connection.vendor != "postgresql":
         return list(rows[start:stop])
     if any(year is not None for year in whole_years or ()):
         # The count read a year whole, having found fewer matches there than it was looking for: so few that
         # the walk, which reads every question of such a year on its way down, would be slow.
         return year_by_year(rows, start, stop, whole_years)
+    if all_counted:
+        # A few hundred matches in the whole archive, which the count has just read: sorting them costs little,
+        # where the walk would pass thousands of questions between two of them.
+        with planner(**BITMAP_SCANS, **read_ahead()):
+            return collect_then_sort(rows, start, stop)
     try:
         with planner(statement_timeout=walk_ms(stop)):
             return list(rows[start:stop])

@@ -252,7 +252,7 @@ def test_a_page_gathered_year_by_year_is_the_page_of_the_search_newest_first(cli
         return [q.pk for q in page], page.paginator.count, page.number
 
     with monkeypatch.context() as patch:
-        patch.setattr(searching, "newest_first", lambda rows, start, stop, *_: list(rows[start:stop]))
+        patch.setattr(searching, "newest_first", lambda rows, start, stop, *_, **__: list(rows[start:stop]))
         expected = page_of_search(client.get("/", params))
     # A cap of 3 makes some years too full to read whole, so that they are walked instead.
     monkeypatch.setattr(searching, "YEAR_MATCHES_READ", 3)
@@ -278,6 +278,27 @@ def test_a_count_made_year_by_year_stops_at_the_cap_as_the_search_does(client, o
     monkeypatch.setattr(searching, "planner", out_of_time(1))
 
     assert client.get("/", {"q": query}).context["page"].paginator.count == expected
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("page_number", ["1", "2"])
+def test_a_search_with_no_more_matches_than_the_cap_sorts_them_rather_than_walk_the_archive(client, over_the_years,
+                                                                                          page_number):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from questions.search import parse
+
+    rows = searching.matching(parse("lantern"))
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get("/", {"q": "lantern", "page": page_number}).context["page"]
+
+    start = 20 * (int(page_number) - 1)
+    assert ([q.pk for q in page], page.paginator.count) == ([q.pk for q in rows[start:start + 20]], rows.count())
+    statements = [query["sql"] for query in queries.captured_queries]
+    # Time limits for the estimate and the count only: no walk from the newest question was tried.
+    assert sum("statement_timeout =" in sql for sql in statements) == 2
+    assert any("COALESCE" in sql for sql in statements)
 
 
 @pytest.mark.postgres
