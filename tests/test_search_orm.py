@@ -108,7 +108,7 @@ def test_a_search_gathered_year_by_year_gives_the_rows_of_the_search_newest_firs
 
 
 @pytest.mark.postgres
-def test_a_year_of_a_search_is_picked_out_by_the_year_and_trigram_trigram_indexes():
+def test_a_year_of_a_search_is_picked_out_by_the_year_and_trigram_indexes():
     # The year must be spelt as the indexes spell it, or PostgreSQL reads every row of the archive instead.
     rows = searching.matching(parse("alpha OR member:lewis")).alias(tabled_year=searching.tabled_year())
     sql, params = rows.filter(tabled_year=2020).order_by().values_list("id").query.sql_with_params()

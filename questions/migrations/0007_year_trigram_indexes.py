@@ -11,7 +11,9 @@ stopped half way is finished by running it again; an index a stopped build left 
 whose `migrate` was stopped stops within a second (PostgreSQL 14 and later).
 """
 
-from django.db import migrations
+import contextlib
+
+from django.db import DatabaseError, migrations
 
 FIELDS = ("heading", "question", "answer", "member", "party", "constituency", "department", "minister", "house",
           "uin")
@@ -24,8 +26,10 @@ def _build(schema_editor, name: str, columns: str) -> None:
     with schema_editor.connection.cursor() as cursor:
         if schema_editor.connection.pg_version >= 140000:
             # A `migrate` stopped half way would otherwise leave its build running (or waiting for writers)
-            # until done, and a second run would wait for it, drop it and start again.
-            cursor.execute("SET client_connection_check_interval = '1s'")
+            # until done, and a second run would wait for it, drop it and start again. Some platforms cannot
+            # check the client's connection and refuse the setting: there, builds go on as before.
+            with contextlib.suppress(DatabaseError):
+                cursor.execute("SET client_connection_check_interval = '1s'")
         # Found by name on the search path, the schema the index is built in.
         cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [name])
         found = cursor.fetchone()
