@@ -222,8 +222,8 @@ def newest_first(rows: QuerySet[Question], start: int, stop: int,
         # the walk, which reads every question of such a year on its way down, would be slow.
         return year_by_year(rows, start, stop, whole_years)
     if all_counted:
-        # A few hundred matches in the whole archive, which the count has just read: sorting them costs little,
-        # where the walk would pass thousands of questions between two of them.
+        # No more matches in the whole archive than the cap, and the count has just read them: sorting them costs
+        # little, where the walk could pass thousands of questions between two of them.
         with planner(**BITMAP_SCANS, **read_ahead()):
             return collect_then_sort(rows, start, stop)
     try:
