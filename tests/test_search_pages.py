@@ -301,14 +301,17 @@ def test_a_search_with_no_more_matches_than_the_cap_sorts_them_rather_than_walk_
     assert any("COALESCE" in sql for sql in statements)
 
 
+def postgresql_expects(monkeypatch, matches: int) -> None:
+    """PostgreSQL's estimates, as for an archive of a million questions of which `matches` match the search."""
+    monkeypatch.setattr(searching, "estimated_rows", lambda rows: matches if rows.query.where else 1_000_000)
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize(("matches", "quick"), [(1, True), (4, True), (5, False), (799, False), (800, True)])
 def test_a_plain_count_is_tried_when_postgresql_expects_few_or_dense_matches(monkeypatch, matches, quick):
     # Of 1,000,000 questions, with a cap of 3 and a dense scan of 5,000 rows: few is at most 4 (the cap and one),
     # dense is one in 1,250 or more.
-    total = Question.objects.all()
-    monkeypatch.setattr(searching, "estimated_rows", lambda rows: 1_000_000 if rows is total else matches)
-    monkeypatch.setattr(Question.objects, "all", lambda: total)
+    postgresql_expects(monkeypatch, matches)
 
     assert searching.counts_quickly(Question.objects.filter(heading="x"), 4) is quick
 
@@ -335,9 +338,7 @@ def test_a_search_neither_rare_nor_common_goes_year_by_year_at_once_and_its_page
     monkeypatch.setattr(searching.CappedPaginator, "cap", 3)
     # As if PostgreSQL expected "lantern" in 500 of a million questions: more than the cap, and too sparse for a
     # plain count to reach it soon.
-    total = Question.objects.all()
-    monkeypatch.setattr(searching, "estimated_rows", lambda rows: 1_000_000 if rows is total else 500)
-    monkeypatch.setattr(Question.objects, "all", lambda: total)
+    postgresql_expects(monkeypatch, 500)
 
     with CaptureQueriesContext(connection) as queries:
         page = client.get("/", {"q": "lantern"}).context["page"]
