@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from django.conf import settings
@@ -22,6 +23,9 @@ from alerts import subscribing, tasks, tokens
 from alerts.activity import alert_activity, questions_last_checked
 from alerts.forms import AlertFields, EmailForm, SignupForm
 from alerts.models import Subscriber, Subscription
+from config.proxy import client_ip
+from questions.allowance import TooManySearches, public_search, refusal
+from questions.budget import TooCostly
 from questions.models import Question
 from questions.search import QueryError
 from questions.searching import CACHE_ERRORS
@@ -122,14 +126,25 @@ def _previewing(request: HttpRequest, form) -> bool:
     return True
 
 
-def _preview(form, query: str) -> subscribing.Preview | None:
-    """What the form's search would have sent lately; nothing while the search is refused."""
+@dataclass(frozen=True)
+class PreviewNotRun:
+    """Why a valid search was not previewed: it would cost too much, now or for one request."""
+
+    refused: str
+
+
+def _preview(request: HttpRequest, form, query: str) -> subscribing.Preview | PreviewNotRun | None:
+    """What the form's search would have sent lately; nothing while the search is refused. The alert itself
+    can still be made: matching it against new questions costs little, however broad the search."""
     if not query or form.errors.get("q"):
         return None
     try:
-        return subscribing.preview(query)
+        with public_search(client_ip(request)):
+            return subscribing.preview(query)
     except QueryError:
         return None
+    except (TooCostly, TooManySearches) as refused:
+        return PreviewNotRun(refusal(refused))
 
 
 def signup(request: HttpRequest) -> HttpResponse:
@@ -145,7 +160,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     else:
         form = SignupForm(initial={"q": request.GET.get("q", "")})
     query = form["q"].value() or ""
-    preview = _preview(form, query)
+    preview = _preview(request, form, query)
     return render(request, "alerts/signup.html", {"form": form, "preview": preview,
                                                   "hint": subscribing.comma_hint(query)},
                   status=400 if form.errors else 200)
@@ -361,7 +376,7 @@ def edit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
             messages.success(request, f"Saved your changes to “{subscription.name}”.")
             return redirect("alerts:manage", token=token)
     query = form["q"].value() or ""
-    preview = _preview(form, query)
+    preview = _preview(request, form, query)
     return render(request, "alerts/edit.html", {
         "form": form, "subscription": subscription, "token": token, "preview": preview, "duplicate": duplicate,
         "hint": subscribing.comma_hint(query),

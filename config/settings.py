@@ -109,6 +109,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Public searches, previews and feeds (questions/budget.py, questions/allowance.py): each request's database
+# work stops after SEARCH_BUDGET_SECONDS and says the search is too broad to run; each client may spend
+# SEARCH_ALLOWANCE_SECONDS a window on searches, counting only the time each took beyond SEARCH_FREE_SECONDS.
+SEARCH_BUDGET_SECONDS = env.float("SEARCH_BUDGET_SECONDS", default=1.5)
+SEARCH_FREE_SECONDS = env.float("SEARCH_FREE_SECONDS", default=0.3)
+SEARCH_ALLOWANCE_SECONDS = env.float("SEARCH_ALLOWANCE_SECONDS", default=4.0)
+SEARCH_ALLOWANCE_WINDOW_SECONDS = env.int("SEARCH_ALLOWANCE_WINDOW_SECONDS", default=60)
+
 
 def _next_database(redis_url: str) -> str:
     """The same Redis server, one database number up."""

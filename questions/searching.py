@@ -20,6 +20,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce, Extract
 from django.utils.functional import cached_property
 
+from questions import budget
 from questions.models import CANARY_PREFIX, Question
 from questions.records import RecordError
 from questions.search import Node, QueryError, parse, to_q
@@ -200,9 +201,13 @@ def tabled_year() -> Extract:
 @contextmanager
 def planner(**settings: object) -> Iterator[None]:
     """A transaction in which PostgreSQL plans with these settings. Inside a bigger transaction, where this is a
-    savepoint that SET LOCAL would outlive, they are put back before it ends."""
+    savepoint that SET LOCAL would outlive, they are put back before it ends. Within a request's budget, no
+    statement may run past it, whatever time-out it asks for."""
     nested = connection.in_atomic_block
-    with transaction.atomic(), connection.cursor() as cursor:
+    left = budget.remaining_ms()
+    if left is not None:
+        settings["statement_timeout"] = min(int(settings.get("statement_timeout", left)), left)
+    with transaction.atomic(), connection.cursor() as cursor, budget.own_timeout():
         cursor.execute("; ".join(f"SET LOCAL {name} = {value}" for name, value in settings.items()))
         yield
         if nested:

@@ -12,6 +12,9 @@ from django.utils.feedgenerator import Atom1Feed, Rss201rev2Feed
 from django.utils.http import urlencode
 
 from alerts.subscribing import comma_hint
+from config.proxy import client_ip
+from questions.allowance import TooManySearches, public_search, refusal
+from questions.budget import TooCostly
 from questions.forms import SearchForm
 from questions.health import CHECKS, health
 from questions.models import Question
@@ -31,7 +34,11 @@ def search_page(request: HttpRequest) -> HttpResponse:
         filters = form.filters()
         node = parse(query) if query else None
         questions = matching(node, filters) if node else Question.objects.filter(filters.q())
-        context["page"] = CappedPaginator(questions, PAGE_SIZE).get_page(request.GET.get("page"))
+        try:
+            with public_search(client_ip(request)):
+                context["page"] = CappedPaginator(questions, PAGE_SIZE).get_page(request.GET.get("page"))
+        except (TooCostly, TooManySearches) as refused:
+            return _refused(request, context, refused)
         context["node"] = node
         # Filters alone are a search too: its count, and its alert, are what the visitor asked for.
         context["searched"] = bool(node) or filters != Filters()
@@ -58,6 +65,17 @@ def search_page(request: HttpRequest) -> HttpResponse:
         context["page"] = CappedPaginator(latest, PAGE_SIZE).get_page(1)
     status = 400 if context["query_error"] else 200
     return render(request, "questions/search.html", context, status=status)
+
+
+def _refused(request: HttpRequest, context: dict, refused: TooCostly | TooManySearches) -> HttpResponse:
+    """The search page saying why a valid search was not run: too costly for one request (a 422, as a refused
+    query is a 400), or one search too many for now (a 429 saying when to come back)."""
+    context["query_error"], context["refused"] = refusal(refused), True
+    if isinstance(refused, TooManySearches):
+        response = render(request, "questions/search.html", context, status=429)
+        response["Retry-After"] = str(refused.retry_after)
+        return response
+    return render(request, "questions/search.html", context, status=422)
 
 
 MEMBERS_KEY = "questions:members"
@@ -203,9 +221,16 @@ class SearchRSSFeed(Feed):
 
     def __call__(self, request, *args, **kwargs):
         try:
-            return super().__call__(request, *args, **kwargs)
+            with public_search(client_ip(request)):
+                return super().__call__(request, *args, **kwargs)
         except RefusedSearch as refused:
             return HttpResponseBadRequest(str(refused), content_type="text/plain; charset=utf-8")
+        except (TooCostly, TooManySearches) as refused:
+            response = HttpResponse(refusal(refused), content_type="text/plain; charset=utf-8",
+                                    status=429 if isinstance(refused, TooManySearches) else 422)
+            if isinstance(refused, TooManySearches):
+                response["Retry-After"] = str(refused.retry_after)
+            return response
 
     def get_object(self, request, *args, **kwargs) -> FeedSearch:
         form = SearchForm(request.GET)

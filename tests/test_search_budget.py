@@ -1,0 +1,173 @@
+"""One costly search cannot hold the site: every public search, preview and feed stops within its budget and
+says why, and a client repeating costly searches is refused for a while, without touching anyone else."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from django.db import OperationalError, connection
+
+from questions import allowance, budget, searching
+from questions.models import Question
+from tests.conftest import database_url_for_tests
+
+# Counting to a hundred million takes PostgreSQL and SQLite many seconds: a statement only a budget stops.
+ENDLESS = ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 100000000) "
+           "SELECT count(*) FROM c")
+TOO_BROAD = "too broad or too long to run"
+# Sixty-four words joined by OR: as much as the language allows one search to ask for.
+COSTLIEST = " OR ".join(f"w{n:03d}x" for n in range(64))
+
+
+@pytest.mark.django_db
+def test_a_statement_past_the_budget_is_stopped_and_said_to_be_too_costly():
+    with pytest.raises(budget.TooCostly), budget.budget(0.3), connection.cursor() as cursor:
+        cursor.execute(ENDLESS)
+    # The connection is left fit for the next request.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+
+
+@pytest.mark.django_db
+def test_no_statement_starts_once_the_budget_is_spent(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(budget, "clock", lambda: now[0])
+    with pytest.raises(budget.TooCostly), budget.budget(1.0):
+        Question.objects.count()
+        now[0] += 1.0
+        Question.objects.count()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_statement_past_its_own_shorter_time_limit_is_not_called_too_costly():
+    # The search's fallbacks rest on this: a walk cut off after its own 50 ms is tried another way.
+    with budget.budget(30):
+        with pytest.raises(OperationalError), searching.planner(statement_timeout=50), \
+                connection.cursor() as cursor:
+            cursor.execute(ENDLESS)
+        assert Question.objects.count() == 0
+
+
+@contextmanager
+def questions_locked(seconds: float) -> Iterator[None]:
+    """Another connection holds the questions table for `seconds`, so that every search waits on it: a slow
+    statement that needs no slow data. Without a budget, a search waits for as long as the lock is held."""
+    locked, release = threading.Event(), threading.Event()
+
+    def hold():
+        with psycopg.connect(database_url_for_tests()) as conn:
+            conn.execute("LOCK TABLE questions_question IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(seconds)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert locked.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join()
+
+
+@pytest.fixture
+def short_budget(settings):
+    settings.SEARCH_BUDGET_SECONDS = 0.5
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_search_held_past_its_budget_says_so_instead_of_waiting(client, short_budget):
+    # The departments and members the page lists are kept in the cache: only the search itself waits.
+    client.get("/", {"q": "police"})
+    with questions_locked(20):
+        response = client.get("/", {"q": "police OR prisons"})
+    assert response.status_code == 422
+    assert TOO_BROAD in response.content.decode()
+    # The search box keeps what was typed, to be narrowed.
+    assert 'value="police OR prisons"' in response.content.decode()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_feed_held_past_its_budget_says_so(client, short_budget):
+    client.get("/feeds/search.rss", {"q": "police"})
+    with questions_locked(20):
+        response = client.get("/feeds/search.rss", {"q": "police"})
+    assert response.status_code == 422
+    assert TOO_BROAD in response.content.decode()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_preview_held_past_its_budget_says_so_and_the_alert_can_still_be_made(client, short_budget):
+    with questions_locked(20):
+        response = client.get("/alerts/new/", {"q": "police"})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert TOO_BROAD in page and "You can still make the alert" in page
+    response = client.post("/alerts/new/", {"email": "a@example.org", "q": "police", "frequency": "daily",
+                                            "alert_on": "both", "label": "", "website": ""})
+    assert response.status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_costliest_search_a_visitor_can_write_is_answered(client):
+    Question.objects.bulk_create([Question(external_id=str(n), heading=f"Question w{n:03d}x", house="Commons")
+                                  for n in range(50)])
+    for question in Question.objects.all():
+        question.refresh_search_text()
+        question.save()
+    response = client.get("/", {"q": COSTLIEST})
+    assert response.status_code == 200
+    assert "50 questions match" in response.content.decode()
+
+
+@pytest.fixture
+def slow_searches(monkeypatch, settings):
+    """Every search takes two seconds by the allowance's clock: each costs 1.7 s of a 4 s allowance."""
+    ticks = itertools.count()
+    monkeypatch.setattr(allowance, "clock", lambda: 2.0 * next(ticks))
+    now = [999_980.0]  # 40 s before a window ends
+    monkeypatch.setattr(allowance, "wall_clock", lambda: now[0])
+    settings.SEARCH_FREE_SECONDS = 0.3
+    settings.SEARCH_ALLOWANCE_SECONDS = 4.0
+    settings.SEARCH_ALLOWANCE_WINDOW_SECONDS = 60
+    return now
+
+
+@pytest.mark.django_db
+def test_a_client_repeating_costly_searches_is_told_when_to_come_back_and_others_are_not(client, slow_searches):
+    def search(ip):
+        return client.get("/", {"q": "police"}, REMOTE_ADDR=ip)
+
+    assert [search("192.0.2.1").status_code for _ in range(3)] == [200, 200, 200]
+    refused = search("192.0.2.1")
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == "40"
+    assert "try again in 40 seconds" in refused.content.decode()
+    # Refused before any work: the refusal costs nothing, and it leaves another client alone.
+    assert search("198.51.100.7").status_code == 200
+    # The preview and the feeds draw on the same allowance.
+    assert "try again in 40 seconds" in client.get("/alerts/new/", {"q": "police"}, REMOTE_ADDR="192.0.2.1"
+                                                   ).content.decode()
+    assert client.get("/feeds/search.atom", {"q": "police"}, REMOTE_ADDR="192.0.2.1").status_code == 429
+    slow_searches[0] += 40
+    assert search("192.0.2.1").status_code == 200
+
+
+@pytest.mark.django_db
+def test_ordinary_searches_cost_nothing_from_the_allowance(client, monkeypatch, settings):
+    # Each search takes 0.2 s, less than the 0.3 s that is free.
+    ticks = itertools.count()
+    monkeypatch.setattr(allowance, "clock", lambda: 0.1 * next(ticks))
+    settings.SEARCH_FREE_SECONDS = 0.3
+    settings.SEARCH_ALLOWANCE_SECONDS = 0.001
+    assert all(client.get("/", {"q": "police"}).status_code == 200 for _ in range(20))
