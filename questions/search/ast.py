@@ -14,6 +14,7 @@ import functools
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from .memo import short_text_cache
 from .words import FIELDS, words
 
 MIN_PREFIX = 3
@@ -41,7 +42,7 @@ def _check_word(word: str) -> None:
         raise ValueError(f"{word!r} is not a single normalised word")
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@short_text_cache(maxsize=1 << 16)
 def _is_word(word: str) -> bool:
     # Saved searches share a vocabulary far smaller than their number: each word is cut once. Lower-case
     # ASCII letters and digits are a word as they stand, which spares most words the Unicode tables.

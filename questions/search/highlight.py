@@ -6,6 +6,7 @@ import html
 from functools import lru_cache
 
 from .ast import And, Node, Not, Or, Phrase, Prefix, Term
+from .memo import short_text_cache
 from .words import WORD_RE, fold
 
 # Texts repeat a small alphabet, and emails highlight the same texts over and over.
@@ -57,7 +58,8 @@ def _positive_leaves(node: Node, field: str | None) -> list[Term | Prefix | Phra
     return found
 
 
-@lru_cache(maxsize=8192)
+# Highlighting repeats for the same results of a popular search; a long answer is marked afresh each time.
+@short_text_cache(maxsize=2048, longest=4000)
 def highlight(text: str, node: Node, field: str | None = None) -> str:
     """`text` HTML-escaped, with what the query looks for wrapped in `<mark>`.
 

@@ -10,12 +10,12 @@ query; character numbers in messages count from 1, `QueryError.position` from 0.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from enum import Enum
 
 from .ast import MIN_PREFIX, And, Node, Not, Or, Phrase, Prefix, Term, and_, or_
+from .memo import LONGEST_CACHED, short_text_cache
 from .words import DEFAULT_FIELDS, FIELDS, document, words
 
 MAX_LENGTH = 1000
@@ -75,7 +75,7 @@ class Piece:
     value: Value | None = None
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@short_text_cache(maxsize=1 << 16)
 def _piece_words(text: str) -> tuple[str, ...]:
     # The words of one piece of a query: queries share their pieces, and cutting words is the costly step.
     return tuple(words(text))
@@ -489,7 +489,8 @@ def _read_canonical(text: str) -> Node:
 _SYMBOLS = frozenset({"(", ")", *_OPERATORS})
 
 
-@functools.lru_cache(maxsize=1 << 17)
+# A canonical leaf spells out its field and quotes ("constituency:" is the longest field name).
+@short_text_cache(maxsize=1 << 17, longest=LONGEST_CACHED + 16)
 def _canonical_leaf_node(piece: str) -> Node:
     # Leaves are immutable, and saved searches share most of theirs: each is built once.
     field, phrase, word = _CANONICAL_LEAF.fullmatch(piece).groups()  # type: ignore[union-attr]
