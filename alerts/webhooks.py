@@ -36,7 +36,8 @@ from alerts.retention import remember_suppressed
 log = logging.getLogger(__name__)
 
 SUPPRESSING = {
-    "bounced": Subscriber.Suppression.BOUNCED,  # Anymail's "bounced" is permanent; "deferred" is a soft bounce
+    # Anymail's "bounced", less those its ESP says may pass (PASSING_BOUNCE); "deferred" is a soft bounce.
+    "bounced": Subscriber.Suppression.BOUNCED,
     "complained": Subscriber.Suppression.COMPLAINED,
     "unsubscribed": Subscriber.Suppression.UNSUBSCRIBED,
 }
@@ -312,11 +313,37 @@ def _clean(text, limit: int) -> str:
     return UNSTORABLE.sub("", str(text or ""))[:limit]
 
 
-def _reason(event: AnymailTrackingEvent, esp_name: str) -> str | None:
+def _sparkpost_class(raw: dict) -> str:
+    (event,) = raw["msys"].values()
+    return str(event.get("bounce_class"))
+
+
+# Bounces Anymail reports as "bounced" that their ESP says may pass (a full mailbox, a block by the
+# receiving server, a virus scan): the address is not dead, and its email must not stop for good.
+PASSING_BOUNCE = {
+    "postmark": lambda raw: raw.get("Type") in {"SoftBounce", "VirusNotification"},
+    "sendgrid": lambda raw: raw.get("type") == "blocked",
+    "mailjet": lambda raw: not raw.get("hard_bounce"),
+    # SparkPost's hard bounce classes: invalid recipient, and no RCPT.
+    "sparkpost": lambda raw: _sparkpost_class(raw) not in {"10", "30"},
+    "brevo": lambda raw: raw.get("event") == "soft_bounce",
+    "sendinblue": lambda raw: raw.get("event") == "soft_bounce",
+    "amazon_ses": lambda raw: raw.get("bounce", {}).get("bounceType") != "Permanent",
+    "mailersend": lambda raw: raw.get("data", {}).get("type") == "soft_bounced",
+}
+
+
+def _reason(event: AnymailTrackingEvent, esp: str) -> str | None:
+    raw = event.esp_event if isinstance(event.esp_event, dict) else {}
     if event.event_type == "rejected":
-        esp_event = event.esp_event if isinstance(event.esp_event, dict) else {}
-        dropped = str(esp_event.get("reason") or "").lower() if esp_name == "SendGrid" else ""
+        dropped = str(raw.get("reason") or "").lower() if esp == "sendgrid" else ""
         return SENDGRID_DROPPED_FOR.get(dropped) or REJECTED_FOR.get(event.reject_reason or "")
+    if event.event_type == "bounced" and esp in PASSING_BOUNCE:
+        try:
+            if PASSING_BOUNCE[esp](raw):
+                return None
+        except (AttributeError, KeyError, TypeError, ValueError):
+            pass  # a shape the ESP does not send: Anymail's word stands
     return SUPPRESSING.get(event.event_type)
 
 
@@ -335,10 +362,10 @@ def record_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **
                                 description=_clean(event.description or event.mta_response, 2000))
     if message_id:
         Delivery.objects.filter(esp_message_id=message_id).update(esp_status=event_type[:50])
-    reason = _reason(event, esp_name)
+    esp = esp_name.lower().replace(" ", "_")
+    reason = _reason(event, esp)
     if not reason or not recipient:
         return
-    esp = esp_name.lower().replace(" ", "_")
     happened = _as_utc(event.timestamp)
     if happened and timezone.now() - happened > EVENT_MAX_AGE.get(esp, DEFAULT_EVENT_MAX_AGE):
         log.warning("webhook event ignored: older than its ESP reports", extra={
