@@ -236,6 +236,23 @@ class WebhookEvent(models.Model):
         return f"{self.esp} {self.event_type} {self.recipient}"
 
 
+class WebhookToken(models.Model):
+    """A token an ESP signed (Mailgun's signature covers it and a timestamp, not the event): taken once. Kept
+    until a post carrying it would be refused for its age anyway."""
+
+    KEEP = dt.timedelta(days=1)
+
+    esp = models.CharField(max_length=30)
+    token = models.CharField(max_length=200)
+    signed_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["esp", "token"], name="one_use_per_webhook_token")]
+
+    def __str__(self) -> str:
+        return f"{self.esp} {self.token[:12]}…"
+
+
 class WebhookTally(models.Model):
     """How many webhook events of each type there have been, counting those pruned from WebhookEvent."""
 

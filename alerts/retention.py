@@ -29,6 +29,7 @@ from alerts.models import (
     Subscription,
     WebhookEvent,
     WebhookTally,
+    WebhookToken,
     address_digest,
 )
 from questions.models import QuestionEvent, Source, SourceProblem
@@ -86,6 +87,10 @@ def _webhook_events(ids: list[int]) -> None:
     WebhookEvent.objects.filter(pk__in=ids).delete()
 
 
+def _tokens(ids: list[int]) -> None:
+    WebhookToken.objects.filter(pk__in=ids).delete()
+
+
 def _deliveries(ids: list[int]) -> None:
     # Their matches go first: the delivery's deletion would otherwise leave them undelivered, to be sent again.
     Match.objects.filter(delivery_id__in=ids).delete()
@@ -130,6 +135,8 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
          _problems),
         ("webhook events", WebhookEvent.objects.filter(created_at__lt=_days("RETAIN_WEBHOOK_EVENTS_DAYS", now)),
          _webhook_events),
+        # Past the age at which a post carrying them is refused anyway.
+        ("webhook tokens", WebhookToken.objects.filter(signed_at__lt=now - WebhookToken.KEEP), _tokens),
         # Pending emails are never pruned, however old: they are the queue.
         ("emails", Delivery.objects.filter(status__in=finished, created_at__lt=_days("RETAIN_EMAILS_DAYS", now)),
          _deliveries),

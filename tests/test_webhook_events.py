@@ -1,0 +1,252 @@
+"""What an authenticated webhook may still not do: replay an old signature or event, or lose the good
+events of a batch to a bad one beside them; and what it must do: apply Postmark's unsubscribe requests
+and SendGrid's drops."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+
+import pytest
+from django.utils import timezone
+
+from alerts.models import Delivery, Subscriber, WebhookEvent, WebhookToken
+from alerts.retention import prune
+from tests.test_delivery import subscribe
+
+pytestmark = pytest.mark.django_db(transaction=True)
+SECRET = ("hook", "x7Qp2vLr9KsT4mWz8NbY3cHd")
+MAILGUN_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
+
+
+def use_esp(settings, esp: str, **anymail) -> None:
+    """Email through this ESP, its tracking webhook secured by the secret (and any signing key given)."""
+    settings.EMAIL_BACKEND = f"anymail.backends.{esp}.EmailBackend"
+    settings.ANYMAIL = {"WEBHOOK_SECRET": ":".join(SECRET)} | anymail
+
+
+def post(client, esp: str, payload, auth=SECRET, **headers):
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    token = base64.b64encode(":".join(auth).encode()).decode()
+    return client.post(f"/anymail/{esp}/tracking/", data=body, content_type="application/json",
+                       HTTP_AUTHORIZATION=f"Basic {token}", **headers)
+
+
+def reason(email: str) -> str:
+    return Subscriber.objects.get(email=email).suppressed_reason
+
+
+def sent_to(email: str, message_id: str) -> Delivery:
+    subscriber = subscribe(email=email).subscriber
+    return Delivery.objects.create(subscriber=subscriber, kind=Delivery.Kind.IMMEDIATE, status=Delivery.Status.SENT,
+                                   esp_message_id=message_id, sent_at=timezone.now())
+
+
+def move_time(monkeypatch, by: dt.timedelta) -> None:
+    later = timezone.now() + by
+    monkeypatch.setattr(timezone, "now", lambda: later)
+
+
+# Postmark (basic auth only).
+
+def postmark_bounce(email: str | None = "ada@example.org", at: dt.datetime | None = None, **fields) -> dict:
+    event = {"RecordType": "Bounce", "ID": 4323372036854775807, "Type": "HardBounce", "TypeCode": 1,
+             "Name": "Hard bounce", "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483", "ServerID": 23,
+             "Description": "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
+             "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+             "From": "alerts@example.org", "BouncedAt": (at or timezone.now()).isoformat(), "DumpAvailable": True,
+             "Inactive": True, "CanActivate": True, "Subject": "Alert", "MessageStream": "outbound", "Tag": ""}
+    return event | ({"Email": email} if email else {}) | fields
+
+
+def test_an_old_bounce_replayed_stops_nobody(client, settings):
+    """Postmark posts a bounce within hours (retrying for 10.5 at most): one dated ten days ago is a replay."""
+    use_esp(settings, "postmark", POSTMARK_SERVER_TOKEN="token")
+    subscribe()
+    subscribe(email="bo@example.org")
+
+    old = post(client, "postmark", postmark_bounce(at=timezone.now() - dt.timedelta(days=10)))
+    fresh = post(client, "postmark", postmark_bounce(email="bo@example.org"))
+
+    assert old.status_code == 200 and fresh.status_code == 200
+    assert reason("ada@example.org") == "" and reason("bo@example.org") == "bounced"
+    assert WebhookEvent.objects.count() == 2  # both kept, for support to read
+
+
+def test_a_bounce_of_an_email_we_never_sent_from_before_the_address_signed_up_stops_nothing(client, settings,
+                                                                                             monkeypatch):
+    use_esp(settings, "postmark", POSTMARK_SERVER_TOKEN="token")
+    bounced_at = timezone.now()
+    move_time(monkeypatch, dt.timedelta(hours=2))
+    subscribe(email="new@example.org")
+    sent_to("ours@example.org", "our-message")
+    Subscriber.objects.update(created_at=timezone.now())
+
+    before = post(client, "postmark", postmark_bounce(email="new@example.org", at=bounced_at))
+    of_ours = post(client, "postmark",
+                   postmark_bounce(email="ours@example.org", at=bounced_at, MessageID="our-message"))
+
+    assert before.status_code == 200 and of_ours.status_code == 200
+    assert reason("new@example.org") == ""
+    assert reason("ours@example.org") == "bounced"  # about an email of ours: its time is not in question
+
+
+def test_postmarks_unsubscribe_request_stops_the_address_its_email_went_to(client, settings):
+    """Postmark's "Unsubscribe request" bounce names the email it was about, not the address."""
+    use_esp(settings, "postmark", POSTMARK_SERVER_TOKEN="token")
+    sent_to("ada@example.org", "b7bc2f4a-e38e-4336-af7d-e6c392c2f817")
+    subscribe(email="bo@example.org")
+    request = postmark_bounce(email=None, Type="Unsubscribe", TypeCode=16, Name="Unsubscribe request",
+                              MessageID="b7bc2f4a-e38e-4336-af7d-e6c392c2f817",
+                              Description="The recipient has requested to be unsubscribed.")
+
+    assert post(client, "postmark", request).status_code == 200
+
+    assert reason("ada@example.org") == "unsubscribed" and reason("bo@example.org") == ""
+    assert WebhookEvent.objects.get().recipient == "ada@example.org"
+
+
+# Mailgun: its signature covers a timestamp and a token, not the event.
+
+def mailgun_failed(recipient: str, at: dt.datetime | None = None) -> dict:
+    return {"event-data": {
+        "event": "failed", "severity": "permanent", "timestamp": (at or timezone.now()).timestamp(),
+        "id": "CPgfbmQMTCKtHW6uIWtuVe", "reason": "bounce", "recipient": recipient,
+        "message": {"headers": {"message-id": "20130503182626.18666.16540@example.org", "to": recipient,
+                                "from": "alerts@example.org", "subject": "Alert"}, "attachments": [], "size": 111},
+        "delivery-status": {"code": 550, "message": "5.1.1 No such user", "description": "", "attempt-no": 1},
+    }}
+
+
+def mailgun_signature(at: dt.datetime | None = None, token: str | None = None) -> dict:
+    timestamp, token = str(int((at or timezone.now()).timestamp())), token or secrets.token_hex(25)
+    signature = hmac.new(MAILGUN_KEY.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
+    return {"timestamp": timestamp, "token": token, "signature": signature}
+
+
+@pytest.fixture
+def mailgun(settings):
+    use_esp(settings, "mailgun", MAILGUN_API_KEY="api-key", MAILGUN_WEBHOOK_SIGNING_KEY=MAILGUN_KEY)
+
+
+def test_a_signature_from_2009_glued_to_a_forged_event_is_refused(client, mailgun):
+    subscribe(email="victim@example.org")
+    signed_long_ago = mailgun_signature(at=dt.datetime(2009, 6, 1, tzinfo=dt.UTC))
+
+    response = post(client, "mailgun", mailgun_failed("victim@example.org") | {"signature": signed_long_ago})
+
+    assert response.status_code == 406 and reason("victim@example.org") == ""
+    assert not WebhookEvent.objects.exists()
+
+
+def test_a_signature_is_taken_once(client, mailgun):
+    subscribe()
+    subscribe(email="victim@example.org")
+    signature = mailgun_signature()
+
+    first = post(client, "mailgun", mailgun_failed("ada@example.org") | {"signature": signature})
+    again = post(client, "mailgun", mailgun_failed("victim@example.org") | {"signature": signature})
+
+    assert (first.status_code, again.status_code) == (200, 406)
+    assert reason("ada@example.org") == "bounced" and reason("victim@example.org") == ""
+
+
+def test_a_signature_signed_a_while_ago_is_refused_then_forgotten(client, mailgun, monkeypatch):
+    subscribe()
+    signature = mailgun_signature()
+    assert post(client, "mailgun", mailgun_failed("bo@example.org") | {"signature": signature}).status_code == 200
+
+    move_time(monkeypatch, dt.timedelta(minutes=11))
+    late = post(client, "mailgun", mailgun_failed("ada@example.org") | {"signature": mailgun_signature(
+        at=timezone.now() - dt.timedelta(minutes=11))})
+    move_time(monkeypatch, dt.timedelta(days=1, minutes=1))
+    pruned = prune()
+
+    assert late.status_code == 406 and reason("ada@example.org") == ""
+    assert pruned.counts["webhook tokens"] == 1 and not WebhookToken.objects.exists()
+
+
+def test_a_post_that_fails_does_not_use_up_its_token(client, mailgun):
+    """Mailgun retries what we could not take; its retry must not be refused as a replay."""
+    subscribe()
+    signature = mailgun_signature()
+    unreadable = {"signature": signature, "event-data": {"event": "failed", "timestamp": "not a time"}}
+
+    assert post(client, "mailgun", unreadable).status_code == 400
+    assert post(client, "mailgun", mailgun_failed("ada@example.org") | {"signature": signature}).status_code == 200
+    assert reason("ada@example.org") == "bounced"
+
+
+# SendGrid: batches of events.
+
+def sendgrid(event: str, email: str, **fields) -> dict:
+    return {"email": email, "timestamp": int(timezone.now().timestamp()), "event": event,
+            "smtp-id": "<14c5d75ce93.dfd.64b469@ismtpd-555>", "sg_event_id": secrets.token_urlsafe(16),
+            "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"} | fields
+
+
+def test_one_bad_event_in_a_batch_does_not_lose_the_bounce_beside_it(client, settings):
+    use_esp(settings, "sendgrid", SENDGRID_API_KEY="key")
+    subscribe()
+    subscribe(email="bo@example.org")
+    bounce = sendgrid("bounce", "ada@example.org", reason="550 5.1.1 unknown user", status="5.1.1", type="bounce")
+    complaint = sendgrid("spamreport", "bo@example.org")
+    batch = json.dumps([bounce, sendgrid("bounce", "x\udc80@example.org"), sendgrid("bounce", "nul\x00@example.org"),
+                        42, {"event": "bounce"}, sendgrid("delivered", "cy@example.org", response="250 OK",
+                                                          reason="\x00\ud800"), complaint]).encode()
+
+    response = post(client, "sendgrid", batch)
+
+    assert response.status_code == 200
+    assert reason("ada@example.org") == "bounced" and reason("bo@example.org") == "complained"
+    assert sorted(WebhookEvent.objects.values_list("recipient", flat=True)) == [
+        "", "ada@example.org", "bo@example.org", "cy@example.org"]
+
+
+@pytest.mark.parametrize(("why", "suppressed"), [
+    ("Bounced Address", "bounced"), ("Unsubscribed Address", "unsubscribed"), ("Spam Reporting Address", "complained"),
+    ("Invalid", "bounced"), ("Recipient List over Package Quota", ""),
+])
+def test_sendgrids_drop_of_an_address_it_will_not_mail_stops_ours_too(client, settings, why, suppressed):
+    use_esp(settings, "sendgrid", SENDGRID_API_KEY="key")
+    subscribe()
+
+    assert post(client, "sendgrid", [sendgrid("dropped", "ada@example.org", reason=why, status="5.0.0")]
+                ).status_code == 200
+
+    assert reason("ada@example.org") == suppressed
+
+
+# What no event can be read from is a 400, never a 500 (which the ESP retries for ever).
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(("esp", "body"), [
+    ("postmark", DEEP), ("postmark", json.dumps(postmark_bounce(email="ada\x00@example.org")).encode()),
+    ("sendgrid", DEEP), ("sendgrid", json.dumps([sendgrid("bounce", "ada\x00@example.org")]).encode()),
+    ("mailgun", b'{"signature": ' + DEEP + b"}"),
+])
+def test_an_authenticated_payload_with_nul_or_too_deep_is_a_400_that_changes_nothing(client, settings, esp, body):
+    use_esp(settings, esp, POSTMARK_SERVER_TOKEN="token", SENDGRID_API_KEY="key",
+            MAILGUN_WEBHOOK_SIGNING_KEY=MAILGUN_KEY)
+    subscribe()
+
+    response = post(client, esp, body)
+
+    assert response.status_code == 400
+    assert reason("ada@example.org") == "" and not WebhookEvent.objects.exists()
+
+
+def test_nul_in_what_is_only_stored_is_dropped_and_the_bounce_taken(client, settings):
+    use_esp(settings, "postmark", POSTMARK_SERVER_TOKEN="token")
+    subscribe()
+
+    response = post(client, "postmark", postmark_bounce(Description="mailbox\x00 gone \ud83d", MessageID="id\x00"))
+
+    assert response.status_code == 200 and reason("ada@example.org") == "bounced"
+    assert WebhookEvent.objects.get().description == "mailbox gone "
