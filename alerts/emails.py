@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -59,6 +60,24 @@ def _one_line(text: str) -> str:
     return " ".join("".join(kept).split())
 
 
+# Where a stranger's words are repeated to an address that has not said yes: short enough to read at a glance.
+DEFANGED_MAX = 120
+# A scheme that mail clients make into a link, and the dots (ASCII, ideographic, full-width, halfwidth) and
+# "@" that join the parts of a host or an address.
+_SCHEME = re.compile(r"(?i)\b(h)tt(ps?)\b|\b(f)t(p)\b")
+_JOINER = re.compile(r"(?<=\w)([.\u3002\uff0e\uff61@])(?=\w)")
+
+
+def defanged(text: str, limit: int = DEFANGED_MAX) -> str:
+    """A stranger's words (a search, a name) fit to repeat in an email to an address that has not confirmed
+    it wants anything from us: on one line, without invisible or direction-changing characters, cut short,
+    and with anything a mail client would make into a link broken up ("hxxps://example[.]org"), so that
+    nobody can use our emails to carry their message or their link to someone else's inbox."""
+    text = _SCHEME.sub(lambda m: f"{m[1]}xx{m[2]}" if m[1] else f"{m[3]}x{m[4]}", _one_line(text))
+    text = _JOINER.sub(r"[\1]", text)
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
 def _message(delivery: Delivery, template: str, context: dict, subject: str, headers: dict | None = None):
     subject = _one_line(subject)
     context = {"subscriber": delivery.subscriber, "site_url": settings.SITE_URL, "subject": subject, **context}
@@ -76,10 +95,16 @@ def _message(delivery: Delivery, template: str, context: dict, subject: str, hea
     return message
 
 
+def _shown(subscription: Subscription) -> Subscription:
+    # Confirmation and link emails go to any address typed into a form: they repeat its words defanged.
+    subscription.shown_query, subscription.shown_label = defanged(subscription.query), defanged(subscription.label)
+    return subscription
+
+
 def _confirmation(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
     subscriber = delivery.subscriber
     ids = delivery.payload.get("subscriptions", [])
-    subscriptions = list(subscriber.subscriptions.filter(pk__in=ids))
+    subscriptions = [_shown(s) for s in subscriber.subscriptions.filter(pk__in=ids)]
     # When it was asked for: a link asked for before an unsubscribe must not undo it.
     asked = delivery.created_at.timestamp()
     link = _link("alerts:confirm", tokens.make(subscriber, tokens.CONFIRM, subscriptions=ids, t=asked))
@@ -92,6 +117,8 @@ def _confirmation(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives
 def _manage_link(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
     subscriber = delivery.subscriber
     duplicate = subscriber.subscriptions.filter(pk=delivery.payload.get("duplicate") or 0).first()
+    if duplicate:
+        _shown(duplicate)
     context = {"manage_url": manage_url(subscriber), "duplicate": duplicate,
                "too_many": delivery.payload.get("too_many")}
     return _message(delivery, "manage_link", context, "Your written question alerts")

@@ -203,7 +203,7 @@ class Match(models.Model):
 
 
 def address_digest(email: str) -> str:
-    """What is kept of an erased address: enough to recognise it again, not to read it."""
+    """The plain digest erased addresses were kept under before digests were keyed (alerts.retention)."""
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
 

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from alerts import tokens
 from alerts.models import (
@@ -113,11 +115,20 @@ def _subscribers(ids: list[int]) -> None:
     Subscriber.objects.filter(pk__in=ids).delete()
 
 
+def _sessions(ids: list[str]) -> None:
+    Session.objects.filter(pk__in=ids).delete()
+
+
+# Sessions kept in the database (the default engine, or the cache in front of it) need their expired rows
+# cleared, as `manage.py clearsessions` does; other engines expire their own.
+SESSIONS_IN_DATABASE = {"django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db"}
+
+
 def _erase(ids: list[int]) -> None:
     """Delete the subscribers and everything of theirs, keeping a digest of each address and why it
     stopped: a digest of one that bounced or complained keeps it from ever being mailed again."""
     for email, reason in Subscriber.objects.filter(pk__in=ids).values_list("email", "suppressed_reason"):
-        ErasedAddress.objects.update_or_create(digest=address_digest(email), defaults={"reason": reason})
+        ErasedAddress.objects.update_or_create(digest=erased_digest(email), defaults={"reason": reason})
         # What the ESP reported is kept for its counts, without the address.
         WebhookEvent.objects.filter(recipient__iexact=email).update(recipient="")
     Subscriber.objects.filter(pk__in=ids).delete()
@@ -151,13 +162,20 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
          .exclude(suppressed_reason__in=[Subscriber.Suppression.BOUNCED, Subscriber.Suppression.COMPLAINED,
                                          Subscriber.Suppression.OPERATOR])
          .exclude(Exists(asked.filter(created_at__gte=_days("RETAIN_UNCONFIRMED_DAYS", now)))), _subscribers),
+        # Anyone can sign any address up: what its owner never confirmed goes as an unconfirmed address
+        # does, whoever the address is, once its last confirmation link has run out too.
+        ("unconfirmed alerts", Subscription.objects.filter(
+            confirmed_at__isnull=True, created_at__lt=_days("RETAIN_UNCONFIRMED_DAYS", now),
+            updated_at__lt=min(_days("RETAIN_UNCONFIRMED_DAYS", now), now - tokens.MAX_AGE[tokens.CONFIRM])),
+         _subscriptions),
         ("erased addresses", Subscriber.objects.filter(suppressed_at__lt=_days("ERASE_AFTER_DAYS", now))
          .exclude(Exists(asked)), _erase),
         # A follow that ended itself stays on the manage page a while, saying so, then goes.
         ("ended follows", Subscription.objects.filter(retired_at__lt=_days("RETAIN_ENDED_FOLLOWS_DAYS", now)),
          _subscriptions),
         ("canary probes", CanaryProbe.objects.filter(started_at__lt=_days("RETAIN_CANARY_DAYS", now)), _probes),
-    ]
+    ] + ([("expired sessions", Session.objects.filter(expire_date__lt=now), _sessions)]
+         if settings.SESSION_ENGINE in SESSIONS_IN_DATABASE else [])
 
 
 def prune(now: dt.datetime | None = None, dry_run: bool = False, seconds: float | None = None) -> PruneReport:
@@ -178,15 +196,53 @@ def prune(now: dt.datetime | None = None, dry_run: bool = False, seconds: float 
     return report
 
 
+ERASED_SALT = "alerts.erased-address"
+
+
+def _keyed_digests(email: str) -> list[str]:
+    """The address's digest keyed with SECRET_KEY (first: the one stored), then with each of
+    SECRET_KEY_FALLBACKS, so that rotating the key forgets no address. Keyed, so that a digest read from a
+    copy of the database cannot be matched against a list of addresses without the key as well."""
+    text = email.strip().lower()
+    return [salted_hmac(ERASED_SALT, text, secret=key, algorithm="sha256").hexdigest()
+            for key in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]]
+
+
+def erased_digest(email: str) -> str:
+    """The digest an erased address is kept under."""
+    return _keyed_digests(email)[0]
+
+
+def _digests(email: str) -> list[str]:
+    # Digests stored before they were keyed are plain SHA-256 and cannot be rekeyed without the address:
+    # they are still recognised, and rewritten keyed when the address is met again.
+    return [*_keyed_digests(email), address_digest(email)]
+
+
+def _keep_digest(email: str, reason: str) -> None:
+    digests = _digests(email)
+    ErasedAddress.objects.filter(digest__in=digests[1:]).delete()
+    ErasedAddress.objects.update_or_create(digest=digests[0], defaults={"reason": reason})
+
+
 def suppressed_reason_of(email: str) -> str:
-    """Why an erased address stopped receiving, or "" if it was never erased."""
-    return ErasedAddress.objects.filter(digest=address_digest(email)).values_list("reason", flat=True).first() or ""
+    """Why an erased address stopped receiving, or "" if it was never erased. A bounce or complaint
+    outweighs an unsubscribe, should digests under both an old and a new key be held."""
+    digests = _digests(email)
+    found = dict(ErasedAddress.objects.filter(digest__in=digests).values_list("digest", "reason"))
+    if not found:
+        return ""
+    reasons = set(found.values())
+    reason = next(iter(reasons - {Subscriber.Suppression.UNSUBSCRIBED}), Subscriber.Suppression.UNSUBSCRIBED)
+    if set(found) != {digests[0]}:
+        _keep_digest(email, reason)
+    return reason
 
 
 def remember_suppressed(email: str, reason: str) -> None:
     """A bounce or complaint about an address we no longer hold: its digest keeps it from being mailed again."""
-    ErasedAddress.objects.update_or_create(digest=address_digest(email), defaults={"reason": reason})
+    _keep_digest(email, reason)
 
 
 def forget_erased(email: str) -> None:
-    ErasedAddress.objects.filter(digest=address_digest(email)).delete()
+    ErasedAddress.objects.filter(digest__in=_digests(email)).delete()

@@ -85,9 +85,28 @@ def preview(query: str, today: dt.date | None = None) -> Preview:
                    archive_total, latest, cached_estimate(node, today))
 
 
-def _at_cap(subscriber: Subscriber) -> bool:
+def confirmed_alerts(subscriber: Subscriber):
+    """The alerts the address's owner said yes to, from the inbox or the manage page. Anyone can sign any
+    address up, so what is still unconfirmed is a stranger's request until then: it is not the owner's."""
+    return subscriber.subscriptions.filter(confirmed_at__isnull=False)
+
+
+def _room(subscriber: Subscriber) -> int:
     # A follow that ended itself is history: it does not stand in the way of a new alert.
-    return subscriber.subscriptions.filter(retired_at__isnull=True).count() >= settings.MAX_SUBSCRIPTIONS_PER_ADDRESS
+    taken = confirmed_alerts(subscriber).filter(retired_at__isnull=True).count()
+    return settings.MAX_SUBSCRIPTIONS_PER_ADDRESS - taken
+
+
+def _at_cap(subscriber: Subscriber) -> bool:
+    return _room(subscriber) <= 0
+
+
+def _make_room_for_a_request(subscriber: Subscriber) -> None:
+    """Unconfirmed requests are bounded by the same cap, the oldest giving way to a new one: a stranger's
+    flood of signups can neither pile up on an address nor keep its owner from asking for an alert."""
+    stale = (subscriber.subscriptions.filter(confirmed_at__isnull=True).order_by("-created_at", "-pk")
+             .values_list("pk", flat=True)[settings.MAX_SUBSCRIPTIONS_PER_ADDRESS - 1:])
+    Subscription.objects.filter(pk__in=list(stale)).delete()
 
 
 def subscriber_for(email: str) -> Subscriber:
@@ -130,7 +149,8 @@ def sign_up(email: str, query: str, *, frequency: str, alert_on: str, label: str
 def follow(email: str, question_id: int) -> None:
     """Record an unconfirmed follow of one question ("email me when this is answered") and email its
     confirmation link; as with `sign_up`, the caller's page is the same whatever happens."""
-    question = Question.objects.filter(pk=question_id).first()
+    # The canary's questions are nobody's to follow.
+    question = Question.objects.filter(Filters().q(), pk=question_id).first()
     if question is None or question.is_withdrawn or (question.is_answered and not question.answer_is_holding):
         # Gone, or settled since the form was sent: there is nothing left to follow.
         log.info("follow ignored", extra={"question": question_id, "reason": "gone or settled"})
@@ -162,6 +182,7 @@ def _ask_to_confirm(email: str, key: dict, fields: dict) -> None:
             if _at_cap(subscriber):
                 _queue(subscriber, Delivery.Kind.MANAGE_LINK, too_many=settings.MAX_SUBSCRIPTIONS_PER_ADDRESS)
                 return
+            _make_room_for_a_request(subscriber)
             existing = Subscription.objects.create(subscriber=subscriber, **key, **fields)
         _queue(subscriber, Delivery.Kind.CONFIRMATION, subscriptions=[existing.pk])
 
@@ -187,7 +208,10 @@ def confirm(link: Link) -> bool:
             named.filter(paused=True).update(paused=False, updated_at=now)
         subscriber.confirmed_at = subscriber.confirmed_at or now
         subscriber.save(update_fields=["confirmed_at", "suppressed_at", "suppressed_reason"])
-        named.filter(confirmed_at__isnull=True).update(confirmed_at=now, updated_at=now)
+        # Up to the cap: what does not fit stays unconfirmed, and the page says so.
+        waiting = list(named.filter(confirmed_at__isnull=True).order_by("pk").values_list("pk", flat=True))
+        Subscription.objects.filter(pk__in=waiting[:max(_room(subscriber), 0)]).update(confirmed_at=now,
+                                                                                        updated_at=now)
     return True
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import uuid
 
-from celery import chord, shared_task
+from celery import Task, chord, shared_task
 from celery.backends.base import DisabledBackend
 from django.core.cache import cache
 from django.db import DatabaseError
+from django.utils.crypto import salted_hmac
 
 from alerts.canary import run_canary
 from alerts.delivery import deliver_digest, deliver_immediate, send_due
@@ -126,10 +127,39 @@ def retire_follows_task() -> int:
 # thing, in the same time, whatever the address is. They return nothing: a worker logs what tasks return.
 
 
+def address_in_logs(email: str) -> str:
+    """How a log names an address typed into a form: a digest keyed with SECRET_KEY, the same for the same
+    address, so that an operator who is given the address can find its lines, and nobody can read it back."""
+    return "address:" + salted_hmac("alerts.log-address", email.strip().lower(), algorithm="sha256").hexdigest()[:16]
+
+
+def _redacted(kwargs: dict) -> str:
+    shown = {}
+    for name, value in kwargs.items():
+        if name == "email":
+            shown[name] = address_in_logs(str(value))
+        elif name in ("query", "label"):
+            shown[name] = f"<{len(str(value))} characters>"
+        else:
+            shown[name] = value
+    return repr(shown)
+
+
+class FromAForm(Task):
+    """A task carrying what someone typed into a public form. Celery's worker logs every task's arguments
+    at INFO as it receives and finishes it; these log a keyed digest of the address and only the length of
+    a search or name, since anyone's address and anything typed would otherwise sit in the logs."""
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        options.setdefault("argsrepr", f"<{len(args or ())} arguments>")
+        options.setdefault("kwargsrepr", _redacted(kwargs or {}))
+        return super().apply_async(args, kwargs, **options)
+
+
 # A database outage must not lose a request the person was told is on its way: retried, backing off to
 # ten minutes apart, for some hours.
 TAKE_RETRIES = {"autoretry_for": (DatabaseError,), "retry_backoff": 5, "retry_backoff_max": 600,
-                "max_retries": 30, "acks_late": True}
+                "max_retries": 30, "acks_late": True, "base": FromAForm}
 
 
 @shared_task(name="alerts.take_signup", **TAKE_RETRIES)

@@ -28,13 +28,17 @@ from questions.allowance import TooManySearches, public_search, refusal
 from questions.budget import TooCostly
 from questions.models import Question
 from questions.search import QueryError
-from questions.searching import CACHE_ERRORS
+from questions.searching import CACHE_ERRORS, Filters
 from questions.views import render_question
 
 log = logging.getLogger(__name__)
 
-# What "Check your inbox" repeats back: the address as typed, so that a typo can be spotted.
-SENT_TO = "alerts.sent_to"
+# What "Check your inbox" repeats back: the address as typed, so that a typo can be spotted. It is kept
+# a quarter of an hour in a signed cookie of the visitor's own, so the server holds nothing for it.
+SENT_TO = "sent_to"
+SENT_TO_SECONDS = 15 * 60
+# A longer search is not repeated: the cookie must stay well inside what browsers keep.
+SENT_TO_MAX_QUERY = 300
 UNDO_SALT = "alerts.undo-delete"
 UNDO_SECONDS = 60 * 60
 
@@ -85,10 +89,23 @@ def _counted(request: HttpRequest, limits: list[dict]) -> bool:
 
 def _check_inbox(request: HttpRequest, email: str, purpose: str, query: str = "") -> HttpResponse:
     """The page every address gets. What it repeats comes from the form, never from the database, so a
-    known and an unknown address read the same; it is kept in the session rather than the URL so that
-    the address stays out of logs and history."""
-    request.session[SENT_TO] = {"email": email, "purpose": purpose, "q": query}
-    return redirect("alerts:check-inbox")
+    known and an unknown address read the same. It goes in a short-lived signed cookie, not the URL, so
+    the address stays out of logs and history, nor a session, which would keep every address typed (and
+    a row for every form a bot sends) on the server."""
+    response = redirect("alerts:check-inbox")
+    sent_to = {"email": email, "purpose": purpose, "q": query if len(query) <= SENT_TO_MAX_QUERY else ""}
+    response.set_cookie(SENT_TO, signing.dumps(sent_to, salt=SENT_TO, compress=True), max_age=SENT_TO_SECONDS,
+                        path=reverse("alerts:check-inbox"), secure=settings.SESSION_COOKIE_SECURE, httponly=True,
+                        samesite="Lax")
+    return response
+
+
+def _sent_to(request: HttpRequest) -> dict:
+    try:
+        sent_to = signing.loads(request.COOKIES.get(SENT_TO, ""), salt=SENT_TO, max_age=SENT_TO_SECONDS)
+    except signing.BadSignature:
+        return {}
+    return sent_to if isinstance(sent_to, dict) else {}
 
 
 def _hand_over(request: HttpRequest, form: str, email: str, task, **work) -> HttpResponse:
@@ -167,7 +184,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 
 def check_inbox(request: HttpRequest) -> HttpResponse:
-    sent_to = request.session.get(SENT_TO) or {}
+    sent_to = _sent_to(request)
     purpose = sent_to.get("purpose") if sent_to.get("purpose") in (tokens.CONFIRM, tokens.MANAGE) else tokens.CONFIRM
     return render(request, "alerts/check_inbox.html", {
         "email": sent_to.get("email", ""), "purpose": purpose, "query": sent_to.get("q", ""),
@@ -217,8 +234,13 @@ def _say_confirmed(request: HttpRequest, subscriptions, already: bool) -> None:
         messages.info(request, f"You had already confirmed {_names(subscriptions)}: nothing has changed.")
         return
     on = list(subscriptions.receiving())
+    over = [s for s in subscriptions if s.confirmed_at is None]
+    if over:
+        messages.error(request, f"{_names(over)} could not be turned on: this address already has "
+                                f"{settings.MAX_SUBSCRIPTIONS_PER_ADDRESS} alerts, as many as an address can have. "
+                                "Delete one, then use the link in the email again.")
     # Only what really sends is called on: an alert paused before it was confirmed still sends nothing.
-    waiting = [s for s in subscriptions if s not in on]
+    waiting = [s for s in subscriptions if s not in on and s not in over]
     if on:
         noun = "Your alert is on" if len(on) == 1 else "Your alerts are on"
         searches, follows = [s for s in on if not s.is_follow], [s for s in on if s.is_follow]
@@ -228,7 +250,7 @@ def _say_confirmed(request: HttpRequest, subscriptions, already: bool) -> None:
     if waiting:
         messages.info(request, f"Confirmed {_names(waiting)}, which {'is' if len(waiting) == 1 else 'are'} paused: "
                                "resume it below to get emails.")
-    if not on and not waiting:
+    if not on and not waiting and not over:
         messages.success(request, "Your address is confirmed.")
 
 
@@ -249,7 +271,8 @@ def manage(request: HttpRequest, token: str) -> HttpResponse:
 
 def _manage_page(request: HttpRequest, subscriber: Subscriber, token: str, form: AlertFields,
                  duplicate: bool = False, grouping_error: str = "") -> HttpResponse:
-    subscriptions = list(subscriber.subscriptions.select_related("question"))
+    # Someone else's unconfirmed signups of this address are not its owner's alerts: only counted here.
+    subscriptions = list(subscribing.confirmed_alerts(subscriber).select_related("question"))
     # "On" comes from the same rule the sender uses, so the page cannot claim an alert the sender skips.
     receiving = set(subscriber.subscriptions.receiving().values_list("pk", flat=True))
     activity = alert_activity(subscriber)
@@ -268,6 +291,8 @@ def _manage_page(request: HttpRequest, subscriber: Subscriber, token: str, form:
         "max_alerts": settings.MAX_SUBSCRIPTIONS_PER_ADDRESS,
         "last_checked": questions_last_checked(), "quiet_days": settings.QUIET_ALERT_DAYS,
         "groupings": Subscriber.Grouping.choices, "grouping_error": grouping_error,
+        "unconfirmed": subscriber.subscriptions.filter(confirmed_at__isnull=True).count(),
+        "unconfirmed_days": settings.RETAIN_UNCONFIRMED_DAYS,
     }, status=400 if form.errors or duplicate or grouping_error else 200)
 
 
@@ -526,7 +551,8 @@ def follow(request: HttpRequest, pk: int) -> HttpResponse:
     """"Email me when this is answered" on a question's page: a follow, confirmed from the inbox like any alert."""
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
-    question = get_object_or_404(Question, pk=pk)
+    # As on the question's own page: the canary's questions are not there for anyone.
+    question = get_object_or_404(Question.objects.filter(Filters().q()), pk=pk)
     form = EmailForm(request.POST)
     if question.is_withdrawn or (question.is_answered and not question.answer_is_holding):
         # The page offers no form then; a form sent all the same is told why.

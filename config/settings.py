@@ -233,7 +233,9 @@ LOGGING = {
                  "json_ensure_ascii": False},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler",
+    # The tokens of emailed links are taken out of every line (a 404 on a link logs its path).
+    "filters": {"redact_tokens": {"()": "config.redact.RedactTokens"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["redact_tokens"],
                              "formatter": "plain" if LOG_FORMAT == "plain" else "json"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -61,8 +62,31 @@ def bad_address(request: HttpRequest) -> str | None:
     return None
 
 
+def bad_charset(request: HttpRequest) -> str | None:
+    """Why the request's declared charset cannot be used to read it, or None when it can. Django decodes
+    the query string and a form with it; a charset that does not read plain ASCII as itself (UTF-16,
+    UTF-32, EBCDIC) makes nonsense of every field, or fails half way."""
+    charset = (getattr(request, "content_params", None) or {}).get("charset")
+    if not charset:
+        return None
+    try:
+        name = codecs.lookup(charset).name
+    except LookupError:
+        return None  # Django ignores a charset it does not know, and reads UTF-8.
+    try:
+        if ASCII_SAMPLE.decode(name) == ASCII_SAMPLE.decode("ascii"):
+            return None
+    except UnicodeDecodeError:
+        pass
+    return f"The request says it is written in {charset[:40]}, which this site cannot read: send it as UTF-8."
+
+
+ASCII_SAMPLE = b"q=written+questions&page=1"
+
+
 class RefuseBadAddressesMiddleware:
-    """A 400 for a NUL, a control character, a noncharacter or invalid UTF-8 in the path or query string.
+    """A 400 for a NUL, a control character, a noncharacter or invalid UTF-8 in the path or query string,
+    and for a charset that cannot be read (a form declaring UTF-16).
     Placed early, so that static files, redirects, views and the database never see such text (PostgreSQL
     refuses a NUL with an error, which would otherwise be a 500)."""
 
@@ -70,7 +94,7 @@ class RefuseBadAddressesMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        reason = bad_address(request)
+        reason = bad_address(request) or bad_charset(request)
         if reason is None:
             return self.get_response(request)
         # Rendered without the request: the page must not depend on what the refused address holds.
