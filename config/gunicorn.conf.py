@@ -21,6 +21,10 @@ class AccessLogWithoutTokens(Logger):
 
 
 logger_class = AccessLogWithoutTokens
+# A worker is replaced after about a thousand requests, so that nothing a stream of strangers' searches leaves
+# in its caches (or any slow leak) outlives it; the jitter keeps the workers from restarting together.
+max_requests = 1000
+max_requests_jitter = 100
 accesslog = "-"
 # Who, what, the status, the size and the time taken in microseconds; the JSON formatter quotes it all.
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)s'
