@@ -27,7 +27,7 @@ from config.proxy import client_ip
 from questions.allowance import TooManySearches, public_search, refusal
 from questions.budget import TooCostly
 from questions.models import Question
-from questions.search import QueryError
+from questions.search import QueryError, parse_or_none
 from questions.searching import CACHE_ERRORS, Filters
 from questions.views import render_question
 
@@ -156,7 +156,7 @@ def _preview(request: HttpRequest, form, query: str) -> subscribing.Preview | Pr
     if not query or form.errors.get("q"):
         return None
     try:
-        with public_search(client_ip(request)):
+        with public_search(client_ip(request), parse_or_none(query)):
             return subscribing.preview(query)
     except QueryError:
         return None

@@ -112,10 +112,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Public searches, previews and feeds (questions/budget.py, questions/allowance.py): each request's database
 # work stops after SEARCH_BUDGET_SECONDS and says the search is too broad to run; each client may spend
 # SEARCH_ALLOWANCE_SECONDS a window on searches, counting only the time each took beyond SEARCH_FREE_SECONDS.
-SEARCH_BUDGET_SECONDS = env.float("SEARCH_BUDGET_SECONDS", default=1.5)
+SEARCH_BUDGET_SECONDS = env.float("SEARCH_BUDGET_SECONDS", default=1.2)
 SEARCH_FREE_SECONDS = env.float("SEARCH_FREE_SECONDS", default=0.3)
 SEARCH_ALLOWANCE_SECONDS = env.float("SEARCH_ALLOWANCE_SECONDS", default=4.0)
 SEARCH_ALLOWANCE_WINDOW_SECONDS = env.int("SEARCH_ALLOWANCE_WINDOW_SECONDS", default=60)
+# A search asking for more than SEARCH_HEAVY_WEIGHT substring tests of a column (a word in the three default
+# fields is 3; people's searches rarely pass 30), or from a client already charged, waits for nothing: it runs in
+# one of SEARCH_HEAVY_AT_ONCE lanes for the whole site, or is refused until one is free.
+SEARCH_HEAVY_WEIGHT = env.int("SEARCH_HEAVY_WEIGHT", default=30)
+SEARCH_HEAVY_AT_ONCE = env.int("SEARCH_HEAVY_AT_ONCE", default=1)
 
 
 def _next_database(redis_url: str) -> str:

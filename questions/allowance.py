@@ -1,23 +1,32 @@
-"""How much costly searching one client may do in a minute.
+"""How much costly searching one client, and the whole site, may do at once.
 
-A budget (`questions.budget`) bounds one request, not a client that sends them one after another. Here each
-client is charged the time its searches took beyond what an ordinary search costs, over a fixed window, and
-refused more searches once it has spent its allowance: a few clients repeating the costliest query they can
-write cannot take the database from everyone else, while a person searching as people do is never charged.
+A budget (`questions.budget`) bounds one request, not a client that sends them one after another, nor ten
+clients at once. So:
+
+- each client is charged the time its searches took beyond what an ordinary search costs, over a fixed window,
+  and refused more searches once it has spent its allowance: a person searching as people do is never charged;
+- a heavy search (one that asks the database for many more substring tests than people's searches do, or that
+  comes from a client already charged in this window) runs only in one of SEARCH_HEAVY_AT_ONCE lanes for the
+  whole site, and is refused at once, without waiting, when every lane is taken. However many clients send
+  the costliest searches they can write, they hold no more than those lanes of the database and of the web
+  workers, and everyone else's searches go on as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import secrets
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from django.conf import settings
 from django.core.cache import cache
 
 from questions import budget
+from questions.search import Node
+from questions.search.sql import weight
 from questions.searching import CACHE_ERRORS
 
 # The windows the allowance is counted in, and what a search took (tests move both).
@@ -33,15 +42,20 @@ class TooManySearches(Exception):
         self.retry_after = retry_after
 
 
+class LanesBusy(TooManySearches):
+    """Every lane for heavy searches is taken."""
+
+
 def _allowance_key(client: str, window: int) -> str:
     return f"search-allowance:{window}:{client}"
 
 
 @contextmanager
-def metered(client: str) -> Iterator[None]:
+def metered(client: str) -> Iterator[bool]:
     """Refuse with TooManySearches when `client` has spent its allowance in this window; otherwise run the
-    block and charge the client for the time it took beyond SEARCH_FREE_SECONDS. With the cache down,
-    nothing is counted: the budget still bounds each request."""
+    block, which is told whether the client has been charged in this window, and charge the client for the
+    time it took beyond SEARCH_FREE_SECONDS. With the cache down, nothing is counted: the budget still bounds
+    each request."""
     window_seconds = settings.SEARCH_ALLOWANCE_WINDOW_SECONDS
     now = wall_clock()
     window = int(now // window_seconds)
@@ -54,7 +68,7 @@ def metered(client: str) -> Iterator[None]:
         raise TooManySearches(max(1, math.ceil((window + 1) * window_seconds - now)))
     started = clock()
     try:
-        yield
+        yield spent > 0
     finally:
         cost = round((clock() - started - settings.SEARCH_FREE_SECONDS) * 1000)
         if cost > 0:
@@ -64,15 +78,42 @@ def metered(client: str) -> Iterator[None]:
 
 
 @contextmanager
-def public_search(client: str) -> Iterator[None]:
-    """Where every public search, count, preview and estimate runs: within the client's allowance and the
-    request's budget."""
-    with metered(client), budget.budget():
+def heavy_lane() -> Iterator[None]:
+    """Hold one of the site's SEARCH_HEAVY_AT_ONCE lanes for heavy searches, or raise LanesBusy at once. A lane
+    is let go when the search ends, or a little after its budget should it not (a web worker killed)."""
+    token = secrets.token_hex(8)
+    hold = math.ceil(settings.SEARCH_BUDGET_SECONDS) + 5
+    try:
+        key = next((key for key in (f"search-heavy-lane:{n}" for n in range(settings.SEARCH_HEAVY_AT_ONCE))
+                    if cache.add(key, token, hold)), None)
+    except CACHE_ERRORS:
+        key = ""  # no cache to share lanes through: each request's budget still bounds it
+    if key is None:
+        raise LanesBusy(max(1, math.ceil(settings.SEARCH_BUDGET_SECONDS)))
+    try:
         yield
+    finally:
+        if key:
+            with contextlib.suppress(*CACHE_ERRORS):
+                if cache.get(key) == token:
+                    cache.delete(key)
+
+
+@contextmanager
+def public_search(client: str, node: Node | None) -> Iterator[None]:
+    """Where every public search, count, preview and estimate of `node` runs: within the client's allowance,
+    in a lane for heavy searches where it is one, and within the request's budget."""
+    with metered(client) as charged:
+        heavy = charged or (node is not None and weight(node) > settings.SEARCH_HEAVY_WEIGHT)
+        with heavy_lane() if heavy else nullcontext(), budget.budget():
+            yield
 
 
 def refusal(error: budget.TooCostly | TooManySearches) -> str:
     """What the page says instead of the search's results."""
+    if isinstance(error, LanesBusy):
+        return (f"Many long searches are running just now. Please try again in {error.retry_after} seconds; "
+                "shorter searches, with fewer words, are run at once.")
     if isinstance(error, TooManySearches):
         return (f"You have run many long searches in the last minute. Please try again in {error.retry_after} "
                 "seconds; shorter searches, with fewer words, are quicker.")

@@ -19,7 +19,7 @@ from questions.forms import SearchForm
 from questions.health import CHECKS, health
 from questions.models import Question
 from questions.records import text
-from questions.search import Node, parse
+from questions.search import Node, parse, parse_or_none
 from questions.searching import CACHE_ERRORS, CappedPaginator, Filters, departments, find_question, matching
 
 PAGE_SIZE = 20
@@ -35,7 +35,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
         node = parse(query) if query else None
         questions = matching(node, filters) if node else Question.objects.filter(filters.q())
         try:
-            with public_search(client_ip(request)):
+            with public_search(client_ip(request), node):
                 context["page"] = CappedPaginator(questions, PAGE_SIZE).get_page(request.GET.get("page"))
         except (TooCostly, TooManySearches) as refused:
             return _refused(request, context, refused)
@@ -221,7 +221,7 @@ class SearchRSSFeed(Feed):
 
     def __call__(self, request, *args, **kwargs):
         try:
-            with public_search(client_ip(request)):
+            with public_search(client_ip(request), parse_or_none(request.GET.get("q", ""))):
                 return super().__call__(request, *args, **kwargs)
         except RefusedSearch as refused:
             return HttpResponseBadRequest(str(refused), content_type="text/plain; charset=utf-8")

@@ -12,7 +12,7 @@ from operator import and_, or_
 
 from django.db.models import Q
 
-from .ast import And, Node, Not, Or, Phrase, Prefix, Term
+from .ast import And, Node, Not, Or, Phrase, Prefix, Term, leaves
 from .evaluate import needle
 
 
@@ -39,3 +39,13 @@ def to_q(node: Node) -> Q:
         return reduce(and_, children)
     assert isinstance(node, Or)
     return reduce(or_, children)
+
+
+# A pattern's trigrams are looked up one by one: a long phrase costs as much as several words.
+CHARACTERS_PER_PATTERN = 32
+
+
+def weight(node: Node) -> int:
+    """How much work the query's SQL asks of the database, in substring tests of one column: what sets a
+    search of sixty-four words, or of a thousand-character phrase, apart from the searches people make."""
+    return sum(len(leaf.fields) * (1 + len(needle(leaf)) // CHARACTERS_PER_PATTERN) for leaf in leaves(node))
