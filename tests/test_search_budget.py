@@ -171,3 +171,35 @@ def test_ordinary_searches_cost_nothing_from_the_allowance(client, monkeypatch, 
     settings.SEARCH_FREE_SECONDS = 0.3
     settings.SEARCH_ALLOWANCE_SECONDS = 0.001
     assert all(client.get("/", {"q": "police"}).status_code == 200 for _ in range(20))
+
+
+@pytest.fixture
+def lane_taken():
+    """Another request is running a heavy search."""
+    from django.core.cache import cache
+
+    cache.set("search-heavy-lane:0", "another request", 60)
+    yield
+    cache.delete("search-heavy-lane:0")
+
+
+@pytest.mark.django_db
+def test_a_heavy_search_waits_for_nothing_while_the_lane_is_taken_and_ordinary_searches_go_on(client, lane_taken):
+    refused = client.get("/", {"q": COSTLIEST})
+    assert refused.status_code == 429 and refused["Retry-After"] == "2"
+    assert "Many long searches are running just now" in refused.content.decode()
+    assert client.get("/feeds/search.rss", {"q": COSTLIEST}).status_code == 429
+    assert "Many long searches are running" in client.get("/alerts/new/", {"q": COSTLIEST}).content.decode()
+    assert client.get("/", {"q": "police OR prisons"}).status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_lane_is_let_go_when_a_heavy_search_ends(client):
+    assert [client.get("/", {"q": COSTLIEST}).status_code for _ in range(3)] == [200, 200, 200]
+
+
+@pytest.mark.django_db
+def test_a_client_already_charged_searches_in_the_lane(client, slow_searches, lane_taken):
+    assert client.get("/", {"q": "police"}, REMOTE_ADDR="192.0.2.1").status_code == 200  # charged 1.7 s
+    assert client.get("/", {"q": "police"}, REMOTE_ADDR="192.0.2.1").status_code == 429
+    assert client.get("/", {"q": "police"}, REMOTE_ADDR="198.51.100.7").status_code == 200
