@@ -70,7 +70,8 @@ def _refuse_when_spent(execute, sql, params, many, context):
     left = remaining_ms()
     if context["connection"].vendor == "postgresql" and not _own_timeout.get():
         # What is left, not what the budget started with: the last statement cannot run it over.
-        context["cursor"].cursor.execute(f"SET LOCAL statement_timeout = {left}")
+        # On the connection, not the statement's cursor, which may be a server-side one.
+        context["connection"].connection.execute(f"SET LOCAL statement_timeout = {left}")
     return execute(sql, params, many, context)
 
 
