@@ -3,8 +3,9 @@
 A budget (`questions.budget`) bounds one request, not a client that sends them one after another, nor ten
 clients at once. So:
 
-- each client is charged the time its searches took beyond what an ordinary search costs, over a fixed window,
-  and refused more searches once it has spent its allowance: a person searching as people do is never charged;
+- each client is charged the time its searches took beyond what an ordinary search costs (all of it, for a
+  search far larger than people write), over a fixed window, and refused more searches once it has spent its
+  allowance: a person searching as people do is never charged;
 - a heavy search (one that asks the database for many more substring tests than people's searches do, or that
   comes from a client already charged in this window) runs only in one of SEARCH_HEAVY_AT_ONCE lanes for the
   whole site, and is refused at once, without waiting, when every lane is taken. However many clients send
@@ -51,11 +52,11 @@ def _allowance_key(client: str, window: int) -> str:
 
 
 @contextmanager
-def metered(client: str) -> Iterator[bool]:
+def metered(client: str, free: float) -> Iterator[bool]:
     """Refuse with TooManySearches when `client` has spent its allowance in this window; otherwise run the
     block, which is told whether the client has been charged in this window, and charge the client for the
-    time it took beyond SEARCH_FREE_SECONDS. With the cache down, nothing is counted: the budget still bounds
-    each request."""
+    time it took beyond `free` seconds. With the cache down, nothing is counted: the budget still bounds each
+    request."""
     window_seconds = settings.SEARCH_ALLOWANCE_WINDOW_SECONDS
     now = wall_clock()
     window = int(now // window_seconds)
@@ -70,7 +71,7 @@ def metered(client: str) -> Iterator[bool]:
     try:
         yield spent > 0
     finally:
-        cost = round((clock() - started - settings.SEARCH_FREE_SECONDS) * 1000)
+        cost = round((clock() - started - free) * 1000)
         if cost > 0:
             with contextlib.suppress(*CACHE_ERRORS, ValueError):
                 cache.add(key, 0, window_seconds + 1)
@@ -103,10 +104,13 @@ def heavy_lane() -> Iterator[None]:
 def public_search(client: str, node: Node | None) -> Iterator[None]:
     """Where every public search, count, preview and estimate of `node` runs: within the client's allowance,
     in a lane for heavy searches where it is one, and within the request's budget."""
-    with metered(client) as charged:
-        heavy = charged or (node is not None and weight(node) > settings.SEARCH_HEAVY_WEIGHT)
-        with heavy_lane() if heavy else nullcontext(), budget.budget():
-            yield
+    large = node is not None and weight(node) > settings.SEARCH_HEAVY_WEIGHT
+    # A search far larger than people write is charged all its time: nobody needs many of them a minute.
+    with contextlib.ExitStack() as stack:
+        charged = stack.enter_context(metered(client, free=0 if large else settings.SEARCH_FREE_SECONDS))
+        stack.enter_context(heavy_lane() if large or charged else nullcontext())
+        stack.enter_context(budget.budget())
+        yield
 
 
 def refusal(error: budget.TooCostly | TooManySearches) -> str:
