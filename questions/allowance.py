@@ -68,11 +68,15 @@ def metered(client: str, free: float) -> Iterator[bool]:
     if spent >= settings.SEARCH_ALLOWANCE_SECONDS * 1000:
         raise TooManySearches(max(1, math.ceil((window + 1) * window_seconds - now)))
     started = clock()
+    ran = True
     try:
         yield spent > 0
+    except LanesBusy:
+        ran = False  # refused before any work: nothing to charge
+        raise
     finally:
         cost = round((clock() - started - free) * 1000)
-        if cost > 0:
+        if ran and cost > 0:
             with contextlib.suppress(*CACHE_ERRORS, ValueError):
                 cache.add(key, 0, window_seconds + 1)
                 cache.incr(key, cost)
