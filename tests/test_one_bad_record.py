@@ -1,0 +1,86 @@
+"""One record a source should never have sent costs that record alone: the rest of the poll lands, the cursor
+moves, the next poll is fine, and the source is not reported as failing. Sources are real local HTTP servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+from werkzeug.wrappers import Response
+
+from questions.models import Question, Source, SourceProblem
+from questions.polling import poll_source
+from tests.parliament_stub import LIST_PATH, ParliamentStub
+from tests.test_parliament_api import client as api_client
+from tests.test_parliament_api import real_record
+
+pytestmark = pytest.mark.django_db
+
+DEEP_MARK = '"@deep@"'
+
+
+def deeply(stub: ParliamentStub, depth: int):
+    """The stub, with the value "@deep@" sent as arrays nested `depth` levels deep, in list pages and details."""
+    nested = "[" * depth + "]" * depth
+
+    def handler(request):
+        response = stub(request)
+        return Response(response.get_data(as_text=True).replace(DEEP_MARK, nested), status=response.status_code,
+                        content_type="application/json")
+
+    return handler
+
+
+@pytest.fixture
+def deep_api(httpserver):
+    stub = ParliamentStub()
+    handler = deeply(stub, 5000)
+    httpserver.expect_request(LIST_PATH).respond_with_handler(handler)
+    for api_id in (1000, 1001, 1002):
+        httpserver.expect_request(f"{LIST_PATH}/{api_id}").respond_with_handler(handler)
+    source = Source.objects.create(name="API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
+                                   created_at=timezone.now() - dt.timedelta(days=30))
+    return stub, source
+
+
+def healthz(client_) -> int:
+    return client_.get("/healthz", {"checks": "database,polling"}).status_code
+
+
+def test_a_detail_record_nested_thousands_deep_is_refused_alone_and_the_cursor_moves(deep_api, client):
+    stub, source = deep_api
+    stub.put(real_record(1000))
+    stub.put(real_record(1001, attachments=["@deep@"]))
+    stub.put(real_record(1002))
+
+    report = poll_source(source, api_client())
+
+    assert report.error == ""
+    assert sorted(Question.objects.values_list("external_id", flat=True)) == ["1000", "1002"]
+    problem = SourceProblem.objects.get(source=source)
+    assert problem.record_id == "1001" and "nested more than 32 levels deep" in problem.message
+    source.refresh_from_db()
+    assert source.cursor == timezone.localdate() and source.consecutive_failures == 0
+    assert healthz(client) == 200
+
+    report = poll_source(source, api_client())
+
+    assert report.error == "" and source.problems.count() == 2
+    source.refresh_from_db()
+    assert source.consecutive_failures == 0 and source.last_error == ""
+
+
+def test_a_list_page_with_one_item_nested_thousands_deep_still_lists_the_others(deep_api):
+    stub, source = deep_api
+    stub.put(real_record(1000))
+    stub.put(real_record(1001, groupedQuestions=["@deep@"]))
+    stub.put(real_record(1002))
+
+    report = poll_source(source, api_client())
+
+    assert report.error == ""
+    assert sorted(Question.objects.values_list("external_id", flat=True)) == ["1000", "1002"]
+    assert SourceProblem.objects.get(source=source).record_id == "1001"
+    source.refresh_from_db()
+    assert source.cursor == timezone.localdate()
