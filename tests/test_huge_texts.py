@@ -14,6 +14,7 @@ from alerts.matching import match_events
 from questions.models import Question, Source
 from questions.polling import poll_source
 from questions.records import TEXT_LIMITS
+from questions.views import FEED_SIZE
 from tests.parliament_stub import LIST_PATH, ParliamentStub
 from tests.test_delivery import subscribe
 from tests.test_parliament_api import client as api_client
@@ -56,6 +57,9 @@ def test_huge_texts_are_stored_cut_and_pages_send_readers_to_the_full_text(huge_
     assert len(search.context["page"]) == 20
     assert len(search.content) < 500_000
     assert "The answer goes on: read it all" in search.content.decode()
+    feed = client.get("/feeds/search.rss", {"q": "otters"})
+    assert feed.status_code == 200 and feed.content.count(b"<item>") == FEED_SIZE
+    assert len(feed.content) < MEGABYTE
 
     page = client.get(question.get_absolute_url()).content.decode()
 
