@@ -167,7 +167,7 @@ def cut_text(value: str, limit: int) -> str:
     """The text cut to `limit` characters, at a word where there is one near the end, marked as cut."""
     room = limit - len(CUT_MARK)
     kept = value[:room]
-    space = kept.rfind(" ", room - 200)
+    space = kept.rfind(" ", max(0, room - 200))
     return (kept[:space] if space > 0 else kept).rstrip() + CUT_MARK
 
 

@@ -95,7 +95,7 @@ def headings() -> list[str]:
     return sorted(" ".join(h.split()) for h in Question.objects.values_list("heading", flat=True))
 
 
-@pytest.mark.parametrize("bad", ["&#xD800;", "&#55296;", "&#xdfff;", "&#x110000;"])
+@pytest.mark.parametrize("bad", ["&#xD800;", "&#55296;", "&#xdfff;", "&#x110000;", "&#" + "9" * 5000 + ";"])
 def test_a_feed_item_with_a_reference_to_a_lone_surrogate_is_repaired_and_the_feed_lands(httpserver, client, bad):
     source = feed_that_was_healthy(httpserver, FEED.format(bad=bad))
 

@@ -82,7 +82,10 @@ def _own(source: Source, records: list[QuestionRecord]) -> list[QuestionRecord]:
 
 
 def _no_character(found: re.Match) -> bool:
-    code = int(found[1], 16) if found[1] else int(found[2])
+    digits = (found[1] or found[2]).lstrip(b"0")
+    if len(digits) > 8:  # past Unicode either way, and too long for int() to be asked
+        return True
+    code = int(digits or b"0", 16 if found[1] else 10)
     return 0xD800 <= code <= 0xDFFF or code > 0x10FFFF
 
 
