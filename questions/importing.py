@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from questions.records import QuestionRecord, RecordError, from_normalised, text, unstorable
+from questions.sources.jsondepth import MAX_DEPTH, loads, nested_too_deeply
 from questions.sources.parliament import record_from_api
 
 BOM = b"\xef\xbb\xbf"
@@ -68,6 +68,8 @@ def _decode(line: bytes) -> tuple[str, str]:
 def _record(item: Any) -> QuestionRecord:
     if isinstance(item, RecordError):
         raise item
+    if nested_too_deeply(item):
+        raise RecordError(f"the record is nested more than {MAX_DEPTH} levels deep")
     try:
         return record_from_api(item) if _is_api_record(item) else from_normalised(item)
     except RecordError:
@@ -84,7 +86,8 @@ def read_records(path: Path) -> Reading:
     lines = [_decode(line) for line in raw.split(b"\n")]
     reading = Reading()
     try:
-        document = json.loads("\n".join(line for line, _ in lines))
+        # Nesting too deep to decode costs the record that holds it, not the document.
+        document = loads("\n".join(line for line, _ in lines))
     except (ValueError, RecursionError):
         entries = _lines(lines)
     else:
@@ -128,7 +131,7 @@ def _lines(lines: list[tuple[str, str]]) -> list[tuple[str, Any, str]]:
             continue
         where = f"line {number}"
         try:
-            items = _flatten(json.loads(line))
+            items = _flatten(loads(line))
         except (ValueError, RecursionError) as exc:
             items = [NotJSON(f"is not valid JSON: {exc}")]
         if len(items) == 1:

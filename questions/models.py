@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from django.db import models
 from django.urls import reverse
@@ -103,6 +104,8 @@ class Question(models.Model):
     source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="questions")
     # What the list endpoint last said, so an unchanged question costs no detail request.
     list_signature = models.CharField(max_length=64, blank=True)
+    # A text was longer than the archive keeps (questions.records.TEXT_LIMITS) and was cut on the way in.
+    text_cut = models.BooleanField(default=False, help_text="A text was cut to the stored maximum.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -169,6 +172,12 @@ class Question(models.Model):
                 f"{self.date_tabled.isoformat()}/{self.uin}"
             )
         return ""
+
+    @property
+    def official_site(self) -> str:
+        """The host of the official record, for "the full text is on ..."."""
+        host = urlsplit(self.official_url).hostname or ""
+        return host.removeprefix("www.")
 
     @property
     def attachment_links(self) -> list[dict[str, str]]:

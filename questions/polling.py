@@ -29,6 +29,7 @@ class PollReport:
     landed: UpsertResult | None = None
     problems: int = 0
     error: str = ""
+    warning: str = ""
     skipped: str = ""
 
     def __str__(self) -> str:
@@ -39,6 +40,8 @@ class PollReport:
             parts.append(f"{self.problems} item(s) skipped, see the source's problems")
         if self.error:
             parts.append(f"error: {self.error}")
+        if self.warning:
+            parts.append(f"warning: {self.warning}")
         return "; ".join(parts)
 
 
@@ -96,8 +99,11 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
         report.landed = upsert(batch.records, source, alert=source.last_success_at is not None)
         batch.problems.extend(report.landed.refused)
     report.problems = len(batch.problems)
-    report.error = batch.error
+    report.error, report.warning = batch.error, batch.warning
     with transaction.atomic():
+        # A feed that stays malformed the same way is said once, not on every poll.
+        if batch.warning and not source.problems.filter(message=batch.warning).exists():
+            SourceProblem.objects.create(source=source, message=batch.warning)
         SourceProblem.objects.bulk_create(
             SourceProblem(source=source, record_id=record_id[:500], message=message)
             for record_id, message in batch.problems
@@ -123,7 +129,7 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
     log.info("source polled", extra={
         "source": source.name, "source_id": source.pk, "requests": batch.requests, "new": landed.created,
         "updated": landed.updated, "events": sum(landed.events.values()), "problems": report.problems,
-        "error": report.error,
+        "error": report.error, "warning": report.warning,
     })
     return report
 

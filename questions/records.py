@@ -47,6 +47,8 @@ class QuestionRecord:
     answering_member_role: str = ""
     url: str = ""
     list_signature: str = ""
+    # Whether a text was longer than TEXT_LIMITS and was cut: pages then send readers to the official record.
+    text_cut: bool = False
 
 
 # Lengths of the CharFields of Question, checked here so one long value cannot fail a whole batch.
@@ -55,6 +57,15 @@ MAX_LENGTHS = {
     "asking_member_constituency": 200, "answering_body_name": 200, "answering_member_name": 200,
     "answering_member_role": 300, "url": 500, "list_signature": 64,
 }
+
+# The most of each text that is stored, in characters. Real questions run to a few thousand characters and
+# the longest answers, tables and all, to some tens of thousands; a source sending more is cut here, so one
+# record cannot swell the database, the pages or the emails.
+TEXT_LIMITS = {"heading": 1_000, "question_text": 20_000, "answer_text": 200_000, "answer_html": 300_000}
+# Grouped questions and attachments kept per question, and the longest attachment title and address kept.
+MAX_ITEMS = 100
+MAX_TITLE, MAX_ADDRESS = 500, 2_000
+CUT_MARK = " …"
 
 
 def parse_date(value: Any, name: str) -> dt.date | None:
@@ -137,15 +148,54 @@ def web_url(value: Any) -> str:
 
 
 def _attachments(attachments: list) -> list[dict[str, str]]:
-    # An attachment whose address is not on the web keeps its title: the title still says what was attached.
+    # An attachment whose address is not on the web (or is absurdly long) keeps its title: the title still
+    # says what was attached.
     kept = []
     for attachment in attachments:
         if not isinstance(attachment, dict):
             continue
-        attachment = {**attachment, "url": web_url(attachment.get("url"))}
+        url = web_url(attachment.get("url"))
+        attachment = {**attachment, "url": url if len(url) <= MAX_ADDRESS else ""}
+        if isinstance(attachment.get("title"), str) and len(attachment["title"]) > MAX_TITLE:
+            attachment["title"] = cut_text(attachment["title"], MAX_TITLE)
         if attachment.get("title") or attachment["url"]:
             kept.append(attachment)
-    return kept
+    return kept[:MAX_ITEMS]
+
+
+def cut_text(value: str, limit: int) -> str:
+    """The text cut to `limit` characters, at a word where there is one near the end, marked as cut."""
+    room = limit - len(CUT_MARK)
+    kept = value[:room]
+    space = kept.rfind(" ", max(0, room - 200))
+    return (kept[:space] if space > 0 else kept).rstrip() + CUT_MARK
+
+
+def cut_html(value: str, limit: int) -> str:
+    """Sanitised HTML cut to `limit` characters: sanitising again closes what the cut left open, which can
+    make it longer, so the cut moves back until it fits."""
+    mark = f"<p>{CUT_MARK.strip()}</p>"
+    target = limit - len(mark)
+    room = target
+    while room > 0:
+        kept = html.sanitise(value[:room])
+        if len(kept) <= target:
+            return kept + mark
+        room = min(room - 1, room * target // len(kept))
+    return mark
+
+
+def _capped(record: QuestionRecord) -> QuestionRecord:
+    changes: dict[str, Any] = {}
+    for name, limit in TEXT_LIMITS.items():
+        value = getattr(record, name)
+        if len(value) > limit:
+            changes[name] = (cut_html if name == "answer_html" else cut_text)(value, limit)
+    if changes:
+        changes["text_cut"] = True
+    if len(record.grouped_uins) > MAX_ITEMS:
+        changes["grouped_uins"] = record.grouped_uins[:MAX_ITEMS]
+    return dataclasses.replace(record, **changes) if changes else record
 
 
 def _clean_html(value: str) -> str:
@@ -160,7 +210,8 @@ def _clean_html(value: str) -> str:
 
 
 def check(record: QuestionRecord) -> QuestionRecord:
-    """The record with every string cleaned and every address on the web, or RecordError if it cannot be stored."""
+    """The record with every string cleaned, every address on the web and every text within TEXT_LIMITS, or
+    RecordError if it cannot be stored."""
     changes = {}
     for name in (f.name for f in dataclasses.fields(record)):
         value = getattr(record, name)
@@ -181,7 +232,7 @@ def check(record: QuestionRecord) -> QuestionRecord:
     for name, limit in MAX_LENGTHS.items():
         if len(getattr(record, name)) > limit:
             raise RecordError(f"{name} is longer than {limit} characters")
-    return record
+    return _capped(record)
 
 
 def answer_fields(raw_answer: str) -> dict[str, str]:

@@ -96,17 +96,20 @@ def test_conditional_get_304_does_nothing(httpserver):
     assert Question.objects.count() == 0
 
 
-def test_a_truncated_feed_lands_what_could_be_read_and_records_the_error(httpserver):
+def test_a_truncated_feed_lands_what_could_be_read_and_records_a_warning(httpserver):
     cut = RSS[: RSS.index("<item><title>Prisons")] + "<item><title>Prisons: Mob"
-    httpserver.expect_request("/feed").respond_with_data(cut, content_type="application/rss+xml")
+    httpserver.expect_request("/feed").respond_with_data(cut, content_type="application/rss+xml",
+                                                         headers={"ETag": '"cut"'})
     source = feed_source(httpserver)
 
     report = poll_source(source, client())
 
     assert Question.objects.filter(heading="Police: Artificial Intelligence").exists()
-    assert "malformed feed" in report.error
+    assert "malformed feed" in report.warning and report.error == ""
+    assert SourceProblem.objects.filter(source=source, message__contains="malformed feed").exists()
     source.refresh_from_db()
-    assert "malformed feed" in source.last_error and source.consecutive_failures == 1
+    # Not failing, and not remembered: the next poll reads the whole feed again rather than hear "not modified".
+    assert source.consecutive_failures == 0 and source.etag == ""
 
 
 def test_a_feed_that_is_not_a_feed_is_an_error_not_a_crash(httpserver):

@@ -187,16 +187,19 @@ def test_an_import_line_with_a_byte_that_is_not_utf8_is_named_and_the_rest_load(
 
 
 @pytest.mark.django_db
-def test_one_record_nested_too_deep_to_walk_loses_no_other(tmp_path):
+@pytest.mark.parametrize("depth", [600, 5000])
+@pytest.mark.parametrize("one_document", [False, True])
+def test_one_record_nested_too_deep_to_walk_loses_no_other(tmp_path, depth, one_document):
     path = tmp_path / "questions.jsonl"
-    deep = "[" * 600 + "]" * 600
-    path.write_text('{"id": "d-1", "heading": "Fine"}\n'
-                    f'{{"id": "d-2", "heading": "Deep", "extra": {deep}}}\n'
-                    '{"id": "d-3", "heading": "Fine too"}\n', encoding="ascii")
+    deep = "[" * depth + "]" * depth
+    records = ['{"id": "d-1", "heading": "Fine"}', f'{{"id": "d-2", "heading": "Deep", "extra": {deep}}}',
+               '{"id": "d-3", "heading": "Fine too"}']
+    path.write_text(f"[{', '.join(records)}]" if one_document else "\n".join(records), encoding="ascii")
 
-    import_file(path)
+    err = import_file(path)
 
-    assert sorted(Question.objects.values_list("external_id", flat=True)) == ["d-1", "d-2", "d-3"]
+    assert sorted(Question.objects.values_list("external_id", flat=True)) == ["d-1", "d-3"]
+    assert "(id d-2) skipped: the record is nested more than 32 levels deep" in err
 
 
 @pytest.mark.django_db

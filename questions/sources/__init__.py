@@ -15,6 +15,9 @@ class Batch:
     problems: list[tuple[str, str]] = field(default_factory=list)
     # Set when the source failed part way: what was read still lands, the cursor does not move.
     error: str = ""
+    # Set when the source was read but something about it was wrong (a feed that is not well-formed):
+    # what was read lands and the source is healthy; the operator is told once.
+    warning: str = ""
     not_modified: bool = False
     cursor: dt.date | None = None
     etag: str = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import re
 from dataclasses import replace
 
 import feedparser
@@ -16,6 +17,8 @@ from questions.sources import Batch
 from questions.sources.http import FetchError, PoliteClient
 
 ID_LENGTH = MAX_LENGTHS["external_id"]
+CHARACTER_REFERENCE = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+REPLACEMENT = b"&#xFFFD;"
 
 
 def _date(entry) -> dt.date | None:
@@ -51,7 +54,9 @@ def fetch(source: Source, client: PoliteClient) -> Batch:
         raise FetchError(f"{source.url}: HTTP {response.status}")
     batch = parse_feed(response.body, response.headers, source.url)
     batch.records = _own(source, batch.records)
-    batch.etag, batch.last_modified = response.headers.get("etag", ""), response.headers.get("last-modified", "")
+    if not batch.warning:
+        # A malformed feed may have lost entries it would send again unchanged: the next poll reads it whole.
+        batch.etag, batch.last_modified = response.headers.get("etag", ""), response.headers.get("last-modified", "")
     batch.requests = 1
     return batch
 
@@ -76,8 +81,32 @@ def _own(source: Source, records: list[QuestionRecord]) -> list[QuestionRecord]:
             if r.external_id not in known]
 
 
+def _no_character(found: re.Match) -> bool:
+    digits = (found[1] or found[2]).lstrip(b"0")
+    if len(digits) > 8:  # past Unicode either way, and too long for int() to be asked
+        return True
+    code = int(digits or b"0", 16 if found[1] else 10)
+    return 0xD800 <= code <= 0xDFFF or code > 0x10FFFF
+
+
+def without_impossible_references(body: bytes) -> tuple[bytes, int]:
+    """The body with each reference to what is no character (a lone surrogate, a number past Unicode) made
+    U+FFFD, and how many there were: feedparser's fallback parser raises on the first, losing the whole feed."""
+    count = 0
+
+    def replace_one(found: re.Match) -> bytes:
+        nonlocal count
+        if not _no_character(found):
+            return found[0]
+        count += 1
+        return REPLACEMENT
+
+    return CHARACTER_REFERENCE.sub(replace_one, body), count
+
+
 def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
     """The records of a feed document; raises FetchError when nothing at all could be read."""
+    body, replaced = without_impossible_references(body)
     # A stream, never bytes: feedparser reads a string that looks like a path or URL as one.
     try:
         parsed = feedparser.parse(io.BytesIO(body), response_headers=headers)
@@ -85,13 +114,20 @@ def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
         raise FetchError(f"{url}: malformed feed ({type(exc).__name__}: {exc})") from exc
     batch = Batch()
     if parsed.bozo:
-        # feedparser keeps what it could read of a malformed feed: land that, and say what was wrong.
-        batch.error = f"{url}: malformed feed ({parsed.bozo_exception})"
+        message = f"{url}: malformed feed ({parsed.bozo_exception})"
         if not parsed.entries:
-            raise FetchError(batch.error)
+            raise FetchError(message)
+        # feedparser keeps what it could read of a malformed feed: that lands, and the source is not failing.
+        batch.warning = message + "; the entries that could be read were stored"
     for position, entry in enumerate(parsed.entries, start=1):
+        name = text(entry.get("title")) or f"entry {position}"
         try:
-            batch.records.append(record_from_entry(entry))
+            record = record_from_entry(entry)
         except RecordError as exc:
-            batch.problems.append((text(entry.get("title")) or f"entry {position}", str(exc)))
+            batch.problems.append((name, str(exc)))
+            continue
+        batch.records.append(record)
+        if replaced and "\ufffd" in record.heading + record.question_text:
+            batch.problems.append((name, "a reference to something that is no character (a lone surrogate) was "
+                                         "replaced with U+FFFD; the entry was stored"))
     return batch

@@ -21,6 +21,7 @@ from questions.records import (
 )
 from questions.sources import Batch
 from questions.sources.http import FetchError, OutOfTime, PoliteClient
+from questions.sources.jsondepth import MAX_DEPTH, loads, nested_too_deeply
 
 LIST_PATH = "/api/writtenquestions/questions"
 # A question changes in the API when it is tabled, answered or corrected; each has its own date filter.
@@ -43,6 +44,8 @@ def record_from_api(value: Any, list_signature: str = "") -> QuestionRecord:
         value = value["value"]
     if not isinstance(value, dict):
         raise RecordError("the record is not a JSON object")
+    if nested_too_deeply(value):
+        raise RecordError(f"the record is nested more than {MAX_DEPTH} levels deep")
     api_id = optional_int(value.get("id"), "id")
     if api_id is None:
         raise RecordError("the record has no id")
@@ -88,7 +91,7 @@ def list_signature(value: dict[str, Any]) -> str:
 
 def _json(response_text: str, url: str) -> Any:
     try:
-        return json.loads(response_text)
+        return loads(response_text)
     except ValueError as exc:
         raise FetchError(f"{url}: the response is not valid JSON ({exc})") from None
 

@@ -1,0 +1,128 @@
+"""One record a source should never have sent costs that record alone: the rest of the poll lands, the cursor
+moves, the next poll is fine, and the source is not reported as failing. Sources are real local HTTP servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+from werkzeug.wrappers import Response
+
+from questions.models import Question, Source, SourceProblem
+from questions.polling import poll_source
+from tests.parliament_stub import LIST_PATH, ParliamentStub
+from tests.test_parliament_api import client as api_client
+from tests.test_parliament_api import real_record
+
+pytestmark = pytest.mark.django_db
+
+DEEP_MARK = '"@deep@"'
+
+
+def deeply(stub: ParliamentStub, depth: int):
+    """The stub, with the value "@deep@" sent as arrays nested `depth` levels deep, in list pages and details."""
+    nested = "[" * depth + "]" * depth
+
+    def handler(request):
+        response = stub(request)
+        return Response(response.get_data(as_text=True).replace(DEEP_MARK, nested), status=response.status_code,
+                        content_type="application/json")
+
+    return handler
+
+
+@pytest.fixture
+def deep_api(httpserver):
+    stub = ParliamentStub()
+    handler = deeply(stub, 5000)
+    httpserver.expect_request(LIST_PATH).respond_with_handler(handler)
+    for api_id in (1000, 1001, 1002):
+        httpserver.expect_request(f"{LIST_PATH}/{api_id}").respond_with_handler(handler)
+    source = Source.objects.create(name="API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
+                                   created_at=timezone.now() - dt.timedelta(days=30))
+    return stub, source
+
+
+def healthz(client_) -> int:
+    return client_.get("/healthz", {"checks": "database,polling"}).status_code
+
+
+def test_a_record_nested_thousands_deep_is_refused_alone_and_the_cursor_moves(deep_api, client):
+    stub, source = deep_api
+    stub.put(real_record(1000))
+    # In its list page and in its detail record alike: each decodes, and only the record is refused.
+    stub.put(real_record(1001, attachments=["@deep@"]))
+    stub.put(real_record(1002))
+
+    report = poll_source(source, api_client())
+
+    assert report.error == ""
+    assert sorted(Question.objects.values_list("external_id", flat=True)) == ["1000", "1002"]
+    problem = SourceProblem.objects.get(source=source)
+    assert problem.record_id == "1001" and "nested more than 32 levels deep" in problem.message
+    source.refresh_from_db()
+    assert source.cursor == timezone.localdate() and source.consecutive_failures == 0
+    assert healthz(client) == 200
+
+    report = poll_source(source, api_client())
+
+    assert report.error == "" and source.problems.count() == 2
+    source.refresh_from_db()
+    assert source.consecutive_failures == 0 and source.last_error == ""
+
+
+FEED = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>Written questions</title><link>https://example.org/</link>
+<item><title>Schools: Heating</title><guid>urn:q:1</guid><link>https://example.org/q/1</link>
+<description>What funding is available for school heating.</description></item>
+<item><title>Otters {bad} two</title><guid>urn:q:2</guid><link>https://example.org/q/2</link>
+<description>How many otters {bad} live in rivers.</description></item>
+<item><title>Prisons: Mobile Phones</title><guid>urn:q:3</guid><link>https://example.org/q/3</link>
+<description>How many mobile phones were found in prisons.</description></item>
+</channel></rss>"""
+
+
+def feed_that_was_healthy(httpserver, body: str) -> Source:
+    """A feed read fine until a day ago: /healthz goes red if this poll does not count as a success."""
+    httpserver.expect_request("/feed").respond_with_data(body, content_type="application/rss+xml")
+    return Source.objects.create(name="Feed", kind=Source.Kind.FEED, url=httpserver.url_for("/feed"),
+                                 created_at=timezone.now() - dt.timedelta(days=30),
+                                 last_success_at=timezone.now() - dt.timedelta(days=1))
+
+
+def headings() -> list[str]:
+    return sorted(" ".join(h.split()) for h in Question.objects.values_list("heading", flat=True))
+
+
+@pytest.mark.parametrize("bad", ["&#xD800;", "&#55296;", "&#xdfff;", "&#x110000;", "&#" + "9" * 5000 + ";"])
+def test_a_feed_item_with_a_reference_to_a_lone_surrogate_is_repaired_and_the_feed_lands(httpserver, client, bad):
+    source = feed_that_was_healthy(httpserver, FEED.format(bad=bad))
+
+    report = poll_source(source, api_client())
+
+    assert report.error == ""
+    assert headings() == ["Otters \ufffd two", "Prisons: Mobile Phones", "Schools: Heating"]
+    problem = SourceProblem.objects.get(source=source)
+    assert problem.record_id.startswith("Otters") and "replaced with U+FFFD" in problem.message
+    source.refresh_from_db()
+    assert source.consecutive_failures == 0 and healthz(client) == 200
+
+    report = poll_source(source, api_client())
+
+    assert report.error == "" and report.landed.unchanged == 3
+
+
+def test_a_malformed_feed_whose_items_land_is_a_warning_said_once_not_a_failing_source(httpserver, client):
+    # A stray control character: the strict parser gives up, the lenient one reads every item.
+    source = feed_that_was_healthy(httpserver, FEED.format(bad="\x01"))
+
+    first = poll_source(source, api_client())
+    second = poll_source(source, api_client())
+
+    assert headings() == ["Otters two", "Prisons: Mobile Phones", "Schools: Heating"]
+    assert first.error == second.error == "" and "malformed feed" in first.warning
+    warnings = SourceProblem.objects.filter(source=source, message__contains="malformed feed")
+    assert warnings.count() == 1 and "the entries that could be read were stored" in warnings.get().message
+    source.refresh_from_db()
+    assert source.consecutive_failures == 0 and source.last_error == "" and healthz(client) == 200
