@@ -75,6 +75,12 @@ def _refuse_when_spent(execute, sql, params, many, context):
     return execute(sql, params, many, context)
 
 
+def _lift_timeout() -> None:
+    if not connection.needs_rollback:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout TO DEFAULT")
+
+
 @contextmanager
 def _interrupt_sqlite(deadline: float) -> Iterator[None]:
     # SQLite has no statement time-out: its progress handler, called every few thousand instructions, stops
@@ -101,6 +107,9 @@ def budget(seconds: float | None = None) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
             if connection.vendor == "postgresql":
                 # SET LOCAL needs a transaction. SQLite's would take the write lock from the worker for a read.
+                if connection.in_atomic_block:
+                    # Only a savepoint: the time-out set for the last statement would outlive it.
+                    stack.callback(_lift_timeout)
                 stack.enter_context(transaction.atomic())
             elif connection.vendor == "sqlite":
                 stack.enter_context(_interrupt_sqlite(deadline))

@@ -59,7 +59,7 @@ def _positive_leaves(node: Node, field: str | None) -> list[Term | Prefix | Phra
 
 
 # Highlighting repeats for the same results of a popular search; a long answer is marked afresh each time.
-@short_text_cache(maxsize=2048, longest=4000)
+@short_text_cache(maxsize=1024, longest=2000)
 def highlight(text: str, node: Node, field: str | None = None) -> str:
     """`text` HTML-escaped, with what the query looks for wrapped in `<mark>`.
 

@@ -29,17 +29,29 @@ def hostile_queries(count: int) -> list[str]:
     return queries
 
 
-def test_parsing_and_highlighting_thousands_of_long_searches_keeps_little():
-    queries = hostile_queries(1500)
-    answer = "The Government keeps prisons under review. " * 200
+def kept_after(queries: list[str], text) -> int:
+    """The bytes still held after highlighting `text(query)` for each query, past the first thirty."""
     for query in queries[:30]:  # whatever is built once, on first use
-        highlight(answer, parse(query))
+        highlight(text(query), parse(query))
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for query in queries[30:]:
-        highlight(answer + query, parse(query))
+        highlight(text(query), parse(query))
     gc.collect()
     kept = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    assert kept < 1_000_000, f"{kept:,} bytes kept after {len(queries) - 30} searches"
+    return kept
+
+
+def test_parsing_and_highlighting_thousands_of_long_searches_keeps_little():
+    answer = "The Government keeps prisons under review. " * 200
+    kept = kept_after(hostile_queries(1500), lambda query: answer + query)
+    assert kept < 1_000_000, f"{kept:,} bytes kept after 1,470 searches"
+
+
+def test_highlighting_thousands_of_answers_keeps_at_most_a_few_megabytes():
+    # Answers short enough to be kept, each one different: the highlighter keeps its last thousand.
+    answer = "The Government keeps prisons under review. " * 30
+    kept = kept_after([f"prison{n}" for n in range(3000)], lambda query: f"{answer} {query}")
+    assert kept < 8_000_000, f"{kept:,} bytes kept after 2,970 answers"
