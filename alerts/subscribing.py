@@ -15,7 +15,7 @@ from alerts.delivery import queue_delivery
 from alerts.models import Delivery, Subscriber, Subscription
 from alerts.retention import forget_erased, suppressed_reason_of
 from alerts.tokens import Link
-from alerts.volume import Volume, cached_estimate
+from alerts.volume import Volume, estimate_now_or_later
 from questions.models import Question
 from questions.search import canonical, parse
 from questions.searching import Filters, matching
@@ -48,8 +48,10 @@ class Preview:
     # the search is wrong or the subject merely quiet.
     archive_total: int | None = None
     latest: dt.date | None = None
-    # Questions, answers and emails a week over the archive's last year, and whether the search is too broad.
+    # Questions, answers and emails a week over the archive's last year, and whether the search is too broad;
+    # or still being worked out by a worker, for a search common enough to take seconds.
     volume: Volume | None = None
+    volume_pending: bool = False
 
     @property
     def archive_capped(self) -> bool:
@@ -67,6 +69,12 @@ def comma_hint(query: str) -> str:
     return " OR ".join(quoted)
 
 
+def _volume(node, today: dt.date) -> tuple[Volume | None, bool]:
+    """The volume estimate and whether it is still being worked out."""
+    found = estimate_now_or_later(node, today)
+    return found, found is None
+
+
 def preview(query: str, today: dt.date | None = None) -> Preview:
     """What the search matched in the last 30 days, as the alert would have sent it, and how much it would
     send in a week (see alerts.volume). Raises QueryError."""
@@ -82,7 +90,7 @@ def preview(query: str, today: dt.date | None = None) -> Preview:
             # PostgreSQL sorts a missing date first when newest-first.
             latest = everything.filter(date_tabled__isnull=False).values_list("date_tabled", flat=True).first()
     return Preview(list(recent[:PREVIEW_SIZE]), total, round(total * 7 / PREVIEW_DAYS, 1), comma_hint(query),
-                   archive_total, latest, cached_estimate(node, today))
+                   archive_total, latest, *_volume(node, today))
 
 
 def confirmed_alerts(subscriber: Subscriber):

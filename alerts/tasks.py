@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 
@@ -11,6 +12,7 @@ from django.core.cache import cache
 from django.db import DatabaseError
 from django.utils.crypto import salted_hmac
 
+from alerts import volume
 from alerts.canary import run_canary
 from alerts.delivery import deliver_digest, deliver_immediate, send_due
 from alerts.following import retire_follows
@@ -105,6 +107,11 @@ def deliver_daily_task() -> int:
 @shared_task(name="alerts.deliver_weekly")
 def deliver_weekly_task() -> int:
     return len(deliver_digest(Delivery.Kind.WEEKLY))
+
+
+@shared_task(name="alerts.estimate_volume", acks_late=True)
+def estimate_volume_task(canonical_query: str, today: str) -> bool:
+    return volume.estimate_for_later(canonical_query, dt.date.fromisoformat(today))
 
 
 @shared_task(name="alerts.canary")

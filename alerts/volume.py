@@ -29,15 +29,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 from dataclasses import dataclass, field
 
 from django.core.cache import cache
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from alerts.models import Subscription
+from questions import budget
 from questions.models import Question
-from questions.search import Node, canonical
+from questions.search import Node, canonical, parse_canonical
 from questions.searching import CACHE_ERRORS, Filters, matching
 
 # A year evens out Parliament's recesses and the rush before them.
@@ -52,7 +55,15 @@ MIN_ARCHIVE_FOR_SHARE = 200
 BUSY_EMAILS_PER_DAY = 3
 # Estimates are kept this long: the archive changes by a day's questions at a time.
 ESTIMATE_CACHE_SECONDS = 60 * 60
+# A page works an estimate out itself only when it is quick; a common word over a year of a million questions
+# takes seconds, so a worker works it out (within its own budget) for the next preview, a few at a time: each
+# takes the worker from matching and sending for as long.
+ESTIMATE_NOW_SECONDS = 0.3
+ESTIMATE_WORKER_SECONDS = 30
+ESTIMATES_ASKED_PER_MINUTE = 6
 WINDOW_CACHE_SECONDS = 10 * 60
+
+log = logging.getLogger(__name__)
 
 
 def amount(rate: float, noun: str) -> str:
@@ -241,11 +252,55 @@ def _cached(key: str, seconds: int, work):
     return found
 
 
+def _estimate_key(node: Node, today: dt.date) -> str:
+    return "volume:" + hashlib.sha256(canonical(node).encode()).hexdigest() + ":" + today.isoformat()
+
+
 def cached_estimate(node: Node, today: dt.date | None = None) -> Volume:
     """`estimate`, kept for an hour per search and day, and the archive's window for ten minutes: counting
     a common word over a year of a large archive is a scan, which the signup page (a GET anyone can
     repeat) must not cost every time."""
     today = today or timezone.localdate()
-    key = "volume:" + hashlib.sha256(canonical(node).encode()).hexdigest() + ":" + today.isoformat()
-    return _cached(key, ESTIMATE_CACHE_SECONDS, lambda: estimate(node, today, _cached(
+    return _cached(_estimate_key(node, today), ESTIMATE_CACHE_SECONDS, lambda: estimate(node, today, _cached(
         f"volume:window:{today.isoformat()}", WINDOW_CACHE_SECONDS, lambda: _window(today))))
+
+
+def estimate_now_or_later(node: Node, today: dt.date | None = None) -> Volume | None:
+    """The estimate, if it is kept or quick to work out; otherwise None, and a worker is asked to work it out
+    for the next preview (see ESTIMATE_NOW_SECONDS)."""
+    today = today or timezone.localdate()
+    try:
+        with budget.budget(ESTIMATE_NOW_SECONDS):
+            return cached_estimate(node, today)
+    except budget.TooCostly:
+        _ask_a_worker(node, today)
+        return None
+
+
+def _ask_a_worker(node: Node, today: dt.date) -> None:
+    from alerts.tasks import estimate_volume_task
+
+    key = _estimate_key(node, today)
+    minute = int(timezone.now().timestamp() // 60)
+    try:
+        if not cache.add(f"{key}:asked", 1, ESTIMATE_WORKER_SECONDS * 2):
+            return  # already asked for
+        cache.add(f"volume:asked:{minute}", 0, 120)
+        if cache.incr(f"volume:asked:{minute}") > ESTIMATES_ASKED_PER_MINUTE:
+            cache.delete(f"{key}:asked")  # not asked after all: the next preview may ask
+            return
+        estimate_volume_task.delay(canonical(node), today.isoformat())
+    except (*CACHE_ERRORS, BrokerError) as error:
+        # Without the cache there is nowhere to keep it; without the broker, no worker to ask: the preview
+        # shows the rest.
+        log.warning("estimate not asked for", extra={"error": str(error)[:200]})
+
+
+def estimate_for_later(canonical_query: str, today: dt.date) -> bool:
+    """Work out and keep the estimate a preview asked for; False if it would not fit the worker's budget."""
+    try:
+        with budget.budget(ESTIMATE_WORKER_SECONDS):
+            cached_estimate(parse_canonical(canonical_query), today)
+    except budget.TooCostly:
+        return False
+    return True

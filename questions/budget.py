@@ -81,13 +81,19 @@ def _lift_timeout() -> None:
             cursor.execute("SET LOCAL statement_timeout TO DEFAULT")
 
 
+def _spent() -> bool:
+    deadline = _deadline.get()
+    return deadline is not None and clock() >= deadline
+
+
 @contextmanager
-def _interrupt_sqlite(deadline: float) -> Iterator[None]:
+def _interrupt_sqlite() -> Iterator[None]:
     # SQLite has no statement time-out: its progress handler, called every few thousand instructions, stops
-    # the statement by answering true, and SQLite raises OperationalError("interrupted").
+    # the statement by answering true, and SQLite raises OperationalError("interrupted"). It reads the deadline
+    # of the innermost budget as it runs: a connection has one handler, set by the outermost.
     connection.ensure_connection()
     raw = connection.connection
-    raw.set_progress_handler(lambda: clock() >= deadline, 10_000)
+    raw.set_progress_handler(_spent, 10_000)
     try:
         yield
     finally:
@@ -100,8 +106,9 @@ def budget(seconds: float | None = None) -> Iterator[None]:
     TooCostly when it runs out."""
     seconds = settings.SEARCH_BUDGET_SECONDS if seconds is None else seconds
     deadline = clock() + seconds
-    if _deadline.get() is not None:
-        deadline = min(deadline, _deadline.get())
+    outer = _deadline.get()
+    if outer is not None:
+        deadline = min(deadline, outer)
     token = _deadline.set(deadline)
     try:
         with contextlib.ExitStack() as stack:
@@ -111,9 +118,11 @@ def budget(seconds: float | None = None) -> Iterator[None]:
                     # Only a savepoint: the time-out set for the last statement would outlive it.
                     stack.callback(_lift_timeout)
                 stack.enter_context(transaction.atomic())
-            elif connection.vendor == "sqlite":
-                stack.enter_context(_interrupt_sqlite(deadline))
-            stack.enter_context(connection.execute_wrapper(_refuse_when_spent))
+            elif connection.vendor == "sqlite" and outer is None:
+                stack.enter_context(_interrupt_sqlite())
+            if outer is None:
+                # It reads the innermost budget's deadline as each statement starts: one is enough.
+                stack.enter_context(connection.execute_wrapper(_refuse_when_spent))
             yield
     except OperationalError as error:
         if clock() + _SLACK >= deadline:

@@ -304,3 +304,45 @@ def test_editing_to_a_narrow_search_drops_the_warning(client, busy_archive):
 
     assert "very broad" not in text and "many times a day" not in text
     assert "As it happens: up to about 6 emails a week (your choice)" in text
+
+
+# An estimate too slow for the page
+
+
+def prisons_archive() -> None:
+    filler()
+    store([ask(heading=f"Prisons {n}", tabled=NEWEST - dt.timedelta(days=n), answered=NEWEST) for n in range(20)])
+
+
+@pytest.mark.worker
+@pytest.mark.postgres
+def test_an_estimate_too_slow_for_the_page_is_worked_out_by_a_worker_for_the_next_preview(
+        celery_worker, client, monkeypatch):
+    from tests.conftest import wait_until
+
+    prisons_archive()
+    # As if counting over the year took longer than a page may wait: the page asks a worker instead.
+    monkeypatch.setattr(volume, "ESTIMATE_NOW_SECONDS", 0)
+    page = client.get(SIGNUP, {"q": "prisons"}).content.decode()
+    assert "What this alert would have sent" in page and "20 in all" in page
+    assert "still working out how much email this search would send" in page
+    assert "How much email to expect" not in page
+    wait_until(lambda: "How much email to expect" in client.get(SIGNUP, {"q": "prisons"}).content.decode(),
+               timeout=60, message="the worker's estimate to show in the preview")
+
+
+@pytest.mark.django_db
+def test_a_few_estimates_a_minute_are_asked_of_the_workers_whatever_is_previewed(client, monkeypatch):
+    prisons_archive()
+    monkeypatch.setattr(volume, "ESTIMATE_NOW_SECONDS", 0)
+    monkeypatch.setattr(volume, "ESTIMATES_ASKED_PER_MINUTE", 2)
+    # Tasks run in this process here: each one asked for is worked out before the page answers.
+    for query in ("prisons", "prisons 1", "prisons 2", "prisons 2"):
+        client.get(SIGNUP, {"q": query})
+    from django.core.cache import cache
+
+    def kept(query: str) -> Volume | None:
+        return cache.get(volume._estimate_key(parse(query), timezone.localdate()))
+
+    assert kept("prisons").questions and kept("prisons 1").questions
+    assert kept("prisons 2") is None
