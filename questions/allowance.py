@@ -54,32 +54,37 @@ def _allowance_key(client: str, window: int) -> str:
 @contextmanager
 def metered(client: str, free: float) -> Iterator[bool]:
     """Refuse with TooManySearches when `client` has spent its allowance in this window; otherwise run the
-    block, which is told whether the client has been charged in this window, and charge the client for the
-    time it took beyond `free` seconds. With the cache down, nothing is counted: the budget still bounds each
-    request."""
+    block, which is told whether the client has been charged in this window (or has a search under way), and
+    charge the client for the time it took beyond `free` seconds. The most it could cost is reserved before it
+    runs, and the rest given back after, so that a client's searches sent all at once each see the others.
+    With the cache down, nothing is counted: the budget still bounds each request."""
     window_seconds = settings.SEARCH_ALLOWANCE_WINDOW_SECONDS
     now = wall_clock()
     window = int(now // window_seconds)
     key = _allowance_key(client, window)
+    reserved = round(max(0.0, settings.SEARCH_BUDGET_SECONDS - free) * 1000)
     try:
-        spent = cache.get(key) or 0
-    except CACHE_ERRORS:
-        spent = 0
-    if spent >= settings.SEARCH_ALLOWANCE_SECONDS * 1000:
-        raise TooManySearches(max(1, math.ceil((window + 1) * window_seconds - now)))
-    started = clock()
-    ran = True
+        cache.add(key, 0, window_seconds + 1)
+        spent = cache.incr(key, reserved) - reserved
+    except (*CACHE_ERRORS, ValueError):
+        spent = reserved = 0
+    cost = 0
     try:
-        yield spent > 0
-    except LanesBusy:
-        ran = False  # refused before any work: nothing to charge
-        raise
+        if spent >= settings.SEARCH_ALLOWANCE_SECONDS * 1000:
+            raise TooManySearches(max(1, math.ceil((window + 1) * window_seconds - now)))
+        started: float | None = clock()
+        try:
+            yield spent > 0
+        except LanesBusy:
+            started = None  # refused before any work: nothing to charge
+            raise
+        finally:
+            if started is not None:
+                cost = max(0, round((clock() - started - free) * 1000))
     finally:
-        cost = round((clock() - started - free) * 1000)
-        if ran and cost > 0:
+        if cost != reserved:
             with contextlib.suppress(*CACHE_ERRORS, ValueError):
-                cache.add(key, 0, window_seconds + 1)
-                cache.incr(key, cost)
+                cache.incr(key, cost - reserved)
 
 
 @contextmanager

@@ -224,3 +224,19 @@ def test_a_search_far_larger_than_people_write_is_charged_all_its_time(client, m
     monkeypatch.setattr(allowance, "wall_clock", lambda: 1_000_000.0)
     settings.SEARCH_ALLOWANCE_SECONDS = 0.5
     assert [client.get("/", {"q": COSTLIEST}).status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+@pytest.mark.django_db
+def test_searches_a_client_sends_at_once_each_see_the_others(settings):
+    settings.SEARCH_BUDGET_SECONDS, settings.SEARCH_FREE_SECONDS, settings.SEARCH_ALLOWANCE_SECONDS = 1.2, 0.3, 2.0
+    with allowance.metered("192.0.2.1", free=0.3) as first, allowance.metered("192.0.2.1", free=0.3) as second, \
+            allowance.metered("192.0.2.1", free=0.3) as third:
+        # Each reserves the 0.9 s it could cost: the second and third go to a lane, a fourth is refused.
+        assert (first, second, third) == (False, True, True)
+        with pytest.raises(allowance.TooManySearches), allowance.metered("192.0.2.1", free=0.3):
+            pass
+        with allowance.metered("198.51.100.7", free=0.3) as elsewhere:
+            assert elsewhere is False
+    # All took no time: all was given back.
+    with allowance.metered("192.0.2.1", free=0.3) as later:
+        assert later is False
