@@ -123,10 +123,13 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # The broker and the cache live in Redis databases of their own (the cache one up from the broker's,
 # unless set apart): clearing the cache must never empty the task queue.
 REDIS_CACHE_URL = env.str("REDIS_CACHE_URL", default=_next_database(REDIS_URL) if REDIS_URL else "")
+# A Redis that accepts connections and never answers (a hung server, a half-open connection) must cost a
+# request seconds, not a worker for ever: every connection to it, cache or broker, gives up after this long.
+REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=1.0)
 if REDIS_CACHE_URL:
-    # A Redis that stops answering costs a request a second, not a worker for ever: pages then do without it.
+    # Pages then do without the cache.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_CACHE_URL,
-                          "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}}
+                          "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}}}
 else:
     # Room for a flood's worth of rate-limit counters: culling would forget the ones that matter.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache",
@@ -151,7 +154,7 @@ WHITENOISE_USE_FINDERS = True
 # Celery: Redis when there is one; otherwise kombu's filesystem transport, which needs no server.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 if CELERY_BROKER_URL:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}
 else:
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("in", "processed", "control"):
@@ -166,6 +169,11 @@ else:
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_TIMEOUT
+# A form hands its work to the broker while the person waits: one more try, then "try again in a minute"
+# (Celery's default tries four times, each waiting out the time-out).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                                    "interval_max": 0.2}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
