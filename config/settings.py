@@ -30,10 +30,14 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS e
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-# Behind N proxies (TRUSTED_PROXY=N, usually 1), X-Forwarded-Proto is believed and X-Forwarded-For
-# gives the client's address for rate limits.
-TRUSTED_PROXY = env.int("TRUSTED_PROXY", default=0)
-if TRUSTED_PROXY:
+# The proxies in front, by address or network: a request from one of them has its X-Forwarded-For
+# (the client's address, for rate limits and /metrics), -Proto and -Host believed; from anyone else
+# those headers are dropped (config.proxy). None named, none are believed.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+# The count of proxies this replaced trusted whoever reached the app directly: still set, check proxy.E001
+# stops the site rather than guess.
+TRUSTED_PROXY = env.str("TRUSTED_PROXY", default="")
+if TRUSTED_PROXIES:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -67,6 +71,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: nothing may read a forwarded header that no trusted proxy wrote.
+    "config.proxy.ForwardedHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything reads the address: NUL, control characters and broken UTF-8 are a 400, not a 500.
     "questions.middleware.RefuseBadAddressesMiddleware",
