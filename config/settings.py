@@ -308,7 +308,11 @@ CELERY_TASK_ROUTES = {
     **({"alerts.send_due": {"queue": SEND_QUEUE}} if SEND_QUEUE else {}),
 }
 RATELIMIT_SIGNUP_PER_IP = env.str("RATELIMIT_SIGNUP_PER_IP", default="20/h")
-RATELIMIT_SIGNUP_PER_ADDRESS = env.str("RATELIMIT_SIGNUP_PER_ADDRESS", default="5/h")
+# Emails one address may be sent on requests from one network (config.proxy.NETWORK_PREFIX), and from all
+# networks together: a stranger spends only their own network's share, and reaching the ceiling takes
+# requests from seven networks at once.
+RATELIMIT_SIGNUP_PER_ADDRESS = env.str("RATELIMIT_SIGNUP_PER_ADDRESS", default="3/h")
+RATELIMIT_SIGNUP_PER_ADDRESS_TOTAL = env.str("RATELIMIT_SIGNUP_PER_ADDRESS_TOTAL", default="20/h")
 RATELIMIT_VIEW = "alerts.views.rate_limited"
 RATELIMIT_IP_META_KEY = "config.proxy.client_ip"
 # Delivery: the Delivery table is the queue. A sender leases a chunk of due emails, hands them to the
