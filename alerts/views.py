@@ -64,7 +64,8 @@ def _limits(form: str, email: str) -> list[dict]:
     return [
         {"group": f"{form}-ip", "key": "ip", "rate": settings.RATELIMIT_SIGNUP_PER_IP},
         # One budget per address, whichever form asks: each request sends that address an email. The
-        # network is in the group, not the key, so that every counter for an address keeps its window.
+        # network goes in the group, not the key: windows are staggered by key, and all of an address's
+        # counters then turn over together.
         {"group": lambda request: f"emails-to-address-from:{client_network(request)}",
          "key": lambda group, request: address, "rate": settings.RATELIMIT_SIGNUP_PER_ADDRESS},
         {"group": "emails-to-address", "key": lambda group, request: address,
