@@ -19,3 +19,4 @@ class AlertsConfig(AppConfig):
         # sender by the task's name.
         import alerts.checks  # noqa: F401
         import alerts.tasks  # noqa: F401
+        import config.proxy  # noqa: F401 - its checks

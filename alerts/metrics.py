@@ -121,7 +121,8 @@ def _allowed(request: HttpRequest) -> bool:
     given = request.headers.get("Authorization", "")
     if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         return True
-    # The client's address found as for rate limits (TRUSTED_PROXY): behind a proxy, not the proxy's own.
+    # The client's address found as for rate limits: behind a proxy named in TRUSTED_PROXIES, the one it saw;
+    # otherwise the connection's own, whatever X-Forwarded-For claims.
     try:
         address = ipaddress.ip_address(import_string(settings.RATELIMIT_IP_META_KEY)(request))
     except ValueError:

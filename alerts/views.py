@@ -23,7 +23,7 @@ from alerts import subscribing, tasks, tokens
 from alerts.activity import alert_activity, questions_last_checked
 from alerts.forms import AlertFields, EmailForm, SignupForm
 from alerts.models import Subscriber, Subscription
-from config.proxy import client_ip
+from config.proxy import client_host, client_network
 from questions.allowance import TooManySearches, public_search, refusal
 from questions.budget import TooCostly
 from questions.models import Question
@@ -60,11 +60,23 @@ class LimitsUnavailable(Exception):
 
 
 def _limits(form: str, email: str) -> list[dict]:
+    """The IP's limit, then the address's: first from the client's network, then from everywhere.
+
+    Each request asks for an email to `email`, which is someone's inbox, maybe not the asker's. The
+    address's allowance is split by network (config.proxy.NETWORK_PREFIX): a stranger spends only their
+    own network's share of it, never the owner's. The ceiling across all networks is what stops a flood
+    from many networks; it is set well above one network's share, so that a stranger must ask from many
+    networks at once to reach it (see README, "Rate limits")."""
+    address = email.strip().lower()
     return [
         {"group": f"{form}-ip", "key": "ip", "rate": settings.RATELIMIT_SIGNUP_PER_IP},
-        # One budget per address, whichever form asks: each request sends that address an email.
-        {"group": "emails-to-address", "key": lambda group, request: email.strip().lower(),
-         "rate": settings.RATELIMIT_SIGNUP_PER_ADDRESS},
+        # One budget per address, whichever form asks: each request sends that address an email. The
+        # network goes in the group, not the key: windows are staggered by key, and all of an address's
+        # counters then turn over together.
+        {"group": lambda request: f"emails-to-address-from:{client_network(request)}",
+         "key": lambda group, request: address, "rate": settings.RATELIMIT_SIGNUP_PER_ADDRESS},
+        {"group": "emails-to-address", "key": lambda group, request: address,
+         "rate": settings.RATELIMIT_SIGNUP_PER_ADDRESS_TOTAL},
     ]
 
 
@@ -72,13 +84,14 @@ def _counted(request: HttpRequest, limits: list[dict]) -> bool:
     """Count the request against each limit in turn, stopping at the first that is full; whether all had
     room. Counting is the cache's atomic increment, so requests arriving together cannot all slip
     through; and a request refused by one limit is not counted against the next, so a flood from one
-    IP (refused by the IP's limit) uses up nothing of an address's.
+    IP (refused by the IP's limit) uses up nothing of an address's, nor one network's of the ceiling.
 
     Raises LimitsUnavailable when the cache is down. Refusing then, rather than letting everything
     through, is deliberate: these limits are all that stops a stranger using us to flood an inbox."""
     try:
         for limit in limits:
-            usage = get_usage(request, increment=True, **limit)
+            group = limit["group"](request) if callable(limit["group"]) else limit["group"]
+            usage = get_usage(request, increment=True, **(limit | {"group": group}))
             if usage is not None and usage["should_limit"]:
                 return False
     except CACHE_ERRORS as error:
@@ -114,11 +127,18 @@ def _hand_over(request: HttpRequest, form: str, email: str, task, **work) -> Htt
     Whether an address is known, unsubscribed or bounced decides what the task does, never what this
     request does: the same checks, one message to the broker, the same page, in the same time. The
     task writes the Delivery row (the durable queue) before anything is sent; if the broker will not
-    take the message, the person is asked to try again in a minute."""
+    take the message, the person is asked to try again in a minute.
+
+    An IP over its limit is told so (429). An address over its limits is not: the page is the one every
+    address gets and nothing is sent, so a stranger learns nothing and the inbox hears nothing more."""
+    ip_limit, *address_limits = _limits(form, email)
     try:
-        if not _counted(request, _limits(form, email)):
+        if not _counted(request, [ip_limit]):
             return rate_limited(request)
-        task.apply_async(kwargs={"email": email, **work})
+        if _counted(request, address_limits):
+            task.apply_async(kwargs={"email": email, **work})
+        else:
+            log.info("emails to this address held to its limit, nothing sent", extra={"form": form})
     except LimitsUnavailable:
         return try_again_soon(request)
     except BrokerDown:
@@ -156,7 +176,7 @@ def _preview(request: HttpRequest, form, query: str) -> subscribing.Preview | Pr
     if not query or form.errors.get("q"):
         return None
     try:
-        with public_search(client_ip(request), parse_or_none(query)):
+        with public_search(client_host(request), parse_or_none(query)):
             return subscribing.preview(query)
     except QueryError:
         return None

@@ -30,10 +30,14 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS e
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-# Behind N proxies (TRUSTED_PROXY=N, usually 1), X-Forwarded-Proto is believed and X-Forwarded-For
-# gives the client's address for rate limits.
-TRUSTED_PROXY = env.int("TRUSTED_PROXY", default=0)
-if TRUSTED_PROXY:
+# The proxies in front, by address or network: a request from one of them has its X-Forwarded-For
+# (the client's address, for rate limits and /metrics), -Proto and -Host believed; from anyone else
+# those headers are dropped (config.proxy). None named, none are believed.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+# The count of proxies this replaced trusted whoever reached the app directly: still set, check proxy.E001
+# stops the site rather than guess.
+TRUSTED_PROXY = env.str("TRUSTED_PROXY", default="")
+if TRUSTED_PROXIES:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -67,6 +71,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: nothing may read a forwarded header that no trusted proxy wrote.
+    "config.proxy.ForwardedHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything reads the address: NUL, control characters and broken UTF-8 are a 400, not a 500.
     "questions.middleware.RefuseBadAddressesMiddleware",
@@ -136,10 +142,13 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # The broker and the cache live in Redis databases of their own (the cache one up from the broker's,
 # unless set apart): clearing the cache must never empty the task queue.
 REDIS_CACHE_URL = env.str("REDIS_CACHE_URL", default=_next_database(REDIS_URL) if REDIS_URL else "")
+# A Redis that accepts connections and never answers (a hung server, a half-open connection) must cost a
+# request seconds, not a worker for ever: every connection to it, cache or broker, gives up after this long.
+REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=1.0)
 if REDIS_CACHE_URL:
-    # A Redis that stops answering costs a request a second, not a worker for ever: pages then do without it.
+    # Pages then do without the cache.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_CACHE_URL,
-                          "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}}
+                          "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}}}
 else:
     # Room for a flood's worth of rate-limit counters: culling would forget the ones that matter.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache",
@@ -164,7 +173,7 @@ WHITENOISE_USE_FINDERS = True
 # Celery: Redis when there is one; otherwise kombu's filesystem transport, which needs no server.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 if CELERY_BROKER_URL:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}
 else:
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("in", "processed", "control"):
@@ -179,6 +188,11 @@ else:
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_TIMEOUT
+# A form hands its work to the broker while the person waits: one more try, then "try again in a minute"
+# (Celery's default tries four times, each waiting out the time-out).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                                    "interval_max": 0.2}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -309,9 +323,13 @@ CELERY_TASK_ROUTES = {
     **({"alerts.send_due": {"queue": SEND_QUEUE}} if SEND_QUEUE else {}),
 }
 RATELIMIT_SIGNUP_PER_IP = env.str("RATELIMIT_SIGNUP_PER_IP", default="20/h")
-RATELIMIT_SIGNUP_PER_ADDRESS = env.str("RATELIMIT_SIGNUP_PER_ADDRESS", default="5/h")
+# Emails one address may be sent on requests from one network (config.proxy.NETWORK_PREFIX), and from all
+# networks together: a stranger spends only their own network's share, and reaching the ceiling takes
+# requests from seven networks at once.
+RATELIMIT_SIGNUP_PER_ADDRESS = env.str("RATELIMIT_SIGNUP_PER_ADDRESS", default="3/h")
+RATELIMIT_SIGNUP_PER_ADDRESS_TOTAL = env.str("RATELIMIT_SIGNUP_PER_ADDRESS_TOTAL", default="20/h")
 RATELIMIT_VIEW = "alerts.views.rate_limited"
-RATELIMIT_IP_META_KEY = "config.proxy.client_ip"
+RATELIMIT_IP_META_KEY = "config.proxy.client_host"
 # Delivery: the Delivery table is the queue. A sender leases a chunk of due emails, hands them to the
 # ESP (in one call where the ESP takes many), and records every outcome in one statement; a crash
 # re-sends at most the chunk in flight. A lease not renewed in time belonged to a dead sender.

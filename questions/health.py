@@ -22,8 +22,10 @@ def check_database() -> str:
 
 
 def check_broker() -> str:
+    # One retry at once: a load balancer must hear back within its own time-out, and a broker that
+    # hangs costs each try REDIS_TIMEOUT (see the broker's transport options).
     with current_app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=3)
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
     return "ok"
 
 

@@ -12,7 +12,7 @@ from django.utils.feedgenerator import Atom1Feed, Rss201rev2Feed
 from django.utils.http import urlencode
 
 from alerts.subscribing import comma_hint
-from config.proxy import client_ip
+from config.proxy import client_host
 from questions.allowance import TooManySearches, public_search, refusal
 from questions.budget import TooCostly
 from questions.forms import SearchForm
@@ -35,7 +35,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
         node = parse(query) if query else None
         questions = matching(node, filters) if node else Question.objects.filter(filters.q())
         try:
-            with public_search(client_ip(request), node):
+            with public_search(client_host(request), node):
                 context["page"] = CappedPaginator(questions, PAGE_SIZE).get_page(request.GET.get("page"))
         except (TooCostly, TooManySearches) as refused:
             return _refused(request, context, refused)
@@ -221,7 +221,7 @@ class SearchRSSFeed(Feed):
 
     def __call__(self, request, *args, **kwargs):
         try:
-            with public_search(client_ip(request), parse_or_none(request.GET.get("q", ""))):
+            with public_search(client_host(request), parse_or_none(request.GET.get("q", ""))):
                 return super().__call__(request, *args, **kwargs)
         except RefusedSearch as refused:
             return HttpResponseBadRequest(str(refused), content_type="text/plain; charset=utf-8")

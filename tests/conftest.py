@@ -202,6 +202,23 @@ def clear_rate_limits() -> None:
 
 
 @pytest.fixture
+def limiter_clock(monkeypatch):
+    """The rate limiter's clock, held still: every request of a test falls in one window, whatever the time
+    of day; `now` moves it on."""
+    from django_ratelimit import core
+
+    class Clock:
+        now = float(int(time.time()))
+
+        def time(self) -> float:
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(core, "time", clock)
+    return clock
+
+
+@pytest.fixture
 def esp_path():
     """A path of its own for each test's ESP stub on the shared local server, so that a request a
     previous test left in flight can never reach this test's stub."""

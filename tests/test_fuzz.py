@@ -102,6 +102,7 @@ def test_the_search_page_never_fails(client, q, house, answered, tabled_from):
        alert_on=st.sampled_from(["both", "new", "answers", "x"]), website=st.sampled_from(["", "x"]))
 def test_the_signup_form_never_fails(client, settings, email, q, label, frequency, alert_on, website):
     settings.RATELIMIT_SIGNUP_PER_IP = settings.RATELIMIT_SIGNUP_PER_ADDRESS = "100000/h"
+    settings.RATELIMIT_SIGNUP_PER_ADDRESS_TOTAL = "100000/h"
     response = client.post("/alerts/new/", {"email": email, "q": q, "label": label, "frequency": frequency,
                                             "alert_on": alert_on, "website": website})
     assert response.status_code in (302, 400)

@@ -53,7 +53,9 @@ def test_adding_spends_nothing_of_the_addresss_email_budget(client, settings):
         assert add(client, manage, q).status_code == 302
 
     assert Subscription.objects.count() == 4
-    assert sign_up(client, q="schools").status_code == 302  # the second, still allowed
+    sent = len(mail.outbox)
+    assert sign_up(client, q="schools").status_code == 302
+    assert len(mail.outbox) == sent + 1  # the second, still allowed
 
 
 def test_a_search_already_saved_is_refused_in_the_error_summary(client):

@@ -50,10 +50,11 @@ def test_a_flood_of_1000_signups_for_one_address_is_held_to_the_limit(client, se
     statuses = [post(client, "Victim@Example.org", f"198.51.100.{i % 250}", q=f"topic{i}").status_code
                 for i in range(1000)]
 
-    assert statuses.count(302) == 5
+    assert statuses.count(302) == 1000  # the page any address gets, saying nothing of the limit
     assert Delivery.objects.filter(subscriber__email__iexact="victim@example.org").count() == 5
-    link = client.post("/alerts/link/", {"email": "victim@example.org"}, REMOTE_ADDR="192.0.2.1")
-    assert link.status_code == 429  # the address's limit covers "email me a link" too
+    link = client.post("/alerts/link/", {"email": "victim@example.org"}, REMOTE_ADDR="198.51.100.1")
+    assert link.status_code == 302  # the address's limit covers "email me a link" too
+    assert Delivery.objects.filter(subscriber__email__iexact="victim@example.org").count() == 5
 
 
 @pytest.mark.django_db(transaction=True)
@@ -82,30 +83,3 @@ def test_html_from_a_source_is_inert_in_emails():
     html = mail.outbox[0].alternatives[0][0]
     assert "<script" not in html and "onmouseover" not in html and "javascript:" not in html
     assert "&lt;script&gt;" in html  # the heading's text is shown, as text
-
-
-@pytest.mark.parametrize("forwarded, expected", [
-    ("198.51.100.7", "198.51.100.7"),
-    ("6.6.6.6, 198.51.100.7", "198.51.100.7"),  # the client wrote the left one; our proxy the right
-    ("not-an-address", "10.0.0.2"),
-    ("", "10.0.0.2"),
-])
-def test_behind_a_proxy_the_limits_use_the_address_the_proxy_saw(rf, settings, forwarded, expected):
-    from config.proxy import client_ip
-
-    settings.TRUSTED_PROXY = 1
-    request = rf.post("/alerts/new/", HTTP_X_FORWARDED_FOR=forwarded, REMOTE_ADDR="10.0.0.2")
-
-    assert client_ip(request) == expected
-
-
-def test_a_spoofed_forwarded_header_does_not_escape_the_per_ip_limit(client, settings):
-    settings.TRUSTED_PROXY = 1
-    settings.RATELIMIT_SIGNUP_PER_IP = "3/h"
-    window_lasts("198.51.100.7", 3600)
-
-    statuses = [client.post("/alerts/new/", {"email": f"p{i}@example.org", "q": "palantir", "frequency": "daily",
-                                             "alert_on": "both", "website": ""},
-                            HTTP_X_FORWARDED_FOR=f"6.6.6.{i}, 198.51.100.7").status_code for i in range(6)]
-
-    assert statuses == [302, 302, 302, 429, 429, 429]
