@@ -329,7 +329,7 @@ RATELIMIT_SIGNUP_PER_IP = env.str("RATELIMIT_SIGNUP_PER_IP", default="20/h")
 RATELIMIT_SIGNUP_PER_ADDRESS = env.str("RATELIMIT_SIGNUP_PER_ADDRESS", default="3/h")
 RATELIMIT_SIGNUP_PER_ADDRESS_TOTAL = env.str("RATELIMIT_SIGNUP_PER_ADDRESS_TOTAL", default="20/h")
 RATELIMIT_VIEW = "alerts.views.rate_limited"
-RATELIMIT_IP_META_KEY = "config.proxy.client_host"
+RATELIMIT_IP_META_KEY = "config.proxy.client_ip"
 # Delivery: the Delivery table is the queue. A sender leases a chunk of due emails, hands them to the
 # ESP (in one call where the ESP takes many), and records every outcome in one statement; a crash
 # re-sends at most the chunk in flight. A lease not renewed in time belonged to a dead sender.
