@@ -58,6 +58,9 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # the ESP would retry for ever. A database that is down is not among them: that the ESP should retry.
 UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError, OverflowError,
               UnicodeError, DataError)
+# Anymail reads a payload without I/O, so an OSError there is a timestamp beyond what the platform's clock
+# can hold (errno 75 for 10**18), not a fault of ours. Not so once the event is being taken.
+UNPARSABLE = (*UNREADABLE, OSError)
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,11 @@ EVENT_MAX_AGE = {"mailgun": dt.timedelta(days=1), "postmark": dt.timedelta(days=
 DEFAULT_EVENT_MAX_AGE = dt.timedelta(days=4)
 # How far the ESP's clock may be from ours, and its timestamps rounded.
 CLOCK_SKEW = dt.timedelta(minutes=1)
-# How far a signed timestamp may be from our clock: Mailgun signs each post anew, retries included.
-SIGNATURE_MAX_SKEW = dt.timedelta(minutes=10)
+# How far a signed timestamp may be from our clock. Mailgun retries a post we failed to take for 8 hours,
+# and may send the signature it first made with each retry: a window that closed sooner would refuse the
+# retries after an outage of ours (406, never retried), and their bounces would be lost. Replays within it
+# are refused by their token, which is kept longer than this (WebhookToken.KEEP).
+SIGNATURE_MAX_SKEW = dt.timedelta(hours=12)
 
 WEAK_PASSWORD = re.compile(r"password|secret|changeme|example|letmein|qwerty|123456|abcdef", re.IGNORECASE)
 MIN_PASSWORD = 16
@@ -202,6 +208,10 @@ class Refused(Exception):
     """A post that authenticated, but that must not be taken: a stale or reused signed token."""
 
 
+class Unreadable(ValueError):
+    """A payload Anymail cannot read, nor any event of it."""
+
+
 def _refuse_replays(esp: str, request: HttpRequest) -> None:
     """Mailgun signs a timestamp and a token, not the event: a signature seen before, or one signed long
     ago, would vouch for whatever is glued to it."""
@@ -212,9 +222,10 @@ def _refuse_replays(esp: str, request: HttpRequest) -> None:
     else:
         signature = request.POST
     token, signed = str(signature["token"]), float(signature["timestamp"])
+    # Compared as numbers first: a timestamp no date can hold (or NaN) is refused, not a 500.
+    if not abs(timezone.now().timestamp() - signed) <= SIGNATURE_MAX_SKEW.total_seconds():
+        raise Refused("signed too far from now")
     signed_at = dt.datetime.fromtimestamp(signed, tz=dt.UTC)
-    if abs(timezone.now() - signed_at) > SIGNATURE_MAX_SKEW:
-        raise Refused(f"signed at {signed_at:%Y-%m-%d %H:%M:%S}, too far from now")
     try:
         with transaction.atomic():
             WebhookToken.objects.create(esp=esp, token=UNSTORABLE.sub("", token)[:200], signed_at=signed_at)
@@ -251,13 +262,13 @@ def _one_at_a_time(view, request: HttpRequest, signal: _EventByEvent) -> list[An
     parse = type(view).parse_events
     try:
         return parse(view, request)
-    except UNREADABLE:
+    except UNPARSABLE as error:
         try:
             items = json.loads(request.body.decode("utf-8"))
         except UNREADABLE:
             items = None
         if not isinstance(items, list) or len(items) < 2:
-            raise
+            raise Unreadable(str(error)) from error
     events = []
     for item in items:
         single = copy.copy(request)
@@ -266,7 +277,7 @@ def _one_at_a_time(view, request: HttpRequest, signal: _EventByEvent) -> list[An
             single.__dict__.pop(cached, None)
         try:
             events.extend(parse(view, single))
-        except UNREADABLE:
+        except UNPARSABLE:
             signal.skip("unreadable")
     return events
 
@@ -281,22 +292,27 @@ def tracking_webhook(request: HttpRequest, esp: str) -> HttpResponse:
     signal = _EventByEvent(esp)
     view.signal = signal
     view.parse_events = lambda request: _one_at_a_time(view, request, signal)
+    unreadable = None
     try:
-        # The token and the events it vouches for, together: a post that fails is not half taken.
+        # The token and the events it vouches for, together: a fault of ours (the database failing, a 500
+        # that Mailgun retries) rolls the token back with them, so the retry is not refused as a replay.
+        # Whatever else follows a good signature uses its token up, a post of which nothing can be read
+        # included: else anyone who saw it could glue a forged event to its signature.
         with transaction.atomic():
-            response = view.dispatch(request)
-            if signal.skipped and not signal.taken:
-                transaction.set_rollback(True)
-    except AnymailWebhookValidationFailure:
-        raise
+            try:
+                response = view.dispatch(request)
+            except AnymailWebhookValidationFailure:
+                raise
+            except (*UNREADABLE, AnymailError) as error:
+                unreadable = error  # each event was taken in a savepoint of its own: only the token is kept
     except Refused as refused:
         log.warning("webhook refused as a replay", extra={"esp": esp, "reason": str(refused)})
         # Mailgun does not retry a 406.
         return HttpResponse(f"Refused: {refused}.", status=406, content_type="text/plain")
-    except (*UNREADABLE, AnymailError):
+    if unreadable is not None:
         # What the ESP sent cannot be read (not JSON, not an object, not UTF-8). Logged in full, as a
         # fault of ours would look the same.
-        log.exception("webhook refused", extra={"esp": esp})
+        log.error("webhook refused", exc_info=unreadable, extra={"esp": esp})
         return HttpResponseBadRequest("The payload cannot be read.")
     if signal.skipped and not signal.taken:
         return HttpResponseBadRequest("No event in the payload can be read.")

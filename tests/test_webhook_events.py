@@ -5,6 +5,7 @@ and SendGrid's drops."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -12,10 +13,12 @@ import json
 import secrets
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from alerts.models import Delivery, Subscriber, WebhookEvent, WebhookToken
 from alerts.retention import prune
+from alerts.webhooks import SIGNATURE_MAX_SKEW
 from tests.test_delivery import subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -155,29 +158,70 @@ def test_a_signature_is_taken_once(client, mailgun):
     assert reason("ada@example.org") == "bounced" and reason("victim@example.org") == ""
 
 
-def test_a_signature_signed_a_while_ago_is_refused_then_forgotten(client, mailgun, monkeypatch):
+def test_a_token_is_remembered_while_its_signature_is_taken_and_then_forgotten(client, mailgun, monkeypatch):
+    """Within the window a replay is refused by its token alone: pruning must not forget one sooner."""
     subscribe()
+    subscribe(email="victim@example.org")
     signature = mailgun_signature()
     assert post(client, "mailgun", mailgun_failed("bo@example.org") | {"signature": signature}).status_code == 200
 
-    move_time(monkeypatch, dt.timedelta(minutes=11))
+    move_time(monkeypatch, SIGNATURE_MAX_SKEW - dt.timedelta(minutes=1))
+    kept = prune()
+    replayed = post(client, "mailgun", mailgun_failed("victim@example.org") | {"signature": signature})
     late = post(client, "mailgun", mailgun_failed("ada@example.org") | {"signature": mailgun_signature(
-        at=timezone.now() - dt.timedelta(minutes=11))})
+        at=timezone.now() - SIGNATURE_MAX_SKEW - dt.timedelta(minutes=1))})
     move_time(monkeypatch, dt.timedelta(days=1, minutes=1))
     pruned = prune()
 
-    assert late.status_code == 406 and reason("ada@example.org") == ""
+    assert kept.counts["webhook tokens"] == 0 and replayed.status_code == 406
+    assert late.status_code == 406
+    assert reason("victim@example.org") == "" and reason("ada@example.org") == ""
     assert pruned.counts["webhook tokens"] == 1 and not WebhookToken.objects.exists()
 
 
-def test_a_post_that_fails_does_not_use_up_its_token(client, mailgun):
-    """Mailgun retries what we could not take; its retry must not be refused as a replay."""
-    subscribe()
+def test_a_signed_post_with_nothing_readable_still_uses_up_its_token(client, mailgun):
+    """Else whoever saw it could glue a forged bounce to its signature."""
+    subscribe(email="victim@example.org")
     signature = mailgun_signature()
     unreadable = {"signature": signature, "event-data": {"event": "failed", "timestamp": "not a time"}}
 
-    assert post(client, "mailgun", unreadable).status_code == 400
-    assert post(client, "mailgun", mailgun_failed("ada@example.org") | {"signature": signature}).status_code == 200
+    first = post(client, "mailgun", unreadable)
+    forged = post(client, "mailgun", mailgun_failed("victim@example.org") | {"signature": signature})
+
+    assert (first.status_code, forged.status_code) == (400, 406)
+    assert reason("victim@example.org") == "" and not WebhookEvent.objects.exists()
+
+
+@contextlib.contextmanager
+def disk_full(table: str):
+    """Every row written to the table fails, as on a database whose disk is full."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE FUNCTION disk_full() RETURNS trigger AS $$ BEGIN "
+                       "RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$ LANGUAGE plpgsql")
+        cursor.execute(f"CREATE TRIGGER disk_full BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION disk_full()")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER disk_full ON {table}")
+            cursor.execute("DROP FUNCTION disk_full()")
+
+
+@pytest.mark.postgres
+def test_a_bounce_our_database_failed_to_take_is_taken_when_mailgun_retries_it_hours_later(client, mailgun,
+                                                                                           monkeypatch):
+    """Mailgun retries a 500 for 8 hours, perhaps with the signature it first sent: neither the failure nor
+    the hours between may turn the retry into a replay."""
+    subscribe()
+    bounce = mailgun_failed("ada@example.org") | {"signature": mailgun_signature()}
+    client.raise_request_exception = False
+
+    with disk_full("alerts_webhookevent"):
+        failed = post(client, "mailgun", bounce)
+    move_time(monkeypatch, dt.timedelta(hours=8))
+    retried = post(client, "mailgun", bounce)
+
+    assert (failed.status_code, retried.status_code) == (500, 200)
     assert reason("ada@example.org") == "bounced"
 
 
@@ -205,6 +249,20 @@ def test_one_bad_event_in_a_batch_does_not_lose_the_bounce_beside_it(client, set
     assert reason("ada@example.org") == "bounced" and reason("bo@example.org") == "complained"
     assert sorted(WebhookEvent.objects.values_list("recipient", flat=True)) == [
         "", "ada@example.org", "bo@example.org", "cy@example.org"]
+
+
+@pytest.mark.parametrize("when", [10**18, -10**18, 1e300])
+def test_an_event_dated_beyond_any_calendar_does_not_lose_the_bounce_beside_it(client, settings, when):
+    use_esp(settings, "sendgrid", SENDGRID_API_KEY="key")
+    subscribe()
+    subscribe(email="bo@example.org")
+    bounce = sendgrid("bounce", "ada@example.org", reason="550 5.1.1 unknown user", status="5.1.1", type="bounce")
+
+    batch = post(client, "sendgrid", [bounce, sendgrid("bounce", "bo@example.org", timestamp=when)])
+    alone = post(client, "sendgrid", [sendgrid("bounce", "bo@example.org", timestamp=when)])
+
+    assert (batch.status_code, alone.status_code) == (200, 400)
+    assert reason("ada@example.org") == "bounced" and reason("bo@example.org") == ""
 
 
 @pytest.mark.parametrize(("why", "suppressed"), [
