@@ -181,3 +181,16 @@ def test_a_form_declaring_utf16_is_a_400_that_says_why(client):
 
     assert response.status_code == 400
     assert "send it as UTF-8" in response.content.decode()
+
+
+# Names Python knows, of codecs that are no text encoding (rot13, hex, base64, zlib) or cannot read plain ASCII.
+@pytest.mark.parametrize("charset", ["rot13", "hex", "base64", "zlib", "punycode"])
+def test_a_form_declaring_a_codec_that_is_no_text_encoding_is_a_400_that_says_why(client, charset):
+    body = b"email=ada%40example.org&q=police&frequency=immediate&alert_on=both"
+
+    # Sent as it is: the client would otherwise try to encode the body with that codec.
+    response = client.generic("POST", "/alerts/new/", body,
+                              content_type=f"application/x-www-form-urlencoded; charset={charset}")
+
+    assert response.status_code == 400
+    assert f"The request says it is written in {charset}" in response.content.decode()
