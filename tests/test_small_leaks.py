@@ -20,12 +20,13 @@ from django.contrib.sessions.models import Session
 from django.core import mail
 from django.utils import timezone
 
+from alerts import tokens
 from alerts.models import Delivery, ErasedAddress, Subscriber
 from alerts.retention import prune
 from alerts.subscribing import follow
 from alerts.subscribing import sign_up as take_signup
 from questions.models import CANARY_PREFIX, Question
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, database_url_for_tests, wait_until
 from tests.test_subscribing import sign_up
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -194,3 +195,42 @@ def test_a_form_declaring_a_codec_that_is_no_text_encoding_is_a_400_that_says_wh
 
     assert response.status_code == 400
     assert f"The request says it is written in {charset}" in response.content.decode()
+
+
+AFTER_ROTATING = """
+import django, json, sys
+django.setup()
+from alerts import tokens
+from alerts.retention import suppressed_reason_of
+try:
+    link = tokens.read(sys.argv[1], tokens.MANAGE).subscriber.email
+except tokens.LinkError as error:
+    link = error.reason
+print(json.dumps({"erased": suppressed_reason_of("bounced@example.org"), "link": link}))
+"""
+
+
+@pytest.mark.postgres
+def test_a_key_rotated_with_the_old_one_in_secret_key_fallbacks_forgets_no_address_nor_link(settings, tmp_path):
+    now = timezone.now()
+    Subscriber.objects.create(email="bounced@example.org", confirmed_at=now - dt.timedelta(days=60),
+                              suppressed_at=now - dt.timedelta(days=40), suppressed_reason="bounced")
+    prune(now=now)
+    ada = Subscriber.objects.create(email="ada@example.org", confirmed_at=now)
+    manage = tokens.make(ada, tokens.MANAGE)
+
+    def restarted_with(fallbacks: str) -> dict:
+        # The service as an operator restarts it: a new key, and the old one only in the environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "SECRET_KEY", "LOG_FORMAT"))}
+        env |= {"VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings",
+                "DATABASE_URL": database_url_for_tests(), "SECRET_KEY": "a new key, long and random enough",
+                "SECRET_KEY_FALLBACKS": fallbacks}
+        done = subprocess.run([sys.executable, "-c", AFTER_ROTATING, manage], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[-1])
+
+    # Without the old key, the bounced address would be mailed again and the link refused.
+    assert restarted_with("") == {"erased": "", "link": "invalid"}
+    assert restarted_with(f"an even older key, {settings.SECRET_KEY}") == {"erased": "bounced",
+                                                                            "link": "ada@example.org"}
