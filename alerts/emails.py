@@ -101,13 +101,33 @@ def _shown(subscription: Subscription) -> Subscription:
     return subscription
 
 
+def confirmation_request(subscription: Subscription) -> dict:
+    """What a confirmation link carries of an alert it asks for (signed, like the rest of the link): enough
+    to ask for it again should the request be gone when its owner clicks, pushed out by requests a
+    stranger made for the same address meanwhile."""
+    return {"id": subscription.pk, "question": subscription.question_id, "query": subscription.query,
+            "label": subscription.label, "frequency": subscription.frequency, "alert_on": subscription.alert_on}
+
+
+def asked_for(subscriber: Subscriber, data: dict) -> list[Subscription]:
+    """The alerts a confirmation asks for (`data`: its email's payload or its link's): those still held, and
+    for each request gone since, one made again from what the link carries, not saved."""
+    ids = data.get("subscriptions", [])
+    held = {s.pk: s for s in subscriber.subscriptions.filter(pk__in=ids).select_related("question")}
+    again = {r["id"]: Subscription(subscriber=subscriber, question_id=r["question"], query=r["query"],
+                                   label=r["label"], frequency=r["frequency"], alert_on=r["alert_on"])
+             for r in data.get("requests", []) if r["id"] not in held}
+    return [held.get(pk) or again[pk] for pk in ids if pk in held or pk in again]
+
+
 def _confirmation(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
     subscriber = delivery.subscriber
     ids = delivery.payload.get("subscriptions", [])
-    subscriptions = [_shown(s) for s in subscriber.subscriptions.filter(pk__in=ids)]
+    subscriptions = [_shown(s) for s in asked_for(subscriber, delivery.payload)]
     # When it was asked for: a link asked for before an unsubscribe must not undo it.
     asked = delivery.created_at.timestamp()
-    link = _link("alerts:confirm", tokens.make(subscriber, tokens.CONFIRM, subscriptions=ids, t=asked))
+    link = _link("alerts:confirm", tokens.make(subscriber, tokens.CONFIRM, subscriptions=ids, t=asked,
+                                               requests=delivery.payload.get("requests", [])))
     # No text a stranger typed in the subject: anyone can have a confirmation sent to any address.
     count = f"{len(subscriptions)} alerts" if len(subscriptions) > 1 else "your alert"
     return _message(delivery, "confirmation", {"subscriptions": subscriptions, "confirm_url": link},
