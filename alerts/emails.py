@@ -62,10 +62,16 @@ def _one_line(text: str) -> str:
 
 # Where a stranger's words are repeated to an address that has not said yes: short enough to read at a glance.
 DEFANGED_MAX = 120
-# A scheme that mail clients make into a link, and the dots (ASCII, ideographic, full-width, halfwidth) and
-# "@" that join the parts of a host or an address.
-_SCHEME = re.compile(r"(?i)\b(h)tt(ps?)\b|\b(f)t(p)\b")
-_JOINER = re.compile(r"(?<=\w)([.\u3002\uff0e\uff61@])(?=\w)")
+# A scheme that mail clients make into a link, and the dots (ASCII, ideographic) and "@" that join the parts
+# of a host or an address; look-alikes of these (full-width, small, one-dot leader) are read as them first.
+_SCHEME = re.compile(r"(?i)\b(h)tt(ps?)\b|\b(f)t(p)\b|\b(mailto|tel|sms|callto):")
+_JOINER = re.compile(r"(?<=\w)([.\u3002@])(?=\w)")
+
+
+def _unlinked_scheme(found: re.Match) -> str:
+    if found[1]:
+        return f"{found[1]}xx{found[2]}"
+    return f"{found[3]}x{found[4]}" if found[3] else f"{found[5]}[:]"
 
 
 def defanged(text: str, limit: int = DEFANGED_MAX) -> str:
@@ -73,7 +79,7 @@ def defanged(text: str, limit: int = DEFANGED_MAX) -> str:
     it wants anything from us: on one line, without invisible or direction-changing characters, cut short,
     and with anything a mail client would make into a link broken up ("hxxps://example[.]org"), so that
     nobody can use our emails to carry their message or their link to someone else's inbox."""
-    text = _SCHEME.sub(lambda m: f"{m[1]}xx{m[2]}" if m[1] else f"{m[3]}x{m[4]}", _one_line(text))
+    text = _SCHEME.sub(_unlinked_scheme, _one_line(unicodedata.normalize("NFKC", text)))
     text = _JOINER.sub(r"[\1]", text)
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 

@@ -131,3 +131,16 @@ def test_a_strangers_flood_of_requests_does_not_cost_the_owner_the_alert_they_as
     assert (alert.query, alert.label, alert.frequency) == ("prisons", "Mine", "daily")
     # The stranger's requests are still only requests, bounded by the cap as before.
     assert ada.subscriptions.filter(confirmed_at__isnull=True).count() == 1
+
+
+def test_look_alike_dots_and_phone_and_mail_links_are_defanged_too(client):
+    # Small, one-dot-leader and full-width full stops, a full-width scheme and a small "@".
+    sign_up(client, "victim@example.org", q="evil\ufe52example evil\u2024example ｅｖｉｌ．ｅｘａｍｐｌｅ ｈｔｔｐｓ",
+            label="Ring tel:+447700900123 or mailto:claims\ufe6bevil\uff0eexample")
+
+    text, html = parts(mail.outbox[-1])
+    for part in (text, html):
+        assert "\ufe52" not in part and "\u2024" not in part and "\uff0e" not in part and "\ufe6b" not in part
+        assert "evil[.]example evil[.]example evil[.]example hxxps" in part
+        assert "Ring tel[:]+447700900123 or mailto[:]claims[@]evil[.]example" in part
+        assert "tel:" not in part and "mailto:" not in part
