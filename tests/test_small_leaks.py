@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import json
 import os
 import socket
@@ -15,9 +16,11 @@ import urllib.error
 import urllib.request
 
 import pytest
+from django.apps import apps
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.core import mail
+from django.db import connection
 from django.utils import timezone
 
 from alerts import tokens
@@ -234,3 +237,22 @@ def test_a_key_rotated_with_the_old_one_in_secret_key_fallbacks_forgets_no_addre
     assert restarted_with("") == {"erased": "", "link": "invalid"}
     assert restarted_with(f"an even older key, {settings.SECRET_KEY}") == {"erased": "bounced",
                                                                             "link": "ada@example.org"}
+
+
+def test_the_migration_takes_typed_addresses_out_of_sessions_written_before_the_cookie():
+    only_address, address_and_more, other = SessionStore(), SessionStore(), SessionStore()
+    only_address["alerts.sent_to"] = {"email": "ada@example.org", "purpose": "confirm", "q": "prisons"}
+    address_and_more["alerts.sent_to"] = {"email": "bob@example.org"}
+    address_and_more["_auth_user_id"] = other["_auth_user_id"] = "7"
+    for session in (only_address, address_and_more, other):
+        session.create()
+    untouched = Session.objects.get(pk=other.session_key).session_data
+
+    forget = importlib.import_module("alerts.migrations.0010_forget_addresses_in_sessions").forget_typed_addresses
+    forget(apps, connection.schema_editor())
+
+    assert not Session.objects.filter(pk=only_address.session_key).exists()
+    assert SessionStore(address_and_more.session_key).load() == {"_auth_user_id": "7"}
+    assert Session.objects.get(pk=other.session_key).session_data == untouched
+    assert not any("example.org" in str(SessionStore().decode(data))
+                   for data in Session.objects.values_list("session_data", flat=True))
