@@ -62,10 +62,16 @@ def _one_line(text: str) -> str:
 
 # Where a stranger's words are repeated to an address that has not said yes: short enough to read at a glance.
 DEFANGED_MAX = 120
-# A scheme that mail clients make into a link, and the dots (ASCII, ideographic, full-width, halfwidth) and
-# "@" that join the parts of a host or an address.
-_SCHEME = re.compile(r"(?i)\b(h)tt(ps?)\b|\b(f)t(p)\b")
-_JOINER = re.compile(r"(?<=\w)([.\u3002\uff0e\uff61@])(?=\w)")
+# A scheme that mail clients make into a link, and the dots (ASCII, ideographic) and "@" that join the parts
+# of a host or an address; look-alikes of these (full-width, small, one-dot leader) are read as them first.
+_SCHEME = re.compile(r"(?i)\b(h)tt(ps?)\b|\b(f)t(p)\b|\b(mailto|tel|sms|callto):")
+_JOINER = re.compile(r"(?<=\w)([.\u3002@])(?=\w)")
+
+
+def _unlinked_scheme(found: re.Match) -> str:
+    if found[1]:
+        return f"{found[1]}xx{found[2]}"
+    return f"{found[3]}x{found[4]}" if found[3] else f"{found[5]}[:]"
 
 
 def defanged(text: str, limit: int = DEFANGED_MAX) -> str:
@@ -73,7 +79,7 @@ def defanged(text: str, limit: int = DEFANGED_MAX) -> str:
     it wants anything from us: on one line, without invisible or direction-changing characters, cut short,
     and with anything a mail client would make into a link broken up ("hxxps://example[.]org"), so that
     nobody can use our emails to carry their message or their link to someone else's inbox."""
-    text = _SCHEME.sub(lambda m: f"{m[1]}xx{m[2]}" if m[1] else f"{m[3]}x{m[4]}", _one_line(text))
+    text = _SCHEME.sub(_unlinked_scheme, _one_line(unicodedata.normalize("NFKC", text)))
     text = _JOINER.sub(r"[\1]", text)
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
@@ -101,13 +107,33 @@ def _shown(subscription: Subscription) -> Subscription:
     return subscription
 
 
+def confirmation_request(subscription: Subscription) -> dict:
+    """What a confirmation link carries of an alert it asks for (signed, like the rest of the link): enough
+    to ask for it again should the request be gone when its owner clicks, pushed out by requests a
+    stranger made for the same address meanwhile."""
+    return {"id": subscription.pk, "question": subscription.question_id, "query": subscription.query,
+            "label": subscription.label, "frequency": subscription.frequency, "alert_on": subscription.alert_on}
+
+
+def asked_for(subscriber: Subscriber, data: dict) -> list[Subscription]:
+    """The alerts a confirmation asks for (`data`: its email's payload or its link's): those still held, and
+    for each request gone since, one made again from what the link carries, not saved."""
+    ids = data.get("subscriptions", [])
+    held = {s.pk: s for s in subscriber.subscriptions.filter(pk__in=ids).select_related("question")}
+    again = {r["id"]: Subscription(subscriber=subscriber, question_id=r["question"], query=r["query"],
+                                   label=r["label"], frequency=r["frequency"], alert_on=r["alert_on"])
+             for r in data.get("requests", []) if r["id"] not in held}
+    return [held.get(pk) or again[pk] for pk in ids if pk in held or pk in again]
+
+
 def _confirmation(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
     subscriber = delivery.subscriber
     ids = delivery.payload.get("subscriptions", [])
-    subscriptions = [_shown(s) for s in subscriber.subscriptions.filter(pk__in=ids)]
+    subscriptions = [_shown(s) for s in asked_for(subscriber, delivery.payload)]
     # When it was asked for: a link asked for before an unsubscribe must not undo it.
     asked = delivery.created_at.timestamp()
-    link = _link("alerts:confirm", tokens.make(subscriber, tokens.CONFIRM, subscriptions=ids, t=asked))
+    link = _link("alerts:confirm", tokens.make(subscriber, tokens.CONFIRM, subscriptions=ids, t=asked,
+                                               requests=delivery.payload.get("requests", [])))
     # No text a stranger typed in the subject: anyone can have a confirmation sent to any address.
     count = f"{len(subscriptions)} alerts" if len(subscriptions) > 1 else "your alert"
     return _message(delivery, "confirmation", {"subscriptions": subscriptions, "confirm_url": link},

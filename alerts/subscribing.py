@@ -12,12 +12,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from alerts.delivery import queue_delivery
+from alerts.emails import confirmation_request
 from alerts.models import Delivery, Subscriber, Subscription
 from alerts.retention import forget_erased, suppressed_reason_of
 from alerts.tokens import Link
 from alerts.volume import Volume, estimate_now_or_later
 from questions.models import Question
-from questions.search import canonical, parse
+from questions.search import canonical, parse, parse_or_none
 from questions.searching import Filters, matching
 
 log = logging.getLogger(__name__)
@@ -192,13 +193,39 @@ def _ask_to_confirm(email: str, key: dict, fields: dict) -> None:
                 return
             _make_room_for_a_request(subscriber)
             existing = Subscription.objects.create(subscriber=subscriber, **key, **fields)
-        _queue(subscriber, Delivery.Kind.CONFIRMATION, subscriptions=[existing.pk])
+        _queue(subscriber, Delivery.Kind.CONFIRMATION, subscriptions=[existing.pk],
+               requests=[confirmation_request(existing)])
 
 
-def confirm(link: Link) -> bool:
-    """Confirm the subscriber and those of the alerts the link was sent for that are still unconfirmed.
+def _asked_again(subscriber: Subscriber, request: dict) -> Subscription | None:
+    """The alert a confirmation link asked for, whose request has gone since: the alert of the same search
+    (or follow) if the address has one now, else the request made again, taking its place among the
+    requests as a new one does. None when its question has left the archive, or its search is no longer
+    one the language accepts."""
+    if request["question"] is not None:
+        question = Question.objects.filter(pk=request["question"]).first()
+        if question is None:
+            return None
+        key = {"question": question}
+    else:
+        node = parse_or_none(request["query"])
+        if node is None:
+            return None
+        key = {"question": None, "canonical_query": canonical(node)}
+    existing = subscriber.subscriptions.filter(**key).first()
+    if existing:
+        return existing
+    _make_room_for_a_request(subscriber)
+    return Subscription.objects.create(subscriber=subscriber, **key, **{
+        name: request[name] for name in ("query", "label", "frequency", "alert_on")})
 
-    False, changing nothing, when the address unsubscribed from everything after the link was asked for:
+
+def confirm(link: Link) -> list[int] | None:
+    """Confirm the subscriber and those of the alerts the link was sent for that are still unconfirmed;
+    the ids of the alerts it was for. A request for one of them that a stranger's requests for the address
+    pushed out meanwhile is made again from the link, so that its owner still gets the alert.
+
+    None, changing nothing, when the address unsubscribed from everything after the link was asked for:
     an old link must not undo that. A link asked for after unsubscribing (coming back) lifts it, and
     turns back on the alerts it names, which the unsubscribe had paused."""
     subscriber = link.subscriber
@@ -207,11 +234,15 @@ def confirm(link: Link) -> bool:
     with transaction.atomic():
         subscriber = Subscriber.objects.select_for_update().get(pk=subscriber.pk)
         if subscriber.suppressed_reason in NEVER_EMAIL:
-            return False
-        named = subscriber.subscriptions.filter(pk__in=link.data.get("subscriptions", []))
-        if subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED:
-            if (subscriber.suppressed_at or now) >= asked_at:
-                return False
+            return None
+        unsubscribed = subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED
+        if unsubscribed and (subscriber.suppressed_at or now) >= asked_at:
+            return None
+        ids = link.data.get("subscriptions", [])
+        held = set(subscriber.subscriptions.filter(pk__in=ids).values_list("pk", flat=True))
+        again = [_asked_again(subscriber, r) for r in link.data.get("requests", []) if r["id"] not in held]
+        named = subscriber.subscriptions.filter(pk__in=[*held, *(s.pk for s in again if s)])
+        if unsubscribed:
             subscriber.suppressed_at, subscriber.suppressed_reason = None, ""
             named.filter(paused=True).update(paused=False, updated_at=now)
         subscriber.confirmed_at = subscriber.confirmed_at or now
@@ -220,7 +251,7 @@ def confirm(link: Link) -> bool:
         waiting = list(named.filter(confirmed_at__isnull=True).order_by("pk").values_list("pk", flat=True))
         Subscription.objects.filter(pk__in=waiting[:max(_room(subscriber), 0)]).update(confirmed_at=now,
                                                                                         updated_at=now)
-    return True
+    return list(named.values_list("pk", flat=True))
 
 
 def request_manage_link(email: str) -> None:

@@ -21,6 +21,7 @@ from kombu.exceptions import OperationalError as BrokerDown
 
 from alerts import subscribing, tasks, tokens
 from alerts.activity import alert_activity, questions_last_checked
+from alerts.emails import asked_for
 from alerts.forms import AlertFields, EmailForm, SignupForm
 from alerts.models import Subscriber, Subscription
 from config.proxy import client_host, client_network
@@ -232,11 +233,13 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
     subscriptions = link.subscriber.subscriptions.filter(pk__in=link.data.get("subscriptions", []))
     already = _already_confirmed(link.subscriber, subscriptions)
     if request.method == "POST":
-        if not subscribing.confirm(link):
+        confirmed = subscribing.confirm(link)
+        if confirmed is None:
             return render(request, "alerts/bad_link.html", {"reason": "superseded", "form": EmailForm()}, status=400)
-        _say_confirmed(request, subscriptions, already)
+        _say_confirmed(request, link.subscriber.subscriptions.filter(pk__in=confirmed), already)
         return redirect("alerts:manage", token=tokens.make(link.subscriber, tokens.MANAGE))
-    return render(request, "alerts/confirm.html", {"subscriptions": subscriptions, "already": already})
+    return render(request, "alerts/confirm.html", {"subscriptions": asked_for(link.subscriber, link.data),
+                                                   "already": already})
 
 
 def _already_confirmed(subscriber: Subscriber, subscriptions) -> bool:

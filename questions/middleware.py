@@ -76,7 +76,9 @@ def bad_charset(request: HttpRequest) -> str | None:
     try:
         if ASCII_SAMPLE.decode(name) == ASCII_SAMPLE.decode("ascii"):
             return None
-    except UnicodeDecodeError:
+    except (LookupError, UnicodeError):
+        # A codec Python knows that is no text encoding (rot13, base64, zlib) refuses to decode text; one
+        # that is (punycode, utf-7) may fail on plain ASCII: neither can read a form.
         pass
     return f"The request says it is written in {charset[:40]}, which this site cannot read: send it as UTF-8."
 

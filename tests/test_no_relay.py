@@ -112,3 +112,35 @@ def test_unconfirmed_signups_of_a_confirmed_address_are_pruned(settings):
 
     assert report.counts["unconfirmed alerts"] == 1
     assert set(ada.subscriptions.values_list("pk", flat=True)) == {kept.pk, fresh.pk}
+
+
+def test_a_strangers_flood_of_requests_does_not_cost_the_owner_the_alert_they_asked_for(client, settings):
+    settings.MAX_SUBSCRIPTIONS_PER_ADDRESS = 2
+    sign_up(client, "ada@example.org", q="prisons", label="Mine", frequency="daily")
+    mine = link_in(mail.outbox[-1], "/alerts/confirm/")
+    for query in ("cheap pills", "casino", "crypto"):
+        sign_up(client, "ada@example.org", q=query)
+    ada = Subscriber.objects.get()
+    assert not ada.subscriptions.filter(query="prisons").exists()  # pushed out of the requests held
+
+    assert "<strong>prisons</strong>: daily" in client.get(mine).content.decode()
+    page = client.post(mine, follow=True).content.decode()
+
+    assert "Your alert is on: we’ll email you when new questions match “Mine”" in page
+    alert = ada.subscriptions.get(confirmed_at__isnull=False)
+    assert (alert.query, alert.label, alert.frequency) == ("prisons", "Mine", "daily")
+    # The stranger's requests are still only requests, bounded by the cap as before.
+    assert ada.subscriptions.filter(confirmed_at__isnull=True).count() == 1
+
+
+def test_look_alike_dots_and_phone_and_mail_links_are_defanged_too(client):
+    # Small, one-dot-leader and full-width full stops, a full-width scheme and a small "@".
+    sign_up(client, "victim@example.org", q="evil\ufe52example evil\u2024example ｅｖｉｌ．ｅｘａｍｐｌｅ ｈｔｔｐｓ",
+            label="Ring tel:+447700900123 or mailto:claims\ufe6bevil\uff0eexample")
+
+    text, html = parts(mail.outbox[-1])
+    for part in (text, html):
+        assert "\ufe52" not in part and "\u2024" not in part and "\uff0e" not in part and "\ufe6b" not in part
+        assert "evil[.]example evil[.]example evil[.]example hxxps" in part
+        assert "Ring tel[:]+447700900123 or mailto[:]claims[@]evil[.]example" in part
+        assert "tel:" not in part and "mailto:" not in part

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import json
 import os
 import socket
@@ -15,17 +16,20 @@ import urllib.error
 import urllib.request
 
 import pytest
+from django.apps import apps
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.core import mail
+from django.db import connection
 from django.utils import timezone
 
+from alerts import tokens
 from alerts.models import Delivery, ErasedAddress, Subscriber
 from alerts.retention import prune
 from alerts.subscribing import follow
 from alerts.subscribing import sign_up as take_signup
 from questions.models import CANARY_PREFIX, Question
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, database_url_for_tests, wait_until
 from tests.test_subscribing import sign_up
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -181,3 +185,74 @@ def test_a_form_declaring_utf16_is_a_400_that_says_why(client):
 
     assert response.status_code == 400
     assert "send it as UTF-8" in response.content.decode()
+
+
+# Names Python knows, of codecs that are no text encoding (rot13, hex, base64, zlib) or cannot read plain ASCII.
+@pytest.mark.parametrize("charset", ["rot13", "hex", "base64", "zlib", "punycode"])
+def test_a_form_declaring_a_codec_that_is_no_text_encoding_is_a_400_that_says_why(client, charset):
+    body = b"email=ada%40example.org&q=police&frequency=immediate&alert_on=both"
+
+    # Sent as it is: the client would otherwise try to encode the body with that codec.
+    response = client.generic("POST", "/alerts/new/", body,
+                              content_type=f"application/x-www-form-urlencoded; charset={charset}")
+
+    assert response.status_code == 400
+    assert f"The request says it is written in {charset}" in response.content.decode()
+
+
+AFTER_ROTATING = """
+import django, json, sys
+django.setup()
+from alerts import tokens
+from alerts.retention import suppressed_reason_of
+try:
+    link = tokens.read(sys.argv[1], tokens.MANAGE).subscriber.email
+except tokens.LinkError as error:
+    link = error.reason
+print(json.dumps({"erased": suppressed_reason_of("bounced@example.org"), "link": link}))
+"""
+
+
+@pytest.mark.postgres
+def test_a_key_rotated_with_the_old_one_in_secret_key_fallbacks_forgets_no_address_nor_link(settings, tmp_path):
+    now = timezone.now()
+    Subscriber.objects.create(email="bounced@example.org", confirmed_at=now - dt.timedelta(days=60),
+                              suppressed_at=now - dt.timedelta(days=40), suppressed_reason="bounced")
+    prune(now=now)
+    ada = Subscriber.objects.create(email="ada@example.org", confirmed_at=now)
+    manage = tokens.make(ada, tokens.MANAGE)
+
+    def restarted_with(fallbacks: str) -> dict:
+        # The service as an operator restarts it: a new key, and the old one only in the environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "SECRET_KEY", "LOG_FORMAT"))}
+        env |= {"VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings",
+                "DATABASE_URL": database_url_for_tests(), "SECRET_KEY": "a new key, long and random enough",
+                "SECRET_KEY_FALLBACKS": fallbacks}
+        done = subprocess.run([sys.executable, "-c", AFTER_ROTATING, manage], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[-1])
+
+    # Without the old key, the bounced address would be mailed again and the link refused.
+    assert restarted_with("") == {"erased": "", "link": "invalid"}
+    assert restarted_with(f"an even older key, {settings.SECRET_KEY}") == {"erased": "bounced",
+                                                                            "link": "ada@example.org"}
+
+
+def test_the_migration_takes_typed_addresses_out_of_sessions_written_before_the_cookie():
+    only_address, address_and_more, other = SessionStore(), SessionStore(), SessionStore()
+    only_address["alerts.sent_to"] = {"email": "ada@example.org", "purpose": "confirm", "q": "prisons"}
+    address_and_more["alerts.sent_to"] = {"email": "bob@example.org"}
+    address_and_more["_auth_user_id"] = other["_auth_user_id"] = "7"
+    for session in (only_address, address_and_more, other):
+        session.create()
+    untouched = Session.objects.get(pk=other.session_key).session_data
+
+    forget = importlib.import_module("alerts.migrations.0010_forget_addresses_in_sessions").forget_typed_addresses
+    forget(apps, connection.schema_editor())
+
+    assert not Session.objects.filter(pk=only_address.session_key).exists()
+    assert SessionStore(address_and_more.session_key).load() == {"_auth_user_id": "7"}
+    assert Session.objects.get(pk=other.session_key).session_data == untouched
+    assert not any("example.org" in str(SessionStore().decode(data))
+                   for data in Session.objects.values_list("session_data", flat=True))
