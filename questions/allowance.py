@@ -52,17 +52,17 @@ def _allowance_key(client: str, window: int) -> str:
 
 
 @contextmanager
-def metered(client: str, free: float) -> Iterator[bool]:
+def metered(client: str, free: float, reserve: bool = False) -> Iterator[bool]:
     """Refuse with TooManySearches when `client` has spent its allowance in this window; otherwise run the
     block, which is told whether the client has been charged in this window (or has a search under way), and
-    charge the client for the time it took beyond `free` seconds. The most it could cost is reserved before it
-    runs, and the rest given back after, so that a client's searches sent all at once each see the others.
-    With the cache down, nothing is counted: the budget still bounds each request."""
+    charge the client for the time it took beyond `free` seconds. With `reserve`, the most it could cost is
+    reserved before it runs, and the rest given back after, so that a client's large searches sent all at once
+    each see the others. With the cache down, nothing is counted: the budget still bounds each request."""
     window_seconds = settings.SEARCH_ALLOWANCE_WINDOW_SECONDS
     now = wall_clock()
     window = int(now // window_seconds)
     key = _allowance_key(client, window)
-    reserved = round(max(0.0, settings.SEARCH_BUDGET_SECONDS - free) * 1000)
+    reserved = round(max(0.0, settings.SEARCH_BUDGET_SECONDS - free) * 1000) if reserve else 0
     try:
         cache.add(key, 0, window_seconds + 1)
         spent = cache.incr(key, reserved) - reserved
@@ -114,9 +114,13 @@ def public_search(client: str, node: Node | None) -> Iterator[None]:
     """Where every public search, count, preview and estimate of `node` runs: within the client's allowance,
     in a lane for heavy searches where it is one, and within the request's budget."""
     large = node is not None and weight(node) > settings.SEARCH_HEAVY_WEIGHT
-    # A search far larger than people write is charged all its time: nobody needs many of them a minute.
+    # A search far larger than people write is charged all its time, reserved before it runs: nobody needs many
+    # of them a minute, nor several at once. Others are not reserved for, so that a feed reader may fetch a
+    # dozen feeds at once: should they prove costly, the first round charges the client, and the rest of its
+    # minute goes through the lane.
     with contextlib.ExitStack() as stack:
-        charged = stack.enter_context(metered(client, free=0 if large else settings.SEARCH_FREE_SECONDS))
+        charged = stack.enter_context(metered(client, free=0 if large else settings.SEARCH_FREE_SECONDS,
+                                              reserve=large))
         stack.enter_context(heavy_lane() if large or charged else nullcontext())
         stack.enter_context(budget.budget())
         yield

@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from functools import partial
 
 import psycopg
 import pytest
@@ -227,16 +228,25 @@ def test_a_search_far_larger_than_people_write_is_charged_all_its_time(client, m
 
 
 @pytest.mark.django_db
-def test_searches_a_client_sends_at_once_each_see_the_others(settings):
-    settings.SEARCH_BUDGET_SECONDS, settings.SEARCH_FREE_SECONDS, settings.SEARCH_ALLOWANCE_SECONDS = 1.2, 0.3, 2.0
-    with allowance.metered("192.0.2.1", free=0.3) as first, allowance.metered("192.0.2.1", free=0.3) as second, \
-            allowance.metered("192.0.2.1", free=0.3) as third:
-        # Each reserves the 0.9 s it could cost: the second and third go to a lane, a fourth is refused.
+def test_large_searches_a_client_sends_at_once_each_see_the_others(settings, monkeypatch):
+    monkeypatch.setattr(allowance, "clock", lambda: 0.0)  # each takes no time
+    settings.SEARCH_BUDGET_SECONDS, settings.SEARCH_ALLOWANCE_SECONDS = 1.2, 3.0
+    large = partial(allowance.metered, "192.0.2.1", free=0, reserve=True)
+    with large() as first, large() as second, large() as third:
+        # Each reserves the 1.2 s it could cost: the second and third go to a lane, a fourth is refused.
         assert (first, second, third) == (False, True, True)
-        with pytest.raises(allowance.TooManySearches), allowance.metered("192.0.2.1", free=0.3):
+        with pytest.raises(allowance.TooManySearches), large():
             pass
-        with allowance.metered("198.51.100.7", free=0.3) as elsewhere:
+        with allowance.metered("198.51.100.7", free=0, reserve=True) as elsewhere:
             assert elsewhere is False
     # All took no time: all was given back.
-    with allowance.metered("192.0.2.1", free=0.3) as later:
+    with large() as later:
         assert later is False
+
+
+@pytest.mark.django_db
+def test_a_dozen_feeds_fetched_at_once_are_all_answered(client):
+    # A feed reader refreshing its feeds together: ordinary searches reserve nothing.
+    with ExitStack() as stack:
+        for _ in range(12):
+            assert stack.enter_context(allowance.metered("192.0.2.1", free=0.3)) is False
