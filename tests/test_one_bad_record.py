@@ -126,3 +126,27 @@ def test_a_malformed_feed_whose_items_land_is_a_warning_said_once_not_a_failing_
     assert warnings.count() == 1 and "the entries that could be read were stored" in warnings.get().message
     source.refresh_from_db()
     assert source.consecutive_failures == 0 and source.last_error == "" and healthz(client) == 200
+
+
+DATED_FEED = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>Written questions</title><link>https://example.org/</link>
+<item><title>Schools: Heating</title><guid>urn:q:1</guid><pubDate>Mon, 06 Jan 2025 10:00:00 GMT</pubDate>
+<description>What funding is available for school heating.</description></item>
+<item><title>Otters</title><guid>urn:q:2</guid><pubDate>{bad}</pubDate>
+<description>How many otters live in rivers.</description></item>
+<item><title>Prisons: Mobile Phones</title><guid>urn:q:3</guid><description>How many phones.</description></item>
+</channel></rss>"""
+
+
+@pytest.mark.parametrize("bad", ["0000-00-00T00:00:00Z", "9999-12-31T23:59:59-14:00"])
+def test_a_feed_item_with_an_impossible_date_lands_undated_and_the_rest_land(httpserver, client, bad):
+    source = feed_that_was_healthy(httpserver, DATED_FEED.format(bad=bad))
+
+    report = poll_source(source, api_client())
+
+    assert report.error == ""
+    assert headings() == ["Otters", "Prisons: Mobile Phones", "Schools: Heating"]
+    assert Question.objects.get(heading="Otters").date_tabled is None
+    assert Question.objects.get(heading="Schools: Heating").date_tabled == dt.date(2025, 1, 6)
+    source.refresh_from_db()
+    assert source.consecutive_failures == 0 and healthz(client) == 200

@@ -24,7 +24,13 @@ REPLACEMENT = b"&#xFFFD;"
 def _date(entry) -> dt.date | None:
     # Asked for only when present: feedparser warns when it stands one in for the other.
     parsed = next((entry[key] for key in ("published_parsed", "updated_parsed") if key in entry and entry[key]), None)
-    return dt.date(*parsed[:3]) if parsed else None
+    if not parsed:
+        return None
+    try:
+        return dt.date(*parsed[:3])
+    except (ValueError, OverflowError, TypeError):
+        # A date no calendar has (year 0, or past 9999 once its zone is applied) is no date; the entry lands.
+        return None
 
 
 def record_from_entry(entry) -> QuestionRecord:
@@ -125,6 +131,9 @@ def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
             record = record_from_entry(entry)
         except RecordError as exc:
             batch.problems.append((name, str(exc)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - whatever one entry does costs that entry, never the feed
+            batch.problems.append((name, f"the entry cannot be read ({type(exc).__name__}: {exc})"))
             continue
         batch.records.append(record)
         if replaced and "\ufffd" in record.heading + record.question_text:
