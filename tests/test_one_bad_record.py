@@ -4,8 +4,11 @@ moves, the next poll is fine, and the source is not reported as failing. Sources
 from __future__ import annotations
 
 import datetime as dt
+import json
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 from werkzeug.wrappers import Response
 
@@ -22,11 +25,15 @@ DEEP_MARK = '"@deep@"'
 
 def deeply(stub: ParliamentStub, depth: int):
     """The stub, with the value "@deep@" sent as arrays nested `depth` levels deep, in list pages and details."""
-    nested = "[" * depth + "]" * depth
+    return sending(stub, DEEP_MARK, "[" * depth + "]" * depth)
+
+
+def sending(stub: ParliamentStub, mark: str, raw: str):
+    """The stub, with the JSON value `mark` sent as `raw` (which its encoder would refuse), in lists and details."""
 
     def handler(request):
         response = stub(request)
-        return Response(response.get_data(as_text=True).replace(DEEP_MARK, nested), status=response.status_code,
+        return Response(response.get_data(as_text=True).replace(mark, raw), status=response.status_code,
                         content_type="application/json")
 
     return handler
@@ -34,14 +41,61 @@ def deeply(stub: ParliamentStub, depth: int):
 
 @pytest.fixture
 def deep_api(httpserver):
+    return api_sending(httpserver, deeply)
+
+
+def api_sending(httpserver, make_handler):
     stub = ParliamentStub()
-    handler = deeply(stub, 5000)
+    handler = make_handler(stub, 5000)
     httpserver.expect_request(LIST_PATH).respond_with_handler(handler)
     for api_id in (1000, 1001, 1002):
         httpserver.expect_request(f"{LIST_PATH}/{api_id}").respond_with_handler(handler)
     source = Source.objects.create(name="API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
                                    created_at=timezone.now() - dt.timedelta(days=30))
     return stub, source
+
+
+def test_a_record_with_a_number_of_thousands_of_digits_is_refused_alone_and_the_cursor_moves(httpserver):
+    stub, source = api_sending(httpserver, lambda stub, digits: sending(stub, '"@long@"', "9" * digits))
+    stub.put(real_record(1000))
+    stub.put(real_record(1001, answeringBodyId="@long@"))
+    stub.put(real_record(1002))
+
+    report = poll_source(source, api_client())
+
+    assert report.error == ""
+    assert sorted(Question.objects.values_list("external_id", flat=True)) == ["1000", "1002"]
+    problem = SourceProblem.objects.get(source=source)
+    assert problem.record_id == "1001" and "a number of more digits than can be read" in problem.message
+    source.refresh_from_db()
+    assert source.cursor == timezone.localdate() and source.consecutive_failures == 0
+
+
+def test_an_imported_document_with_a_number_of_thousands_of_digits_loses_only_that_record(tmp_path):
+    records = [{"id": f"n-{n}", "heading": f"Heading {n}", "member_id": "@long@" if n == 2 else n} for n in (1, 2, 3)]
+    path = tmp_path / "questions.json"
+    path.write_text(json.dumps(records, indent=2).replace('"@long@"', "9" * 5000))
+    err = StringIO()
+
+    call_command("import_questions", str(path), stdout=StringIO(), stderr=err)
+
+    assert sorted(Question.objects.values_list("external_id", flat=True)) == ["n-1", "n-3"]
+    assert "record 2 (id n-2)" in err.getvalue() and "more digits than can be read" in err.getvalue()
+
+
+# Far longer than decoding this takes; the old scan of it took minutes.
+@pytest.mark.timeout(10)
+def test_an_imported_line_deep_and_full_of_escaped_quotes_is_refused_alone(tmp_path):
+    path = tmp_path / "questions.jsonl"
+    hostile = "[" * 2000 + '"' + '\\"' * 60_000
+    path.write_text("\n".join([json.dumps({"id": "n-1", "heading": "Otters"}), hostile,
+                                json.dumps({"id": "n-3", "heading": "Rivers"})]))
+    err = StringIO()
+
+    call_command("import_questions", str(path), stdout=StringIO(), stderr=err)
+
+    assert sorted(Question.objects.values_list("external_id", flat=True)) == ["n-1", "n-3"]
+    assert "line 2 is not valid JSON" in err.getvalue()
 
 
 def healthz(client_) -> int:
