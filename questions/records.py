@@ -154,11 +154,12 @@ def _attachments(attachments: list) -> list[dict[str, str]]:
     for attachment in attachments:
         if not isinstance(attachment, dict):
             continue
-        url = web_url(attachment.get("url"))
-        attachment = {**attachment, "url": url if len(url) <= MAX_ADDRESS else ""}
-        if isinstance(attachment.get("title"), str) and len(attachment["title"]) > MAX_TITLE:
+        url, title = web_url(attachment.get("url")), attachment.get("title")
+        # Only a title and an address are kept: any other key, or a title that is not text, could be of any size.
+        attachment = {"title": title if isinstance(title, str) else "", "url": url if len(url) <= MAX_ADDRESS else ""}
+        if len(attachment["title"]) > MAX_TITLE:
             attachment["title"] = cut_text(attachment["title"], MAX_TITLE)
-        if attachment.get("title") or attachment["url"]:
+        if attachment["title"] or attachment["url"]:
             kept.append(attachment)
     return kept[:MAX_ITEMS]
 
@@ -199,8 +200,10 @@ def _capped(record: QuestionRecord) -> QuestionRecord:
             changes[name] = (cut_html if name == "answer_html" else cut_text)(value, limit)
     if changes:
         changes["text_cut"] = True
-    if len(record.grouped_uins) > MAX_ITEMS:
-        changes["grouped_uins"] = record.grouped_uins[:MAX_ITEMS]
+    # A grouped question is named by its uin: anything longer than a uin is none, whatever its size.
+    grouped = [uin for uin in record.grouped_uins if len(uin) <= MAX_LENGTHS["uin"]][:MAX_ITEMS]
+    if grouped != record.grouped_uins:
+        changes["grouped_uins"] = grouped
     return dataclasses.replace(record, **changes) if changes else record
 
 

@@ -4,6 +4,7 @@ with them (an ESP refuses an email over 10 MB). The source is a real local HTTP 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from django.conf import settings
@@ -147,3 +148,22 @@ def test_an_answer_of_megabytes_is_cut_before_it_is_sanitised(httpserver, saniti
     question = Question.objects.get()
     assert question.text_cut and question.answer_text.startswith("rivers rivers")
     assert max(sanitised) <= 2 * TEXT_LIMITS["answer_html"]
+
+
+@pytest.mark.django_db
+def test_grouped_questions_and_attachments_of_megabytes_are_not_stored(httpserver):
+    stub = ParliamentStub()
+    httpserver.expect_request(LIST_PATH).respond_with_handler(stub)
+    httpserver.expect_request(f"{LIST_PATH}/{FIRST_ID}").respond_with_handler(stub)
+    stub.put(real_record(FIRST_ID, groupedQuestions=["HL1234", megabyte_of("HL"), *["HL9"] * 200],
+                         attachments=[{"title": megabyte_of("Table"), "url": "https://example.org/a.pdf"},
+                                      {"title": ["Annex"] * 100_000, "url": "https://example.org/b.pdf"}]))
+    source = Source.objects.create(name="API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"))
+
+    report = poll_source(source, api_client(read_timeout=30))
+
+    assert report.error == ""
+    question = Question.objects.get()
+    assert question.grouped_uins[:2] == ["HL1234", "HL9"] and len(question.grouped_uins) == 100
+    assert [a["url"] for a in question.attachments] == ["https://example.org/a.pdf", "https://example.org/b.pdf"]
+    assert len(json.dumps(question.attachments)) < 1_500
