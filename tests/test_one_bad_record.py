@@ -204,3 +204,32 @@ def test_a_feed_item_with_an_impossible_date_lands_undated_and_the_rest_land(htt
     assert Question.objects.get(heading="Schools: Heating").date_tabled == dt.date(2025, 1, 6)
     source.refresh_from_db()
     assert source.consecutive_failures == 0 and healthz(client) == 200
+
+
+def test_a_feed_malformed_at_a_new_place_each_poll_is_still_said_once(httpserver):
+    source = feed_that_was_healthy(httpserver, FEED.format(bad="\x01"))
+    poll_source(source, api_client())
+    httpserver.clear()
+    # The same fault, a line further down: the parser's message names another line and column.
+    httpserver.expect_request("/feed").respond_with_data("\n" + FEED.format(bad="\x01"),
+                                                         content_type="application/rss+xml")
+
+    second = poll_source(source, api_client())
+
+    assert "malformed feed" in second.warning
+    assert SourceProblem.objects.filter(source=source, message__contains="malformed feed").count() == 1
+
+
+def test_a_feed_sent_as_plain_text_keeps_its_etag_and_is_not_downloaded_again(httpserver):
+    httpserver.expect_request("/feed", headers={"If-None-Match": '"v1"'}).respond_with_data("", status=304)
+    httpserver.expect_request("/feed").respond_with_data(FEED.format(bad=""), content_type="text/plain",
+                                                         headers={"ETag": '"v1"'})
+    source = Source.objects.create(name="Feed", kind=Source.Kind.FEED, url=httpserver.url_for("/feed"))
+
+    first = poll_source(source, api_client())
+    second = poll_source(source, api_client())
+
+    assert first.landed.created == 3 and "text/plain is not an XML media type" in first.warning
+    assert second.landed is None and second.error == ""
+    source.refresh_from_db()
+    assert source.etag == '"v1"'

@@ -19,6 +19,8 @@ from questions.sources.http import FetchError, PoliteClient
 ID_LENGTH = MAX_LENGTHS["external_id"]
 CHARACTER_REFERENCE = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
 REPLACEMENT = b"&#xFFFD;"
+# What feedparser warns of that loses no entry: a feed sent as text/plain, or in another encoding than it says.
+HARMLESS = tuple(f"({kind.__name__}" for kind in (feedparser.NonXMLContentType, feedparser.CharacterEncodingOverride))
 
 
 def _date(entry) -> dt.date | None:
@@ -60,7 +62,7 @@ def fetch(source: Source, client: PoliteClient) -> Batch:
         raise FetchError(f"{source.url}: HTTP {response.status}")
     batch = parse_feed(response.body, response.headers, source.url)
     batch.records = _own(source, batch.records)
-    if not batch.warning:
+    if not batch.warning or batch.warning_kind.endswith(HARMLESS):
         # A malformed feed may have lost entries it would send again unchanged: the next poll reads it whole.
         batch.etag, batch.last_modified = response.headers.get("etag", ""), response.headers.get("last-modified", "")
     batch.requests = 1
@@ -120,9 +122,11 @@ def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
         raise FetchError(f"{url}: malformed feed ({type(exc).__name__}: {exc})") from exc
     batch = Batch()
     if parsed.bozo:
-        message = f"{url}: malformed feed ({parsed.bozo_exception})"
+        kind = f"{url}: malformed feed ({type(parsed.bozo_exception).__name__}"
+        message = f"{kind}: {parsed.bozo_exception})"
         if not parsed.entries:
             raise FetchError(message)
+        batch.warning_kind = kind
         # feedparser keeps what it could read of a malformed feed: that lands, and the source is not failing.
         batch.warning = message + "; the entries that could be read were stored"
     for position, entry in enumerate(parsed.entries, start=1):
