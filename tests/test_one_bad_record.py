@@ -57,8 +57,14 @@ def api_sending(httpserver, make_handler):
 
 def test_a_record_with_a_number_of_thousands_of_digits_is_refused_alone_and_the_cursor_moves(httpserver):
     stub, source = api_sending(httpserver, lambda stub, digits: sending(stub, '"@long@"', "9" * digits))
+    only_1001_refused(stub, source, "a number of more digits than can be read", answeringBodyId="@long@")
+
+
+def only_1001_refused(stub: ParliamentStub, source: Source, reason: str, **bad) -> None:
+    """Polls 1000 to 1002, 1001 with the bad values: 1001 alone is refused, for the reason, and the cursor moves."""
     stub.put(real_record(1000))
-    stub.put(real_record(1001, answeringBodyId="@long@"))
+    # In its list page and in its detail record alike: each decodes, and only the record is refused.
+    stub.put(real_record(1001, **bad))
     stub.put(real_record(1002))
 
     report = poll_source(source, api_client())
@@ -66,7 +72,7 @@ def test_a_record_with_a_number_of_thousands_of_digits_is_refused_alone_and_the_
     assert report.error == ""
     assert sorted(Question.objects.values_list("external_id", flat=True)) == ["1000", "1002"]
     problem = SourceProblem.objects.get(source=source)
-    assert problem.record_id == "1001" and "a number of more digits than can be read" in problem.message
+    assert problem.record_id == "1001" and reason in problem.message
     source.refresh_from_db()
     assert source.cursor == timezone.localdate() and source.consecutive_failures == 0
 
@@ -104,19 +110,7 @@ def healthz(client_) -> int:
 
 def test_a_record_nested_thousands_deep_is_refused_alone_and_the_cursor_moves(deep_api, client):
     stub, source = deep_api
-    stub.put(real_record(1000))
-    # In its list page and in its detail record alike: each decodes, and only the record is refused.
-    stub.put(real_record(1001, attachments=["@deep@"]))
-    stub.put(real_record(1002))
-
-    report = poll_source(source, api_client())
-
-    assert report.error == ""
-    assert sorted(Question.objects.values_list("external_id", flat=True)) == ["1000", "1002"]
-    problem = SourceProblem.objects.get(source=source)
-    assert problem.record_id == "1001" and "nested more than 32 levels deep" in problem.message
-    source.refresh_from_db()
-    assert source.cursor == timezone.localdate() and source.consecutive_failures == 0
+    only_1001_refused(stub, source, "nested more than 32 levels deep", attachments=["@deep@"])
     assert healthz(client) == 200
 
     report = poll_source(source, api_client())
