@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from questions.records import QuestionRecord, RecordError, from_normalised, text, unstorable
-from questions.sources.jsondepth import MAX_DEPTH, loads, nested_too_deeply
+from questions.sources.jsondepth import loads, unreadable
 from questions.sources.parliament import record_from_api
 
 BOM = b"\xef\xbb\xbf"
@@ -68,8 +68,8 @@ def _decode(line: bytes) -> tuple[str, str]:
 def _record(item: Any) -> QuestionRecord:
     if isinstance(item, RecordError):
         raise item
-    if nested_too_deeply(item):
-        raise RecordError(f"the record is nested more than {MAX_DEPTH} levels deep")
+    if reason := unreadable(item):
+        raise RecordError(reason)
     try:
         return record_from_api(item) if _is_api_record(item) else from_normalised(item)
     except RecordError:

@@ -105,7 +105,9 @@ class Question(models.Model):
     # What the list endpoint last said, so an unchanged question costs no detail request.
     list_signature = models.CharField(max_length=64, blank=True)
     # A text was longer than the archive keeps (questions.records.TEXT_LIMITS) and was cut on the way in.
-    text_cut = models.BooleanField(default=False, help_text="A text was cut to the stored maximum.")
+    # Kept by the database too: a poller of the release before, still running while this one migrates,
+    # inserts questions without the column.
+    text_cut = models.BooleanField(default=False, db_default=False, help_text="A text was cut to the stored maximum.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -102,7 +102,8 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
     report.error, report.warning = batch.error, batch.warning
     with transaction.atomic():
         # A feed that stays malformed the same way is said once, not on every poll.
-        if batch.warning and not source.problems.filter(message=batch.warning).exists():
+        said = source.problems.filter(message__startswith=batch.warning_kind or batch.warning)
+        if batch.warning and not said.exists():
             SourceProblem.objects.create(source=source, message=batch.warning)
         SourceProblem.objects.bulk_create(
             SourceProblem(source=source, record_id=record_id[:500], message=message)

@@ -154,11 +154,12 @@ def _attachments(attachments: list) -> list[dict[str, str]]:
     for attachment in attachments:
         if not isinstance(attachment, dict):
             continue
-        url = web_url(attachment.get("url"))
-        attachment = {**attachment, "url": url if len(url) <= MAX_ADDRESS else ""}
-        if isinstance(attachment.get("title"), str) and len(attachment["title"]) > MAX_TITLE:
+        url, title = web_url(attachment.get("url")), attachment.get("title")
+        # Only a title and an address are kept: any other key, or a title that is not text, could be of any size.
+        attachment = {"title": title if isinstance(title, str) else "", "url": url if len(url) <= MAX_ADDRESS else ""}
+        if len(attachment["title"]) > MAX_TITLE:
             attachment["title"] = cut_text(attachment["title"], MAX_TITLE)
-        if attachment.get("title") or attachment["url"]:
+        if attachment["title"] or attachment["url"]:
             kept.append(attachment)
     return kept[:MAX_ITEMS]
 
@@ -173,16 +174,22 @@ def cut_text(value: str, limit: int) -> str:
 
 def cut_html(value: str, limit: int) -> str:
     """Sanitised HTML cut to `limit` characters: sanitising again closes what the cut left open, which can
-    make it longer, so the cut moves back until it fits."""
+    make it longer, so the longest cut that fits is searched for, halving the range each time: a few dozen
+    sanitisings at most, however the HTML is made."""
     mark = f"<p>{CUT_MARK.strip()}</p>"
     target = limit - len(mark)
-    room = target
-    while room > 0:
+    if target <= 0:
+        return mark
+    # The cut at the target nearly always fits once its open tags are closed: tried first.
+    low, high, room, best = 0, min(target, len(value)), min(target, len(value)), ""
+    while low < high:
         kept = html.sanitise(value[:room])
         if len(kept) <= target:
-            return kept + mark
-        room = min(room - 1, room * target // len(kept))
-    return mark
+            low, best = room, kept
+        else:
+            high = room - 1
+        room = (low + high + 1) // 2
+    return best + mark
 
 
 def _capped(record: QuestionRecord) -> QuestionRecord:
@@ -193,8 +200,10 @@ def _capped(record: QuestionRecord) -> QuestionRecord:
             changes[name] = (cut_html if name == "answer_html" else cut_text)(value, limit)
     if changes:
         changes["text_cut"] = True
-    if len(record.grouped_uins) > MAX_ITEMS:
-        changes["grouped_uins"] = record.grouped_uins[:MAX_ITEMS]
+    # A grouped question is named by its uin: anything longer than a uin is none, whatever its size.
+    grouped = [uin for uin in record.grouped_uins if len(uin) <= MAX_LENGTHS["uin"]][:MAX_ITEMS]
+    if grouped != record.grouped_uins:
+        changes["grouped_uins"] = grouped
     return dataclasses.replace(record, **changes) if changes else record
 
 
@@ -235,8 +244,37 @@ def check(record: QuestionRecord) -> QuestionRecord:
     return _capped(record)
 
 
-def answer_fields(raw_answer: str) -> dict[str, str]:
-    return {"answer_html": html.sanitise(raw_answer), "answer_text": html.to_text(raw_answer)}
+# Deeper than any real answer (tables in lists in quotes run to a dozen levels): the sanitiser's work grows
+# with the square of the depth, so an answer nested deeper is refused before it is parsed.
+MAX_TAG_DEPTH = 200
+# Tags whose opening closes one of their own or that hold nothing: they never deepen a document.
+_FLAT_TAGS = frozenset({"p", "li", "dt", "dd", "tr", "td", "th", "option", "area", "base", "br", "col", "embed",
+                        "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"})
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*+)[^<>]*+>")
+
+
+def tag_depth_over(raw: str, limit: int) -> bool:
+    """Whether the HTML opens more than `limit` tags inside one another, found in one pass without parsing."""
+    depth = 0
+    for tag in _TAG.finditer(raw):
+        if tag[2].lower() in _FLAT_TAGS or tag[0].endswith("/>"):
+            continue
+        depth = max(0, depth - 1) if tag[1] else depth + 1
+        if depth > limit:
+            return True
+    return False
+
+
+def answer_fields(raw_answer: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    # Twice what is kept is enough for sanitising to drop tags and still leave a full answer; the rest is
+    # never parsed.
+    room = 2 * TEXT_LIMITS["answer_html"]
+    if len(raw_answer) > room:
+        raw_answer, fields["text_cut"] = raw_answer[:room], True
+    if tag_depth_over(raw_answer, MAX_TAG_DEPTH):
+        raise RecordError(f"the answer nests HTML tags more than {MAX_TAG_DEPTH} levels deep")
+    return fields | {"answer_html": html.sanitise(raw_answer), "answer_text": html.to_text(raw_answer)}
 
 
 def plain_answer_fields(answer: Any) -> dict[str, str]:

@@ -3,6 +3,13 @@
 from django.db import migrations, models
 
 
+def wait_briefly_for_locks(apps, schema_editor):
+    # Adding the column takes a lock every reader of questions queues behind: a poll holding the table for
+    # long fails the migration, which can be run again, rather than stalling the site while it waits.
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("SET LOCAL lock_timeout = '5s'")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -10,9 +17,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(wait_briefly_for_locks, migrations.RunPython.noop),
         migrations.AddField(
             model_name='question',
             name='text_cut',
-            field=models.BooleanField(default=False, help_text='A text was cut to the stored maximum.'),
+            field=models.BooleanField(db_default=False, default=False,
+                                      help_text='A text was cut to the stored maximum.'),
         ),
     ]

@@ -18,6 +18,9 @@ class Batch:
     # Set when the source was read but something about it was wrong (a feed that is not well-formed):
     # what was read lands and the source is healthy; the operator is told once.
     warning: str = ""
+    # What kind of warning it is (the start of its message): the operator is told once of each kind, not of
+    # each line and column a changing feed breaks at.
+    warning_kind: str = ""
     not_modified: bool = False
     cursor: dt.date | None = None
     etag: str = ""

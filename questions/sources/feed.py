@@ -19,12 +19,20 @@ from questions.sources.http import FetchError, PoliteClient
 ID_LENGTH = MAX_LENGTHS["external_id"]
 CHARACTER_REFERENCE = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
 REPLACEMENT = b"&#xFFFD;"
+# What feedparser warns of that loses no entry: a feed sent as text/plain, or in another encoding than it says.
+HARMLESS = tuple(f"({kind.__name__}" for kind in (feedparser.NonXMLContentType, feedparser.CharacterEncodingOverride))
 
 
 def _date(entry) -> dt.date | None:
     # Asked for only when present: feedparser warns when it stands one in for the other.
     parsed = next((entry[key] for key in ("published_parsed", "updated_parsed") if key in entry and entry[key]), None)
-    return dt.date(*parsed[:3]) if parsed else None
+    if not parsed:
+        return None
+    try:
+        return dt.date(*parsed[:3])
+    except (ValueError, OverflowError, TypeError):
+        # A date no calendar has (year 0, or past 9999 once its zone is applied) is no date; the entry lands.
+        return None
 
 
 def record_from_entry(entry) -> QuestionRecord:
@@ -54,7 +62,7 @@ def fetch(source: Source, client: PoliteClient) -> Batch:
         raise FetchError(f"{source.url}: HTTP {response.status}")
     batch = parse_feed(response.body, response.headers, source.url)
     batch.records = _own(source, batch.records)
-    if not batch.warning:
+    if not batch.warning or batch.warning_kind.endswith(HARMLESS):
         # A malformed feed may have lost entries it would send again unchanged: the next poll reads it whole.
         batch.etag, batch.last_modified = response.headers.get("etag", ""), response.headers.get("last-modified", "")
     batch.requests = 1
@@ -114,9 +122,11 @@ def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
         raise FetchError(f"{url}: malformed feed ({type(exc).__name__}: {exc})") from exc
     batch = Batch()
     if parsed.bozo:
-        message = f"{url}: malformed feed ({parsed.bozo_exception})"
+        kind = f"{url}: malformed feed ({type(parsed.bozo_exception).__name__}"
+        message = f"{kind}: {parsed.bozo_exception})"
         if not parsed.entries:
             raise FetchError(message)
+        batch.warning_kind = kind
         # feedparser keeps what it could read of a malformed feed: that lands, and the source is not failing.
         batch.warning = message + "; the entries that could be read were stored"
     for position, entry in enumerate(parsed.entries, start=1):
@@ -125,6 +135,9 @@ def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
             record = record_from_entry(entry)
         except RecordError as exc:
             batch.problems.append((name, str(exc)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - whatever one entry does costs that entry, never the feed
+            batch.problems.append((name, f"the entry cannot be read ({type(exc).__name__}: {exc})"))
             continue
         batch.records.append(record)
         if replaced and "\ufffd" in record.heading + record.question_text:

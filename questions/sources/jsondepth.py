@@ -3,7 +3,7 @@
 Python's decoder and every walk of what it returns (comparing pages, hashing list items, printing a
 record in a message) recurse once per level, and fail at about a thousand levels, wherever the stack
 happens to be. Here no array or object deeper than MAX_DEPTH survives decoding: each is replaced by
-TOO_DEEP, so a page still decodes, and the record holding one is refused by name (`nested_too_deeply`).
+TOO_DEEP, so a page still decodes, and the record holding one is refused by name (`unreadable`).
 """
 
 from __future__ import annotations
@@ -23,26 +23,49 @@ class _TooDeep:
 
 
 TOO_DEEP = _TooDeep()
-# A string (skipped whole, so brackets inside it count for nothing) or a bracket.
-_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+class _TooLong:
+    def __repr__(self) -> str:
+        return "<number too long>"
+
+
+# Python refuses to read an integer of more than some thousands of digits (sys.get_int_max_str_digits), which
+# would fail the whole document: such a number is read as TOO_LONG instead, and costs its record alone.
+TOO_LONG = _TooLong()
+# What the cut looks at: an escape (with the character it escapes, so an escaped quote ends nothing), a
+# quote, or a bracket. Each is one or two characters, so the scan is linear whatever the text.
+_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
+
+
+def _int(digits: str) -> Any:
+    try:
+        return int(digits)
+    except ValueError:
+        return TOO_LONG
 
 
 def loads(text: str) -> Any:
-    """The document, each array or object deeper than MAX_DEPTH replaced by TOO_DEEP; ValueError as json.loads."""
+    """The document, each array or object deeper than MAX_DEPTH replaced by TOO_DEEP and each integer longer
+    than Python reads by TOO_LONG; ValueError as json.loads."""
     placeholder = None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=_int)
     except RecursionError:
         placeholder = f"too-deep-{secrets.token_hex(16)}"
-        value = json.loads(_cut(text, json.dumps(placeholder)))
+        value = json.loads(_cut(text, json.dumps(placeholder)), parse_int=_int)
     return _prune(value, placeholder)
 
 
 def _cut(text: str, replacement: str) -> str:
     """The text with each array or object that opens deeper than MAX_DEPTH replaced, without decoding it."""
-    parts, depth, start, kept = [], 0, None, 0
+    parts, depth, start, kept, in_string = [], 0, None, 0, False
     for token in _TOKENS.finditer(text):
         bracket = token.group()
+        if bracket == '"':
+            in_string = not in_string
+        if in_string or len(bracket) > 1:
+            continue
         if bracket in "[{":
             depth += 1
             if depth == MAX_DEPTH + 1:
@@ -79,15 +102,17 @@ def _prune(value: Any, placeholder: str | None) -> Any:
     return value
 
 
-def nested_too_deeply(value: Any) -> bool:
-    """Whether the decoded value holds anything `loads` replaced by TOO_DEEP."""
+def unreadable(value: Any) -> str:
+    """Why the decoded value cannot be used, if it holds anything `loads` replaced, else ""."""
     stack = [value]
     while stack:
         item = stack.pop()
         if item is TOO_DEEP:
-            return True
+            return f"the record is nested more than {MAX_DEPTH} levels deep"
+        if item is TOO_LONG:
+            return "the record holds a number of more digits than can be read"
         if isinstance(item, list):
             stack.extend(item)
         elif isinstance(item, dict):
             stack.extend(item.values())
-    return False
+    return ""

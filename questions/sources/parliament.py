@@ -21,7 +21,7 @@ from questions.records import (
 )
 from questions.sources import Batch
 from questions.sources.http import FetchError, OutOfTime, PoliteClient
-from questions.sources.jsondepth import MAX_DEPTH, loads, nested_too_deeply
+from questions.sources.jsondepth import loads, unreadable
 
 LIST_PATH = "/api/writtenquestions/questions"
 # A question changes in the API when it is tabled, answered or corrected; each has its own date filter.
@@ -44,8 +44,8 @@ def record_from_api(value: Any, list_signature: str = "") -> QuestionRecord:
         value = value["value"]
     if not isinstance(value, dict):
         raise RecordError("the record is not a JSON object")
-    if nested_too_deeply(value):
-        raise RecordError(f"the record is nested more than {MAX_DEPTH} levels deep")
+    if reason := unreadable(value):
+        raise RecordError(reason)
     api_id = optional_int(value.get("id"), "id")
     if api_id is None:
         raise RecordError("the record has no id")
