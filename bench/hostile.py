@@ -7,8 +7,8 @@ runs it (config/gunicorn.conf.py, three workers), and, for --seconds per run:
   127.0.0.12, ...), send one request after another without pause, each the costliest the query language lets
   anyone write: sixty-four rare words joined by OR, sixty-four three-letter wildcards joined by OR, and a
   phrase of a thousand characters, as a search, a signup preview and a feed, in turn;
-- one ordinary visitor, from 127.0.0.2, searches for ordinary things (bench/search.py's queries), one after
-  another.
+- ordinary visitors, each request from one of 200 addresses (127.0.1.1, 127.0.1.2, ...), search for ordinary
+  things (bench/search.py's queries), one after another.
 
 It prints, per run and as the median of the runs with the lowest and highest: the ordinary searches' p50, p95
 and slowest; the hostile requests' slowest, and how many were answered, refused as too broad (422), and told to
@@ -101,7 +101,8 @@ def ordinary_visitor(port: int, stop: threading.Event, times: list[float]) -> No
     for n in range(10**9):
         if stop.is_set():
             return
-        ms, status = request(port, "127.0.0.2", paths[n % len(paths)])
+        # People, each from an address of their own, searching as people do, one after another.
+        ms, status = request(port, f"127.0.1.{1 + n % 200}", paths[n % len(paths)])
         if status != 200:
             # An error is quick: timing it would flatter the figures.
             raise RuntimeError(f"an ordinary search answered {status}: {paths[n % len(paths)]}")

@@ -7,10 +7,10 @@ clients at once. So:
   search far larger than people write), over a fixed window, and refused more searches once it has spent its
   allowance: a person searching as people do is never charged;
 - a heavy search (one that asks the database for many more substring tests than people's searches do, or that
-  comes from a client already charged in this window) runs only in one of SEARCH_HEAVY_AT_ONCE lanes for the
-  whole site, and is refused at once, without waiting, when every lane is taken. However many clients send
-  the costliest searches they can write, they hold no more than those lanes of the database and of the web
-  workers, and everyone else's searches go on as before.
+  comes from a client that has spent a quarter of its allowance in this window) runs only in one of
+  SEARCH_HEAVY_AT_ONCE lanes for the whole site, and is refused at once, without waiting, when every lane is
+  taken. However many clients send the costliest searches they can write, they hold no more than those lanes
+  of the database and of the web workers, and everyone else's searches go on as before.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def _allowance_key(client: str, window: int) -> str:
 @contextmanager
 def metered(client: str, free: float, reserve: bool = False) -> Iterator[bool]:
     """Refuse with TooManySearches when `client` has spent its allowance in this window; otherwise run the
-    block, which is told whether the client has been charged in this window (or has a search under way), and
+    block, which is told whether the client has spent a quarter of its allowance in this window (searches
+    under way included), and
     charge the client for the time it took beyond `free` seconds. With `reserve`, the most it could cost is
     reserved before it runs, and the rest given back after, so that a client's large searches sent all at once
     each see the others. With the cache down, nothing is counted: the budget still bounds each request."""
@@ -74,7 +75,8 @@ def metered(client: str, free: float, reserve: bool = False) -> Iterator[bool]:
             raise TooManySearches(max(1, math.ceil((window + 1) * window_seconds - now)))
         started: float | None = clock()
         try:
-            yield spent > 0
+            # A quarter: a search or two that ran slow while the site was busy do not send a person to the lane.
+            yield spent >= settings.SEARCH_ALLOWANCE_SECONDS * 1000 / 4
         except LanesBusy:
             started = None  # refused before any work: nothing to charge
             raise
