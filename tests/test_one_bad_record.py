@@ -187,6 +187,16 @@ def test_one_byte_that_is_not_utf8_costs_only_its_own_item_not_every_item_on_the
     assert problem.message == "bytes that are not utf-8 in its title: replaced with U+FFFD; the entry was stored"
 
 
+def test_a_feed_said_to_be_utf8_but_in_windows_1252_throughout_is_read_as_windows_1252(httpserver):
+    body = PRICED_FEED.format(encoding="UTF-8", bad="", guid="").replace("\ufffd", "").encode("cp1252")
+    source = feed_that_was_healthy(httpserver, body)
+
+    poll_source(source, api_client())
+
+    assert headings() == ["Cost £5 – the Minister’s reply", "Otters two", "Prisons: Mobile Phones"]
+    assert not SourceProblem.objects.filter(source=source).exclude(message__contains="malformed feed").exists()
+
+
 @pytest.mark.parametrize("encoding", ["UTF-16", "UTF-32"])
 def test_a_wide_feed_with_a_reference_to_a_lone_surrogate_lands(httpserver, encoding):
     # Python's codecs of these names begin with a byte order mark.
