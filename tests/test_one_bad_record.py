@@ -131,7 +131,7 @@ FEED = """<?xml version="1.0" encoding="UTF-8"?>
 </channel></rss>"""
 
 
-def feed_that_was_healthy(httpserver, body: str) -> Source:
+def feed_that_was_healthy(httpserver, body: str | bytes) -> Source:
     """A feed read fine until a day ago: /healthz goes red if this poll does not count as a success."""
     httpserver.expect_request("/feed").respond_with_data(body, content_type="application/rss+xml")
     return Source.objects.create(name="Feed", kind=Source.Kind.FEED, url=httpserver.url_for("/feed"),
@@ -152,13 +152,74 @@ def test_a_feed_item_with_a_reference_to_a_lone_surrogate_is_repaired_and_the_fe
     assert report.error == ""
     assert headings() == ["Otters \ufffd two", "Prisons: Mobile Phones", "Schools: Heating"]
     problem = SourceProblem.objects.get(source=source)
-    assert problem.record_id.startswith("Otters") and "replaced with U+FFFD" in problem.message
+    assert problem.record_id == "urn:q:2"
+    assert problem.message == ("a character reference to no character in its title, description: replaced with U+FFFD; "
+                               "the entry was stored")
     source.refresh_from_db()
     assert source.consecutive_failures == 0 and healthz(client) == 200
 
     report = poll_source(source, api_client())
 
     assert report.error == "" and report.landed.unchanged == 3
+
+
+PRICED_FEED = """<?xml version="1.0" encoding="{encoding}"?>
+<rss version="2.0"><channel><title>Written questions</title><link>https://example.org/</link>
+<item><title>Cost £5 – the Minister’s reply</title><guid>urn:q:1</guid>
+<description>Whether the £5 fee – set in 2020 – will rise.</description></item>
+<item><title>Otters {bad} two</title><guid>urn:q:2</guid><description>How many otters.</description></item>
+<item><title>Prisons: Mobile Phones</title><guid>urn:q:3{guid}</guid><description>Phones \ufffd found.</description>
+</item></channel></rss>"""
+
+
+def test_one_byte_that_is_not_utf8_costs_only_its_own_item_not_every_item_on_the_feed(httpserver):
+    body = PRICED_FEED.format(encoding="UTF-8", bad="@", guid="").encode().replace(b"@", b"\xff")
+    source = feed_that_was_healthy(httpserver, body)
+
+    report = poll_source(source, api_client())
+
+    assert report.error == ""
+    assert headings() == ["Cost £5 – the Minister’s reply", "Otters \ufffd two", "Prisons: Mobile Phones"]
+    priced = Question.objects.get(external_id=f"feed:{source.pk}:urn:q:1")
+    assert priced.question_text == "Whether the £5 fee – set in 2020 – will rise."
+    problem = SourceProblem.objects.get(source=source)
+    assert problem.record_id == "urn:q:2"
+    assert problem.message == "bytes that are not utf-8 in its title: replaced with U+FFFD; the entry was stored"
+
+
+def test_a_feed_said_to_be_utf8_but_in_windows_1252_throughout_is_read_as_windows_1252(httpserver):
+    body = PRICED_FEED.format(encoding="UTF-8", bad="", guid="").replace("\ufffd", "").encode("cp1252")
+    source = feed_that_was_healthy(httpserver, body)
+
+    poll_source(source, api_client())
+
+    assert headings() == ["Cost £5 – the Minister’s reply", "Otters two", "Prisons: Mobile Phones"]
+    assert not SourceProblem.objects.filter(source=source).exclude(message__contains="malformed feed").exists()
+
+
+@pytest.mark.parametrize("encoding", ["UTF-16", "UTF-32"])
+def test_a_wide_feed_with_a_reference_to_a_lone_surrogate_lands(httpserver, encoding):
+    # Python's codecs of these names begin with a byte order mark.
+    source = feed_that_was_healthy(httpserver, PRICED_FEED.format(encoding=encoding, bad="&#xD800;", guid="")
+                                   .encode(encoding))
+
+    report = poll_source(source, api_client())
+
+    assert report.error == "" and report.landed.created == 3
+    assert headings() == ["Cost £5 – the Minister’s reply", "Otters \ufffd two", "Prisons: Mobile Phones"]
+    assert SourceProblem.objects.get(source=source).record_id == "urn:q:2"
+
+
+def test_a_repaired_guid_is_said_and_an_item_that_already_held_ufffd_is_not_called_repaired(httpserver):
+    source = feed_that_was_healthy(httpserver, PRICED_FEED.format(encoding="UTF-8", bad="", guid="&#xDC00;"))
+
+    poll_source(source, api_client())
+
+    assert Question.objects.filter(external_id=f"feed:{source.pk}:urn:q:3\ufffd").exists()
+    problem = SourceProblem.objects.get(source=source)
+    assert problem.record_id == "urn:q:3\ufffd"
+    assert problem.message == ("a character reference to no character in its guid: replaced with U+FFFD; "
+                               "the entry was stored under the repaired guid")
 
 
 def test_a_malformed_feed_whose_items_land_is_a_warning_said_once_not_a_failing_source(httpserver, client):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import re
 from dataclasses import replace
 
 import feedparser
@@ -14,11 +13,10 @@ from questions import html
 from questions.models import Question, Source
 from questions.records import MAX_LENGTHS, QuestionRecord, RecordError, check, text
 from questions.sources import Batch
+from questions.sources.feed_encoding import Decoded, as_utf8
 from questions.sources.http import FetchError, PoliteClient
 
 ID_LENGTH = MAX_LENGTHS["external_id"]
-CHARACTER_REFERENCE = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
-REPLACEMENT = b"&#xFFFD;"
 # What feedparser warns of that loses no entry: a feed sent as text/plain, or in another encoding than it says.
 HARMLESS = tuple(f"({kind.__name__}" for kind in (feedparser.NonXMLContentType, feedparser.CharacterEncodingOverride))
 
@@ -89,58 +87,53 @@ def _own(source: Source, records: list[QuestionRecord]) -> list[QuestionRecord]:
             if r.external_id not in known]
 
 
-def _no_character(found: re.Match) -> bool:
-    digits = (found[1] or found[2]).lstrip(b"0")
-    if len(digits) > 8:  # past Unicode either way, and too long for int() to be asked
-        return True
-    code = int(digits or b"0", 16 if found[1] else 10)
-    return 0xD800 <= code <= 0xDFFF or code > 0x10FFFF
-
-
-def without_impossible_references(body: bytes) -> tuple[bytes, int]:
-    """The body with each reference to what is no character (a lone surrogate, a number past Unicode) made
-    U+FFFD, and how many there were: feedparser's fallback parser raises on the first, losing the whole feed."""
-    count = 0
-
-    def replace_one(found: re.Match) -> bytes:
-        nonlocal count
-        if not _no_character(found):
-            return found[0]
-        count += 1
-        return REPLACEMENT
-
-    return CHARACTER_REFERENCE.sub(replace_one, body), count
-
-
 def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
     """The records of a feed document; raises FetchError when nothing at all could be read."""
-    body, replaced = without_impossible_references(body)
+    decoded = as_utf8(body, headers)
     # A stream, never bytes: feedparser reads a string that looks like a path or URL as one.
     try:
-        parsed = feedparser.parse(io.BytesIO(body), response_headers=headers)
+        parsed = feedparser.parse(io.BytesIO(decoded.body), response_headers=decoded.headers)
     except Exception as exc:  # noqa: BLE001 - whatever the document does to the parser, it is the source's fault
-        raise FetchError(f"{url}: malformed feed ({type(exc).__name__}: {exc})") from exc
+        raise FetchError(f"{url}: malformed feed ({type(exc).__name__}: {decoded.plain(str(exc))})") from exc
     batch = Batch()
     if parsed.bozo:
         kind = f"{url}: malformed feed ({type(parsed.bozo_exception).__name__}"
-        message = f"{kind}: {parsed.bozo_exception})"
+        message = f"{kind}: {decoded.plain(str(parsed.bozo_exception))})"
         if not parsed.entries:
             raise FetchError(message)
         batch.warning_kind = kind
         # feedparser keeps what it could read of a malformed feed: that lands, and the source is not failing.
         batch.warning = message + "; the entries that could be read were stored"
     for position, entry in enumerate(parsed.entries, start=1):
-        name = text(entry.get("title")) or f"entry {position}"
+        name = decoded.plain(text(entry.get("title"))) or f"entry {position}"
         try:
             record = record_from_entry(entry)
         except RecordError as exc:
-            batch.problems.append((name, str(exc)))
+            batch.problems.append((name, decoded.plain(str(exc))))
             continue
         except Exception as exc:  # noqa: BLE001 - whatever one entry does costs that entry, never the feed
-            batch.problems.append((name, f"the entry cannot be read ({type(exc).__name__}: {exc})"))
+            batch.problems.append((name, f"the entry cannot be read ({type(exc).__name__}: {decoded.plain(str(exc))})"))
             continue
+        record, repairs = _repaired(record, decoded)
         batch.records.append(record)
-        if replaced and "\ufffd" in record.heading + record.question_text:
-            batch.problems.append((name, "a reference to something that is no character (a lone surrogate) was "
-                                         "replaced with U+FFFD; the entry was stored"))
+        if repairs:
+            batch.problems.append((record.external_id, repairs))
     return batch
+
+
+FIELDS = {"external_id": "guid", "heading": "title", "question_text": "description", "url": "link"}
+
+
+def _repaired(record: QuestionRecord, decoded: Decoded) -> tuple[QuestionRecord, str]:
+    """The record with each fault the document held in it made U+FFFD, and what was repaired where (the guid
+    above all: the entry is stored under the repaired one)."""
+    changes, where = {}, {}
+    for field, label in FIELDS.items():
+        value, faults = decoded.restore(getattr(record, field))
+        if faults:
+            changes[field] = value
+            for fault in faults:
+                where.setdefault(fault, []).append(label)
+    said = "; ".join(f"{fault} in its {', '.join(labels)}: replaced with U+FFFD" for fault, labels in where.items())
+    stored = "under the repaired guid" if "external_id" in changes else ""
+    return replace(record, **changes), said and f"{said}; the entry was stored {stored}".rstrip()
