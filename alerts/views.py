@@ -83,9 +83,10 @@ def _limits(form: str, email: str) -> list[dict]:
 
 def _counted(request: HttpRequest, limits: list[dict]) -> bool:
     """Count the request against each limit in turn, stopping at the first that is full; whether all had
-    room. Counting is the cache's atomic increment, so requests arriving together cannot all slip
-    through; and a request refused by one limit is not counted against the next, so a flood from one
-    IP (refused by the IP's limit) uses up nothing of an address's, nor one network's of the ceiling.
+    room. With Redis, counting is its atomic increment, so requests arriving together cannot all slip
+    through (the database cache reads then writes: a burst may get a few over). A request refused by one
+    limit is not counted against the next, so a flood from one IP (refused by the IP's limit) uses up
+    nothing of an address's, nor one network's of the ceiling.
 
     Raises LimitsUnavailable when the cache is down. Refusing then, rather than letting everything
     through, is deliberate: these limits are all that stops a stranger using us to flood an inbox."""

@@ -23,7 +23,9 @@ FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_F
 # What one person, or one organisation, usually holds: a home or office is given one IPv4 address (often
 # behind NAT with its neighbours in the same /24) or an IPv6 /48 to /64. Limits per address count requests
 # per network of this size, so that a stranger elsewhere cannot spend the allowance of the owner's network.
-NETWORK_PREFIX = {4: 24, 6: 48}
+# IPv6 by the /32 an ISP is allocated, not the /48 anyone is given free with a tunnel: a stranger must not
+# reach the ceiling across networks from a handful of tunnels (the cost: see README, "Rate limits").
+NETWORK_PREFIX = {4: 24, 6: 32}
 # One host: an IPv4 address, or the IPv6 /64 a single host is given (it may send from any address in it).
 HOST_PREFIX = {4: 32, 6: 64}
 

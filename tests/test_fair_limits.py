@@ -66,7 +66,9 @@ def test_a_stranger_flooding_from_one_ip_cannot_stop_the_owner_getting_their_ema
     [f"203.0.113.{n}" for n in range(1, 201)],
     # A stranger with an IPv6 block hops from one /64 to the next, within their /48.
     [f"2001:db8:77:{n:x}::1" for n in range(200)],
-], ids=["ipv4-/24", "ipv6-/48"])
+    # Or from one tunnel's /48 to the next, each given free to anyone who asks.
+    [f"2001:db8:{n:x}::1" for n in range(200)],
+], ids=["ipv4-/24", "ipv6-/48", "ipv6-/48s"])
 def test_a_stranger_hopping_between_the_addresses_of_their_network_cannot_stop_the_owner(client, limiter_clock,
                                                                                         addresses):
     pages = [sign_up(client, VICTIM, ip, q=f"topic{n}") for n, ip in enumerate(addresses)]
