@@ -5,6 +5,8 @@ whatever headers they write, for the rate limits, /metrics and HTTPS alike."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -152,15 +154,37 @@ def test_the_old_count_of_proxies_stops_the_site_naming_the_setting_that_replace
     assert named.returncode == 0, named.stderr
 
 
-def test_compose_publishes_the_app_on_loopback_only(tmp_path):
+def compose_config(tmp_path) -> str:
+    """What `docker compose config` makes of docker-compose.yml with .env.example as the .env, from whichever of
+    the standalone command or the plugin is installed."""
     (tmp_path / "docker-compose.yml").write_text((ROOT / "docker-compose.yml").read_text())
-    (tmp_path / ".env").write_text("SECRET_KEY=x\n")
-    try:
-        compose = subprocess.run(["docker-compose", "config"], cwd=tmp_path, capture_output=True, text=True,
-                                 timeout=60)
-    except FileNotFoundError:
-        pytest.skip("docker-compose is not installed")
-
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
+    if shutil.which("docker-compose"):
+        command = ["docker-compose", "config"]
+    elif shutil.which("docker") and not subprocess.run(["docker", "compose", "version"],
+                                                        capture_output=True).returncode:
+        command = ["docker", "compose", "config"]
+    else:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+    compose = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert compose.returncode == 0, compose.stderr
-    published = [line.strip() for line in compose.stdout.splitlines() if ":8000:" in line]
-    assert published == ["- 127.0.0.1:8000:8000/tcp"]
+    return compose.stdout
+
+
+def test_compose_publishes_the_app_on_loopback_only(tmp_path):
+    lines = [line.strip() for line in compose_config(tmp_path).splitlines()]
+    short = [line for line in lines if ":8000:" in line]
+    # The plugin writes each port out long: one host_ip for every port published.
+    long = [line for line in lines if line.startswith(("host_ip:", "published:"))]
+
+    assert short == ["- 127.0.0.1:8000:8000/tcp"] or (not short and long in (
+        ["host_ip: 127.0.0.1", 'published: "8000"'], ['published: "8000"', "host_ip: 127.0.0.1"]))
+
+
+def test_the_proxy_address_the_docs_suggest_is_the_gateway_compose_pins(tmp_path):
+    config = compose_config(tmp_path)
+    suggested = re.search(r"^# TRUSTED_PROXIES=(\S+)$", (ROOT / ".env.example").read_text(), re.M).group(1)
+
+    assert re.search(r"gateway: (\S+)", config).group(1) == suggested
+    assert re.search(r"subnet: (\S+)", config).group(1) == "172.30.0.0/24"
+    assert f"TRUSTED_PROXIES={suggested}" in (ROOT / "README.md").read_text()
