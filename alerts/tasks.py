@@ -162,6 +162,17 @@ class FromAForm(Task):
         options.setdefault("kwargsrepr", _redacted(kwargs or {}))
         return super().apply_async(args, kwargs, **options)
 
+    # `held` is for __call__, not the task's function, which Celery would otherwise refuse to publish it to.
+    typing = False
+
+    def __call__(self, *args, held: bool = False, **kwargs):
+        # A request over its address's limits is published like any other (the web page must take the same
+        # time) and dropped here: nothing is done, nothing sent.
+        if held:
+            log.info("emails to this address held to its limit, nothing sent", extra={"task": self.name})
+            return None
+        return super().__call__(*args, **kwargs)
+
 
 # A database outage must not lose a request the person was told is on its way: retried, backing off to
 # ten minutes apart, for some hours.

@@ -83,9 +83,10 @@ def _limits(form: str, email: str) -> list[dict]:
 
 def _counted(request: HttpRequest, limits: list[dict]) -> bool:
     """Count the request against each limit in turn, stopping at the first that is full; whether all had
-    room. Counting is the cache's atomic increment, so requests arriving together cannot all slip
-    through; and a request refused by one limit is not counted against the next, so a flood from one
-    IP (refused by the IP's limit) uses up nothing of an address's, nor one network's of the ceiling.
+    room. With Redis, counting is its atomic increment, so requests arriving together cannot all slip
+    through (the database cache reads then writes: a burst may get a few over). A request refused by one
+    limit is not counted against the next, so a flood from one IP (refused by the IP's limit) uses up
+    nothing of an address's, nor one network's of the ceiling.
 
     Raises LimitsUnavailable when the cache is down. Refusing then, rather than letting everything
     through, is deliberate: these limits are all that stops a stranger using us to flood an inbox."""
@@ -131,15 +132,16 @@ def _hand_over(request: HttpRequest, form: str, email: str, task, **work) -> Htt
     take the message, the person is asked to try again in a minute.
 
     An IP over its limit is told so (429). An address over its limits is not: the page is the one every
-    address gets and nothing is sent, so a stranger learns nothing and the inbox hears nothing more."""
+    address gets, in the same time, and the task is marked held, which the worker drops, so a stranger
+    learns nothing and the inbox hears nothing more."""
     ip_limit, *address_limits = _limits(form, email)
     try:
         if not _counted(request, [ip_limit]):
             return rate_limited(request)
-        if _counted(request, address_limits):
-            task.apply_async(kwargs={"email": email, **work})
-        else:
-            log.info("emails to this address held to its limit, nothing sent", extra={"form": form})
+        # Published either way, held or not, so that a request over the address's limits takes the time any
+        # other does: how long the page takes must not tell a stranger that someone else asked for it.
+        held = not _counted(request, address_limits)
+        task.apply_async(kwargs={"email": email, **work, "held": held})
     except LimitsUnavailable:
         return try_again_soon(request)
     except BrokerDown:

@@ -41,7 +41,7 @@ from alerts.models import Subscription
 from questions import budget
 from questions.models import Question
 from questions.search import Node, canonical, parse_canonical
-from questions.searching import CACHE_ERRORS, Filters, matching
+from questions.searching import CACHE_ERRORS, Filters, cache_guard, matching
 
 # A year evens out Parliament's recesses and the rush before them.
 WINDOW_DAYS = 365
@@ -242,12 +242,13 @@ def estimate(node: Node, today: dt.date | None = None, window: Window | None = N
 def _cached(key: str, seconds: int, work):
     """What `work()` gives, kept in the cache for `seconds`; worked out afresh when the cache is down."""
     try:
-        found = cache.get(key)
+        with cache_guard():
+            found = cache.get(key)
     except CACHE_ERRORS:
         return work()
     if found is None:
         found = work()
-        with contextlib.suppress(*CACHE_ERRORS):
+        with contextlib.suppress(*CACHE_ERRORS), cache_guard():
             cache.set(key, found, seconds)
     return found
 
@@ -283,12 +284,13 @@ def _ask_a_worker(node: Node, today: dt.date) -> None:
     key = _estimate_key(node, today)
     minute = int(timezone.now().timestamp() // 60)
     try:
-        if not cache.add(f"{key}:asked", 1, ESTIMATE_WORKER_SECONDS * 2):
-            return  # already asked for
-        cache.add(f"volume:asked:{minute}", 0, 120)
-        if cache.incr(f"volume:asked:{minute}") > ESTIMATES_ASKED_PER_MINUTE:
-            cache.delete(f"{key}:asked")  # not asked after all: the next preview may ask
-            return
+        with cache_guard():
+            if not cache.add(f"{key}:asked", 1, ESTIMATE_WORKER_SECONDS * 2):
+                return  # already asked for
+            cache.add(f"volume:asked:{minute}", 0, 120)
+            if cache.incr(f"volume:asked:{minute}") > ESTIMATES_ASKED_PER_MINUTE:
+                cache.delete(f"{key}:asked")  # not asked after all: the next preview may ask
+                return
         estimate_volume_task.delay(canonical(node), today.isoformat())
     except (*CACHE_ERRORS, BrokerError) as error:
         # Without the cache there is nowhere to keep it; without the broker, no worker to ask: the preview

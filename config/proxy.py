@@ -5,7 +5,9 @@ TRUSTED_PROXIES: anyone who reaches the app directly writes those headers as the
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import logging
 
 from django.conf import settings
 from django.core.checks import Error, register
@@ -13,13 +15,17 @@ from django.core.checks import Error, register
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+log = logging.getLogger(__name__)
+
 # Headers only a trusted proxy may set; from anyone else they are dropped before anything reads them.
 FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
                      "HTTP_X_FORWARDED_PORT")
 # What one person, or one organisation, usually holds: a home or office is given one IPv4 address (often
 # behind NAT with its neighbours in the same /24) or an IPv6 /48 to /64. Limits per address count requests
 # per network of this size, so that a stranger elsewhere cannot spend the allowance of the owner's network.
-NETWORK_PREFIX = {4: 24, 6: 48}
+# IPv6 by the /32 an ISP is allocated, not the /48 anyone is given free with a tunnel: a stranger must not
+# reach the ceiling across networks from a handful of tunnels (the cost: see README, "Rate limits").
+NETWORK_PREFIX = {4: 24, 6: 32}
 # One host: an IPv4 address, or the IPv6 /64 a single host is given (it may send from any address in it).
 HOST_PREFIX = {4: 32, 6: 64}
 
@@ -54,19 +60,58 @@ def _trusted(address: Address | None, proxies: list[Network]) -> bool:
     return address is not None and any(address in network for network in proxies)
 
 
+# Where a hop that names no address is put: IPv4's reserved 240.0.0.0/4, which no client is ever given and no
+# allow list names, each token at an address of its own (and in a /24 of its own, for the limits per network).
+UNNAMED_HOPS = ipaddress.ip_network("240.0.0.0/4")
+_unnamed_logged = False
+
+
+def _hop(value: str) -> Address | None:
+    """The address in one X-Forwarded-For hop: a bare address, or one with the port some proxies add
+    (`203.0.113.7:51234`, `[2001:db8::1]:443`); None when it names no address (`unknown`, `unix:`)."""
+    value = value.strip()
+    address = _address(value)
+    if address is not None:
+        return address
+    if value.startswith("["):
+        host, closed, port = value[1:].partition("]")
+        if closed and (not port or (port[0] == ":" and port[1:].isdigit())):
+            return _address(host)
+        return None
+    host, colon, port = value.rpartition(":")
+    address = _address(host) if colon and port.isdigit() else None
+    # Only IPv4 takes a port unbracketed: in an IPv6 address the last group would read as one.
+    return address if address is not None and address.version == 4 else None
+
+
+def _unnamed(token: str) -> Address:
+    """A stand-in address for a hop a trusted proxy wrote that names no address: the same for the same token,
+    so that such clients are limited apart from everyone else and from each other (a proxy that writes an
+    obfuscated name per client), never all as the proxy itself."""
+    global _unnamed_logged
+    if not _unnamed_logged:
+        _unnamed_logged = True
+        log.warning("an X-Forwarded-For hop from a trusted proxy names no address; such clients are told apart "
+                    "by what it says", extra={"hop": token[:64]})
+    digest = int.from_bytes(hashlib.sha256(token.encode()).digest()[:4], "big")
+    return UNNAMED_HOPS[digest % UNNAMED_HOPS.num_addresses]
+
+
 def client_address(request) -> Address | None:
     """The address of whoever sent the request: the connection's own, unless it is a trusted proxy; then
     X-Forwarded-For is walked from the right (each proxy appends the address it saw), past every
     trusted proxy, to the first address that is not one. Anything left of that was written by the client
-    and proves nothing; a hop that is not an address ends the walk at the proxy that passed it on."""
+    and proves nothing. A hop a trusted proxy wrote that names no address stands for its client by an
+    address of UNNAMED_HOPS."""
     proxies = trusted_proxies()
     seen = _address(request.META.get("REMOTE_ADDR") or "")
-    if not _trusted(seen, proxies):
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if not _trusted(seen, proxies) or not forwarded.strip():
         return seen
-    for hop in reversed(request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")):
-        address = _address(hop)
+    for hop in reversed(forwarded.split(",")):
+        address = _hop(hop)
         if address is None:
-            return seen
+            return _unnamed(hop.strip())
         seen = address
         if not _trusted(seen, proxies):
             return seen

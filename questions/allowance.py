@@ -28,7 +28,7 @@ from django.core.cache import cache
 from questions import budget
 from questions.search import Node
 from questions.search.sql import weight
-from questions.searching import CACHE_ERRORS
+from questions.searching import CACHE_ERRORS, cache_guard
 
 # The windows the allowance is counted in, and what a search took (tests move both).
 wall_clock = time.time
@@ -65,8 +65,9 @@ def metered(client: str, free: float, reserve: bool = False) -> Iterator[bool]:
     key = _allowance_key(client, window)
     reserved = round(max(0.0, settings.SEARCH_BUDGET_SECONDS - free) * 1000) if reserve else 0
     try:
-        cache.add(key, 0, window_seconds + 1)
-        spent = cache.incr(key, reserved) - reserved
+        with cache_guard():
+            cache.add(key, 0, window_seconds + 1)
+            spent = cache.incr(key, reserved) - reserved
     except (*CACHE_ERRORS, ValueError):
         spent = reserved = 0
     cost = 0
@@ -85,7 +86,7 @@ def metered(client: str, free: float, reserve: bool = False) -> Iterator[bool]:
                 cost = max(0, round((clock() - started - free) * 1000))
     finally:
         if cost != reserved:
-            with contextlib.suppress(*CACHE_ERRORS, ValueError):
+            with contextlib.suppress(*CACHE_ERRORS, ValueError), cache_guard():
                 cache.incr(key, cost - reserved)
 
 
@@ -96,8 +97,9 @@ def heavy_lane() -> Iterator[None]:
     token = secrets.token_hex(8)
     hold = math.ceil(settings.SEARCH_BUDGET_SECONDS) + 5
     try:
-        key = next((key for key in (f"search-heavy-lane:{n}" for n in range(settings.SEARCH_HEAVY_AT_ONCE))
-                    if cache.add(key, token, hold)), None)
+        with cache_guard():
+            key = next((key for key in (f"search-heavy-lane:{n}" for n in range(settings.SEARCH_HEAVY_AT_ONCE))
+                        if cache.add(key, token, hold)), None)
     except CACHE_ERRORS:
         key = ""  # no cache to share lanes through: each request's budget still bounds it
     if key is None:
@@ -106,7 +108,7 @@ def heavy_lane() -> Iterator[None]:
         yield
     finally:
         if key:
-            with contextlib.suppress(*CACHE_ERRORS):
+            with contextlib.suppress(*CACHE_ERRORS), cache_guard():
                 if cache.get(key) == token:
                     cache.delete(key)
 

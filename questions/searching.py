@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +30,33 @@ log = logging.getLogger(__name__)
 
 # What the cache raises when it is down: Redis's errors (a socket error included), or the database
 # cache's. Page code that meets one works without the cache.
-CACHE_ERRORS = (redis.RedisError, DatabaseError, OSError)
+class CacheResting(Exception):
+    """The cache failed lately in this process, which leaves it alone for a while (see `cache_guard`)."""
+
+
+CACHE_ERRORS = (redis.RedisError, DatabaseError, OSError, CacheResting)
+# How long a process leaves the cache alone after it failed, and the clock that says so (tests move it).
+CACHE_REST_SECONDS = 30
+cache_clock = time.monotonic
+_cache_rests_until = 0.0
+
+
+@contextmanager
+def cache_guard() -> Iterator[None]:
+    """Around the search path's use of the cache: a hung Redis costs each call REDIS_TIMEOUT, and a search
+    makes several, so after one fails this process raises CacheResting at once, without asking, for
+    CACHE_REST_SECONDS; the page then does without the cache as it would with it down."""
+    global _cache_rests_until
+    if cache_clock() < _cache_rests_until:
+        raise CacheResting
+    try:
+        yield
+    except CACHE_ERRORS as error:
+        if not isinstance(error, CacheResting):
+            _cache_rests_until = cache_clock() + CACHE_REST_SECONDS
+            log.warning("cache unavailable, left alone for a while", extra={"seconds": CACHE_REST_SECONDS,
+                                                                              "error": str(error)[:200]})
+        raise
 DEPARTMENTS_KEY = "questions:departments"
 
 
@@ -96,14 +123,16 @@ def departments() -> list[str]:
     """The departments of the archive, for the filter; a new one shows within ten minutes. With the
     cache down, each page works them out again: slower, never broken."""
     try:
-        found = cache.get(DEPARTMENTS_KEY)
+        with cache_guard():
+            found = cache.get(DEPARTMENTS_KEY)
     except CACHE_ERRORS as error:
         log.warning("cache unavailable, departments worked out afresh", extra={"error": str(error)})
         return _departments()
     if found is None:
         found = _departments()
         try:
-            cache.set(DEPARTMENTS_KEY, found, 600)
+            with cache_guard():
+                cache.set(DEPARTMENTS_KEY, found, 600)
         except CACHE_ERRORS as error:
             log.warning("cache unavailable, departments not kept", extra={"error": str(error)})
     return found

@@ -20,7 +20,15 @@ from questions.health import CHECKS, health
 from questions.models import Question
 from questions.records import text
 from questions.search import Node, parse, parse_or_none
-from questions.searching import CACHE_ERRORS, CappedPaginator, Filters, departments, find_question, matching
+from questions.searching import (
+    CACHE_ERRORS,
+    CappedPaginator,
+    Filters,
+    cache_guard,
+    departments,
+    find_question,
+    matching,
+)
 
 PAGE_SIZE = 20
 FEED_SIZE = 50
@@ -94,13 +102,14 @@ def _members() -> list[str]:
     """The names of the members who asked questions, kept for ten minutes: the column has no index, so
     working them out is a scan of the archive, which one search must not cost."""
     try:
-        found = cache.get(MEMBERS_KEY)
+        with cache_guard():
+            found = cache.get(MEMBERS_KEY)
     except CACHE_ERRORS:
         return []  # a suggestion is not worth a scan of the archive on every search
     if found is None:
         found = list(Question.objects.exclude(asking_member_name="").order_by()
                      .values_list("asking_member_name", flat=True).distinct())
-        with contextlib.suppress(*CACHE_ERRORS):
+        with contextlib.suppress(*CACHE_ERRORS), cache_guard():
             cache.set(MEMBERS_KEY, found, 600)
     return found
 

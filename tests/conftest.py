@@ -194,6 +194,14 @@ def _emails_through_anymail(request, settings):
     app.conf.task_always_eager = previous
 
 
+@pytest.fixture(autouse=True)
+def _cache_not_resting(monkeypatch):
+    """A cache that failed in one test is not left alone by the next (questions.searching.cache_guard)."""
+    from questions import searching
+
+    monkeypatch.setattr(searching, "_cache_rests_until", 0.0)
+
+
 def clear_rate_limits() -> None:
     """Empty Django's cache (rate-limit counters, cached lists); the broker's queues are elsewhere."""
     from django.core.cache import cache

@@ -8,7 +8,8 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from alerts.models import Subscriber, Subscription
+from alerts.models import Delivery, Subscriber, Subscription
+from tests.conftest import Worker, purge_queues, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,7 +66,9 @@ def test_a_stranger_flooding_from_one_ip_cannot_stop_the_owner_getting_their_ema
     [f"203.0.113.{n}" for n in range(1, 201)],
     # A stranger with an IPv6 block hops from one /64 to the next, within their /48.
     [f"2001:db8:77:{n:x}::1" for n in range(200)],
-], ids=["ipv4-/24", "ipv6-/48"])
+    # Or from one tunnel's /48 to the next, each given free to anyone who asks.
+    [f"2001:db8:{n:x}::1" for n in range(200)],
+], ids=["ipv4-/24", "ipv6-/48", "ipv6-/48s"])
 def test_a_stranger_hopping_between_the_addresses_of_their_network_cannot_stop_the_owner(client, limiter_clock,
                                                                                         addresses):
     pages = [sign_up(client, VICTIM, ip, q=f"topic{n}") for n, ip in enumerate(addresses)]
@@ -106,3 +109,38 @@ def test_the_limits_come_round_again_in_the_next_hour(client, limiter_clock, sub
     ask_for_link(client, VICTIM, "203.0.113.9")
 
     assert len(emails_to(VICTIM)) == 4
+
+
+def queued() -> int:
+    """How many messages wait in the broker's default queue."""
+    from config.celery import app
+
+    with app.connection_for_write() as connection:
+        return connection.default_channel.queue_declare("celery", passive=True).message_count
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.worker
+def test_over_the_address_limit_the_broker_hears_of_it_as_ever_and_the_worker_sends_nothing(client, limiter_clock,
+                                                                                            worker_env):
+    purge_queues()
+    pages = [sign_up(client, VICTIM, "203.0.113.9", q=f"topic{n}") for n in range(4)]
+
+    # The fourth is over the network's share: published all the same, so that its page takes no less time.
+    assert {page["Location"] for page in pages} == {"/alerts/check-your-inbox/"}
+    assert queued() == 4
+
+    # Another person's signup, queued behind them: once it is taken, the worker has been through the four.
+    sign_up(client, "someone@example.org", "198.51.100.1")
+    worker = Worker(worker_env)
+    worker.start()
+    try:
+        wait_until(lambda: Subscription.objects.filter(subscriber__email="someone@example.org").exists(),
+                   message="the later signup to be taken")
+    finally:
+        worker.stop()
+
+    assert sorted(Subscription.objects.filter(subscriber__email=VICTIM).values_list("query", flat=True)) == [
+        "topic0", "topic1", "topic2"]
+    assert Delivery.objects.filter(subscriber__email=VICTIM).count() == 3

@@ -115,3 +115,49 @@ def test_with_only_the_broker_hung_the_forms_say_try_again(site, silent_redis, s
     assert asked_to_try_again(signup) and asked_to_try_again(link)
     health = requests.get(web.url + "/healthz", params={"checks": "database,broker"}, timeout=ANSWER_WITHIN)
     assert health.json()["checks"] == {"database": "ok", "broker": "failing"}
+
+
+# A search asks the cache several things (its client's allowance, the departments, the members' names); with
+# the cache hung, the first to time out leaves it alone in that process for a while. Two time-outs: the one
+# that teaches the process, and as long again for the page.
+SEARCH_REDIS_TIMEOUT = 2
+SEARCH_ANSWERS_WITHIN = 2 * SEARCH_REDIS_TIMEOUT
+
+
+def test_with_the_cache_hung_searches_and_previews_pay_at_most_one_time_out(site, silent_redis):
+    web = site(CELERY_BROKER_URL=silent_redis.url(0), REDIS_CACHE_URL=silent_redis.url(1),
+               REDIS_TIMEOUT=str(SEARCH_REDIS_TIMEOUT))
+
+    # Both of gunicorn's workers, whichever takes which, and each again after it has learnt.
+    pages = [requests.get(web.url + path, params={"q": "palantir"}, timeout=SEARCH_ANSWERS_WITHIN)
+             for path in ("/", "/alerts/new/", "/", "/alerts/new/", "/")]
+
+    assert [page.status_code for page in pages] == [200] * 5
+    assert all("No questions match “palantir”" in page.text for page in pages[::2])
+    assert all("What this alert would have sent" in page.text for page in pages[1::2])
+
+
+@pytest.mark.django_db
+def test_a_process_leaves_a_failed_cache_alone_for_a_while_then_uses_it_again(settings, monkeypatch):
+    from django.core.cache import cache
+
+    from questions import searching
+
+    now = [1000.0]
+    monkeypatch.setattr(searching, "cache_clock", lambda: now[0])
+    working = settings.CACHES
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    settings.CACHES = {"default": working["default"] | {"LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    searching.departments()  # the cache refuses: the process learns it is down
+
+    settings.CACHES = working
+    cache.delete(searching.DEPARTMENTS_KEY)
+    searching.departments()
+    left_alone = cache.get(searching.DEPARTMENTS_KEY)
+    now[0] += searching.CACHE_REST_SECONDS
+    searching.departments()
+
+    assert left_alone is None
+    assert cache.get(searching.DEPARTMENTS_KEY) == []
