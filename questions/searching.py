@@ -28,12 +28,12 @@ from questions.search import Node, QueryError, parse, to_q
 
 log = logging.getLogger(__name__)
 
-# What the cache raises when it is down: Redis's errors (a socket error included), or the database
-# cache's. Page code that meets one works without the cache.
 class CacheResting(Exception):
     """The cache failed lately in this process, which leaves it alone for a while (see `cache_guard`)."""
 
 
+# What the cache raises when it is down: Redis's errors (a socket error included), or the database
+# cache's, or that it is being left alone. Page code that meets one works without the cache.
 CACHE_ERRORS = (redis.RedisError, DatabaseError, OSError, CacheResting)
 # How long a process leaves the cache alone after it failed, and the clock that says so (tests move it).
 CACHE_REST_SECONDS = 30
@@ -57,6 +57,8 @@ def cache_guard() -> Iterator[None]:
             log.warning("cache unavailable, left alone for a while", extra={"seconds": CACHE_REST_SECONDS,
                                                                               "error": str(error)[:200]})
         raise
+
+
 DEPARTMENTS_KEY = "questions:departments"
 
 

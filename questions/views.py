@@ -76,14 +76,18 @@ def search_page(request: HttpRequest) -> HttpResponse:
 
 
 def _refused(request: HttpRequest, context: dict, refused: TooCostly | TooManySearches) -> HttpResponse:
-    """The search page saying why a valid search was not run: too costly for one request (a 422, as a refused
-    query is a 400), or one search too many for now (a 429 saying when to come back)."""
+    """The search page saying why a valid search was not run."""
     context["query_error"], context["refused"] = refusal(refused), True
+    return _refusal_status(render(request, "questions/search.html", context), refused)
+
+
+def _refusal_status(response: HttpResponse, refused: TooCostly | TooManySearches) -> HttpResponse:
+    """A valid search not run: too costly for one request (a 422, as a refused query is a 400), or one search
+    too many for now (a 429 saying when to come back)."""
+    response.status_code = 422
     if isinstance(refused, TooManySearches):
-        response = render(request, "questions/search.html", context, status=429)
-        response["Retry-After"] = str(refused.retry_after)
-        return response
-    return render(request, "questions/search.html", context, status=422)
+        response.status_code, response["Retry-After"] = 429, str(refused.retry_after)
+    return response
 
 
 MEMBERS_KEY = "questions:members"
@@ -235,11 +239,7 @@ class SearchRSSFeed(Feed):
         except RefusedSearch as refused:
             return HttpResponseBadRequest(str(refused), content_type="text/plain; charset=utf-8")
         except (TooCostly, TooManySearches) as refused:
-            response = HttpResponse(refusal(refused), content_type="text/plain; charset=utf-8",
-                                    status=429 if isinstance(refused, TooManySearches) else 422)
-            if isinstance(refused, TooManySearches):
-                response["Retry-After"] = str(refused.retry_after)
-            return response
+            return _refusal_status(HttpResponse(refusal(refused), content_type="text/plain; charset=utf-8"), refused)
 
     def get_object(self, request, *args, **kwargs) -> FeedSearch:
         form = SearchForm(request.GET)
