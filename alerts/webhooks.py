@@ -32,6 +32,7 @@ from django.views.decorators.csrf import csrf_exempt
 from alerts import metrics
 from alerts.models import Delivery, Subscriber, WebhookEvent, WebhookToken
 from alerts.retention import remember_suppressed
+from questions.records import UNSTORABLE, clean
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,6 @@ REJECTED_FOR = {
 # SendGrid's reason for a drop that Anymail does not map.
 SENDGRID_DROPPED_FOR = {"spam reporting address": Subscriber.Suppression.COMPLAINED}
 
-# What a field may hold that PostgreSQL cannot store (NUL) or that is not text at all (a lone surrogate).
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # What is wrong with an event or payload as sent, rather than with us: answered without a 500, which
 # the ESP would retry for ever. A database that is down is not among them: that the ESP should retry.
 UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError, OverflowError,
@@ -228,7 +227,7 @@ def _refuse_replays(esp: str, request: HttpRequest) -> None:
     signed_at = dt.datetime.fromtimestamp(signed, tz=dt.UTC)
     try:
         with transaction.atomic():
-            WebhookToken.objects.create(esp=esp, token=UNSTORABLE.sub("", token)[:200], signed_at=signed_at)
+            WebhookToken.objects.create(esp=esp, token=clean(token)[:200], signed_at=signed_at)
     except IntegrityError:
         raise Refused("its token was used before") from None
 
@@ -326,7 +325,7 @@ def _as_utc(moment: dt.datetime | None) -> dt.datetime | None:
 
 
 def _clean(text, limit: int) -> str:
-    return UNSTORABLE.sub("", str(text or ""))[:limit]
+    return clean(str(text or ""))[:limit]
 
 
 def _sparkpost_class(raw: dict) -> str:
