@@ -10,14 +10,13 @@ the line under each row the medians with their ranges.
 
     .venv/bin/python bench/match.py --searches 10000 100000 1000000 --questions 1000
 
-The words come from the real questions in questions/fixtures: saved searches draw them Zipf-like (a few
-subjects are followed by many people, most by few) as single words, phrases (pairs of adjacent words from
-the real text), AND, OR, NOT, wildcards, member/department/house fields and their mixtures, so popular
-searches repeat. The fixtures hold only ~500 distinct words, far fewer than a year of written questions,
-where names of places, bodies, schemes and people make a long tail; that tail is made of pseudo-words
-built from syllables of the real words (--tail-words), and both questions and searches draw from it
-with the same Zipf ranking. Questions are the real questions' texts with their subject words replaced
-by drawn ones, with generated members, constituencies and real department names.
+Questions and searches come from the real sample of 20,000 written questions (bench/corpus.py; another copy
+with --sample-file or $BENCH_QUESTIONS_SAMPLE). The archive the rarity is read from is 2,000 of them and the
+batch the next M, each a real question with its own heading, text, answer, member and department. Saved
+searches are drawn from the sample's words as subscribers write them: headings' subjects (the more questions a
+subject has, the more people follow it), rarer words and two-word phrases of the texts, words that occur
+together, members (with member: and without a field), ministers, departments, and a few OR, NOT, wildcards and
+quoted words. Most match few questions and popular searches repeat.
 
 It empties the alerts tables of the database it is given (default: the `bench` database).
 """
@@ -27,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import itertools
 import json
 import os
 import platform
@@ -35,34 +33,12 @@ import random
 import statistics
 import sys
 import time
-from bisect import bisect
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PREFIX = "bench-match-"
-DEPARTMENTS = [
-    "Home Office", "Department for Education", "Department of Health and Social Care", "HM Treasury",
-    "Ministry of Defence", "Ministry of Justice", "Department for Transport", "Foreign, Commonwealth and "
-    "Development Office", "Department for Work and Pensions", "Department for Environment, Food and Rural "
-    "Affairs", "Department for Energy Security and Net Zero", "Department for Business and Trade",
-    "Department for Science, Innovation and Technology", "Cabinet Office", "Department for Culture, Media and "
-    "Sport", "Ministry of Housing, Communities and Local Government", "Northern Ireland Office", "Scotland Office",
-    "Wales Office", "Attorney General", "Leader of the House", "Women and Equalities",
-]
-PARTIES = ["Labour", "Conservative", "Liberal Democrat", "Scottish National Party", "Green Party", "Reform UK",
-           "Plaid Cymru", "Independent", "Crossbench"]
-FIRST = ["Clive", "Diana", "Jane", "Luke", "Sarah", "James", "Emily", "David", "Rachel", "Tom", "Anna", "Peter",
-         "Helen", "Mark", "Lucy", "Simon", "Kate", "John", "Alison", "Richard", "Fiona", "Andrew", "Ruth", "Neil",
-         "Claire", "Paul", "Joanna", "Stephen", "Wendy", "Chris"]
-LAST = ["Lewis", "Johnson", "Hall", "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Evans", "Thomas",
-        "Roberts", "Walker", "Wright", "Thompson", "White", "Hughes", "Edwards", "Green", "Wood", "Harris",
-        "Martin", "Jackson", "Clarke", "Turner", "Hill", "Moore", "Cooper", "Ward", "Morris", "King", "Watson",
-        "Baker", "Harrison", "Morgan", "Patel", "Young", "Allen", "Mitchell", "James", "Anderson", "Phillips",
-        "Lee", "Bell", "Parker", "Davies", "Shaw", "Khan", "Begum", "Ali", "Murphy", "Kelly", "Campbell",
-        "Stewart", "Scott", "Reid", "Murray", "Graham", "Kennedy", "Owen"]
-PLACES = ["North", "South", "East", "West", "Central", "and District", "Valley", "Vale", "Coast"]
 
 
 def setup(database_url: str) -> None:
@@ -85,114 +61,30 @@ def rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-# --- the words --------------------------------------------------------------------------
-
-
-class Zipf:
-    """Draws items with weight 1/rank**s."""
-
-    def __init__(self, items: list, s: float, rng: random.Random) -> None:
-        self.items = items
-        self.rng = rng
-        self.cumulative = list(itertools.accumulate(1 / (rank + 1) ** s for rank in range(len(items))))
-
-    def draw(self):
-        return self.items[bisect(self.cumulative, self.rng.random() * self.cumulative[-1])]
+# --- the questions and searches ---------------------------------------------------------
 
 
 class Corpus:
-    def __init__(self, tail_words: int, rng: random.Random) -> None:
-        from collections import Counter
+    """Questions and saved searches from the real sample (see bench/corpus.py).
 
-        from questions.search import words
+    Question `number` is the archive's question of that index: the first 20,000 are the sample's own questions,
+    in a shuffled order. Searches are drawn with `rng`, so the same seed gives the same searches.
+    """
 
-        self.rng = rng
-        seed = json.loads((ROOT / "questions/fixtures/seed_questions.json").read_text())
-        detail = json.loads((ROOT / "questions/fixtures/question_detail.json").read_text())["value"]
-        listed = json.loads((ROOT / "questions/fixtures/list_page_excerpt.json").read_text())["results"]
-        self.templates = [(q["question"], q.get("answer") or "") for q in seed]
-        self.templates.append((detail["questionText"], detail["answerText"] or ""))
-        self.templates += [(r["value"]["questionText"] or "", "") for r in listed if r["value"]["questionText"]]
-        counts = Counter()
-        self.sentences: list[list[str]] = []
-        for question, answer in self.templates:
-            for text in (question, answer):
-                found = words(text)
-                counts.update(found)
-                self.sentences.append(found)
-        for q in seed:
-            counts.update(words(q["heading"]))
-        ranked = [word for word, _ in counts.most_common()]
-        # The most common words are the language's glue ("the", "to", "secretary"): nobody saves them.
-        self.common = set(ranked[:80])
-        real = [word for word in ranked[80:] if len(word) >= 3 and not word.isdigit()]
-        syllables = sorted({word[i:i + 3] for word in real for i in range(0, len(word) - 2, 2)})
-        tail: set[str] = set()
-        while len(tail) < tail_words:
-            made = "".join(rng.choice(syllables) for _ in range(rng.choice((2, 3, 3, 4))))
-            if made not in counts:
-                tail.add(made)
-        self.subjects = real + sorted(tail)
-        rng.shuffle(self.subjects)
-        self.subject = Zipf(self.subjects, 1.0, rng)
-        self.bigrams = sorted({(a, b) for sentence in self.sentences for a, b in itertools.pairwise(sentence)
-                               if not (a in self.common and b in self.common)})
-        rng.shuffle(self.bigrams)
-        self.bigram = Zipf(self.bigrams, 1.0, rng)
-        self.members = [f"{rng.choice(FIRST)} {rng.choice(LAST)}" for _ in range(650)]
-        self.member = Zipf(self.members, 0.8, rng)
-        self.department = Zipf(DEPARTMENTS, 0.8, rng)
+    def __init__(self, tail_words: int = 0, rng: random.Random | None = None, sample: str | None = None) -> None:
+        from bench.corpus import Archive, SearchDraws, load_sample, sample_path
 
-    def replace_subjects(self, text: str, share: float) -> str:
-        out = []
-        for token in text.split():
-            if token.isalpha() and token.lower() not in self.common and self.rng.random() < share:
-                out.append(self.subject.draw())
-            else:
-                out.append(token)
-        return " ".join(out)
+        self.rng = rng or random.Random(1)
+        records = load_sample(sample_path(sample))
+        self.archive = Archive(records, self.rng.randrange(2**31), prefix=PREFIX)
+        self.draws = SearchDraws(records, self.rng)
+        self.total = len(records)
 
     def question(self, number: int) -> dict:
-        rng = self.rng
-        question, answer = rng.choice(self.templates)
-        heading = f"{self.subject.draw().title()}: {self.subject.draw().title()}"
-        answered = bool(answer) and rng.random() < 0.6
-        member = self.member.draw()
-        return {
-            "external_id": f"{PREFIX}{number}", "uin": str(100000 + number),
-            "house": "Lords" if rng.random() < 0.2 else "Commons", "heading": heading,
-            "question_text": self.replace_subjects(question, 0.3),
-            "answer_text": self.replace_subjects(answer, 0.15) if answered else "",
-            "asking_member_name": member, "asking_member_party": rng.choice(PARTIES),
-            "asking_member_constituency": f"{self.subject.draw().title()} {rng.choice(PLACES)}",
-            "answering_body_name": self.department.draw(),
-            "answering_member_name": self.member.draw() if answered else "",
-        }
+        return self.archive.record(number, max(self.total, number + 1))
 
     def search(self) -> str:
-        rng = self.rng
-        word = self.subject.draw
-        roll = rng.random()
-        if roll < 0.35:
-            return word()
-        if roll < 0.50:
-            return '"{} {}"'.format(*self.bigram.draw())
-        if roll < 0.63:
-            return f"{word()} {word()}"
-        if roll < 0.73:
-            return " OR ".join(word() for _ in range(rng.choice((2, 2, 3))))
-        if roll < 0.80:
-            return f'member:"{self.member.draw()}"' + (f" {word()}" if rng.random() < 0.3 else "")
-        if roll < 0.86:
-            return f'department:"{self.department.draw()}" {word()}'
-        if roll < 0.91:
-            stem = word()
-            return f"{stem[:max(3, len(stem) - 3)]}*"
-        if roll < 0.95:
-            return f"{word()} -{word()}"
-        if roll < 0.98:
-            return f'({word()} OR "{" ".join(self.bigram.draw())}") {word()}'
-        return f"house:lords {word()}"
+        return self.draws.draw()
 
 
 # --- storing -----------------------------------------------------------------------------
@@ -263,7 +155,7 @@ def store_questions(corpus: Corpus, first: int, count: int) -> list[int]:
 # --- measuring ---------------------------------------------------------------------------
 
 
-def run(n: int, m: int, sample: int, tail_words: int, seed: int, runs: int = 3) -> dict:
+def run(n: int, m: int, sample: int, seed: int, runs: int = 3, sample_file: str | None = None) -> dict:
     from django.db import connection
 
     from alerts.percolator import Percolator
@@ -272,7 +164,7 @@ def run(n: int, m: int, sample: int, tail_words: int, seed: int, runs: int = 3) 
     from questions.search.percolate import Batch, iter_bits
 
     rng = random.Random(seed)
-    corpus = Corpus(tail_words, rng)
+    corpus = Corpus(rng=rng, sample=sample_file)
     Question.objects.filter(external_id__startswith=PREFIX).delete()
     store_questions(corpus, 0, 2000)  # the archive the rarity sample is read from
     subscriptions, distinct = store_searches(corpus, n)
@@ -349,7 +241,10 @@ def main() -> None:
     parser.add_argument("--searches", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--questions", type=int, default=1000)
     parser.add_argument("--sample", type=int, default=2000, help="distinct searches run as SQL (default 2000)")
-    parser.add_argument("--tail-words", type=int, default=30_000)
+    parser.add_argument("--tail-words", type=int, default=0,
+                        help="ignored: the words now come from the real sample (kept so that older commands run)")
+    parser.add_argument("--sample-file", help="the real questions, JSON lines, gzipped (default: the project's "
+                                              "fixture, or $BENCH_QUESTIONS_SAMPLE)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/bench")
     parser.add_argument("--runs", type=int, default=3, help="builds (and at least as many matches) per size")
@@ -366,7 +261,7 @@ def main() -> None:
               f"{'cand./q':>8} {'match/q':>8} {'SQL ms/q':>8} {'SQL s (extrap.)':>15} {'ratio':>7} {'same':>9}")
     print(header)
     for n in args.searches:
-        r = run(n, args.questions, args.sample, args.tail_words, args.seed, args.runs)
+        r = run(n, args.questions, args.sample, args.seed, args.runs, args.sample_file)
         print(f"{r['searches']:>9} {r['distinct']:>8} {r['build_s']:>7.1f} "
               f"{r['rss_delta_mb']:>5.0f}/{r['rss_mb']:<5.0f} {r['match_s']:>7.2f} {r['candidates']:>7} "
               f"{r['candidates_per_q']:>8.0f} {r['matches_per_q']:>8.0f} {r['sql_per_query_ms']:>8.2f} "

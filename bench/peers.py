@@ -1,27 +1,52 @@
-"""The percolator against Xapian and tantivy on the same saved searches and the same batch of questions.
+"""The percolator against Xapian and tantivy, each with its English stemmer, on the same saved searches and the
+same batch of questions.
 
 Each engine answers "which of the M questions does each distinct saved search match":
 
-- the percolator (`questions.search.percolate.QueryIndex`): the searches are filed once, with the rarity
-  read from a sample of 2,000 earlier questions as the service does, and the batch is matched in one call;
-- Xapian: the batch is indexed in an in-memory database (DB_BACKEND_INMEMORY), one term prefix per field of
-  the query language and word positions for phrases, and each search, translated into a `xapian.Query`, is
-  run with an Enquire for every match (boolean weighting, check-at-least M);
-- tantivy: the batch is indexed in RAM, one text field per query-language field with the whitespace
-  tokenizer over the already-normalised text and positions indexed, and each translated search is run
-  with `searcher.search(query, limit=M)`.
+- the percolator (`questions.search.percolate.QueryIndex`): the searches are filed once, with the rarity read
+  from a sample of 2,000 earlier questions as the service does, and the batch is matched in one call;
+- Xapian, in an in-memory database (DB_BACKEND_INMEMORY). The questions are indexed by a `TermGenerator` with
+  `Stem("english")` (its default strategy indexes each word as written, with its position, and its stem), and
+  each search is read by a `QueryParser` with the same stemmer and STEM_SOME (words stemmed, except in
+  phrases and quotes), AND as the default operator, and every field of the query language a prefix. Each is
+  run with an Enquire (boolean weighting, documents in id order). Two drivers:
+  - *per field*: the fields the query language looks in by default are six prefixes, so that a word is an
+    OR of six terms; every match is read with check-at-least M, item by item, as in the first version of
+    this bench;
+  - *lean*: those six fields are also indexed together without a prefix (100 positions apart, so that no
+    phrase runs from one into the next), which is what an unfielded word looks in: one term, not six; the
+    MSet is asked for without check-at-least, and read with `get_docid`.
+- tantivy, in RAM: one text field per query-language field with the `en_stem` tokenizer (lower case, then the
+  English Snowball stemmer) and positions. Each search is read by `Index.parse_query` (conjunction by default,
+  regular expressions allowed, for wildcards) and run with `searcher.search(query, M, count=False,
+  order_by_field="position")`, ordered by a fast field holding the question's place in the batch, which
+  spares the scoring and gives the ids without reading any document. Two drivers: *per field* (six default
+  fields) and *lean* (one more field, `all`, holding the six as values of one field: tantivy leaves a gap
+  between values, so phrases do not cross them).
 
-Searches and questions are made exactly as bench/match.py makes them (same corpus, same seed, same order of
-draws), without a database. The three answers must be identical for every distinct search; any difference
-is listed and the exit status is 1. Each engine builds and matches three times; the table gives the median
-and range of the wall-clock time of each step. For Xapian and tantivy "index questions" is a per-batch cost
-and "translate searches" could be done once, like the percolator's filing.
+Each saved search is given to the engines as query text in their own syntax, written from our parse of it:
+words stay words (stemmed by the engine), quoted words and phrases are quoted, `field:` is the engine's field,
+a wildcard `p*` is Xapian's `p*` and tantivy's `field:/p.*/` on each field, `NOT` is Xapian's `AND NOT` and
+tantivy's `-`.
+
+The answers are not the same, and are not meant to be: a stemmer is not a lemmatiser (Snowball gives `polic`
+for `police`, `policing` and `polices`, and `univers` for `university` and `universe`), Xapian keeps `officers'`
+and `children's` as words where the query language cuts them, and tantivy stems quoted words and the stems a
+wildcard is matched against. The script prints, for each driver, how many distinct searches match exactly the
+questions the percolator matches, and how many (search, question) pairs each has that the other has not.
+
+Each driver runs `--runs` times (default 3); the table gives the median and range of each step. "Engine alone"
+is the engine's matching (Xapian's `get_mset`, tantivy's `search`), the ids left where the engine put them;
+"ids handed to Python" adds reading every matched question's id into a Python list, which a percolator
+built on the engine has to do. Both are timed over all the distinct searches, one search at a time, as a
+percolator built on them would run. "Read searches" (parsing every distinct search into the engine's query)
+could be done once, like the percolator's filing; "index questions" is a cost of every batch.
 
     .venv/bin/pip install -r bench/requirements-peers.txt
     .venv/bin/python bench/peers.py --searches 1000000 --questions 1000
 
-Wildcards are expanded by the engines themselves: Xapian's OP_WILDCARD over the field's terms, tantivy's
-RegexQuery `prefix.*` over the field's term dictionary.
+Searches and questions are made exactly as bench/match.py makes them (same corpus, same seed, same order of
+draws), without a database.
 """
 
 from __future__ import annotations
@@ -42,34 +67,43 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 RARITY_SAMPLE = 2000
-RUNS = 3
+# Positions between two fields indexed together, so that no phrase spans them.
+FIELD_GAP = 100
+DRIVERS = ("xapian per field", "xapian lean", "tantivy per field", "tantivy lean")
 
 
 # --- the searches and questions ------------------------------------------------------------
 
 
-def fields_of(question: dict) -> dict[str, str]:
-    """The raw text of each query-language field, as `Question.search_fields` gives it."""
-    return {
-        "heading": question["heading"], "question": question["question_text"], "answer": question["answer_text"],
-        "member": question["asking_member_name"], "party": question["asking_member_party"],
-        "constituency": question["asking_member_constituency"], "department": question["answering_body_name"],
-        "minister": question["answering_member_name"], "house": question["house"], "uin": question["uin"],
-    }
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
 
 
-def generate(n: int, m: int, tail_words: int, seed: int):
-    """(rarity sample, subscriptions' canonical searches, canonical -> tree, batch) as bench/match.py makes them.
+def our_document(record: dict) -> dict:
+    """The question as the percolator sees it: what a stored question's `search_document` gives."""
+    from questions.models import Question
+
+    question = Question(**record)
+    question.refresh_search_text()
+    return question.search_document()
+
+
+def generate(n: int, m: int, seed: int, sample_file: str | None = None):
+    """(rarity sample, subscriptions' canonical searches, canonical -> tree, batch records) as match.py makes them.
 
     The draws are made in match.py's order, including those it spends on each subscription's frequency
     and alert kind, so that the searches and the batch are the very ones it stores.
     """
     from bench.match import Corpus
-    from questions.search import QueryError, canonical, document, parse
+    from questions.search import QueryError, canonical, parse
 
     rng = random.Random(seed)
-    corpus = Corpus(tail_words, rng)
-    sample = [document(fields_of(corpus.question(number))) for number in range(RARITY_SAMPLE)]
+    corpus = Corpus(rng=rng, sample=sample_file)
+    sample = [our_document(corpus.question(number)) for number in range(RARITY_SAMPLE)]
     canonical_of: dict[str, str] = {}
     trees: dict[str, object] = {}
     held_by_subscriptions: list[str] = []
@@ -92,8 +126,66 @@ def generate(n: int, m: int, tail_words: int, seed: int):
         corpus.rng.random()
         corpus.rng.randrange(4)
         held_by_subscriptions.append(found)
-    batch = [document(fields_of(corpus.question(number))) for number in range(RARITY_SAMPLE, RARITY_SAMPLE + m)]
+    batch = [corpus.question(number) for number in range(RARITY_SAMPLE, RARITY_SAMPLE + m)]
     return sample, held_by_subscriptions, trees, batch
+
+
+# --- writing a search in an engine's syntax -----------------------------------------------------
+
+
+def is_exact(node) -> bool:
+    """A quoted single word: matched as written, not by its word forms."""
+    return bool(getattr(node, "exact", False))
+
+
+class Writer:
+    """Query text in an engine's syntax from our parse of a saved search."""
+
+    def __init__(self, default_fields: tuple[str, ...], default_name: str | None, engine: str) -> None:
+        # Words in exactly the default fields are written without a field (the parser's default); with
+        # `default_name`, tantivy's wildcards over them go to that one field.
+        self.default_fields = default_fields
+        self.default_name = default_name
+        self.engine = engine
+
+    def fielded(self, fields: tuple[str, ...], atom: str) -> str:
+        if fields == self.default_fields:
+            return atom
+        if len(fields) == 1:
+            return f"{fields[0]}:{atom}"
+        return "(" + " OR ".join(f"{field}:{atom}" for field in fields) + ")"
+
+    def write(self, node) -> str:
+        from questions.search import And, Not, Or, Phrase, Prefix, Term
+
+        if isinstance(node, Term):
+            return self.fielded(node.fields, f'"{node.word}"' if is_exact(node) else node.word)
+        if isinstance(node, Phrase):
+            return self.fielded(node.fields, '"' + " ".join(node.words) + '"')
+        if isinstance(node, Prefix):
+            if self.engine == "xapian":
+                return self.fielded(node.fields, f"{node.prefix}*")
+            # tantivy's parser has no wildcard: a regular expression over one field's terms is the nearest.
+            fields = ((self.default_name,) if node.fields == self.default_fields and self.default_name
+                      else node.fields)
+            return "(" + " OR ".join(f"{field}:/{node.prefix}.*/" for field in fields) + ")"
+        if isinstance(node, Or):
+            return "(" + " OR ".join(self.write(child) for child in node.children) + ")"
+        if isinstance(node, Not):
+            return ("NOT " if self.engine == "xapian" else "-") + self.group(node.child)
+        assert isinstance(node, And)
+        wanted = [self.group(child) for child in node.children if not isinstance(child, Not)]
+        unwanted = [self.group(child.child) for child in node.children if isinstance(child, Not)]
+        if self.engine == "xapian":
+            # Xapian's NOT is "AND NOT" between two queries; its pure NOT (FLAG_PURE_NOT) starts a query.
+            text = " AND ".join(wanted) if wanted else ""
+            for part in unwanted:
+                text = f"{text} AND NOT {part}" if text else f"NOT {part}"
+            return f"({text})"
+        return "(" + " ".join([f"+{part}" for part in wanted] + [f"-{part}" for part in unwanted]) + ")"
+
+    def group(self, node) -> str:
+        return self.write(node)
 
 
 # --- the percolator --------------------------------------------------------------------------
@@ -108,161 +200,147 @@ def percolator_build(trees: dict, sample: Sequence[dict]):
     return index
 
 
-def percolator_masks(found: dict[str, int], texts: Sequence[str]) -> list[int]:
-    return [found.get(text, 0) for text in texts]
-
-
 # --- Xapian ------------------------------------------------------------------------------------
 
+
 def xapian_prefix(field: str) -> str:
-    # The colon keeps one field's terms from starting with another field's prefix, so that a wildcard over
-    # "XQUESTION:" sees question words only.
-    return f"X{field.upper()}:"
+    return f"X{field.upper()}"
 
 
-def xapian_index(batch: Sequence[dict]):
+def xapian_index(batch: Sequence[dict], lean: bool):
     import xapian
 
-    from questions.search import FIELDS
+    from bench.corpus import fields_of
+    from questions.search import DEFAULT_FIELDS, FIELDS
 
-    # What `inmemory_open()` was; these bindings only have the flag.
     db = xapian.WritableDatabase("", xapian.DB_BACKEND_INMEMORY)
-    for doc in batch:
-        entry = xapian.Document()
+    generator = xapian.TermGenerator()
+    generator.set_stemmer(xapian.Stem("english"))
+    for record in batch:
+        fields = fields_of(record)
+        document = xapian.Document()
+        generator.set_document(document)
         for field in FIELDS:
-            prefix = xapian_prefix(field)
-            for position, word in enumerate(doc[field].split(), 1):
-                entry.add_posting(prefix + word, position)
-        db.add_document(entry)
+            generator.index_text(fields[field] or "", 1, xapian_prefix(field))
+            generator.increase_termpos(FIELD_GAP)
+        if lean:
+            for field in DEFAULT_FIELDS:
+                generator.index_text(fields[field] or "")
+                generator.increase_termpos(FIELD_GAP)
+        db.add_document(document)
     return db
 
 
-def xapian_query(node):
+def xapian_parser(lean: bool):
     import xapian
 
-    from questions.search import And, Not, Or, Phrase, Prefix, Term
+    from questions.search import DEFAULT_FIELDS, FIELDS
 
-    Q = xapian.Query
-
-    def any_of(queries: list) -> object:
-        return queries[0] if len(queries) == 1 else Q(Q.OP_OR, queries)
-
-    if isinstance(node, Term):
-        return any_of([Q(xapian_prefix(field) + node.word) for field in node.fields])
-    if isinstance(node, Prefix):
-        return any_of([Q(Q.OP_WILDCARD, xapian_prefix(field) + node.prefix) for field in node.fields])
-    if isinstance(node, Phrase):
-        return any_of([Q(Q.OP_PHRASE, [xapian_prefix(field) + word for word in node.words], len(node.words))
-                       for field in node.fields])
-    if isinstance(node, Not):
-        return Q(Q.OP_AND_NOT, Q.MatchAll, xapian_query(node.child))
-    if isinstance(node, Or):
-        return Q(Q.OP_OR, [xapian_query(child) for child in node.children])
-    assert isinstance(node, And)
-    # AND_NOT of the wanted by the OR of the unwanted is how Xapian's own parser reads `a -b -c`.
-    wanted = [xapian_query(child) for child in node.children if not isinstance(child, Not)]
-    unwanted = [xapian_query(child.child) for child in node.children if isinstance(child, Not)]
-    query = Q.MatchAll if not wanted else wanted[0] if len(wanted) == 1 else Q(Q.OP_AND, wanted)
-    return Q(Q.OP_AND_NOT, query, any_of(unwanted)) if unwanted else query
+    parser = xapian.QueryParser()
+    parser.set_stemmer(xapian.Stem("english"))
+    parser.set_stemming_strategy(xapian.QueryParser.STEM_SOME)
+    parser.set_default_op(xapian.Query.OP_AND)
+    for field in FIELDS:
+        parser.add_prefix(field, xapian_prefix(field))
+    if not lean:
+        for field in DEFAULT_FIELDS:
+            parser.add_prefix("", xapian_prefix(field))
+    flags = (parser.FLAG_BOOLEAN | parser.FLAG_PHRASE | parser.FLAG_LOVEHATE | parser.FLAG_WILDCARD
+             | parser.FLAG_PURE_NOT)
+    return parser, flags
 
 
-def xapian_match(db, queries: Sequence, m: int) -> list[list[int]]:
+def xapian_queries(nodes: Sequence, lean: bool) -> list:
+    from questions.search import DEFAULT_FIELDS
+
+    parser, flags = xapian_parser(lean)
+    writer = Writer(DEFAULT_FIELDS, None, "xapian")
+    return [parser.parse_query(writer.write(node), flags) for node in nodes]
+
+
+def xapian_enquire(db):
     import xapian
 
     enquire = xapian.Enquire(db)
     enquire.set_weighting_scheme(xapian.BoolWeight())
     enquire.set_docid_order(xapian.Enquire.ASCENDING)
+    return enquire
+
+
+def xapian_engine(db, queries: Sequence, m: int, lean: bool) -> None:
+    enquire = xapian_enquire(db)
+    for query in queries:
+        enquire.set_query(query)
+        if lean:
+            enquire.get_mset(0, m)
+        else:
+            enquire.get_mset(0, m, m)
+
+
+def xapian_ids(db, queries: Sequence, m: int, lean: bool) -> list[list[int]]:
+    enquire = xapian_enquire(db)
     found = []
     for query in queries:
         enquire.set_query(query)
-        mset = enquire.get_mset(0, m, m)
-        found.append([item.docid for item in mset])
+        if lean:
+            mset = enquire.get_mset(0, m)
+            found.append([mset.get_docid(i) - 1 for i in range(mset.size())])
+        else:
+            mset = enquire.get_mset(0, m, m)
+            found.append([item.docid - 1 for item in mset])
     return found
-
-
-def xapian_masks(found: list[list[int]]) -> list[int]:
-    masks = []
-    for docids in found:
-        mask = 0
-        for docid in docids:
-            mask |= 1 << (docid - 1)
-        masks.append(mask)
-    return masks
 
 
 # --- tantivy -----------------------------------------------------------------------------------
 
 
-def tantivy_index(batch: Sequence[dict]):
+def tantivy_index(batch: Sequence[dict], lean: bool):
     import tantivy
 
-    from questions.search import FIELDS
+    from bench.corpus import fields_of
+    from questions.search import DEFAULT_FIELDS, FIELDS
 
     builder = tantivy.SchemaBuilder()
     for field in FIELDS:
-        builder.add_text_field(field, tokenizer_name="whitespace", index_option="position")
-    # Read back only when checking, to map doc addresses to positions in the batch.
-    builder.add_unsigned_field("position", stored=True)
-    schema = builder.build()
-    index = tantivy.Index(schema)
-    writer = index.writer(heap_size=50_000_000, num_threads=1)
-    for position, doc in enumerate(batch):
-        entry = {field: doc[field] for field in FIELDS}
-        entry["position"] = position
-        writer.add_document(tantivy.Document(**entry))
+        builder.add_text_field(field, tokenizer_name="en_stem", index_option="position")
+    if lean:
+        builder.add_text_field("all", tokenizer_name="en_stem", index_option="position")
+    builder.add_unsigned_field("position", fast=True, indexed=False)
+    index = tantivy.Index(builder.build())
+    writer = index.writer(heap_size=100_000_000, num_threads=1)
+    for position, record in enumerate(batch):
+        fields = fields_of(record)
+        document = tantivy.Document(**{field: fields[field] or "" for field in FIELDS})
+        if lean:
+            for field in DEFAULT_FIELDS:
+                document.add_text("all", fields[field] or "")
+        document.add_unsigned("position", position)
+        writer.add_document(document)
     writer.commit()
     writer.wait_merging_threads()
     index.reload()
     return index
 
 
-def tantivy_query(node, schema):
-    from tantivy import Occur, Query
+def tantivy_queries(index, nodes: Sequence, lean: bool) -> list:
+    from questions.search import DEFAULT_FIELDS
 
-    from questions.search import And, Not, Or, Phrase, Prefix, Term
-
-    def any_of(queries: list) -> object:
-        return queries[0] if len(queries) == 1 else Query.boolean_query([(Occur.Should, q) for q in queries])
-
-    if isinstance(node, Term):
-        return any_of([Query.term_query(schema, field, node.word, index_option="basic") for field in node.fields])
-    if isinstance(node, Prefix):
-        # Words are letters and digits only, so the prefix needs no escaping; the regex matches whole terms.
-        return any_of([Query.regex_query(schema, field, node.prefix + ".*") for field in node.fields])
-    if isinstance(node, Phrase):
-        return any_of([Query.phrase_query(schema, field, list(node.words)) for field in node.fields])
-    if isinstance(node, Not):
-        # A boolean query of nothing but MustNot clauses matches nothing in tantivy.
-        inner = tantivy_query(node.child, schema)
-        return Query.boolean_query([(Occur.Must, Query.all_query()), (Occur.MustNot, inner)])
-    if isinstance(node, Or):
-        return Query.boolean_query([(Occur.Should, tantivy_query(child, schema)) for child in node.children])
-    assert isinstance(node, And)
-    clauses = [(Occur.MustNot, tantivy_query(child.child, schema)) if isinstance(child, Not)
-               else (Occur.Must, tantivy_query(child, schema)) for child in node.children]
-    if all(occur == Occur.MustNot for occur, _ in clauses):
-        clauses.append((Occur.Must, Query.all_query()))
-    return Query.boolean_query(clauses)
+    defaults = ["all"] if lean else list(DEFAULT_FIELDS)
+    writer = Writer(DEFAULT_FIELDS, "all" if lean else None, "tantivy")
+    return [index.parse_query(writer.write(node), defaults, conjunction_by_default=True, allow_regexes=True)
+            for node in nodes]
 
 
-def tantivy_match(index, queries: Sequence, m: int) -> list[list]:
-    searcher = index.searcher()
-    return [searcher.search(query, limit=m, count=False).hits for query in queries]
+def tantivy_engine(index, queries: Sequence, m: int) -> None:
+    search = index.searcher().search
+    for query in queries:
+        search(query, m, count=False, order_by_field="position")
 
 
-def tantivy_masks(index, found: list[list]) -> list[int]:
-    from tantivy import Query
-
-    searcher = index.searcher()
-    hits = searcher.search(Query.all_query(), limit=max(1, searcher.num_docs), count=False).hits
-    position = {(address.segment_ord, address.doc): searcher.doc(address)["position"][0] for _, address in hits}
-    masks = []
-    for found_hits in found:
-        mask = 0
-        for _, address in found_hits:
-            mask |= 1 << position[(address.segment_ord, address.doc)]
-        masks.append(mask)
-    return masks
+def tantivy_ids(index, queries: Sequence, m: int) -> list[list[int]]:
+    search = index.searcher().search
+    return [[key for key, _ in search(query, m, count=False, order_by_field="position").hits]
+            for query in queries]
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -275,37 +353,78 @@ def timed(step: Callable[[], object]) -> tuple[object, float]:
     return result, time.perf_counter() - started
 
 
-def iter_bits(mask: int) -> list[int]:
-    from questions.search.percolate import iter_bits
+def masks_of(found: list[list[int]]) -> list[int]:
+    masks = []
+    for ids in found:
+        mask = 0
+        for position in ids:
+            mask |= 1 << position
+        masks.append(mask)
+    return masks
 
-    return list(iter_bits(mask))
+
+def agreement(expected: Sequence[int], got: Sequence[int]) -> tuple[int, int, int, int]:
+    """(searches with the same answer, pairs in both, pairs only the percolator has, pairs only the other has)."""
+    same = both = ours = theirs = 0
+    for want, have in zip(expected, got, strict=True):
+        same += want == have
+        both += (want & have).bit_count()
+        ours += (want & ~have).bit_count()
+        theirs += (have & ~want).bit_count()
+    return same, both, ours, theirs
 
 
-def compare(name: str, texts: Sequence[str], expected: Sequence[int], got: Sequence[int], show: int) -> int:
-    different = [i for i, (want, have) in enumerate(zip(expected, got, strict=True)) if want != have]
-    for i in different[:show]:
-        missing = list(iter_bits(expected[i] & ~got[i]))
-        extra = list(iter_bits(got[i] & ~expected[i]))
-        print(f"  {name} differs on {texts[i]!r}: misses questions {missing[:10]}, adds {extra[:10]}")
-    return len(different)
+def run_driver(name: str, batch: Sequence[dict], nodes: Sequence, m: int, times: dict) -> list[int]:
+    engine, layout = name.split(" ", 1)
+    lean = layout == "lean"
+    if engine == "xapian":
+        db, seconds = timed(lambda: xapian_index(batch, lean))
+        times.setdefault((name, "index questions"), []).append(seconds)
+        queries, seconds = timed(lambda: xapian_queries(nodes, lean))
+        times.setdefault((name, "read searches"), []).append(seconds)
+        _, seconds = timed(lambda: xapian_engine(db, queries, m, lean))
+        times.setdefault((name, "engine alone"), []).append(seconds)
+        found, seconds = timed(lambda: xapian_ids(db, queries, m, lean))
+    else:
+        db, seconds = timed(lambda: tantivy_index(batch, lean))
+        times.setdefault((name, "index questions"), []).append(seconds)
+        queries, seconds = timed(lambda: tantivy_queries(db, nodes, lean))
+        times.setdefault((name, "read searches"), []).append(seconds)
+        _, seconds = timed(lambda: tantivy_engine(db, queries, m))
+        times.setdefault((name, "engine alone"), []).append(seconds)
+        found, seconds = timed(lambda: tantivy_ids(db, queries, m))
+    times.setdefault((name, "ids handed to Python"), []).append(seconds)
+    return masks_of(found)
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--searches", type=int, default=100_000, help="saved searches (default 100,000)")
     parser.add_argument("--questions", type=int, default=1000, help="questions in the batch (default 1,000)")
-    parser.add_argument("--tail-words", type=int, default=30_000)
+    parser.add_argument("--tail-words", type=int, default=0,
+                        help="ignored: the words now come from the real sample (kept so that older commands run)")
+    parser.add_argument("--sample-file", help="the real questions, JSON lines, gzipped (default: the project's "
+                                              "fixture, or $BENCH_QUESTIONS_SAMPLE)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--show", type=int, default=5, help="differences listed per engine (default 5)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each engine (default 3)")
+    parser.add_argument("--drivers", nargs="+", choices=DRIVERS, default=list(DRIVERS), metavar="DRIVER",
+                        help=f"which peers to run (default all: {', '.join(repr(d) for d in DRIVERS)})")
+    parser.add_argument("--show", type=int, default=5, help="differences listed per driver (default 5)")
     args = parser.parse_args()
     import tantivy
     import xapian
 
+    setup_django()
     m = args.questions
     started = time.perf_counter()
-    sample, held, trees, batch = generate(args.searches, m, args.tail_words, args.seed)
+    sample, held, trees, batch = generate(args.searches, m, args.seed, args.sample_file)
     texts = list(trees)
     nodes = [trees[text] for text in texts]
+    documents = [our_document(record) for record in batch]
     print(f"machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; Xapian {xapian.version_string()}, "
           f"tantivy {metadata.version('tantivy')} ({tantivy.__version__})", flush=True)
@@ -313,44 +432,27 @@ def main() -> int:
           f"in {time.perf_counter() - started:.1f}s", flush=True)
 
     times: dict[tuple[str, str], list[float]] = {}
-    different = {"xapian": 0, "tantivy": 0}
     expected: list[int] = []
-    for run in range(RUNS):
+    answers: dict[str, list[int]] = {}
+    for run in range(args.runs):
         index, seconds = timed(lambda: percolator_build(trees, sample))
         times.setdefault(("percolator", "file searches"), []).append(seconds)
-        found, seconds = timed(lambda index=index: index.match(batch))
+        found, seconds = timed(lambda index=index: index.match(documents))
         times.setdefault(("percolator", "match batch"), []).append(seconds)
-        masks = percolator_masks(found, texts)
+        masks = [found.get(text, 0) for text in texts]
         if run == 0:
             expected = masks
         elif masks != expected:
             raise SystemExit("the percolator gave different answers on different runs")
         del index, found, masks
+        for name in args.drivers:
+            masks = run_driver(name, batch, nodes, m, times)
+            if answers.setdefault(name, masks) != masks:
+                raise SystemExit(f"{name} gave different answers on different runs")
+            del masks
+        print(f"run {run + 1} of {args.runs} done", flush=True)
 
-        db, seconds = timed(lambda: xapian_index(batch))
-        times.setdefault(("xapian", "index questions"), []).append(seconds)
-        queries, seconds = timed(lambda: [xapian_query(node) for node in nodes])
-        times.setdefault(("xapian", "translate searches"), []).append(seconds)
-        found, seconds = timed(lambda db=db, queries=queries: xapian_match(db, queries, m))
-        times.setdefault(("xapian", "match batch"), []).append(seconds)
-        different["xapian"] = max(different["xapian"], compare("xapian", texts, expected, xapian_masks(found),
-                                                                args.show if run == 0 else 0))
-        del db, queries, found
-
-        index, seconds = timed(lambda: tantivy_index(batch))
-        times.setdefault(("tantivy", "index questions"), []).append(seconds)
-        schema = index.schema
-        queries, seconds = timed(lambda schema=schema: [tantivy_query(node, schema) for node in nodes])
-        times.setdefault(("tantivy", "translate searches"), []).append(seconds)
-        found, seconds = timed(lambda index=index, queries=queries: tantivy_match(index, queries, m))
-        times.setdefault(("tantivy", "match batch"), []).append(seconds)
-        different["tantivy"] = max(different["tantivy"], compare("tantivy", texts, expected,
-                                                                  tantivy_masks(index, found),
-                                                                  args.show if run == 0 else 0))
-        del index, queries, found
-        print(f"run {run + 1} of {RUNS} done", flush=True)
-
-    count = {text: 0 for text in texts}
+    count = dict.fromkeys(texts, 0)
     for text in held:
         count[text] += 1
     matched = sum(mask.bit_count() for mask in expected)
@@ -358,20 +460,35 @@ def main() -> int:
     print(f"\n{len(held):,} searches, {len(texts):,} distinct, {m:,} questions; "
           f"{matched:,} (distinct search, question) matches, {delivered:,} (search, question) matches; "
           f"{sum(1 for mask in expected if mask):,} distinct searches match something")
-    print(f"{'engine':<11} {'step':<19} {'median s':>9} {'min s':>9} {'max s':>9}")
+    print(f"{'engine':<18} {'step':<21} {'median s (range) of ' + str(args.runs):>30}")
     for (engine, step), seconds in times.items():
-        print(f"{engine:<11} {step:<19} {statistics.median(seconds):>9.3f} {min(seconds):>9.3f} {max(seconds):>9.3f}")
+        print(f"{engine:<18} {step:<21} {spread(seconds):>30}")
     ours = statistics.median(times[("percolator", "match batch")])
+    print()
+    for name in args.drivers:
+        alone = statistics.median(times[(name, "engine alone")])
+        handed = statistics.median(times[(name, "ids handed to Python")])
+        per_batch = handed + statistics.median(times[(name, "index questions")])
+        print(f"{name}: engine alone {alone / ours:.1f}x the percolator's match, ids handed to Python "
+              f"{handed / ours:.1f}x, index + match {per_batch / ours:.1f}x")
+    print()
+    for name in args.drivers:
+        same, both, only_ours, only_theirs = agreement(expected, answers[name])
+        print(f"{name}: the same questions as the percolator for {same:,} of {len(texts):,} distinct searches "
+              f"({same / len(texts):.1%}); pairs in both {both:,}, only the percolator's {only_ours:,}, "
+              f"only {name}'s {only_theirs:,}")
+        shown = 0
+        for text, want, have in zip(texts, expected, answers[name], strict=True):
+            if want != have and shown < args.show:
+                shown += 1
+                print(f"  {text!r}: percolator {want.bit_count()}, {name} {have.bit_count()}, "
+                      f"in both {(want & have).bit_count()}")
     for engine in ("xapian", "tantivy"):
-        match = statistics.median(times[(engine, "match batch")])
-        per_batch = match + statistics.median(times[(engine, "index questions")])
-        print(f"{engine}: match {match / ours:.1f}x the percolator's; index + match {per_batch / ours:.1f}x")
-    for engine, count_different in different.items():
-        if count_different:
-            print(f"{engine}: {count_different:,} of {len(texts):,} distinct searches differ from the percolator")
-        else:
-            print(f"{engine}: identical to the percolator on every distinct search")
-    return 1 if any(different.values()) else 0
+        pair = [name for name in args.drivers if name.startswith(engine)]
+        if len(pair) == 2:
+            same = answers[pair[0]] == answers[pair[1]]
+            print(f"{engine}: the two drivers' answers are {'identical' if same else 'NOT identical'}")
+    return 0
 
 
 if __name__ == "__main__":

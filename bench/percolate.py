@@ -7,8 +7,9 @@ range reported); the SQL side is slow, so --sql-runs may be lower.
 
     .venv/bin/python bench/percolate.py --searches 100000 --questions 1000
 
-The searches and questions are generated as in bench/match.py (Zipf-drawn subjects, phrases, fields,
-boolean forms), so popular searches repeat as they do among real subscribers.
+The searches and questions are made as bench/match.py makes them, from the real sample of written questions
+(real questions; searches drawn from their words, phrases, members and departments), so popular searches
+repeat as they do among real subscribers.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ sys.path.insert(0, str(ROOT))
 PYTHON = sys.executable
 
 
-def write_files(folder: Path, searches: int, questions: int, tail_words: int, seed: int) -> tuple[Path, Path]:
+def write_files(folder: Path, searches: int, questions: int, seed: int, sample_file: str | None = None,
+                ) -> tuple[Path, Path]:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
     django.setup()
     from bench.match import Corpus
 
-    corpus = Corpus(tail_words, random.Random(seed))
+    corpus = Corpus(rng=random.Random(seed), sample=sample_file)
     question_file, query_file = folder / "questions.jsonl", folder / "queries.jsonl"
     with question_file.open("w") as out:
         for number in range(questions):
@@ -71,13 +73,17 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sql-runs", type=int, default=3)
-    parser.add_argument("--tail-words", type=int, default=30_000)
+    parser.add_argument("--tail-words", type=int, default=0,
+                        help="ignored: the words now come from the real sample (kept so that older commands run)")
+    parser.add_argument("--sample-file", help="the real questions, JSON lines, gzipped (default: the project's "
+                                              "fixture, or $BENCH_QUESTIONS_SAMPLE)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        question_file, query_file = write_files(folder, args.searches, args.questions, args.tail_words, args.seed)
+        question_file, query_file = write_files(folder, args.searches, args.questions, args.seed,
+                                                 args.sample_file)
         env = {**os.environ, "DATABASE_URL": f"sqlite:///{folder / 'db.sqlite3'}", "LOG_FORMAT": "plain",
                "LOG_LEVEL": "WARNING"}
         subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], env=env, check=True, cwd=ROOT)
