@@ -7,7 +7,7 @@ BATCH = 2000
 
 class Command(BaseCommand):
     help = ("Rebuild every question's searchable text (its words and their base forms), after a change to how "
-            "text is normalised or to the lemmatiser, or after an upgrade that a poller of the release before outlived.")
+            "text is normalised or to the lemmatiser, or after an upgrade that an old poller outlived.")
 
     def handle(self, *args, **options):
         fields = list(Question.SEARCH_COLUMNS)
