@@ -277,9 +277,9 @@ def fields_of(record: dict) -> dict[str, str]:
 
 # --- saved searches ---------------------------------------------------------------------------
 
-# Words in more questions than this share are the language's glue ("the", "ensure", "department"): nobody
-# saves them alone.
-GLUE_SHARE = 0.02
+# Words (in any of their forms) in more questions than this share are the language's glue ("the", "ensure",
+# "department", "must"): nobody saves them alone. Broad subjects ("police", "asylum") come from the headings.
+GLUE_SHARE = 0.005
 NAME_WORD = re.compile(r"^[A-Z][\w'’-]*$")
 
 
@@ -288,8 +288,11 @@ class SearchDraws:
 
     def __init__(self, records: tuple[dict, ...], rng: random.Random) -> None:
         from questions.search import words
+        from questions.search.words import base
 
         self.rng = rng
+        self.words = words
+        # How many questions hold a word in any of its forms: a search for a word finds all of them.
         df: Counter[str] = Counter()
         texts: list[list[str]] = []
         for record in records:
@@ -297,31 +300,30 @@ class SearchDraws:
             found = words(" ".join(CUT_WORD.sub("", record.get(field) or "")
                                    for field in ("heading", "question", "answer")))
             texts.append(found)
-            df.update(set(found))
+            df.update({base(word) for word in found})
         glue = {word for word, count in df.items() if count > GLUE_SHARE * len(records)}
-        glue.update(df_word for df_word, _ in df.most_common(150))
+        glue.update(word for word, _ in df.most_common(150))
 
         def topical(word: str) -> bool:
-            return len(word) >= 3 and word not in glue and not word.isdigit()
+            return len(word) >= 3 and not word.isdigit() and base(word) not in glue
 
-        self.topical = topical
         # Subjects of the headings, the most used first: "Special Educational Needs", "Asylum", "Animal Experiments".
         subjects: Counter[str] = Counter()
         for record in records:
             for part in (record.get("heading") or "").split(":"):
                 part = part.strip()
-                if part and any(topical(w) for w in words(part)) and len(words(part)) <= 4:
+                if part and len(words(part)) <= 4 and any(topical(w) for w in words(part)):
                     subjects[part] += 1
         self.subjects = Zipf([s for s, _ in subjects.most_common()], 1.0, rng)
-        # Rarer words: in at least 2 questions and at most the glue share, most of them in few questions.
-        tail = sorted(w for w, count in df.items() if count >= 2 and topical(w) and len(w) >= 4)
+        # Rarer words, in the forms the texts use: in at least 2 questions and at most the glue share, most of them
+        # in few; followed in a random order of popularity.
+        tail = sorted({w for found in texts for w in found if len(w) >= 4 and topical(w) and df[base(w)] >= 2})
         rng.shuffle(tail)
         self.tail = Zipf(tail, 0.6, rng)
         pairs: Counter[tuple[str, str]] = Counter()
         for found in texts:
             pairs.update({(a, b) for a, b in itertools.pairwise(found) if topical(a) and topical(b)})
-        # In a random order of popularity, like the rarer words: the most frequent pairs are the texts' stock
-        # phrases ("found here", "united kingdom"), not what people follow.
+        # In a random order of popularity too: the most frequent pairs are the texts' stock phrases.
         phrases = sorted(pair for pair, count in pairs.items() if count >= 2)
         rng.shuffle(phrases)
         self.phrases = Zipf(phrases, 0.6, rng)
@@ -330,9 +332,12 @@ class SearchDraws:
         self.members = Zipf(self._ranked(records, "asking_member"), 0.9, rng)
         self.ministers = Zipf(self._ranked(records, "answering_member"), 0.9, rng)
         self.departments = Zipf(self._ranked(records, "department"), 0.8, rng)
-        self.department_words: dict[str, list[str]] = {}
+        # Each department's words, each once: "sewage OR pollution", not the department's commonest words.
+        department_words: dict[str, set[str]] = {}
         for record, found in zip(records, texts, strict=True):
-            self.department_words.setdefault(record.get("department") or "", []).extend(w for w in found if topical(w))
+            department_words.setdefault(record.get("department") or "", set()).update(
+                w for w in found if len(w) >= 4 and topical(w))
+        self.department_words = {name: sorted(found) for name, found in department_words.items() if found}
 
     @staticmethod
     def _ranked(records: tuple[dict, ...], field: str) -> list[str]:
@@ -346,9 +351,9 @@ class SearchDraws:
         """A topic word: half from the headings' subjects (words of a one-word subject), half rarer."""
         if self.rng.random() < 0.5:
             for _ in range(10):
-                text = self.subjects.draw()
-                if " " not in text:
-                    return text.lower()
+                found = self.words(self.subjects.draw())
+                if len(found) == 1:
+                    return found[0]
         return self.tail.draw()
 
     def together(self) -> tuple[str, str]:
@@ -388,8 +393,9 @@ class SearchDraws:
             first, second = self.together()
             return f"{first} -{second}"
         if roll < 0.93:
-            stem = self.word()
-            return f"{stem[:max(4, len(stem) - 3)]}*" if len(stem) >= 5 else stem
+            # The stem of a word, as people shorten one to catch its derivations ("procurem*", "vaccinat*").
+            word = self.tail.draw()
+            return f"{word[:max(6, len(word) - 3)]}*" if len(word) >= 8 else word
         if roll < 0.97:
             return f'"{self.word()}"'
         return f"({self.word()} OR {self.phrase()}) {self.word()}"

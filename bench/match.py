@@ -27,6 +27,7 @@ import argparse
 import datetime as dt
 import gc
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -137,12 +138,12 @@ def store_searches(corpus: Corpus, n: int) -> tuple[int, int]:
     return len(rows), len({row[2] for row in rows})
 
 
-def store_questions(corpus: Corpus, first: int, count: int) -> list[int]:
+def store_questions(records: list[dict]) -> list[int]:
     from questions.models import Question, QuestionEvent
 
     made = []
-    for number in range(first, first + count):
-        question = Question(**corpus.question(number))
+    for record in records:
+        question = Question(**record)
         question.refresh_search_text()
         made.append(question)
     Question.objects.bulk_create(made, batch_size=1000)
@@ -150,6 +151,18 @@ def store_questions(corpus: Corpus, first: int, count: int) -> list[int]:
     events += [QuestionEvent(question=q, kind="answered", key="answered") for q in made if q.answer_text]
     QuestionEvent.objects.bulk_create(events, batch_size=1000)
     return [q.pk for q in made]
+
+
+def prepare(n: int, m: int, seed: int, sample_file: str | None) -> tuple[int, int, list[dict]]:
+    """Store the archive the rarity is read from and the saved searches; (subscriptions, distinct searches,
+    the batch's records, to be stored after the builds)."""
+    from questions.models import Question
+
+    corpus = Corpus(rng=random.Random(seed), sample=sample_file)
+    Question.objects.filter(external_id__startswith=PREFIX).delete()
+    store_questions([corpus.question(number) for number in range(2000)])
+    subscriptions, distinct = store_searches(corpus, n)
+    return subscriptions, distinct, [corpus.question(number) for number in range(2000, 2000 + m)]
 
 
 # --- measuring ---------------------------------------------------------------------------
@@ -164,11 +177,11 @@ def run(n: int, m: int, sample: int, seed: int, runs: int = 3, sample_file: str 
     from questions.search.percolate import Batch, iter_bits
 
     rng = random.Random(seed)
-    corpus = Corpus(rng=rng, sample=sample_file)
-    Question.objects.filter(external_id__startswith=PREFIX).delete()
-    store_questions(corpus, 0, 2000)  # the archive the rarity sample is read from
-    subscriptions, distinct = store_searches(corpus, n)
+    # Made in a process of its own, so that the memory measured below is the percolator's and Django's, as in a
+    # worker, and not the sample's and its vocabulary's.
     connection.close()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        subscriptions, distinct, batch = pool.apply(prepare, (n, m, seed, sample_file))
 
     # Each build from nothing, as a worker's first run does; the memory is what the last one holds.
     builds, grown = [], []
@@ -186,7 +199,7 @@ def run(n: int, m: int, sample: int, seed: int, runs: int = 3, sample_file: str 
         grown.append(after - before)
     build = statistics.median(builds)
 
-    batch_ids = store_questions(corpus, 2000, m)
+    batch_ids = store_questions(batch)
     questions = list(Question.objects.filter(id__in=batch_ids).order_by("id"))
     documents = [q.search_document() for q in questions]
     timings = []

@@ -133,11 +133,6 @@ def generate(n: int, m: int, seed: int, sample_file: str | None = None):
 # --- writing a search in an engine's syntax -----------------------------------------------------
 
 
-def is_exact(node) -> bool:
-    """A quoted single word: matched as written, not by its word forms."""
-    return bool(getattr(node, "exact", False))
-
-
 class Writer:
     """Query text in an engine's syntax from our parse of a saved search."""
 
@@ -159,8 +154,9 @@ class Writer:
         from questions.search import And, Not, Or, Phrase, Prefix, Term
 
         if isinstance(node, Term):
-            return self.fielded(node.fields, f'"{node.word}"' if is_exact(node) else node.word)
+            return self.fielded(node.fields, node.word)
         if isinstance(node, Phrase):
+            # Quoted: one word or several, as written.
             return self.fielded(node.fields, '"' + " ".join(node.words) + '"')
         if isinstance(node, Prefix):
             if self.engine == "xapian":
