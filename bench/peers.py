@@ -318,13 +318,29 @@ def tantivy_index(batch: Sequence[dict], lean: bool):
     return index
 
 
+# Searches tantivy refused to read, per driver: they are run as a query matching nothing.
+UNREAD: dict[str, list[str]] = {}
+
+
 def tantivy_queries(index, nodes: Sequence, lean: bool) -> list:
+    from tantivy import Query
+
     from questions.search import DEFAULT_FIELDS
 
     defaults = ["all"] if lean else list(DEFAULT_FIELDS)
     writer = Writer(DEFAULT_FIELDS, "all" if lean else None, "tantivy")
-    return [index.parse_query(writer.write(node), defaults, conjunction_by_default=True, allow_regexes=True)
-            for node in nodes]
+    unread = UNREAD.setdefault("tantivy lean" if lean else "tantivy per field", [])
+    unread.clear()
+    queries = []
+    for node in nodes:
+        text = writer.write(node)
+        try:
+            queries.append(index.parse_query(text, defaults, conjunction_by_default=True, allow_regexes=True))
+        except ValueError:
+            # Its tokenizer left nothing to look for outside a NOT (a word of over 40 characters is dropped).
+            unread.append(text)
+            queries.append(Query.empty_query())
+    return queries
 
 
 def tantivy_engine(index, queries: Sequence, m: int) -> None:
@@ -468,6 +484,10 @@ def main() -> int:
         print(f"{name}: engine alone {alone / ours:.1f}x the percolator's match, ids handed to Python "
               f"{handed / ours:.1f}x, index + match {per_batch / ours:.1f}x")
     print()
+    for name, texts_unread in UNREAD.items():
+        if texts_unread:
+            print(f"{name}: {len(texts_unread):,} searches could not be read, and match nothing: "
+                  + ", ".join(map(repr, texts_unread[:args.show])))
     for name in args.drivers:
         same, both, only_ours, only_theirs = agreement(expected, answers[name])
         print(f"{name}: the same questions as the percolator for {same:,} of {len(texts):,} distinct searches "

@@ -65,12 +65,12 @@ GOAL_MS = 300.0
 
 QUERIES = [
     ("common word", "government", ""),
-    ("rare word", "sizewell", ""),
+    ("rare word", "microplastics", ""),
     ("phrase", '"mental health"', ""),
     ("field", 'member:"clive lewis"', ""),
     ("boolean", "(prison OR probation) -covid", ""),
     ("wildcard", "polic*", ""),
-    # Answers quote years near the date they were tabled, so this word is only in the oldest questions.
+    # Texts quote years near the date they were tabled, so this word is mostly in the oldest questions.
     ("dated word", "2011", ""),
     # An irregular plural: every form of "child".
     ("word forms", "children", ""),
