@@ -16,13 +16,12 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.db import connections
-from django.utils import timezone
 
 from alerts.models import Delivery, Match, Subscription
 from questions.models import Question, QuestionEvent, Source
 from questions.search.words import words
 from tests.browser import axe_violations, browser_page, screenshot
-from tests.conftest import Worker, purge_queues, serve_api, serve_postmark, wait_until
+from tests.conftest import polled_api, send, wait_until
 from tests.esp_stub import PostmarkStub
 from tests.parliament_stub import member
 from tests.test_parliament_api import real_record
@@ -209,39 +208,13 @@ def test_a_search_for_prisons_shows_and_marks_prison_and_quoted_it_does_not(live
 
 
 @pytest.fixture
-def esp(httpserver, esp_path):
-    stub = PostmarkStub()
-    serve_postmark(httpserver, esp_path, stub)
-    return stub
-
-
-@pytest.fixture
 def api(httpserver):
-    stub = serve_api(httpserver, (PRISON["api_id"], POLICY["api_id"]))
-    # Polled before: what it brings now is news, not a first backlog.
-    Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
-                          last_success_at=timezone.now())
-    return stub
+    return polled_api(httpserver, (PRISON["api_id"], POLICY["api_id"]))
 
 
 @pytest.fixture
-def worker(worker_env, httpserver, esp_path, live_server):
-    worker_env.update(
-        EMAIL_BACKEND="anymail.backends.postmark.EmailBackend", ANYMAIL_POSTMARK_SERVER_TOKEN="test",
-        ANYMAIL_POSTMARK_API_URL=httpserver.url_for(esp_path), SITE_URL=live_server.url,
-        DELIVERY_BACKOFF_SECONDS="0.2", DELIVERY_LEASE_SECONDS="1", SOURCE_BACKOFF_SECONDS="0.05",
-    )
-    purge_queues()
-    process = Worker(worker_env)
-    process.start()
-    yield process
-    process.stop()
-
-
-def send(task: str) -> None:
-    from config.celery import app
-
-    app.send_task(task)
+def worker(site_worker):
+    return site_worker
 
 
 def emails_to(esp: PostmarkStub, address: str) -> list[dict]:
