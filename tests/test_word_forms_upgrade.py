@@ -58,7 +58,8 @@ def test_an_archive_and_its_saved_searches_take_the_new_meaning_when_it_ships():
         ada = Subscriber.objects.create(email="ada@example.org")
         # The release before spelt a quoted word as the plain word.
         OldSubscription.objects.create(subscriber=ada, query='"prisons"', canonical_query="prisons")
-        OldSubscription.objects.create(subscriber=ada, query="Prisons  officers", canonical_query="prisons AND officers")
+        OldSubscription.objects.create(subscriber=ada, query="Prisons  officers",
+                                       canonical_query="prisons AND officers")
         assert not base_indexes()
 
         executor = migrate(executor.loader.graph.leaf_nodes())
