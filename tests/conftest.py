@@ -286,7 +286,7 @@ def polled_api(httpserver, details=range(1000, 1010)):
 
 @pytest.fixture
 def esp(httpserver, esp_path):
-    """A local stub of Postmark's API, for workers to send through (`mail_env`)."""
+    """A local stub of Postmark's API, for workers to send through (`mail_worker_env`)."""
     from tests.esp_stub import PostmarkStub
 
     stub = PostmarkStub()
@@ -294,7 +294,7 @@ def esp(httpserver, esp_path):
     return stub
 
 
-def mail_env(worker_env: dict[str, str], httpserver, esp_path: str, site_url: str) -> dict[str, str]:
+def mail_worker_env(worker_env: dict[str, str], httpserver, esp_path: str, site_url: str) -> dict[str, str]:
     """`worker_env` for a worker that emails through the `esp` stub, with retries and leases short enough
     for a test."""
     worker_env.update(
@@ -309,7 +309,7 @@ def mail_env(worker_env: dict[str, str], httpserver, esp_path: str, site_url: st
 def site_worker(worker_env, httpserver, esp_path, live_server):
     """A real worker emailing through the `esp` stub, its links pointing at the live server."""
     purge_queues()
-    process = Worker(mail_env(worker_env, httpserver, esp_path, live_server.url))
+    process = Worker(mail_worker_env(worker_env, httpserver, esp_path, live_server.url))
     process.start()
     yield process
     process.stop()

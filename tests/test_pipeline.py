@@ -14,7 +14,7 @@ from questions.models import Question, QuestionEvent, Source
 from tests.conftest import (
     Worker,
     backends_waiting_on_a_lock,
-    mail_env,
+    mail_worker_env,
     polled_api,
     purge_queues,
     send,
@@ -32,9 +32,9 @@ def api(httpserver):
     return polled_api(httpserver)
 
 
-@pytest.fixture(name="mail_env")
-def worker_mail_env(worker_env, httpserver, esp_path):
-    return mail_env(worker_env, httpserver, esp_path, "https://alerts.example.org")
+@pytest.fixture
+def mail_env(worker_env, httpserver, esp_path):
+    return mail_worker_env(worker_env, httpserver, esp_path, "https://alerts.example.org")
 
 
 def start_worker(env) -> Worker:
