@@ -140,7 +140,7 @@ class SendRun:
                 "query", "canonical_query", "label", "subscriber_id", "question_id").in_bulk(missing))
         if missing := {row[2] for row in rows} - self.questions.keys():
             # The normalised text and stored HTML are for searching and pages, not for emails.
-            heavy = [f.name for f in Question._meta.get_fields() if f.name.startswith("norm_")] + ["answer_html"]
+            heavy = [*Question.SEARCH_COLUMNS, "answer_html"]
             self.questions.update(Question.objects.defer(*heavy).in_bulk(missing))
         hits: dict[int, list[Hit]] = {pk: [] for pk in delivery_ids}
         for delivery_id, subscription_id, question_id, kind, key in rows:

@@ -21,7 +21,7 @@ from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet, Sum
 
 from alerts.models import Subscription
 from questions.models import Question, QuestionEvent
-from questions.search import FIELDS, QueryError
+from questions.search import DOCUMENT_KEYS, QueryError
 from questions.search.percolate import Document, QueryIndex, Rarity, collector_paused, shard_of
 
 log = logging.getLogger(__name__)
@@ -311,6 +311,5 @@ def streamed(rows: QuerySet) -> Iterator[Iterator[tuple]]:
 
 def recent_documents(limit: int) -> list[dict[str, str]]:
     """The search documents of the newest questions, to estimate how common each word is."""
-    columns = [f"norm_{field}" for field in FIELDS]
-    rows = Question.objects.order_by("-id").values_list(*columns)[:limit]
-    return [dict(zip(FIELDS, row, strict=True)) for row in rows]
+    rows = Question.objects.order_by("-id").values_list(*Question.SEARCH_COLUMNS)[:limit]
+    return [dict(zip(DOCUMENT_KEYS, row, strict=True)) for row in rows]

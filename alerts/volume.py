@@ -254,7 +254,8 @@ def _cached(key: str, seconds: int, work):
 
 
 def _estimate_key(node: Node, today: dt.date) -> str:
-    return "volume:" + hashlib.sha256(canonical(node).encode()).hexdigest() + ":" + today.isoformat()
+    # The version of the query language: a search's text may keep its spelling and change its meaning.
+    return "volume:v2:" + hashlib.sha256(canonical(node).encode()).hexdigest() + ":" + today.isoformat()
 
 
 def cached_estimate(node: Node, today: dt.date | None = None) -> Volume:

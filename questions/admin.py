@@ -77,8 +77,7 @@ class QuestionAdmin(admin.ModelAdmin):
     list_filter = ("house", "answering_body_name", ("date_answered", admin.EmptyFieldListFilter), "source")
     search_fields = ("heading", "uin", "asking_member_name", "answering_member_name", "external_id")
     date_hierarchy = "date_tabled"
-    readonly_fields = [f.name for f in Question._meta.fields if f.name.startswith("norm_")] + ["created_at",
-                                                                                              "updated_at"]
+    readonly_fields = [*Question.SEARCH_COLUMNS, "created_at", "updated_at"]
     inlines = [QuestionEventInline]
 
     def save_model(self, request, obj, form, change):

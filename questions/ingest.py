@@ -22,9 +22,7 @@ KEEP_IF_MISSING = {
     "asking_member_name", "asking_member_party", "asking_member_constituency", "answering_member_name",
     "answering_member_role", "list_signature", "url",
 }
-UPDATE_FIELDS = RECORD_FIELDS + [f"norm_{name}" for name in
-                                 ("heading", "question", "answer", "member", "party", "constituency",
-                                  "department", "minister", "house", "uin")]
+UPDATE_FIELDS = RECORD_FIELDS + list(Question.SEARCH_COLUMNS)
 CHUNK = 500
 
 

@@ -10,9 +10,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from questions.records import web_url
-from questions.search import FIELDS, document
+from questions.search import DOCUMENT_KEYS, base_key, document
+from questions.search.sql import column
 
 URL_SAFE_KEY = re.compile(r"[A-Za-z0-9._-]{1,100}")
+BASE_UIN = base_key("uin")
 # The ids of the questions the end-to-end canary stores for a few minutes: no page or search shows them.
 CANARY_PREFIX = "canary:"
 
@@ -122,6 +124,17 @@ class Question(models.Model):
     norm_minister = models.TextField(default="", editable=False)
     norm_house = models.TextField(default="", editable=False)
     norm_uin = models.TextField(default="", editable=False)
+    # The same words in their base forms (" b1 b2 "), where a word typed without quotes is looked for.
+    base_heading = models.TextField(default="", db_default="", editable=False)
+    base_question = models.TextField(default="", db_default="", editable=False)
+    base_answer = models.TextField(default="", db_default="", editable=False)
+    base_member = models.TextField(default="", db_default="", editable=False)
+    base_party = models.TextField(default="", db_default="", editable=False)
+    base_constituency = models.TextField(default="", db_default="", editable=False)
+    base_department = models.TextField(default="", db_default="", editable=False)
+    base_minister = models.TextField(default="", db_default="", editable=False)
+    base_house = models.TextField(default="", db_default="", editable=False)
+    base_uin = models.TextField(default="", db_default="", editable=False)
 
     class Meta:
         ordering = ["-date_tabled", "-id"]
@@ -151,12 +164,20 @@ class Question(models.Model):
             "uin": self.uin,
         }
 
+    # Every column of searchable text, as written and in base forms.
+    SEARCH_COLUMNS: tuple[str, ...] = tuple(map(column, DOCUMENT_KEYS))
+
     def refresh_search_text(self) -> None:
-        for field, text in document(self.search_fields()).items():
-            setattr(self, f"norm_{field}", text)
+        for key, text in document(self.search_fields()).items():
+            setattr(self, column(key), text)
 
     def search_document(self) -> dict[str, str]:
-        return {field: getattr(self, f"norm_{field}") for field in FIELDS}
+        doc = {key: getattr(self, name) for key, name in zip(DOCUMENT_KEYS, self.SEARCH_COLUMNS, strict=True)}
+        if not doc[BASE_UIN]:
+            # Stored by a poller of the release before base forms, still running while this one migrated:
+            # matched as it will be once `refresh_search_text` has filled it.
+            doc.update(document(self.search_fields()))
+        return doc
 
     @property
     def is_answered(self) -> bool:

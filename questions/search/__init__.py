@@ -13,13 +13,14 @@ from .ast import MIN_PREFIX, And, Leaf, Node, Not, Or, Phrase, Prefix, Term, lea
 from .evaluate import Matcher, compile_matcher, matches
 from .highlight import highlight
 from .parser import MAX_DEPTH, MAX_LENGTH, MAX_TERMS, QueryError, canonical, parse, parse_canonical, parse_or_none
-from .words import DEFAULT_FIELDS, FIELDS, UNICODE_VERSIONS, document, normalise, words
+from .words import DEFAULT_FIELDS, DOCUMENT_KEYS, FIELDS, UNICODE_VERSIONS, base, base_key, document, normalise, words
 
 if TYPE_CHECKING:
     from .sql import to_q
 
 __all__ = [
     "DEFAULT_FIELDS",
+    "DOCUMENT_KEYS",
     "FIELDS",
     "MAX_DEPTH",
     "MAX_LENGTH",
@@ -36,6 +37,8 @@ __all__ = [
     "Prefix",
     "QueryError",
     "Term",
+    "base",
+    "base_key",
     "canonical",
     "compile_matcher",
     "document",

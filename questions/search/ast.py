@@ -3,7 +3,7 @@
 Nodes check their own invariants when built, so any node that exists can be
 evaluated, turned into SQL and written back as query text: field tuples are
 known fields in `FIELDS` order, words are single normalised words, phrases have
-at least two words, wildcard prefixes at least `MIN_PREFIX` characters, and
+at least one word, wildcard prefixes at least `MIN_PREFIX` characters, and
 `And`/`Or` have at least two children, none of them of their own kind (nested
 ones are flattened in).
 """
@@ -53,7 +53,8 @@ def _is_word(word: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Term:
-    """A whole word in any of `fields`."""
+    """A word in any of its forms in any of `fields` (a word typed without quotes): it matches the words that
+    share its base form."""
 
     fields: tuple[str, ...]
     word: str
@@ -79,7 +80,8 @@ class Prefix:
 
 @dataclass(frozen=True, slots=True)
 class Phrase:
-    """Two or more words, consecutive and in order, within one of `fields`."""
+    """Words exactly as written, consecutive and in order, within one of `fields`: what quotes mean. A
+    one-word phrase is a quoted word, which matches that word only, where a `Term` matches its forms."""
 
     fields: tuple[str, ...]
     words: tuple[str, ...]
@@ -87,10 +89,8 @@ class Phrase:
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", _canonical_fields(self.fields))
         object.__setattr__(self, "words", tuple(self.words))
-        if len(self.words) < 2:
-            # A one-word phrase means the same as the word; keeping one spelling
-            # lets equal meanings compare equal.
-            raise ValueError("a phrase needs at least two words; use Term for one")
+        if not self.words:
+            raise ValueError("a phrase needs at least one word")
         for word in self.words:
             _check_word(word)
 

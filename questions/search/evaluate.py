@@ -1,7 +1,8 @@
 """Whether a question matches a query tree (section 4 of the contract).
 
 Documents are the output of `words.document()`: each field's words joined by
-single spaces with a space at each end, so every test is one substring search.
+single spaces with a space at each end, as written and (under `base_key(field)`)
+in their base forms, so every test is one substring search.
 A tree is compiled once into nested closures; the percolator should hold on to
 `compile_matcher(node)` for each saved search, while `matches` keeps a small
 cache for callers that do not.
@@ -12,23 +13,31 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from .ast import And, Node, Not, Or, Phrase, Prefix, Term
+from .words import base, base_key
 
 Document = Mapping[str, str]
 Matcher = Callable[[Document], bool]
 
 
 def needle(node: Term | Prefix | Phrase) -> str:
-    """The substring of a normalised field that shows the leaf is there."""
+    """The substring of a document's text (under `keys(node)`) that shows the leaf is there."""
     if isinstance(node, Term):
-        return f" {node.word} "
+        return f" {base(node.word)} "
     if isinstance(node, Prefix):
         return f" {node.prefix}"
     return " " + " ".join(node.words) + " "
 
 
+def keys(node: Term | Prefix | Phrase) -> tuple[str, ...]:
+    """The document keys the leaf looks in: a word in any form looks at base forms, the rest at the words as
+    written."""
+    if isinstance(node, Term):
+        return tuple(map(base_key, node.fields))
+    return node.fields
+
+
 def _leaf_matcher(text: str, fields: tuple[str, ...]) -> Matcher:
-    # Unrolled for the usual one field and the three default fields: this runs
-    # for every question against every saved search.
+    # Unrolled for the usual one field: this runs for every question against every saved search.
     if len(fields) == 1:
         (only,) = fields
 
@@ -36,14 +45,6 @@ def _leaf_matcher(text: str, fields: tuple[str, ...]) -> Matcher:
             return text in doc[only]
 
         return one
-    if len(fields) == 3:
-        first, second, third = fields
-
-        def three(doc: Document) -> bool:
-            return text in doc[first] or text in doc[second] or text in doc[third]
-
-        return three
-
     def any_field(doc: Document) -> bool:
         return any(text in doc[field] for field in fields)
 
@@ -53,7 +54,7 @@ def _leaf_matcher(text: str, fields: tuple[str, ...]) -> Matcher:
 def compile_matcher(node: Node) -> Matcher:
     """A function of a document that is true when the document matches `node`."""
     if isinstance(node, Term | Prefix | Phrase):
-        return _leaf_matcher(needle(node), node.fields)
+        return _leaf_matcher(needle(node), keys(node))
     if isinstance(node, Not):
         # NOT NOT x is x: stripping pairs keeps long chains of NOTs flat.
         negate = False

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from .ast import And, Node, Not, Or, Phrase, Prefix, Term
 from .memo import short_text_cache
-from .words import WORD_RE, fold
+from .words import WORD_RE, base, fold
 
 # Texts repeat a small alphabet, and emails highlight the same texts over and over.
 _fold_char = lru_cache(maxsize=65536)(fold)
@@ -64,7 +64,8 @@ def highlight(text: str, node: Node, field: str | None = None) -> str:
     """`text` HTML-escaped, with what the query looks for wrapped in `<mark>`.
 
     A word is marked when a word or wildcard of the query that is not negated
-    matches it; a phrase is marked where all its words occur in order.  With
+    matches it (a word typed without quotes marks each of its forms: `prison`
+    for `prisons`); a phrase is marked where all its words occur in order.  With
     `field`, only the parts of the query that look in that field count, so the
     heading is not marked for `member:lewis`.  The result is safe to mark safe.
     """
@@ -73,13 +74,13 @@ def highlight(text: str, node: Node, field: str | None = None) -> str:
         return html.escape(text)
     spans = _word_spans(text)
     found = [span[2] for span in spans]
-    terms = {leaf.word for leaf in leaves if isinstance(leaf, Term)}
+    terms = {base(leaf.word) for leaf in leaves if isinstance(leaf, Term)}
     prefixes = tuple({leaf.prefix for leaf in leaves if isinstance(leaf, Prefix)})
     phrases = {leaf.words for leaf in leaves if isinstance(leaf, Phrase)}
 
     marked: list[tuple[int, int]] = []
     for start, end, word in spans:
-        if word in terms or (prefixes and word.startswith(prefixes)):
+        if (terms and base(word) in terms) or (prefixes and word.startswith(prefixes)):
             marked.append((start, end))
     for phrase in phrases:
         size = len(phrase)

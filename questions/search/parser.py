@@ -155,10 +155,8 @@ def pieces(query: str) -> list[Piece]:
             if not match.group(2):
                 raise QueryError(f"The quote you opened at {_at(index)} is never closed.", index)
             inside = _piece_words(match.group(1))
-            if len(inside) == 1:
-                found.append(Piece(Kind.VALUE, index, text, value=Value(Term, inside[0])))
-            elif inside:
-                found.append(Piece(Kind.VALUE, index, text, value=Value(Phrase, tuple(inside))))
+            if inside:
+                found.append(Piece(Kind.VALUE, index, text, value=Value(Phrase, inside)))
             continue
         if char == "(":
             found.append(Piece(Kind.OPEN, index, char))

@@ -7,14 +7,17 @@ Saved searches are indexed the way Lucene Monitor and Elasticsearch's percolator
 query is filed under a few *anchor* keys taken from its tree, chosen so that a question can only match the
 query if it holds at least one of them:
 
-- a word in some fields: the key (fields, word);
-- a phrase: its rarest word, in its fields (every word of a matching phrase is in the question);
+- a word in any of its forms in some fields: the key (fields, its base form), looked up among the base forms
+  of the question's words;
+- a phrase (a quoted word is a phrase of one word): its rarest word, in its fields, looked up among the words
+  as written (every word of a matching phrase is in the question);
 - a wildcard `prefix*`: the first three letters of the prefix, in its fields (the shortest prefix has three);
 - AND: the anchors of its rarest child that has any; OR: the anchors of every child;
 - NOT: none; `NOT (a OR b)` is read as `NOT a AND NOT b` and `NOT (a AND b)` as `NOT a OR NOT b`, so the
   tree is anchored through its negations.
 
-"Fields" is either the default heading/question/answer group, which has keys of its own, or one named field.
+"Fields" is either the default group of fields (section 2 of the contract), which has keys of its own, or one
+named field; each in two spellings, the words as written and their base forms.
 A query without anchors (one that only says what must not be there) cannot come from the parser, which
 refuses queries that match a question without words; a hand-built one is kept on an "always check" list.
 
@@ -44,12 +47,14 @@ from contextlib import contextmanager
 from typing import NamedTuple, TypeAlias
 
 from .ast import And, Leaf, Node, Not, Or, Phrase, Prefix, Term, leaves
+from .evaluate import keys
 from .parser import parse_canonical
-from .words import DEFAULT_FIELDS, FIELDS
+from .words import DEFAULT_FIELDS, FIELDS, base, base_key
 
 Document = Mapping[str, str]
-# The fields a key looks in: None for the default heading/question/answer group, else one field.
-Spec: TypeAlias = str | None
+# The document keys a key of the index looks in: the default group of fields, or one field; as written or in
+# base forms (`evaluate.keys`).
+Spec: TypeAlias = tuple[str, ...]
 WORD, BUCKET = 0, 1
 Anchor: TypeAlias = tuple[int, Spec, str]
 BUCKET_LENGTH = 3
@@ -58,11 +63,16 @@ BUCKET_LENGTH = 3
 Bits = Callable[[int], int]
 Program: TypeAlias = "int | Callable[[Bits], int]"
 
-# A guess at the share of questions holding a word in these fields, before looking at any: the house and
-# party are shared by many questions, names and UINs by few.
-_FIELD_SHARE: dict[Spec, float] = {
+# A guess at the share of questions holding a word in a field, before looking at any: the house and party
+# are shared by many questions, names and UINs by few. The default group's is its own.
+_FIELD_SHARE: dict[str | None, float] = {
     None: 0.1, "heading": 0.03, "question": 0.08, "answer": 0.08, "member": 0.005, "party": 0.3,
     "constituency": 0.005, "department": 0.05, "minister": 0.01, "house": 0.5, "uin": 0.0001,
+}
+# Every spec, each with its guess.
+_SHARES: dict[Spec, float] = {
+    **{tuple(spelling(field) for field in DEFAULT_FIELDS): _FIELD_SHARE[None] for spelling in (str, base_key)},
+    **{(spelling(field),): _FIELD_SHARE[field] for field in FIELDS for spelling in (str, base_key)},
 }
 
 
@@ -112,8 +122,10 @@ _paused = 0
 _collecting = False
 
 
-def specs(fields: tuple[str, ...]) -> tuple[Spec, ...]:
-    return (None,) if fields == DEFAULT_FIELDS else fields
+def specs(leaf: Leaf) -> tuple[Spec, ...]:
+    """The specs whose keys a leaf is looked up under: the default group as one, other fields one by one."""
+    found = keys(leaf)
+    return (found,) if leaf.fields == DEFAULT_FIELDS else tuple((key,) for key in found)
 
 
 def iter_bits(mask: int) -> Iterator[int]:
@@ -125,12 +137,10 @@ def iter_bits(mask: int) -> Iterator[int]:
 
 
 def _words_of(doc: Document, spec: Spec) -> set[str]:
-    if spec is None:
-        found = set(doc[DEFAULT_FIELDS[0]].split())
-        for field in DEFAULT_FIELDS[1:]:
-            found.update(doc[field].split())
-        return found
-    return set(doc[spec].split())
+    found = set(doc[spec[0]].split())
+    for key in spec[1:]:
+        found.update(doc[key].split())
+    return found
 
 
 class Rarity:
@@ -138,22 +148,25 @@ class Rarity:
 
     def __init__(self, documents: Iterable[Document] = ()) -> None:
         self.documents = 0
-        self.words: dict[Spec, Counter[str]] = {spec: Counter() for spec in (None, *FIELDS)}
-        self.buckets: dict[Spec, Counter[str]] = {spec: Counter() for spec in (None, *FIELDS)}
+        self.words: dict[Spec, Counter[str]] = {spec: Counter() for spec in _SHARES}
+        self.buckets: dict[Spec, Counter[str]] = {spec: Counter() for spec in _SHARES}
         for doc in documents:
             self.documents += 1
-            for spec in (None, *FIELDS):
+            for spec in _SHARES:
                 found = _words_of(doc, spec)
                 self.words[spec].update(found)
                 self.buckets[spec].update({word[:BUCKET_LENGTH] for word in found if len(word) >= BUCKET_LENGTH})
 
     def word(self, spec: Spec, word: str) -> float:
-        guess = _FIELD_SHARE[spec] * min(1.0, 3 / len(word))
-        return (self.words[spec][word] + guess) / (self.documents + 1)
+        guess = _SHARES.get(spec, 0.1) * min(1.0, 3 / len(word))
+        return (self.words.get(spec, _NONE)[word] + guess) / (self.documents + 1)
 
     def bucket(self, spec: Spec, key: str) -> float:
-        guess = min(1.0, 3 * _FIELD_SHARE[spec])
-        return (self.buckets[spec][key] + guess) / (self.documents + 1)
+        guess = min(1.0, 3 * _SHARES.get(spec, 0.1))
+        return (self.buckets.get(spec, _NONE)[key] + guess) / (self.documents + 1)
+
+
+_NONE: Counter[str] = Counter()
 
 
 class Batch:
@@ -194,12 +207,11 @@ class Batch:
         if found is None:
             found = {}
             get = found.get
-            fields = DEFAULT_FIELDS if spec is None else (spec,)
             for position, doc in enumerate(self.documents):
                 bit = 1 << position
                 seen: set[str] = set()
-                for field in fields:
-                    sequence = doc[field].split()
+                for key in spec:
+                    sequence = doc[key].split()
                     seen.update(map(" ".join, zip(sequence, sequence[1:], strict=False)))
                 for pair in seen:
                     found[pair] = get(pair, 0) | bit
@@ -210,17 +222,21 @@ class Batch:
         """The questions of the batch that hold the word, wildcard or phrase."""
         mask = 0
         if isinstance(leaf, Term):
-            for spec in specs(leaf.fields):
-                mask |= self.words(spec).get(leaf.word, 0)
+            for spec in specs(leaf):
+                mask |= self.words(spec).get(base(leaf.word), 0)
             return mask
         if isinstance(leaf, Prefix):
-            for spec in specs(leaf.fields):
+            for spec in specs(leaf):
                 for word, word_mask in self.buckets(spec).get(leaf.prefix[:BUCKET_LENGTH], ()):
                     if word.startswith(leaf.prefix):
                         mask |= word_mask
             return mask
+        if len(leaf.words) == 1:
+            for spec in specs(leaf):
+                mask |= self.words(spec).get(leaf.words[0], 0)
+            return mask
         text = " " + " ".join(leaf.words) + " "
-        for spec in specs(leaf.fields):
+        for spec in specs(leaf):
             # A two-word phrase is one pair of adjacent words; a longer one can only be where all its pairs
             # are, and the text of those questions alone is searched.
             present = self.pairs(spec)
@@ -232,11 +248,10 @@ class Batch:
             if len(leaf.words) == 2 or not having:
                 mask |= having
                 continue
-            fields = DEFAULT_FIELDS if spec is None else (spec,)
             for position in iter_bits(having):
                 doc = self.documents[position]
-                for field in fields:
-                    if text in doc[field]:
+                for key in spec:
+                    if text in doc[key]:
                         mask |= 1 << position
                         break
         return mask
@@ -306,10 +321,10 @@ class QueryIndex:
     def _leaf_anchoring(self, leaf: Leaf) -> _Anchoring:
         anchors: list[Anchor] = []
         cost = 0.0
-        for spec in specs(leaf.fields):
+        for spec in specs(leaf):
             if isinstance(leaf, Term):
-                anchors.append((WORD, spec, leaf.word))
-                cost += self.rarity.word(spec, leaf.word)
+                anchors.append((WORD, spec, base(leaf.word)))
+                cost += self.rarity.word(spec, base(leaf.word))
             elif isinstance(leaf, Prefix):
                 anchors.append((BUCKET, spec, leaf.prefix[:BUCKET_LENGTH]))
                 cost += self.rarity.bucket(spec, leaf.prefix[:BUCKET_LENGTH])

@@ -1,8 +1,8 @@
-"""The query tree as a Django filter over the `norm_<field>` columns.
+"""The query tree as a Django filter over the `norm_<field>` and `base_<field>` columns.
 
-Each `norm_<field>` column holds exactly `words.normalise()` of that field and is
-never NULL, so the same substring tests that `evaluate` makes select the same
-questions here, and `~Q` is the exact complement.
+Each `norm_<field>` column holds exactly `words.normalise()` of that field, and each `base_<field>` column
+the same words in their base forms (`words.base_text()`); neither is ever NULL, so the same substring tests
+that `evaluate` makes select the same questions here, and `~Q` is the exact complement.
 """
 
 from __future__ import annotations
@@ -13,19 +13,21 @@ from operator import and_, or_
 from django.db.models import Q
 
 from .ast import And, Node, Not, Or, Phrase, Prefix, Term, leaves
-from .evaluate import needle
+from .evaluate import keys, needle
+from .words import FIELDS
 
 
-def column(field: str) -> str:
-    """The model column holding the normalised text of `field`."""
-    return f"norm_{field}"
+def column(key: str) -> str:
+    """The model column holding a document's text under `key`: a field's words as written, or in their base
+    forms (`words.base_key`)."""
+    return f"norm_{key}" if key in FIELDS else key
 
 
 def to_q(node: Node) -> Q:
     """A `Q` selecting exactly the rows whose normalised columns `evaluate.matches` accepts."""
     if isinstance(node, Term | Prefix | Phrase):
         text = needle(node)
-        return reduce(or_, (Q(**{f"{column(field)}__contains": text}) for field in node.fields))
+        return reduce(or_, (Q(**{f"{column(key)}__contains": text}) for key in keys(node)))
     if isinstance(node, Not):
         # NOT NOT x is x: stripping pairs keeps long chains of NOTs out of the SQL.
         negate = False

@@ -1,7 +1,7 @@
-"""Cutting text into words: the one tokeniser shared by documents and queries.
+"""Cutting text into words, and each word's base form: the one tokeniser shared by documents and queries.
 
-Every place that compares a query with a question goes through `words()` on both
-sides, so the rules of section 1 of the query-language contract live here only.
+Every place that compares a query with a question goes through `words()` and `base()` on both sides, so
+the rules of section 1 of the query-language contract live here only.
 
 The letter/digit/mark categories come from the `regex` module's Unicode tables,
 decomposition and case folding from Python's `unicodedata`.  Upgrading either can
@@ -15,6 +15,9 @@ import unicodedata
 from collections.abc import Mapping
 
 import regex
+from lemminflect import getAllLemmas
+
+from .memo import short_text_cache
 
 FIELDS: tuple[str, ...] = (
     "heading",
@@ -28,7 +31,9 @@ FIELDS: tuple[str, ...] = (
     "house",
     "uin",
 )
-DEFAULT_FIELDS: tuple[str, ...] = ("heading", "question", "answer")
+# Where a term with no field looks (section 2), in FIELDS order: a person types an MP's or a department's
+# name as readily as a topic.
+DEFAULT_FIELDS: tuple[str, ...] = ("heading", "question", "answer", "member", "department", "minister")
 
 UNICODE_VERSIONS = f"unicodedata {unicodedata.unidata_version}; regex {regex.__version__}"
 
@@ -63,10 +68,60 @@ def normalise(text: str) -> str:
     return " " + " ".join(words(text)) + " "
 
 
+# Which reading of a word gives its base form when the dictionary knows several: a word in a question is
+# most often a noun ("meetings", "buildings", "funding"), and taking the noun first keeps each noun's forms
+# together ("meeting" and "meetings" both give "meeting", not "meet" for one of them).
+_PARTS_OF_SPEECH = ("NOUN", "VERB", "ADJ", "ADV")
+
+
+@short_text_cache(maxsize=1 << 17)
+def base(word: str) -> str:
+    """The base form of one word (section 1, "Word forms"): its lemma in LemmInflect's dictionary, the
+    noun's before the verb's, the adjective's and the adverb's; an unknown word is its own base form, unless
+    it is a known noun with an "s" added (`intelligences`). Only inflections share a base form: the
+    dictionary lists no derivations, so `governance` and `government` stay apart. Why this lemmatiser, and
+    what it gets wrong: docs/word-forms.md.
+    """
+    lemma = _lemma(word)
+    if lemma is None and word.endswith("s"):
+        # Only an "s" comes off: taking "es" too makes "james" a form of "jam" (docs/word-forms.md).
+        lemma = next(iter(getAllLemmas(word[:-1], upos="NOUN").values()), (None,))[0]
+    if lemma is None:
+        return word
+    # A lemma is written as the dictionary spells it: cut it as a word of a question is cut, and keep the
+    # word itself where that is not one word (a lemma with a space or an apostrophe).
+    cut = words(lemma)
+    return cut[0] if len(cut) == 1 else word
+
+
+def _lemma(word: str) -> str | None:
+    found = getAllLemmas(word)
+    for part in _PARTS_OF_SPEECH:
+        if part in found:
+            return found[part][0]
+    return None
+
+
+def base_text(normalised: str) -> str:
+    """`normalise()` text with each word in its base form, spaced the same way."""
+    return " " + " ".join(map(base, normalised.split())) + " "
+
+
+def base_key(field: str) -> str:
+    """The key, in a document, of a field's words in their base forms (the field's own key has them as written)."""
+    return f"base_{field}"
+
+
+# Every key of a document: the fields, then their base forms.
+DOCUMENT_KEYS: tuple[str, ...] = FIELDS + tuple(map(base_key, FIELDS))
+
+
 def document(record: Mapping[str, str | None]) -> dict[str, str]:
-    """Each field of a question mapped to its normalised text; absent or None is empty."""
+    """Each field of a question mapped to its normalised text, and `base_key(field)` to the same words in
+    their base forms; an absent or None field is empty."""
     doc: dict[str, str] = {}
     for field in FIELDS:
         value = record.get(field)
         doc[field] = normalise("" if value is None else str(value))
+        doc[base_key(field)] = base_text(doc[field])
     return doc

@@ -51,6 +51,28 @@ VOCABULARY = [
     "foo:bar",
     "日本",
     "Ελλάδα",
+    # Word forms (section 1): families that share a base form, and neighbours that must not.
+    "prison",
+    "Prisons",
+    "policy",
+    "policies",
+    "polices",
+    "child",
+    "children",
+    "women",
+    "woman",
+    "fund",
+    "funds",
+    "funded",
+    "funding",
+    "intelligence",
+    "intelligences",
+    "governance",
+    "government",
+    "new",
+    "news",
+    "Commons",
+    "common",
 ]
 WILDCARD_STEMS = ["polic", "Polic", "café", "recog", "joh", "lab", "comm", "HL1", "ελλ", "日本語"]
 QUOTES = ['"', "“", "”", "„"]

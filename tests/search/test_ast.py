@@ -32,7 +32,7 @@ def test_fields_are_kept_in_field_order_without_repeats():
         lambda: Term(H, ""),
         lambda: Prefix(H, "po"),
         lambda: Prefix(H, "ai-en"),
-        lambda: Phrase(H, ("one",)),
+        lambda: Phrase(H, ()),
         lambda: Phrase(H, ("one", "Two")),
         lambda: And((Term(H, "x"),)),
         lambda: Or(()),

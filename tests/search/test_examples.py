@@ -24,6 +24,14 @@ SEED = document(SEED_1)
         ("artificial*", True),
         ("Police: Artificial Intelligence", True),
         ("and", True),
+        # New in v2: word forms, and names in plain searches.
+        ("polices", True),
+        ("policy", False),
+        ('"policing"', True),
+        ('"polices"', False),
+        ("Clive Lewis", True),
+        ("home office", True),
+        ("intelligences", True),
     ],
 )
 def test_section_6(query, expected):
@@ -37,11 +45,14 @@ def test_palantir_in_the_text_turns_the_negation_around():
     assert matches(parse("police -palantir"), document(record)) is False
 
 
-def test_and_is_a_word_of_heading_question_and_answer_only():
+def test_and_is_a_word_of_the_default_fields_only():
     node = parse("and")
-    assert node == Term(("heading", "question", "answer"), "and")
+    assert node == Term(("heading", "question", "answer", "member", "department", "minister"), "and")
     quiet = {field: "" for field in SEED_1}
-    assert matches(node, document(dict(quiet, member="Smith and Jones", department="Culture and Sport"))) is False
+    assert matches(node, document(dict(quiet, party="Labour and Co-operative", constituency="Bath and Avon"))) is False
+    assert matches(node, document(dict(quiet, member="Smith and Jones"))) is True
+    assert matches(node, document(dict(quiet, department="Culture and Sport"))) is True
+    assert matches(node, document(dict(quiet, minister="Jones and Smith"))) is True
     assert matches(node, document(dict(quiet, heading="Arts and Culture"))) is True
     assert matches(node, document(dict(quiet, question="Bread and butter"))) is True
     assert matches(node, document(dict(quiet, answer="This and that"))) is True
@@ -56,7 +67,11 @@ def test_and_is_a_word_of_heading_question_and_answer_only():
         ("polic", False),
         ("polic*", True),
         ("palantir", False),
-        ("lewis", False),
+        ("lewis", True),
+        ("diana", True),
+        ("labour", False),
+        ("norwich", False),
+        ("commons", False),
         ("member:lewis", True),
         ("member:clive", True),
         ("member:Lewis-Clive", False),
@@ -90,6 +105,32 @@ def test_and_is_a_word_of_heading_question_and_answer_only():
         ("police NOT (palantir OR unethical)", True),
         ("NOT NOT police", True),
         ("uin:hl1234", False),
+        # Word forms: an unquoted word matches its inflections, a quoted one only itself.
+        ("universities", True),
+        ("university", True),
+        ('"university"', False),
+        ("universe", False),
+        ("principle", True),
+        ("principal", False),
+        ("technologies", True),
+        ("deploys", True),
+        ("deployed", True),
+        ("government", True),
+        ("governments", True),
+        ("governance", True),
+        ("govern", False),
+        ("community", True),
+        ("communication", False),
+        ("commissioner", True),
+        ("commission", False),
+        ('"constable"', False),
+        ("constable", True),
+        ("law", True),
+        ('"law"', False),
+        ("polic*", True),
+        ("policies", False),
+        ('"facial recognitions"', False),
+        ("recognitions", True),
     ],
 )
 def test_meaning_against_seed_1(query, expected):

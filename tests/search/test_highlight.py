@@ -24,7 +24,20 @@ def test_accents_and_case_are_compared_as_words():
 
 
 def test_only_whole_words():
-    assert highlight("policing police policeman", parse("police")) == "policing <mark>police</mark> policeman"
+    assert highlight("policemen police policeman", parse("police")) == "policemen <mark>police</mark> policeman"
+
+
+def test_every_form_of_an_unquoted_word_and_only_the_quoted_form():
+    text = "Prison places: the prisons, a prisoner view, policing and policy"
+    assert highlight(text, parse("prisons")) == (
+        "<mark>Prison</mark> places: the <mark>prisons</mark>, a prisoner view, policing and policy"
+    )
+    assert highlight(text, parse('"prisons"')) == (
+        "Prison places: the <mark>prisons</mark>, a prisoner view, policing and policy"
+    )
+    assert highlight(text, parse("polices")) == (
+        "Prison places: the prisons, a prisoner view, <mark>policing</mark> and policy"
+    )
 
 
 def test_wildcards_mark_each_word_they_match():

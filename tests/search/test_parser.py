@@ -44,7 +44,8 @@ def ph(text, *fields):
         ("„facial recognition“", ph("facial recognition")),
         ('"facial recognition”', ph("facial recognition")),
         ('„facial recognition"', ph("facial recognition")),
-        ('"police"', t("police")),
+        # A quoted word is exact: a phrase of one word, not a word in any of its forms.
+        ('"police"', ph("police")),
         ('"AND OR NOT * ( ) - : police"', ph("and or not police")),
         ("police AND crime", And((t("police"), t("crime")))),
         ("police crime", And((t("police"), t("crime")))),
@@ -77,7 +78,7 @@ def ph(text, *fields):
         ("(a OR b) OR (c OR d)", Or((t("a"), t("b"), t("c"), t("d")))),
         ("((police))", t("police")),
         ("(police)crime", And((t("police"), t("crime")))),
-        ('police"crime"', And((t("police"), t("crime")))),
+        ('police"crime"', And((t("police"), ph("crime")))),
         # Fields.
         ("member:lewis", t("lewis", "member")),
         ("Member:Lewis", t("lewis", "member")),
@@ -140,7 +141,7 @@ def ph(text, *fields):
         ("-polic* crime", And((Not(p("polic")), t("crime")))),
         ("pol*ce", ph("pol ce")),
         ("*police", t("police")),
-        ('"polic*"', t("polic")),
+        ('"polic*"', ph("polic")),
         ("(polic*)", p("polic")),
         # Spacing of any kind.
         ("  police\tAND\ncrime  ", And((t("police"), t("crime")))),
@@ -293,7 +294,8 @@ def test_canonical(query, expected):
     [
         ["police -palantir", "Police   NOT  PALANTIR", "(police) AND (NOT palantir)", "police AND -palantir"],
         ['"facial recognition"', "“Facial  Recognition”", "facial-recognition", "„facial recognition“"],
-        ["member:lewis", "Member: Lewis", "MEMBER:(lewis)", 'member:"lewis"'],
+        ["member:lewis", "Member: Lewis", "MEMBER:(lewis)", "member:((Lewis))"],
+        ['member:"lewis"', 'Member: "Lewis"', "MEMBER:(“lewis”)"],
         ["a OR b c", "a OR (b AND c)", "(a) OR (b c)", "a OR b AND c"],
     ],
 )

@@ -17,6 +17,7 @@ from questions.search import (
     Prefix,
     QueryError,
     Term,
+    base,
     canonical,
     compile_matcher,
     document,
@@ -140,9 +141,7 @@ def pieces_a_character_at_a_time(query: str) -> list[Piece]:
             if close is None:
                 raise QueryError(f"The quote you opened at {_at(index)} is never closed.", index)
             inside = _piece_words(query[index + 1 : close])
-            if len(inside) == 1:
-                found.append(Piece(Kind.VALUE, index, query[index : close + 1], value=Value(Term, inside[0])))
-            elif inside:
+            if inside:
                 found.append(Piece(Kind.VALUE, index, query[index : close + 1], value=Value(Phrase, tuple(inside))))
             index = close + 1
         elif char == "(":
@@ -224,7 +223,7 @@ def test_any_text_gives_a_tree_or_a_refusal(query):
 def naive(node: Node, record: dict[str, list[str]]) -> bool:
     """Section 4 read literally, over lists of words."""
     if isinstance(node, Term):
-        return any(node.word in record[field] for field in node.fields)
+        return any(base(word) == base(node.word) for field in node.fields for word in record[field])
     if isinstance(node, Prefix):
         return any(word.startswith(node.prefix) for field in node.fields for word in record[field])
     if isinstance(node, Phrase):
@@ -242,7 +241,7 @@ def naive(node: Node, record: dict[str, list[str]]) -> bool:
 
 
 def run_q(q: Q, doc: dict[str, str]) -> bool:
-    """What a database does with the Q over rows holding `doc` in `norm_<field>` columns."""
+    """What a database does with the Q over rows holding `doc` in `norm_<field>` and `base_<field>` columns."""
     results = []
     for child in q.children:
         if isinstance(child, Q):
@@ -251,7 +250,7 @@ def run_q(q: Q, doc: dict[str, str]) -> bool:
         lookup, value = child
         column, operation = lookup.split("__")
         assert operation == "contains"
-        assert column.startswith("norm_")
+        assert column.startswith(("norm_", "base_"))
         results.append(value in doc[column.removeprefix("norm_")])
     result = all(results) if q.connector == Q.AND else any(results)
     return not result if q.negated else result

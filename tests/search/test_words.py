@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from questions.search import DEFAULT_FIELDS, FIELDS, document, normalise, words
+from questions.search import DEFAULT_FIELDS, FIELDS, base, document, normalise, words
 
 
 @pytest.mark.parametrize(
@@ -101,14 +101,66 @@ def test_fields():
         "house",
         "uin",
     )
-    assert DEFAULT_FIELDS == ("heading", "question", "answer")
+    assert DEFAULT_FIELDS == ("heading", "question", "answer", "member", "department", "minister")
 
 
 def test_document():
-    doc = document({"heading": "Police: AI", "member": "Clive Lewis", "answer": None, "uin": "HL1234", "other": "x"})
-    assert set(doc) == set(FIELDS)
-    assert doc["heading"] == " police ai "
+    doc = document({"heading": "Prisons: AI", "member": "Clive Lewis", "answer": None, "uin": "HL1234", "other": "x"})
+    assert set(doc) == set(FIELDS) | {f"base_{field}" for field in FIELDS}
+    assert doc["base_heading"] == " prison ai "
+    assert doc["base_member"] == " clive lewis "
+    assert doc["base_answer"] == "  "
+    assert doc["heading"] == " prisons ai "
     assert doc["member"] == " clive lewis "
     assert doc["answer"] == "  "
     assert doc["party"] == "  "
     assert doc["uin"] == " hl1234 "
+
+
+@pytest.mark.parametrize(
+    "family",
+    [
+        ("prison", "prisons"),
+        ("policy", "policies"),
+        ("child", "children"),
+        ("woman", "women"),
+        ("fund", "funds", "funded"),
+        ("assess", "assessed", "assesses"),
+        ("ban", "banned", "bans"),
+        ("apply", "applied", "applies"),
+        ("police", "polices", "policed", "policing"),
+        ("intelligence", "intelligences"),
+        ("meeting", "meetings"),
+        ("building", "buildings"),
+    ],
+)
+def test_the_forms_of_a_word_share_its_base_form(family):
+    assert len({base(word) for word in family}) == 1
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("governance", "government"),
+        ("publicity", "public"),
+        ("accountancy", "account"),
+        ("police", "policy"),
+        ("university", "universe"),
+        ("community", "communication"),
+        ("new", "news"),
+        ("national", "nation"),
+        ("general", "generally"),
+        # Names the dictionary does not know are their own base forms; an "es" never comes off.
+        ("jones", "jone"),
+        ("james", "jam"),
+        ("williams", "william"),
+        ("nhs", "nh"),
+    ],
+)
+def test_words_of_another_meaning_keep_apart(pair):
+    assert base(pair[0]) != base(pair[1])
+
+
+def test_a_base_form_is_one_word_as_the_tokeniser_cuts_it():
+    for word in words("Prisons café 10 HL1234 日本 AI Straße women's " + "x" * 200):
+        assert words(base(word)) == [base(word)]

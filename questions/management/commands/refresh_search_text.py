@@ -6,10 +6,11 @@ BATCH = 2000
 
 
 class Command(BaseCommand):
-    help = "Rebuild every question's searchable text, after a change to how text is normalised."
+    help = ("Rebuild every question's searchable text (its words and their base forms), after a change to how "
+            "text is normalised or to the lemmatiser, or after an upgrade that an old poller outlived.")
 
     def handle(self, *args, **options):
-        fields = [f.name for f in Question._meta.get_fields() if f.name.startswith("norm_")]
+        fields = list(Question.SEARCH_COLUMNS)
         changed = last = 0
         while batch := list(Question.objects.filter(pk__gt=last).order_by("pk")[:BATCH]):
             stale = []
