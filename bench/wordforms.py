@@ -26,8 +26,8 @@ names for section 3):
 3. members' and departments' names changed;
 4. speed and size on disk.
 
-    python3 -m venv /tmp/wfvenv && /tmp/wfvenv/bin/pip install -r bench/requirements-wordforms.txt
-    /tmp/wfvenv/bin/python bench/wordforms.py [path/to/written_questions_sample.jsonl.gz]
+    python3 -m venv .venv-wordforms && .venv-wordforms/bin/pip install -r bench/requirements-wordforms.txt
+    .venv-wordforms/bin/python bench/wordforms.py [path/to/written_questions_sample.jsonl.gz]
 """
 
 from __future__ import annotations

@@ -124,11 +124,11 @@ SEARCH_BUDGET_SECONDS = env.float("SEARCH_BUDGET_SECONDS", default=1.2)
 SEARCH_FREE_SECONDS = env.float("SEARCH_FREE_SECONDS", default=0.3)
 SEARCH_ALLOWANCE_SECONDS = env.float("SEARCH_ALLOWANCE_SECONDS", default=4.0)
 SEARCH_ALLOWANCE_WINDOW_SECONDS = env.int("SEARCH_ALLOWANCE_WINDOW_SECONDS", default=60)
-# A search asking for more than SEARCH_HEAVY_WEIGHT substring tests of a column (a word in the three default
-# fields is 3; people's searches rarely pass 30), or from a client that has spent a quarter of its allowance,
+# A search asking for more than SEARCH_HEAVY_WEIGHT substring tests of a column (a word in the six default
+# fields is 6; people's searches rarely pass ten words), or from a client that has spent a quarter of its allowance,
 # waits for nothing: it runs in one of SEARCH_HEAVY_AT_ONCE lanes for the whole site, or is refused until one
 # is free.
-SEARCH_HEAVY_WEIGHT = env.int("SEARCH_HEAVY_WEIGHT", default=30)
+SEARCH_HEAVY_WEIGHT = env.int("SEARCH_HEAVY_WEIGHT", default=60)
 SEARCH_HEAVY_AT_ONCE = env.int("SEARCH_HEAVY_AT_ONCE", default=1)
 
 

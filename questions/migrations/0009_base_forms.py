@@ -38,55 +38,8 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddField(
-            model_name='question',
-            name='base_answer',
-            field=models.TextField(db_default='', default='', editable=False),
-        ),
-        migrations.AddField(
-            model_name='question',
-            name='base_constituency',
-            field=models.TextField(db_default='', default='', editable=False),
-        ),
-        migrations.AddField(
-            model_name='question',
-            name='base_department',
-            field=models.TextField(db_default='', default='', editable=False),
-        ),
-        migrations.AddField(
-            model_name='question',
-            name='base_heading',
-            field=models.TextField(db_default='', default='', editable=False),
-        ),
-        migrations.AddField(
-            model_name='question',
-            name='base_house',
-            field=models.TextField(db_default='', default='', editable=False),
-        ),
-        migrations.AddField(
-            model_name='question',
-            name='base_member',
-            field=models.TextField(db_default='', default='', editable=False),
-        ),
-        migrations.AddField(
-            model_name='question',
-            name='base_minister',
-            field=models.TextField(db_default='', default='', editable=False),
-        ),
-        migrations.AddField(
-            model_name='question',
-            name='base_party',
-            field=models.TextField(db_default='', default='', editable=False),
-        ),
-        migrations.AddField(
-            model_name='question',
-            name='base_question',
-            field=models.TextField(db_default='', default='', editable=False),
-        ),
-        migrations.AddField(
-            model_name='question',
-            name='base_uin',
-            field=models.TextField(db_default='', default='', editable=False),
-        ),
+        *(migrations.AddField(model_name="question", name=f"base_{field}",
+                              field=models.TextField(db_default="", default="", editable=False))
+          for field in FIELDS),
         migrations.RunPython(fill, migrations.RunPython.noop),
     ]
