@@ -15,7 +15,11 @@ from questions.sources.parliament import record_from_api
 
 BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
+# Compressed bytes inflated at a time: a corrupt stretch costs what one chunk held, a few lines at most.
 GZIP_CHUNK = 1 << 12
+# The most a gzipped file may inflate to: far beyond any real archive (the bundled sample is 30 MB), and short
+# of what would exhaust the memory of the machine importing it.
+GUNZIPPED_LIMIT = 1 << 31
 REPAIRED = "characters that cannot be stored (lone surrogates, noncharacters, control characters) were removed"
 
 
@@ -92,12 +96,16 @@ def _gunzip(raw: bytes) -> tuple[bytes, str]:
     """The bytes a gzip file holds (every member of it), and what was wrong with it: a file cut short or
     corrupt part-way keeps what came before, to be read line by line like any other file."""
     found: list[bytes] = []
+    size = 0
     while raw:
         stream = zlib.decompressobj(zlib.MAX_WBITS | 16)
         try:
             # A chunk at a time, so that what came before a corrupt stretch is kept.
             for start in range(0, len(raw), GZIP_CHUNK):
                 found.append(stream.decompress(raw[start:start + GZIP_CHUNK]))
+                size += len(found[-1])
+                if size > GUNZIPPED_LIMIT:
+                    return b"".join(found), f"it inflates to more than {GUNZIPPED_LIMIT:,} bytes"
                 if stream.eof:
                     break
         except zlib.error as exc:

@@ -12,6 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from questions import importing
 from questions.importing import read_records
 from questions.models import Question, QuestionEvent, Source
 from questions.polling import poll_source
@@ -165,6 +166,20 @@ def test_a_gzip_file_corrupt_part_way_loads_the_lines_before_it(tmp_path):
 
     assert 0 < Question.objects.count() < 400
     assert f"{path}: what follows skipped: its gzip data is corrupt" in err.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_gzip_file_that_inflates_past_the_limit_loads_the_lines_before_it(tmp_path, monkeypatch):
+    lines = sample_lines()[:400]
+    write_gz(path := tmp_path / "big.jsonl.gz", lines)
+    monkeypatch.setattr(importing, "GUNZIPPED_LIMIT", len("\n".join(lines)) // 2)
+    err = StringIO()
+
+    call_command("import_questions", str(path), stdout=StringIO(), stderr=err)
+
+    assert 100 < Question.objects.count() < 400
+    assert f"{path}: what follows skipped: it inflates to more than {importing.GUNZIPPED_LIMIT:,} bytes" in (
+        err.getvalue())
 
 
 @pytest.mark.django_db
