@@ -144,7 +144,7 @@ def _next_database(redis_url: str) -> str:
 REDIS_URL = env.str("REDIS_URL", default="")
 # The broker and the cache live in Redis databases of their own (the cache one up from the broker's,
 # unless set apart): clearing the cache must never empty the task queue.
-REDIS_CACHE_URL = env.str("REDIS_CACHE_URL", default=_next_database(REDIS_URL) if REDIS_URL else "")
+REDIS_CACHE_URL = env.str("REDIS_CACHE_URL", default="") or (_next_database(REDIS_URL) if REDIS_URL else "")
 # A Redis that accepts connections and never answers (a hung server, a half-open connection) must cost a
 # request seconds, not a worker for ever: every connection to it, cache or broker, gives up after this long.
 REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=1.0)
