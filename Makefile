@@ -1,7 +1,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SAMPLES := questions/fixtures/seed_questions.json questions/fixtures/list_page_excerpt.json questions/fixtures/question_detail.json
+SAMPLES := questions/fixtures/seed_questions.json questions/fixtures/written_questions_sample.jsonl.gz questions/fixtures/list_page_excerpt.json questions/fixtures/question_detail.json
 
 .PHONY: install migrate sample run web worker beat test lint bench
 

@@ -7,7 +7,8 @@ from questions.ingest import upsert
 
 
 class Command(BaseCommand):
-    help = "Import questions from JSON or JSONL: API list pages, API detail records, or normalised records."
+    help = ("Import questions from JSON or JSONL, gzipped or not: API list pages, API detail records, normalised "
+            "records, or API records as republished in bulk (questions/fixtures/written_questions_sample.jsonl.gz).")
 
     def add_arguments(self, parser):
         parser.add_argument("files", nargs="+", type=Path)
