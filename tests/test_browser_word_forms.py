@@ -10,19 +10,17 @@ from __future__ import annotations
 import html
 import json
 import re
-from contextlib import contextmanager
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import connections
 
 from alerts.models import Delivery, Match, Subscription
 from questions.models import Question, QuestionEvent, Source
 from questions.search.words import words
-from tests.browser import axe_violations, browser_page, screenshot
+from tests.browser import axe_violations, browser_page_closing_connections, screenshot
 from tests.conftest import polled_api, send, wait_until
-from tests.esp_stub import PostmarkStub
+from tests.esp_stub import emails_to, link
 from tests.parliament_stub import member
 from tests.test_parliament_api import real_record
 
@@ -154,14 +152,7 @@ def test_the_questions_say_what_this_file_needs_them_to():
     assert "policy" in words_of(POLICY) and not {w for w in words_of(POLICY) if "prison" in w}
 
 
-@contextmanager
-def browser():
-    with browser_page() as page:
-        try:
-            yield page
-        finally:
-            # The database queries made while Playwright's event loop runs have connections of their own.
-            connections.close_all()
+browser = browser_page_closing_connections
 
 
 def search(page, query: str) -> None:
@@ -215,16 +206,6 @@ def api(httpserver):
 @pytest.fixture
 def worker(site_worker):
     return site_worker
-
-
-def emails_to(esp: PostmarkStub, address: str) -> list[dict]:
-    return [m for m in esp.messages if m["To"] == address]
-
-
-def link(message: dict, path: str) -> str:
-    found = re.search(rf"(http://[^\s/]+{path}\S+)", message["TextBody"])
-    assert found, message["TextBody"]
-    return found.group(1)
 
 
 def all_matched() -> bool:

@@ -6,18 +6,16 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
-from contextlib import contextmanager
 
 import pytest
-from django.db import connections
 from django.utils import dateformat, timezone
 
 from alerts.following import retire_follows
 from alerts.models import Delivery, Match, Subscription
 from questions.models import Question, QuestionEvent, Source
-from tests.browser import axe_violations, browser_page, screenshot
+from tests.browser import axe_violations, browser_page_closing_connections, screenshot
 from tests.conftest import polled_api, send, wait_until
-from tests.esp_stub import PostmarkStub
+from tests.esp_stub import emails_to, link
 from tests.parliament_stub import member
 from tests.test_parliament_api import TODAY, real_record, stamp
 
@@ -54,24 +52,7 @@ def answered_by_minister(text: str, **changes) -> dict:
     return real_record(1000, dateAnswered=stamp(TODAY), answerText=f"<p>{text}</p>", **changes)
 
 
-def emails_to(esp: PostmarkStub, address: str) -> list[dict]:
-    return [m for m in esp.messages if m["To"] == address]
-
-
-def link(message: dict, path: str) -> str:
-    found = re.search(rf"(http://[^\s/]+{path}\S+)", message["TextBody"])
-    assert found, message["TextBody"]
-    return found.group(1)
-
-
-@contextmanager
-def browser():
-    with browser_page() as page:
-        try:
-            yield page
-        finally:
-            # The database queries made while Playwright's event loop runs have connections of their own.
-            connections.close_all()
+browser = browser_page_closing_connections
 
 
 def words(content: str) -> str:
