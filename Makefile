@@ -17,7 +17,7 @@ migrate: install
 	$(BIN)/python manage.py migrate --no-input
 
 sample: migrate
-	$(BIN)/python manage.py import_questions $(SAMPLES)
+	$(BIN)/python manage.py import_questions --if-empty $(SAMPLES)
 
 # Web, worker and beat together on the embedded defaults (SQLite, a file broker, emails written to var/outbox).
 run: sample

@@ -97,12 +97,15 @@ def _gunzip(raw: bytes) -> tuple[bytes, str]:
     corrupt part-way keeps what came before, to be read line by line like any other file."""
     found: list[bytes] = []
     size = 0
-    while raw:
+    # Members are read from a position in the file, never from a copy of what is left: a file of many small
+    # members would otherwise be copied once per member.
+    view, offset = memoryview(raw), 0
+    while offset < len(raw):
         stream = zlib.decompressobj(zlib.MAX_WBITS | 16)
         try:
             # A chunk at a time, so that what came before a corrupt stretch is kept.
-            for start in range(0, len(raw), GZIP_CHUNK):
-                found.append(stream.decompress(raw[start:start + GZIP_CHUNK]))
+            for start in range(offset, len(raw), GZIP_CHUNK):
+                found.append(stream.decompress(view[start:start + GZIP_CHUNK]))
                 size += len(found[-1])
                 if size > GUNZIPPED_LIMIT:
                     return b"".join(found), f"it inflates to more than {GUNZIPPED_LIMIT:,} bytes"
@@ -113,7 +116,7 @@ def _gunzip(raw: bytes) -> tuple[bytes, str]:
         if not stream.eof:
             return b"".join(found + [stream.flush()]), "its gzip data ends before its end"
         # The next member starts where this one ended, part-way through the chunk that held its end.
-        raw = stream.unused_data + raw[start + GZIP_CHUNK:]
+        offset = min(start + GZIP_CHUNK, len(raw)) - len(stream.unused_data)
     return b"".join(found), ""
 
 

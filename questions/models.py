@@ -141,7 +141,7 @@ class Question(models.Model):
         indexes = [models.Index(fields=["-date_tabled", "-id"], name="question_newest")]
 
     def __str__(self) -> str:
-        return f"{self.uin or self.external_id}: {self.heading}"
+        return f"{self.uin or self.external_id}: {self.title}"
 
     def get_absolute_url(self) -> str:
         # API ids and imported ids make readable links; a feed's guid is a URL, so those use the row id.

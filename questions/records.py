@@ -317,22 +317,38 @@ def from_normalised(item: dict[str, Any]) -> QuestionRecord:
     return check(record)
 
 
+def _api_id(value: Any) -> int:
+    # A float, a bool or "1_000" would be read as another question's id, and overwrite it.
+    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isascii() \
+            and value.isdigit():
+        number = int(value)
+        if 0 < number < 2**31:
+            return number
+    raise RecordError("the record has no id" if value in (None, "") else f"api_id is not a positive whole number: "
+                      f"{value!r}")
+
+
+def _text(item: dict[str, Any], name: str) -> str:
+    value = item.get(name)
+    if value is not None and not isinstance(value, str):
+        raise RecordError(f"{name} is not text: {str(value)[:80]!r}")
+    return text(value)
+
+
 def from_republished(item: dict[str, Any]) -> QuestionRecord:
     """A record of the Written Questions API as republished in bulk, one JSON object a line, as in the bundled
     written_questions_sample.jsonl.gz: its own field names, plain-text answers with a paragraph a line. Its
     id is the API's, so a question imported from it is the one the API poller later updates."""
     if not isinstance(item, dict):
         raise RecordError("the record is not a JSON object")
-    api_id = optional_int(item.get("api_id"), "api_id")
-    if api_id is None:
-        raise RecordError("the record has no id")
-    answer = text(item.get("answer"))
+    api_id = _api_id(item.get("api_id"))
+    answer = _text(item, "answer")
     record = QuestionRecord(
         external_id=str(api_id),
-        uin=text(item.get("uin")),
-        house=text(item.get("house")),
-        heading=text(item.get("heading")),
-        question_text=text(item.get("question")),
+        uin=_text(item, "uin"),
+        house=_text(item, "house"),
+        heading=_text(item, "heading"),
+        question_text=_text(item, "question"),
         answer_text=answer,
         answer_html=html.from_text("\n\n".join(answer.splitlines())),
         date_tabled=parse_date(item.get("date_tabled"), "date_tabled"),
@@ -343,11 +359,11 @@ def from_republished(item: dict[str, Any]) -> QuestionRecord:
         is_withdrawn=flag(item.get("is_withdrawn"), "is_withdrawn"),
         answer_is_holding=flag(item.get("answer_is_holding"), "answer_is_holding"),
         asking_member_id=optional_int(item.get("asking_member_id"), "asking_member_id"),
-        asking_member_name=text(item.get("asking_member")),
-        answering_body_name=text(item.get("department")),
+        asking_member_name=_text(item, "asking_member"),
+        answering_body_name=_text(item, "department"),
         answering_member_id=optional_int(item.get("answering_member_id"), "answering_member_id"),
-        answering_member_name=text(item.get("answering_member")),
-        url=text(item.get("url")),
+        answering_member_name=_text(item, "answering_member"),
+        url=_text(item, "url"),
         # The API's list cuts texts at 255 characters; where no full text was found, the page sends readers to
         # the official record, as it does for a text cut here.
         text_cut=flag(item.get("question_truncated"), "question_truncated")

@@ -79,7 +79,7 @@ def test_a_text_the_apis_list_cut_short_sends_readers_to_the_official_record():
 
 @pytest.mark.parametrize(("change", "reason"), [
     ({"api_id": None}, "the record has no id"),
-    ({"api_id": "x1"}, "api_id is not a number: 'x1'"),
+    ({"api_id": "x1"}, "api_id is not a positive whole number: 'x1'"),
     ({"date_tabled": "01/09/2023"}, "date_tabled is not a date in the form YYYY-MM-DD: '01/09/2023'"),
     ({"is_withdrawn": "false"}, "is_withdrawn is not true or false: 'false'"),
     ({"asking_member_id": 1.5e12}, "asking_member_id is out of range: 1500000000000.0"),
@@ -227,3 +227,68 @@ def test_the_api_poller_completes_a_question_the_sample_brought(httpserver, tmp_
     assert question.answer_text.endswith("register of interests.") and not question.text_cut
     assert question.asking_member_constituency == "Shipley"
     assert sorted(QuestionEvent.objects.values_list("kind", flat=True)) == events == ["answered", "tabled"]
+
+
+@pytest.mark.django_db
+def test_a_sample_loaded_again_by_make_run_puts_nothing_back_over_what_the_poller_brought(tmp_path):
+    path = tmp_path / "sample.jsonl"
+    path.write_text(json.dumps({"api_id": 13789, "uin": "13789", "question": "On prisons.", "heading": None,
+                                "answer": None, "date_tabled": "2024-01-05"}) + "\n")
+    call_command("import_questions", "--if-empty", str(path), stdout=StringIO())
+    Question.objects.filter(external_id="13789").update(heading="Prisons: Staff", answer_text="The answer.")
+
+    out = StringIO()
+    call_command("import_questions", "--if-empty", str(path), stdout=out)
+
+    assert "nothing imported" in out.getvalue()
+    assert Question.objects.values_list("heading", "answer_text").get() == ("Prisons: Staff", "The answer.")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("api_id", [1.9, True, "1_000", " 7 ", "٣", -5, 0, "1e3"])
+def test_an_id_that_is_not_a_positive_whole_number_is_refused_not_read_as_another(tmp_path, api_id):
+    path = tmp_path / "sample.jsonl"
+    path.write_text(json.dumps({"api_id": api_id, "question": "On prisons."}) + "\n")
+    err = StringIO()
+
+    call_command("import_questions", str(path), stdout=StringIO(), stderr=err)
+
+    assert not Question.objects.exists()
+    assert "api_id is not a positive whole number" in err.getvalue()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", [{"a": 1}, ["x", "y"], True, 5])
+def test_a_text_field_that_is_not_text_is_refused_not_stored_as_its_repr(tmp_path, value):
+    path = tmp_path / "sample.jsonl"
+    path.write_text(json.dumps({"api_id": 5, "heading": value}) + "\n" +
+                    json.dumps({"api_id": 6, "heading": "Prisons"}) + "\n")
+    err = StringIO()
+
+    call_command("import_questions", str(path), stdout=StringIO(), stderr=err)
+
+    assert list(Question.objects.values_list("external_id", "heading")) == [("6", "Prisons")]
+    assert "heading is not text" in err.getvalue()
+
+
+@pytest.mark.django_db
+def test_an_id_given_twice_in_a_file_is_reported_with_which_was_kept(tmp_path):
+    path = tmp_path / "sample.jsonl"
+    path.write_text("".join(json.dumps({"api_id": 900010, "uin": uin}) + "\n" for uin in ("X1", "X2")))
+    err = StringIO()
+
+    call_command("import_questions", str(path), stdout=StringIO(), stderr=err)
+
+    assert "id 900010 is given 2 times: the last one was kept" in err.getvalue()
+    assert Question.objects.get().uin == "X2"
+
+
+@pytest.mark.django_db
+def test_a_file_of_many_gzip_members_loads_every_one(tmp_path):
+    path = tmp_path / "members.jsonl.gz"
+    path.write_bytes(b"".join(gzip.compress(json.dumps({"api_id": n, "uin": str(n)}).encode() + b"\n")
+                              for n in range(1, 2001)))
+
+    call_command("import_questions", str(path), stdout=StringIO())
+
+    assert Question.objects.count() == 2000
