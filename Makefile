@@ -1,7 +1,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SAMPLES := questions/fixtures/seed_questions.json questions/fixtures/list_page_excerpt.json questions/fixtures/question_detail.json
+SAMPLES := questions/fixtures/seed_questions.json questions/fixtures/written_questions_sample.jsonl.gz questions/fixtures/list_page_excerpt.json questions/fixtures/question_detail.json
 
 .PHONY: install migrate sample run web worker beat test lint bench
 
@@ -17,7 +17,7 @@ migrate: install
 	$(BIN)/python manage.py migrate --no-input
 
 sample: migrate
-	$(BIN)/python manage.py import_questions $(SAMPLES)
+	$(BIN)/python manage.py import_questions --if-empty $(SAMPLES)
 
 # Web, worker and beat together on the embedded defaults (SQLite, a file broker, emails written to var/outbox).
 run: sample

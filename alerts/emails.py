@@ -265,7 +265,7 @@ def _alert_subject(delivery: Delivery, hits: list[Hit]) -> str:
     if len(questions) == 1 and all(s.is_follow for s in alerts.values()):
         # What became of the one question followed is the news itself.
         hit = max(hits, key=lambda h: KIND_ORDER[h.kind])
-        return f"{KIND_LABELS[hit.kind]}: “{hit.question.heading or hit.question.uin}”"
+        return f"{KIND_LABELS[hit.kind]}: “{hit.question.title}”"
     plural = len(questions) != 1
     target = f"“{next(iter(alerts.values())).name}”" if len(alerts) == 1 else f"{len(alerts)} of your alerts"
     news = f"{'new ' if delivery.kind == Delivery.Kind.IMMEDIATE else ''}written question{'s' if plural else ''}"

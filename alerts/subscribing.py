@@ -164,7 +164,7 @@ def follow(email: str, question_id: int) -> None:
         # Gone, or settled since the form was sent: there is nothing left to follow.
         log.info("follow ignored", extra={"question": question_id, "reason": "gone or settled"})
         return
-    name = question.heading or f"Question {question.uin}"
+    name = question.title
     _ask_to_confirm(email, {"question": question}, {"label": name[:100], "frequency": Subscription.Frequency.IMMEDIATE,
                                                     "alert_on": Subscription.AlertOn.BOTH})
 

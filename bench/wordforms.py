@@ -3,8 +3,9 @@
 Candidates, each applied to the words cut by `questions.search.words.words`:
 
 - simplemma: `simplemma.lemmatize(word, lang="en")`, casefolded;
-- lemminflect: `getAllLemmas(word)` (its dictionary only, no out-of-vocabulary rules), the first lemma of
-  NOUN, else VERB, else ADJ, else ADV; a word it does not know is its own base form;
+- lemminflect: `getAllLemmas(word)` (its dictionary only, no out-of-vocabulary rules), the AUX lemma of an
+  auxiliary verb that is not a noun as it stands, else the first lemma of NOUN, else VERB, else ADJ, else ADV;
+  a word it does not know is its own base form;
 - lemminflect+s: the same, and a word it does not know that ends in "s" takes the noun lemma of the word
   without the final "s" when that is a known noun (`intelligences` -> `intelligence`);
 - lemminflect+s/es: as lemminflect+s, and failing that the noun lemma of the word without a final "es";
@@ -26,8 +27,8 @@ names for section 3):
 3. members' and departments' names changed;
 4. speed and size on disk.
 
-    python3 -m venv /tmp/wfvenv && /tmp/wfvenv/bin/pip install -r bench/requirements-wordforms.txt
-    /tmp/wfvenv/bin/python bench/wordforms.py [path/to/written_questions_sample.jsonl.gz]
+    python3 -m venv .venv-wordforms && .venv-wordforms/bin/pip install -r bench/requirements-wordforms.txt
+    .venv-wordforms/bin/python bench/wordforms.py [path/to/written_questions_sample.jsonl.gz]
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ def make_lemminflect(plural_fallback: str = "") -> Callable[[str], str]:
 
     def raw(word: str) -> str | None:
         lemmas = getAllLemmas(word)
+        if "AUX" in lemmas and word not in lemmas.get("NOUN", ()):
+            return lemmas["AUX"][0]
         for pos in POS_ORDER:
             if pos in lemmas:
                 return lemmas[pos][0]

@@ -124,11 +124,11 @@ SEARCH_BUDGET_SECONDS = env.float("SEARCH_BUDGET_SECONDS", default=1.2)
 SEARCH_FREE_SECONDS = env.float("SEARCH_FREE_SECONDS", default=0.3)
 SEARCH_ALLOWANCE_SECONDS = env.float("SEARCH_ALLOWANCE_SECONDS", default=4.0)
 SEARCH_ALLOWANCE_WINDOW_SECONDS = env.int("SEARCH_ALLOWANCE_WINDOW_SECONDS", default=60)
-# A search asking for more than SEARCH_HEAVY_WEIGHT substring tests of a column (a word in the three default
-# fields is 3; people's searches rarely pass 30), or from a client that has spent a quarter of its allowance,
+# A search asking for more than SEARCH_HEAVY_WEIGHT substring tests of a column (a word in the six default
+# fields is 6; people's searches rarely pass ten words), or from a client that has spent a quarter of its allowance,
 # waits for nothing: it runs in one of SEARCH_HEAVY_AT_ONCE lanes for the whole site, or is refused until one
 # is free.
-SEARCH_HEAVY_WEIGHT = env.int("SEARCH_HEAVY_WEIGHT", default=30)
+SEARCH_HEAVY_WEIGHT = env.int("SEARCH_HEAVY_WEIGHT", default=60)
 SEARCH_HEAVY_AT_ONCE = env.int("SEARCH_HEAVY_AT_ONCE", default=1)
 
 
@@ -144,7 +144,7 @@ def _next_database(redis_url: str) -> str:
 REDIS_URL = env.str("REDIS_URL", default="")
 # The broker and the cache live in Redis databases of their own (the cache one up from the broker's,
 # unless set apart): clearing the cache must never empty the task queue.
-REDIS_CACHE_URL = env.str("REDIS_CACHE_URL", default=_next_database(REDIS_URL) if REDIS_URL else "")
+REDIS_CACHE_URL = env.str("REDIS_CACHE_URL", default="") or (_next_database(REDIS_URL) if REDIS_URL else "")
 # A Redis that accepts connections and never answers (a hung server, a half-open connection) must cost a
 # request seconds, not a worker for ever: every connection to it, cache or broker, gives up after this long.
 REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=1.0)

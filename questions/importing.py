@@ -1,17 +1,25 @@
-"""Reading files of questions: API list pages, API detail records, or normalised records."""
+"""Reading files of questions: API list pages, API detail records, normalised records, or the API's records as
+republished in bulk; any of them gzipped."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from questions.records import QuestionRecord, RecordError, from_normalised, text, unstorable
+from questions.records import QuestionRecord, RecordError, from_normalised, from_republished, text, unstorable
 from questions.sources.jsondepth import loads, unreadable
 from questions.sources.parliament import record_from_api
 
 BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
+# Compressed bytes inflated at a time: a corrupt stretch costs what one chunk held, a few lines at most.
+GZIP_CHUNK = 1 << 12
+# The most a gzipped file may inflate to: far beyond any real archive (the bundled sample is 30 MB), and short
+# of what would exhaust the memory of the machine importing it.
+GUNZIPPED_LIMIT = 1 << 31
 REPAIRED = "characters that cannot be stored (lone surrogates, noncharacters, control characters) were removed"
 
 
@@ -42,10 +50,14 @@ def _is_api_record(item: Any) -> bool:
     return isinstance(item, dict) and ("value" in item or "questionText" in item)
 
 
+def _is_republished(item: Any) -> bool:
+    return isinstance(item, dict) and "api_id" in item
+
+
 def _ident(item: Any) -> str:
     if isinstance(item, dict) and isinstance(item.get("value"), dict):
         item = item["value"]
-    ident = item.get("id") if isinstance(item, dict) else None
+    ident = item.get("api_id" if _is_republished(item) else "id") if isinstance(item, dict) else None
     if not isinstance(ident, str | int) or isinstance(ident, bool):
         return ""
     return " ".join(text(ident).split())[:100]
@@ -71,16 +83,49 @@ def _record(item: Any) -> QuestionRecord:
     if reason := unreadable(item):
         raise RecordError(reason)
     try:
-        return record_from_api(item) if _is_api_record(item) else from_normalised(item)
+        if _is_api_record(item):
+            return record_from_api(item)
+        return from_republished(item) if _is_republished(item) else from_normalised(item)
     except RecordError:
         raise
     except (RecursionError, ValueError, TypeError) as exc:
         raise RecordError(f"the record cannot be read ({type(exc).__name__}: {exc})") from None
 
 
+def _gunzip(raw: bytes) -> tuple[bytes, str]:
+    """The bytes a gzip file holds (every member of it), and what was wrong with it: a file cut short or
+    corrupt part-way keeps what came before, to be read line by line like any other file."""
+    found: list[bytes] = []
+    size = 0
+    # Members are read from a position in the file, never from a copy of what is left: a file of many small
+    # members would otherwise be copied once per member.
+    view, offset = memoryview(raw), 0
+    while offset < len(raw):
+        stream = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        try:
+            # A chunk at a time, so that what came before a corrupt stretch is kept.
+            for start in range(offset, len(raw), GZIP_CHUNK):
+                found.append(stream.decompress(view[start:start + GZIP_CHUNK]))
+                size += len(found[-1])
+                if size > GUNZIPPED_LIMIT:
+                    return b"".join(found), f"it inflates to more than {GUNZIPPED_LIMIT:,} bytes"
+                if stream.eof:
+                    break
+        except zlib.error as exc:
+            return b"".join(found), f"its gzip data is corrupt ({exc})"
+        if not stream.eof:
+            return b"".join(found + [stream.flush()]), "its gzip data ends before its end"
+        # The next member starts where this one ended, part-way through the chunk that held its end.
+        offset = min(start + GZIP_CHUNK, len(raw)) - len(stream.unused_data)
+    return b"".join(found), ""
+
+
 def read_records(path: Path) -> Reading:
-    """Every record of a JSON document or a JSONL file; one bad line or record never loses the others."""
-    raw = path.read_bytes()
+    """Every record of a JSON document or a JSONL file, gzipped or not; one bad line or record never loses the
+    others."""
+    raw, broken = path.read_bytes(), ""
+    if raw.startswith(GZIP_MAGIC):
+        raw, broken = _gunzip(raw)
     if raw.startswith(BOM):
         raw = raw[len(BOM):]
     lines = [_decode(line) for line in raw.split(b"\n")]
@@ -113,6 +158,8 @@ def read_records(path: Path) -> Reading:
             repaired = False
         if repaired:
             reading.repaired.append((where, REPAIRED))
+    if broken:
+        reading.refused.append(("what follows", broken))
     return reading
 
 

@@ -84,6 +84,16 @@ def parse_date(value: Any, name: str) -> dt.date | None:
         raise RecordError(f"{name} is not a date in the form YYYY-MM-DD: {value!r}") from None
 
 
+def flag(value: Any, name: str) -> bool:
+    """A yes/no field: true, false, or null (not said, so false). A string such as "false" is refused rather
+    than read as true."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RecordError(f"{name} is not true or false: {value!r}")
+    return value
+
+
 def optional_int(value: Any, name: str) -> int | None:
     if value in (None, ""):
         return None
@@ -303,5 +313,60 @@ def from_normalised(item: dict[str, Any]) -> QuestionRecord:
         answering_member_name=text(item.get("minister")),
         answering_member_role=text(item.get("minister_role")),
         url=text(item.get("url")),
+    )
+    return check(record)
+
+
+def _api_id(value: Any) -> int:
+    # A float, a bool or "1_000" would be read as another question's id, and overwrite it.
+    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isascii() \
+            and value.isdigit():
+        number = int(value)
+        if 0 < number < 2**31:
+            return number
+    raise RecordError("the record has no id" if value in (None, "") else f"api_id is not a positive whole number: "
+                      f"{value!r}")
+
+
+def _text(item: dict[str, Any], name: str) -> str:
+    value = item.get(name)
+    if value is not None and not isinstance(value, str):
+        raise RecordError(f"{name} is not text: {str(value)[:80]!r}")
+    return text(value)
+
+
+def from_republished(item: dict[str, Any]) -> QuestionRecord:
+    """A record of the Written Questions API as republished in bulk, one JSON object a line, as in the bundled
+    written_questions_sample.jsonl.gz: its own field names, plain-text answers with a paragraph a line. Its
+    id is the API's, so a question imported from it is the one the API poller later updates."""
+    if not isinstance(item, dict):
+        raise RecordError("the record is not a JSON object")
+    api_id = _api_id(item.get("api_id"))
+    answer = _text(item, "answer")
+    record = QuestionRecord(
+        external_id=str(api_id),
+        uin=_text(item, "uin"),
+        house=_text(item, "house"),
+        heading=_text(item, "heading"),
+        question_text=_text(item, "question"),
+        answer_text=answer,
+        answer_html=html.from_text("\n\n".join(answer.splitlines())),
+        date_tabled=parse_date(item.get("date_tabled"), "date_tabled"),
+        date_for_answer=parse_date(item.get("date_for_answer"), "date_for_answer"),
+        date_answered=parse_date(item.get("date_answered"), "date_answered"),
+        date_holding_answer=parse_date(item.get("date_holding_answer"), "date_holding_answer"),
+        is_named_day=flag(item.get("is_named_day"), "is_named_day"),
+        is_withdrawn=flag(item.get("is_withdrawn"), "is_withdrawn"),
+        answer_is_holding=flag(item.get("answer_is_holding"), "answer_is_holding"),
+        asking_member_id=optional_int(item.get("asking_member_id"), "asking_member_id"),
+        asking_member_name=_text(item, "asking_member"),
+        answering_body_name=_text(item, "department"),
+        answering_member_id=optional_int(item.get("answering_member_id"), "answering_member_id"),
+        answering_member_name=_text(item, "answering_member"),
+        url=_text(item, "url"),
+        # The API's list cuts texts at 255 characters; where no full text was found, the page sends readers to
+        # the official record, as it does for a text cut here.
+        text_cut=flag(item.get("question_truncated"), "question_truncated")
+        or flag(item.get("answer_truncated"), "answer_truncated"),
     )
     return check(record)

@@ -262,7 +262,7 @@ class SearchRSSFeed(Feed):
         return matching(search.node, search.filters)[:FEED_SIZE]
 
     def item_title(self, question):
-        return question.heading
+        return question.title
 
     def item_link(self, question):
         return question.get_absolute_url()

@@ -28,6 +28,19 @@ def browser_page():
             browser.close()
 
 
+@contextmanager
+def browser_page_closing_connections():
+    """`browser_page` for a test whose database work runs while Playwright's event loop does: those queries
+    have connections of their own, closed at the end so that the test database can be dropped."""
+    from django.db import connections
+
+    with browser_page() as page:
+        try:
+            yield page
+        finally:
+            connections.close_all()
+
+
 def axe_violations(page) -> list[dict]:
     """axe-core's violations of WCAG 2.2 AA (and best practice) on the page as it is now."""
     from axe_playwright_python.sync_playwright import Axe

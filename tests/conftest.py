@@ -271,6 +271,57 @@ def serve_api(httpserver, details: range = range(1000, 1010)):
     return stub
 
 
+def polled_api(httpserver, details=range(1000, 1010)):
+    """`serve_api` with a source pointing at it that was polled before: what it brings now is news, not a
+    first backlog."""
+    from django.utils import timezone
+
+    from questions.models import Source
+
+    stub = serve_api(httpserver, details)
+    Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
+                          last_success_at=timezone.now())
+    return stub
+
+
+@pytest.fixture
+def esp(httpserver, esp_path):
+    """A local stub of Postmark's API, for workers to send through (`mail_worker_env`)."""
+    from tests.esp_stub import PostmarkStub
+
+    stub = PostmarkStub()
+    serve_postmark(httpserver, esp_path, stub)
+    return stub
+
+
+def mail_worker_env(worker_env: dict[str, str], httpserver, esp_path: str, site_url: str) -> dict[str, str]:
+    """`worker_env` for a worker that emails through the `esp` stub, with retries and leases short enough
+    for a test."""
+    worker_env.update(
+        EMAIL_BACKEND="anymail.backends.postmark.EmailBackend", ANYMAIL_POSTMARK_SERVER_TOKEN="test",
+        ANYMAIL_POSTMARK_API_URL=httpserver.url_for(esp_path), SITE_URL=site_url,
+        DELIVERY_BACKOFF_SECONDS="0.2", DELIVERY_LEASE_SECONDS="1", SOURCE_BACKOFF_SECONDS="0.05",
+    )
+    return worker_env
+
+
+@pytest.fixture
+def site_worker(worker_env, httpserver, esp_path, live_server):
+    """A real worker emailing through the `esp` stub, its links pointing at the live server."""
+    purge_queues()
+    process = Worker(mail_worker_env(worker_env, httpserver, esp_path, live_server.url))
+    process.start()
+    yield process
+    process.stop()
+
+
+def send(task: str) -> None:
+    """Queue a task by name, as beat does."""
+    from config.celery import app
+
+    app.send_task(task)
+
+
 def serve_postmark(httpserver, esp_path: str, stub) -> None:
     """Postmark's single and batch endpoints under `esp_path`, answered by `stub` (or its `handler`)."""
     for endpoint in ("email", "email/batch"):

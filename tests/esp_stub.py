@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -105,3 +106,15 @@ def wsgi_app(stub: PostmarkStub):
         return stub(Request(environ))(environ, start_response)
 
     return app
+
+
+def emails_to(esp: PostmarkStub, address: str) -> list[dict]:
+    """The messages the stub took for `address`, in order."""
+    return [m for m in esp.messages if m["To"] == address]
+
+
+def link(message: dict, path: str) -> str:
+    """The first address in a message's text whose path starts with `path`."""
+    found = re.search(rf"(http://[^\s/]+{path}\S+)", message["TextBody"])
+    assert found, message["TextBody"]
+    return found.group(1)

@@ -6,18 +6,16 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
-from contextlib import contextmanager
 
 import pytest
-from django.db import connections
 from django.utils import dateformat, timezone
 
 from alerts.following import retire_follows
 from alerts.models import Delivery, Match, Subscription
 from questions.models import Question, QuestionEvent, Source
-from tests.browser import axe_violations, browser_page, screenshot
-from tests.conftest import Worker, purge_queues, serve_api, serve_postmark, wait_until
-from tests.esp_stub import PostmarkStub
+from tests.browser import axe_violations, browser_page_closing_connections, screenshot
+from tests.conftest import polled_api, send, wait_until
+from tests.esp_stub import emails_to, link
 from tests.parliament_stub import member
 from tests.test_parliament_api import TODAY, real_record, stamp
 
@@ -31,39 +29,13 @@ CORRECTED_AGAIN = "There have been 1,250 starts and 385 completions of flexi-job
 
 
 @pytest.fixture
-def esp(httpserver, esp_path):
-    stub = PostmarkStub()
-    serve_postmark(httpserver, esp_path, stub)
-    return stub
-
-
-@pytest.fixture
 def api(httpserver):
-    stub = serve_api(httpserver, range(1000, 1004))
-    # Polled before: what it brings now is news, not a first backlog.
-    Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
-                          last_success_at=timezone.now())
-    return stub
+    return polled_api(httpserver, range(1000, 1004))
 
 
 @pytest.fixture
-def worker(worker_env, httpserver, esp_path, live_server):
-    worker_env.update(
-        EMAIL_BACKEND="anymail.backends.postmark.EmailBackend", ANYMAIL_POSTMARK_SERVER_TOKEN="test",
-        ANYMAIL_POSTMARK_API_URL=httpserver.url_for(esp_path), SITE_URL=live_server.url,
-        DELIVERY_BACKOFF_SECONDS="0.2", DELIVERY_LEASE_SECONDS="1", SOURCE_BACKOFF_SECONDS="0.05",
-    )
-    purge_queues()
-    process = Worker(worker_env)
-    process.start()
-    yield process
-    process.stop()
-
-
-def send(task: str) -> None:
-    from config.celery import app
-
-    app.send_task(task)
+def worker(site_worker):
+    return site_worker
 
 
 def poll() -> None:
@@ -80,24 +52,7 @@ def answered_by_minister(text: str, **changes) -> dict:
     return real_record(1000, dateAnswered=stamp(TODAY), answerText=f"<p>{text}</p>", **changes)
 
 
-def emails_to(esp: PostmarkStub, address: str) -> list[dict]:
-    return [m for m in esp.messages if m["To"] == address]
-
-
-def link(message: dict, path: str) -> str:
-    found = re.search(rf"(http://[^\s/]+{path}\S+)", message["TextBody"])
-    assert found, message["TextBody"]
-    return found.group(1)
-
-
-@contextmanager
-def browser():
-    with browser_page() as page:
-        try:
-            yield page
-        finally:
-            # The database queries made while Playwright's event loop runs have connections of their own.
-            connections.close_all()
+browser = browser_page_closing_connections
 
 
 def words(content: str) -> str:

@@ -24,6 +24,7 @@ from questions.search import (
     Prefix,
     QueryError,
     Term,
+    base_key,
     canonical,
     compile_matcher,
     document,
@@ -160,49 +161,61 @@ RARITY = Rarity([
 ])
 
 
+# The default fields' keys: their base forms (for a word as typed) and their words as written (for the rest).
+BASE = tuple(map(base_key, DEFAULT_FIELDS))
+WRITTEN = DEFAULT_FIELDS
+
+
 def test_a_word_is_anchored_under_its_fields():
-    assert anchors("police") == {(WORD, None, "police")}
-    assert anchors("member:lewis") == {(WORD, "member", "lewis")}
-    assert anchors("heading:police") == {(WORD, "heading", "police")}
+    assert anchors("police") == {(WORD, BASE, "police")}
+    assert anchors("member:lewis") == {(WORD, ("base_member",), "lewis")}
+    assert anchors("heading:police") == {(WORD, ("base_heading",), "police")}
+
+
+def test_a_word_is_anchored_by_its_base_form_and_a_quoted_word_as_written():
+    assert anchors("prisons") == {(WORD, BASE, "prison")}
+    assert anchors("heading:Children") == {(WORD, ("base_heading",), "child")}
+    assert anchors('"prisons"') == {(WORD, WRITTEN, "prisons")}
+    assert anchors('member:"Lewises"') == {(WORD, ("member",), "lewises")}
 
 
 def test_an_and_is_anchored_by_its_rarest_child():
     # "palantir" is in one question of the sample, "police" in all three.
-    assert anchors("police palantir", RARITY) == {(WORD, None, "palantir")}
+    assert anchors("police palantir", RARITY) == {(WORD, BASE, "palantir")}
     # A word never seen counts as rarer than any seen word.
-    assert anchors("police drones", RARITY) == {(WORD, None, "drones")}
+    assert anchors("police drones", RARITY) == {(WORD, BASE, "drone")}
     # "house:commons" is in every question of the sample; a member's name is rare before anything is seen.
-    assert anchors("house:commons member:lewis", RARITY) == {(WORD, "member", "lewis")}
-    assert anchors("house:commons member:lewis") == {(WORD, "member", "lewis")}
+    assert anchors("house:commons member:lewis", RARITY) == {(WORD, ("base_member",), "lewis")}
+    assert anchors("house:commons member:lewis") == {(WORD, ("base_member",), "lewis")}
 
 
 def test_without_a_sample_longer_words_count_as_rarer():
-    assert anchors("ai palantir") == {(WORD, None, "palantir")}
+    assert anchors("ai palantir") == {(WORD, BASE, "palantir")}
 
 
 def test_an_or_is_anchored_by_every_child():
     assert anchors('palantir OR "facial recognition" OR member:lewis', RARITY) == {
-        (WORD, None, "palantir"), (WORD, None, "recognition"), (WORD, "member", "lewis")
+        (WORD, BASE, "palantir"), (WORD, WRITTEN, "recognition"), (WORD, ("base_member",), "lewis")
     }
 
 
 def test_a_phrase_is_anchored_by_its_rarest_word():
-    assert anchors('"police contracts"', RARITY) == {(WORD, None, "contracts")}
-    assert anchors('department:"home office"') == {(WORD, "department", "office")}
+    assert anchors('"police contracts"', RARITY) == {(WORD, WRITTEN, "contracts")}
+    assert anchors('department:"home office"') == {(WORD, ("department",), "office")}
 
 
 def test_a_wildcard_is_anchored_by_the_first_three_letters_of_its_prefix():
-    assert anchors("polic*") == {(BUCKET, None, "pol")}
-    assert anchors("member:john*") == {(BUCKET, "member", "joh")}
+    assert anchors("polic*") == {(BUCKET, WRITTEN, "pol")}
+    assert anchors("member:john*") == {(BUCKET, ("member",), "joh")}
 
 
 def test_a_negation_contributes_no_anchor():
-    assert anchors("police -palantir", RARITY) == {(WORD, None, "police")}
-    assert anchors("NOT palantir police", RARITY) == {(WORD, None, "police")}
+    assert anchors("police -palantir", RARITY) == {(WORD, BASE, "police")}
+    assert anchors("NOT palantir police", RARITY) == {(WORD, BASE, "police")}
     # NOT (palantir OR NOT crime) is crime AND NOT palantir.
-    assert anchors("NOT (palantir OR NOT crime)", RARITY) == {(WORD, None, "crime")}
+    assert anchors("NOT (palantir OR NOT crime)", RARITY) == {(WORD, BASE, "crime")}
     # NOT NOT x is x.
-    assert anchors("NOT NOT palantir", RARITY) == {(WORD, None, "palantir")}
+    assert anchors("NOT NOT palantir", RARITY) == {(WORD, BASE, "palantir")}
 
 
 def test_a_tree_without_anchors_is_checked_against_every_batch():

@@ -11,7 +11,16 @@ from django.utils import timezone
 
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import Question, QuestionEvent, Source
-from tests.conftest import Worker, backends_waiting_on_a_lock, purge_queues, serve_api, serve_postmark, wait_until
+from tests.conftest import (
+    Worker,
+    backends_waiting_on_a_lock,
+    mail_worker_env,
+    polled_api,
+    purge_queues,
+    send,
+    serve_postmark,
+    wait_until,
+)
 from tests.esp_stub import PostmarkStub
 from tests.test_parliament_api import real_record
 
@@ -19,29 +28,13 @@ pytestmark = [pytest.mark.worker, pytest.mark.postgres]
 
 
 @pytest.fixture
-def esp(httpserver, esp_path):
-    stub = PostmarkStub()
-    serve_postmark(httpserver, esp_path, stub)
-    return stub
-
-
-@pytest.fixture
 def api(httpserver):
-    stub = serve_api(httpserver)
-    # Polled before: what it brings now is news, not a first backlog.
-    Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
-                          last_success_at=timezone.now())
-    return stub
+    return polled_api(httpserver)
 
 
 @pytest.fixture
 def mail_env(worker_env, httpserver, esp_path):
-    worker_env.update(
-        EMAIL_BACKEND="anymail.backends.postmark.EmailBackend", ANYMAIL_POSTMARK_SERVER_TOKEN="test",
-        ANYMAIL_POSTMARK_API_URL=httpserver.url_for(esp_path), SITE_URL="https://alerts.example.org",
-        DELIVERY_BACKOFF_SECONDS="0.2", DELIVERY_LEASE_SECONDS="1", SOURCE_BACKOFF_SECONDS="0.05",
-    )
-    return worker_env
+    return mail_worker_env(worker_env, httpserver, esp_path, "https://alerts.example.org")
 
 
 def start_worker(env) -> Worker:
@@ -56,12 +49,6 @@ def subscribe(email="ada@example.org", query="apprenticeships", **fields) -> Sub
     subscriber, _ = Subscriber.objects.get_or_create(email=email, defaults={"confirmed_at": now})
     return Subscription.objects.create(subscriber=subscriber, query=query, canonical_query=query,
                                        confirmed_at=now, **({"frequency": "immediate"} | fields))
-
-
-def send(task: str) -> None:
-    from config.celery import app
-
-    app.send_task(task)
 
 
 def test_a_new_question_in_the_api_reaches_the_inbox(api, esp, mail_env):

@@ -374,3 +374,19 @@ def test_email_me_carries_the_house_and_department_filters_into_the_alert(client
     query = parse_qs(urlsplit(link.replace("&amp;", "&")).query)["q"][0]
     assert query == '(palantir OR taser) AND house:Commons AND department:"Home Office"'
     parse(query)
+
+
+def test_a_question_without_a_heading_yet_is_named_by_its_uin_in_results_page_and_feed(client):
+    # Headings often come with the answer: a quarter of the bundled real questions have none yet.
+    question = Question(external_id="901293", uin="901293", house="Commons",
+                        question_text="To ask the Secretary of State for Justice, how many prison places...")
+    question.refresh_search_text()
+    question.save()
+
+    results = client.get("/", {"q": "prisons"}).content.decode()
+    page = client.get(question.get_absolute_url()).content.decode()
+    feed = client.get("/feeds/search.rss", {"q": "prisons"}).content.decode()
+
+    assert f'<a href="{question.get_absolute_url()}">Written question 901293</a>' in results
+    assert '<h1 id="question-heading">Written question 901293</h1>' in page
+    assert "<title>Written question 901293</title>" in feed

@@ -30,6 +30,12 @@ def test_the_cache_takes_the_next_redis_database_after_the_brokers(tmp_path):
     assert (apart["broker"], apart["cache"]) == ("redis://q:6379", "redis://c:6379/0")
 
 
+def test_a_broker_in_the_last_redis_database_needs_only_a_cache_of_its_own(tmp_path):
+    last = settings_from(tmp_path, REDIS_URL="redis://q:6379/15", REDIS_CACHE_URL="redis://q:6379/14")
+
+    assert (last["broker"], last["cache"]) == ("redis://q:6379/15", "redis://q:6379/14")
+
+
 def test_anymail_values_that_are_not_text_are_read_as_what_they_are(tmp_path):
     anymail = settings_from(tmp_path, ANYMAIL_REQUESTS_TIMEOUT="5", ANYMAIL_POSTMARK_USE_BULK_API="false",
                             ANYMAIL_POSTMARK_SERVER_TOKEN="123")["anymail"]

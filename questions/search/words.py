@@ -76,11 +76,11 @@ _PARTS_OF_SPEECH = ("NOUN", "VERB", "ADJ", "ADV")
 
 @short_text_cache(maxsize=1 << 17)
 def base(word: str) -> str:
-    """The base form of one word (section 1, "Word forms"): its lemma in LemmInflect's dictionary, the
-    noun's before the verb's, the adjective's and the adverb's; an unknown word is its own base form, unless
-    it is a known noun with an "s" added (`intelligences`). Only inflections share a base form: the
-    dictionary lists no derivations, so `governance` and `government` stay apart. Why this lemmatiser, and
-    what it gets wrong: docs/word-forms.md.
+    """The base form of one word (section 1, "Word forms"): its lemma in LemmInflect's dictionary, an
+    auxiliary verb's first, then the noun's, the verb's, the adjective's and the adverb's; an unknown word
+    is its own base form, unless it is a known noun with an "s" added (`intelligences`). Only inflections
+    share a base form: the dictionary lists no derivations, so `governance` and `government` stay apart.
+    Why this lemmatiser, and what it gets wrong: docs/word-forms.md.
     """
     lemma = _lemma(word)
     if lemma is None and word.endswith("s"):
@@ -94,8 +94,18 @@ def base(word: str) -> str:
     return cut[0] if len(cut) == 1 else word
 
 
+def load_dictionary() -> None:
+    """Load LemmInflect's dictionary now rather than on the first word: it takes a few tenths of a second, which
+    one search must not pay, and threads that all ask first would each load it."""
+    getAllLemmas("a")
+
+
 def _lemma(word: str) -> str | None:
     found = getAllLemmas(word)
+    if "AUX" in found and word not in found.get("NOUN", ()):
+        # An auxiliary's forms are the verb's: "does" is "do", not the plural of "doe". A noun as it stands
+        # ("being", "can", "will") stays the noun.
+        return found["AUX"][0]
     for part in _PARTS_OF_SPEECH:
         if part in found:
             return found[part][0]
@@ -105,6 +115,14 @@ def _lemma(word: str) -> str | None:
 def base_text(normalised: str) -> str:
     """`normalise()` text with each word in its base form, spaced the same way."""
     return " " + " ".join(map(base, normalised.split())) + " "
+
+
+def with_base_forms(normalised: Mapping[str, str]) -> dict[str, str]:
+    """A document from each field's `normalise()` text: those, and under `base_key(field)` their base forms."""
+    doc = dict(normalised)
+    for field in FIELDS:
+        doc[base_key(field)] = base_text(normalised[field])
+    return doc
 
 
 def base_key(field: str) -> str:
@@ -119,9 +137,5 @@ DOCUMENT_KEYS: tuple[str, ...] = FIELDS + tuple(map(base_key, FIELDS))
 def document(record: Mapping[str, str | None]) -> dict[str, str]:
     """Each field of a question mapped to its normalised text, and `base_key(field)` to the same words in
     their base forms; an absent or None field is empty."""
-    doc: dict[str, str] = {}
-    for field in FIELDS:
-        value = record.get(field)
-        doc[field] = normalise("" if value is None else str(value))
-        doc[base_key(field)] = base_text(doc[field])
-    return doc
+    return with_base_forms({field: normalise("" if record.get(field) is None else str(record[field]))
+                            for field in FIELDS})

@@ -30,5 +30,5 @@ class Command(BaseCommand):
         except QueryError as exc:
             raise CommandError(exc.message) from exc
         for question in found:
-            self.stdout.write(f"{question.external_id}\t{question.date_tabled or ''}\t{question.heading}")
+            self.stdout.write(f"{question.external_id}\t{question.date_tabled or ''}\t{question.title}")
         self.stderr.write(f"{found.count()} matching question(s)")

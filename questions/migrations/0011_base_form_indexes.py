@@ -27,5 +27,5 @@ def drop(apps, schema_editor):
 class Migration(migrations.Migration):
     # CONCURRENTLY cannot run inside a transaction.
     atomic = False
-    dependencies = [("questions", "0009_base_forms")]
+    dependencies = [("questions", "0010_fill_base_forms")]
     operations = [migrations.RunPython(create, drop)]
