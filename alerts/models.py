@@ -73,6 +73,7 @@ class Subscription(models.Model):
         IMMEDIATE = "immediate", "As it happens"
         DAILY = "daily", "Daily digest"
         WEEKLY = "weekly", "Weekly digest"
+        MONTHLY = "monthly", "Monthly digest"
 
     class AlertOn(models.TextChoices):
         BOTH = "both", "New questions and answers"
@@ -88,6 +89,9 @@ class Subscription(models.Model):
     frequency = models.CharField(max_length=10, choices=Frequency.choices, default=Frequency.IMMEDIATE)
     alert_on = models.CharField(max_length=10, choices=AlertOn.choices, default=AlertOn.BOTH)
     paused = models.BooleanField(default=False)
+    # The rule for what a pause leaves behind: matches found before the alert was last resumed are not sent
+    # (a pause means "nothing from before"), however long the pause, and whatever the frequency.
+    resumed_at = models.DateTimeField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
@@ -140,6 +144,7 @@ class Delivery(models.Model):
         IMMEDIATE = "immediate", "Immediate alert"
         DAILY = "daily", "Daily digest"
         WEEKLY = "weekly", "Weekly digest"
+        MONTHLY = "monthly", "Monthly digest"
         CONFIRMATION = "confirmation", "Confirmation"
         MANAGE_LINK = "manage_link", "Manage link"
 
@@ -155,10 +160,19 @@ class Delivery(models.Model):
     subscription = models.ForeignKey(Subscription, null=True, blank=True, on_delete=models.SET_NULL,
                                      related_name="+")
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    # The digest run that made this email, if it is a digest.
+    run = models.ForeignKey("DigestRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     # What the email needs beyond its matches, e.g. the subscriptions a confirmation confirms.
     payload = models.JSONField(default=dict, blank=True)
+    # The email as it is sent, rendered when the row is made: every try sends these same bytes.
     subject = models.CharField(max_length=300, blank=True)
+    from_email = models.CharField(max_length=320, blank=True)
+    to_email = models.CharField(max_length=254, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    body_text = models.TextField(blank=True)
+    body_html = models.TextField(blank=True)
+    rendered_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     esp_message_id = models.CharField(max_length=200, blank=True, db_index=True)
     esp_status = models.CharField(max_length=50, blank=True)
@@ -185,6 +199,28 @@ class Delivery(models.Model):
         return f"{self.get_kind_display()} to {self.subscriber} ({self.status})"
 
 
+class DigestRun(models.Model):
+    """One digest of one frequency for one period: made when its period ends, or as soon as the stack is back
+    if it was down then. Its emails carry every match of its alerts found before the period ended and not yet
+    sent, however late the run is made."""
+
+    frequency = models.CharField(max_length=10, choices=Subscription.Frequency.choices)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    # Set once every email of the run is in the queue, then once none is waiting any more.
+    built_at = models.DateTimeField(null=True, blank=True)
+    emails = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-period_end", "frequency"]
+        constraints = [models.UniqueConstraint(fields=["frequency", "period_end"], name="one_run_per_period")]
+
+    def __str__(self) -> str:
+        return f"{self.get_frequency_display()} ending {timezone.localtime(self.period_end):%Y-%m-%d %H:%M}"
+
+
 class Match(models.Model):
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="matches")
     event = models.ForeignKey(QuestionEvent, on_delete=models.CASCADE, related_name="matches")
@@ -205,6 +241,44 @@ class Match(models.Model):
 def address_digest(email: str) -> str:
     """The plain digest erased addresses were kept under before digests were keyed (alerts.retention)."""
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+class EspState(models.Model):
+    """Whether an ESP is answering, shared by every sender: while it is down they hold back together, one
+    probe at a time, and once the probe goes through everything waiting goes at once."""
+
+    esp = models.CharField(max_length=30, unique=True)
+    down_since = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0)
+    next_probe_at = models.DateTimeField(null=True, blank=True)
+    # The sender that holds the probe, until then.
+    probe_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.esp}: {'down since ' + str(self.down_since) if self.down_since else 'answering'}"
+
+
+class FormRequest(models.Model):
+    """What someone asked for on a public form (a signup, a follow, a manage link), written before the page
+    answers, so that nothing they were told is on its way lives only in the broker. A worker takes it and
+    deletes it; beat's sweep takes any the broker lost."""
+
+    class Kind(models.TextChoices):
+        SIGNUP = "signup", "Signup"
+        FOLLOW = "follow", "Follow"
+        LINK = "link", "Manage link"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    data = models.JSONField(default=dict)
+    # Over the address's limits: kept like any other so that the page takes the same time, then dropped.
+    held = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    taken_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} request {self.pk}"
 
 
 class ErasedAddress(models.Model):
