@@ -25,5 +25,8 @@ def unschedule(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("alerts", "0012_digest_runs_outbox_requests"), ("django_celery_beat", "0019_alter_periodictasks_options")]
+    dependencies = [
+        ("alerts", "0012_digest_runs_outbox_requests"),
+        ("django_celery_beat", "0019_alter_periodictasks_options"),
+    ]
     operations = [migrations.RunPython(schedule, unschedule)]
