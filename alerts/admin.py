@@ -1,9 +1,10 @@
 from django import forms
 from django.contrib import admin, messages
+from django.utils.html import format_html
 
 from alerts import subscribing
 from alerts.delivery import queue_delivery, resend
-from alerts.models import Delivery, Match, Subscriber, Subscription, WebhookEvent
+from alerts.models import Delivery, DigestRun, Match, Subscriber, Subscription, WebhookEvent
 from questions.forms import QueryField
 from questions.search import canonical, parse
 
@@ -98,6 +99,27 @@ class DeliveryAdmin(admin.ModelAdmin):
     raw_id_fields = ("subscriber",)
     list_select_related = ("subscriber",)
     actions = ["resend"]
+    readonly_fields = ("run", "subject", "from_email", "to_email", "email_headers", "body_text", "email_html",
+                       "rendered_at")
+    fieldsets = [
+        (None, {"fields": ("subscriber", "subscription", "kind", "run", "status", "attempts", "error",
+                           "next_attempt_at", "leased_until", "give_up_at", "sent_at", "esp_message_id",
+                           "esp_status", "payload", "created_at")}),
+        ("The email as sent", {"fields": ("subject", "from_email", "to_email", "email_headers", "body_text",
+                                          "email_html", "rendered_at")}),
+    ]
+
+    @admin.display(description="Headers")
+    def email_headers(self, delivery: Delivery) -> str:
+        return "\n".join(f"{name}: {value}" for name, value in delivery.headers.items())
+
+    @admin.display(description="HTML")
+    def email_html(self, delivery: Delivery) -> str:
+        # Shown as the reader saw it, in a frame that may run nothing and reach nothing of the admin's.
+        if not delivery.body_html:
+            return "-"
+        return format_html('<iframe sandbox="" srcdoc="{}" title="The email as HTML" '
+                           'style="width: 100%; height: 32rem; border: 1px solid #ccc"></iframe>', delivery.body_html)
 
     @admin.action(description="Resend")
     def resend(self, request, queryset):
@@ -110,3 +132,14 @@ class WebhookEventAdmin(admin.ModelAdmin):
     list_display = ("created_at", "esp", "event_type", "recipient", "message_id")
     list_filter = ("esp", "event_type")
     search_fields = ("recipient", "message_id")
+
+
+@admin.register(DigestRun)
+class DigestRunAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "frequency", "period_start", "period_end", "built_at", "emails", "finished_at")
+    list_filter = ("frequency",)
+    readonly_fields = ("frequency", "period_start", "period_end", "created_at", "building_until", "built_at", "emails",
+                       "finished_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False

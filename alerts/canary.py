@@ -24,7 +24,7 @@ from django.db.models import Min
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from alerts import subscribing
+from alerts import digests, subscribing
 from alerts.models import CanaryProbe, Delivery, Subscriber, Subscription
 from questions.ingest import upsert
 from questions.models import CANARY_PREFIX, Question, QuestionEvent
@@ -166,7 +166,8 @@ def canary_problems(now: dt.datetime | None = None) -> list[str]:
 def queue_problems(now: dt.datetime | None = None) -> list[str]:
     """What the database says of delivery, canary or not: an email due and not sent, an email still being
     retried (the ESP failing it: its next try is always in the future, so it is never long "due"), or an
-    event not matched, for longer than DELIVERY_LAG_MAX_SECONDS."""
+    event not matched, for longer than DELIVERY_LAG_MAX_SECONDS; and a digest run missed, not made or not
+    finished DIGEST_LATE_SECONDS after its period ended."""
     now = now or timezone.now()
     bound = dt.timedelta(seconds=settings.DELIVERY_LAG_MAX_SECONDS)
     problems = []
@@ -181,7 +182,7 @@ def queue_problems(now: dt.datetime | None = None) -> list[str]:
         oldest=Min("created_at"))["oldest"]
     if oldest_event and now - oldest_event > bound:
         problems.append(f"a question event has waited to be matched since {oldest_event:%Y-%m-%d %H:%M} UTC")
-    return problems
+    return problems + digests.late_runs(now)
 
 
 def delivery_problems(now: dt.datetime | None = None) -> list[str]:

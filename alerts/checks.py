@@ -7,7 +7,6 @@ import ipaddress
 from django.conf import settings
 from django.core.checks import Error, register
 
-from alerts.delivery import MATCH_WINDOW
 from alerts.webhooks import auth_settings, configured_esp, webhook_problems
 
 
@@ -42,10 +41,9 @@ def metrics_addresses_are_valid(app_configs, **kwargs) -> list[Error]:
 
 @register()
 def retention_keeps_what_is_still_needed(app_configs, **kwargs) -> list[Error]:
-    # Matches older than MATCH_WINDOW are never sent; follows retire by the age of their answer's event.
-    needed = max(settings.FOLLOW_WINDOW_DAYS, MATCH_WINDOW.days)
-    if needed < settings.RETAIN_MATCHED_EVENTS_DAYS:
+    # Follows retire by the age of their answer's event (matches waiting for a digest keep theirs anyway).
+    if settings.FOLLOW_WINDOW_DAYS < settings.RETAIN_MATCHED_EVENTS_DAYS:
         return []
     return [Error(f"RETAIN_MATCHED_EVENTS_DAYS ({settings.RETAIN_MATCHED_EVENTS_DAYS}) must be longer than "
-                  f"FOLLOW_WINDOW_DAYS and than the {MATCH_WINDOW.days} days an undelivered match may wait: events "
-                  "still needed would be deleted.", id="alerts.E003")]
+                  f"FOLLOW_WINDOW_DAYS ({settings.FOLLOW_WINDOW_DAYS}): events still needed would be deleted.",
+                  id="alerts.E003")]

@@ -1,41 +1,50 @@
 """The delivery queue: every email is a Delivery row, written before the ESP is called, and that row is
 the only record of whether and when to try it.
 
+Each email is rendered when its row is made (subject, text, HTML, headers stored on the row), so every try
+sends the same bytes and an email that cannot be made fails at once, alone.
+
 `send_due` is the one sender. It leases a chunk of due rows (`SELECT ... FOR UPDATE SKIP LOCKED`, so
-senders in any number of processes never share a row), composes their emails, hands them to the ESP,
+senders in any number of processes never share a row), hands their stored emails to the ESP's transport,
 and records every outcome of the chunk in one statement: sent; rejected for good (an address the ESP
-refuses); or due again after a back-off that doubles, with jitter, up to a cap, until the delivery's
-give-up time, when it shows as failed. A sender that dies holds its lease until it runs out; then the
-next sender takes the chunk and sends it again, so a crash re-sends at most the chunk in flight and
-never loses it. Celery tasks only wake `send_due`: when deliveries are committed, and on beat's schedule.
+refuses); or due again. An email the ESP failed on its own backs off alone, doubling with jitter up to a
+cap, until its give-up time, when it shows as failed. An ESP that fails as a whole (down, refusing
+connections, overloaded) is waited for by every sender together: one probe at a time, and once it
+answers everything waiting goes at once. A sender that dies holds its lease until it runs out; then the
+next sender takes the chunk and sends it again, so a crash re-sends at most the chunk in flight and never
+loses it; a stopping worker claims nothing more, and an outcome the ESP accepted is recorded through a
+passing database error. Celery tasks only wake `send_due`: when deliveries are committed, and on beat's
+schedule.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import math
+import multiprocessing
 import random
-import threading
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from celery import current_app
 from django.conf import settings
-from django.core.mail import EmailMessage, get_connection
-from django.db import connection, transaction
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from alerts import esp, metrics
+from alerts import emails, esp, metrics
 from alerts.emails import Hit, NothingToSend, compose
-from alerts.models import Delivery, Match, Subscriber, Subscription
+from alerts.models import Delivery, DigestRun, EspState, Match, Subscriber, Subscription
 from questions.ingest import HOLDING_KEY
 from questions.models import Question
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Kinds a subscriber asked for just now, which may reach an address that had unsubscribed before.
 ON_REQUEST = {Delivery.Kind.CONFIRMATION, Delivery.Kind.MANAGE_LINK}
@@ -49,23 +58,6 @@ def kick(count: int = 1) -> None:
             current_app.tasks["alerts.send_due"].delay()
     except Exception:  # noqa: BLE001 - the rows are committed: beat's next tick sends them
         log.warning("could not wake a sender; beat's schedule will send the emails", exc_info=True)
-
-
-def queue_delivery(subscriber: Subscriber, kind: str, payload: dict | None = None) -> Delivery:
-    delivery = Delivery.objects.create(subscriber=subscriber, kind=kind, payload=payload or {})
-    transaction.on_commit(kick)
-    return delivery
-
-
-def resend(delivery_ids: list[int]) -> int:
-    """Put deliveries back in the queue, due now, with a fresh give-up window (the operator's Resend)."""
-    now = timezone.now()
-    # A row a sender holds right now is left to it: taking it back could send it twice.
-    count = (Delivery.objects.filter(pk__in=delivery_ids).filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
-             .update(status=Delivery.Status.PENDING, attempts=0, error="", next_attempt_at=now, leased_until=None,
-                     give_up_at=now + dt.timedelta(hours=settings.DELIVERY_GIVE_UP_HOURS)))
-    transaction.on_commit(lambda: kick(count))
-    return count
 
 
 def backoff(attempts: int) -> float:
@@ -124,31 +116,6 @@ def claim_due(due_by: dt.datetime, size: int | None = None) -> Lease | None:
     return Lease(ids, until)
 
 
-@dataclass
-class SendRun:
-    """What one run of the sender has loaded: each question and alert is read once per run, however many
-    emails it appears in."""
-
-    questions: dict[int, Question] = field(default_factory=dict)
-    subscriptions: dict[int, Subscription] = field(default_factory=dict)
-
-    def hits(self, delivery_ids: list[int]) -> dict[int, list[Hit]]:
-        rows = list(Match.objects.filter(delivery_id__in=delivery_ids)
-                    .values_list("delivery_id", "subscription_id", "event__question_id", "event__kind", "event__key"))
-        if missing := {row[1] for row in rows} - self.subscriptions.keys():
-            self.subscriptions.update(Subscription.objects.only(
-                "query", "canonical_query", "label", "subscriber_id", "question_id").in_bulk(missing))
-        if missing := {row[2] for row in rows} - self.questions.keys():
-            # The normalised text and stored HTML are for searching and pages, not for emails.
-            heavy = [*Question.SEARCH_COLUMNS, "answer_html"]
-            self.questions.update(Question.objects.defer(*heavy).in_bulk(missing))
-        hits: dict[int, list[Hit]] = {pk: [] for pk in delivery_ids}
-        for delivery_id, subscription_id, question_id, kind, key in rows:
-            kind = "holding" if key == HOLDING_KEY else kind
-            hits[delivery_id].append(Hit(self.subscriptions[subscription_id], self.questions[question_id], kind))
-        return hits
-
-
 def _refusal(delivery: Delivery) -> str:
     """Why this delivery must not go out, or "" when it may."""
     subscriber = delivery.subscriber
@@ -159,8 +126,8 @@ def _refusal(delivery: Delivery) -> str:
     return f"not sent: the address is suppressed ({subscriber.suppressed_reason})"
 
 
-RECORDED = ["status", "attempts", "error", "next_attempt_at", "leased_until", "sent_at", "subject",
-            "esp_message_id", "esp_status"]
+RECORDED = ["status", "attempts", "error", "next_attempt_at", "leased_until", "sent_at", "esp_message_id",
+            "esp_status"]
 
 
 def _record(deliveries: list[Delivery], lease: Lease) -> None:
@@ -178,173 +145,162 @@ def _record(deliveries: list[Delivery], lease: Lease) -> None:
         cursor.executemany(sql, rows)
 
 
-def _apply(delivery: Delivery, outcome: esp.Outcome, subject: str, now: dt.datetime) -> None:
-    delivery.leased_until = None
-    delivery.error = outcome.error
-    if outcome.status == esp.SENT:
-        delivery.status, delivery.sent_at, delivery.subject = Delivery.Status.SENT, now, subject[:300]
-        delivery.esp_message_id, delivery.esp_status = outcome.message_id, outcome.esp_status
-    elif outcome.status == esp.REJECTED:
-        delivery.status = Delivery.Status.REJECTED
-    elif outcome.status == esp.RETRY:
-        delivery.next_attempt_at = now + dt.timedelta(seconds=backoff(delivery.attempts))
-        if delivery.next_attempt_at > delivery.give_up_at:
-            delivery.status = Delivery.Status.FAILED
-            delivery.error = f"gave up after {delivery.attempts} attempts: {outcome.error}"[:2000]
-    else:
-        delivery.status = Delivery.Status.FAILED
+# Set when the worker begins a warm shutdown (SIGTERM): a sender then claims nothing more and finishes
+# what it holds. Made before the pool's processes are forked, so the flag the parent sets is theirs too.
+_STOPPING = multiprocessing.RawValue("b", 0)
+
+
+def stop_claiming() -> None:
+    _STOPPING.value = 1
+
+
+def stopping() -> bool:
+    return bool(_STOPPING.value)
+
+
+def _until_done(work: Callable[[], T], what: str) -> T:
+    """Run `work`, again through a passing database error (a restart, a dropped connection), for up to half
+    a lease. For what must be written once the ESP has taken emails: retry the record, never the send."""
+    deadline = time.monotonic() + settings.DELIVERY_LEASE_SECONDS / 2
+    for attempt in itertools.count():
+        try:
+            return work()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database error while recording emails; trying again", extra={"what": what},
+                        exc_info=True)
+            connection.close()
+            time.sleep(min(2.0, 0.05 * 2 ** attempt))
+    raise AssertionError("unreachable")
+
+
+# --- Making emails: rendered once, when their row is made -------------------------------------------------
 
 
 @dataclass
-class Chunk:
-    """The leased deliveries of one chunk, composed: what is to go to the ESP, and what is decided already."""
+class Renderer:
+    """What one run of making emails has loaded: each question and alert is read once, however many emails
+    carry it."""
 
-    lease: Lease
-    deliveries: list[Delivery]
-    composed: list[tuple[Delivery, EmailMessage]]
-    outcomes: dict[int, esp.Outcome]
-    # Set while the lease is held: the ESP thread sends nothing more once it is cleared.
-    held: threading.Event = field(default_factory=threading.Event)
+    questions: dict[int, Question] = field(default_factory=dict)
+    subscriptions: dict[int, Subscription] = field(default_factory=dict)
 
+    def hits(self, rows: list[tuple[int, int, str, str]]) -> list[Hit]:
+        """Rows of (subscription, question, event kind, event key)."""
+        if missing := {row[0] for row in rows} - self.subscriptions.keys():
+            self.subscriptions.update(Subscription.objects.only(
+                "query", "canonical_query", "label", "subscriber_id", "question_id").in_bulk(missing))
+        if missing := {row[1] for row in rows} - self.questions.keys():
+            # The normalised text and stored HTML are for searching and pages, not for emails.
+            heavy = [*Question.SEARCH_COLUMNS, "answer_html"]
+            self.questions.update(Question.objects.defer(*heavy).in_bulk(missing))
+        return [Hit(self.subscriptions[subscription_id], self.questions[question_id],
+                    "holding" if key == HOLDING_KEY else kind)
+                for subscription_id, question_id, kind, key in rows]
 
-def compose_chunk(lease: Lease, run: SendRun) -> Chunk:
-    deliveries = list(Delivery.objects.filter(pk__in=lease.ids).select_related("subscriber").order_by("pk"))
-    hits = run.hits(lease.ids)
-    chunk = Chunk(lease, deliveries, [], {})
-    for delivery in deliveries:
-        if refusal := _refusal(delivery):
-            chunk.outcomes[delivery.pk] = esp.Outcome(esp.FAILED, error=refusal)
-            continue
+    def render(self, delivery: Delivery, hits: list[Hit]) -> None:
+        """Store the delivery's email on it; one that cannot be made fails at once, alone and loudly."""
         try:
-            chunk.composed.append((delivery, compose(delivery, hits[delivery.pk])))
+            emails.store(delivery, compose(delivery, hits))
+            return
         except NothingToSend as exc:
-            chunk.outcomes[delivery.pk] = esp.Outcome(esp.FAILED, error=f"not sent: {exc}")
-        except Exception as exc:  # noqa: BLE001 - one email that cannot be composed holds no other back
-            log.exception("email not composed", extra={"delivery": delivery.pk})
-            chunk.outcomes[delivery.pk] = esp.Outcome(esp.RETRY, error=f"{type(exc).__name__}: {exc}"[:2000])
-    return chunk
+            error = f"not sent: {exc}"
+        except Exception as exc:  # noqa: BLE001 - one email that cannot be made holds no other back
+            log.exception("email not rendered", extra={"kind": delivery.kind, "subscriber": delivery.subscriber_id,
+                                                       "delivery": delivery.pk})
+            error = f"not rendered: {type(exc).__name__}: {exc}"[:2000]
+        delivery.status, delivery.error, delivery.rendered_at = Delivery.Status.FAILED, error, timezone.now()
+        metrics.EMAILS.labels(esp.FAILED).inc()
 
 
-def _at_esp(chunk: Chunk, connection, calls: ThreadPoolExecutor) -> Future:
-    """Hand the chunk to the ESP on the sender's ESP thread, with its lease fresh."""
-    if chunk.lease.keep():
-        chunk.held.set()
-    return calls.submit(esp.send, [message for _, message in chunk.composed], connection, chunk.held.is_set)
+def queue_delivery(subscriber: Subscriber, kind: str, payload: dict | None = None) -> Delivery:
+    delivery = Delivery(subscriber=subscriber, kind=kind, payload=payload or {})
+    Renderer().render(delivery, [])
+    delivery.save()
+    transaction.on_commit(kick)
+    return delivery
 
 
-def _answered(chunk: Chunk, call: Future) -> list[esp.Outcome]:
-    """The ESP's answers, renewing the lease while they take their time: a slow ESP must not let another
-    sender take the chunk and send it again."""
-    while True:
-        try:
-            return call.result(timeout=settings.DELIVERY_LEASE_SECONDS / 3)
-        except TimeoutError:
-            if not chunk.lease.keep():
-                chunk.held.clear()
+def render_again(deliveries: list[Delivery]) -> None:
+    """Make the stored emails of existing rows anew (the operator's Resend, rows made before emails were
+    stored), from the matches they carry; saved."""
+    renderer = Renderer()
+    rows = Match.objects.filter(delivery__in=deliveries).values_list(
+        "delivery_id", "subscription_id", "event__question_id", "event__kind", "event__key")
+    carried: dict[int, list] = {}
+    for delivery_id, *row in rows:
+        carried.setdefault(delivery_id, []).append(row)
+    for delivery in deliveries:
+        renderer.render(delivery, renderer.hits(carried.get(delivery.pk, [])))
+    Delivery.objects.bulk_update(deliveries, [*STORED, "status", "error"])
 
 
-def record_chunk(chunk: Chunk, sent: list[esp.Outcome]) -> Counter:
-    """Record every outcome of the chunk at once; counts them."""
-    outcomes, subjects = dict(chunk.outcomes), {}
-    for (delivery, message), outcome in zip(chunk.composed, sent, strict=True):
-        outcomes[delivery.pk], subjects[delivery.pk] = outcome, message.subject
+STORED = ["subject", "from_email", "to_email", "headers", "body_text", "body_html", "rendered_at"]
+
+
+def resend(delivery_ids: list[int]) -> int:
+    """Put deliveries back in the queue, due now, with a fresh give-up window and their email made again
+    (the operator's Resend, typically after fixing what made it fail)."""
     now = timezone.now()
-    done = [d for d in chunk.deliveries if outcomes[d.pk].status != esp.TAKEN]
-    for delivery in done:
-        _apply(delivery, outcomes[delivery.pk], subjects.get(delivery.pk, ""), now)
-    _record(done, chunk.lease)
-    sent_ids = [d.pk for d in done if d.status == Delivery.Status.SENT]
-    if sent_ids:
-        Subscription.objects.filter(matches__delivery_id__in=sent_ids).update(last_sent_at=now)
-    counts = Counter(esp.RETRY if d.status == Delivery.Status.PENDING else d.status for d in done)
-    counts[esp.TAKEN] = len(chunk.deliveries) - len(done)
-    for outcome, count in counts.items():
-        metrics.EMAILS.labels(outcome).inc(count)
-    for delivery in done:
-        if delivery.status != Delivery.Status.SENT:
-            outcome = esp.RETRY if delivery.status == Delivery.Status.PENDING else delivery.status
-            metrics.ESP_ERRORS.labels(outcome, metrics.error_class(delivery.error)).inc()
-            log.warning("email not sent", extra={"delivery": delivery.pk, "subscriber": delivery.subscriber_id,
-                                                 "status": delivery.status, "attempts": delivery.attempts,
-                                                 "error": delivery.error})
-    log.info("emails sent", extra={"deliveries": [d.pk for d in chunk.deliveries], "sent": counts[esp.SENT],
-                                   "retry": counts[esp.RETRY], "rejected": counts[esp.REJECTED],
-                                   "failed": counts[esp.FAILED], "taken": counts[esp.TAKEN]})
-    return +counts
+    with transaction.atomic():
+        # A row a sender holds right now is left to it: taking it back could send it twice.
+        rows = list(Delivery.objects.select_for_update().select_related("subscriber").filter(pk__in=delivery_ids)
+                    .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now)))
+        for delivery in rows:
+            delivery.status, delivery.attempts, delivery.error = Delivery.Status.PENDING, 0, ""
+            delivery.next_attempt_at, delivery.leased_until = now, None
+            delivery.give_up_at = now + dt.timedelta(hours=settings.DELIVERY_GIVE_UP_HOURS)
+        render_again(rows)
+        Delivery.objects.bulk_update(rows, ["attempts", "next_attempt_at", "leased_until", "give_up_at"])
+    transaction.on_commit(lambda: kick(len(rows)))
+    return len(rows)
 
 
-def send_due(seconds: float | None = None) -> Counter:
-    """Send what is due, chunk by chunk, until nothing due is left or `seconds` have passed.
-
-    Only what was due when the run began: a failure rescheduled meanwhile waits for a later run. While
-    one chunk is at the ESP, the next is claimed and composed, so the round trip costs no time."""
-    started = timezone.now()
-    deadline = time.monotonic() + (seconds if seconds is not None else settings.DELIVERY_RUN_SECONDS)
-    run, counts = SendRun(), Counter()
-    # One thread talks to the ESP; this one claims, composes and records, and alone uses the database.
-    with get_connection() as connection, ThreadPoolExecutor(1, thread_name_prefix="esp") as calls:
-        at_esp: tuple[Chunk, Future] | None = None
-        while time.monotonic() < deadline and (lease := claim_due(started)):
-            chunk = compose_chunk(lease, run)
-            if at_esp:
-                counts += record_chunk(at_esp[0], _answered(*at_esp))
-            at_esp = (chunk, _at_esp(chunk, connection, calls))
-        if at_esp:
-            counts += record_chunk(at_esp[0], _answered(*at_esp))
-    if time.monotonic() >= deadline and Delivery.objects.filter(status=Delivery.Status.PENDING,
-                                                                 next_attempt_at__lte=started).exists():
-        kick()  # out of time with work left: another run goes on at once rather than at beat's next tick
-    return counts
+def deliverable_matches(frequency: str, before: dt.datetime | None = None):
+    """Undelivered matches that an email of this frequency may carry: those of alerts that receive, found
+    since the alert was last resumed (a pause drops what came before it), and before `before`."""
+    receiving = Subscription.objects.receiving().filter(frequency=frequency)
+    matches = Match.objects.filter(delivery__isnull=True, subscription__in=receiving).filter(
+        Q(subscription__resumed_at__isnull=True) | Q(created_at__gte=F("subscription__resumed_at")))
+    return matches if before is None else matches.filter(created_at__lt=before)
 
 
-ALERT_FREQUENCY = {
-    Delivery.Kind.IMMEDIATE: Subscription.Frequency.IMMEDIATE,
-    Delivery.Kind.DAILY: Subscription.Frequency.DAILY,
-    Delivery.Kind.WEEKLY: Subscription.Frequency.WEEKLY,
-}
-# Matches older than this are not sent: a paused alert resumed after a month starts afresh.
-MATCH_WINDOW = dt.timedelta(days=8)
+def _assign(pairs: list[tuple[int, int]]) -> None:
+    """Point each match at its delivery: one statement for the whole chunk, whatever the statistics say."""
+    if not pairs:
+        return
+    table = connection.ops.quote_name(Match._meta.db_table)
+    first = "CAST(%s AS bigint)" if connection.vendor == "postgresql" else "%s"
+    values = ", ".join([f"({first}, {first})"] + ["(%s, %s)"] * (len(pairs) - 1))
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET delivery_id = v.delivery FROM (VALUES {values}) AS v(match, delivery) "
+                       f"WHERE {table}.id = v.match", [n for pair in pairs for n in pair])
 
 
-def deliverable_matches(kind: str, subscriber_ids: list[int] | None = None):
-    """Undelivered matches that an email of this kind may carry: those of alerts that receive."""
-    receiving = Subscription.objects.receiving().filter(frequency=ALERT_FREQUENCY[kind])
-    if subscriber_ids is not None:
-        receiving = receiving.filter(subscriber_id__in=subscriber_ids)
-    return Match.objects.filter(delivery__isnull=True, created_at__gte=timezone.now() - MATCH_WINDOW,
-                                subscription__in=receiving)
-
-
-def create_alert_deliveries(kind: str, subscriber_ids: list[int] | None = None) -> list[int]:
-    """One pending Delivery per subscriber with undelivered matches (per alert, for an address that asked
-    for one email per alert), the matches assigned to it, in one transaction that wakes the senders when
-    it commits. Two runs at once never take the same match."""
+def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | None = None) -> list[int]:
+    """One delivery per subscriber among `matches` (per alert, for an address that asked for one email per
+    alert), rendered, with its matches assigned, in one transaction that wakes the senders when it
+    commits. Two makers at once never take the same match."""
     separate = Subscriber.Grouping.SEPARATE
     with transaction.atomic():
-        rows = list(
-            deliverable_matches(kind, subscriber_ids)
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list("pk", "subscription_id", "subscription__subscriber_id",
-                         "subscription__subscriber__email_grouping")
-        )
-        combined = sorted({subscriber_id for _, _, subscriber_id, grouping in rows if grouping != separate})
-        apart = sorted({(subscriber_id, subscription_id) for _, subscription_id, subscriber_id, grouping in rows
-                        if grouping == separate})
-        deliveries = Delivery.objects.bulk_create(
-            [Delivery(subscriber_id=pk, kind=kind) for pk in combined]
-            + [Delivery(subscriber_id=pk, subscription_id=subscription_id, kind=kind) for pk, subscription_id in apart]
-        )
-        ids = [delivery.pk for delivery in deliveries]
-        new = Delivery.objects.filter(pk__in=ids)
-        # One statement for each grouping: each claimed match goes to the new delivery of its subscriber,
-        # or of its alert.
-        subscriber = Subscription.objects.filter(pk=OuterRef(OuterRef("subscription_id"))).values("subscriber_id")
-        Match.objects.filter(pk__in=[row[0] for row in rows if row[3] != separate]).update(delivery=Subquery(
-            new.filter(subscription__isnull=True, subscriber_id=Subquery(subscriber[:1])).values("pk")[:1]
-        ))
-        Match.objects.filter(pk__in=[row[0] for row in rows if row[3] == separate]).update(delivery=Subquery(
-            new.filter(subscription_id=OuterRef("subscription_id")).values("pk")[:1]
-        ))
+        rows = list(matches.select_for_update(skip_locked=True, of=("self",)).order_by().values_list(
+            "pk", "subscription_id", "subscription__subscriber_id", "subscription__subscriber__email_grouping",
+            "event__question_id", "event__kind", "event__key"))
+        groups: dict[tuple[int, int | None], list[tuple]] = {}
+        for row in rows:
+            groups.setdefault((row[2], row[1] if row[3] == separate else None), []).append(row)
+        subscribers = Subscriber.objects.in_bulk({subscriber_id for subscriber_id, _ in groups})
+        deliveries = []
+        for (subscriber_id, subscription_id), group in sorted(groups.items(), key=lambda item: (item[0][0],
+                                                                                                  item[0][1] or 0)):
+            delivery = Delivery(subscriber=subscribers[subscriber_id], subscription_id=subscription_id, kind=kind,
+                                run=run)
+            renderer.render(delivery, renderer.hits([row[1:2] + row[4:] for row in group]))
+            deliveries.append((delivery, group))
+        Delivery.objects.bulk_create([delivery for delivery, _ in deliveries])
+        _assign([(row[0], delivery.pk) for delivery, group in deliveries for row in group])
+        ids = [delivery.pk for delivery, _ in deliveries]
         if ids:
             transaction.on_commit(lambda: kick(len(ids)))
     if ids:
@@ -352,9 +308,191 @@ def create_alert_deliveries(kind: str, subscriber_ids: list[int] | None = None) 
     return ids
 
 
+# How many subscribers' emails are made in one transaction.
+MAKE_CHUNK = 500
+
+
 def deliver_immediate(subscriber_ids: list[int] | None = None) -> list[int]:
-    return create_alert_deliveries(Delivery.Kind.IMMEDIATE, subscriber_ids)
+    """Emails for the undelivered matches of immediate alerts (of these subscribers, or of everyone)."""
+    matches, renderer, ids, last = deliverable_matches(Subscription.Frequency.IMMEDIATE), Renderer(), [], 0
+    if subscriber_ids is not None:
+        matches = matches.filter(subscription__subscriber_id__in=subscriber_ids)
+    while batch := list(matches.filter(subscription__subscriber_id__gt=last).order_by(
+            "subscription__subscriber_id").values_list("subscription__subscriber_id", flat=True)
+            .distinct()[:MAKE_CHUNK]):
+        ids += make_deliveries(Delivery.Kind.IMMEDIATE, matches.filter(subscription__subscriber_id__in=batch),
+                               renderer)
+        last = batch[-1]
+    return ids
 
 
-def deliver_digest(kind: str) -> list[int]:
-    return create_alert_deliveries(kind)
+def build_run(run: DigestRun) -> int:
+    """Make the emails of a digest run, subscriber by subscriber in chunks, holding the run while it does so
+    that two workers never make one run at once; a worker that dies leaves the rest to the next tick."""
+    lease = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS * 5)
+    now = timezone.now()
+    free = Q(building_until__isnull=True) | Q(building_until__lt=now)
+    if not DigestRun.objects.filter(Q(pk=run.pk, built_at__isnull=True) & free).update(building_until=now + lease):
+        return 0
+    matches, renderer, made, last = deliverable_matches(run.frequency, before=run.period_end), Renderer(), 0, 0
+    # Subscribers are walked through the alerts' index, not the matches: one chunk's work does not grow
+    # with how many matches are still waiting behind it.
+    alerts = Subscription.objects.receiving().filter(frequency=run.frequency)
+    while batch := list(alerts.filter(subscriber_id__gt=last).order_by("subscriber_id")
+                        .values_list("subscriber_id", flat=True).distinct()[:MAKE_CHUNK]):
+        made += len(make_deliveries(run.frequency, matches.filter(subscription__subscriber_id__in=batch),
+                                    renderer, run))
+        last = batch[-1]
+        DigestRun.objects.filter(pk=run.pk).update(building_until=timezone.now() + lease)
+    DigestRun.objects.filter(pk=run.pk).update(built_at=timezone.now(), building_until=None,
+                                               emails=F("emails") + made)
+    log.info("digest run made", extra={"frequency": run.frequency, "period_end": run.period_end.isoformat(),
+                                       "emails": made})
+    return made
+
+
+# --- Sending: stored emails to the ESP, chunk by chunk ---------------------------------------------------------
+
+
+def _gate(name: str) -> tuple[int, bool]:
+    """How many emails this sender may claim now, and whether that is the one probe of an ESP that is down:
+    while it is down, senders hold back together and one at a time tries a single email."""
+    state = EspState.objects.filter(esp=name).first()
+    if state is None or state.down_since is None:
+        return settings.DELIVERY_CHUNK_SIZE, False
+    now = timezone.now()
+    took = EspState.objects.filter(pk=state.pk, down_since__isnull=False, next_probe_at__lte=now).filter(
+        Q(probe_until__isnull=True) | Q(probe_until__lt=now)).update(
+        probe_until=now + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS))
+    return (1, True) if took else (0, False)
+
+
+def _esp_failed(name: str, error: str, probing: bool) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        state, _ = EspState.objects.select_for_update().get_or_create(esp=name)
+        if state.down_since is None:
+            state.down_since, state.failures = now, 0
+            log.warning("the ESP is not answering; senders hold back and probe it", extra={"esp": name,
+                                                                                           "error": error})
+        if probing or state.failures == 0:
+            state.failures += 1
+        delay = min(settings.ESP_PROBE_MAX_SECONDS, settings.ESP_PROBE_SECONDS * 2 ** (state.failures - 1))
+        state.next_probe_at, state.probe_until, state.last_error = now + dt.timedelta(seconds=delay), None, error
+        state.save()
+
+
+def _esp_answered(name: str) -> None:
+    back = EspState.objects.filter(esp=name, down_since__isnull=False).update(
+        down_since=None, failures=0, next_probe_at=None, probe_until=None)
+    if back:
+        log.info("the ESP is answering again; everything waiting goes now", extra={"esp": name})
+        waiting = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now()).count()
+        kick(waiting)
+
+
+def _apply(delivery: Delivery, outcome: esp.Outcome, now: dt.datetime) -> None:
+    delivery.leased_until = None
+    delivery.error = outcome.error
+    if outcome.status == esp.SENT:
+        delivery.status, delivery.sent_at = Delivery.Status.SENT, now
+        delivery.esp_message_id, delivery.esp_status = outcome.message_id, outcome.esp_status
+    elif outcome.status == esp.REJECTED:
+        delivery.status = Delivery.Status.REJECTED
+    elif outcome.status == esp.RETRY:
+        # An ESP that is down is waited for by all senders together (`_gate`): the email is due again as soon
+        # as it answers. A failure of this one email backs off on its own.
+        wait = 0 if outcome.outage else backoff(delivery.attempts)
+        delivery.next_attempt_at = now + dt.timedelta(seconds=wait)
+        if delivery.next_attempt_at > delivery.give_up_at:
+            delivery.status = Delivery.Status.FAILED
+            delivery.error = f"gave up after {delivery.attempts} attempts: {outcome.error}"[:2000]
+    else:
+        delivery.status = Delivery.Status.FAILED
+
+
+def _recorded(chunk: list[Delivery], outcomes: dict[int, esp.Outcome], lease: Lease) -> Counter:
+    now = timezone.now()
+    done = [d for d in chunk if outcomes[d.pk].status != esp.TAKEN]
+    for delivery in done:
+        _apply(delivery, outcomes[delivery.pk], now)
+
+    def record() -> None:
+        _record(done, lease)
+        if sent_ids := [d.pk for d in done if d.status == Delivery.Status.SENT]:
+            Subscription.objects.filter(matches__delivery_id__in=sent_ids).update(last_sent_at=now)
+
+    _until_done(record, "outcomes")
+    counts = Counter(esp.RETRY if d.status == Delivery.Status.PENDING else d.status for d in done)
+    counts[esp.TAKEN] = len(chunk) - len(done)
+    for outcome, count in counts.items():
+        metrics.EMAILS.labels(outcome).inc(count)
+    errors = Counter((esp.RETRY if d.status == Delivery.Status.PENDING else d.status, metrics.error_class(d.error))
+                     for d in done if d.status != Delivery.Status.SENT)
+    for (outcome, error), count in errors.items():
+        metrics.ESP_ERRORS.labels(outcome, error).inc(count)
+    if errors:
+        log.warning("emails not sent", extra={"errors": {f"{o} {e}": n for (o, e), n in errors.items()},
+                                              "deliveries": [d.pk for d in done if d.status != Delivery.Status.SENT]})
+    log.info("emails sent", extra={"deliveries": [d.pk for d in chunk], "sent": counts[esp.SENT],
+                                   "retry": counts[esp.RETRY], "rejected": counts[esp.REJECTED],
+                                   "failed": counts[esp.FAILED], "taken": counts[esp.TAKEN]})
+    return +counts
+
+
+def send_chunk(lease: Lease, transport) -> tuple[Counter, bool]:
+    """Send the leased deliveries' stored emails and record every outcome; says whether the ESP as a whole
+    failed."""
+    chunk = list(Delivery.objects.filter(pk__in=lease.ids).select_related("subscriber").order_by("pk"))
+    if unrendered := [d for d in chunk if d.rendered_at is None]:
+        render_again(unrendered)  # rows queued before emails were stored on them
+    outcomes: dict[int, esp.Outcome] = {}
+    ready = []
+    for delivery in chunk:
+        if refusal := _refusal(delivery):
+            outcomes[delivery.pk] = esp.Outcome(esp.FAILED, error=refusal)
+        elif delivery.status != Delivery.Status.PENDING:
+            outcomes[delivery.pk] = esp.Outcome(esp.FAILED, error=delivery.error)
+        else:
+            ready.append(delivery)
+    messages = [emails.as_message(d) for d in ready]
+    # A sender that stalled past its lease (another has taken a row) sends nothing; one that is slow at the
+    # ESP stops short of the lease's end, past which another sender may take the rest of the chunk.
+    ours = _until_done(lease.keep, "lease")
+    margin = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS / 4)
+    sent = transport.send(messages, lambda: ours and timezone.now() < lease.until - margin)
+    outcomes.update(zip([d.pk for d in ready], sent, strict=True))
+    outage = next((o for o in sent if o.outage), None)
+    counts = _recorded(chunk, outcomes, lease)
+    if outage:
+        _until_done(lambda: _esp_failed(transport.name, outage.error, len(lease.ids) == 1), "ESP state")
+    elif counts[esp.SENT]:
+        _until_done(lambda: _esp_answered(transport.name), "ESP state")
+    return counts, outage is not None
+
+
+def send_due(seconds: float | None = None) -> Counter:
+    """Send what is due, chunk by chunk, until nothing due is left, `seconds` have passed, the ESP is down
+    or the worker is stopping.
+
+    Only what was due when the run began: a failure rescheduled meanwhile waits for a later run. Sending
+    renders nothing: each email was stored when its row was made."""
+    started = timezone.now()
+    deadline = time.monotonic() + (seconds if seconds is not None else settings.DELIVERY_RUN_SECONDS)
+    counts = Counter()
+    with esp.open_transport() as transport:
+        while not stopping() and time.monotonic() < deadline:
+            size, probing = _gate(transport.name)
+            lease = claim_due(started, size) if size else None
+            if lease is None:
+                if probing:
+                    EspState.objects.filter(esp=transport.name).update(probe_until=None)
+                break
+            sent, outage = send_chunk(lease, transport)
+            counts += sent
+            if outage:
+                break
+    if time.monotonic() >= deadline and not stopping() and Delivery.objects.filter(
+            status=Delivery.Status.PENDING, next_attempt_at__lte=started).exists():
+        kick()  # out of time with work left: another run goes on at once rather than at beat's next tick
+    return counts

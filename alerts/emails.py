@@ -95,6 +95,25 @@ def _message(delivery: Delivery, template: str, context: dict, subject: str, hea
         headers={"Auto-Submitted": "auto-generated", **(headers or {})},
     )
     message.attach_alternative(render_to_string(f"alerts/email/{template}.html", context), "text/html")
+    return message
+
+
+def store(delivery: Delivery, message: EmailMultiAlternatives) -> None:
+    """Keep the email on its row as it will be sent: every try sends these same bytes."""
+    delivery.subject = message.subject[:300]
+    delivery.from_email, delivery.to_email = message.from_email, message.to[0]
+    delivery.headers = dict(message.extra_headers)
+    delivery.body_text = message.body
+    delivery.body_html = next((content for content, mimetype in message.alternatives if mimetype == "text/html"), "")
+    delivery.rendered_at = timezone.now()
+
+
+def as_message(delivery: Delivery) -> EmailMultiAlternatives:
+    """The stored email of a delivery, ready for the ESP; nothing is rendered."""
+    message = EmailMultiAlternatives(subject=delivery.subject, body=delivery.body_text, from_email=delivery.from_email,
+                                     to=[delivery.to_email], headers=delivery.headers)
+    if delivery.body_html:
+        message.attach_alternative(delivery.body_html, "text/html")
     # Anymail passes these to the ESP, so its events can be traced back to the row.
     message.metadata = {"delivery_id": str(delivery.pk)}
     message.tags = [delivery.kind]
@@ -272,11 +291,20 @@ def _alert_subject(delivery: Delivery, hits: list[Hit]) -> str:
     matched = f"{len(questions)} {news} {'match' if plural else 'matches'} {target}"
     if delivery.kind == Delivery.Kind.IMMEDIATE:
         return matched
-    today = timezone.localdate()
+    return f"{digest_title(delivery)}: {matched}"
+
+
+def digest_title(delivery: Delivery) -> str:
+    """The digest and the days it covers: its run's period, or the days up to today for one made by hand."""
+    run = delivery.run
+    end = timezone.localtime(run.period_end).date() if run else timezone.localdate()
     if delivery.kind == Delivery.Kind.DAILY:
-        return f"Daily digest, {today:%-d %B %Y}: {matched}"
-    start = today - dt.timedelta(days=7)
-    return f"Weekly digest, {start:%-d %B} to {today:%-d %B %Y}: {matched}"
+        return f"Daily digest, {end:%-d %B %Y}"
+    if delivery.kind == Delivery.Kind.MONTHLY:
+        start = timezone.localtime(run.period_start).date() if run else end.replace(day=1) - dt.timedelta(days=1)
+        return f"Monthly digest, {start:%B %Y}"
+    start = timezone.localtime(run.period_start).date() if run else end - dt.timedelta(days=7)
+    return f"Weekly digest, {start:%-d %B} to {end:%-d %B %Y}"
 
 
 def _alert(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
@@ -304,4 +332,5 @@ COMPOSERS.update({
     Delivery.Kind.IMMEDIATE: _alert,
     Delivery.Kind.DAILY: _alert,
     Delivery.Kind.WEEKLY: _alert,
+    Delivery.Kind.MONTHLY: _alert,
 })

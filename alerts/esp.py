@@ -42,6 +42,7 @@ class Outcome:
     message_id: str = ""
     esp_status: str = ""
     error: str = ""
+    outage: bool = False
 
 
 def _failure(exc: BaseException) -> Outcome:
@@ -143,3 +144,28 @@ def _postmark_outcome(result) -> Outcome:
     if code == 406 or (code == 300 and _POSTMARK_INVALID_RECIPIENT.match(text)):
         return Outcome(REJECTED, error=error)
     return Outcome(RETRY, error=error)
+
+
+class _Connection:
+    def __init__(self) -> None:
+        from django.core.mail import get_connection
+
+        self.connection = get_connection()
+        self.connection.open()
+        self.name = _esp_name(self.connection)
+
+    def send(self, messages, still_ours):
+        return send(messages, self.connection, still_ours)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_transport():
+    return _Connection()

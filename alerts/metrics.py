@@ -22,8 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from alerts import canary
-from alerts.models import CanaryProbe, Delivery, Subscriber, Subscription
+from alerts import canary, digests
+from alerts.models import CanaryProbe, Delivery, EspState, Subscriber, Subscription
 from questions.models import CANARY_PREFIX, Question, QuestionEvent, Source
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,13 @@ class DatabaseCollector:
         for status in Delivery.Status.values:
             statuses.add_metric([status], counts.get(status, 0))
         yield statuses
+        yield GaugeMetricFamily("wqa_digest_runs_late", "Digest runs missed, not made or not finished "
+                                "DIGEST_LATE_SECONDS after their period ended.", value=len(digests.late_runs()))
+        down = GaugeMetricFamily("wqa_esp_down", "1 while the ESP fails as a whole and senders hold back.",
+                                 labels=["esp"])
+        for name, since in EspState.objects.values_list("esp", "down_since"):
+            down.add_metric([name], 0 if since is None else 1)
+        yield down
         due = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now())
         yield GaugeMetricFamily("wqa_oldest_due_delivery_age_seconds",
                                 "How long the oldest email that is due has been waiting (0 when none).",

@@ -208,6 +208,8 @@ class DigestRun(models.Model):
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)
+    # The worker making its emails holds the run until then; past it, it is presumed dead and another goes on.
+    building_until = models.DateTimeField(null=True, blank=True)
     # Set once every email of the run is in the queue, then once none is waiting any more.
     built_at = models.DateTimeField(null=True, blank=True)
     emails = models.PositiveIntegerField(default=0)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -136,8 +136,11 @@ def _erase(ids: list[int]) -> None:
 
 def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list[int]], None]]]:
     finished = [Delivery.Status.SENT, Delivery.Status.REJECTED, Delivery.Status.FAILED]
-    # An email still to go keeps what it carries, however old: its matches go with their events.
-    carried = Match.objects.filter(event=OuterRef("pk"), delivery__status=Delivery.Status.PENDING)
+    # An email still to go keeps what it carries, however old, and so does a match still waiting for its
+    # digest run: its matches go with their events.
+    carried = Match.objects.filter(event=OuterRef("pk")).filter(
+        Q(delivery__status=Delivery.Status.PENDING)
+        | Q(delivery__isnull=True, subscription__in=Subscription.objects.receiving()))
     # Someone who asked for a confirmation lately may still use its link: not deleted, not erased.
     asked = Delivery.objects.filter(subscriber=OuterRef("pk"), kind=Delivery.Kind.CONFIRMATION,
                                     created_at__gte=now - tokens.MAX_AGE[tokens.CONFIRM])

@@ -351,7 +351,10 @@ def add_confirmed(subscriber: Subscriber, *, query: str, label: str, frequency: 
 
 def set_paused(subscription: Subscription, paused: bool) -> None:
     subscription.paused = paused
-    subscription.save(update_fields=["paused", "updated_at"])
+    if not paused:
+        # The rule for a pause (see Subscription.resumed_at): what was found before it is not sent.
+        subscription.resumed_at = timezone.now()
+    subscription.save(update_fields=["paused", "resumed_at", "updated_at"])
 
 
 def unsubscribe(subscriber: Subscriber, subscription_id: int | None = None) -> Subscription | None:

@@ -8,16 +8,17 @@ import uuid
 
 from celery import Task, chord, shared_task
 from celery.backends.base import DisabledBackend
+from celery.signals import worker_shutting_down
 from django.core.cache import cache
 from django.db import DatabaseError
 from django.utils.crypto import salted_hmac
 
 from alerts import volume
 from alerts.canary import run_canary
-from alerts.delivery import deliver_digest, deliver_immediate, send_due
+from alerts.delivery import deliver_immediate, send_due, stop_claiming
+from alerts.digests import start_due_runs
 from alerts.following import retire_follows
 from alerts.matching import BATCH_SIZE, claim_events, mark_matched, match_events, match_shards
-from alerts.models import Delivery
 from alerts.retention import prune
 from alerts.subscribing import follow, request_manage_link, sign_up
 
@@ -99,14 +100,15 @@ def deliver_immediate_task(subscriber_ids: list[int] | None = None) -> int:
     return len(deliver_immediate(subscriber_ids))
 
 
-@shared_task(name="alerts.deliver_daily")
-def deliver_daily_task() -> int:
-    return len(deliver_digest(Delivery.Kind.DAILY))
+@shared_task(name="alerts.start_digest_runs")
+def start_digest_runs_task() -> int:
+    return len(start_due_runs())
 
 
-@shared_task(name="alerts.deliver_weekly")
-def deliver_weekly_task() -> int:
-    return len(deliver_digest(Delivery.Kind.WEEKLY))
+@worker_shutting_down.connect
+def _stop_sending(**kwargs) -> None:
+    # A deploy's SIGTERM: senders finish the chunk they hold and claim no more, well inside compose's grace.
+    stop_claiming()
 
 
 @shared_task(name="alerts.estimate_volume", acks_late=True)

@@ -88,7 +88,7 @@ def fresh_deliveries() -> tuple[int, float]:
 
     from django.db import connection
 
-    from alerts.delivery import create_alert_deliveries
+    from alerts.delivery import deliver_immediate
     from alerts.models import Delivery, Match
 
     Match.objects.update(delivery=None)
@@ -99,7 +99,7 @@ def fresh_deliveries() -> tuple[int, float]:
             cursor.execute("VACUUM ANALYZE alerts_match, alerts_delivery")
     started = time.perf_counter()
     with mock.patch("alerts.delivery.kick"):  # the processes below are the senders
-        ids = create_alert_deliveries("immediate")
+        ids = deliver_immediate()
     return len(ids), time.perf_counter() - started
 
 

@@ -347,5 +347,11 @@ DELIVERY_SENDERS = env.int("DELIVERY_SENDERS", default=4)
 DELIVERY_RUN_SECONDS = env.float("DELIVERY_RUN_SECONDS", default=120.0)
 EMAIL_MAX_QUESTIONS = env.int("EMAIL_MAX_QUESTIONS", default=50)
 DIGEST_HOUR = env.int("DIGEST_HOUR", default=7)
+# A digest run not made, or with emails still waiting, this long after its period ended is reported late.
+DIGEST_LATE_SECONDS = env.int("DIGEST_LATE_SECONDS", default=900)
+# While the ESP is down, one sender probes it with one email, at first after this many seconds, doubling up
+# to the most: the most is what bounds how long after the ESP's recovery the queue starts to drain.
+ESP_PROBE_SECONDS = env.float("ESP_PROBE_SECONDS", default=5.0)
+ESP_PROBE_MAX_SECONDS = env.float("ESP_PROBE_MAX_SECONDS", default=30.0)
 # /healthz fails when an enabled source has had no successful poll for this many of its intervals.
 HEALTH_POLL_INTERVALS = env.int("HEALTH_POLL_INTERVALS", default=6)

@@ -335,3 +335,18 @@ def backends_waiting_on_a_lock(cursor) -> list[int]:
     cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
     return [row[0] for row in cursor.fetchall()]
+
+
+def run_digest(frequency: str):
+    """The digest run of this frequency for a period that ends now, made as beat's tick would make it."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from alerts.delivery import build_run
+    from alerts.models import DigestRun
+
+    end = timezone.now()
+    run = DigestRun.objects.create(frequency=frequency, period_start=end - dt.timedelta(days=1), period_end=end)
+    build_run(run)
+    return run

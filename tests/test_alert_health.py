@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import dateformat, timezone
 
 from alerts import activity, tokens
-from alerts.delivery import create_alert_deliveries, send_due
+from alerts.delivery import deliver_immediate, send_due
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import Question, QuestionEvent, Source
 from tests.test_alert_journey import page, status_region
@@ -73,7 +73,7 @@ def matched(subscription: Subscription, at: dt.datetime | None = None) -> Match:
 
 
 def send_alerts() -> Delivery:
-    ids = create_alert_deliveries(Delivery.Kind.IMMEDIATE)
+    ids = deliver_immediate()
     send_due()
     assert len(ids) == 1
     return Delivery.objects.get(pk=ids[0])
@@ -172,7 +172,7 @@ def test_an_email_not_yet_out_says_where_it_is_beside_the_last_one_sent(client, 
     matched(subscription)
     # No sender is woken, so the new email waits in the queue.
     monkeypatch.setattr("alerts.delivery.kick", lambda count=1: None)
-    [waiting_id] = create_alert_deliveries(Delivery.Kind.IMMEDIATE)
+    [waiting_id] = deliver_immediate()
     waiting = Delivery.objects.get(pk=waiting_id)
 
     text = cell(page(client.get(manage)), subscription, "Activity")
@@ -366,7 +366,7 @@ def test_the_page_costs_the_same_queries_for_one_alert_as_for_many(client, alert
         matched(extra)
         follow_of(subscriber, question(), retired_at=timezone.now() if number % 2 else None)
     send_alerts()
-    create_alert_deliveries(Delivery.Kind.IMMEDIATE)
+    deliver_immediate()
 
     assert manage_queries(client, manage) == one
     with django_assert_max_num_queries(2):

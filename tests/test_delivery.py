@@ -11,11 +11,11 @@ from django.core import mail
 from django.core.management import call_command
 from django.utils import timezone
 
-from alerts.delivery import deliver_digest, deliver_immediate, send_due
+from alerts.delivery import deliver_immediate, send_due
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import QuestionEvent
 from questions.search import matches, parse
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, run_digest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,12 +103,12 @@ def test_digests_go_at_their_time_and_empty_ones_are_not_sent(archive):
     match_everything()
 
     assert deliver_immediate() == [] and not mail.outbox
-    deliver_digest("daily")
+    run_digest("daily")
     assert [m.to for m in mail.outbox] == [["ada@example.org"]]
     assert mail.outbox[0].subject.startswith("Daily digest, ")
-    deliver_digest("daily")
+    run_digest("daily")
     assert len(mail.outbox) == 1
-    deliver_digest("weekly")
+    run_digest("weekly")
     assert mail.outbox[-1].to == ["bo@example.org"] and mail.outbox[-1].subject.startswith("Weekly digest, ")
 
 
@@ -127,7 +127,7 @@ def test_nothing_goes_to_suppressed_unconfirmed_or_paused(archive, who):
     match_everything()
 
     deliver_immediate()
-    deliver_digest("daily")
+    run_digest("daily")
 
     assert not mail.outbox and not Delivery.objects.exists()
 
@@ -316,15 +316,15 @@ def test_a_chunk_part_of_which_another_sender_took_sends_nothing_more(archive, m
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("alerts.delivery.kick", lambda count=1: None)
         first, second = deliver_immediate()
-    real_compose = queue.compose
+    real_message = queue.emails.as_message
     taken_until = timezone.now() + timezone.timedelta(minutes=5)
 
-    def compose_while_another_sender_takes_one_row(delivery, hits):
+    def read_while_another_sender_takes_one_row(delivery):
         if delivery.pk == second:
             Delivery.objects.filter(pk=second).update(leased_until=taken_until)
-        return real_compose(delivery, hits)
+        return real_message(delivery)
 
-    monkeypatch.setattr(queue, "compose", compose_while_another_sender_takes_one_row)
+    monkeypatch.setattr(queue.emails, "as_message", read_while_another_sender_takes_one_row)
 
     outcome = send_due()
 
@@ -458,7 +458,7 @@ def test_subjects_count_each_question_once_with_the_right_grammar(archive):
     match_everything()
 
     deliver_immediate()
-    deliver_digest("daily")
+    run_digest("daily")
 
     ada, bo = sorted(mail.outbox, key=lambda m: m.to)
     from questions.models import Question

@@ -10,7 +10,7 @@ import re
 import pytest
 from django.core import mail
 
-from alerts.delivery import create_alert_deliveries, send_due
+from alerts.delivery import deliver_immediate, send_due
 from alerts.matching import match_events
 from alerts.models import Delivery, Match, Subscriber
 from questions.models import QuestionEvent
@@ -43,7 +43,7 @@ def _send_only_when_asked(monkeypatch):
 def deliver() -> list:
     before = len(mail.outbox)
     match_events()
-    create_alert_deliveries(Delivery.Kind.IMMEDIATE)
+    deliver_immediate()
     send_due()
     return mail.outbox[before:]
 

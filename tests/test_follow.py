@@ -14,7 +14,7 @@ from django.core import mail
 from django.utils import timezone
 
 from alerts import tokens
-from alerts.delivery import create_alert_deliveries, send_due
+from alerts.delivery import deliver_immediate, send_due
 from alerts.following import retire_follows
 from alerts.matching import mark_matched, match_events
 from alerts.models import Delivery, Match, Subscriber, Subscription
@@ -79,7 +79,7 @@ def deliver() -> list:
     """Match what is new and send the immediate emails: the new messages in the outbox."""
     before = len(mail.outbox)
     match_events()
-    create_alert_deliveries(Delivery.Kind.IMMEDIATE)
+    deliver_immediate()
     send_due()
     return mail.outbox[before:]
 
@@ -447,7 +447,7 @@ def test_sharded_matching_gives_each_follower_one_match_per_event(client, settin
     assert sum(len(followers & set(r.immediate_subscriber_ids)) for r in results) == 2
     for follow in (ada, bo):
         assert list(Match.objects.filter(subscription=follow).values_list("event__kind", flat=True)) == ["answered"]
-    create_alert_deliveries(Delivery.Kind.IMMEDIATE)
+    deliver_immediate()
     send_due()
     to_followers = [m for m in mail.outbox if m.to[0] in ("ada@example.org", "bo@example.org")]
     assert sorted(m.to[0] for m in to_followers) == ["ada@example.org", "bo@example.org"]
