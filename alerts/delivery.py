@@ -186,8 +186,8 @@ class Renderer:
     questions: dict[int, Question] = field(default_factory=dict)
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
 
-    def hits(self, rows: list[tuple[int, int, str, str]]) -> list[Hit]:
-        """Rows of (subscription, question, event kind, event key)."""
+    def load(self, rows: list[tuple[int, int, str, str]]) -> None:
+        """Read what rows of (subscription, question, event kind, event key) name and is not loaded yet."""
         if missing := {row[0] for row in rows} - self.subscriptions.keys():
             self.subscriptions.update(Subscription.objects.only(
                 "query", "canonical_query", "label", "subscriber_id", "question_id").in_bulk(missing))
@@ -195,6 +195,9 @@ class Renderer:
             # The normalised text and stored HTML are for searching and pages, not for emails.
             heavy = [*Question.SEARCH_COLUMNS, "answer_html"]
             self.questions.update(Question.objects.defer(*heavy).in_bulk(missing))
+
+    def hits(self, rows: list[tuple[int, int, str, str]]) -> list[Hit]:
+        self.load(rows)
         return [Hit(self.subscriptions[subscription_id], self.questions[question_id],
                     "holding" if key == HOLDING_KEY else kind)
                 for subscription_id, question_id, kind, key in rows]
@@ -291,6 +294,7 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
         for row in rows:
             groups.setdefault((row[2], row[1] if row[3] == separate else None), []).append(row)
         subscribers = Subscriber.objects.in_bulk({subscriber_id for subscriber_id, _ in groups})
+        renderer.load([row[1:2] + row[4:] for row in rows])
         deliveries = []
         for (subscriber_id, subscription_id), group in sorted(groups.items(), key=lambda item: (item[0][0],
                                                                                                   item[0][1] or 0)):
@@ -326,29 +330,49 @@ def deliver_immediate(subscriber_ids: list[int] | None = None) -> list[int]:
     return ids
 
 
-def build_run(run: DigestRun) -> int:
-    """Make the emails of a digest run, subscriber by subscriber in chunks, holding the run while it does so
-    that two workers never make one run at once; a worker that dies leaves the rest to the next tick."""
-    lease = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS * 5)
-    now = timezone.now()
-    free = Q(building_until__isnull=True) | Q(building_until__lt=now)
-    if not DigestRun.objects.filter(Q(pk=run.pk, built_at__isnull=True) & free).update(building_until=now + lease):
-        return 0
-    matches, renderer, made, last = deliverable_matches(run.frequency, before=run.period_end), Renderer(), 0, 0
-    # Subscribers are walked through the alerts' index, not the matches: one chunk's work does not grow
-    # with how many matches are still waiting behind it.
-    alerts = Subscription.objects.receiving().filter(frequency=run.frequency)
-    while batch := list(alerts.filter(subscriber_id__gt=last).order_by("subscriber_id")
-                        .values_list("subscriber_id", flat=True).distinct()[:MAKE_CHUNK]):
-        made += len(make_deliveries(run.frequency, matches.filter(subscription__subscriber_id__in=batch),
-                                    renderer, run))
-        last = batch[-1]
-        DigestRun.objects.filter(pk=run.pk).update(building_until=timezone.now() + lease)
-    DigestRun.objects.filter(pk=run.pk).update(built_at=timezone.now(), building_until=None,
-                                               emails=F("emails") + made)
-    log.info("digest run made", extra={"frequency": run.frequency, "period_end": run.period_end.isoformat(),
-                                       "emails": made})
-    return made
+def _next_subscribers(run: DigestRun) -> list[int]:
+    """Take the next chunk of the run's subscribers, in one short commit, so that workers making one run
+    at once share it out and never make one subscriber's email twice."""
+    with transaction.atomic():
+        made_up_to = DigestRun.objects.select_for_update().values_list("made_up_to", flat=True).get(pk=run.pk)
+        # Walked through the alerts' index, not the matches: one chunk's work does not grow with how many
+        # matches are still waiting behind it.
+        batch = list(Subscription.objects.receiving().filter(frequency=run.frequency, subscriber_id__gt=made_up_to)
+                     .order_by("subscriber_id").values_list("subscriber_id", flat=True).distinct()[:MAKE_CHUNK])
+        if batch:
+            lease = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS * 5)
+            DigestRun.objects.filter(pk=run.pk).update(made_up_to=batch[-1], building_until=timezone.now() + lease)
+    return batch
+
+
+def build_run(run: DigestRun, seconds: float | None = None) -> bool:
+    """Make emails of a digest run, a chunk of subscribers at a time, for up to `seconds` (or until all are
+    made); True once the run is made. Any number of workers may make one run at once.
+
+    A worker that dies mid-chunk loses nothing: its chunk's transaction is undone, and whoever takes the
+    last chunk then goes over the run's matches still waiting before marking it made."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    matches, renderer = deliverable_matches(run.frequency, before=run.period_end), Renderer()
+    while deadline is None or time.monotonic() < deadline:
+        batch = _next_subscribers(run)
+        if not batch:
+            break
+        made = make_deliveries(run.frequency, matches.filter(subscription__subscriber_id__in=batch), renderer, run)
+        DigestRun.objects.filter(pk=run.pk).update(emails=F("emails") + len(made))
+    else:
+        return False
+    last = 0
+    while left := list(matches.filter(subscription__subscriber_id__gt=last).order_by("subscription__subscriber_id")
+                       .values_list("subscription__subscriber_id", flat=True).distinct()[:MAKE_CHUNK]):
+        made = make_deliveries(run.frequency, matches.filter(subscription__subscriber_id__in=left), renderer, run)
+        DigestRun.objects.filter(pk=run.pk).update(emails=F("emails") + len(made))
+        last = left[-1]
+    if DigestRun.objects.filter(pk=run.pk, built_at__isnull=True).update(built_at=timezone.now(),
+                                                                         building_until=None):
+        run.refresh_from_db()
+        log.info("digest run made", extra={"frequency": run.frequency, "period_end": run.period_end.isoformat(),
+                                           "emails": run.emails})
+    return True
 
 
 # --- Sending: stored emails to the ESP, chunk by chunk ---------------------------------------------------------

@@ -208,7 +208,9 @@ class DigestRun(models.Model):
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)
-    # The worker making its emails holds the run until then; past it, it is presumed dead and another goes on.
+    # Its emails are made subscriber by subscriber, in chunks that workers take in turn: up to this subscriber
+    # id they are taken. Workers making them renew this; past it, they are presumed dead and others go on.
+    made_up_to = models.PositiveBigIntegerField(default=0)
     building_until = models.DateTimeField(null=True, blank=True)
     # Set once every email of the run is in the queue, then once none is waiting any more.
     built_at = models.DateTimeField(null=True, blank=True)

@@ -9,16 +9,18 @@ import uuid
 from celery import Task, chord, shared_task
 from celery.backends.base import DisabledBackend
 from celery.signals import worker_shutting_down
+from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError
 from django.utils.crypto import salted_hmac
 
 from alerts import volume
 from alerts.canary import run_canary
-from alerts.delivery import deliver_immediate, send_due, stop_claiming
+from alerts.delivery import build_run, deliver_immediate, send_due, stop_claiming
 from alerts.digests import start_due_runs
 from alerts.following import retire_follows
 from alerts.matching import BATCH_SIZE, claim_events, mark_matched, match_events, match_shards
+from alerts.models import DigestRun
 from alerts.retention import prune
 from alerts.subscribing import follow, request_manage_link, sign_up
 
@@ -102,7 +104,20 @@ def deliver_immediate_task(subscriber_ids: list[int] | None = None) -> int:
 
 @shared_task(name="alerts.start_digest_runs")
 def start_digest_runs_task() -> int:
-    return len(start_due_runs())
+    def build(run: DigestRun) -> None:
+        for _ in range(settings.DIGEST_BUILDERS):
+            build_digest_run_task.delay(run.pk)
+
+    return len(start_due_runs(build=build))
+
+
+@shared_task(name="alerts.build_digest_run", acks_late=True)
+def build_digest_run_task(run_id: int) -> None:
+    # A few seconds at a time, then queued again: sending, which the same workers do, is never held up
+    # for the whole run behind a large one.
+    run = DigestRun.objects.filter(pk=run_id, built_at__isnull=True).first()
+    if run and not build_run(run, seconds=settings.DIGEST_BUILD_SECONDS):
+        build_digest_run_task.delay(run_id)
 
 
 @worker_shutting_down.connect

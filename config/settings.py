@@ -347,6 +347,9 @@ DELIVERY_SENDERS = env.int("DELIVERY_SENDERS", default=4)
 DELIVERY_RUN_SECONDS = env.float("DELIVERY_RUN_SECONDS", default=120.0)
 EMAIL_MAX_QUESTIONS = env.int("EMAIL_MAX_QUESTIONS", default=50)
 DIGEST_HOUR = env.int("DIGEST_HOUR", default=7)
+# How many workers make one digest run's emails at once, each for this many seconds at a time.
+DIGEST_BUILDERS = env.int("DIGEST_BUILDERS", default=2)
+DIGEST_BUILD_SECONDS = env.float("DIGEST_BUILD_SECONDS", default=5.0)
 # A digest run not made, or with emails still waiting, this long after its period ended is reported late.
 DIGEST_LATE_SECONDS = env.int("DIGEST_LATE_SECONDS", default=900)
 # While the ESP is down, one sender probes it with one email, at first after this many seconds, doubling up
