@@ -293,6 +293,8 @@ RETAIN_SOURCE_PROBLEMS_DAYS = env.int("RETAIN_SOURCE_PROBLEMS_DAYS", default=30)
 RETAIN_WEBHOOK_EVENTS_DAYS = env.int("RETAIN_WEBHOOK_EVENTS_DAYS", default=30)
 # Emails sent, rejected or given up, with their matches; pending ones are never pruned.
 RETAIN_EMAILS_DAYS = env.int("RETAIN_EMAILS_DAYS", default=90)
+# The text of each email sent is kept this long (for the admin), then blanked: it is most of the table's size.
+RETAIN_EMAIL_TEXTS_DAYS = env.int("RETAIN_EMAIL_TEXTS_DAYS", default=14)
 # Keep this longer than FOLLOW_WINDOW_DAYS: a follow retires by the age of its question's answer event.
 RETAIN_MATCHED_EVENTS_DAYS = env.int("RETAIN_MATCHED_EVENTS_DAYS", default=90)
 RETAIN_UNCONFIRMED_DAYS = env.int("RETAIN_UNCONFIRMED_DAYS", default=7)
