@@ -260,11 +260,15 @@ def resend(delivery_ids: list[int]) -> int:
     return len(rows)
 
 
-def deliverable_matches(frequency: str, before: dt.datetime | None = None):
-    """Undelivered matches that an email of this frequency may carry: those of alerts that receive, found
-    since the alert was last resumed (a pause drops what came before it), and before `before`."""
-    receiving = Subscription.objects.receiving().filter(frequency=frequency)
-    matches = Match.objects.filter(delivery__isnull=True, subscription__in=receiving).filter(
+def deliverable_matches(frequency: str, before: dt.datetime | None = None, subscriber_ids: list[int] | None = None):
+    """Undelivered matches that an email of this frequency may carry: those of alerts that receive (of these
+    subscribers), found since the alert was last resumed (a pause drops what came before it), and before
+    `before`. For a chunk of subscribers, their alerts are read first, so that the matches are reached
+    through their index whatever the planner believes of the tables' sizes."""
+    alerts = Subscription.objects.receiving().filter(frequency=frequency)
+    if subscriber_ids is not None:
+        alerts = list(alerts.filter(subscriber_id__in=subscriber_ids).values_list("pk", flat=True))
+    matches = Match.objects.filter(delivery__isnull=True, subscription__in=alerts).filter(
         Q(subscription__resumed_at__isnull=True) | Q(created_at__gte=F("subscription__resumed_at")))
     return matches if before is None else matches.filter(created_at__lt=before)
 
@@ -318,14 +322,11 @@ MAKE_CHUNK = 500
 
 def deliver_immediate(subscriber_ids: list[int] | None = None) -> list[int]:
     """Emails for the undelivered matches of immediate alerts (of these subscribers, or of everyone)."""
-    matches, renderer, ids, last = deliverable_matches(Subscription.Frequency.IMMEDIATE), Renderer(), [], 0
-    if subscriber_ids is not None:
-        matches = matches.filter(subscription__subscriber_id__in=subscriber_ids)
-    while batch := list(matches.filter(subscription__subscriber_id__gt=last).order_by(
-            "subscription__subscriber_id").values_list("subscription__subscriber_id", flat=True)
-            .distinct()[:MAKE_CHUNK]):
-        ids += make_deliveries(Delivery.Kind.IMMEDIATE, matches.filter(subscription__subscriber_id__in=batch),
-                               renderer)
+    kind, renderer, ids, last = Delivery.Kind.IMMEDIATE, Renderer(), [], 0
+    waiting = deliverable_matches(kind, subscriber_ids=subscriber_ids)
+    while batch := list(waiting.filter(subscription__subscriber_id__gt=last).order_by("subscription__subscriber_id")
+                        .values_list("subscription__subscriber_id", flat=True).distinct()[:MAKE_CHUNK]):
+        ids += make_deliveries(kind, deliverable_matches(kind, subscriber_ids=batch), renderer)
         last = batch[-1]
     return ids
 
@@ -335,10 +336,10 @@ def _next_subscribers(run: DigestRun) -> list[int]:
     at once share it out and never make one subscriber's email twice."""
     with transaction.atomic():
         made_up_to = DigestRun.objects.select_for_update().values_list("made_up_to", flat=True).get(pk=run.pk)
-        # Walked through the alerts' index, not the matches: one chunk's work does not grow with how many
-        # matches are still waiting behind it.
-        batch = list(Subscription.objects.receiving().filter(frequency=run.frequency, subscriber_id__gt=made_up_to)
-                     .order_by("subscriber_id").values_list("subscriber_id", flat=True).distinct()[:MAKE_CHUNK])
+        # Every subscriber in turn, by the primary key: one chunk's work does not grow with the run's size,
+        # whatever the planner believes of the tables.
+        batch = list(Subscriber.objects.filter(pk__gt=made_up_to).order_by("pk").values_list("pk", flat=True)
+                     [:MAKE_CHUNK])
         if batch:
             lease = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS * 5)
             DigestRun.objects.filter(pk=run.pk).update(made_up_to=batch[-1], building_until=timezone.now() + lease)
@@ -352,20 +353,24 @@ def build_run(run: DigestRun, seconds: float | None = None) -> bool:
     A worker that dies mid-chunk loses nothing: its chunk's transaction is undone, and whoever takes the
     last chunk then goes over the run's matches still waiting before marking it made."""
     deadline = None if seconds is None else time.monotonic() + seconds
-    matches, renderer = deliverable_matches(run.frequency, before=run.period_end), Renderer()
+    renderer = Renderer()
+
+    def make(subscriber_ids: list[int]) -> None:
+        matches = deliverable_matches(run.frequency, before=run.period_end, subscriber_ids=subscriber_ids)
+        made = make_deliveries(run.frequency, matches, renderer, run)
+        DigestRun.objects.filter(pk=run.pk).update(emails=F("emails") + len(made))
+
     while deadline is None or time.monotonic() < deadline:
         batch = _next_subscribers(run)
         if not batch:
             break
-        made = make_deliveries(run.frequency, matches.filter(subscription__subscriber_id__in=batch), renderer, run)
-        DigestRun.objects.filter(pk=run.pk).update(emails=F("emails") + len(made))
+        make(batch)
     else:
         return False
-    last = 0
-    while left := list(matches.filter(subscription__subscriber_id__gt=last).order_by("subscription__subscriber_id")
+    waiting, last = deliverable_matches(run.frequency, before=run.period_end), 0
+    while left := list(waiting.filter(subscription__subscriber_id__gt=last).order_by("subscription__subscriber_id")
                        .values_list("subscription__subscriber_id", flat=True).distinct()[:MAKE_CHUNK]):
-        made = make_deliveries(run.frequency, matches.filter(subscription__subscriber_id__in=left), renderer, run)
-        DigestRun.objects.filter(pk=run.pk).update(emails=F("emails") + len(made))
+        make(left)
         last = left[-1]
     if DigestRun.objects.filter(pk=run.pk, built_at__isnull=True).update(built_at=timezone.now(),
                                                                          building_until=None):
