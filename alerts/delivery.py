@@ -266,8 +266,12 @@ def deliverable_matches(frequency: str, before: dt.datetime | None = None, subsc
     `before`. For a chunk of subscribers, their alerts are read first, so that the matches are reached
     through their index whatever the planner believes of the tables' sizes."""
     alerts = Subscription.objects.receiving().filter(frequency=frequency)
-    if subscriber_ids is not None:
-        alerts = list(alerts.filter(subscriber_id__in=subscriber_ids).values_list("pk", flat=True))
+    if subscriber_ids:
+        # The range as well as the list: a plain range scan of the index, which a list alone may not get.
+        alerts = list(alerts.filter(subscriber_id__in=subscriber_ids, subscriber_id__gte=min(subscriber_ids),
+                                    subscriber_id__lte=max(subscriber_ids)).values_list("pk", flat=True))
+    elif subscriber_ids is not None:
+        alerts = []
     matches = Match.objects.filter(delivery__isnull=True, subscription__in=alerts).filter(
         Q(subscription__resumed_at__isnull=True) | Q(created_at__gte=F("subscription__resumed_at")))
     return matches if before is None else matches.filter(created_at__lt=before)
@@ -291,6 +295,12 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
     commits. Two makers at once never take the same match."""
     separate = Subscriber.Grouping.SEPARATE
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # A chunk is a few hundred alerts: reach their matches through the index of undelivered matches.
+            # With statistics taken while the table was small (after launch, after a purge), the planner
+            # would rather scan every undelivered match for each chunk, and a large run grows as its square.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
         rows = list(matches.select_for_update(skip_locked=True, of=("self",)).order_by().values_list(
             "pk", "subscription_id", "subscription__subscriber_id", "subscription__subscriber__email_grouping",
             "event__question_id", "event__kind", "event__key"))
@@ -336,10 +346,14 @@ def _next_subscribers(run: DigestRun) -> list[int]:
     at once share it out and never make one subscriber's email twice."""
     with transaction.atomic():
         made_up_to = DigestRun.objects.select_for_update().values_list("made_up_to", flat=True).get(pk=run.pk)
-        # Every subscriber in turn, by the primary key: one chunk's work does not grow with the run's size,
-        # whatever the planner believes of the tables.
-        batch = list(Subscriber.objects.filter(pk__gt=made_up_to).order_by("pk").values_list("pk", flat=True)
-                     [:MAKE_CHUNK])
+        # The next alerts of the frequency in the order of their index, read as far as needed and no
+        # further, whatever the planner believes of the tables: one chunk's work does not grow with the run.
+        # The last subscriber read may have more alerts after the limit: left whole for the next chunk.
+        owners = list(Subscription.objects.filter(frequency=run.frequency, subscriber_id__gt=made_up_to)
+                      .order_by("subscriber_id").values_list("subscriber_id", flat=True)[:MAKE_CHUNK])
+        if len(owners) == MAKE_CHUNK and owners[0] != owners[-1]:
+            owners = [owner for owner in owners if owner != owners[-1]]
+        batch = sorted(set(owners))
         if batch:
             lease = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS * 5)
             DigestRun.objects.filter(pk=run.pk).update(made_up_to=batch[-1], building_until=timezone.now() + lease)
@@ -357,8 +371,8 @@ def build_run(run: DigestRun, seconds: float | None = None) -> bool:
 
     def make(subscriber_ids: list[int]) -> None:
         matches = deliverable_matches(run.frequency, before=run.period_end, subscriber_ids=subscriber_ids)
-        made = make_deliveries(run.frequency, matches, renderer, run)
-        DigestRun.objects.filter(pk=run.pk).update(emails=F("emails") + len(made))
+        if made := make_deliveries(run.frequency, matches, renderer, run):
+            DigestRun.objects.filter(pk=run.pk).update(emails=F("emails") + len(made))
 
     while deadline is None or time.monotonic() < deadline:
         batch = _next_subscribers(run)

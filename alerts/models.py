@@ -104,6 +104,8 @@ class Subscription(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        # A digest run walks the subscribers with alerts of its frequency, a chunk at a time.
+        indexes = [models.Index(fields=["frequency", "subscriber"], name="subscription_frequency")]
         constraints = [
             models.UniqueConstraint(fields=["subscriber", "canonical_query"], condition=models.Q(question=None),
                                     name="one_subscription_per_query"),

@@ -145,4 +145,8 @@ class Migration(migrations.Migration):
                 to="alerts.digestrun",
             ),
         ),
+        migrations.AddIndex(
+            model_name="subscription",
+            index=models.Index(fields=["frequency", "subscriber"], name="subscription_frequency"),
+        ),
     ]
