@@ -319,6 +319,9 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
         Delivery.objects.bulk_create([delivery for delivery, _ in deliveries])
         _assign([(row[0], delivery.pk) for delivery, group in deliveries for row in group])
         ids = [delivery.pk for delivery, _ in deliveries]
+        if run:
+            # In the chunk's own transaction: a chunk whose worker died is never counted as made.
+            DigestRun.objects.filter(pk=run.pk).update(chunks_open=F("chunks_open") - 1, emails=F("emails") + len(ids))
         if ids:
             transaction.on_commit(lambda: kick(len(ids)))
     if ids:
@@ -356,38 +359,29 @@ def _next_subscribers(run: DigestRun) -> list[int]:
         batch = sorted(set(owners))
         if batch:
             lease = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS * 5)
-            DigestRun.objects.filter(pk=run.pk).update(made_up_to=batch[-1], building_until=timezone.now() + lease)
+            DigestRun.objects.filter(pk=run.pk).update(made_up_to=batch[-1], chunks_open=F("chunks_open") + 1,
+                                                       building_until=timezone.now() + lease)
     return batch
 
 
 def build_run(run: DigestRun, seconds: float | None = None) -> bool:
     """Make emails of a digest run, a chunk of subscribers at a time, for up to `seconds` (or until all are
-    made); True once the run is made. Any number of workers may make one run at once.
+    made); True once the run has no chunk left to take. Any number of workers may make one run at once.
 
-    A worker that dies mid-chunk loses nothing: its chunk's transaction is undone, and whoever takes the
-    last chunk then goes over the run's matches still waiting before marking it made."""
+    A worker that dies mid-chunk loses nothing: its chunk's transaction is undone and stays counted as
+    open, so the run is not marked made; once its lease runs out, beat's tick has it walked again from the
+    start, where what was made has nothing left to make."""
     deadline = None if seconds is None else time.monotonic() + seconds
     renderer = Renderer()
-
-    def make(subscriber_ids: list[int]) -> None:
-        matches = deliverable_matches(run.frequency, before=run.period_end, subscriber_ids=subscriber_ids)
-        if made := make_deliveries(run.frequency, matches, renderer, run):
-            DigestRun.objects.filter(pk=run.pk).update(emails=F("emails") + len(made))
-
     while deadline is None or time.monotonic() < deadline:
-        batch = _next_subscribers(run)
-        if not batch:
+        if not (batch := _next_subscribers(run)):
             break
-        make(batch)
+        make_deliveries(run.frequency, deliverable_matches(run.frequency, before=run.period_end,
+                                                           subscriber_ids=batch), renderer, run)
     else:
         return False
-    waiting, last = deliverable_matches(run.frequency, before=run.period_end), 0
-    while left := list(waiting.filter(subscription__subscriber_id__gt=last).order_by("subscription__subscriber_id")
-                       .values_list("subscription__subscriber_id", flat=True).distinct()[:MAKE_CHUNK]):
-        make(left)
-        last = left[-1]
-    if DigestRun.objects.filter(pk=run.pk, built_at__isnull=True).update(built_at=timezone.now(),
-                                                                         building_until=None):
+    if DigestRun.objects.filter(pk=run.pk, built_at__isnull=True, chunks_open=0).update(
+            built_at=timezone.now(), building_until=None):
         run.refresh_from_db()
         log.info("digest run made", extra={"frequency": run.frequency, "period_end": run.period_end.isoformat(),
                                            "emails": run.emails})

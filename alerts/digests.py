@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from alerts.models import Delivery, DigestRun, Subscription
@@ -91,9 +91,11 @@ def start_due_runs(now: dt.datetime | None = None, build: Callable[[DigestRun], 
     lease = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS * 5)
     runs = []
     for run in DigestRun.objects.filter(built_at__isnull=True).order_by("period_end", "pk"):
-        # Only runs nobody is making: whoever makes one renews its lease chunk by chunk.
-        free = Q(building_until__isnull=True) | Q(building_until__lt=now)
-        if DigestRun.objects.filter(Q(pk=run.pk) & free).update(building_until=now + lease):
+        # Only runs nobody is making: whoever makes one renews its lease chunk by chunk. One whose makers
+        # died is walked again from the start.
+        new = DigestRun.objects.filter(pk=run.pk, building_until__isnull=True).update(building_until=now + lease)
+        if new or DigestRun.objects.filter(pk=run.pk, building_until__lt=now).update(
+                building_until=now + lease, made_up_to=0, chunks_open=0):
             runs.append(run)
     for run in runs:
         if build:

@@ -213,6 +213,9 @@ class DigestRun(models.Model):
     # Its emails are made subscriber by subscriber, in chunks that workers take in turn: up to this subscriber
     # id they are taken. Workers making them renew this; past it, they are presumed dead and others go on.
     made_up_to = models.PositiveBigIntegerField(default=0)
+    # Chunks taken and not yet committed: one left open when the run is walked to its end was lost with its
+    # worker, and the run is walked again.
+    chunks_open = models.PositiveIntegerField(default=0)
     building_until = models.DateTimeField(null=True, blank=True)
     # Set once every email of the run is in the queue, then once none is waiting any more.
     built_at = models.DateTimeField(null=True, blank=True)

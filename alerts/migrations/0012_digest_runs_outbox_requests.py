@@ -124,6 +124,7 @@ class Migration(migrations.Migration):
                 ("period_end", models.DateTimeField()),
                 ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
                 ("made_up_to", models.PositiveBigIntegerField(default=0)),
+                ("chunks_open", models.PositiveIntegerField(default=0)),
                 ("building_until", models.DateTimeField(blank=True, null=True)),
                 ("built_at", models.DateTimeField(blank=True, null=True)),
                 ("emails", models.PositiveIntegerField(default=0)),
