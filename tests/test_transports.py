@@ -67,6 +67,28 @@ def test_every_message_goes_once_through_the_pool_and_each_outcome_is_its_own(ma
     assert stub.most_at_once == POOL  # the round trips overlap, never more than the pool's size
 
 
+def test_mailgun_gets_the_whole_email(mailgun):
+    from django.core.mail import EmailMultiAlternatives
+
+    message = EmailMultiAlternatives("2 new answers for \u201cpalantir\u201d", "Text: caf\u00e9 & \u00e0 100%\r\n--\n",
+                                     "Alerts <alerts@mg.example.org>", ["ada@example.org"],
+                                     headers={"List-Unsubscribe": "<https://alerts.example.org/u/t/>",
+                                              "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"})
+    message.attach_alternative("<p>caf\u00e9 &amp; \u00e0 100%</p>", "text/html")
+
+    with esp.open_transport() as transport:
+        [outcome] = transport.send([message], always)
+
+    [got] = mailgun.stub.messages
+    assert outcome.status == esp.SENT and outcome.message_id == got["id"]
+    assert {key: got[key] for key in ("from", "to", "subject", "text", "html", "h:List-Unsubscribe",
+                                      "h:List-Unsubscribe-Post")} == {
+        "from": "Alerts <alerts@mg.example.org>", "to": "ada@example.org",
+        "subject": "2 new answers for \u201cpalantir\u201d", "text": "Text: caf\u00e9 & \u00e0 100%\r\n--\n",
+        "html": "<p>caf\u00e9 &amp; \u00e0 100%</p>", "h:List-Unsubscribe": "<https://alerts.example.org/u/t/>",
+        "h:List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
 def test_the_pool_keeps_its_connections_alive_from_one_chunk_to_the_next(mailgun):
     with esp.open_transport() as transport:
         first = transport.send(messages(20), always)
