@@ -8,7 +8,8 @@ A transport is chosen once per sender run from EMAIL_BACKEND (`open_transport`):
 - Any other Anymail ESP takes one message per call, so a chunk is sent over a pool of
   DELIVERY_ESP_CONNECTIONS threads, each with a backend (and so a kept-alive connection) of its own:
   the round trips overlap instead of adding up.
-- Django's own backends (files, memory, SMTP, console) send one message at a time in the caller's thread.
+- Django's own backends (files, memory, SMTP, console), and Anymail's test and console ones, send one
+  message at a time in the caller's thread.
 
 Every outcome also says whether the ESP as a whole failed (`outage`: unreachable, timed out, 5xx, 429, our
 credentials or account refused) rather than this one message; once it has, the rest of the chunk is not
@@ -32,6 +33,7 @@ import requests
 from anymail.backends.base import AnymailBaseBackend
 from anymail.backends.base_requests import AnymailRequestsBackend
 from anymail.backends.postmark import EmailBackend as PostmarkBackend
+from anymail.backends.test import EmailBackend as AnymailTestBackend
 from anymail.exceptions import (
     AnymailInvalidAddress,
     AnymailRecipientsRefused,
@@ -86,9 +88,10 @@ class Transport(Protocol):
     name: str  # the ESP's name, e.g. "postmark", "mailgun", "filebased"
 
     def send(self, messages: list[EmailMessage], still_ours: Callable[[], bool]) -> list[Outcome]:
-        """One outcome per message, in order. `still_ours()` is asked before each call to the ESP; once
-        it says no, the rest are TAKEN, unsent. Once the ESP as a whole has failed, the rest are not sent
-        and come back RETRY with `outage`."""
+        """One outcome per message, in order. `still_ours()` is asked before each call to the ESP (one
+        ask at a time, though maybe from a thread of the transport's own); once it says no, the rest are
+        TAKEN, unsent. Once the ESP as a whole has failed, the rest are not sent and come back RETRY with
+        `outage`."""
         ...
 
     def close(self) -> None: ...
@@ -100,8 +103,10 @@ def open_transport() -> Transport:
     backend = get_connection()
     if isinstance(backend, PostmarkBackend) and not backend.use_bulk_api:
         return PostmarkTransport(backend)
-    if isinstance(backend, AnymailBaseBackend):
+    if isinstance(backend, AnymailBaseBackend) and not isinstance(backend, AnymailTestBackend):
         return PooledTransport(settings.DELIVERY_ESP_CONNECTIONS, first=backend)
+    # Django's backends, and Anymail's test and console ones: no round trip to overlap, and the order of
+    # the messages kept, as tests read it.
     return SerialTransport(backend)
 
 

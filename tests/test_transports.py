@@ -276,6 +276,15 @@ def test_djangos_own_backends_send_one_at_a_time_in_order(settings):
     assert [m.to for m in mail.outbox] == [[f"reader{i}@example.org"] for i in range(3)]
 
 
+def test_anymails_test_backend_sends_one_at_a_time_in_order():
+    # The backend every other test sends through (conftest): what they read in the outbox stays in order.
+    with esp.open_transport() as transport:
+        outcomes = transport.send(messages(12), always)
+
+    assert transport.name == "test" and [o.status for o in outcomes] == [esp.SENT] * 12
+    assert [m.to for m in mail.outbox] == [[f"reader{i}@example.org"] for i in range(12)]
+
+
 def test_an_smtp_server_that_refuses_the_connection_is_an_outage(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
