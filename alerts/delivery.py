@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import logging
 import math
 import multiprocessing
@@ -33,7 +34,7 @@ from typing import TypeVar
 
 from celery import current_app
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, models, transaction
 from django.db.models import Count, F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -302,6 +303,29 @@ def _assign(pairs: list[tuple[int, int]]) -> None:
                            f"WHERE {table}.id = v.column1", [n for pair in batch for n in pair])
 
 
+def _insert(deliveries: list[Delivery]) -> None:
+    """Insert new deliveries, setting their ids. On PostgreSQL with COPY, their ids taken from the sequence
+    first: the emails' text is most of what a digest writes, and quoting it into an INSERT statement cost
+    three times the rest of making the email."""
+    if connection.vendor != "postgresql" or not deliveries:
+        Delivery.objects.bulk_create(deliveries)
+        return
+    table = Delivery._meta.db_table
+    fields = Delivery._meta.concrete_fields
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                       [table, len(deliveries)])
+        for delivery, (pk,) in zip(deliveries, cursor.fetchall(), strict=True):
+            delivery.pk = pk
+        columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        with cursor.cursor.copy(f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN") as copy:
+            for delivery in deliveries:
+                copy.write_row([json.dumps(getattr(delivery, f.attname)) if isinstance(f, models.JSONField)
+                                else f.get_db_prep_save(f.pre_save(delivery, add=True), connection) for f in fields])
+    for delivery in deliveries:
+        delivery._state.adding, delivery._state.db = False, connection.alias
+
+
 def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | None = None) -> list[int]:
     """One delivery per subscriber among `matches` (per alert, for an address that asked for one email per
     alert), rendered, with its matches assigned, in one transaction that wakes the senders when it
@@ -324,7 +348,7 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
                                 run=run, payload={"matches": len(group)})
             renderer.render(delivery, renderer.hits([row[1:2] + row[4:] for row in group]))
             deliveries.append((delivery, group))
-        Delivery.objects.bulk_create([delivery for delivery, _ in deliveries])
+        _insert([delivery for delivery, _ in deliveries])
         _assign([(row[0], delivery.pk) for delivery, group in deliveries for row in group])
         ids = [delivery.pk for delivery, _ in deliveries]
         if run:
