@@ -196,10 +196,11 @@ class Renderer:
 
     def load(self, rows: list[tuple[int, int, str, str]]) -> None:
         """Read what rows of (subscription, question, event kind, event key) name and is not loaded yet."""
-        if missing := {row[0] for row in rows} - self.subscriptions.keys():
+        # Tested one by one: a set less the keys of a large dict would copy every key each time.
+        if missing := {row[0] for row in rows if row[0] not in self.subscriptions}:
             self.subscriptions.update(Subscription.objects.only(
                 "query", "canonical_query", "label", "subscriber_id", "question_id").in_bulk(missing))
-        if missing := {row[1] for row in rows} - self.questions.keys():
+        if missing := {row[1] for row in rows if row[1] not in self.questions}:
             # The normalised text and stored HTML are for searching and pages, not for emails.
             heavy = [*Question.SEARCH_COLUMNS, "answer_html"]
             self.questions.update(Question.objects.defer(*heavy).in_bulk(missing))
