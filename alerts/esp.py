@@ -193,10 +193,9 @@ class _Closing:
 class SerialTransport(_Closing):
     """One message at a time on one connection, in the caller's thread: Django's own backends."""
 
-    def __init__(self, connection, owned: bool = True) -> None:
+    def __init__(self, connection) -> None:
         self.connection = connection
         self.name = _esp_name(connection).lower()
-        self.owned = owned
         self.opened = False
 
     def send(self, messages: list[EmailMessage], still_ours: Callable[[], bool]) -> list[Outcome]:
@@ -230,8 +229,7 @@ class SerialTransport(_Closing):
         self.opened = False
 
     def close(self) -> None:
-        if self.owned:
-            self.connection.close()
+        self.connection.close()
 
 
 class _PostmarkBatch:
@@ -253,15 +251,12 @@ class PostmarkTransport(_Closing):
 
     name = "postmark"
 
-    def __init__(self, backend: PostmarkBackend, owned: bool = True) -> None:
+    def __init__(self, backend: PostmarkBackend) -> None:
         self.backend = backend
-        self.owned = owned
-        if owned:
-            backend.open()
+        backend.open()
 
     def close(self) -> None:
-        if self.owned:
-            self.backend.close()
+        self.backend.close()
 
     def send(self, messages: list[EmailMessage], still_ours: Callable[[], bool]) -> list[Outcome]:
         backend = self.backend
