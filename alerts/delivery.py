@@ -186,8 +186,8 @@ class Renderer:
     questions: dict[int, Question] = field(default_factory=dict)
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
 
-    def hits(self, rows: list[tuple[int, int, str, str]]) -> list[Hit]:
-        """Rows of (subscription, question, event kind, event key)."""
+    def load(self, rows: list[tuple[int, int, str, str]]) -> None:
+        """Read what rows of (subscription, question, event kind, event key) name and is not loaded yet."""
         if missing := {row[0] for row in rows} - self.subscriptions.keys():
             self.subscriptions.update(Subscription.objects.only(
                 "query", "canonical_query", "label", "subscriber_id", "question_id").in_bulk(missing))
@@ -195,6 +195,9 @@ class Renderer:
             # The normalised text and stored HTML are for searching and pages, not for emails.
             heavy = [*Question.SEARCH_COLUMNS, "answer_html"]
             self.questions.update(Question.objects.defer(*heavy).in_bulk(missing))
+
+    def hits(self, rows: list[tuple[int, int, str, str]]) -> list[Hit]:
+        self.load(rows)
         return [Hit(self.subscriptions[subscription_id], self.questions[question_id],
                     "holding" if key == HOLDING_KEY else kind)
                 for subscription_id, question_id, kind, key in rows]
@@ -257,11 +260,19 @@ def resend(delivery_ids: list[int]) -> int:
     return len(rows)
 
 
-def deliverable_matches(frequency: str, before: dt.datetime | None = None):
-    """Undelivered matches that an email of this frequency may carry: those of alerts that receive, found
-    since the alert was last resumed (a pause drops what came before it), and before `before`."""
-    receiving = Subscription.objects.receiving().filter(frequency=frequency)
-    matches = Match.objects.filter(delivery__isnull=True, subscription__in=receiving).filter(
+def deliverable_matches(frequency: str, before: dt.datetime | None = None, subscriber_ids: list[int] | None = None):
+    """Undelivered matches that an email of this frequency may carry: those of alerts that receive (of these
+    subscribers), found since the alert was last resumed (a pause drops what came before it), and before
+    `before`. For a chunk of subscribers, their alerts are read first, so that the matches are reached
+    through their index whatever the planner believes of the tables' sizes."""
+    alerts = Subscription.objects.receiving().filter(frequency=frequency)
+    if subscriber_ids:
+        # The range as well as the list: a plain range scan of the index, which a list alone may not get.
+        alerts = list(alerts.filter(subscriber_id__in=subscriber_ids, subscriber_id__gte=min(subscriber_ids),
+                                    subscriber_id__lte=max(subscriber_ids)).values_list("pk", flat=True))
+    elif subscriber_ids is not None:
+        alerts = []
+    matches = Match.objects.filter(delivery__isnull=True, subscription__in=alerts).filter(
         Q(subscription__resumed_at__isnull=True) | Q(created_at__gte=F("subscription__resumed_at")))
     return matches if before is None else matches.filter(created_at__lt=before)
 
@@ -284,6 +295,12 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
     commits. Two makers at once never take the same match."""
     separate = Subscriber.Grouping.SEPARATE
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # A chunk is a few hundred alerts: reach their matches through the index of undelivered matches.
+            # With statistics taken while the table was small (after launch, after a purge), the planner
+            # would rather scan every undelivered match for each chunk, and a large run grows as its square.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
         rows = list(matches.select_for_update(skip_locked=True, of=("self",)).order_by().values_list(
             "pk", "subscription_id", "subscription__subscriber_id", "subscription__subscriber__email_grouping",
             "event__question_id", "event__kind", "event__key"))
@@ -291,6 +308,7 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
         for row in rows:
             groups.setdefault((row[2], row[1] if row[3] == separate else None), []).append(row)
         subscribers = Subscriber.objects.in_bulk({subscriber_id for subscriber_id, _ in groups})
+        renderer.load([row[1:2] + row[4:] for row in rows])
         deliveries = []
         for (subscriber_id, subscription_id), group in sorted(groups.items(), key=lambda item: (item[0][0],
                                                                                                   item[0][1] or 0)):
@@ -301,6 +319,9 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
         Delivery.objects.bulk_create([delivery for delivery, _ in deliveries])
         _assign([(row[0], delivery.pk) for delivery, group in deliveries for row in group])
         ids = [delivery.pk for delivery, _ in deliveries]
+        if run:
+            # In the chunk's own transaction: a chunk whose worker died is never counted as made.
+            DigestRun.objects.filter(pk=run.pk).update(chunks_open=F("chunks_open") - 1, emails=F("emails") + len(ids))
         if ids:
             transaction.on_commit(lambda: kick(len(ids)))
     if ids:
@@ -314,41 +335,57 @@ MAKE_CHUNK = 500
 
 def deliver_immediate(subscriber_ids: list[int] | None = None) -> list[int]:
     """Emails for the undelivered matches of immediate alerts (of these subscribers, or of everyone)."""
-    matches, renderer, ids, last = deliverable_matches(Subscription.Frequency.IMMEDIATE), Renderer(), [], 0
-    if subscriber_ids is not None:
-        matches = matches.filter(subscription__subscriber_id__in=subscriber_ids)
-    while batch := list(matches.filter(subscription__subscriber_id__gt=last).order_by(
-            "subscription__subscriber_id").values_list("subscription__subscriber_id", flat=True)
-            .distinct()[:MAKE_CHUNK]):
-        ids += make_deliveries(Delivery.Kind.IMMEDIATE, matches.filter(subscription__subscriber_id__in=batch),
-                               renderer)
+    kind, renderer, ids, last = Delivery.Kind.IMMEDIATE, Renderer(), [], 0
+    waiting = deliverable_matches(kind, subscriber_ids=subscriber_ids)
+    while batch := list(waiting.filter(subscription__subscriber_id__gt=last).order_by("subscription__subscriber_id")
+                        .values_list("subscription__subscriber_id", flat=True).distinct()[:MAKE_CHUNK]):
+        ids += make_deliveries(kind, deliverable_matches(kind, subscriber_ids=batch), renderer)
         last = batch[-1]
     return ids
 
 
-def build_run(run: DigestRun) -> int:
-    """Make the emails of a digest run, subscriber by subscriber in chunks, holding the run while it does so
-    that two workers never make one run at once; a worker that dies leaves the rest to the next tick."""
-    lease = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS * 5)
-    now = timezone.now()
-    free = Q(building_until__isnull=True) | Q(building_until__lt=now)
-    if not DigestRun.objects.filter(Q(pk=run.pk, built_at__isnull=True) & free).update(building_until=now + lease):
-        return 0
-    matches, renderer, made, last = deliverable_matches(run.frequency, before=run.period_end), Renderer(), 0, 0
-    # Subscribers are walked through the alerts' index, not the matches: one chunk's work does not grow
-    # with how many matches are still waiting behind it.
-    alerts = Subscription.objects.receiving().filter(frequency=run.frequency)
-    while batch := list(alerts.filter(subscriber_id__gt=last).order_by("subscriber_id")
-                        .values_list("subscriber_id", flat=True).distinct()[:MAKE_CHUNK]):
-        made += len(make_deliveries(run.frequency, matches.filter(subscription__subscriber_id__in=batch),
-                                    renderer, run))
-        last = batch[-1]
-        DigestRun.objects.filter(pk=run.pk).update(building_until=timezone.now() + lease)
-    DigestRun.objects.filter(pk=run.pk).update(built_at=timezone.now(), building_until=None,
-                                               emails=F("emails") + made)
-    log.info("digest run made", extra={"frequency": run.frequency, "period_end": run.period_end.isoformat(),
-                                       "emails": made})
-    return made
+def _next_subscribers(run: DigestRun) -> list[int]:
+    """Take the next chunk of the run's subscribers, in one short commit, so that workers making one run
+    at once share it out and never make one subscriber's email twice."""
+    with transaction.atomic():
+        made_up_to = DigestRun.objects.select_for_update().values_list("made_up_to", flat=True).get(pk=run.pk)
+        # The next alerts of the frequency in the order of their index, read as far as needed and no
+        # further, whatever the planner believes of the tables: one chunk's work does not grow with the run.
+        # The last subscriber read may have more alerts after the limit: left whole for the next chunk.
+        owners = list(Subscription.objects.filter(frequency=run.frequency, subscriber_id__gt=made_up_to)
+                      .order_by("subscriber_id").values_list("subscriber_id", flat=True)[:MAKE_CHUNK])
+        if len(owners) == MAKE_CHUNK and owners[0] != owners[-1]:
+            owners = [owner for owner in owners if owner != owners[-1]]
+        batch = sorted(set(owners))
+        if batch:
+            lease = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS * 5)
+            DigestRun.objects.filter(pk=run.pk).update(made_up_to=batch[-1], chunks_open=F("chunks_open") + 1,
+                                                       building_until=timezone.now() + lease)
+    return batch
+
+
+def build_run(run: DigestRun, seconds: float | None = None) -> bool:
+    """Make emails of a digest run, a chunk of subscribers at a time, for up to `seconds` (or until all are
+    made); True once the run has no chunk left to take. Any number of workers may make one run at once.
+
+    A worker that dies mid-chunk loses nothing: its chunk's transaction is undone and stays counted as
+    open, so the run is not marked made; once its lease runs out, beat's tick has it walked again from the
+    start, where what was made has nothing left to make."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    renderer = Renderer()
+    while deadline is None or time.monotonic() < deadline:
+        if not (batch := _next_subscribers(run)):
+            break
+        make_deliveries(run.frequency, deliverable_matches(run.frequency, before=run.period_end,
+                                                           subscriber_ids=batch), renderer, run)
+    else:
+        return False
+    if DigestRun.objects.filter(pk=run.pk, built_at__isnull=True, chunks_open=0).update(
+            built_at=timezone.now(), building_until=None):
+        run.refresh_from_db()
+        log.info("digest run made", extra={"frequency": run.frequency, "period_end": run.period_end.isoformat(),
+                                           "emails": run.emails})
+    return True
 
 
 # --- Sending: stored emails to the ESP, chunk by chunk ---------------------------------------------------------

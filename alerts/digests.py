@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from alerts.models import Delivery, DigestRun, Subscription
@@ -79,19 +79,29 @@ def missing_runs(frequency: str, now: dt.datetime) -> list[DigestRun]:
             for end in reversed(ends)]
 
 
-def start_due_runs(now: dt.datetime | None = None) -> list[DigestRun]:
-    """Record every run now due, then make the emails of every run not yet made, oldest period first."""
+def start_due_runs(now: dt.datetime | None = None, build: Callable[[DigestRun], None] | None = None) -> list[DigestRun]:
+    """Record every run now due, then have the emails made of every run not made yet, oldest period first:
+    by `build` (a worker's task, which may share a run out among several workers), or here and now."""
     from alerts.delivery import build_run
 
     now = now or timezone.now()
     for frequency in PERIODS:
-        made = DigestRun.objects.bulk_create(missing_runs(frequency, now), ignore_conflicts=True)
-        for run in made:
+        for run in DigestRun.objects.bulk_create(missing_runs(frequency, now), ignore_conflicts=True):
             log.info("digest run due", extra={"frequency": frequency, "period_end": run.period_end.isoformat()})
-    runs = list(DigestRun.objects.filter(built_at__isnull=True).filter(
-        Q(building_until__isnull=True) | Q(building_until__lt=now)).order_by("period_end", "pk"))
+    lease = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS * 5)
+    runs = []
+    for run in DigestRun.objects.filter(built_at__isnull=True).order_by("period_end", "pk"):
+        # Only runs nobody is making: whoever makes one renews its lease chunk by chunk. One whose makers
+        # died is walked again from the start.
+        new = DigestRun.objects.filter(pk=run.pk, building_until__isnull=True).update(building_until=now + lease)
+        if new or DigestRun.objects.filter(pk=run.pk, building_until__lt=now).update(
+                building_until=now + lease, made_up_to=0, chunks_open=0):
+            runs.append(run)
     for run in runs:
-        build_run(run)
+        if build:
+            build(run)
+        else:
+            build_run(run)
     finish_runs()
     return runs
 

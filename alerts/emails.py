@@ -204,17 +204,22 @@ _rendered: dict[tuple, tuple[str, str]] = {}
 RENDERED_MAX = 20_000
 
 
-def _render(item: Item, node: Node, query: str) -> None:
-    question = item.question
-    key = (question.pk, question.updated_at, item.kind, query, settings.SITE_URL)
+def _cached(key: tuple, template: str, context: dict) -> str:
     found = _rendered.get(key)
     if found is None:
         if len(_rendered) >= RENDERED_MAX:
             _rendered.clear()
-        context = {"question": question, "label": KIND_LABELS[item.kind], "node": node, "site_url": settings.SITE_URL}
-        found = _rendered[key] = (mark_safe(render_to_string("alerts/email/_item.html", context)),
-                                  render_to_string("alerts/email/_item.txt", context))
-    item.html, item.text = found
+        found = _rendered[key] = render_to_string(template, context)
+    return found
+
+
+def _render(item: Item, node: Node, query: str) -> None:
+    question = item.question
+    # The text part marks nothing, so it is the same whatever the search: one per question, not per search.
+    key = (question.pk, question.updated_at, item.kind, settings.SITE_URL)
+    context = {"question": question, "label": KIND_LABELS[item.kind], "node": node, "site_url": settings.SITE_URL}
+    item.html = mark_safe(_cached((*key, query), "alerts/email/_item.html", context))
+    item.text = _cached(key, "alerts/email/_item.txt", context)
 
 
 @functools.lru_cache(maxsize=20_000)

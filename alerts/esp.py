@@ -155,7 +155,10 @@ class _Connection:
         self.name = _esp_name(self.connection)
 
     def send(self, messages, still_ours):
-        return send(messages, self.connection, still_ours)
+        from dataclasses import replace
+
+        return [replace(o, outage=o.status == RETRY and "AnymailRequestsAPIError" in o.error)
+                for o in send(messages, self.connection, still_ours)]
 
     def close(self) -> None:
         self.connection.close()

@@ -104,6 +104,8 @@ class Subscription(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        # A digest run walks the subscribers with alerts of its frequency, a chunk at a time.
+        indexes = [models.Index(fields=["frequency", "subscriber"], name="subscription_frequency")]
         constraints = [
             models.UniqueConstraint(fields=["subscriber", "canonical_query"], condition=models.Q(question=None),
                                     name="one_subscription_per_query"),
@@ -208,7 +210,12 @@ class DigestRun(models.Model):
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)
-    # The worker making its emails holds the run until then; past it, it is presumed dead and another goes on.
+    # Its emails are made subscriber by subscriber, in chunks that workers take in turn: up to this subscriber
+    # id they are taken. Workers making them renew this; past it, they are presumed dead and others go on.
+    made_up_to = models.PositiveBigIntegerField(default=0)
+    # Chunks taken and not yet committed: one left open when the run is walked to its end was lost with its
+    # worker, and the run is walked again.
+    chunks_open = models.PositiveIntegerField(default=0)
     building_until = models.DateTimeField(null=True, blank=True)
     # Set once every email of the run is in the queue, then once none is waiting any more.
     built_at = models.DateTimeField(null=True, blank=True)

@@ -99,6 +99,12 @@ def _deliveries(ids: list[int]) -> None:
     Delivery.objects.filter(pk__in=ids).delete()
 
 
+def _bodies(ids: list[int]) -> None:
+    # The row stays (status, subject, when, what the ESP said) for RETAIN_EMAILS_DAYS; its text, most of its size,
+    # goes sooner.
+    Delivery.objects.filter(pk__in=ids).update(body_text="", body_html="")
+
+
 def _events(ids: list[int]) -> None:
     QuestionEvent.objects.filter(pk__in=ids).delete()
 
@@ -154,6 +160,9 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
         # Pending emails are never pruned, however old: they are the queue.
         ("emails", Delivery.objects.filter(status__in=finished, created_at__lt=_days("RETAIN_EMAILS_DAYS", now)),
          _deliveries),
+        ("email texts", Delivery.objects.filter(status__in=finished,
+                                                created_at__lt=_days("RETAIN_EMAIL_TEXTS_DAYS", now))
+         .exclude(body_text="", body_html=""), _bodies),
         # Matched that long ago; stored that long ago too (indexed, so a batch does not scan every event).
         ("matched events", QuestionEvent.objects.filter(created_at__lt=_days("RETAIN_MATCHED_EVENTS_DAYS", now),
                                                         matched_at__lt=_days("RETAIN_MATCHED_EVENTS_DAYS", now))

@@ -6,21 +6,21 @@ import datetime as dt
 import logging
 import uuid
 
-from celery import Task, chord, shared_task
+from celery import chord, shared_task
 from celery.backends.base import DisabledBackend
 from celery.signals import worker_shutting_down
+from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError
-from django.utils.crypto import salted_hmac
 
-from alerts import volume
+from alerts import form_requests, volume
 from alerts.canary import run_canary
-from alerts.delivery import deliver_immediate, send_due, stop_claiming
+from alerts.delivery import build_run, deliver_immediate, send_due, stop_claiming
 from alerts.digests import start_due_runs
 from alerts.following import retire_follows
 from alerts.matching import BATCH_SIZE, claim_events, mark_matched, match_events, match_shards
+from alerts.models import DigestRun
 from alerts.retention import prune
-from alerts.subscribing import follow, request_manage_link, sign_up
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,20 @@ def deliver_immediate_task(subscriber_ids: list[int] | None = None) -> int:
 
 @shared_task(name="alerts.start_digest_runs")
 def start_digest_runs_task() -> int:
-    return len(start_due_runs())
+    def build(run: DigestRun) -> None:
+        for _ in range(settings.DIGEST_BUILDERS):
+            build_digest_run_task.delay(run.pk)
+
+    return len(start_due_runs(build=build))
+
+
+@shared_task(name="alerts.build_digest_run", acks_late=True)
+def build_digest_run_task(run_id: int) -> None:
+    # A few seconds at a time, then queued again: sending, which the same workers do, is never held up
+    # for the whole run behind a large one.
+    run = DigestRun.objects.filter(pk=run_id, built_at__isnull=True).first()
+    if run and not build_run(run, seconds=settings.DIGEST_BUILD_SECONDS):
+        build_digest_run_task.delay(run_id)
 
 
 @worker_shutting_down.connect
@@ -132,66 +145,53 @@ def retire_follows_task() -> int:
     return retire_follows()
 
 
-# What the public forms ask for, done here rather than in the request so that the page shows the same
-# thing, in the same time, whatever the address is. They return nothing: a worker logs what tasks return.
+# What the public forms ask for: written to the database by the web process (`alerts.form_requests`), and
+# done here rather than in the request, so that the page shows the same thing, in the same time, whatever the
+# address is. The messages carry only a row's id: nothing anyone typed reaches the broker or a worker's log.
 
 
-def address_in_logs(email: str) -> str:
-    """How a log names an address typed into a form: a digest keyed with SECRET_KEY, the same for the same
-    address, so that an operator who is given the address can find its lines, and nobody can read it back."""
-    return "address:" + salted_hmac("alerts.log-address", email.strip().lower(), algorithm="sha256").hexdigest()[:16]
+@shared_task(name="alerts.take_form_request", acks_late=True)
+def take_form_request_task(request_id: int) -> bool:
+    # Nothing to retry: a request not done now is still in its row, and the sweep takes it.
+    return form_requests.take(request_id)
 
 
-def _redacted(kwargs: dict) -> str:
-    shown = {}
-    for name, value in kwargs.items():
-        if name == "email":
-            shown[name] = address_in_logs(str(value))
-        elif name in ("query", "label"):
-            shown[name] = f"<{len(str(value))} characters>"
-        else:
-            shown[name] = value
-    return repr(shown)
+@shared_task(name="alerts.take_form_requests", acks_late=True)
+def take_form_requests_task(older_than_seconds: float = form_requests.SWEEP_AFTER_SECONDS) -> dict:
+    sweep = form_requests.take_waiting(older_than_seconds)
+    if sweep.more:
+        # A backlog (after the broker lost its wake-ups, say) drains as fast as a worker takes it, a batch a run.
+        try:
+            take_form_requests_task.delay(older_than_seconds)
+        except Exception:  # noqa: BLE001 - beat's next run goes on from here
+            log.warning("could not queue the next sweep of form requests; beat's schedule will", exc_info=True)
+    return {"found": sweep.found, "taken": sweep.taken}
 
 
-class FromAForm(Task):
-    """A task carrying what someone typed into a public form. Celery's worker logs every task's arguments
-    at INFO as it receives and finishes it; these log a keyed digest of the address and only the length of
-    a search or name, since anyone's address and anything typed would otherwise sit in the logs."""
-
-    def apply_async(self, args=None, kwargs=None, **options):
-        options.setdefault("argsrepr", f"<{len(args or ())} arguments>")
-        options.setdefault("kwargsrepr", _redacted(kwargs or {}))
-        return super().apply_async(args, kwargs, **options)
-
-    # `held` is for __call__, not the task's function, which Celery would otherwise refuse to publish it to.
-    typing = False
-
-    def __call__(self, *args, held: bool = False, **kwargs):
-        # A request over its address's limits is published like any other (the web page must take the same
-        # time) and dropped here: nothing is done, nothing sent.
-        if held:
-            log.info("emails to this address held to its limit, nothing sent", extra={"task": self.name})
-            return None
-        return super().__call__(*args, **kwargs)
+# The previous release's web processes publish the request itself under these names, its address included,
+# while the new workers start (README, Upgrading): each is written to a row, as this release's forms do, and
+# taken from there. A name nothing served would be refused with the whole message, address and all, in the
+# log. Remove once no web process of that release is left.
+FROM_THE_PREVIOUS_RELEASE = {"autoretry_for": (DatabaseError,), "retry_backoff": 5, "retry_backoff_max": 600,
+                             "max_retries": 30, "acks_late": True}
 
 
-# A database outage must not lose a request the person was told is on its way: retried, backing off to
-# ten minutes apart, for some hours.
-TAKE_RETRIES = {"autoretry_for": (DatabaseError,), "retry_backoff": 5, "retry_backoff_max": 600,
-                "max_retries": 30, "acks_late": True, "base": FromAForm}
+def _from_the_previous_release(kind: str, data: dict, held: bool) -> None:
+    form_requests.take(form_requests.record(kind, data, held).pk)
 
 
-@shared_task(name="alerts.take_signup", **TAKE_RETRIES)
-def take_signup_task(email: str, query: str, frequency: str, alert_on: str, label: str = "") -> None:
-    sign_up(email, query, frequency=frequency, alert_on=alert_on, label=label)
+@shared_task(name="alerts.take_signup", **FROM_THE_PREVIOUS_RELEASE)
+def take_signup_task(email: str, query: str, frequency: str, alert_on: str, label: str = "",
+                     held: bool = False) -> None:
+    _from_the_previous_release("signup", {"email": email, "query": query, "frequency": frequency,
+                                          "alert_on": alert_on, "label": label}, held)
 
 
-@shared_task(name="alerts.take_follow", **TAKE_RETRIES)
-def take_follow_task(email: str, question_id: int) -> None:
-    follow(email, question_id)
+@shared_task(name="alerts.take_follow", **FROM_THE_PREVIOUS_RELEASE)
+def take_follow_task(email: str, question_id: int, held: bool = False) -> None:
+    _from_the_previous_release("follow", {"email": email, "question_id": question_id}, held)
 
 
-@shared_task(name="alerts.take_link_request", **TAKE_RETRIES)
-def take_link_request_task(email: str) -> None:
-    request_manage_link(email)
+@shared_task(name="alerts.take_link_request", **FROM_THE_PREVIOUS_RELEASE)
+def take_link_request_task(email: str, held: bool = False) -> None:
+    _from_the_previous_release("link", {"email": email}, held)

@@ -10,6 +10,7 @@ from urllib.parse import quote
 from django.conf import settings
 from django.contrib import messages
 from django.core import signing
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,9 +18,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import get_usage
-from kombu.exceptions import OperationalError as BrokerDown
 
-from alerts import subscribing, tasks, tokens
+from alerts import form_requests, subscribing, tasks, tokens
 from alerts.activity import alert_activity, questions_last_checked
 from alerts.emails import asked_for
 from alerts.forms import AlertFields, EmailForm, SignupForm
@@ -49,8 +49,8 @@ def rate_limited(request: HttpRequest, exception=None) -> HttpResponse:
 
 
 def try_again_soon(request: HttpRequest) -> HttpResponse:
-    """What a form says when the cache that counts its limits, or the queue that takes its work, is down:
-    nothing was done, so nothing is owed, and the same request in a minute will most likely go through."""
+    """What a form says when the cache that counts its limits, or the database that keeps its request, is
+    down: nothing was saved, so nothing is owed, and the same request in a minute will most likely go through."""
     response = render(request, "alerts/try_again.html", status=503)
     response["Retry-After"] = "60"
     return response
@@ -123,30 +123,39 @@ def _sent_to(request: HttpRequest) -> dict:
     return sent_to if isinstance(sent_to, dict) else {}
 
 
-def _hand_over(request: HttpRequest, form: str, email: str, task, **work) -> HttpResponse:
-    """Check the limits, then queue the address-dependent work and show the page every address gets.
+def _hand_over(request: HttpRequest, form: str, email: str, **work) -> HttpResponse:
+    """Check the limits, then save the address-dependent work for a worker and show the page every address gets.
 
-    Whether an address is known, unsubscribed or bounced decides what the task does, never what this
-    request does: the same checks, one message to the broker, the same page, in the same time. The
-    task writes the Delivery row (the durable queue) before anything is sent; if the broker will not
-    take the message, the person is asked to try again in a minute.
+    Whether an address is known, unsubscribed or bounced decides what the worker does, never what this request
+    does: the same checks, one row written, one wake-up to the broker, the same page, in the same time. The row
+    is committed before the page answers, so the request outlives the broker: if the broker will not take the
+    wake-up, beat's sweep takes the row within a minute or so, and the page says "check your inbox" all the
+    same. Only when the row cannot be written (the database is down) is the person asked to try again, nothing
+    having been saved.
 
     An IP over its limit is told so (429). An address over its limits is not: the page is the one every
-    address gets, in the same time, and the task is marked held, which the worker drops, so a stranger
+    address gets, in the same time, and the row is marked held, which the worker drops, so a stranger
     learns nothing and the inbox hears nothing more."""
     ip_limit, *address_limits = _limits(form, email)
     try:
         if not _counted(request, [ip_limit]):
             return rate_limited(request)
-        # Published either way, held or not, so that a request over the address's limits takes the time any
+        # Written either way, held or not, so that a request over the address's limits takes the time any
         # other does: how long the page takes must not tell a stranger that someone else asked for it.
         held = not _counted(request, address_limits)
-        task.apply_async(kwargs={"email": email, **work, "held": held})
+        saved = form_requests.record(form, {"email": email, **work}, held)
     except LimitsUnavailable:
         return try_again_soon(request)
-    except BrokerDown:
-        log.warning("the broker did not take a request; asked to try again", extra={"form": form}, exc_info=True)
+    except DatabaseError as error:
+        # Not the error's text: the database's can quote the row it refused, address and all.
+        log.warning("a form request could not be saved; asked to try again",
+                    extra={"form": form, "error": type(error).__name__})
         return try_again_soon(request)
+    try:
+        tasks.take_form_request_task.apply_async(kwargs={"request_id": saved.pk})
+    except Exception:  # noqa: BLE001 - the row is saved: the sweep takes it
+        log.warning("the broker did not take a wake-up; the sweep will take the request",
+                    extra={"form": form, "request": saved.pk}, exc_info=True)
     purpose = tokens.MANAGE if form == "link" else tokens.CONFIRM
     return _check_inbox(request, email, purpose, work.get("query", ""))
 
@@ -195,8 +204,8 @@ def signup(request: HttpRequest) -> HttpResponse:
             if data["website"]:
                 # A bot filled the hidden field: it is shown success and nothing happens.
                 return _check_inbox(request, data["email"], tokens.CONFIRM, data["q"])
-            return _hand_over(request, "signup", data["email"], tasks.take_signup_task, query=data["q"],
-                              frequency=data["frequency"], alert_on=data["alert_on"], label=data["label"])
+            return _hand_over(request, "signup", data["email"], query=data["q"], frequency=data["frequency"],
+                              alert_on=data["alert_on"], label=data["label"])
     else:
         form = SignupForm(initial={"q": request.GET.get("q", "")})
     query = form["q"].value() or ""
@@ -222,7 +231,7 @@ def request_link(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         if form.cleaned_data["website"]:
             return _check_inbox(request, form.cleaned_data["email"], tokens.MANAGE)
-        return _hand_over(request, "link", form.cleaned_data["email"], tasks.take_link_request_task)
+        return _hand_over(request, "link", form.cleaned_data["email"])
     return render(request, "alerts/request_link.html", {"form": form}, status=400 if form.errors else 200)
 
 
@@ -588,4 +597,4 @@ def follow(request: HttpRequest, pk: int) -> HttpResponse:
     email = form.cleaned_data["email"]
     if form.cleaned_data["website"]:
         return _check_inbox(request, email, tokens.CONFIRM)
-    return _hand_over(request, "follow", email, tasks.take_follow_task, question_id=question.pk)
+    return _hand_over(request, "follow", email, question_id=question.pk)

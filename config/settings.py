@@ -293,6 +293,8 @@ RETAIN_SOURCE_PROBLEMS_DAYS = env.int("RETAIN_SOURCE_PROBLEMS_DAYS", default=30)
 RETAIN_WEBHOOK_EVENTS_DAYS = env.int("RETAIN_WEBHOOK_EVENTS_DAYS", default=30)
 # Emails sent, rejected or given up, with their matches; pending ones are never pruned.
 RETAIN_EMAILS_DAYS = env.int("RETAIN_EMAILS_DAYS", default=90)
+# The text of each email sent is kept this long (for the admin), then blanked: it is most of the table's size.
+RETAIN_EMAIL_TEXTS_DAYS = env.int("RETAIN_EMAIL_TEXTS_DAYS", default=14)
 # Keep this longer than FOLLOW_WINDOW_DAYS: a follow retires by the age of its question's answer event.
 RETAIN_MATCHED_EVENTS_DAYS = env.int("RETAIN_MATCHED_EVENTS_DAYS", default=90)
 RETAIN_UNCONFIRMED_DAYS = env.int("RETAIN_UNCONFIRMED_DAYS", default=7)
@@ -347,6 +349,9 @@ DELIVERY_SENDERS = env.int("DELIVERY_SENDERS", default=4)
 DELIVERY_RUN_SECONDS = env.float("DELIVERY_RUN_SECONDS", default=120.0)
 EMAIL_MAX_QUESTIONS = env.int("EMAIL_MAX_QUESTIONS", default=50)
 DIGEST_HOUR = env.int("DIGEST_HOUR", default=7)
+# How many workers make one digest run's emails at once, each for this many seconds at a time.
+DIGEST_BUILDERS = env.int("DIGEST_BUILDERS", default=2)
+DIGEST_BUILD_SECONDS = env.float("DIGEST_BUILD_SECONDS", default=5.0)
 # A digest run not made, or with emails still waiting, this long after its period ended is reported late.
 DIGEST_LATE_SECONDS = env.int("DIGEST_LATE_SECONDS", default=900)
 # While the ESP is down, one sender probes it with one email, at first after this many seconds, doubling up

@@ -16,6 +16,8 @@ from werkzeug.wrappers import Request, Response
 class PostmarkStub:
     def __init__(self, latency: float = 0.0, latency_per_message: float = 0.0) -> None:
         self.messages: list[dict] = []
+        # Every request that reached the stub, answered or refused.
+        self.requests = 0
         self.failures_left = 0
         self.failure_status = 500
         # Addresses Postmark has marked inactive (a past hard bounce or complaint): refused one by one.
@@ -40,6 +42,7 @@ class PostmarkStub:
         # The round trip to a real ESP (outside the lock, as requests overlap), and its work per message.
         time.sleep(self.latency + self.latency_per_message * (len(body) if batch else 1))
         with self.lock:
+            self.requests += 1
             if request.headers.get("X-Postmark-Server-Token") is None:
                 return Response(json.dumps({"ErrorCode": 10, "Message": "No token"}), status=401)
             if self.failures_left > 0:

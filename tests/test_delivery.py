@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from alerts.delivery import deliver_immediate, send_due
-from alerts.models import Delivery, Match, Subscriber, Subscription
+from alerts.models import Delivery, EspState, Match, Subscriber, Subscription
 from questions.models import QuestionEvent
 from questions.search import matches, parse
 from tests.conftest import FIXTURES, run_digest
@@ -167,8 +167,10 @@ def test_an_esp_that_fails_twice_then_succeeds_sends_one_email(archive, postmark
 
     deliver_immediate()  # the first try, as the commit wakes the sender
     assert Delivery.objects.get().status == "pending" and not stub.messages
-    send_due()
-    send_due()
+    assert send_due() == {}  # the ESP is down: nothing until its probe is due
+    for _ in range(2):
+        EspState.objects.update(next_probe_at=timezone.now())  # the probe's wait, passed
+        send_due()
 
     assert stub.to() == ["ada@example.org"]
     delivery = Delivery.objects.get()
@@ -197,6 +199,7 @@ def test_an_esp_that_keeps_failing_gives_up_visibly_and_resend_brings_it_back(ar
 
     stub.failures_left = 0
     settings.DELIVERY_GIVE_UP_HOURS = 72
+    EspState.objects.update(next_probe_at=timezone.now())
     admin_client.post("/admin/alerts/delivery/", {"action": "resend", "_selected_action": [delivery.pk]})
 
     delivery.refresh_from_db()

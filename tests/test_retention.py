@@ -464,3 +464,20 @@ def test_an_address_that_unsubscribed_long_ago_and_is_coming_back_can_still_conf
     assert Subscriber.objects.filter(email="fay@example.org").exists()
     response = client.post(link)
     assert response.status_code == 302 and "/alerts/manage/" in response["Location"]
+
+
+def test_the_text_of_sent_emails_goes_sooner_than_their_record():
+    ada = subscriber("ada@example.org", created_at=older(60))
+    alert(ada)
+    old, recent, waiting = (email(ada, "sent", older(15)), email(ada, "sent", older(13)),
+                            email(ada, "pending", older(15)))
+    Delivery.objects.update(subject="Daily digest", body_text="the questions", body_html="<p>the questions</p>")
+
+    report = prune(now=NOW)
+
+    assert report.counts["email texts"] == 1
+    old.refresh_from_db()
+    assert (old.subject, old.body_text, old.body_html, old.status) == ("Daily digest", "", "", "sent")
+    assert Delivery.objects.get(pk=recent.pk).body_text == "the questions"
+    # A pending email is the queue: it keeps what it is to send, however old.
+    assert Delivery.objects.get(pk=waiting.pk).body_html == "<p>the questions</p>"

@@ -90,10 +90,10 @@ def test_the_workers_log_holds_no_address_nor_search(celery_worker, client):
     assert response.status_code == 302
     wait_until(lambda: Delivery.objects.filter(kind="confirmation", status="sent").exists(), timeout=60,
                message="the confirmation to be sent")
-    wait_until(lambda: "alerts.take_signup" in logged() and "succeeded" in logged(),
+    wait_until(lambda: "alerts.take_form_request" in logged() and "succeeded" in logged(),
                message="the worker to log the task")
     assert "private.person" not in logged() and "private matter" not in logged()
-    assert "received" in logged() and "address:" in logged()
+    assert "received" in logged() and '"form request taken"' in logged() and "address:" in logged()
 
 
 class Gunicorn:

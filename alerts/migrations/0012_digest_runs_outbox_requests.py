@@ -123,6 +123,8 @@ class Migration(migrations.Migration):
                 ("period_start", models.DateTimeField()),
                 ("period_end", models.DateTimeField()),
                 ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("made_up_to", models.PositiveBigIntegerField(default=0)),
+                ("chunks_open", models.PositiveIntegerField(default=0)),
                 ("building_until", models.DateTimeField(blank=True, null=True)),
                 ("built_at", models.DateTimeField(blank=True, null=True)),
                 ("emails", models.PositiveIntegerField(default=0)),
@@ -143,5 +145,9 @@ class Migration(migrations.Migration):
                 related_name="deliveries",
                 to="alerts.digestrun",
             ),
+        ),
+        migrations.AddIndex(
+            model_name="subscription",
+            index=models.Index(fields=["frequency", "subscriber"], name="subscription_frequency"),
         ),
     ]
