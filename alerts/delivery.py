@@ -34,7 +34,8 @@ from typing import TypeVar
 from celery import current_app
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from alerts import emails, esp, metrics
@@ -46,6 +47,8 @@ from questions.models import Question
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# The emails that carry matches; the others (confirmations, links) carry what their payload says.
+ALERT_KINDS = {Delivery.Kind.IMMEDIATE, Delivery.Kind.DAILY, Delivery.Kind.WEEKLY, Delivery.Kind.MONTHLY}
 # Kinds a subscriber asked for just now, which may reach an address that had unsubscribed before.
 ON_REQUEST = {Delivery.Kind.CONFIRMATION, Delivery.Kind.MANAGE_LINK}
 
@@ -71,13 +74,17 @@ def backoff(attempts: int) -> float:
 class Lease:
     ids: list[int]
     until: dt.datetime
+    tried: list[dt.datetime] = field(default_factory=list)
 
     def keep(self) -> bool:
         """Renew the lease. False when another sender has taken any of the rows: nothing more of the chunk
         is sent, and what is still held stays leased (not free for the taking) until its outcome is
         recorded or the lease runs out."""
         until = timezone.now() + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
-        held = Delivery.objects.filter(pk__in=self.ids, leased_until=self.until).update(leased_until=until)
+        # Asked again after a database error, the rows may hold the time the lost answer had set.
+        held = Delivery.objects.filter(pk__in=self.ids, leased_until__in=[self.until, *self.tried]).update(
+            leased_until=until)
+        self.tried.append(until)
         self.until = until
         return held == len(self.ids)
 
@@ -235,8 +242,11 @@ def render_again(deliveries: list[Delivery]) -> None:
     for delivery_id, *row in rows:
         carried.setdefault(delivery_id, []).append(row)
     for delivery in deliveries:
-        renderer.render(delivery, renderer.hits(carried.get(delivery.pk, [])))
-    Delivery.objects.bulk_update(deliveries, [*STORED, "status", "error"])
+        hits = renderer.hits(carried.get(delivery.pk, []))
+        if delivery.kind in ALERT_KINDS:
+            delivery.payload = {**delivery.payload, "matches": len(hits)}
+        renderer.render(delivery, hits)
+    Delivery.objects.bulk_update(deliveries, [*STORED, "status", "error", "payload"])
 
 
 STORED = ["subject", "from_email", "to_email", "headers", "body_text", "body_html", "rendered_at"]
@@ -272,8 +282,7 @@ def deliverable_matches(frequency: str, before: dt.datetime | None = None, subsc
                                     subscriber_id__lte=max(subscriber_ids)).values_list("pk", flat=True))
     elif subscriber_ids is not None:
         alerts = []
-    matches = Match.objects.filter(delivery__isnull=True, subscription__in=alerts).filter(
-        Q(subscription__resumed_at__isnull=True) | Q(created_at__gte=F("subscription__resumed_at")))
+    matches = Match.objects.filter(Match.SENDABLE, delivery__isnull=True, subscription__in=alerts)
     return matches if before is None else matches.filter(created_at__lt=before)
 
 
@@ -283,10 +292,14 @@ def _assign(pairs: list[tuple[int, int]]) -> None:
         return
     table = connection.ops.quote_name(Match._meta.db_table)
     first = "CAST(%s AS bigint)" if connection.vendor == "postgresql" else "%s"
-    values = ", ".join([f"({first}, {first})"] + ["(%s, %s)"] * (len(pairs) - 1))
+    # Unnamed VALUES columns are column1, column2 on both PostgreSQL and SQLite; batches stay under SQLite's
+    # limit on parameters.
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {table} SET delivery_id = v.delivery FROM (VALUES {values}) AS v(match, delivery) "
-                       f"WHERE {table}.id = v.match", [n for pair in pairs for n in pair])
+        for start in range(0, len(pairs), 10_000):
+            batch = pairs[start:start + 10_000]
+            values = ", ".join([f"({first}, {first})"] + ["(%s, %s)"] * (len(batch) - 1))
+            cursor.execute(f"UPDATE {table} SET delivery_id = v.column2 FROM (VALUES {values}) AS v "
+                           f"WHERE {table}.id = v.column1", [n for pair in batch for n in pair])
 
 
 def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | None = None) -> list[int]:
@@ -295,12 +308,7 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
     commits. Two makers at once never take the same match."""
     separate = Subscriber.Grouping.SEPARATE
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # A chunk is a few hundred alerts: reach their matches through the index of undelivered matches.
-            # With statistics taken while the table was small (after launch, after a purge), the planner
-            # would rather scan every undelivered match for each chunk, and a large run grows as its square.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+        _through_indexes()
         rows = list(matches.select_for_update(skip_locked=True, of=("self",)).order_by().values_list(
             "pk", "subscription_id", "subscription__subscriber_id", "subscription__subscriber__email_grouping",
             "event__question_id", "event__kind", "event__key"))
@@ -313,7 +321,7 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
         for (subscriber_id, subscription_id), group in sorted(groups.items(), key=lambda item: (item[0][0],
                                                                                                   item[0][1] or 0)):
             delivery = Delivery(subscriber=subscribers[subscriber_id], subscription_id=subscription_id, kind=kind,
-                                run=run)
+                                run=run, payload={"matches": len(group)})
             renderer.render(delivery, renderer.hits([row[1:2] + row[4:] for row in group]))
             deliveries.append((delivery, group))
         Delivery.objects.bulk_create([delivery for delivery, _ in deliveries])
@@ -321,7 +329,8 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
         ids = [delivery.pk for delivery, _ in deliveries]
         if run:
             # In the chunk's own transaction: a chunk whose worker died is never counted as made.
-            DigestRun.objects.filter(pk=run.pk).update(chunks_open=F("chunks_open") - 1, emails=F("emails") + len(ids))
+            DigestRun.objects.filter(pk=run.pk).update(chunks_open=Greatest(F("chunks_open") - 1, 0),
+                                                       emails=F("emails") + len(ids))
         if ids:
             transaction.on_commit(lambda: kick(len(ids)))
     if ids:
@@ -344,10 +353,22 @@ def deliver_immediate(subscriber_ids: list[int] | None = None) -> list[int]:
     return ids
 
 
+def _through_indexes() -> None:
+    """For the rest of the transaction, read through indexes only. A digest run's chunk is a few hundred
+    subscribers; with statistics taken while the tables were small (after launch, after a purge) the
+    planner would rather scan and sort every waiting row for each chunk, and a large run would grow as
+    its square."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; "
+                           "SET LOCAL enable_sort = off")
+
+
 def _next_subscribers(run: DigestRun) -> list[int]:
     """Take the next chunk of the run's subscribers, in one short commit, so that workers making one run
     at once share it out and never make one subscriber's email twice."""
     with transaction.atomic():
+        _through_indexes()
         made_up_to = DigestRun.objects.select_for_update().values_list("made_up_to", flat=True).get(pk=run.pk)
         # The next alerts of the frequency in the order of their index, read as far as needed and no
         # further, whatever the planner believes of the tables: one chunk's work does not grow with the run.
@@ -415,7 +436,7 @@ def _esp_failed(name: str, error: str, probing: bool) -> None:
         if probing or state.failures == 0:
             state.failures += 1
         delay = min(settings.ESP_PROBE_MAX_SECONDS, settings.ESP_PROBE_SECONDS * 2 ** (state.failures - 1))
-        state.next_probe_at, state.probe_until, state.last_error = now + dt.timedelta(seconds=delay), None, error
+        state.next_probe_at, state.last_error = now + dt.timedelta(seconds=delay), error
         state.save()
 
 
@@ -477,12 +498,22 @@ def _recorded(chunk: list[Delivery], outcomes: dict[int, esp.Outcome], lease: Le
     return +counts
 
 
-def send_chunk(lease: Lease, transport) -> tuple[Counter, bool]:
+def _stale(chunk: list[Delivery]) -> list[Delivery]:
+    """Rows whose stored email no longer says what they carry: made before emails were stored, or an alert
+    email some of whose matches went since (an alert stopped meanwhile must not be in it)."""
+    alerts = [d.pk for d in chunk if d.kind in ALERT_KINDS]
+    carried = dict(Match.objects.filter(delivery_id__in=alerts).order_by().values_list("delivery_id")
+                   .annotate(n=Count("id"))) if alerts else {}
+    return [d for d in chunk if d.rendered_at is None
+            or (d.kind in ALERT_KINDS and carried.get(d.pk, 0) != d.payload.get("matches"))]
+
+
+def send_chunk(lease: Lease, transport, probing: bool = False) -> tuple[Counter, bool]:
     """Send the leased deliveries' stored emails and record every outcome; says whether the ESP as a whole
-    failed."""
+    failed. A probe that met the ESP answering, whatever it answered, says it is back."""
     chunk = list(Delivery.objects.filter(pk__in=lease.ids).select_related("subscriber").order_by("pk"))
-    if unrendered := [d for d in chunk if d.rendered_at is None]:
-        render_again(unrendered)  # rows queued before emails were stored on them
+    if stale := _stale(chunk):
+        render_again(stale)
     outcomes: dict[int, esp.Outcome] = {}
     ready = []
     for delivery in chunk:
@@ -499,11 +530,13 @@ def send_chunk(lease: Lease, transport) -> tuple[Counter, bool]:
     margin = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS / 4)
     sent = transport.send(messages, lambda: ours and timezone.now() < lease.until - margin)
     outcomes.update(zip([d.pk for d in ready], sent, strict=True))
-    outage = next((o for o in sent if o.outage), None)
+    answered = any(o.status != esp.TAKEN and not o.outage for o in sent)
+    # Down only when nothing of the chunk got an answer: one that went down midway is found by the next.
+    outage = None if answered else next((o for o in sent if o.outage), None)
     counts = _recorded(chunk, outcomes, lease)
     if outage:
-        _until_done(lambda: _esp_failed(transport.name, outage.error, len(lease.ids) == 1), "ESP state")
-    elif counts[esp.SENT]:
+        _until_done(lambda: _esp_failed(transport.name, outage.error, probing), "ESP state")
+    elif answered:
         _until_done(lambda: _esp_answered(transport.name), "ESP state")
     return counts, outage is not None
 
@@ -520,12 +553,13 @@ def send_due(seconds: float | None = None) -> Counter:
     with esp.open_transport() as transport:
         while not stopping() and time.monotonic() < deadline:
             size, probing = _gate(transport.name)
-            lease = claim_due(started, size) if size else None
-            if lease is None:
-                if probing:
+            try:
+                if not (lease := claim_due(started, size) if size else None):
+                    break
+                sent, outage = send_chunk(lease, transport, probing)
+            finally:
+                if probing:  # whatever became of it, the next probe is free to go when due
                     EspState.objects.filter(esp=transport.name).update(probe_until=None)
-                break
-            sent, outage = send_chunk(lease, transport)
             counts += sent
             if outage:
                 break

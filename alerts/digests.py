@@ -44,6 +44,9 @@ PERIODS: dict[str, Period] = {
                              lambda day: day - dt.timedelta(days=7)),
     Frequency.MONTHLY: Period(lambda day: day.replace(day=1), _month_before),
 }
+# A run starts this long after its period ends: a match found just before the end, in a batch still being
+# matched, is committed by then.
+SETTLE = dt.timedelta(minutes=2)
 # However long the stack was down, at most this many runs of one frequency are made when it is back; the
 # oldest takes everything found before its own end, so nothing is lost, only spread over fewer emails.
 CATCH_UP_MAX = 31
@@ -85,25 +88,32 @@ def start_due_runs(now: dt.datetime | None = None, build: Callable[[DigestRun], 
     from alerts.delivery import build_run
 
     now = now or timezone.now()
-    for frequency in PERIODS:
-        for run in DigestRun.objects.bulk_create(missing_runs(frequency, now), ignore_conflicts=True):
-            log.info("digest run due", extra={"frequency": frequency, "period_end": run.period_end.isoformat()})
-    lease = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS * 5)
     runs = []
-    for run in DigestRun.objects.filter(built_at__isnull=True).order_by("period_end", "pk"):
-        # Only runs nobody is making: whoever makes one renews its lease chunk by chunk. One whose makers
-        # died is walked again from the start.
-        new = DigestRun.objects.filter(pk=run.pk, building_until__isnull=True).update(building_until=now + lease)
-        if new or DigestRun.objects.filter(pk=run.pk, building_until__lt=now).update(
-                building_until=now + lease, made_up_to=0, chunks_open=0):
+    for frequency in PERIODS:
+        for run in DigestRun.objects.bulk_create(missing_runs(frequency, now - SETTLE), ignore_conflicts=True):
+            log.info("digest run due", extra={"frequency": frequency, "period_end": run.period_end.isoformat()})
+        # One run of a frequency at a time, the oldest first: a run takes every match found before its end,
+        # so a later one made first would take an earlier period's matches.
+        while run := DigestRun.objects.filter(frequency=frequency, built_at__isnull=True).order_by(
+                "period_end").first():
+            if not _lease(run, now):
+                break
             runs.append(run)
-    for run in runs:
-        if build:
-            build(run)
-        else:
+            if build:
+                build(run)  # the worker that finishes it starts the next
+                break
             build_run(run)
     finish_runs()
     return runs
+
+
+def _lease(run: DigestRun, now: dt.datetime) -> bool:
+    """Take a run nobody is making: whoever makes one renews its lease chunk by chunk. One whose makers died
+    is walked again from the start."""
+    until = now + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS * 5)
+    return bool(DigestRun.objects.filter(pk=run.pk, building_until__isnull=True).update(building_until=until)
+                or DigestRun.objects.filter(pk=run.pk, building_until__lt=now).update(
+                    building_until=until, made_up_to=0, chunks_open=0))
 
 
 def finish_runs() -> int:
@@ -120,11 +130,13 @@ def late_runs(now: dt.datetime | None = None) -> list[str]:
     grace = dt.timedelta(seconds=settings.DIGEST_LATE_SECONDS)
     problems = []
     for frequency in PERIODS:
-        end = last_end(frequency, now)
-        # Only once there are runs at all: a new install has no run until its first tick.
-        if (now - end > grace and DigestRun.objects.filter(frequency=frequency).exists()
-                and not DigestRun.objects.filter(frequency=frequency, period_end=end).exists()):
-            problems.append(f"the {frequency} digest due {timezone.localtime(end):%Y-%m-%d %H:%M} has not run")
+        # The latest period whose run should have been made by now, and the latest run made (there is none
+        # on a new install until its first tick).
+        due = last_end(frequency, now - grace)
+        latest = DigestRun.objects.filter(frequency=frequency).order_by("-period_end").values_list(
+            "period_end", flat=True).first()
+        if latest is not None and latest < due:
+            problems.append(f"the {frequency} digest due {timezone.localtime(due):%Y-%m-%d %H:%M} has not run")
     for run in DigestRun.objects.filter(finished_at__isnull=True, period_end__lt=now - grace):
         state = "not made" if run.built_at is None else "still sending"
         problems.append(f"the {run.frequency} digest due {timezone.localtime(run.period_end):%Y-%m-%d %H:%M} "

@@ -7,6 +7,7 @@ import hashlib
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -116,6 +117,14 @@ class Subscription(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:
+        # The rule for a pause (see resumed_at), however the alert is turned back on: here, the admin, a form.
+        if self.pk and not self.paused and Subscription.objects.filter(pk=self.pk, paused=True).exists():
+            self.resumed_at = timezone.now()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "resumed_at"}
+        super().save(*args, **kwargs)
+
     @property
     def is_follow(self) -> bool:
         return self.question_id is not None
@@ -168,12 +177,13 @@ class Delivery(models.Model):
     # What the email needs beyond its matches, e.g. the subscriptions a confirmation confirms.
     payload = models.JSONField(default=dict, blank=True)
     # The email as it is sent, rendered when the row is made: every try sends these same bytes.
+    # Database defaults too: the release before, still running while this one migrates, inserts rows without them.
     subject = models.CharField(max_length=300, blank=True)
-    from_email = models.CharField(max_length=320, blank=True)
-    to_email = models.CharField(max_length=254, blank=True)
-    headers = models.JSONField(default=dict, blank=True)
-    body_text = models.TextField(blank=True)
-    body_html = models.TextField(blank=True)
+    from_email = models.CharField(max_length=320, blank=True, default="", db_default="")
+    to_email = models.CharField(max_length=254, blank=True, default="", db_default="")
+    headers = models.JSONField(default=dict, blank=True, db_default=models.Value({}, models.JSONField()))
+    body_text = models.TextField(blank=True, default="", db_default="")
+    body_html = models.TextField(blank=True, default="", db_default="")
     rendered_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     esp_message_id = models.CharField(max_length=200, blank=True, db_index=True)
@@ -231,6 +241,9 @@ class DigestRun(models.Model):
 
 
 class Match(models.Model):
+    # A match found before its alert was last resumed is never sent (see Subscription.resumed_at).
+    SENDABLE = Q(subscription__resumed_at__isnull=True) | Q(created_at__gte=F("subscription__resumed_at"))
+
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="matches")
     event = models.ForeignKey(QuestionEvent, on_delete=models.CASCADE, related_name="matches")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)

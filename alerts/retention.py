@@ -144,9 +144,8 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
     finished = [Delivery.Status.SENT, Delivery.Status.REJECTED, Delivery.Status.FAILED]
     # An email still to go keeps what it carries, however old, and so does a match still waiting for its
     # digest run: its matches go with their events.
-    carried = Match.objects.filter(event=OuterRef("pk")).filter(
-        Q(delivery__status=Delivery.Status.PENDING)
-        | Q(delivery__isnull=True, subscription__in=Subscription.objects.receiving()))
+    waiting = Q(delivery__isnull=True, subscription__in=Subscription.objects.receiving()) & Match.SENDABLE
+    carried = Match.objects.filter(event=OuterRef("pk")).filter(Q(delivery__status=Delivery.Status.PENDING) | waiting)
     # Someone who asked for a confirmation lately may still use its link: not deleted, not erased.
     asked = Delivery.objects.filter(subscriber=OuterRef("pk"), kind=Delivery.Kind.CONFIRMATION,
                                     created_at__gte=now - tokens.MAX_AGE[tokens.CONFIRM])

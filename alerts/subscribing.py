@@ -244,7 +244,7 @@ def confirm(link: Link) -> list[int] | None:
         named = subscriber.subscriptions.filter(pk__in=[*held, *(s.pk for s in again if s)])
         if unsubscribed:
             subscriber.suppressed_at, subscriber.suppressed_reason = None, ""
-            named.filter(paused=True).update(paused=False, updated_at=now)
+            named.filter(paused=True).update(paused=False, resumed_at=now, updated_at=now)
         subscriber.confirmed_at = subscriber.confirmed_at or now
         subscriber.save(update_fields=["confirmed_at", "suppressed_at", "suppressed_reason"])
         # Up to the cap: what does not fit stays unconfirmed, and the page says so.
@@ -351,10 +351,7 @@ def add_confirmed(subscriber: Subscriber, *, query: str, label: str, frequency: 
 
 def set_paused(subscription: Subscription, paused: bool) -> None:
     subscription.paused = paused
-    if not paused:
-        # The rule for a pause (see Subscription.resumed_at): what was found before it is not sent.
-        subscription.resumed_at = timezone.now()
-    subscription.save(update_fields=["paused", "resumed_at", "updated_at"])
+    subscription.save(update_fields=["paused", "updated_at"])
 
 
 def unsubscribe(subscriber: Subscriber, subscription_id: int | None = None) -> Subscription | None:

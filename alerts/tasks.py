@@ -116,6 +116,8 @@ def build_digest_run_task(run_id: int) -> None:
     run = DigestRun.objects.filter(pk=run_id, built_at__isnull=True).first()
     if run and not build_run(run, seconds=settings.DIGEST_BUILD_SECONDS):
         build_digest_run_task.delay(run_id)
+    elif run:
+        start_digest_runs_task.delay()  # the next run of its frequency, if the stack missed several
 
 
 @worker_shutting_down.connect

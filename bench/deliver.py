@@ -2,11 +2,21 @@
 
 Generates subscribers (each with one immediate alert and 1 to 20 matches), creates their deliveries,
 then runs the service's own sender (`alerts.delivery.send_due`) in several processes at once, as
-workers do, against a local stub of Postmark's API that keeps connections alive and waits a given
-round trip before each answer. Each round trip is run several times; prints the median and spread.
+workers do, against a local stub of the ESP's API that keeps connections alive, answers requests on
+different connections at the same time, and waits a given round trip before each answer. The ESP is
+Postmark (a chunk in one call to its batch endpoint) or Mailgun (one message per call, over the pool
+of DELIVERY_ESP_CONNECTIONS kept-alive connections per sender; `--connections` runs each pool size
+given). Each round trip is run several times; prints the median and spread.
 
-    .venv/bin/python bench/deliver.py [--subscribers 10000] [--processes 2] [--latency-ms 0 20] [--runs 3]
-                                      [--database-url postgres://...]
+    .venv/bin/python bench/deliver.py [--esp postmark mailgun] [--subscribers 10000] [--processes 2]
+                                      [--latency-ms 0 20] [--connections 8] [--runs 3] [--database-url ...]
+
+With `--transport-only`, no database: messages of the size of an alert email, made beforehand, handed
+to the transport (`alerts.esp.open_transport`) alone, a chunk at a time as the sender hands them, in one
+process: what the transport can carry, and how that grows with the pool's size.
+
+    .venv/bin/python bench/deliver.py --transport-only [--esp postmark mailgun] [--messages 2000]
+                                      [--latency-ms 0 20] [--connections 1 2 4 8 16 32] [--runs 3]
 
 PostgreSQL is the default (the processes share it); the database's alert tables are emptied first.
 """
@@ -29,20 +39,44 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def setup(database_url: str, api_url: str | None = None) -> None:
+ESPS = ("postmark", "mailgun")
+MAILGUN_DOMAIN = "mg.example.org"
+
+
+def setup(database_url: str) -> None:
     from bench import ensure_database
 
     ensure_database(database_url)
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ["EMAIL_BACKEND"] = "anymail.backends.postmark.EmailBackend"
-    os.environ["ANYMAIL_POSTMARK_SERVER_TOKEN"] = "bench"
-    if api_url:
-        os.environ["ANYMAIL_POSTMARK_API_URL"] = api_url
     import django
 
     django.setup()
+
+
+def use_esp(esp: str, api_url: str, connections: int | None = None) -> None:
+    """Send through Anymail's backend for `esp` to the stub at `api_url` (in this process and the
+    processes it forks from now on)."""
+    from django.conf import settings
+
+    timeout = settings.ANYMAIL.get("REQUESTS_TIMEOUT", (10.0, 20.0))
+    if esp == "postmark":
+        settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+        settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "bench", "POSTMARK_API_URL": api_url,
+                            "REQUESTS_TIMEOUT": timeout}
+    else:
+        settings.EMAIL_BACKEND = "anymail.backends.mailgun.EmailBackend"
+        settings.ANYMAIL = {"MAILGUN_API_KEY": "bench", "MAILGUN_API_URL": api_url.rstrip("/") + "/v3",
+                            "MAILGUN_SENDER_DOMAIN": MAILGUN_DOMAIN, "REQUESTS_TIMEOUT": timeout}
+    if connections:
+        settings.DELIVERY_ESP_CONNECTIONS = connections
+
+
+def stub_for(esp: str):
+    from tests.esp_stub import MailgunStub, PostmarkStub
+
+    return PostmarkStub() if esp == "postmark" else MailgunStub(domain=MAILGUN_DOMAIN, api_key="bench")
 
 
 def populate(subscribers: int, seed: int = 1) -> int:
@@ -103,32 +137,108 @@ def fresh_deliveries() -> tuple[int, float]:
     return len(ids), time.perf_counter() - started
 
 
-def sender(args: tuple[str, str]) -> tuple[int, float]:
+def sender(database_url: str) -> tuple[int, float]:
     """One worker process running the sender until nothing is due: (emails sent, CPU seconds)."""
-    database_url, api_url = args
-    setup(database_url, api_url)
+    setup(database_url)
     from alerts.delivery import send_due
 
     before = resource.getrusage(resource.RUSAGE_SELF)
     sent = send_due().get("sent", 0)
     after = resource.getrusage(resource.RUSAGE_SELF)
-    return sent, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return sent, cpu_seconds(before, after)
 
 
-def run_once(args, api_url: str, stub) -> dict:
+def cpu_seconds(before, after) -> float:
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def run_once(args, stub) -> dict:
     from django.db import connection
 
     emails, create_seconds = fresh_deliveries()
     connection.close()
     stub.messages.clear()
-    started = time.perf_counter()
+    started, stub_before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    # Forked after `use_esp`, so the senders send to this ESP with this pool.
     with multiprocessing.get_context("fork").Pool(args.processes) as pool:
-        results = pool.map(sender, [(args.database_url, api_url)] * args.processes)
+        results = pool.map(sender, [args.database_url] * args.processes)
     seconds = time.perf_counter() - started
     sent = sum(count for count, _ in results)
     assert sent == emails == len(stub.messages) == len(set(stub.to())), (sent, emails, len(stub.messages))
     return {"emails": emails, "create": create_seconds, "seconds": seconds, "rate": emails / seconds,
-            "cpu_ms": 1000 * sum(cpu for _, cpu in results) / emails}
+            "cpu_ms": 1000 * sum(cpu for _, cpu in results) / emails,
+            "stub_cpu_ms": 1000 * cpu_seconds(stub_before, resource.getrusage(resource.RUSAGE_SELF)) / emails}
+
+
+def bench_message(i: int, text_bytes: int, html_bytes: int):
+    """A message shaped like an alert email: text and HTML parts of the given sizes, and the unsubscribe
+    headers every alert carries."""
+    from django.core.mail import EmailMultiAlternatives
+
+    line = "Question on police use of Palantir software, answered by the Home Office. "
+    text = (line * (text_bytes // len(line) + 1))[:text_bytes]
+    html = ("<p>" + line + "</p>\n") * (html_bytes // (len(line) + 8) + 1)
+    message = EmailMultiAlternatives(
+        "3 new answers for \u201cpalantir OR police\u201d", text, "Written question alerts <alerts@localhost>",
+        [f"reader{i}@example.org"],
+        headers={"List-Unsubscribe": f"<https://alerts.example.org/u/{i:032d}/>",
+                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"})
+    message.attach_alternative(html[:html_bytes], "text/html")
+    return message
+
+
+def transport_once(args: tuple[int, int, int]) -> tuple[int, float, float]:
+    """In a process of its own (the stub's GIL is not its): send `count` messages through the transport,
+    a chunk at a time; (sent, seconds, CPU seconds)."""
+    count, text_bytes, html_bytes = args
+    from django.conf import settings
+
+    from alerts import esp
+
+    messages = [bench_message(i, text_bytes, html_bytes) for i in range(count)]
+    size = settings.DELIVERY_CHUNK_SIZE
+    before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    with esp.open_transport() as transport:
+        outcomes = [o for start in range(0, count, size)
+                    for o in transport.send(messages[start:start + size], lambda: True)]
+    seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
+    assert [o.status for o in outcomes] == [esp.SENT] * count, {o.error for o in outcomes if o.error}
+    return count, seconds, cpu_seconds(before, after)
+
+
+def transport_only(args) -> None:
+    from django.conf import settings
+
+    from tests.esp_stub import StubServer
+
+    rows = []
+    for esp in args.esp:
+        stub = stub_for(esp)
+        server = StubServer(stub).start()
+        for latency in args.latency_ms:
+            stub.latency = latency / 1000
+            for connections in args.connections if esp != "postmark" else [None]:
+                use_esp(esp, server.url(), connections)
+                runs = []
+                for _ in range(args.runs):
+                    stub.messages.clear()
+                    with multiprocessing.get_context("fork").Pool(1) as pool:
+                        [(sent, seconds, cpu)] = pool.map(transport_once,
+                                                          [(args.messages, args.text_bytes, args.html_bytes)])
+                    assert sent == len(stub.messages) == len(set(stub.to())), (sent, len(stub.messages))
+                    runs.append({"rate": sent / seconds, "cpu_ms": 1000 * cpu / sent})
+                rows.append((esp, latency, connections, runs))
+        server.stop()
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"the transport alone (alerts.esp.open_transport), no database, in one process, "
+          f"{args.messages} messages of {args.text_bytes} + {args.html_bytes} bytes (text + HTML) in chunks of "
+          f"{settings.DELIVERY_CHUNK_SIZE}; ESP: a local stub with keep-alive, answering after the round trip; "
+          f"median (min-max) of {args.runs} runs")
+    print(f"{'ESP':>9} {'round trip ms':>13} {'connections':>11} {'messages/s':>20} {'CPU ms/message':>16}")
+    for esp, latency, connections, runs in rows:
+        print(f"{esp:>9} {latency:>13.0f} {connections or '1 (batch)':>11} {spread([r['rate'] for r in runs]):>20} "
+              f"{spread([r['cpu_ms'] for r in runs], 2):>16}")
 
 
 def spread(values: list[float], digits: int = 0) -> str:
@@ -137,40 +247,57 @@ def spread(values: list[float], digits: int = 0) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--esp", nargs="+", choices=ESPS, default=["postmark"])
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--latency-ms", type=float, nargs="+", default=[0, 20])
+    parser.add_argument("--connections", type=int, nargs="+", default=None,
+                        help="pool sizes for an ESP that takes one message per call (default: the setting's)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/deliverbench")
+    parser.add_argument("--transport-only", action="store_true")
+    parser.add_argument("--messages", type=int, default=2000, help="with --transport-only")
+    parser.add_argument("--text-bytes", type=int, default=12600, help="with --transport-only")
+    parser.add_argument("--html-bytes", type=int, default=24000, help="with --transport-only")
     args = parser.parse_args()
 
-    from tests.esp_stub import PostmarkStub, StubServer
-
-    stub = PostmarkStub()
-    server = StubServer(stub).start()
-    setup(args.database_url, server.url())
+    setup(args.database_url)
     from django.conf import settings
     from django.db import connection
 
+    if args.transport_only:
+        args.connections = args.connections or [1, 2, 4, 8, 16, 32]
+        transport_only(args)
+        return
+
+    from tests.esp_stub import StubServer
+
     matches = populate(args.subscribers)
     rows = []
-    for latency in args.latency_ms:
-        stub.latency = latency / 1000
-        runs = [run_once(args, server.url(), stub) for _ in range(args.runs)]
-        rows.append((latency, runs))
-    server.stop()
+    for esp in args.esp:
+        stub = stub_for(esp)
+        server = StubServer(stub).start()
+        for connections in (args.connections or [settings.DELIVERY_ESP_CONNECTIONS]) if esp != "postmark" else [None]:
+            use_esp(esp, server.url(), connections)
+            for latency in args.latency_ms:
+                stub.latency = latency / 1000
+                runs = [run_once(args, stub) for _ in range(args.runs)]
+                rows.append((esp, connections, latency, runs))
+        server.stop()
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"database: {connection.vendor}; ESP: a local Postmark stub with keep-alive, answering after the round "
-          f"trip; sender: alerts.delivery.send_due in {args.processes} processes, chunks of "
+          f"database: {connection.vendor}; ESP: a local stub with keep-alive, answering after the round trip; "
+          f"sender: alerts.delivery.send_due in {args.processes} processes, chunks of "
           f"{settings.DELIVERY_CHUNK_SIZE}")
-    print(f"{args.subscribers} subscribers, {matches} matches; median (min-max) of {args.runs} runs")
-    print(f"{'round trip ms':>13} {'emails':>7} {'create s':>16} {'send s':>16} {'emails/s':>18} "
-          f"{'CPU ms/email':>16}")
-    for latency, runs in rows:
-        print(f"{latency:>13.0f} {runs[0]['emails']:>7} {spread([r['create'] for r in runs], 2):>16} "
-              f"{spread([r['seconds'] for r in runs], 2):>16} {spread([r['rate'] for r in runs]):>18} "
-              f"{spread([r['cpu_ms'] for r in runs], 2):>16}")
+    print(f"{args.subscribers} subscribers, {matches} matches; median (min-max) of {args.runs} runs; "
+          f"connections: the pool of each sender, for an ESP taking one message per call")
+    print(f"{'ESP':>9} {'connections':>11} {'round trip ms':>13} {'emails':>7} {'create s':>16} {'send s':>16} "
+          f"{'emails/s':>18} {'CPU ms/email':>16} {'stub CPU ms/email':>18}")
+    for esp, connections, latency, runs in rows:
+        print(f"{esp:>9} {connections or '1 (batch)':>11} {latency:>13.0f} {runs[0]['emails']:>7} "
+              f"{spread([r['create'] for r in runs], 2):>16} {spread([r['seconds'] for r in runs], 2):>16} "
+              f"{spread([r['rate'] for r in runs]):>18} {spread([r['cpu_ms'] for r in runs], 2):>16} "
+              f"{spread([r['stub_cpu_ms'] for r in runs], 2):>18}")
 
 
 if __name__ == "__main__":

@@ -347,6 +347,9 @@ DELIVERY_GIVE_UP_HOURS = env.float("DELIVERY_GIVE_UP_HOURS", default=72.0)
 # How many send tasks a batch of new emails wakes at once, and how long one task keeps sending.
 DELIVERY_SENDERS = env.int("DELIVERY_SENDERS", default=4)
 DELIVERY_RUN_SECONDS = env.float("DELIVERY_RUN_SECONDS", default=120.0)
+# An ESP that takes one message per call (any Anymail ESP but Postmark) is sent to over this many kept-alive
+# connections per sender at once, so that its round trips overlap.
+DELIVERY_ESP_CONNECTIONS = env.int("DELIVERY_ESP_CONNECTIONS", default=8)
 EMAIL_MAX_QUESTIONS = env.int("EMAIL_MAX_QUESTIONS", default=50)
 DIGEST_HOUR = env.int("DIGEST_HOUR", default=7)
 # How many workers make one digest run's emails at once, each for this many seconds at a time.

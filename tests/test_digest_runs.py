@@ -73,7 +73,7 @@ def test_a_missed_weekly_run_is_made_when_the_stack_is_back_and_sends_the_questi
     Monday 9 November 07:00 until Monday 16 November 08:00."""
     weekly = alert("weekly", confirmed="2026-11-03 09:00")
     question = matched(weekly, "2026-11-03 10:00")
-    first = digests.start_due_runs(at("2026-11-02 07:01"))
+    first = digests.start_due_runs(at("2026-11-02 07:05"))
     assert [r.period_end for r in first if r.frequency == "weekly"] == [at("2026-11-02 07:00")]
     assert not mail.outbox  # nothing matched before that run's period ended
 
@@ -85,8 +85,8 @@ def test_a_missed_weekly_run_is_made_when_the_stack_is_back_and_sends_the_questi
     assert email.subject.startswith("Weekly digest, 2 November to 9 November 2026: ")
     assert question.title in email.body
     # Beat's next tick, and the next week's run: nothing is sent twice.
-    digests.start_due_runs(at("2026-11-16 08:01"))
-    digests.start_due_runs(at("2026-11-23 07:01"))
+    digests.start_due_runs(at("2026-11-16 08:05"))
+    digests.start_due_runs(at("2026-11-23 07:05"))
     assert len(digests_to("ada@example.org")) == 1
     assert DigestRun.objects.filter(frequency="weekly").count() == 4
     assert set(DigestRun.objects.values_list("emails", flat=True)) == {0, 1}
@@ -96,14 +96,14 @@ def test_a_monthly_digest_across_a_month_end_and_the_clock_change(archive):
     monthly = alert("monthly")
     october = [matched(monthly, "2026-10-20 12:00", 0), matched(monthly, "2026-10-28 12:00", 1)]
     november = matched(monthly, "2026-11-03 12:00", 2)
-    digests.start_due_runs(at("2026-10-01 07:00"))  # the run before: nothing yet
+    digests.start_due_runs(at("2026-10-01 07:05"))  # the run before: nothing yet
 
-    digests.start_due_runs(at("2026-11-01 07:00"))
+    digests.start_due_runs(at("2026-11-01 07:05"))
     [first] = digests_to("ada@example.org")
     assert first.subject.startswith("Monthly digest, October 2026: 2 written questions match")
     assert all(q.title in first.body for q in october) and november.title not in first.body
 
-    digests.start_due_runs(at("2026-12-01 07:00"))
+    digests.start_due_runs(at("2026-12-01 07:05"))
     second = digests_to("ada@example.org")[1]
     assert second.subject.startswith("Monthly digest, November 2026: 1 written question matches")
     assert november.title in second.body
@@ -131,7 +131,7 @@ def test_a_pause_drops_what_was_found_before_it_and_only_that(archive):
     Subscription.objects.filter(pk=daily.pk).update(resumed_at=at("2026-12-01 10:00"))
     after = matched(daily, "2026-12-01 11:00", 1)
 
-    digests.start_due_runs(at("2026-12-02 07:00"))
+    digests.start_due_runs(at("2026-12-02 07:05"))
 
     [email] = digests_to("ada@example.org")
     assert after.get_absolute_url() in email.body and before.get_absolute_url() not in email.body
@@ -251,3 +251,77 @@ def test_late_and_missed_runs_show_on_health_and_metrics(archive, settings, clie
     assert "wqa_digest_runs_late 1.0" in metrics
     digests.start_due_runs(now)
     assert digests.late_runs(now) == []
+
+
+def test_a_run_waits_for_matches_still_being_committed_when_its_period_ends(archive):
+    daily = alert("daily")
+    matched(daily, "2026-12-02 06:59")
+    assert all(r.period_end < at("2026-12-02 07:00") for r in digests.start_due_runs(at("2026-12-02 07:01")))
+    assert [r.period_end for r in digests.start_due_runs(at("2026-12-02 07:02")) if r.frequency == "daily"] == [
+        at("2026-12-02 07:00")]
+    assert len(digests_to("ada@example.org")) == 1
+
+
+def test_missed_runs_of_one_frequency_are_made_one_at_a_time_oldest_first(archive):
+    daily = alert("daily")
+    digests.start_due_runs(at("2026-12-01 07:05"))
+    tuesday, wednesday = matched(daily, "2026-12-01 12:00", 0), matched(daily, "2026-12-02 12:00", 1)
+    dispatched = []
+
+    digests.start_due_runs(at("2026-12-03 08:00"), build=dispatched.append)
+    # Workers would make the runs; only the oldest of each frequency is handed out until it is made.
+    assert [(r.frequency, r.period_end) for r in dispatched] == [("daily", at("2026-12-02 07:00"))]
+    assert digests.start_due_runs(at("2026-12-03 08:01"), build=dispatched.append) == []
+
+    # The worker it was handed to never made it: once its lease has run out, it is made here and now, then
+    # the next.
+    digests.start_due_runs(at("2026-12-03 08:10"))
+    first, second = digests_to("ada@example.org")
+    assert tuesday.get_absolute_url() in first.body and wednesday.get_absolute_url() not in first.body
+    assert wednesday.get_absolute_url() in second.body and tuesday.get_absolute_url() not in second.body
+
+
+def test_an_email_waiting_in_the_queue_leaves_out_an_alert_stopped_meanwhile(archive, postmark):
+    stub = postmark
+    stub.failures_left = 1
+    ada = Subscriber.objects.create(email="ada@example.org", confirmed_at=at("2026-10-01 12:00"))
+    kept, stopped = (Subscription.objects.create(subscriber=ada, query=q, canonical_query=q,
+                                                 confirmed_at=ada.confirmed_at) for q in ("police", "prisons"))
+    matched(kept, "2026-12-01 09:00", 0)
+    matched(stopped, "2026-12-01 09:00", 1)
+    deliver_immediate()  # made for both alerts, then the ESP fails it
+    assert "prisons" in Delivery.objects.get().body_text
+
+    stopped.delete()  # "stop this alert" while the email waits
+    EspState.objects.update(next_probe_at=timezone.now())
+    send_due()
+
+    [sent] = stub.messages
+    assert "police" in sent["TextBody"] and "prisons" not in sent["TextBody"]
+    kept.delete()  # and an email all of whose alerts stopped is not sent at all
+    matched(Subscription.objects.create(subscriber=ada, query="tax", canonical_query="tax",
+                                        confirmed_at=ada.confirmed_at), "2026-12-01 10:00", 2)
+    stub.failures_left = 1
+    deliver_immediate()
+    Subscription.objects.filter(query="tax").delete()
+    EspState.objects.update(next_probe_at=timezone.now())
+    send_due()
+    assert len(stub.messages) == 1
+    assert Delivery.objects.filter(status="failed", error__contains="carries no matches").count() == 1
+
+
+def test_a_probe_the_esp_answers_for_that_email_alone_still_ends_the_outage(archive, postmark):
+    stub = postmark
+    stub.failures_left = 1
+    for n in range(3):
+        matched(alert("immediate", email=f"reader{n}@example.org"), "2026-12-01 09:00")
+    stub.inactive = {"reader0@example.org"}  # the probe's email: refused for that address only (406)
+    deliver_immediate()
+    assert EspState.objects.get().down_since
+
+    EspState.objects.update(next_probe_at=timezone.now())
+    send_due()
+
+    assert EspState.objects.get().down_since is None
+    assert sorted(stub.to()) == ["reader1@example.org", "reader2@example.org"]
+    assert Delivery.objects.get(to_email="reader0@example.org").status == "rejected"
