@@ -25,6 +25,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from alerts.delivery import deliver_immediate
+from alerts.digests import SETTLE
 from alerts.models import Delivery, DigestRun, EspState, Match, Subscriber, Subscription
 from questions.models import Question, QuestionEvent
 from tests.conftest import FIXTURES, ROOT, wait_until
@@ -400,8 +401,9 @@ def test_a_weekly_digest_missed_while_the_stack_was_down_arrives_once_when_it_is
 def test_monthly_digests_across_the_month_end_and_the_clock_change_each_send_their_own_months_matches(
         worker_env, esp, clock):
     """Matches on 20 October (BST), 28 October (GMT, after the change on the 25th), 1 November at 06:30 GMT
-    (before that day's 07:00, so October's: an hour after 07:00 BST) and 3 November; the stack runs through
-    the end of October, 1 November 07:00 GMT and 1 December 07:00 GMT."""
+    (before that day's 07:00, so October's, though past 06:00 UTC, where 07:00 fell in summer time) and 3 November;
+    the stack runs through
+    the end of October, 1 November 07:00 GMT and 1 December 07:00 GMT (each run made once its period has settled)."""
     alert = digest_alert("monthly@example.org", MONTHLY, london(2026, 9, 1, 9))
     october = list(Question.objects.order_by("pk")[:3])
     november = Question.objects.order_by("pk")[3]
@@ -420,11 +422,11 @@ def test_monthly_digests_across_the_month_end_and_the_clock_change_each_send_the
         wait_until(lambda: made_and_sent(Subscription.Frequency.DAILY, london(2026, 10, 31, 7)), timeout=60,
                    message="beat's first tick on 31 October")
         assert ends(MONTHLY) == [london(2026, 10, 1, 7)] and not stub.messages
-        clock.set(london(2026, 11, 1, 7, 0, 1))
+        clock.set(london(2026, 11, 1, 7) + SETTLE + dt.timedelta(seconds=1))
         wait_until(lambda: stub.messages and made_and_sent(MONTHLY, london(2026, 11, 1, 7)), timeout=60,
                    message="October's digest on 1 November")
         after_october = questions_in(stub.messages[-1])
-        clock.set(london(2026, 12, 1, 7, 0, 1))
+        clock.set(london(2026, 12, 1, 7) + SETTLE + dt.timedelta(seconds=1))
         wait_until(lambda: len(stub.messages) > 1 and made_and_sent(MONTHLY, london(2026, 12, 1, 7)), timeout=60,
                    message="November's digest on 1 December")
     finally:
