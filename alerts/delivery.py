@@ -550,9 +550,9 @@ def send_chunk(lease: Lease, transport, probing: bool = False) -> tuple[Counter,
             ready.append(delivery)
     messages = [emails.as_message(d) for d in ready]
     # A sender that stalled past its lease (another has taken a row) sends nothing; one that is slow at the
-    # ESP stops short of the lease's end, past which another sender may take the rest of the chunk.
+    # ESP starts no call that could outlast the lease, past which another sender may take the rest.
     ours = _until_done(lease.keep, "lease")
-    margin = dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS / 4)
+    margin = dt.timedelta(seconds=min(sum(esp.request_timeout()), settings.DELIVERY_LEASE_SECONDS / 2))
     sent = transport.send(messages, lambda: ours and timezone.now() < lease.until - margin)
     outcomes.update(zip([d.pk for d in ready], sent, strict=True))
     answered = any(o.status != esp.TAKEN and not o.outage for o in sent)

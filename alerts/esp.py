@@ -110,6 +110,12 @@ def open_transport() -> Transport:
     return SerialTransport(backend)
 
 
+def request_timeout() -> tuple[float, float]:
+    """The longest one call to the ESP may take: to connect, then to answer."""
+    timeout = settings.ANYMAIL.get("REQUESTS_TIMEOUT", (10.0, 20.0))
+    return (timeout[0], timeout[1]) if isinstance(timeout, tuple | list) else (timeout, timeout)
+
+
 def _esp_name(connection) -> str:
     """The ESP's label in metrics: Anymail's name for it ("Postmark"), or the Django backend's module."""
     return str(getattr(connection, "esp_name", "") or type(connection).__module__.rsplit(".", 1)[-1])[:30]
