@@ -315,11 +315,11 @@ def site_worker(worker_env, httpserver, esp_path, live_server):
     process.stop()
 
 
-def send(task: str) -> None:
+def send(task: str, *args) -> None:
     """Queue a task by name, as beat does."""
     from config.celery import app
 
-    app.send_task(task)
+    app.send_task(task, args=args)
 
 
 def serve_postmark(httpserver, esp_path: str, stub) -> None:
@@ -337,16 +337,22 @@ def backends_waiting_on_a_lock(cursor) -> list[int]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def run_digest(frequency: str):
-    """The digest run of this frequency for a period that ends now, made as beat's tick would make it."""
+def digest_run_now(frequency: str):
+    """A digest run of this frequency for a period that ends now (its emails not made yet)."""
     import datetime as dt
 
     from django.utils import timezone
 
-    from alerts.delivery import build_run
     from alerts.models import DigestRun
 
     end = timezone.now()
-    run = DigestRun.objects.create(frequency=frequency, period_start=end - dt.timedelta(days=1), period_end=end)
+    return DigestRun.objects.create(frequency=frequency, period_start=end - dt.timedelta(days=1), period_end=end)
+
+
+def run_digest(frequency: str):
+    """The digest run of this frequency for a period that ends now, made as beat's tick would make it."""
+    from alerts.delivery import build_run
+
+    run = digest_run_now(frequency)
     build_run(run)
     return run

@@ -56,7 +56,7 @@ def test_the_overview_shows_each_stage(admin_client):
 
     assert "Broken feed" in html and "HTTP 500" in html
     assert "1 bounced" in html
-    assert "Daily digests" in html and "Poll sources" in html
+    assert "Start digest runs" in html and "Poll sources" in html
     assert "Overview" in admin_client.get("/admin/").content.decode()
 
 

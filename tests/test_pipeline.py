@@ -14,6 +14,7 @@ from questions.models import Question, QuestionEvent, Source
 from tests.conftest import (
     Worker,
     backends_waiting_on_a_lock,
+    digest_run_now,
     mail_worker_env,
     polled_api,
     purge_queues,
@@ -71,11 +72,11 @@ def test_a_new_question_in_the_api_reaches_the_inbox(api, esp, mail_env):
         # Both events of the question (tabled, answered) matched once each, in one email.
         assert Match.objects.filter(subscription__subscriber__email="ada@example.org").count() == 2
 
-        send("alerts.deliver_daily")
+        send("alerts.build_digest_run", digest_run_now("daily").pk)
         wait_until(lambda: len(esp.messages) == 2, timeout=60, message="the daily digest")
         assert esp.messages[1]["To"] == "cy@example.org"
         assert esp.messages[1]["Subject"].startswith("Daily digest")
-        send("alerts.deliver_daily")
+        send("alerts.build_digest_run", digest_run_now("daily").pk)
         send("questions.poll_sources")
         send("alerts.match_events")
         wait_until(lambda: QuestionEvent.objects.filter(matched_at__isnull=True).count() == 0, timeout=30,
