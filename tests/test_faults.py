@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from alerts.delivery import deliver_immediate, send_due
-from alerts.models import Delivery, Match
+from alerts.models import Delivery, EspState, Match
 from questions.models import Question, QuestionEvent
 from tests.conftest import backends_waiting_on_a_lock, serve_postmark, wait_until
 from tests.esp_stub import PostmarkStub
@@ -60,11 +60,14 @@ def test_an_esp_that_throttles_is_retried_until_it_accepts(postmark, status, arc
     subscribe()
     match_everything()
 
-    deliver_immediate()
-    send_due()
-    send_due()
+    deliver_immediate()  # the ESP as a whole is failing: every sender holds back until its probe is due
+    assert EspState.objects.get().down_since and send_due() == {}
+    for _ in range(2):
+        EspState.objects.update(next_probe_at=timezone.now())  # the probe's wait, passed
+        send_due()
 
     assert len(stub.messages) == 1 and Delivery.objects.get().attempts == 3
+    assert EspState.objects.get().down_since is None
 
 
 @pytest.mark.django_db(transaction=True)
@@ -87,7 +90,11 @@ def test_an_esp_that_hangs_times_out_and_is_tried_again_later(postmark, settings
     delivery = Delivery.objects.get()
     assert delivery.status == "pending" and delivery.attempts == 1 and delivery.leased_until is None
     assert "timed out" in delivery.error.lower() or "timeout" in delivery.error.lower()
-    assert 20 <= (delivery.next_attempt_at - timezone.now()).total_seconds() <= 40
+    # A time-out is the ESP failing as a whole: the email is due again as soon as a probe gets through,
+    # which waits ESP_PROBE_SECONDS, not the email's own back-off.
+    state = EspState.objects.get()
+    assert delivery.next_attempt_at <= timezone.now() and state.down_since
+    assert 0 < (state.next_probe_at - timezone.now()).total_seconds() <= settings.ESP_PROBE_SECONDS
     assert Match.objects.filter(delivery=delivery).count() == 10
 
 

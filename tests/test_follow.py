@@ -469,7 +469,7 @@ def test_a_sharded_task_run_sends_each_follower_one_email(client, settings, monk
     land(answered(record()))
     monkeypatch.setattr(app._local, "backend", CacheBackend(app=app, backend="memory"), raising=False)
 
-    outcome = tasks.match_events_task.apply().get()
+    outcome = tasks.match_events_task.apply().get(disable_sync_subtasks=False)
 
     assert outcome == {"fanned_out": 1}
     assert Match.objects.filter(subscription=follow).count() == 1
