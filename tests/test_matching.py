@@ -226,8 +226,7 @@ def test_a_sharded_task_sends_every_shard_the_same_events_and_marks_them_after(m
     eager = app.conf.task_always_eager
     app.conf.task_always_eager = True
     try:
-        # Another test's thread may be inside an eager task, which Celery marks for the whole process.
-    outcome = tasks.match_events_task.apply().get(disable_sync_subtasks=False)
+        outcome = tasks.match_events_task.apply().get(disable_sync_subtasks=False)
     finally:
         app.conf.task_always_eager = eager
 
