@@ -34,7 +34,7 @@ from typing import TypeVar
 
 from celery import current_app
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, models, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, models, transaction
 from django.db.models import Count, F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -238,7 +238,8 @@ def render_again(deliveries: list[Delivery]) -> None:
     """Make the stored emails of existing rows anew (the operator's Resend, rows made before emails were
     stored), from the matches they carry; saved."""
     renderer = Renderer()
-    rows = Match.objects.filter(delivery__in=deliveries).values_list(
+    # An alert paused since the email was made is left out of it, as the manage page promises.
+    rows = Match.objects.filter(delivery__in=deliveries, subscription__paused=False).values_list(
         "delivery_id", "subscription_id", "event__question_id", "event__kind", "event__key")
     carried: dict[int, list] = {}
     for delivery_id, *row in rows:
@@ -410,6 +411,25 @@ def _next_subscribers(run: DigestRun) -> list[int]:
     return batch
 
 
+def _make_chunk(run: DigestRun, batch: list[int], renderer: Renderer) -> None:
+    """One chunk of a run, tried again through a passing database error. One that keeps failing is given up,
+    loudly, so that it holds up neither its run nor the runs after it: its matches wait for the next run."""
+    for attempt in range(3):
+        try:
+            make_deliveries(run.frequency, deliverable_matches(run.frequency, before=run.period_end,
+                                                               subscriber_ids=batch), renderer, run)
+            return
+        except DatabaseError:
+            log.warning("digest chunk failed; trying again", extra={"run": run.pk, "first": batch[0]}, exc_info=True)
+            if not connection.in_atomic_block:
+                connection.close()  # a connection the error broke is opened afresh
+            if attempt < 2:
+                time.sleep(1 + attempt)
+    log.error("digest chunk given up; its matches wait for the next run",
+              extra={"run": run.pk, "frequency": run.frequency, "subscribers": len(batch), "first": batch[0]})
+    DigestRun.objects.filter(pk=run.pk).update(chunks_open=Greatest(F("chunks_open") - 1, 0))
+
+
 def build_run(run: DigestRun, seconds: float | None = None) -> bool:
     """Make emails of a digest run, a chunk of subscribers at a time, for up to `seconds` (or until all are
     made); True once the run has no chunk left to take. Any number of workers may make one run at once.
@@ -422,8 +442,7 @@ def build_run(run: DigestRun, seconds: float | None = None) -> bool:
     while deadline is None or time.monotonic() < deadline:
         if not (batch := _next_subscribers(run)):
             break
-        make_deliveries(run.frequency, deliverable_matches(run.frequency, before=run.period_end,
-                                                           subscriber_ids=batch), renderer, run)
+        _make_chunk(run, batch, renderer)
     else:
         return False
     if DigestRun.objects.filter(pk=run.pk, built_at__isnull=True, chunks_open=0).update(
@@ -474,8 +493,15 @@ def _esp_answered(name: str) -> None:
         kick(waiting)
 
 
-def _apply(delivery: Delivery, outcome: esp.Outcome, now: dt.datetime) -> None:
+# Not tried: the sender's lease had too little time left for another call. Due again at once, as it was.
+LATER = esp.Outcome("later")
+
+
+def _apply(delivery: Delivery, outcome: esp.Outcome, now: dt.datetime, held_back: bool) -> None:
     delivery.leased_until = None
+    if outcome.status == LATER.status:
+        delivery.next_attempt_at = now
+        return
     delivery.error = outcome.error
     if outcome.status == esp.SENT:
         delivery.status, delivery.sent_at = Delivery.Status.SENT, now
@@ -484,8 +510,9 @@ def _apply(delivery: Delivery, outcome: esp.Outcome, now: dt.datetime) -> None:
         delivery.status = Delivery.Status.REJECTED
     elif outcome.status == esp.RETRY:
         # An ESP that is down is waited for by all senders together (`_gate`): the email is due again as soon
-        # as it answers. A failure of this one email backs off on its own.
-        wait = 0 if outcome.outage else backoff(delivery.attempts)
+        # as it answers. A failure of this one email (or a throttled call among calls that went) backs off
+        # on its own.
+        wait = 0 if outcome.outage and held_back else backoff(delivery.attempts)
         delivery.next_attempt_at = now + dt.timedelta(seconds=wait)
         if delivery.next_attempt_at > delivery.give_up_at:
             delivery.status = Delivery.Status.FAILED
@@ -494,11 +521,11 @@ def _apply(delivery: Delivery, outcome: esp.Outcome, now: dt.datetime) -> None:
         delivery.status = Delivery.Status.FAILED
 
 
-def _recorded(chunk: list[Delivery], outcomes: dict[int, esp.Outcome], lease: Lease) -> Counter:
+def _recorded(chunk: list[Delivery], outcomes: dict[int, esp.Outcome], lease: Lease, held_back: bool) -> Counter:
     now = timezone.now()
     done = [d for d in chunk if outcomes[d.pk].status != esp.TAKEN]
     for delivery in done:
-        _apply(delivery, outcomes[delivery.pk], now)
+        _apply(delivery, outcomes[delivery.pk], now, held_back)
 
     def record() -> None:
         _record(done, lease)
@@ -525,9 +552,10 @@ def _recorded(chunk: list[Delivery], outcomes: dict[int, esp.Outcome], lease: Le
 
 def _stale(chunk: list[Delivery]) -> list[Delivery]:
     """Rows whose stored email no longer says what they carry: made before emails were stored, or an alert
-    email some of whose matches went since (an alert stopped meanwhile must not be in it)."""
+    email some of whose matches went since, or whose alert was paused (it must not be in it any more)."""
     alerts = [d.pk for d in chunk if d.kind in ALERT_KINDS]
-    carried = dict(Match.objects.filter(delivery_id__in=alerts).order_by().values_list("delivery_id")
+    carried = dict(Match.objects.filter(delivery_id__in=alerts, subscription__paused=False).order_by()
+                   .values_list("delivery_id")
                    .annotate(n=Count("id"))) if alerts else {}
     return [d for d in chunk if d.rendered_at is None
             or (d.kind in ALERT_KINDS and carried.get(d.pk, 0) != d.payload.get("matches"))]
@@ -554,11 +582,14 @@ def send_chunk(lease: Lease, transport, probing: bool = False) -> tuple[Counter,
     ours = _until_done(lease.keep, "lease")
     margin = dt.timedelta(seconds=min(sum(esp.request_timeout()), settings.DELIVERY_LEASE_SECONDS / 2))
     sent = transport.send(messages, lambda: ours and timezone.now() < lease.until - margin)
+    if ours:
+        # Still ours: what there was no time to start is not left leased, to be taken back one by one later.
+        sent = [LATER if o.status == esp.TAKEN else o for o in sent]
     outcomes.update(zip([d.pk for d in ready], sent, strict=True))
-    answered = any(o.status != esp.TAKEN and not o.outage for o in sent)
+    answered = any(o.status not in (esp.TAKEN, LATER.status) and not o.outage for o in sent)
     # Down only when nothing of the chunk got an answer: one that went down midway is found by the next.
     outage = None if answered else next((o for o in sent if o.outage), None)
-    counts = _recorded(chunk, outcomes, lease)
+    counts = _recorded(chunk, outcomes, lease, held_back=outage is not None)
     if outage:
         _until_done(lambda: _esp_failed(transport.name, outage.error, probing), "ESP state")
     elif answered:

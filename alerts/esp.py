@@ -304,7 +304,16 @@ class PostmarkTransport(_Closing):
                 for position in positions:
                     outcomes[position] = outage
                 continue
-            if not isinstance(results, list) or len(results) != len(payloads):
+            refused = results is None or response.status_code == 422
+            readable = isinstance(results, list) and len(results) == len(payloads)
+            if not refused and not readable:
+                # An answer that is not one result per message: the batch may have been taken, so none is
+                # sent again now; they are tried again later, as after any failed call.
+                failure = Outcome(RETRY, error=f"Postmark answered {str(results)[:500]}")
+                for position in positions:
+                    outcomes[position] = failure
+                continue
+            if not readable:
                 # Refused as a whole (a 422): one message may be the cause, so each is sent alone, and only
                 # that one is held back.
                 for position in positions:

@@ -326,3 +326,41 @@ def test_a_probe_the_esp_answers_for_that_email_alone_still_ends_the_outage(arch
     assert EspState.objects.get().down_since is None
     assert sorted(stub.to()) == ["reader1@example.org", "reader2@example.org"]
     assert Delivery.objects.get(to_email="reader0@example.org").status == "rejected"
+
+
+def test_an_alert_paused_while_its_email_waits_is_left_out_of_it(archive, postmark):
+    stub = postmark
+    stub.failures_left = 1
+    ada = Subscriber.objects.create(email="ada@example.org", confirmed_at=at("2026-10-01 12:00"))
+    kept, paused = (Subscription.objects.create(subscriber=ada, query=q, canonical_query=q,
+                                                confirmed_at=ada.confirmed_at) for q in ("police", "prisons"))
+    matched(kept, "2026-12-01 09:00", 0)
+    matched(paused, "2026-12-01 09:00", 1)
+    deliver_immediate()
+    set_paused(paused, True)  # "we won't email you about it" while the email waits out the ESP
+    EspState.objects.update(next_probe_at=timezone.now())
+    send_due()
+
+    [sent] = stub.messages
+    assert "police" in sent["TextBody"] and "prisons" not in sent["TextBody"]
+
+
+def test_a_postmark_answer_that_is_not_one_result_per_message_sends_nothing_again_at_once(archive, postmark):
+    from werkzeug.wrappers import Response
+
+    stub = postmark
+    for n in range(3):
+        matched(alert("immediate", email=f"reader{n}@example.org"), "2026-12-01 09:00")
+    calls = []
+
+    def odd_answer(request):
+        calls.append(request.path)
+        return Response('{"Message": "OK"}', status=200, content_type="application/json")
+
+    stub.handler = odd_answer
+    deliver_immediate()
+
+    # The batch may have been taken: no message is sent again one by one, each waits for a later try.
+    assert calls == [calls[0]] and calls[0].endswith("/batch")
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"pending"}
+    assert all("Postmark answered" in d.error for d in Delivery.objects.all())
