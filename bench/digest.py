@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.deliver import setup  # noqa: E402
+from bench.deliver import setup, use_esp  # noqa: E402
 
 TABLES = ("alerts_match", "alerts_delivery", "alerts_subscription", "alerts_subscriber", "alerts_digestrun")
 
@@ -72,10 +72,11 @@ def populate(subscribers: int, questions: int, seed: int = 1) -> int:
     return len(Match.objects.bulk_create(matches, batch_size=10_000))
 
 
-def sender(args: tuple[str, str, object]) -> int:
-    """A worker process sending whatever is due until the run is made and nothing is left."""
-    database_url, api_url, built = args
-    setup(database_url, api_url)
+def sender(args: tuple[str, object]) -> int:
+    """A worker process (forked with the ESP set) sending whatever is due until the run is made and nothing is
+    left."""
+    database_url, built = args
+    setup(database_url)
     from alerts.delivery import send_due
 
     sent = 0
@@ -103,7 +104,7 @@ def builder(args: tuple[str, list[int]]) -> None:
             build_run(run)
 
 
-def run_once(args, api_url: str, stub) -> dict:
+def run_once(args, stub) -> dict:
     from django.db import connection
     from django.utils import timezone
 
@@ -118,7 +119,7 @@ def run_once(args, api_url: str, stub) -> dict:
     context = multiprocessing.get_context("fork")
     built = context.Manager().Event()
     with context.Pool(args.senders) as pool:
-        results = pool.map_async(sender, [(args.database_url, api_url, built)] * args.senders)
+        results = pool.map_async(sender, [(args.database_url, built)] * args.senders)
         started = time.perf_counter()
         runs = digests.start_due_runs(timezone.now() + digests.dt.timedelta(days=1), build=lambda run: None)
         connection.close()
@@ -153,11 +154,12 @@ def main() -> None:
 
     stub = PostmarkStub(latency=args.latency_ms / 1000)
     server = StubServer(stub).start()
-    setup(args.database_url, server.url())
+    setup(args.database_url)
+    use_esp("postmark", server.url())
     from django.conf import settings
 
     matches = populate(args.subscribers, args.questions)
-    runs = [run_once(args, server.url(), stub) for _ in range(args.runs)]
+    runs = [run_once(args, stub) for _ in range(args.runs)]
     server.stop()
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
