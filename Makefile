@@ -41,14 +41,16 @@ lint: install
 	$(BIN)/ruff check .
 
 # Every benchmark, each printing its table (median of three runs with the range, where the script repeats).
-# They need PostgreSQL and Redis on this machine (see docs/benchmarks.md) and wrk, and take about an hour
-# and a half in all. bench/web.sh loads the 1M-question database that bench/search.py builds.
+# They need PostgreSQL and Redis on this machine (see docs/benchmarks.md) and wrk, and take about two hours
+# in all. bench/web.sh loads the 1M-question database that bench/search.py builds.
 WEB_BENCH := DATABASE_URL=postgres://postgres@127.0.0.1:5432/searchbench_1000000 REDIS_URL=redis://127.0.0.1:6379/9
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/match.py
 	$(BIN)/python bench/percolate.py
 	$(BIN)/python bench/deliver.py
+	$(BIN)/python bench/digest.py
+	$(BIN)/python bench/outage.py
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/hostile.py
 	$(BIN)/pip install --quiet -r bench/requirements-peers.txt
