@@ -282,15 +282,21 @@ def test_missed_runs_of_one_frequency_are_made_one_at_a_time_oldest_first(archiv
     assert wednesday.get_absolute_url() in second.body and tuesday.get_absolute_url() not in second.body
 
 
-def test_an_email_waiting_in_the_queue_leaves_out_an_alert_stopped_meanwhile(archive, postmark):
-    stub = postmark
+def one_email_for_two_alerts_waiting(stub) -> tuple[Subscriber, Subscription, Subscription]:
+    """Ada's email for her alerts on police and prisons, made, then failed by the ESP: it waits in the queue."""
     stub.failures_left = 1
     ada = Subscriber.objects.create(email="ada@example.org", confirmed_at=at("2026-10-01 12:00"))
-    kept, stopped = (Subscription.objects.create(subscriber=ada, query=q, canonical_query=q,
-                                                 confirmed_at=ada.confirmed_at) for q in ("police", "prisons"))
-    matched(kept, "2026-12-01 09:00", 0)
-    matched(stopped, "2026-12-01 09:00", 1)
-    deliver_immediate()  # made for both alerts, then the ESP fails it
+    police, prisons = (Subscription.objects.create(subscriber=ada, query=q, canonical_query=q,
+                                                   confirmed_at=ada.confirmed_at) for q in ("police", "prisons"))
+    matched(police, "2026-12-01 09:00", 0)
+    matched(prisons, "2026-12-01 09:00", 1)
+    deliver_immediate()
+    return ada, police, prisons
+
+
+def test_an_email_waiting_in_the_queue_leaves_out_an_alert_stopped_meanwhile(archive, postmark):
+    stub = postmark
+    ada, kept, stopped = one_email_for_two_alerts_waiting(stub)
     assert "prisons" in Delivery.objects.get().body_text
 
     stopped.delete()  # "stop this alert" while the email waits
@@ -330,13 +336,7 @@ def test_a_probe_the_esp_answers_for_that_email_alone_still_ends_the_outage(arch
 
 def test_an_alert_paused_while_its_email_waits_is_left_out_of_it(archive, postmark):
     stub = postmark
-    stub.failures_left = 1
-    ada = Subscriber.objects.create(email="ada@example.org", confirmed_at=at("2026-10-01 12:00"))
-    kept, paused = (Subscription.objects.create(subscriber=ada, query=q, canonical_query=q,
-                                                confirmed_at=ada.confirmed_at) for q in ("police", "prisons"))
-    matched(kept, "2026-12-01 09:00", 0)
-    matched(paused, "2026-12-01 09:00", 1)
-    deliver_immediate()
+    _, _, paused = one_email_for_two_alerts_waiting(stub)
     set_paused(paused, True)  # "we won't email you about it" while the email waits out the ESP
     EspState.objects.update(next_probe_at=timezone.now())
     send_due()
