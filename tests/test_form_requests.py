@@ -168,6 +168,8 @@ def test_held_requests_are_dropped_and_nothing_is_sent(client, broker, settings,
     assert not FormRequest.objects.exists()
 
 
+# Row locks taken and skipped by concurrent takers: PostgreSQL's (the embedded SQLite runs one worker process).
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_request_is_done_once_however_many_take_it_at_once():
     request = form_requests.record("signup", signup_data("ada@example.org"), held=False)
@@ -190,6 +192,7 @@ def test_a_request_is_done_once_however_many_take_it_at_once():
     assert Delivery.objects.filter(subscriber__email="ada@example.org", kind="confirmation").count() == 1
 
 
+@pytest.mark.postgres  # as above: concurrent takers
 @pytest.mark.django_db(transaction=True)
 def test_two_sweeps_at_once_take_each_request_once():
     for n in range(20):
