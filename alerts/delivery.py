@@ -294,13 +294,18 @@ def _assign(pairs: list[tuple[int, int]]) -> None:
     if not pairs:
         return
     table = connection.ops.quote_name(Match._meta.db_table)
-    first = "CAST(%s AS bigint)" if connection.vendor == "postgresql" else "%s"
-    # Unnamed VALUES columns are column1, column2 on both PostgreSQL and SQLite; batches stay under SQLite's
-    # limit on parameters.
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Two arrays, not two parameters per match: the driver would scan a statement of thousands of
+            # placeholders for each chunk.
+            matches, deliveries = zip(*pairs, strict=True)
+            cursor.execute(f"UPDATE {table} SET delivery_id = v.delivery FROM unnest(%s::bigint[], %s::bigint[]) "
+                           f"AS v(match, delivery) WHERE {table}.id = v.match", [list(matches), list(deliveries)])
+            return
+        # Unnamed VALUES columns are column1, column2; batches stay under SQLite's limit on parameters.
         for start in range(0, len(pairs), 10_000):
             batch = pairs[start:start + 10_000]
-            values = ", ".join([f"({first}, {first})"] + ["(%s, %s)"] * (len(batch) - 1))
+            values = ", ".join(["(%s, %s)"] * len(batch))
             cursor.execute(f"UPDATE {table} SET delivery_id = v.column2 FROM (VALUES {values}) AS v "
                            f"WHERE {table}.id = v.column1", [n for pair in batch for n in pair])
 
@@ -381,9 +386,9 @@ def deliver_immediate(subscriber_ids: list[int] | None = None) -> list[int]:
 
 def _through_indexes() -> None:
     """For the rest of the transaction, read through indexes only. A digest run's chunk is a few hundred
-    subscribers; with statistics taken while the tables were small (after launch, after a purge) the
-    planner would rather scan and sort every waiting row for each chunk, and a large run would grow as
-    its square."""
+    subscribers, a sender's a hundred emails; with statistics taken while the tables were small (after
+    launch, after a purge) the planner would rather scan and sort every row for each chunk, and a large run
+    would grow as its square."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; "
@@ -558,10 +563,12 @@ def _carried(chunk: list[Delivery]) -> dict[int, list[int]]:
     """The alerts each alert email of the chunk carries a match of, once per match, leaving out alerts paused
     since. Two lookups by index, not a join: one chunk's reads stay the same size however large the tables
     are and whatever the planner believes of them."""
-    rows = list(Match.objects.filter(delivery_id__in=[d.pk for d in chunk if d.kind in ALERT_KINDS])
-                .values_list("delivery_id", "subscription_id"))
-    paused = set(Subscription.objects.filter(pk__in={alert for _, alert in rows}, paused=True)
-                 .values_list("pk", flat=True))
+    with transaction.atomic():
+        _through_indexes()
+        rows = list(Match.objects.filter(delivery_id__in=[d.pk for d in chunk if d.kind in ALERT_KINDS])
+                    .values_list("delivery_id", "subscription_id"))
+        paused = set(Subscription.objects.filter(pk__in={alert for _, alert in rows}, paused=True)
+                     .values_list("pk", flat=True))
     carried: dict[int, list[int]] = {}
     for delivery_id, alert in rows:
         if alert not in paused:
