@@ -119,10 +119,13 @@ class Subscription(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         # The rule for a pause (see resumed_at), however the alert is turned back on: here, the admin, a form.
-        if self.pk and not self.paused and Subscription.objects.filter(pk=self.pk, paused=True).exists():
+        fields = kwargs.get("update_fields")
+        # Asked only of a save that may turn the alert back on: most saves write other fields.
+        if (self.pk and not self.paused and (fields is None or "paused" in fields)
+                and Subscription.objects.filter(pk=self.pk, paused=True).exists()):
             self.resumed_at = timezone.now()
-            if kwargs.get("update_fields") is not None:
-                kwargs["update_fields"] = {*kwargs["update_fields"], "resumed_at"}
+            if fields is not None:
+                kwargs["update_fields"] = {*fields, "resumed_at"}
         super().save(*args, **kwargs)
 
     @property

@@ -137,6 +137,28 @@ def test_a_pause_drops_what_was_found_before_it_and_only_that(archive):
     assert after.get_absolute_url() in email.body and before.get_absolute_url() not in email.body
 
 
+def test_every_way_of_resuming_sets_when_and_other_saves_ask_nothing(archive, monkeypatch,
+                                                                        django_assert_num_queries):
+    daily = alert("daily")
+    set_paused(daily, True)
+    monkeypatch.setattr(timezone, "now", lambda: at("2026-12-03 10:00"))
+    set_paused(daily, False)  # the manage page
+    assert Subscription.objects.get(pk=daily.pk).resumed_at == at("2026-12-03 10:00")
+
+    Subscription.objects.filter(pk=daily.pk).update(paused=True)
+    monkeypatch.setattr(timezone, "now", lambda: at("2026-12-04 10:00"))
+    again = Subscription.objects.get(pk=daily.pk)
+    again.paused = False
+    again.save()  # the admin saves every field
+    assert Subscription.objects.get(pk=daily.pk).resumed_at == at("2026-12-04 10:00")
+
+    again.label = "Police"
+    with django_assert_num_queries(1):  # no question of a pause for a save that cannot end one
+        again.save(update_fields=["label"])
+    again.save()  # not paused before: not a resume
+    assert Subscription.objects.get(pk=daily.pk).resumed_at == at("2026-12-04 10:00")
+
+
 def test_each_email_is_stored_as_sent_and_a_retry_sends_the_same_bytes(archive, postmark):
     stub = postmark
     stub.failures_left = 1
