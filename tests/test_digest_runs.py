@@ -10,15 +10,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.core import mail
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
 from alerts import digests
-from alerts.delivery import deliver_immediate, queue_delivery, resend, send_due
+from alerts.delivery import deliver_immediate, fresh_statistics, queue_delivery, resend, send_due
 from alerts.models import Delivery, DigestRun, EspState, Match, Subscriber, Subscription
 from alerts.subscribing import set_paused
 from questions.models import Question, QuestionEvent
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LONDON = ZoneInfo("Europe/London")
@@ -386,3 +387,44 @@ def test_a_postmark_answer_that_is_not_one_result_per_message_sends_nothing_agai
     assert calls == [calls[0]] and calls[0].endswith("/batch")
     assert set(Delivery.objects.values_list("status", flat=True)) == {"pending"}
     assert all("Postmark answered" in d.error for d in Delivery.objects.all())
+
+
+def believed_rows(table: str) -> float:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [table])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)  # the server counts a table's rows as each transaction commits
+def test_a_run_after_a_purge_first_refreshes_statistics_that_say_the_tables_are_empty(archive):
+    event = QuestionEvent.objects.first()
+    subscriber = Subscriber.objects.create(email="ada@example.org", confirmed_at=at("2026-10-01 12:00"))
+
+    def fill() -> None:
+        alerts = Subscription.objects.bulk_create(
+            Subscription(subscriber=subscriber, query=f"police {n}", canonical_query=f"police {n}", frequency="daily",
+                         confirmed_at=at("2026-10-01 12:00")) for n in range(12_000))
+        Match.objects.bulk_create(Match(subscription=a, event=event, created_at=at("2026-12-01 09:00"))
+                                  for a in alerts)
+
+    # A purge, the statistics taken while the tables are empty, and the tables full again.
+    fill()
+    Match.objects.all().delete()
+    Subscription.objects.all().delete()
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE alerts_match; ANALYZE alerts_subscription")
+    fill()
+    assert believed_rows("alerts_match") == 0
+
+    def counted() -> bool:
+        with connection.cursor() as cursor:  # the counts the server keeps reach its view within a second or so
+            cursor.execute("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'alerts_match'")
+            return cursor.fetchone()[0] >= 12_000
+
+    wait_until(counted, timeout=10)
+    digests.start_due_runs(at("2026-12-02 07:05"))
+    assert believed_rows("alerts_match") > 10_000 and believed_rows("alerts_subscription") > 10_000
+    [email] = digests_to("ada@example.org")
+    assert Delivery.objects.get().payload["matches"] == 12_000
+    assert fresh_statistics() == []  # believed right now: nothing analysed again
