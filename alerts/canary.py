@@ -24,8 +24,8 @@ from django.db.models import Min
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from alerts import digests, subscribing
-from alerts.models import CanaryProbe, Delivery, Subscriber, Subscription
+from alerts import digests, esp, subscribing
+from alerts.models import CanaryProbe, Delivery, EspState, Subscriber, Subscription
 from questions.ingest import upsert
 from questions.models import CANARY_PREFIX, Question, QuestionEvent
 from questions.records import QuestionRecord
@@ -182,7 +182,23 @@ def queue_problems(now: dt.datetime | None = None) -> list[str]:
         oldest=Min("created_at"))["oldest"]
     if oldest_event and now - oldest_event > bound:
         problems.append(f"a question event has waited to be matched since {oldest_event:%Y-%m-%d %H:%M} UTC")
-    return problems + digests.late_runs(now)
+    return problems + esp_problems(now) + digests.late_runs(now)
+
+
+def esp_problems(now: dt.datetime | None = None) -> list[str]:
+    """An ESP failing as a whole for longer than ESP_DOWN_ALERT_SECONDS, or refusing our credentials at all:
+    every email waits for it, and its emails' own lag would show only much later."""
+    now = now or timezone.now()
+    bound = dt.timedelta(seconds=settings.ESP_DOWN_ALERT_SECONDS)
+    problems = []
+    for state in EspState.objects.filter(down_since__isnull=False):
+        if state.problem == esp.AUTH:
+            problems.append(f"the ESP ({state.esp}) refuses our credentials or account since "
+                            f"{state.down_since:%Y-%m-%d %H:%M} UTC: {state.last_error}"[:1000])
+        elif now - state.down_since > bound:
+            problems.append(f"the ESP ({state.esp}) has failed since {state.down_since:%Y-%m-%d %H:%M} UTC: "
+                            f"{state.last_error}"[:1000])
+    return problems
 
 
 def delivery_problems(now: dt.datetime | None = None) -> list[str]:

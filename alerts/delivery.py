@@ -56,12 +56,19 @@ ON_REQUEST = {Delivery.Kind.CONFIRMATION, Delivery.Kind.MANAGE_LINK}
 
 def kick(count: int = 1) -> None:
     """Wake up to DELIVERY_SENDERS senders for `count` new emails (beat wakes one every few seconds too)."""
-    senders = min(settings.DELIVERY_SENDERS, math.ceil(count / settings.DELIVERY_CHUNK_SIZE))
+    for _ in range(min(settings.DELIVERY_SENDERS, math.ceil(count / settings.DELIVERY_CHUNK_SIZE))):
+        if not _queue("alerts.send_due"):
+            break
+
+
+def _queue(task: str) -> bool:
+    """Queue a task by name (its module imports this one); False when the broker would not take it."""
     try:
-        for _ in range(senders):
-            current_app.tasks["alerts.send_due"].delay()
-    except Exception:  # noqa: BLE001 - the rows are committed: beat's next tick sends them
-        log.warning("could not wake a sender; beat's schedule will send the emails", exc_info=True)
+        current_app.tasks[task].delay()
+        return True
+    except Exception:  # noqa: BLE001 - what is committed waits for beat's next tick instead
+        log.warning("could not queue a task; beat's schedule will run it", extra={"task": task}, exc_info=True)
+        return False
 
 
 def backoff(attempts: int) -> float:
@@ -502,18 +509,24 @@ def _gate(name: str) -> tuple[int, bool]:
     return (1, True) if took else (0, False)
 
 
-def _esp_failed(name: str, error: str, probing: bool) -> None:
+def _esp_failed(name: str, outage: esp.Outcome, probing: bool) -> None:
     now = timezone.now()
     with transaction.atomic():
         state, _ = EspState.objects.select_for_update().get_or_create(esp=name)
+        refused_before = state.problem == esp.AUTH
         if state.down_since is None:
             state.down_since, state.failures = now, 0
-            log.warning("the ESP is not answering; senders hold back and probe it", extra={"esp": name,
-                                                                                           "error": error})
+            log.warning("the ESP is not answering; senders hold back and probe it",
+                        extra={"esp": name, "problem": outage.problem, "error": outage.error})
+        if outage.problem == esp.AUTH and not refused_before:
+            # Not a passing fault: nothing goes until an operator puts the key or the account right.
+            log.error("the ESP refuses our credentials or account; nothing is sent until that is put right",
+                      extra={"esp": name, "error": outage.error})
         if probing or state.failures == 0:
             state.failures += 1
         delay = min(settings.ESP_PROBE_MAX_SECONDS, settings.ESP_PROBE_SECONDS * 2 ** (state.failures - 1))
-        state.next_probe_at, state.last_error = now + dt.timedelta(seconds=delay), error
+        state.next_probe_at = now + dt.timedelta(seconds=delay)
+        state.last_error = f"{outage.problem or esp.OTHER}: {outage.error}"
         state.save()
 
 
@@ -524,6 +537,10 @@ def _esp_answered(name: str) -> None:
         log.info("the ESP is answering again; everything waiting goes now", extra={"esp": name})
         waiting = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now()).count()
         kick(waiting)
+        if settings.CANARY_EMAIL:
+            # A probe now rather than at the canary's next tick: one made late by the outage stops
+            # failing the delivery check within seconds of the recovery, not an interval later.
+            _queue("alerts.canary")
 
 
 # Not tried: the sender's lease had too little time left for another call. Due again at once, as it was.
@@ -574,8 +591,10 @@ def _recorded(chunk: list[Delivery], outcomes: dict[int, esp.Outcome], lease: Le
     counts[esp.TAKEN] = len(chunk) - len(done)
     for outcome, count in counts.items():
         metrics.EMAILS.labels(outcome).inc(count)
-    errors = Counter((esp.RETRY if d.status == Delivery.Status.PENDING else d.status, metrics.error_class(d.error))
-                     for d in done if d.status != Delivery.Status.SENT)
+    # Emails not tried for want of time are no error of anyone's.
+    errors = Counter((esp.RETRY if d.status == Delivery.Status.PENDING else d.status,
+                      outcomes[d.pk].problem or esp.OTHER) for d in done
+                     if d.status != Delivery.Status.SENT and outcomes[d.pk].status != LATER.status)
     for (outcome, error), count in errors.items():
         metrics.ESP_ERRORS.labels(outcome, error).inc(count)
     if errors:
@@ -622,9 +641,9 @@ def send_chunk(lease: Lease, transport, probing: bool = False) -> tuple[Counter,
     ready = []
     for delivery in chunk:
         if refusal := _refusal(delivery):
-            outcomes[delivery.pk] = esp.Outcome(esp.FAILED, error=refusal)
+            outcomes[delivery.pk] = esp.Outcome(esp.FAILED, error=refusal, problem="suppressed")
         elif delivery.status != Delivery.Status.PENDING:
-            outcomes[delivery.pk] = esp.Outcome(esp.FAILED, error=delivery.error)
+            outcomes[delivery.pk] = esp.Outcome(esp.FAILED, error=delivery.error, problem="unsendable")
         else:
             ready.append(delivery)
     messages = [emails.as_message(d) for d in ready]
@@ -642,7 +661,7 @@ def send_chunk(lease: Lease, transport, probing: bool = False) -> tuple[Counter,
     outage = None if answered else next((o for o in sent if o.outage), None)
     counts = _recorded(chunk, outcomes, lease, held_back=outage is not None, carried=carried)
     if outage:
-        _until_done(lambda: _esp_failed(transport.name, outage.error, probing), "ESP state")
+        _until_done(lambda: _esp_failed(transport.name, outage, probing), "ESP state")
     elif answered:
         _until_done(lambda: _esp_answered(transport.name), "ESP state")
     return counts, outage is not None

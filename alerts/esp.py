@@ -22,6 +22,7 @@ import contextlib
 import re
 import smtplib
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from anymail.backends.base_requests import AnymailRequestsBackend
 from anymail.backends.postmark import EmailBackend as PostmarkBackend
 from anymail.backends.test import EmailBackend as AnymailTestBackend
 from anymail.exceptions import (
+    AnymailAPIError,
     AnymailInvalidAddress,
     AnymailRecipientsRefused,
     AnymailRequestsAPIError,
@@ -63,13 +65,25 @@ _POSTMARK_INVALID_RECIPIENT = re.compile(r"^(Invalid|Error\s+parsing)\s+'(To|Cc|
 # maintenance, sender signature missing or unconfirmed, not allowed to send (out of credits, suspended),
 # account pending, account may not send. Every message would get the same answer.
 _POSTMARK_ACCOUNT_CODES = {10, 100, 400, 401, 405, 412, 413}
-# HTTP answers that are about the ESP or our account, not about one message: our credentials or account
-# refused (401, 403: a revoked key fails every message alike, and must not fail them for good), the address
-# we post to unknown (404: a wrong URL or sender domain), asked to slow down (408, 429); and every 5xx.
-_OUTAGE_HTTP_STATUS = {401, 403, 404, 408, 429}
+# HTTP answers that say our credentials or account are refused (401, 403: a revoked key fails every message
+# alike, and must not fail them for good) or the address we post to is unknown (404: a wrong URL or sending
+# domain). With 408, 429 and every 5xx these are about the ESP or our account, not about one message.
+_AUTH_HTTP_STATUS = {401, 403, 404}
 # How an ESP that takes one message per call says the recipient's address is refused (Mailgun: a 400 with
 # "'to' parameter is not a valid address").
 _INVALID_RECIPIENT_TEXT = re.compile(r"\b(to|cc|bcc)'?\s+parameter is not a valid address", re.IGNORECASE)
+
+
+# What went wrong, in words an operator can tell apart: the `error` label of wqa_esp_errors_total, and the
+# logs' counts. The first four are about the ESP (or our account with it), not about one message.
+UNREACHABLE = "unreachable"  # no answer: refused, reset, timed out, a name or TLS failure
+SERVER_ERROR = "server_error"  # the ESP answered 5xx (or 408, or SMTP's 4xx "try later")
+RATE_LIMITED = "rate_limited"  # asked to slow down (429, a throttling code)
+AUTH = "auth"  # our credentials, account, sender or endpoint refused: nothing goes until an operator acts
+INVALID = "invalid"  # this message refused as it is (a 400 or 422 about it, too big, a bad header)
+REJECTED_ADDRESS = "rejected"  # the recipient's address refused for good
+OTHER = "other"  # anything else, such as an answer that could not be read
+OUTAGE_PROBLEMS = {UNREACHABLE, SERVER_ERROR, RATE_LIMITED, AUTH}
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,7 @@ class Outcome:
     error: str = ""
     # The ESP as a whole failed (not this one message): the senders back off together.
     outage: bool = False
+    problem: str = ""  # one of the classes above, for an outcome other than sent
 
 
 class Transport(Protocol):
@@ -121,10 +136,6 @@ def _esp_name(connection) -> str:
     return str(getattr(connection, "esp_name", "") or type(connection).__module__.rsplit(".", 1)[-1])[:30]
 
 
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:2000]
-
-
 def _postmark_code(response) -> int | None:
     try:
         body = response.json()
@@ -134,45 +145,88 @@ def _postmark_code(response) -> int | None:
     return code if isinstance(code, int) else None
 
 
-def is_outage(exc: BaseException) -> bool:
-    """Whether an exception from a call to the ESP says the ESP as a whole failed, rather than this
-    message: the same call for any other message would fail alike."""
+def _http_problem(status: int, code: int | None, text: str) -> str:
+    if status >= 500 or status == 408:
+        return SERVER_ERROR
+    if status == 429:
+        return RATE_LIMITED
+    if status in _AUTH_HTTP_STATUS or code in _POSTMARK_ACCOUNT_CODES:
+        return AUTH
+    if status == 400 and _INVALID_RECIPIENT_TEXT.search(text):
+        return REJECTED_ADDRESS
+    return INVALID if 400 <= status < 500 else OTHER
+
+
+# Exceptions of boto3 (Amazon SES through Anymail) named rather than imported: boto3 is installed only with SES.
+_BOTO_UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+                     "SSLError", "ProxyConnectionError"}
+_BOTO_THROTTLED = {"Throttling", "ThrottlingException", "TooManyRequestsException", "MaxSendRateExceeded"}
+
+
+def _boto_problem(exc: BaseException) -> str | None:
+    """What Amazon SES's client said, found in the chain of causes Anymail leaves on its error."""
+    for _ in range(10):  # a chain of causes is short; a long one is not worth walking
+        if exc is None:
+            return None
+        if type(exc).__name__ in _BOTO_UNREACHABLE:
+            return UNREACHABLE
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict) and "Error" in response:
+            code = str(response["Error"].get("Code", ""))
+            if code in _BOTO_THROTTLED:
+                return RATE_LIMITED
+            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            return _http_problem(status, None, str(response["Error"].get("Message", ""))) if status else OTHER
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def problem(exc: BaseException) -> str:
+    """The class of what went wrong in a call to the ESP (see UNREACHABLE and the rest)."""
+    if isinstance(exc, AnymailRecipientsRefused | AnymailInvalidAddress | smtplib.SMTPRecipientsRefused):
+        return REJECTED_ADDRESS
+    if isinstance(exc, BadHeaderError | AnymailUnsupportedFeature | AnymailSerializationError):
+        return INVALID
     if isinstance(exc, AnymailRequestsAPIError):  # also what Anymail raises for a requests exception
-        status = exc.status_code
-        if status is None:  # no answer at all: refused, reset, timed out, name or TLS failure
-            return True
-        if status >= 500 or status in _OUTAGE_HTTP_STATUS:
-            return True
-        return _postmark_code(exc.response) in _POSTMARK_ACCOUNT_CODES
-    if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPServerDisconnected | smtplib.SMTPAuthenticationError):
-        return True
+        if exc.status_code is None:
+            return UNREACHABLE
+        return _http_problem(exc.status_code, _postmark_code(exc.response), str(exc))
+    if isinstance(exc, AnymailAPIError) and (found := _boto_problem(exc)):
+        return found
+    # Before SMTP's answers in general: a refused greeting is an SMTPResponseException too.
+    if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPServerDisconnected | ssl.SSLError | ConnectionError
+                  | TimeoutError | socket.gaierror):
+        return UNREACHABLE
+    if isinstance(exc, smtplib.SMTPAuthenticationError | smtplib.SMTPSenderRefused | smtplib.SMTPNotSupportedError):
+        return AUTH
     if isinstance(exc, smtplib.SMTPResponseException):
-        return exc.smtp_code == 421  # the server is closing the session: the service is not available
-    return isinstance(exc, ConnectionError | TimeoutError | socket.gaierror)
+        # 421 and the other 4xx: the server is busy or closing; 5xx: this message refused.
+        return SERVER_ERROR if 400 <= exc.smtp_code < 500 else INVALID
+    return OTHER
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
 
 
 def _failure(exc: BaseException) -> Outcome:
     """What an exception from composing or sending one message means for it."""
-    error = _error(exc)
-    if isinstance(exc, AnymailRecipientsRefused | AnymailInvalidAddress):
-        return Outcome(REJECTED, error=error)
-    if isinstance(exc, BadHeaderError | AnymailUnsupportedFeature | AnymailSerializationError):
-        return Outcome(FAILED, error=error)
-    if is_outage(exc):
-        return Outcome(RETRY, error=error, outage=True)
-    if isinstance(exc, AnymailRequestsAPIError):
-        if exc.status_code == 400 and _INVALID_RECIPIENT_TEXT.search(str(exc)):
-            return Outcome(REJECTED, error=error)
-        if exc.status_code == 413:  # too big for the ESP, whenever it is tried
-            return Outcome(FAILED, error=error)
-    # Anything else (a 400 or 422 about the sender, say) is this message's alone, and may go once the
+    found, error = problem(exc), _error(exc)
+    if found == REJECTED_ADDRESS:
+        return Outcome(REJECTED, error=error, problem=found)
+    if isinstance(exc, BadHeaderError | AnymailUnsupportedFeature | AnymailSerializationError) or (
+            isinstance(exc, AnymailRequestsAPIError) and exc.status_code == 413):
+        # A bad header, a feature the ESP lacks, too big: so whenever it is tried.
+        return Outcome(FAILED, error=error, problem=found)
+    # Anything else that is this message's alone (a 400 or 422 about the sender, say) may go once the
     # operator has put it right: tried again until its give-up time.
-    return Outcome(RETRY, error=error)
+    return Outcome(RETRY, error=error, outage=found in OUTAGE_PROBLEMS, problem=found)
 
 
 def _not_sent(outage: Outcome) -> Outcome:
     """The outcome of a message left unsent because the ESP as a whole had just failed."""
-    return Outcome(RETRY, error=f"not sent, the ESP failing: {outage.error}"[:2000], outage=True)
+    return Outcome(RETRY, error=f"not sent, the ESP failing: {outage.error}"[:2000], outage=True,
+                   problem=outage.problem)
 
 
 def _send_one(message: EmailMessage, backend) -> Outcome:
@@ -289,7 +343,8 @@ class PostmarkTransport(_Closing):
                     response = backend.post_to_esp(_PostmarkBatch(payloads), messages[positions[0]])
                 results = response.json()
             except Exception as exc:  # noqa: BLE001 - the whole call failed (429, 5xx, time-out, ...): all retry
-                failure = Outcome(RETRY, error=_error(exc), outage=is_outage(exc))
+                found = problem(exc)
+                failure = Outcome(RETRY, error=_error(exc), outage=found in OUTAGE_PROBLEMS, problem=found)
                 if failure.outage or getattr(exc, "status_code", None) != 422:
                     for position in positions:
                         outcomes[position] = failure
@@ -309,7 +364,7 @@ class PostmarkTransport(_Closing):
             if not refused and not readable:
                 # An answer that is not one result per message: the batch may have been taken, so none is
                 # sent again now; they are tried again later, as after any failed call.
-                failure = Outcome(RETRY, error=f"Postmark answered {str(results)[:500]}")
+                failure = Outcome(RETRY, error=f"Postmark answered {str(results)[:500]}", problem=OTHER)
                 for position in positions:
                     outcomes[position] = failure
                 continue
@@ -330,20 +385,22 @@ class PostmarkTransport(_Closing):
                 outcomes[position] = _postmark_outcome(result)
                 if outage is None and outcomes[position].outage:
                     outage = outcomes[position]
-        return [outcome or Outcome(RETRY, error="not sent") for outcome in outcomes]
+        return [outcome or Outcome(RETRY, error="not sent", problem=OTHER) for outcome in outcomes]
 
 
 def _postmark_outcome(result) -> Outcome:
     if not isinstance(result, dict):
-        return Outcome(RETRY, error=f"Postmark answered {str(result)[:500]}")
+        return Outcome(RETRY, error=f"Postmark answered {str(result)[:500]}", problem=OTHER)
     code, text = result.get("ErrorCode", 0), str(result.get("Message", ""))
     if code == 0 and result.get("MessageID"):
         return Outcome(SENT, message_id=str(result["MessageID"])[:200],
                        esp_status="queued" if "delivery may be delayed" in text else "sent")
     error = f"Postmark error {code}: {text}"[:2000]
     if code == 406 or (code == 300 and _POSTMARK_INVALID_RECIPIENT.match(text)):
-        return Outcome(REJECTED, error=error)
-    return Outcome(RETRY, error=error, outage=code in _POSTMARK_ACCOUNT_CODES)
+        return Outcome(REJECTED, error=error, problem=REJECTED_ADDRESS)
+    if code in _POSTMARK_ACCOUNT_CODES:
+        return Outcome(RETRY, error=error, outage=True, problem=AUTH)
+    return Outcome(RETRY, error=error, problem=INVALID)
 
 
 @dataclass
@@ -389,7 +446,7 @@ class PooledTransport(_Closing):
         chunk = _Round(messages, still_ours, [None] * len(messages), threading.Lock())
         for call in [self.threads.submit(self._work, chunk) for _ in range(min(self.size, len(messages)))]:
             call.result()
-        return [outcome or Outcome(RETRY, error="not sent") for outcome in chunk.outcomes]
+        return [outcome or Outcome(RETRY, error="not sent", problem=OTHER) for outcome in chunk.outcomes]
 
     def _work(self, chunk: _Round) -> None:
         while True:

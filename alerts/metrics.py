@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-import re
 
 from django.conf import settings
 from django.db.models import Count, Min
@@ -39,13 +38,6 @@ ESP_ERRORS = Counter("wqa_esp_errors", "Emails the ESP did not take, by outcome 
                      ["outcome", "error"])
 WEBHOOK_EVENTS = Counter("wqa_webhook_events", "Tracking events the ESP sent, by type (delivered, bounced, ...).",
                          ["esp", "type"])
-
-
-def error_class(error: str) -> str:
-    """A short, bounded label for an error message: its exception class, or the ESP's error code (also
-    when the delivery was given up on it)."""
-    error = re.sub(r"^gave up after \d+ attempts: ", "", error)
-    return error.split(":", 1)[0][:60] or "unknown"
 
 
 def _age(oldest) -> float:

@@ -283,6 +283,11 @@ class EspState(models.Model):
     def __str__(self) -> str:
         return f"{self.esp}: {'down since ' + str(self.down_since) if self.down_since else 'answering'}"
 
+    @property
+    def problem(self) -> str:
+        """The class of the latest failure (see alerts.esp): `last_error` starts with it."""
+        return self.last_error.split(":", 1)[0] if self.down_since else ""
+
 
 class FormRequest(models.Model):
     """What someone asked for on a public form (a signup, a follow, a manage link), written before the page

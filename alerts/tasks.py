@@ -8,12 +8,13 @@ import uuid
 
 from celery import chord, shared_task
 from celery.backends.base import DisabledBackend
-from celery.signals import worker_shutting_down
+from celery.signals import beat_init, worker_shutting_down
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError
 
 from alerts import form_requests, volume
+from alerts.canary import enabled as canary_enabled
 from alerts.canary import run_canary
 from alerts.delivery import build_run, deliver_immediate, send_due, stop_claiming
 from alerts.digests import start_due_runs
@@ -135,6 +136,17 @@ def estimate_volume_task(canonical_query: str, today: str) -> bool:
 def canary_task() -> str:
     probe = run_canary()
     return f"probe {probe.pk} started" if probe else "no canary configured"
+
+
+@beat_init.connect
+def _probe_at_start(**kwargs) -> None:
+    # Beat's first tick of an interval comes a whole interval after it starts: until then a fresh deploy
+    # would have no probe and its delivery check would fail. One probe now vouches for it within minutes.
+    if canary_enabled():
+        try:
+            canary_task.delay()
+        except Exception:  # noqa: BLE001 - beat starts all the same; its schedule probes later
+            log.warning("could not queue the canary's first probe", exc_info=True)
 
 
 @shared_task(name="alerts.prune")

@@ -363,5 +363,8 @@ DIGEST_LATE_SECONDS = env.int("DIGEST_LATE_SECONDS", default=900)
 # to the most: the most is what bounds how long after the ESP's recovery the queue starts to drain.
 ESP_PROBE_SECONDS = env.float("ESP_PROBE_SECONDS", default=5.0)
 ESP_PROBE_MAX_SECONDS = env.float("ESP_PROBE_MAX_SECONDS", default=30.0)
+# /healthz?checks=delivery fails once the ESP has failed as a whole for this long (at once when it refuses
+# our credentials or account), and passes again at the first probe it answers.
+ESP_DOWN_ALERT_SECONDS = env.int("ESP_DOWN_ALERT_SECONDS", default=60)
 # /healthz fails when an enabled source has had no successful poll for this many of its intervals.
 HEALTH_POLL_INTERVALS = env.int("HEALTH_POLL_INTERVALS", default=6)

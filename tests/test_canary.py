@@ -200,6 +200,21 @@ def test_beat_runs_the_canary_and_its_email_reaches_the_esp_in_time(processes, e
     assert "Email arrived in time" in section
 
 
+@on_the_stack
+def test_a_fresh_deploy_probes_at_start_up_rather_than_an_interval_later(processes, esp, operator):
+    # Beat's schedule as a fresh install has it: the canary every 15 minutes, never run yet.
+    canary_every(15 * 60)
+    assert failing(operator)  # no probe yet: what a fresh deploy showed for its first 15 minutes
+    processes.start()
+    processes.start(beat=True)
+
+    ok = wait_until(lambda: CanaryProbe.objects.filter(outcome="ok").first() or (
+        (probe := CanaryProbe.objects.first()) and probe_email_sent(probe) and probe), timeout=60,
+        message="a probe started as beat starts, and its email sent")
+    assert CanaryProbe.objects.count() == 1 and ok.pk
+    assert healthy(operator)
+
+
 # 2. It fails when the ESP drops mail, and recovers when the ESP comes back.
 
 

@@ -14,7 +14,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from alerts import digests
+from alerts import canary, digests
 from alerts.delivery import deliver_immediate, fresh_statistics, queue_delivery, resend, send_due
 from alerts.models import Delivery, DigestRun, EspState, Match, Subscriber, Subscription
 from alerts.subscribing import set_paused
@@ -258,6 +258,44 @@ def test_while_the_esp_is_down_senders_hold_back_and_one_probe_brings_everything
     assert len(stub.messages) == 30 == len(set(stub.to()))
     assert Delivery.objects.filter(status="sent").count() == 30
     assert EspState.objects.get().down_since is None
+
+
+def test_an_esp_outage_fails_the_delivery_check_within_a_minute_a_refused_key_at_once_and_both_clear_at_once(
+        archive, postmark, settings, client, monkeypatch, caplog):
+    settings.METRICS_ALLOWED_IPS = ["127.0.0.1"]
+    stub = postmark
+    stub.failures_left, stub.failure_status = 10**6, 503
+    matched(alert("immediate"), "2026-12-01 09:00")
+
+    def check() -> tuple[int, list[str]]:
+        return client.get("/healthz?checks=delivery").status_code, canary.delivery_problems()
+
+    deliver_immediate()  # the ESP answers 503
+    assert check() == (200, [])  # a blip is not yet an outage
+    metrics = client.get("/metrics").content.decode()
+    assert 'wqa_esp_errors_total{error="server_error",outcome="retry"}' in metrics
+    a_minute_on = timezone.now() + dt.timedelta(seconds=settings.ESP_DOWN_ALERT_SECONDS + 1)
+    monkeypatch.setattr(timezone, "now", lambda: a_minute_on)
+    status, [problem] = check()
+    assert status == 503 and problem.startswith("the ESP (postmark) has failed since") and "server_error" in problem
+
+    monkeypatch.undo()
+    stub.failure_status = 401  # the key was revoked meanwhile: the next probe says so
+    EspState.objects.update(next_probe_at=timezone.now(), down_since=timezone.now())
+    with caplog.at_level("ERROR", logger="alerts.delivery"):
+        send_due()
+        EspState.objects.update(next_probe_at=timezone.now())
+        send_due()  # and again: said once, not at every probe
+    status, [problem] = check()
+    assert status == 503 and "refuses our credentials or account" in problem  # at once, not after a minute
+    assert [r.message for r in caplog.records if r.levelname == "ERROR" and r.name == "alerts.delivery"] == [
+        "the ESP refuses our credentials or account; nothing is sent until that is put right"]
+    assert 'wqa_esp_errors_total{error="auth",outcome="retry"}' in client.get("/metrics").content.decode()
+
+    stub.failures_left = 0
+    EspState.objects.update(next_probe_at=timezone.now())
+    send_due()  # the first probe it answers ends the outage, and the check is green at once
+    assert check() == (200, []) and Delivery.objects.get().status == "sent"
 
 
 def test_late_and_missed_runs_show_on_health_and_metrics(archive, settings, client):

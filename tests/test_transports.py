@@ -296,38 +296,69 @@ def test_an_smtp_server_that_refuses_the_connection_is_an_outage(settings):
     assert all(o.status == esp.RETRY and o.outage for o in outcomes)
     assert "ConnectionRefusedError" in outcomes[0].error
     assert all(o.error.startswith("not sent, the ESP failing: ConnectionRefusedError") for o in outcomes[1:])
+    assert {o.problem for o in outcomes} == {"unreachable"}
 
 
 def test_what_each_failure_means():
-    """The rule, failure by failure: the ESP as a whole, or this message alone."""
+    """The rule, failure by failure: the ESP as a whole, or this message alone, and the class an operator
+    sees (the `error` label of wqa_esp_errors_total)."""
+    import smtplib
+    import ssl
+
     import requests
-    from anymail.exceptions import AnymailRecipientsRefused, AnymailRequestsAPIError
+    from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailRequestsAPIError
+    from botocore.exceptions import ClientError, EndpointConnectionError
 
     def answered(status: int, body: str = "{}") -> AnymailRequestsAPIError:
         response = requests.Response()
         response.status_code, response._content = status, body.encode()
         return AnymailRequestsAPIError(response=response)
 
+    def ses(cause: Exception) -> AnymailAPIError:
+        # As Anymail's Amazon SES backend raises it: the client's error as its cause.
+        try:
+            raise AnymailAPIError("Error sending") from cause
+        except AnymailAPIError as exc:
+            return exc
+
+    def ses_answered(status: int, code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": code},
+                            "ResponseMetadata": {"HTTPStatusCode": status}}, "SendEmail")
+
     cases = {
-        "no answer": (AnymailRequestsAPIError("Error posting"), esp.RETRY, True),
-        "500": (answered(500), esp.RETRY, True),
-        "502": (answered(502), esp.RETRY, True),
-        "429": (answered(429), esp.RETRY, True),
-        "408": (answered(408), esp.RETRY, True),
-        "401": (answered(401), esp.RETRY, True),
-        "403": (answered(403), esp.RETRY, True),
-        "404": (answered(404), esp.RETRY, True),
+        "no answer": (AnymailRequestsAPIError("Error posting"), esp.RETRY, True, "unreachable"),
+        "500": (answered(500), esp.RETRY, True, "server_error"),
+        "502": (answered(502), esp.RETRY, True, "server_error"),
+        "429": (answered(429), esp.RETRY, True, "rate_limited"),
+        "408": (answered(408), esp.RETRY, True, "server_error"),
+        "401": (answered(401), esp.RETRY, True, "auth"),
+        "403": (answered(403), esp.RETRY, True, "auth"),
+        "404": (answered(404), esp.RETRY, True, "auth"),
         "400, the recipient": (answered(400, '{"message": "\'to\' parameter is not a valid address"}'),
-                               esp.REJECTED, False),
-        "400, the sender": (answered(400, '{"message": "from parameter is not a valid address"}'), esp.RETRY, False),
-        "413": (answered(413), esp.FAILED, False),
+                               esp.REJECTED, False, "rejected"),
+        "400, the sender": (answered(400, '{"message": "from parameter is not a valid address"}'), esp.RETRY, False,
+                            "invalid"),
+        "413": (answered(413), esp.FAILED, False, "invalid"),
         "422, Postmark's message": (answered(422, '{"ErrorCode": 300, "Message": "Invalid \'From\'"}'),
-                                    esp.RETRY, False),
+                                    esp.RETRY, False, "invalid"),
         "422, Postmark's account": (answered(422, '{"ErrorCode": 405, "Message": "Not allowed to send"}'),
-                                    esp.RETRY, True),
-        "refused recipients": (AnymailRecipientsRefused(), esp.REJECTED, False),
-        "connection refused": (ConnectionRefusedError(), esp.RETRY, True),
-        "a bug of ours": (ValueError("?"), esp.RETRY, False),
+                                    esp.RETRY, True, "auth"),
+        "refused recipients": (AnymailRecipientsRefused(), esp.REJECTED, False, "rejected"),
+        "connection refused": (ConnectionRefusedError(), esp.RETRY, True, "unreachable"),
+        "SES unreachable": (ses(EndpointConnectionError(endpoint_url="https://email.eu-west-2.amazonaws.com")),
+                            esp.RETRY, True, "unreachable"),
+        "SES throttled": (ses(ses_answered(400, "Throttling")), esp.RETRY, True, "rate_limited"),
+        "SES credentials": (ses(ses_answered(403, "InvalidClientTokenId")), esp.RETRY, True, "auth"),
+        "SES down": (ses(ses_answered(503, "ServiceUnavailable")), esp.RETRY, True, "server_error"),
+        "SES message": (ses(ses_answered(400, "MessageRejected")), esp.RETRY, False, "invalid"),
+        "SMTP TLS": (ssl.SSLError(1, "certificate verify failed"), esp.RETRY, True, "unreachable"),
+        "SMTP greeting refused": (smtplib.SMTPConnectError(554, b"go away"), esp.RETRY, True, "unreachable"),
+        "SMTP login": (smtplib.SMTPAuthenticationError(535, b"bad credentials"), esp.RETRY, True, "auth"),
+        "SMTP busy": (smtplib.SMTPResponseException(421, b"try later"), esp.RETRY, True, "server_error"),
+        "SMTP recipient": (smtplib.SMTPRecipientsRefused({"a@example.org": (550, b"no such user")}),
+                           esp.REJECTED, False, "rejected"),
+        "a bug of ours": (ValueError("?"), esp.RETRY, False, "other"),
     }
-    assert {name: (esp._failure(exc).status, esp._failure(exc).outage) for name, (exc, *_) in cases.items()} == {
+    outcomes = {name: esp._failure(exc) for name, (exc, *_) in cases.items()}
+    assert {name: (o.status, o.outage, o.problem) for name, o in outcomes.items()} == {
         name: tuple(expected) for name, (_, *expected) in cases.items()}
