@@ -118,6 +118,10 @@ def finish_probes(now: dt.datetime | None = None) -> list[CanaryProbe]:
             probe.save()
             if probe.question_id:
                 Question.objects.filter(pk=probe.question_id).delete()
+            if delivery is not None and delivery.status == Delivery.Status.PENDING:
+                # Judged late: its email, still waiting, would fail once its question is gone and show among
+                # the subscribers' failed emails. What became of it is in the probe's detail.
+                Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING).delete()
         log.log(logging.INFO if outcome == CanaryProbe.Outcome.OK else logging.ERROR, "canary finished",
                 extra={"probe": probe.pk, "outcome": outcome, "seconds": probe.seconds, "detail": detail,
                        "delivery": delivery.pk if delivery else None})
