@@ -22,7 +22,8 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from alerts.canary import finish_probes, start_probe
-from alerts.models import CanaryProbe, Delivery, Match, Subscriber, Subscription
+from alerts.delivery import queue_delivery
+from alerts.models import CanaryProbe, Delivery, EspState, Match, Subscriber, Subscription
 from alerts.tasks import canary_task, match_events_task
 from questions.ingest import upsert
 from questions.models import CANARY_PREFIX, Question, QuestionEvent
@@ -288,6 +289,35 @@ def test_an_esp_outage_makes_the_canary_late_and_a_probe_after_it_passes(process
     section = delivery_section(operator)
     assert "FAILING" not in section and "the canary’s latest probe arrived in time" in section
     assert "No email in time" in section  # the outage stays in the probes' history
+
+
+@on_the_stack
+def test_an_esp_outage_fails_the_check_within_five_minutes_and_passes_within_two_of_recovery(
+        processes, esp, operator, settings, monkeypatch):
+    """At the default settings (no canary: the emails due are what meets the outage)."""
+    settings.CANARY_EMAIL = ""
+    processes.env = {name: value for name, value in processes.env.items() if not name.startswith("CANARY_")}
+    stub = esp.stub
+    stub.failures_left, stub.failure_status = 10**6, 503
+    processes.start()
+    processes.start(beat=True)
+    for n in range(20):
+        queue_delivery(Subscriber.objects.create(email=f"reader{n}@example.org"), "manage_link")
+
+    state = wait_until(lambda: EspState.objects.filter(down_since__isnull=False).first(), timeout=30,
+                       message="the senders to meet the outage")
+    assert healthy(operator)  # a blip of a few seconds is not an outage
+    red_at = state.down_since + dt.timedelta(seconds=settings.ESP_DOWN_ALERT_SECONDS, milliseconds=1)
+    assert red_at - state.down_since <= dt.timedelta(minutes=5)
+    monkeypatch.setattr(timezone, "now", lambda: red_at)  # this process's clock only: the check reads it
+    assert failing(operator)
+    assert "the ESP (postmark) has failed since" in delivery_section(operator)
+
+    monkeypatch.undo()
+    stub.failures_left = 0  # back
+    wait_until(lambda: healthy(operator) and Delivery.objects.filter(status="sent").count() == 20, timeout=120,
+               message="the check to pass and every email to go within two minutes of the recovery")
+    assert len(stub.messages) == 20 == len(set(stub.to()))
 
 
 # 3. It fails when the worker is stopped, and when nothing starts probes at all.
