@@ -20,7 +20,7 @@ import uuid
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Min
+from django.db.models import Min, Q
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
@@ -120,8 +120,10 @@ def finish_probes(now: dt.datetime | None = None) -> list[CanaryProbe]:
                 Question.objects.filter(pk=probe.question_id).delete()
             if delivery is not None and delivery.status == Delivery.Status.PENDING:
                 # Judged late: its email, still waiting, would fail once its question is gone and show among
-                # the subscribers' failed emails. What became of it is in the probe's detail.
-                Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.PENDING).delete()
+                # the subscribers' failed emails. What became of it is in the probe's detail. One a sender
+                # holds is left to it: taking it away would cost the sender its whole chunk.
+                Delivery.objects.filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now), pk=delivery.pk,
+                                        status=Delivery.Status.PENDING).delete()
         log.log(logging.INFO if outcome == CanaryProbe.Outcome.OK else logging.ERROR, "canary finished",
                 extra={"probe": probe.pk, "outcome": outcome, "seconds": probe.seconds, "detail": detail,
                        "delivery": delivery.pk if delivery else None})
@@ -195,7 +197,8 @@ def esp_problems(now: dt.datetime | None = None) -> list[str]:
     now = now or timezone.now()
     bound = dt.timedelta(seconds=settings.ESP_DOWN_ALERT_SECONDS)
     problems = []
-    for state in EspState.objects.filter(down_since__isnull=False):
+    # Only the ESP the senders use now: the state of one switched away from is never cleared.
+    for state in EspState.objects.filter(down_since__isnull=False, esp=esp.configured_name()):
         if state.problem == esp.AUTH:
             problems.append(f"the ESP ({state.esp}) refuses our credentials or account since "
                             f"{state.down_since:%Y-%m-%d %H:%M} UTC: {state.last_error}"[:1000])

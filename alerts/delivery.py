@@ -415,16 +415,21 @@ def fresh_statistics() -> list[str]:
     if connection.vendor != "postgresql":
         return []
     with connection.cursor() as cursor:
+        # Only tables ANALYZE may touch (their owner's, or a superuser's): for others it only warns.
         cursor.execute("SELECT c.relname FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid "
-                       "WHERE c.relname = ANY(%s) AND s.n_live_tup > 10 * greatest(c.reltuples, 1000)",
+                       "WHERE c.relname = ANY(%s) AND s.n_live_tup > 10 * greatest(c.reltuples, 1000) "
+                       "AND (pg_has_role(c.relowner, 'USAGE') "
+                       "OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))",
                        [[model._meta.db_table for model in PLANNED_TABLES]])
         stale = [name for (name,) in cursor.fetchall()]
     for name in stale:
         log.info("analysing a table whose statistics are out of date", extra={"table": name})
         try:
             with transaction.atomic(), connection.cursor() as cursor:
+                # Behind a long VACUUM or a migration, emails are made with the old statistics, not held up.
+                cursor.execute("SET LOCAL lock_timeout = '1s'; SET LOCAL statement_timeout = '60s'")
                 cursor.execute(f"ANALYZE {connection.ops.quote_name(name)}")
-        except DatabaseError:  # not the table's owner, say: the emails are made all the same, more slowly
+        except DatabaseError:
             log.warning("could not analyse a table", extra={"table": name}, exc_info=True)
     return stale
 
@@ -531,16 +536,18 @@ def _esp_failed(name: str, outage: esp.Outcome, probing: bool) -> None:
 
 
 def _esp_answered(name: str) -> None:
-    back = EspState.objects.filter(esp=name, down_since__isnull=False).update(
-        down_since=None, failures=0, next_probe_at=None, probe_until=None)
-    if back:
-        log.info("the ESP is answering again; everything waiting goes now", extra={"esp": name})
-        waiting = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now()).count()
-        kick(waiting)
-        if settings.CANARY_EMAIL:
-            # A probe now rather than at the canary's next tick: one made late by the outage stops
-            # failing the delivery check within seconds of the recovery, not an interval later.
-            _queue("alerts.canary")
+    since = EspState.objects.filter(esp=name, down_since__isnull=False).values_list("down_since", flat=True).first()
+    if since is None or not EspState.objects.filter(esp=name, down_since=since).update(
+            down_since=None, failures=0, next_probe_at=None, probe_until=None):
+        return
+    log.info("the ESP is answering again; everything waiting goes now", extra={"esp": name})
+    now = timezone.now()
+    kick(Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now).count())
+    if settings.CANARY_EMAIL and now - since > dt.timedelta(seconds=settings.ESP_DOWN_ALERT_SECONDS):
+        # After an outage long enough to fail the delivery check, a probe now rather than at the canary's
+        # next tick: one made late by the outage stops failing it within seconds of the recovery. Not after
+        # a blip (an ESP throttling us comes and goes every few seconds): each probe is an email.
+        _queue("alerts.canary")
 
 
 # Not tried: the sender's lease had too little time left for another call. Due again at once, as it was.

@@ -62,9 +62,11 @@ POSTMARK_BATCH_MAX = 500
 # bounce or complaint), 300 with a recipient named as invalid.
 _POSTMARK_INVALID_RECIPIENT = re.compile(r"^(Invalid|Error\s+parsing)\s+'(To|Cc|Bcc)'", re.IGNORECASE)
 # Postmark's codes that are about our account rather than a message, whatever the HTTP status: bad token,
-# maintenance, sender signature missing or unconfirmed, not allowed to send (out of credits, suspended),
-# account pending, account may not send. Every message would get the same answer.
-_POSTMARK_ACCOUNT_CODES = {10, 100, 400, 401, 405, 412, 413}
+# sender signature missing or unconfirmed, not allowed to send (out of credits, suspended), account
+# pending, account may not send; and maintenance. Every message would get the same answer.
+_POSTMARK_ACCOUNT_CODES = {10, 400, 401, 405, 412, 413}
+_POSTMARK_MAINTENANCE = 100
+_POSTMARK_OUTAGE_CODES = _POSTMARK_ACCOUNT_CODES | {_POSTMARK_MAINTENANCE}
 # HTTP answers that say our credentials or account are refused (401, 403: a revoked key fails every message
 # alike, and must not fail them for good) or the address we post to is unknown (404: a wrong URL or sending
 # domain). With 408, 429 and every 5xx these are about the ESP or our account, not about one message.
@@ -125,6 +127,17 @@ def open_transport() -> Transport:
     return SerialTransport(backend)
 
 
+def configured_name() -> str:
+    """The name the senders keep the configured ESP's state under (a transport's `name`); "" when its
+    backend cannot be made (a key missing, say)."""
+    try:
+        backend = get_connection()
+    except Exception:  # noqa: BLE001 - said by the senders' own errors
+        return ""
+    return "postmark" if isinstance(backend, PostmarkBackend) and not backend.use_bulk_api else _esp_name(
+        backend).lower()
+
+
 def request_timeout() -> tuple[float, float]:
     """The longest one call to the ESP may take: to connect, then to answer."""
     timeout = settings.ANYMAIL.get("REQUESTS_TIMEOUT", (10.0, 20.0))
@@ -146,11 +159,16 @@ def _postmark_code(response) -> int | None:
 
 
 def _http_problem(status: int, code: int | None, text: str) -> str:
+    """`code`: Postmark's ErrorCode, for Postmark's answers only."""
     if status >= 500 or status == 408:
         return SERVER_ERROR
     if status == 429:
         return RATE_LIMITED
-    if status in _AUTH_HTTP_STATUS or code in _POSTMARK_ACCOUNT_CODES:
+    if status in _AUTH_HTTP_STATUS:
+        return AUTH
+    if code == _POSTMARK_MAINTENANCE:
+        return SERVER_ERROR
+    if code in _POSTMARK_ACCOUNT_CODES:
         return AUTH
     if status == 400 and _INVALID_RECIPIENT_TEXT.search(text):
         return REJECTED_ADDRESS
@@ -161,6 +179,11 @@ def _http_problem(status: int, code: int | None, text: str) -> str:
 _BOTO_UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
                      "SSLError", "ProxyConnectionError"}
 _BOTO_THROTTLED = {"Throttling", "ThrottlingException", "TooManyRequestsException", "MaxSendRateExceeded"}
+# Our credentials or account, not the message: every email would be refused alike.
+_BOTO_ACCOUNT = {"NoCredentialsError", "PartialCredentialsError", "AccountSuspendedException",
+                 "SendingPausedException", "MailFromDomainNotVerifiedException", "AccessDenied",
+                 "AccessDeniedException", "InvalidClientTokenId", "UnrecognizedClientException",
+                 "SignatureDoesNotMatch", "ExpiredToken", "ConfigurationSetDoesNotExist"}
 
 
 def _boto_problem(exc: BaseException) -> str | None:
@@ -170,38 +193,72 @@ def _boto_problem(exc: BaseException) -> str | None:
             return None
         if type(exc).__name__ in _BOTO_UNREACHABLE:
             return UNREACHABLE
+        if type(exc).__name__ in _BOTO_ACCOUNT:
+            return AUTH
         response = getattr(exc, "response", None)
-        if isinstance(response, dict) and "Error" in response:
-            code = str(response["Error"].get("Code", ""))
+        if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+            code, text = str(response["Error"].get("Code", "")), str(response["Error"].get("Message", ""))
             if code in _BOTO_THROTTLED:
                 return RATE_LIMITED
-            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            return _http_problem(status, None, str(response["Error"].get("Message", ""))) if status else OTHER
+            # SES refuses a sender it has not verified with MessageRejected, as it would refuse every email.
+            if code in _BOTO_ACCOUNT or (code == "MessageRejected" and "not verified" in text):
+                return AUTH
+            metadata = response.get("ResponseMetadata")
+            status = metadata.get("HTTPStatusCode") if isinstance(metadata, dict) else None
+            return _http_problem(status, None, text) if isinstance(status, int) else OTHER
         exc = exc.__cause__ or exc.__context__
     return None
 
 
+def _smtp_problem(code: int, text: str) -> str:
+    """An SMTP server's answer to us: 4xx is "later" (busy, closing, greylisting); a 5.7.x status (relaying,
+    policy, authentication) or a refused login is about our account."""
+    if 400 <= code < 500:
+        return SERVER_ERROR
+    if code in (530, 535) or "5.7." in text or "relay" in text.lower():
+        return AUTH
+    return INVALID if 500 <= code < 600 else OTHER
+
+
+def _smtp_refused_recipients(exc: smtplib.SMTPRecipientsRefused) -> str:
+    answers = [(code, str(text)) for code, text in exc.recipients.values()] if isinstance(exc.recipients, dict) else []
+    found = {_smtp_problem(code, text) for code, text in answers if isinstance(code, int)}
+    for worst in (SERVER_ERROR, AUTH):  # anything but a plain "no such address" is not the address's fault
+        if worst in found:
+            return worst
+    return REJECTED_ADDRESS
+
+
 def problem(exc: BaseException) -> str:
     """The class of what went wrong in a call to the ESP (see UNREACHABLE and the rest)."""
-    if isinstance(exc, AnymailRecipientsRefused | AnymailInvalidAddress | smtplib.SMTPRecipientsRefused):
+    if isinstance(exc, AnymailRecipientsRefused | AnymailInvalidAddress):
         return REJECTED_ADDRESS
     if isinstance(exc, BadHeaderError | AnymailUnsupportedFeature | AnymailSerializationError):
         return INVALID
     if isinstance(exc, AnymailRequestsAPIError):  # also what Anymail raises for a requests exception
         if exc.status_code is None:
             return UNREACHABLE
-        return _http_problem(exc.status_code, _postmark_code(exc.response), str(exc))
+        code = _postmark_code(exc.response) if exc.esp_name == "Postmark" else None
+        return _http_problem(exc.status_code, code, str(exc))
     if isinstance(exc, AnymailAPIError) and (found := _boto_problem(exc)):
         return found
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return _smtp_refused_recipients(exc)
     # Before SMTP's answers in general: a refused greeting is an SMTPResponseException too.
     if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPServerDisconnected | ssl.SSLError | ConnectionError
                   | TimeoutError | socket.gaierror):
         return UNREACHABLE
-    if isinstance(exc, smtplib.SMTPAuthenticationError | smtplib.SMTPSenderRefused | smtplib.SMTPNotSupportedError):
+    if isinstance(exc, smtplib.SMTPNotSupportedError):  # no STARTTLS or AUTH where the settings ask for it
         return AUTH
+    if isinstance(exc, smtplib.SMTPSenderRefused) and exc.smtp_code == 552:
+        return INVALID  # the message is larger than the server takes
+    if isinstance(exc, smtplib.SMTPAuthenticationError | smtplib.SMTPSenderRefused | smtplib.SMTPHeloError):
+        # Refused us rather than this message: "later" for a 4xx, else our account or settings.
+        return SERVER_ERROR if 400 <= exc.smtp_code < 500 else AUTH
     if isinstance(exc, smtplib.SMTPResponseException):
-        # 421 and the other 4xx: the server is busy or closing; 5xx: this message refused.
-        return SERVER_ERROR if 400 <= exc.smtp_code < 500 else INVALID
+        return _smtp_problem(exc.smtp_code, str(exc.smtp_error))
+    if isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException):
+        return UNREACHABLE  # no route, network unreachable and the rest of the socket's failures
     return OTHER
 
 
@@ -215,7 +272,8 @@ def _failure(exc: BaseException) -> Outcome:
     if found == REJECTED_ADDRESS:
         return Outcome(REJECTED, error=error, problem=found)
     if isinstance(exc, BadHeaderError | AnymailUnsupportedFeature | AnymailSerializationError) or (
-            isinstance(exc, AnymailRequestsAPIError) and exc.status_code == 413):
+            isinstance(exc, AnymailRequestsAPIError) and exc.status_code == 413) or (
+            isinstance(exc, smtplib.SMTPSenderRefused) and exc.smtp_code == 552):
         # A bad header, a feature the ESP lacks, too big: so whenever it is tried.
         return Outcome(FAILED, error=error, problem=found)
     # Anything else that is this message's alone (a 400 or 422 about the sender, say) may go once the
@@ -352,7 +410,7 @@ class PostmarkTransport(_Closing):
                         outage = failure
                     continue
                 results = None
-            if isinstance(results, dict) and results.get("ErrorCode") in _POSTMARK_ACCOUNT_CODES:
+            if isinstance(results, dict) and _int_code(results) in _POSTMARK_OUTAGE_CODES:
                 # Refused as a whole for a reason of our account's (Anymail leaves 422s to us): every message
                 # alone would be refused alike.
                 outage = _postmark_outcome(results)
@@ -388,18 +446,23 @@ class PostmarkTransport(_Closing):
         return [outcome or Outcome(RETRY, error="not sent", problem=OTHER) for outcome in outcomes]
 
 
+def _int_code(result: dict) -> int | None:
+    code = result.get("ErrorCode", 0)
+    return code if isinstance(code, int) else None
+
+
 def _postmark_outcome(result) -> Outcome:
-    if not isinstance(result, dict):
+    if not isinstance(result, dict) or (code := _int_code(result)) is None:
         return Outcome(RETRY, error=f"Postmark answered {str(result)[:500]}", problem=OTHER)
-    code, text = result.get("ErrorCode", 0), str(result.get("Message", ""))
+    text = str(result.get("Message", ""))
     if code == 0 and result.get("MessageID"):
         return Outcome(SENT, message_id=str(result["MessageID"])[:200],
                        esp_status="queued" if "delivery may be delayed" in text else "sent")
     error = f"Postmark error {code}: {text}"[:2000]
     if code == 406 or (code == 300 and _POSTMARK_INVALID_RECIPIENT.match(text)):
         return Outcome(REJECTED, error=error, problem=REJECTED_ADDRESS)
-    if code in _POSTMARK_ACCOUNT_CODES:
-        return Outcome(RETRY, error=error, outage=True, problem=AUTH)
+    if code in _POSTMARK_OUTAGE_CODES:
+        return Outcome(RETRY, error=error, outage=True, problem=_http_problem(200, code, text))
     return Outcome(RETRY, error=error, problem=INVALID)
 
 

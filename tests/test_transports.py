@@ -307,22 +307,22 @@ def test_what_each_failure_means():
 
     import requests
     from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailRequestsAPIError
-    from botocore.exceptions import ClientError, EndpointConnectionError
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-    def answered(status: int, body: str = "{}") -> AnymailRequestsAPIError:
+    def answered(status: int, body: str = "{}", esp_name: str = "Postmark") -> AnymailRequestsAPIError:
         response = requests.Response()
         response.status_code, response._content = status, body.encode()
-        return AnymailRequestsAPIError(response=response)
+        return AnymailRequestsAPIError(response=response, esp_name=esp_name)
 
     def ses(cause: Exception) -> AnymailAPIError:
-        # As Anymail's Amazon SES backend raises it: the client's error as its cause.
+        # As Anymail's Amazon SES backend raises it: the client's error as its cause, its answer as the response.
         try:
-            raise AnymailAPIError("Error sending") from cause
+            raise AnymailAPIError(str(cause), response=getattr(cause, "response", None)) from cause
         except AnymailAPIError as exc:
             return exc
 
-    def ses_answered(status: int, code: str) -> ClientError:
-        return ClientError({"Error": {"Code": code, "Message": code},
+    def ses_answered(status: int, code: str, text: str = "") -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": text or code},
                             "ResponseMetadata": {"HTTPStatusCode": status}}, "SendEmail")
 
     cases = {
@@ -351,12 +351,33 @@ def test_what_each_failure_means():
         "SES credentials": (ses(ses_answered(403, "InvalidClientTokenId")), esp.RETRY, True, "auth"),
         "SES down": (ses(ses_answered(503, "ServiceUnavailable")), esp.RETRY, True, "server_error"),
         "SES message": (ses(ses_answered(400, "MessageRejected")), esp.RETRY, False, "invalid"),
+        "SES sender not verified": (ses(ses_answered(400, "MessageRejected", "Email address is not verified.")),
+                                    esp.RETRY, True, "auth"),
+        "SES paused": (ses(ses_answered(400, "SendingPausedException")), esp.RETRY, True, "auth"),
+        "SES no credentials": (ses(NoCredentialsError()), esp.RETRY, True, "auth"),
+        "SES answer unreadable": (ses(ClientError({"Error": {"Code": "X"}}, "SendEmail")), esp.RETRY, False,
+                                  "other"),
         "SMTP TLS": (ssl.SSLError(1, "certificate verify failed"), esp.RETRY, True, "unreachable"),
         "SMTP greeting refused": (smtplib.SMTPConnectError(554, b"go away"), esp.RETRY, True, "unreachable"),
         "SMTP login": (smtplib.SMTPAuthenticationError(535, b"bad credentials"), esp.RETRY, True, "auth"),
         "SMTP busy": (smtplib.SMTPResponseException(421, b"try later"), esp.RETRY, True, "server_error"),
-        "SMTP recipient": (smtplib.SMTPRecipientsRefused({"a@example.org": (550, b"no such user")}),
+        "SMTP recipient": (smtplib.SMTPRecipientsRefused({"a@example.org": (550, b"5.1.1 no such user")}),
                            esp.REJECTED, False, "rejected"),
+        "SMTP recipient greylisted": (smtplib.SMTPRecipientsRefused({"a@example.org": (450, b"try later")}),
+                                      esp.RETRY, True, "server_error"),
+        "SMTP relay denied": (smtplib.SMTPRecipientsRefused({"a@example.org": (554, b"5.7.1 Relay access denied")}),
+                              esp.RETRY, True, "auth"),
+        "SMTP message too big": (smtplib.SMTPSenderRefused(552, b"5.3.4 message size exceeds limit",
+                                                           "alerts@example.org"), esp.FAILED, False, "invalid"),
+        "SMTP sender later": (smtplib.SMTPSenderRefused(451, b"try later", "alerts@example.org"), esp.RETRY, True,
+                              "server_error"),
+        "SMTP sender refused": (smtplib.SMTPSenderRefused(550, b"5.7.1 not allowed", "alerts@example.org"),
+                                esp.RETRY, True, "auth"),
+        "SMTP unparsable": (smtplib.SMTPResponseException(-1, b"?"), esp.RETRY, False, "other"),
+        "no route": (OSError(113, "No route to host"), esp.RETRY, True, "unreachable"),
+        "another ESP's ErrorCode is not Postmark's": (answered(400, '{"ErrorCode": 401}', "Mailgun"), esp.RETRY,
+                                                        False, "invalid"),
+        "Postmark's maintenance": (answered(503, '{"ErrorCode": 100}'), esp.RETRY, True, "server_error"),
         "a bug of ours": (ValueError("?"), esp.RETRY, False, "other"),
     }
     outcomes = {name: esp._failure(exc) for name, (exc, *_) in cases.items()}
