@@ -1,4 +1,4 @@
-import datetime as dt
+import re
 
 from django import forms
 from django.contrib import admin, messages
@@ -7,6 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
+from django.utils.timesince import timeuntil
 
 from alerts import subscribing
 from alerts.delivery import kick, queue_delivery, resend
@@ -97,6 +98,9 @@ class MatchAdmin(admin.ModelAdmin):
     list_select_related = ("subscription", "event__question", "delivery__subscriber")
 
 
+EXCEPTION_NAME = re.compile(r"\b[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+: ")
+
+
 def send_now(delivery_ids: list[int]) -> int:
     """Make these pending emails due now, their attempts kept, and wake the senders: the operator's way to
     clear a backlog after an outage rather than wait for each email's next try. A row a sender holds right
@@ -111,7 +115,7 @@ def send_now(delivery_ids: list[int]) -> int:
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
     # What fits beside the admin's sidebar and filters at 1280 px; the rest is on each email's page.
-    list_display = ("subscriber", "kind", "status", "attempts", "next_try", "latest_error")
+    list_display = ("subscriber", "status", "next_try", "latest_error")
     list_filter = ("status", "kind")
     search_fields = ("subscriber__email", "esp_message_id", "subject")
     raw_id_fields = ("subscriber",)
@@ -140,12 +144,19 @@ class DeliveryAdmin(admin.ModelAdmin):
                            'style="width: 100%; height: 32rem; border: 1px solid #ccc"></iframe>', delivery.body_html)
 
     @admin.display(description="Next try", ordering="next_attempt_at")
-    def next_try(self, delivery: Delivery) -> dt.datetime | None:
-        return delivery.next_attempt_at if delivery.status == Delivery.Status.PENDING else None
+    def next_try(self, delivery: Delivery) -> str | None:
+        # Relative and short, to fit beside the sidebar; the time itself is on the email's page.
+        if delivery.status != Delivery.Status.PENDING:
+            return None
+        if delivery.next_attempt_at <= timezone.now():
+            return "due now"
+        return f"in {timeuntil(delivery.next_attempt_at, depth=1)}"
 
     @admin.display(description="Latest error")
     def latest_error(self, delivery: Delivery) -> str:
-        return Truncator(delivery.error).chars(60)
+        # Without the exception's name (AnymailRequestsAPIError: ...), which is no help at a glance and too long
+        # a word to wrap; the whole error is on the email's page.
+        return Truncator(EXCEPTION_NAME.sub("", delivery.error)).chars(50)
 
     @admin.action(description="Send now (pending emails: due now, attempts kept)")
     def send_now(self, request, queryset):
