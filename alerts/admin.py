@@ -1,10 +1,18 @@
+import re
+
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import Truncator
+from django.utils.timesince import timeuntil
 
 from alerts import subscribing
-from alerts.delivery import queue_delivery, resend
+from alerts.delivery import kick, queue_delivery, resend
 from alerts.models import Delivery, DigestRun, Match, Subscriber, Subscription, WebhookEvent
+from alerts.overview import esp_lines
 from questions.forms import QueryField
 from questions.search import canonical, parse
 
@@ -90,15 +98,29 @@ class MatchAdmin(admin.ModelAdmin):
     list_select_related = ("subscription", "event__question", "delivery__subscriber")
 
 
+EXCEPTION_NAME = re.compile(r"\b[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+: ")
+
+
+def send_now(delivery_ids: list[int]) -> int:
+    """Make these pending emails due now, their attempts kept, and wake the senders: the operator's way to
+    clear a backlog after an outage rather than wait for each email's next try. A row a sender holds right
+    now is left to it."""
+    now = timezone.now()
+    brought = Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.PENDING).filter(
+        Q(leased_until__isnull=True) | Q(leased_until__lt=now)).update(next_attempt_at=now)
+    transaction.on_commit(lambda: kick(brought))
+    return brought
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
     # What fits beside the admin's sidebar and filters at 1280 px; the rest is on each email's page.
-    list_display = ("subscriber", "kind", "status", "next_attempt_at")
+    list_display = ("subscriber", "status", "next_try", "latest_error")
     list_filter = ("status", "kind")
     search_fields = ("subscriber__email", "esp_message_id", "subject")
     raw_id_fields = ("subscriber",)
     list_select_related = ("subscriber",)
-    actions = ["resend"]
+    actions = ["send_now", "resend"]
     readonly_fields = ("run", "subject", "from_email", "to_email", "email_headers", "body_text", "email_html",
                        "rendered_at")
     fieldsets = [
@@ -120,6 +142,34 @@ class DeliveryAdmin(admin.ModelAdmin):
             return "-"
         return format_html('<iframe sandbox="" srcdoc="{}" title="The email as HTML" '
                            'style="width: 100%; height: 32rem; border: 1px solid #ccc"></iframe>', delivery.body_html)
+
+    @admin.display(description="Next try", ordering="next_attempt_at")
+    def next_try(self, delivery: Delivery) -> str | None:
+        # Relative and short, to fit beside the sidebar; the time itself is on the email's page.
+        if delivery.status != Delivery.Status.PENDING:
+            return None
+        if delivery.next_attempt_at <= timezone.now():
+            return "due now"
+        return f"in {timeuntil(delivery.next_attempt_at, depth=1)}"
+
+    @admin.display(description="Latest error")
+    def latest_error(self, delivery: Delivery) -> str:
+        # Without the exception's name (AnymailRequestsAPIError: ...), which is no help at a glance and too long
+        # a word to wrap; the whole error is on the email's page.
+        return Truncator(EXCEPTION_NAME.sub("", delivery.error)).chars(50)
+
+    @admin.action(description="Send now (pending emails: due now, attempts kept)")
+    def send_now(self, request, queryset):
+        selected = list(queryset.values_list("pk", flat=True))
+        brought = send_now(selected)
+        self.message_user(request, f"{brought} email(s) due now; the senders are woken.", messages.SUCCESS)
+        if left := len(selected) - brought:
+            self.message_user(request, f"{left} email(s) left as they were: not pending, or being sent right now.",
+                              messages.WARNING)
+        for line in esp_lines():
+            if line.down:
+                self.message_user(request, f"Senders hold back until it answers a probe. {line.text}",
+                                  messages.WARNING)
 
     @admin.action(description="Resend")
     def resend(self, request, queryset):

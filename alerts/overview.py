@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db.models import Count, Min, Q
@@ -12,8 +13,34 @@ from django_celery_beat.models import PeriodicTask
 
 from alerts.canary import delivery_problems
 from alerts.canary import enabled as canary_enabled
-from alerts.models import CanaryProbe, Delivery, Match, Subscriber, Subscription
+from alerts.models import CanaryProbe, Delivery, EspState, Match, Subscriber, Subscription
 from questions.models import CANARY_PREFIX, Question, QuestionEvent, Source
+
+
+@dataclass(frozen=True)
+class EspLine:
+    down: bool
+    text: str
+
+
+def esp_lines(now: dt.datetime | None = None) -> list[EspLine]:
+    """The ESP as senders see it: answering, or down since when, its latest error, and when it is tried next.
+    An ESP has a state once it has failed as a whole."""
+    now = now or timezone.now()
+    lines = []
+    for state in EspState.objects.order_by("esp"):
+        if state.down_since is None:
+            lines.append(EspLine(False, f"{state.esp} is answering."))
+            continue
+        if state.probe_until and state.probe_until > now:
+            following = "a probe is under way"
+        elif state.next_probe_at and state.next_probe_at > now:
+            following = f"next probe due {state.next_probe_at:%Y-%m-%d %H:%M:%S} UTC"
+        else:
+            following = "next probe due now"
+        lines.append(EspLine(True, f"{state.esp} has failed since {state.down_since:%Y-%m-%d %H:%M} UTC (failed "
+                                   f"tries: {state.failures}); {following}. Latest error: {state.last_error[:500]}"))
+    return lines or [EspLine(False, "answering (it has never failed as a whole).")]
 
 
 def overview(now: dt.datetime | None = None) -> dict:
@@ -39,6 +66,10 @@ def overview(now: dt.datetime | None = None) -> dict:
         # Given up, refused, or never sendable: waiting for an operator's Resend, however old.
         "deliveries_failed_all": Delivery.objects.filter(status=Delivery.Status.FAILED).count(),
         "oldest_due": due.filter(next_attempt_at__lte=now).aggregate(oldest=Min("next_attempt_at"))["oldest"],
+        # The soonest an email the ESP failed on its own is tried again.
+        "next_retry": due.filter(attempts__gt=0, next_attempt_at__gt=now).aggregate(
+            soonest=Min("next_attempt_at"))["soonest"],
+        "esp_lines": esp_lines(now),
         "subscribers": Subscriber.objects.count(),
         "suppressed": dict(Subscriber.objects.exclude(suppressed_reason="").values_list("suppressed_reason")
                            .annotate(n=Count("pk")).order_by("suppressed_reason")),
