@@ -2,15 +2,13 @@ import re
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.timesince import timeuntil
 
 from alerts import subscribing
-from alerts.delivery import kick, queue_delivery, resend
+from alerts.delivery import queue_delivery, resend, send_now
 from alerts.models import Delivery, DigestRun, Match, Subscriber, Subscription, WebhookEvent
 from alerts.overview import esp_lines
 from questions.forms import QueryField
@@ -99,17 +97,6 @@ class MatchAdmin(admin.ModelAdmin):
 
 
 EXCEPTION_NAME = re.compile(r"\b[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+: ")
-
-
-def send_now(delivery_ids: list[int]) -> int:
-    """Make these pending emails due now, their attempts kept, and wake the senders: the operator's way to
-    clear a backlog after an outage rather than wait for each email's next try. A row a sender holds right
-    now is left to it."""
-    now = timezone.now()
-    brought = Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.PENDING).filter(
-        Q(leased_until__isnull=True) | Q(leased_until__lt=now)).update(next_attempt_at=now)
-    transaction.on_commit(lambda: kick(brought))
-    return brought
 
 
 @admin.register(Delivery)

@@ -280,6 +280,17 @@ def resend(delivery_ids: list[int]) -> int:
     return len(rows)
 
 
+def send_now(delivery_ids: list[int]) -> int:
+    """Make these pending emails due now, their attempts kept, and wake the senders: the operator's way to
+    clear a backlog after an outage rather than wait for each email's next try. A row a sender holds right
+    now is left to it."""
+    now = timezone.now()
+    brought = Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.PENDING).filter(
+        Q(leased_until__isnull=True) | Q(leased_until__lt=now)).update(next_attempt_at=now)
+    transaction.on_commit(lambda: kick(brought))
+    return brought
+
+
 def deliverable_matches(frequency: str, before: dt.datetime | None = None, subscriber_ids: list[int] | None = None):
     """Undelivered matches that an email of this frequency may carry: those of alerts that receive (of these
     subscribers), found since the alert was last resumed (a pause drops what came before it), and before
