@@ -28,9 +28,9 @@ run: sample
 	@echo
 	@rm -rf var/metrics && mkdir -p var/metrics
 	@trap 'kill 0' INT TERM EXIT; \
-	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -n main@%h & \
-	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -Q poll -n poll@%h & \
-	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config beat --loglevel=INFO & \
+	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config --quiet worker --loglevel=INFO --concurrency=1 -n main@%h & \
+	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config --quiet worker --loglevel=INFO --concurrency=1 -Q poll -n poll@%h & \
+	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config --quiet beat --loglevel=INFO & \
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:8000; \
 	wait
 

@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from alerts import canary, digests
 from alerts.models import CanaryProbe, Delivery, EspState, Subscriber, Subscription
+from config.observability import BrokerCollector, BuildInfoCollector
 from questions.models import CANARY_PREFIX, Question, QuestionEvent, Source
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,8 @@ def metrics_text() -> bytes:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(settings.METRICS_DIR))
     registry.register(DatabaseCollector())
+    registry.register(BrokerCollector())
+    registry.register(BuildInfoCollector())
     return generate_latest(registry)
 
 

@@ -35,7 +35,7 @@ if LOG_FORMAT != "plain":
         "formatters": {"json": LOGGING["formatters"]["json"]},
         "filters": LOGGING["filters"],
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr",
-                                 "filters": ["redact_tokens"]}},
+                                 "filters": ["request_id", "redact_tokens"]}},
         "loggers": {
             "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
             "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},

@@ -73,7 +73,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: nothing may read a forwarded header that no trusted proxy wrote.
+    # Outermost: every line logged for a request carries its id, and every response is counted, whatever
+    # answers it.
+    "config.middleware.RequestIdMiddleware",
+    "config.middleware.RequestMetricsMiddleware",
+    # Before anything else: nothing may read a forwarded header that no trusted proxy wrote.
     "config.proxy.ForwardedHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything reads the address: NUL, control characters and broken UTF-8 are a 400, not a 500.
@@ -245,6 +249,7 @@ PARLIAMENT_API_FIRST_POLL_DAYS = env.int("PARLIAMENT_API_FIRST_POLL_DAYS", defau
 # One JSON object per line (LOG_FORMAT=json, the default), each event's ids and counts as fields of
 # their own; LOG_FORMAT=plain is for reading by eye.
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -255,11 +260,15 @@ LOGGING = {
                  "json_ensure_ascii": False},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    # The tokens of emailed links are taken out of every line (a 404 on a link logs its path).
-    "filters": {"redact_tokens": {"()": "config.redact.RedactTokens"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["redact_tokens"],
+    # The tokens of emailed links are taken out of every line (a 404 on a link logs its path); each line
+    # written for a web request, or a task it queued, names the request (config.observability).
+    "filters": {"redact_tokens": {"()": "config.redact.RedactTokens"},
+                "request_id": {"()": "config.observability.RequestIdFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request_id", "redact_tokens"],
                              "formatter": "plain" if LOG_FORMAT == "plain" else "json"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # Beat says "Sending due task" at INFO for every entry it sends, several times a minute.
+    "loggers": {} if LOG_LEVEL == "DEBUG" else {"celery.beat": {"level": "WARNING"}},
 }
 
 # Prometheus metrics at /metrics, served only to a bearer of METRICS_TOKEN or to an address in

@@ -4,6 +4,11 @@ from django.urls import include, path
 from alerts.metrics import metrics_page
 from alerts.overview import overview_page
 from alerts.webhooks import tracking_webhook
+from config.observability import VERSION
+
+# Which release is running, on every admin page.
+admin.site.site_header = f"Written question alerts {VERSION}"
+admin.site.site_title = "Written question alerts"
 
 urlpatterns = [
     path("admin/overview/", overview_page, name="admin-overview"),

@@ -26,8 +26,11 @@ ATOM = "{http://www.w3.org/2005/Atom}"
 def test_the_settings_refuse_bad_addresses_before_anything_reads_them():
     from django.conf import settings
 
-    # After only what reads no more than headers: dropping forwarded ones no proxy wrote, and HTTPS's redirect.
-    assert settings.MIDDLEWARE.index(MIDDLEWARE) == 2
+    # After only what reads no more than headers: the request's id and its count, dropping forwarded ones no
+    # proxy wrote, and HTTPS's redirect.
+    assert settings.MIDDLEWARE[:settings.MIDDLEWARE.index(MIDDLEWARE)] == [
+        "config.middleware.RequestIdMiddleware", "config.middleware.RequestMetricsMiddleware",
+        "config.proxy.ForwardedHeadersMiddleware", "django.middleware.security.SecurityMiddleware"]
 
 
 # Every public route, with {} where hostile text goes into its path and <...> for what the links need.
