@@ -191,15 +191,29 @@ def queue_problems(now: dt.datetime | None = None) -> list[str]:
     return problems + esp_problems(now) + digests.late_runs(now)
 
 
+def esp_states():
+    """The state of the ESP the senders use now: that of one switched away from is never cleared again."""
+    return EspState.objects.filter(esp=esp.configured_name())
+
+
+def esp_state() -> EspState:
+    """The senders' ESP's state, answering (and unsaved) until it has ever failed as a whole."""
+    return esp_states().first() or EspState(esp=esp.configured_name())
+
+
+def refuses_us(state: EspState) -> bool:
+    """Whether the ESP is held down by refusing our credentials or account: no passing fault."""
+    return state.problem == esp.AUTH
+
+
 def esp_problems(now: dt.datetime | None = None) -> list[str]:
     """An ESP failing as a whole for longer than ESP_DOWN_ALERT_SECONDS, or refusing our credentials at all:
     every email waits for it, and its emails' own lag would show only much later."""
     now = now or timezone.now()
     bound = dt.timedelta(seconds=settings.ESP_DOWN_ALERT_SECONDS)
     problems = []
-    # Only the ESP the senders use now: the state of one switched away from is never cleared.
-    for state in EspState.objects.filter(down_since__isnull=False, esp=esp.configured_name()):
-        if state.problem == esp.AUTH:
+    for state in esp_states().filter(down_since__isnull=False):
+        if refuses_us(state):
             problems.append(f"the ESP ({state.esp}) refuses our credentials or account since "
                             f"{state.down_since:%Y-%m-%d %H:%M} UTC: {state.last_error}"[:1000])
         elif now - state.down_since > bound:

@@ -282,11 +282,12 @@ def resend(delivery_ids: list[int]) -> int:
 
 def send_now(delivery_ids: list[int]) -> int:
     """Make these pending emails due now, their attempts kept, and wake the senders: the operator's way to
-    clear a backlog after an outage rather than wait for each email's next try. A row a sender holds right
-    now is left to it."""
+    clear a backlog after an outage rather than wait for each email's next try. A row a sender holds, or
+    held, is left to the senders."""
     now = timezone.now()
-    brought = Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.PENDING).filter(
-        Q(leased_until__isnull=True) | Q(leased_until__lt=now)).update(next_attempt_at=now)
+    # Not one whose lease merely ran out: its sender may still be recording it, and another would send it again.
+    brought = Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.PENDING,
+                                      leased_until__isnull=True).update(next_attempt_at=now)
     transaction.on_commit(lambda: kick(brought))
     return brought
 

@@ -210,29 +210,41 @@ def _boto_problem(exc: BaseException) -> str | None:
     return None
 
 
-def _smtp_problem(code: int, text: str) -> str:
-    """An SMTP server's answer to us: 4xx is "later" (busy, closing, greylisting); a 5.7.x status (relaying,
-    policy, authentication) or a refused login is about our account."""
+def _smtp_problem(code: int) -> str:
+    """An SMTP server's answer to this message: 4xx is "later" (busy, closing), 5xx refuses the message."""
     if 400 <= code < 500:
         return SERVER_ERROR
-    if code in (530, 535) or "5.7." in text or "relay" in text.lower():
-        return AUTH
     return INVALID if 500 <= code < 600 else OTHER
 
 
+# The words of a server that will not relay for us: our account or settings, whatever the address.
+_RELAY_DENIED = re.compile(r"relay(ing)?\s+(access\s+)?denied|unable\s+to\s+relay|relay\s+not\s+permitted",
+                           re.IGNORECASE)
+# Anymail names the field of an address it cannot parse: the recipients', or ours (the sender, reply-to).
+_RECIPIENT_FIELD = re.compile(r"in `(to|cc|bcc)`")
+
+
 def _smtp_refused_recipients(exc: smtplib.SMTPRecipientsRefused) -> str:
-    answers = [(code, str(text)) for code, text in exc.recipients.values()] if isinstance(exc.recipients, dict) else []
-    found = {_smtp_problem(code, text) for code, text in answers if isinstance(code, int)}
-    for worst in (SERVER_ERROR, AUTH):  # anything but a plain "no such address" is not the address's fault
-        if worst in found:
-            return worst
+    """The address's own fault unless the server says otherwise: it is closing (421), will not relay for us,
+    or only asks to try later (4xx: greylisting, a domain it cannot resolve now), for this address alone."""
+    answers = [(code, str(text)) for code, text in exc.recipients.values()
+               if isinstance(code, int)] if isinstance(exc.recipients, dict) else []
+    if any(code == 421 for code, _ in answers):
+        return SERVER_ERROR
+    if any(_RELAY_DENIED.search(text) for _, text in answers):
+        return AUTH
+    if answers and all(400 <= code < 500 for code, _ in answers):
+        return INVALID
     return REJECTED_ADDRESS
 
 
 def problem(exc: BaseException) -> str:
     """The class of what went wrong in a call to the ESP (see UNREACHABLE and the rest)."""
-    if isinstance(exc, AnymailRecipientsRefused | AnymailInvalidAddress):
+    if isinstance(exc, AnymailRecipientsRefused):
         return REJECTED_ADDRESS
+    if isinstance(exc, AnymailInvalidAddress):
+        # A sender or reply-to address that cannot be parsed is our settings, for every email alike.
+        return REJECTED_ADDRESS if _RECIPIENT_FIELD.search(str(exc)) else AUTH
     if isinstance(exc, BadHeaderError | AnymailUnsupportedFeature | AnymailSerializationError):
         return INVALID
     if isinstance(exc, AnymailRequestsAPIError):  # also what Anymail raises for a requests exception
@@ -256,7 +268,7 @@ def problem(exc: BaseException) -> str:
         # Refused us rather than this message: "later" for a 4xx, else our account or settings.
         return SERVER_ERROR if 400 <= exc.smtp_code < 500 else AUTH
     if isinstance(exc, smtplib.SMTPResponseException):
-        return _smtp_problem(exc.smtp_code, str(exc.smtp_error))
+        return _smtp_problem(exc.smtp_code)
     if isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException):
         return UNREACHABLE  # no route, network unreachable and the rest of the socket's failures
     return OTHER

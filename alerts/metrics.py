@@ -22,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from alerts import canary, digests
-from alerts.models import CanaryProbe, Delivery, EspState, Subscriber, Subscription
+from alerts.models import CanaryProbe, Delivery, Subscriber, Subscription
 from config.observability import BrokerCollector, BuildInfoCollector
 from questions.models import CANARY_PREFIX, Question, QuestionEvent, Source
 
@@ -64,9 +64,16 @@ class DatabaseCollector:
                                 "DIGEST_LATE_SECONDS after their period ended.", value=len(digests.late_runs()))
         down = GaugeMetricFamily("wqa_esp_down", "1 while the ESP fails as a whole and senders hold back.",
                                  labels=["esp"])
-        for name, since in EspState.objects.values_list("esp", "down_since"):
-            down.add_metric([name], 0 if since is None else 1)
+        refused = GaugeMetricFamily("wqa_esp_refused", "1 while the ESP refuses our credentials or account "
+                                    "(its latest failure is of class auth): nothing goes until an operator acts.",
+                                    labels=["esp"])
+        # The senders' ESP always has its series, at 0 until it has failed as a whole.
+        state = canary.esp_state()
+        if state.esp:
+            down.add_metric([state.esp], 0 if state.down_since is None else 1)
+            refused.add_metric([state.esp], 1 if canary.refuses_us(state) else 0)
         yield down
+        yield refused
         due = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=timezone.now())
         yield GaugeMetricFamily("wqa_oldest_due_delivery_age_seconds",
                                 "How long the oldest email that is due has been waiting (0 when none).",

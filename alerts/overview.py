@@ -11,9 +11,9 @@ from django.shortcuts import render
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from alerts.canary import delivery_problems
+from alerts.canary import delivery_problems, esp_states
 from alerts.canary import enabled as canary_enabled
-from alerts.models import CanaryProbe, Delivery, EspState, Match, Subscriber, Subscription
+from alerts.models import CanaryProbe, Delivery, Match, Subscriber, Subscription
 from questions.models import CANARY_PREFIX, Question, QuestionEvent, Source
 
 
@@ -28,7 +28,7 @@ def esp_lines(now: dt.datetime | None = None) -> list[EspLine]:
     An ESP has a state once it has failed as a whole."""
     now = now or timezone.now()
     lines = []
-    for state in EspState.objects.order_by("esp"):
+    for state in esp_states():
         if state.down_since is None:
             lines.append(EspLine(False, f"{state.esp} is answering."))
             continue

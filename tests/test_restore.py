@@ -26,6 +26,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 def run(*command: str, env: dict[str, str] | None = None) -> str:
+    # The password, where the server asks for one, for the tools given the server rather than a URL.
+    env = dict(env or os.environ, PGPASSWORD=connection.settings_dict.get("PASSWORD") or "")
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout

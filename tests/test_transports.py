@@ -306,7 +306,12 @@ def test_what_each_failure_means():
     import ssl
 
     import requests
-    from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailRequestsAPIError
+    from anymail.exceptions import (
+        AnymailAPIError,
+        AnymailInvalidAddress,
+        AnymailRecipientsRefused,
+        AnymailRequestsAPIError,
+    )
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     def answered(status: int, body: str = "{}", esp_name: str = "Postmark") -> AnymailRequestsAPIError:
@@ -364,7 +369,15 @@ def test_what_each_failure_means():
         "SMTP recipient": (smtplib.SMTPRecipientsRefused({"a@example.org": (550, b"5.1.1 no such user")}),
                            esp.REJECTED, False, "rejected"),
         "SMTP recipient greylisted": (smtplib.SMTPRecipientsRefused({"a@example.org": (450, b"try later")}),
-                                      esp.RETRY, True, "server_error"),
+                                      esp.RETRY, False, "invalid"),
+        "SMTP recipient unknown, in relay words": (smtplib.SMTPRecipientsRefused(
+            {"a@example.org": (550, b"5.1.1 <a@example.org>: User unknown in relay recipient table")}),
+            esp.REJECTED, False, "rejected"),
+        "SMTP content refused": (smtplib.SMTPDataError(554, b"5.7.1 looks like spam"), esp.RETRY, False, "invalid"),
+        "our sender address unparsable": (AnymailInvalidAddress("Invalid email address 'alerts' in `from_email`"),
+                                          esp.RETRY, True, "auth"),
+        "a recipient unparsable": (AnymailInvalidAddress("Invalid email address 'x' in `to`"), esp.REJECTED, False,
+                                   "rejected"),
         "SMTP relay denied": (smtplib.SMTPRecipientsRefused({"a@example.org": (554, b"5.7.1 Relay access denied")}),
                               esp.RETRY, True, "auth"),
         "SMTP message too big": (smtplib.SMTPSenderRefused(552, b"5.3.4 message size exceeds limit",
