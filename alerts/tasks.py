@@ -125,6 +125,7 @@ def build_digest_run_task(run_id: int) -> None:
 def _stop_sending(**kwargs) -> None:
     # A deploy's SIGTERM: senders finish the chunk they hold and claim no more, well inside compose's grace.
     stop_claiming()
+    log.warning("worker shutting down: senders finish the emails they hold and claim no more")
 
 
 @shared_task(name="alerts.estimate_volume", acks_late=True)

@@ -9,6 +9,7 @@ from prometheus_client import Counter, Histogram
 from whitenoise.middleware import WhiteNoiseFileResponse
 
 from config.observability import HEADER, start_request
+from config.proxy import from_trusted_proxy
 
 REQUESTS = Counter("wqa_http_requests", "Web requests answered, by method, status and route (the URL pattern's name, "
                    "\"static\" for a static file, \"unmatched\" when no route took the request).",
@@ -30,14 +31,15 @@ def route(request: HttpRequest, response: HttpResponse) -> str:
 
 
 class RequestIdMiddleware:
-    """Names the request by the X-Request-ID it came with, if that is fit to log, or a new one, for every line
-    logged while handling it and every task it queues; the response says which."""
+    """Names the request by the X-Request-ID a trusted proxy gave it, if that is fit to log, or a new one, for
+    every line logged while handling it and every task it queues; the response says which. A client's own
+    id is not taken: anyone could file their lines under someone else's."""
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request_id = start_request(request.headers.get(HEADER, ""))
+        request_id = start_request(request.headers.get(HEADER, "") if from_trusted_proxy(request) else "")
         response = self.get_response(request)
         response[HEADER] = request_id
         return response

@@ -60,6 +60,11 @@ def _trusted(address: Address | None, proxies: list[Network]) -> bool:
     return address is not None and any(address in network for network in proxies)
 
 
+def from_trusted_proxy(request) -> bool:
+    """Whether the request came straight from one of TRUSTED_PROXIES (its peer address, as the server saw it)."""
+    return _trusted(_address(request.META.get("REMOTE_ADDR", "")), trusted_proxies())
+
+
 # Where a hop that names no address is put: IPv4's reserved 240.0.0.0/4, which no client is ever given and no
 # allow list names, each token at an address of its own (and in a /24 of its own, for the limits per network).
 UNNAMED_HOPS = ipaddress.ip_network("240.0.0.0/4")

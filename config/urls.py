@@ -7,7 +7,9 @@ from alerts.webhooks import tracking_webhook
 from config.observability import VERSION
 
 # Which release is running, on every admin page.
-admin.site.site_header = f"Written question alerts {VERSION}"
+admin.site.site_header = "Written question alerts"
+# The release, for staff only: the login page shows the header to anyone.
+admin.site.index_title = f"Site administration (release {VERSION})"
 admin.site.site_title = "Written question alerts"
 
 urlpatterns = [

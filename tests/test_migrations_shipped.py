@@ -34,8 +34,9 @@ sender = importlib.import_module("alerts.migrations.0005_delivery_queue")
 
 def shipped_problems(root: Path) -> list[str]:
     """What is wrong between the migrations under `root` and its manifest of shipped ones."""
-    lines = (root / MANIFEST).read_text().splitlines()
-    listed = {name: digest for digest, name in (line.split(maxsplit=1) for line in lines)}
+    # `sha256sum` lines ("digest  path", or "digest *path" in its binary mode); blank lines and comments aside.
+    lines = [line for line in (root / MANIFEST).read_text().splitlines() if line.strip() and not line.startswith("#")]
+    listed = {name.lstrip("*"): digest for digest, name in (line.split(maxsplit=1) for line in lines)}
     found = {path.relative_to(root).as_posix(): path for path in root.glob("*/migrations/[0-9]*.py")}
     problems = []
     for name, path in sorted(found.items()):
@@ -45,7 +46,8 @@ def shipped_problems(root: Path) -> list[str]:
                             "the commit that adds the migration.")
         elif listed[name] != digest:
             problems.append(f"{name} differs from the version that shipped: shipped migrations must never be "
-                            "edited, write a new migration instead (and restore this one).")
+                            "edited, write a new migration instead (and restore this one). If it has not been "
+                            "released yet, update its line instead.")
     problems += [f"{name} is in {MANIFEST} but gone: shipped migrations are never deleted or renamed."
                  for name in sorted(listed.keys() - found.keys())]
     return problems
@@ -70,7 +72,8 @@ def test_the_manifest_check_tells_a_developer_what_to_do(tmp_path):
     shipped.write_text("operations = ['edited']\n")
     assert shipped_problems(tmp_path) == [
         "app/migrations/0001_initial.py differs from the version that shipped: shipped migrations must never be "
-        "edited, write a new migration instead (and restore this one).",
+        "edited, write a new migration instead (and restore this one). If it has not been released yet, update "
+        "its line instead.",
         f"app/migrations/0002_new.py is not in {MANIFEST}: add its line "
         f"(`sha256sum app/migrations/0002_new.py >> {MANIFEST}`) in the commit that adds the migration.",
     ]

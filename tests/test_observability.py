@@ -160,7 +160,7 @@ def test_the_release_is_on_metrics_and_in_the_admin(client, metrics, admin_user)
                  django=django.get_version()) == 1
     assert [labels for (name, labels) in scraped if name == "wqa_build_info"] == [
         frozenset({"version": RELEASE, "python": platform.python_version(), "django": django.get_version()}.items())]
-    assert f"Written question alerts {RELEASE}" in index.content.decode()
+    assert f"Site administration (release {RELEASE})" in index.content.decode()
 
 
 # The broker's queues on /metrics.
@@ -234,11 +234,14 @@ def test_a_broker_that_does_not_answer_leaves_the_queue_lengths_out_and_the_rest
 
 @pytest.mark.django_db
 @pytest.mark.urls(__name__)
-def test_each_request_has_an_id_on_its_response_and_its_log_lines(console):
+def test_each_request_has_an_id_on_its_response_and_its_log_lines(console, settings):
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]  # the test client's address: the proxy in front
     client = Client(raise_request_exception=False)
 
     missing = client.get("/no-such-page/")
     broken = client.get("/test-broken/", HTTP_X_REQUEST_ID="edge-7f3a9c.42:1")
+    client_chosen = client.get("/test-quiet/", HTTP_X_REQUEST_ID="edge-7f3a9c.42:1", REMOTE_ADDR="203.0.113.9")
+    assert client_chosen["X-Request-ID"] != "edge-7f3a9c.42:1"  # from anyone else, an id of our own
     logging.getLogger("tests").warning("between requests")
 
     ids = [missing["X-Request-ID"], broken["X-Request-ID"]]
@@ -257,7 +260,8 @@ def test_each_request_has_an_id_on_its_response_and_its_log_lines(console):
 @pytest.mark.django_db
 @pytest.mark.urls(__name__)
 @pytest.mark.parametrize("given", ["", "x" * 129, "two words", "tab\there", "é-accented", "a;b", "{\"json\": 1}"])
-def test_an_id_unfit_for_the_logs_is_replaced_by_a_new_one(client, given):
+def test_an_id_unfit_for_the_logs_is_replaced_by_a_new_one(client, given, settings):
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]
     response = client.get("/test-quiet/", HTTP_X_REQUEST_ID=given)
     again = client.get("/test-quiet/", HTTP_X_REQUEST_ID=given)
 
@@ -267,8 +271,9 @@ def test_an_id_unfit_for_the_logs_is_replaced_by_a_new_one(client, given):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_task_run_in_the_requests_process_logs_under_the_requests_id(client, console):
+def test_a_task_run_in_the_requests_process_logs_under_the_requests_id(client, console, settings):
     """Eager tasks (CELERY_TASK_ALWAYS_EAGER, and these tests) keep the id of the request that ran them."""
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]
     response = client.post("/alerts/new/", SIGNUP, HTTP_X_REQUEST_ID="eager-request-1")
     logging.getLogger("tests").warning("after the request")
 

@@ -95,7 +95,9 @@ def cut_at_the_old_window(apps, schema_editor):
     """As 0012 does: matches from more than eight days before it ran are not sent. Only alerts made before then
     can have such matches, and 0012 gave each of those a `resumed_at`."""
     recorded = MigrationRecorder(schema_editor.connection).migration_qs
-    cut = recorded.get(app="alerts", name="0012_digest_runs_outbox_requests").applied - OLD_WINDOW
+    # The first record, should the table (which has no unique key) hold the row twice.
+    cut = recorded.filter(app="alerts", name="0012_digest_runs_outbox_requests").order_by("applied").first(
+        ).applied - OLD_WINDOW
     Subscription = apps.get_model("alerts", "Subscription")
     Subscription.objects.filter(resumed_at=None, created_at__lt=cut).update(resumed_at=cut)
 
