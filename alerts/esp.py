@@ -154,8 +154,7 @@ def _postmark_code(response) -> int | None:
         body = response.json()
     except Exception:  # noqa: BLE001 - no JSON, no code
         return None
-    code = body.get("ErrorCode") if isinstance(body, dict) else None
-    return code if isinstance(code, int) else None
+    return _int_code(body) if isinstance(body, dict) else None
 
 
 def _http_problem(status: int, code: int | None, text: str) -> str:
