@@ -113,7 +113,7 @@ class Question(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    # The searchable text of each field of QUERY_LANGUAGE.md, as normalised words (" w1 w2 ").
+    # The searchable text of each field of docs/query-language.md, as normalised words (" w1 w2 ").
     norm_heading = models.TextField(default="", editable=False)
     norm_question = models.TextField(default="", editable=False)
     norm_answer = models.TextField(default="", editable=False)

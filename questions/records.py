@@ -293,7 +293,7 @@ def plain_answer_fields(answer: Any) -> dict[str, str]:
 
 
 def from_normalised(item: dict[str, Any]) -> QuestionRecord:
-    """A record with the fields of QUERY_LANGUAGE.md section 2 plus id and dates, as in the bundled sample."""
+    """A record with the fields of section 2 of docs/query-language.md plus id and dates, as in the bundled sample."""
     if not isinstance(item, dict):
         raise RecordError("the record is not a JSON object")
     record = QuestionRecord(

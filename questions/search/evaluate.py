@@ -1,4 +1,4 @@
-"""Whether a question matches a query tree (section 4 of the contract).
+"""Whether a question matches a query tree (section 4 of docs/query-language.md).
 
 Documents are the output of `words.document()`: each field's words joined by
 single spaces with a space at each end, as written and (under `base_key(field)`)

@@ -1,6 +1,6 @@
 """Reading query text into a tree (`parse`) and writing a tree back as text (`canonical`).
 
-Sections 3 and 5 of the query-language contract.  Reading happens in three
+Sections 3 and 5 of docs/query-language.md.  Reading happens in three
 steps: the text is cut into pieces (quotes, brackets, operators, fields and
 values; pieces without words are dropped there), the pieces are checked as a
 whole (brackets, size), then a recursive-descent parser builds the tree.

@@ -16,7 +16,7 @@ query if it holds at least one of them:
 - NOT: none; `NOT (a OR b)` is read as `NOT a AND NOT b` and `NOT (a AND b)` as `NOT a OR NOT b`, so the
   tree is anchored through its negations.
 
-"Fields" is either the default group of fields (section 2 of the contract), which has keys of its own, or one
+"Fields" is either the default group of fields (section 2 of docs/query-language.md), which has keys of its own, or one
 named field; each in two spellings, the words as written and their base forms.
 A query without anchors (one that only says what must not be there) cannot come from the parser, which
 refuses queries that match a question without words; a hand-built one is kept on an "always check" list.

@@ -1,7 +1,7 @@
 """Cutting text into words, and each word's base form: the one tokeniser shared by documents and queries.
 
 Every place that compares a query with a question goes through `words()` and `base()` on both sides, so
-the rules of section 1 of the query-language contract live here only.
+the rules of section 1 of docs/query-language.md live here only.
 
 The letter/digit/mark categories come from the `regex` module's Unicode tables,
 decomposition and case folding from Python's `unicodedata`.  Upgrading either can
