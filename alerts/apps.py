@@ -7,6 +7,11 @@ class AlertsConfig(AppConfig):
 
     def ready(self) -> None:
         from anymail.signals import tracking
+        from django.db.models.signals import post_migrate
+
+        from config.schedule import sync_after_migrate
+
+        post_migrate.connect(sync_after_migrate, sender=self, dispatch_uid="config.schedule.sync")
 
         from alerts.webhooks import record_tracking_event
 

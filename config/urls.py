@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from alerts.metrics import metrics_page
+from alerts.metrics_page import metrics_page
 from alerts.overview import overview_page
 from alerts.webhooks import tracking_webhook
 from config.observability import VERSION

@@ -1,4 +1,4 @@
-"""What the poller counts for Prometheus; `alerts.metrics` serves the page that adds up every process's counts."""
+"""What the poller counts for Prometheus; `alerts.metrics_page` serves the page that adds up every process's counts."""
 
 from __future__ import annotations
 

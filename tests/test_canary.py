@@ -5,7 +5,6 @@ comes back; the queues' own lag, with no canary; and the canary's questions, whi
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
 import re
 import signal
@@ -14,9 +13,7 @@ import xml.etree.ElementTree as ET
 from html import unescape
 
 import pytest
-from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -26,6 +23,7 @@ from alerts.canary import finish_probes, start_probe
 from alerts.delivery import queue_delivery
 from alerts.models import CanaryProbe, Delivery, EspState, Match, Subscriber, Subscription
 from alerts.tasks import canary_task, match_events_task
+from config import schedule
 from questions.ingest import upsert
 from questions.models import CANARY_PREFIX, Question, QuestionEvent
 from questions.records import QuestionRecord
@@ -152,11 +150,11 @@ def processes(stack_env):
 
 
 def canary_every(seconds: int) -> None:
-    """Beat's schedule holding only the canary, as migration 0008 adds it, run every few seconds."""
+    """Beat's schedule holding only the canary, as declared, run every few seconds."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
     PeriodicTask.objects.all().delete()
-    importlib.import_module("alerts.migrations.0008_canary").schedule_canary(apps, connection.schema_editor())
+    schedule.sync(only=["End-to-end canary"])
     every, _ = IntervalSchedule.objects.get_or_create(every=seconds, period="seconds")
     assert PeriodicTask.objects.filter(name="End-to-end canary", task="alerts.canary").update(interval=every) == 1
 

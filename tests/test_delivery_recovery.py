@@ -3,17 +3,15 @@ its own port that goes down, refuses connections, comes back, or loses its sende
 
 from __future__ import annotations
 
-import importlib
 import signal
 import time
 
 import pytest
-from django.apps import apps
-from django.db import connection
 from django.utils import timezone
 
 from alerts.delivery import deliver_immediate
 from alerts.models import Delivery, Match, Subscriber, Subscription
+from config import schedule
 from questions.models import Question, QuestionEvent
 from tests.conftest import FIXTURES, Worker, purge_queues, wait_until
 from tests.esp_stub import PostmarkStub, StubServer
@@ -36,10 +34,10 @@ def subscribers_with_one_match_each(count: int) -> None:
 
 
 def beat_sends_due_emails(every_seconds: int | None = None) -> None:
-    """Beat's schedule as the migration makes it (tests that empty the database remove its rows)."""
+    """Beat's send tick as declared (tests that empty the database remove its rows)."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    importlib.import_module("alerts.migrations.0005_delivery_queue").schedule_sender(apps, connection.schema_editor())
+    schedule.sync(only=["Send due emails"])
     if every_seconds:
         interval, _ = IntervalSchedule.objects.get_or_create(every=every_seconds, period="seconds")
         PeriodicTask.objects.filter(task="alerts.send_due").update(interval=interval)

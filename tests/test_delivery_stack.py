@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib
 import os
 import re
 import signal
@@ -18,7 +17,6 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.apps import apps
 from django.conf import settings
 from django.db import connection
 from django.db.models import Sum
@@ -27,6 +25,7 @@ from django.utils import timezone
 from alerts.delivery import deliver_immediate
 from alerts.digests import SETTLE
 from alerts.models import Delivery, DigestRun, EspState, Match, Subscriber, Subscription
+from config import schedule
 from questions.models import Question, QuestionEvent
 from tests.conftest import FIXTURES, ROOT, wait_until
 from tests.esp_stub import PostmarkStub, StubServer, emails_to
@@ -324,14 +323,13 @@ def london(*args) -> dt.datetime:
 
 
 def beat_schedule(every_seconds: int, last_ran: dt.datetime) -> None:
-    """Beat's schedule as the migrations make it, sending due emails every second and starting digest runs every
+    """Beat's schedule as declared, sending due emails every second and starting digest runs every
     few rather than every minute, each last run at `last_ran` on the faked clock (beat would otherwise count
     from when the row was changed, on the real clock, weeks after the faked one)."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
     beat_sends_due_emails(every_seconds=1)
-    importlib.import_module("alerts.migrations.0013_schedule_runs_and_requests").schedule(
-        apps, connection.schema_editor())
+    schedule.sync(only=["Start digest runs", "Take waiting form requests"])
     interval, _ = IntervalSchedule.objects.get_or_create(every=every_seconds, period="seconds")
     PeriodicTask.objects.filter(task="alerts.start_digest_runs").update(interval=interval)
     PeriodicTask.objects.update(last_run_at=last_ran)

@@ -1,0 +1,51 @@
+"""Beat's schedule is the list in config/schedule.py: `migrate` makes every entry of it, brings back one that
+was deleted, and keeps what an operator changed."""
+
+from __future__ import annotations
+
+import pytest
+from celery import current_app
+from django.core.management import call_command
+from django_celery_beat.models import PeriodicTask
+
+from config.schedule import entries
+
+
+def schedule_rows() -> dict[str, tuple]:
+    return {task.name: (task.task, task.interval.every, task.interval.period, task.expire_seconds, task.enabled)
+            for task in PeriodicTask.objects.select_related("interval")}
+
+
+def declared() -> dict[str, tuple]:
+    return {e.name: (e.task, e.every, e.period, e.expire_seconds, True) for e in entries()}
+
+
+@pytest.mark.django_db
+def test_a_migrated_database_runs_exactly_the_declared_schedule():
+    # The shipped data migrations made these rows first: they must agree with the list, entry for entry.
+    assert schedule_rows() == declared()
+
+
+def test_every_declared_task_is_one_a_worker_knows():
+    import alerts.tasks  # noqa: F401
+    import questions.tasks  # noqa: F401
+
+    assert {e.task for e in entries()} <= set(current_app.tasks)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrate_brings_back_a_deleted_entry_and_keeps_the_operators_changes():
+    call_command("migrate", verbosity=0)  # the test database as the migrations left it, flushes aside
+    PeriodicTask.objects.filter(name="Prune old data").delete()
+    PeriodicTask.objects.filter(name="End-to-end canary").update(enabled=False)
+    poll = PeriodicTask.objects.get(name="Poll sources")
+    poll.interval.every = 7
+    poll.interval.save()
+
+    call_command("migrate", verbosity=0)
+
+    rows = schedule_rows()
+    assert rows["Prune old data"] == declared()["Prune old data"]
+    assert rows["End-to-end canary"][-1] is False
+    assert rows["Poll sources"][1] == 7
+    assert set(rows) == set(declared())
