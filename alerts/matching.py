@@ -24,7 +24,7 @@ from django.utils import timezone
 from alerts import metrics
 from alerts.models import FOLLOWED_KINDS, Match, Subscription
 from alerts.percolator import Percolator, kind_bit
-from questions.models import CANARY_PREFIX, QuestionEvent
+from questions.models import QuestionEvent
 from questions.search.percolate import iter_bits
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def _record_matches(events: list[QuestionEvent], percolator: Percolator,
     documents = []
     by_position: list[list[QuestionEvent]] = []
     for event in events:
-        if event.kind == QuestionEvent.Kind.WITHDRAWN or event.question.external_id.startswith(CANARY_PREFIX):
+        if event.kind == QuestionEvent.Kind.WITHDRAWN or event.question.is_canary:
             # Searches are not told that a question was withdrawn (only its followers are): matching it
             # would only find nobody. The canary's questions are for the canary's follow alone.
             continue

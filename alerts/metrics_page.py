@@ -20,7 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from alerts import canary, digests
 from alerts.models import CanaryProbe, Delivery, Subscriber, Subscription
 from config.observability import BrokerCollector, BuildInfoCollector
-from questions.models import CANARY_PREFIX, Question, QuestionEvent, Source
+from questions.models import Question, QuestionEvent, Source
 
 
 def _age(oldest) -> float:
@@ -69,8 +69,7 @@ class DatabaseCollector:
         yield suppressed
         yield GaugeMetricFamily("wqa_active_alerts", "Alerts that receive emails.",
                                 value=Subscription.objects.receiving().count())
-        yield GaugeMetricFamily("wqa_questions", "Questions in the archive.", value=Question.objects.exclude(
-            external_id__startswith=CANARY_PREFIX).count())
+        yield GaugeMetricFamily("wqa_questions", "Questions in the archive.", value=Question.objects.public().count())
         success = GaugeMetricFamily("wqa_source_last_success_age_seconds",
                                     "Time since each enabled source was last polled successfully.", labels=["source"])
         failures = GaugeMetricFamily("wqa_source_consecutive_failures",

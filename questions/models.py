@@ -69,6 +69,15 @@ class SourceProblem(models.Model):
         return f"{self.source}: {self.record_id} {self.message[:80]}"
 
 
+# The questions people may see and alerts may match: all but the canary's.
+PUBLIC = ~models.Q(external_id__startswith=CANARY_PREFIX)
+
+
+class QuestionQuerySet(models.QuerySet):
+    def public(self) -> QuestionQuerySet:
+        return self.filter(PUBLIC)
+
+
 class Question(models.Model):
     class House(models.TextChoices):
         COMMONS = "Commons"
@@ -136,6 +145,8 @@ class Question(models.Model):
     base_house = models.TextField(default="", db_default="", editable=False)
     base_uin = models.TextField(default="", db_default="", editable=False)
 
+    objects = QuestionQuerySet.as_manager()
+
     class Meta:
         ordering = ["-date_tabled", "-id"]
         indexes = [models.Index(fields=["-date_tabled", "-id"], name="question_newest")]
@@ -186,6 +197,11 @@ class Question(models.Model):
         """What names the question: its heading, or its UIN until it has one (a heading often comes with the
         answer: more than a quarter of the questions in the bundled sample have none yet)."""
         return self.heading or (f"Written question {self.uin}" if self.uin else "Written question")
+
+    @property
+    def is_canary(self) -> bool:
+        """One of the questions the canary stores for its own follow: no page, search or other alert has it."""
+        return self.external_id.startswith(CANARY_PREFIX)
 
     @property
     def is_answered(self) -> bool:

@@ -22,7 +22,7 @@ from django.db.models.functions import Coalesce, Extract
 from django.utils.functional import cached_property
 
 from questions import budget
-from questions.models import CANARY_PREFIX, Question
+from questions.models import PUBLIC, Question
 from questions.records import RecordError
 from questions.search import Node, QueryError, parse, to_q
 
@@ -71,7 +71,7 @@ class Filters:
     tabled_to: dt.date | None = None
 
     def q(self) -> Q:
-        q = ~Q(external_id__startswith=CANARY_PREFIX)
+        q = PUBLIC
         if self.house:
             q &= Q(house=self.house)
         if self.department:
@@ -384,7 +384,7 @@ def collect_then_sort(rows: QuerySet, start: int, stop: int) -> list:
 
 def find_question(key: str) -> Question | None:
     """A question by its id (the API id, or the id it was imported with) or else its UIN."""
-    shown = Question.objects.filter(Filters().q())
+    shown = Question.objects.public()
     return shown.filter(external_id=key).first() or shown.filter(uin=key).order_by("-date_tabled").first()
 
 

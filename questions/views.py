@@ -69,7 +69,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
                 context["error_before"], context["error_at"], context["error_after"] = (
                     query[:position], query[position], query[position + 1:])
     else:
-        latest = Question.objects.filter(Filters().q()).order_by("-date_tabled", "-id")
+        latest = Question.objects.public().order_by("-date_tabled", "-id")
         context["page"] = CappedPaginator(latest, PAGE_SIZE).get_page(1)
     status = 400 if context["query_error"] else 200
     return render(request, "questions/search.html", context, status=status)
@@ -170,7 +170,7 @@ def question_page(request: HttpRequest, key: str) -> HttpResponse:
 
 def question_by_row(request: HttpRequest, pk: int) -> HttpResponse:
     """Questions whose id cannot stand in a URL (a feed's guid is itself a URL)."""
-    return render_question(request, get_object_or_404(Question.objects.filter(Filters().q()), pk=pk))
+    return render_question(request, get_object_or_404(Question.objects.public(), pk=pk))
 
 
 def render_question(request: HttpRequest, question: Question, form=None, status: int = 200) -> HttpResponse:
