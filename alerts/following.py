@@ -6,12 +6,12 @@ import datetime as dt
 import logging
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from alerts.models import FOLLOWED_KINDS, Subscription
 from questions.ingest import HOLDING_KEY
-from questions.models import QuestionEvent
+from questions.models import QuestionEvent, settled
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,9 @@ def retire_follows(now: dt.datetime | None = None) -> int:
     the manage page can say what became of it."""
     now = now or timezone.now()
     cutoff = now - dt.timedelta(days=settings.FOLLOW_WINDOW_DAYS)
-    settled = Q(question__is_withdrawn=True) | (~Q(question__answer_text="") & Q(question__answer_is_holding=False))
     retired = (
         Subscription.objects.filter(question__isnull=False, retired_at__isnull=True)
-        .filter(settled)
+        .filter(settled("question__"))
         .exclude(Exists(_settling_events().filter(created_at__gt=cutoff)))
         .update(retired_at=now, updated_at=now)
     )

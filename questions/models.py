@@ -73,6 +73,13 @@ class SourceProblem(models.Model):
 PUBLIC = ~models.Q(external_id__startswith=CANARY_PREFIX)
 
 
+def settled(prefix: str = "") -> models.Q:
+    """Questions with nothing more to come but a correction: withdrawn, or answered other than by a holding
+    answer. `prefix` reaches them from another model ("question__")."""
+    return (models.Q(**{f"{prefix}is_withdrawn": True})
+            | (~models.Q(**{f"{prefix}answer_text": ""}) & models.Q(**{f"{prefix}answer_is_holding": False})))
+
+
 class QuestionQuerySet(models.QuerySet):
     def public(self) -> QuestionQuerySet:
         return self.filter(PUBLIC)
@@ -206,6 +213,11 @@ class Question(models.Model):
     @property
     def is_answered(self) -> bool:
         return bool(self.answer_text)
+
+    @property
+    def is_settled(self) -> bool:
+        """As `settled`: there is nothing left to follow but a correction."""
+        return self.is_withdrawn or (self.is_answered and not self.answer_is_holding)
 
     @property
     def official_url(self) -> str:
