@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db.models import BooleanField, Exists, ExpressionWrapper, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 
+from alerts import esp
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import Source
 
@@ -21,12 +22,9 @@ ESP_WORDS: dict[str, str] = {
     "rejected": "our email provider refused to send it",
     "failed": "our email provider couldn’t send it",
     "deferred": "your mail server delayed it; it is still trying",
-    "delivered": "delivered to your inbox",
     # Opening or clicking shows it arrived; what the reader did with it is theirs, and not repeated here.
-    "opened": "delivered to your inbox",
-    "clicked": "delivered to your inbox",
+    **{status: "delivered to your inbox" for status in esp.ARRIVED},
     "autoresponded": "delivered to your inbox, which sent an automatic reply",
-    "unsubscribed": "delivered to your inbox",
     "sent": "on its way to your mail server; we haven’t heard yet that it arrived",
     "queued": "waiting to leave our email provider",
 }

@@ -33,9 +33,6 @@ from questions.records import QuestionRecord
 log = logging.getLogger(__name__)
 
 # What the ESP's webhooks may say of an email that reached the inbox: a later "opened" must not undo it.
-ARRIVED = {"delivered", "opened", "clicked", "autoresponded"}
-
-
 def enabled() -> bool:
     return bool(settings.CANARY_EMAIL)
 
@@ -86,7 +83,7 @@ def _judge(probe: CanaryProbe, now: dt.datetime) -> tuple[str, str, Delivery | N
                                   .order_by("pk").first() if probe.subscription_id else None)
     bound = dt.timedelta(seconds=settings.CANARY_MAX_SECONDS)
     if delivery is not None and delivery.status == Delivery.Status.SENT and (
-            not settings.CANARY_WAIT_FOR_DELIVERED or delivery.esp_status in ARRIVED):
+            not settings.CANARY_WAIT_FOR_DELIVERED or delivery.esp_status in esp.ARRIVED):
         took = (delivery.sent_at or now) - probe.started_at
         if took <= bound:
             return CanaryProbe.Outcome.OK, f"sent to the ESP ({delivery.esp_status or 'accepted'})", delivery

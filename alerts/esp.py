@@ -78,6 +78,10 @@ _INVALID_RECIPIENT_TEXT = re.compile(r"\b(to|cc|bcc)'?\s+parameter is not a vali
 
 # What went wrong, in words an operator can tell apart: the `error` label of wqa_esp_errors_total, and the
 # logs' counts. The first four are about the ESP (or our account with it), not about one message.
+# The tracking events (Anymail's names) that show an email reached the inbox: opening, clicking, an automatic
+# reply or a List-Unsubscribe click all come from the mailbox itself. The canary and the manage page both read it.
+ARRIVED = ("delivered", "opened", "clicked", "autoresponded", "unsubscribed")
+
 UNREACHABLE = "unreachable"  # no answer: refused, reset, timed out, a name or TLS failure
 SERVER_ERROR = "server_error"  # the ESP answered 5xx (or 408, or SMTP's 4xx "try later")
 RATE_LIMITED = "rate_limited"  # asked to slow down (429, a throttling code)
@@ -362,7 +366,10 @@ class SerialTransport(_Closing):
 
 
 class _PostmarkBatch:
-    """The payloads of many messages as one request to Postmark's batch endpoint."""
+    """The payloads of many messages as one request to Postmark's batch endpoint. Anymail sends one message a
+    call; this reuses its payload internals (`build_message_payload`, `.data`, `serialize_json`,
+    `get_request_params`), which are not its public API: requirements.txt pins the version they were read from,
+    and tests/test_transports.py sends through them to a Postmark stub."""
 
     def __init__(self, payloads: list) -> None:
         self.payloads = payloads

@@ -282,7 +282,8 @@ METRICS_DIR.mkdir(parents=True, exist_ok=True)
 # Read by prometheus_client when it is first imported, which no module does before settings are loaded.
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 # Each process's files are named for it. Containers sharing the folder each number their processes from 1,
-# so the host's name goes in too: two processes writing one file would corrupt it.
+# so the host's name goes in too: two processes writing one file would corrupt it. `ValueClass` is not part of
+# prometheus_client's public API (its version is pinned in requirements.txt; tests/test_metrics.py checks it).
 _metrics_values.ValueClass = _metrics_values.MultiProcessValue(
     lambda: f"{socket.gethostname().replace('_', '-')}-{os.getpid()}")
 

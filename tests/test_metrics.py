@@ -372,3 +372,15 @@ def test_a_scrape_shows_what_the_worker_did_and_the_web_server_was_told(worker_e
     assert value(after, "wqa_active_alerts") == 0
     assert labelled(after, "wqa_source_consecutive_failures", "source") == {"Stub API": 0}
     assert labelled(after, "wqa_source_last_success_age_seconds", "source")["Stub API"] < 120
+
+
+
+def test_each_process_counts_in_files_named_for_its_host_and_pid():
+    # Through the library's own multiprocess values, as config.settings installs them: an upgrade that renamed
+    # the hook would leave the processes of two containers writing one file.
+    from django.conf import settings
+    from prometheus_client import CollectorRegistry, Counter
+
+    name = f"counter_{socket.gethostname().replace('_', '-')}-{os.getpid()}.db"
+    Counter("wqa_test_file_naming", "A counter made by this test.", registry=CollectorRegistry()).inc()
+    assert (settings.METRICS_DIR / name).exists()
