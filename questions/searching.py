@@ -1,4 +1,29 @@
-"""Searching the archive: the one place where a query and the page's filters become a queryset."""
+"""Searching the archive: the one place where a query and the page's filters become a queryset.
+
+A page of results is a count, capped at `CappedPaginator.cap` + 1 ("more than 1,000"), then the page's rows,
+newest first. On SQLite both are a plain statement. On PostgreSQL a plain statement can be a scan of the whole
+archive (a common word, or matches that all lie in its oldest years), so each is read by the first of these
+roads that fits; a road cut off by its time-out falls to the one below it:
+
+    count
+      1. the planner expects few matches, or dense ones (`counts_quickly`)
+             -> one capped COUNT, cut off at COUNT_SCAN_MS                  ... cut off: 2.
+      2. otherwise -> `count_year_by_year`: the undated, then each year newest first through the
+             year-and-trigram indexes, keeping the keys of every year it read whole
+
+    page
+      1. the count read a dated year whole -> `year_by_year`, reusing those keys
+      2. the count found no more than the cap -> `collect_then_sort`: every match through the trigram
+             indexes, sorted here
+      3. otherwise -> walk the date index newest first, cut off at `walk_ms`  ... cut off: `year_by_year`,
+             which reads each year's matches through the indexes (up to YEAR_MATCHES_READ, sorted here) or,
+             for a year with more, walks that year's index (cut off: collects and sorts it)
+
+Every road gives the same rows in the same order (tests/test_search_orm.py runs each against the plain
+statement); a time-out only chooses which costs less, so a loaded database may take a lower road and answer
+the same, a little later. A request's own budget (`questions.budget`) caps every statement whichever road it
+is on.
+"""
 
 from __future__ import annotations
 
