@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import math
 from dataclasses import dataclass, field
 
 from django.core.cache import cache
@@ -40,7 +41,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from alerts.models import Subscription
 from questions import budget
 from questions.models import Question
-from questions.search import Node, canonical, parse_canonical
+from questions.search import Node, QueryError, canonical, parse_canonical
 from questions.searching import CACHE_ERRORS, Filters, cache_guard, matching
 
 # A year evens out Parliament's recesses and the rush before them.
@@ -55,6 +56,12 @@ MIN_ARCHIVE_FOR_SHARE = 200
 BUSY_EMAILS_PER_DAY = 3
 # Estimates are kept this long: the archive changes by a day's questions at a time.
 ESTIMATE_CACHE_SECONDS = 60 * 60
+# ...unless it grows by this share at once (an import, a source's backlog): estimates are kept per archive
+# generation, the next starting once the archive is this much larger, so that a search after a large import is
+# estimated afresh at once, while a day of polls on a large archive reuses them.
+ARCHIVE_GROWTH = 0.01
+# A page listing many alerts works out only this many estimates not kept; the rest are asked of a worker.
+ESTIMATES_NOW_PER_PAGE = 3
 # A page works an estimate out itself only when it is quick; a common word over a year of a million questions
 # takes seconds, so a worker works it out (within its own budget) for the next preview, a few at a time: each
 # takes the worker from matching and sending for as long.
@@ -185,6 +192,44 @@ class Volume:
         return next((emails for emails in self.emails if emails.alert_on == alert_on), None)
 
 
+@dataclass(frozen=True)
+class Caution:
+    """What a form warns about before an alert is made (signup, adding from the manage page, editing): a search
+    that matches too much, and "as it happens" that would email many times a day. Adding and editing make the
+    alert at once, so they make it only once its owner has seen each warning that applies (`seen`, sent back
+    with the form) for this very search."""
+
+    canonical_query: str = ""
+    broad: Volume | None = None
+    # The emails "as it happens" would send, when that is too many.
+    busy: Emails | None = None
+
+    def __bool__(self) -> bool:
+        return self.broad is not None or self.busy is not None
+
+    @property
+    def _names(self) -> set[str]:
+        return {name for name in ("broad", "busy") if getattr(self, name) is not None}
+
+    @property
+    def seen(self) -> str:
+        return ",".join(sorted(self._names)) + ":" + self.canonical_query
+
+    def was_seen(self, seen: str) -> bool:
+        names, _, query = seen.partition(":")
+        return query == self.canonical_query and self._names <= set(names.split(","))
+
+
+def caution(found: Volume | None, node: Node | None, frequency: str, alert_on: str) -> Caution:
+    """The warnings an alert of this search, frequency and choice of what to email about gets: none while the
+    search is refused or its estimate is still being worked out."""
+    if found is None or node is None:
+        return Caution()
+    emails = found.emails_for(alert_on)
+    busy = frequency == Subscription.Frequency.IMMEDIATE and emails is not None and emails.too_many_as_it_happens
+    return Caution(canonical(node), found if found.broad else None, emails if busy else None)
+
+
 def _weeks(days: int) -> float:
     return max(days, MIN_WINDOW_DAYS) / 7
 
@@ -253,36 +298,80 @@ def _cached(key: str, seconds: int, work):
     return found
 
 
-def _estimate_key(node: Node, today: dt.date) -> str:
+def _newest_id() -> int:
+    # An index's last entry, however large the archive. Ids only grow, with every question stored by an
+    # import or a poll alike, so the newest is at least the archive's size.
+    return Question.objects.aggregate(newest=Max("pk"))["newest"] or 0
+
+
+def archive_generation(newest_id: int | None = None) -> int:
+    """Which generation of the archive this is: the same until the archive grows by ARCHIVE_GROWTH."""
+    newest_id = _newest_id() if newest_id is None else newest_id
+    return math.floor(math.log1p(newest_id) / math.log1p(ARCHIVE_GROWTH))
+
+
+def _estimate_key(node: Node, today: dt.date, generation: int | None = None) -> str:
+    generation = archive_generation() if generation is None else generation
     # The version of the query language: a search's text may keep its spelling and change its meaning.
-    return "volume:v2:" + hashlib.sha256(canonical(node).encode()).hexdigest() + ":" + today.isoformat()
+    return (f"volume:v2:{generation}:" + hashlib.sha256(canonical(node).encode()).hexdigest() + ":"
+            + today.isoformat())
 
 
-def cached_estimate(node: Node, today: dt.date | None = None) -> Volume:
-    """`estimate`, kept for an hour per search and day, and the archive's window for ten minutes: counting
-    a common word over a year of a large archive is a scan, which the signup page (a GET anyone can
-    repeat) must not cost every time."""
+def cached_estimate(node: Node, today: dt.date | None = None, generation: int | None = None) -> Volume:
+    """`estimate`, kept for an hour per search, day and archive generation, and the archive's window for ten
+    minutes: counting a common word over a year of a large archive is a scan, which the signup page (a GET
+    anyone can repeat) must not cost every time."""
     today = today or timezone.localdate()
-    return _cached(_estimate_key(node, today), ESTIMATE_CACHE_SECONDS, lambda: estimate(node, today, _cached(
-        f"volume:window:{today.isoformat()}", WINDOW_CACHE_SECONDS, lambda: _window(today))))
+    generation = archive_generation() if generation is None else generation
+    return _cached(_estimate_key(node, today, generation), ESTIMATE_CACHE_SECONDS, lambda: estimate(
+        node, today, _cached(f"volume:window:{generation}:{today.isoformat()}", WINDOW_CACHE_SECONDS,
+                             lambda: _window(today))))
 
 
-def estimate_now_or_later(node: Node, today: dt.date | None = None) -> Volume | None:
+def estimate_now_or_later(node: Node, today: dt.date | None = None, generation: int | None = None) -> Volume | None:
     """The estimate, if it is kept or quick to work out; otherwise None, and a worker is asked to work it out
     for the next preview (see ESTIMATE_NOW_SECONDS)."""
     today = today or timezone.localdate()
     try:
         with budget.budget(ESTIMATE_NOW_SECONDS):
-            return cached_estimate(node, today)
+            generation = archive_generation() if generation is None else generation
+            return cached_estimate(node, today, generation)
     except budget.TooCostly:
-        _ask_a_worker(node, today)
+        _ask_a_worker(node, today, generation)
         return None
 
 
-def _ask_a_worker(node: Node, today: dt.date) -> None:
+def broad_searches(canonical_queries: list[str], today: dt.date | None = None) -> dict[str, Volume]:
+    """The estimates of those of these searches that are broad, for a page listing alerts: from the estimates
+    kept, read at once, and a few more worked out as a preview would; the others are asked of a worker, to be
+    found next time. An archive too small for any search to be broad costs one query, whatever the number."""
+    if not canonical_queries or (newest_id := _newest_id()) < MIN_ARCHIVE_FOR_SHARE:
+        return {}
+    today = today or timezone.localdate()
+    generation = archive_generation(newest_id)
+    nodes = {}
+    for query in dict.fromkeys(canonical_queries):
+        with contextlib.suppress(QueryError):  # saved under rules since changed: its edit page says why
+            nodes[query] = parse_canonical(query)
+    keys = {query: _estimate_key(node, today, generation) for query, node in nodes.items()}
+    try:
+        with cache_guard():
+            kept = cache.get_many(list(keys.values()))
+    except CACHE_ERRORS:
+        kept = {}
+    found = {query: kept[key] for query, key in keys.items() if key in kept}
+    for number, query in enumerate([query for query in nodes if query not in found]):
+        if number >= ESTIMATES_NOW_PER_PAGE:
+            _ask_a_worker(nodes[query], today, generation)
+        elif (volume := estimate_now_or_later(nodes[query], today, generation)) is not None:
+            found[query] = volume
+    return {query: estimated for query, estimated in found.items() if estimated.broad}
+
+
+def _ask_a_worker(node: Node, today: dt.date, generation: int | None) -> None:
     from alerts.tasks import estimate_volume_task
 
-    key = _estimate_key(node, today)
+    key = _estimate_key(node, today, generation)
     minute = int(timezone.now().timestamp() // 60)
     try:
         with cache_guard():
