@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -48,7 +47,7 @@ UNDO_SECONDS = 60 * 60
 
 def in_about(seconds: int) -> str:
     """When a limit's window turns over, as a person would say it: "in about 40 minutes"."""
-    minutes = math.ceil(max(seconds, 1) / 60)
+    minutes = max(round(seconds / 60), 1)
     return "in about a minute" if minutes == 1 else f"in about {minutes} minutes"
 
 
@@ -112,7 +111,8 @@ def _refused(request: HttpRequest, limits: list[dict]) -> int | None:
             group = limit["group"](request) if callable(limit["group"]) else limit["group"]
             usage = get_usage(request, increment=True, **(limit | {"group": group}))
             if usage is not None and usage["should_limit"]:
-                return max(usage["time_left"], 1)
+                # The window's last second is still its own: the next starts a second after it.
+                return max(usage["time_left"], 0) + 1
     except CACHE_ERRORS as error:
         log.warning("rate limits unavailable, request refused", extra={"error": str(error)})
         raise LimitsUnavailable from error

@@ -30,8 +30,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.core.cache import cache
 from django.db.models import Count, Max, Min, Q
@@ -56,9 +55,9 @@ MIN_ARCHIVE_FOR_SHARE = 200
 BUSY_EMAILS_PER_DAY = 3
 # Estimates are kept this long: the archive changes by a day's questions at a time.
 ESTIMATE_CACHE_SECONDS = 60 * 60
-# ...unless it grows by this share at once (an import, a source's backlog): estimates are kept per archive
-# generation, the next starting once the archive is this much larger, so that a search after a large import is
-# estimated afresh at once, while a day of polls on a large archive reuses them.
+# ...or until the archive has grown by this share (an import, a source's backlog, a run of polls on a small
+# archive): a search after a large import is estimated afresh at once, while a day's polls on a large archive
+# leave what is kept alone.
 ARCHIVE_GROWTH = 0.01
 # A page listing many alerts works out only this many estimates not kept; the rest are asked of a worker.
 ESTIMATES_NOW_PER_PAGE = 3
@@ -141,6 +140,12 @@ class Volume:
     # Days on which a match was tabled or answered, or both.
     days: int = 0
     emails: list[Emails] = field(default_factory=list)
+    # The newest question's id when it was counted (see `holds`).
+    newest_id: int = 0
+
+    def holds(self, newest_id: int) -> bool:
+        """Whether the estimate still holds, the archive's newest id being `newest_id` now."""
+        return _holds(self.newest_id, self.archive, newest_id)
 
     @property
     def window_days(self) -> int:
@@ -284,14 +289,15 @@ def estimate(node: Node, today: dt.date | None = None, window: Window | None = N
 
 
 
-def _cached(key: str, seconds: int, work):
-    """What `work()` gives, kept in the cache for `seconds`; worked out afresh when the cache is down."""
+def _cached(key: str, seconds: int, work, fresh=lambda kept: True):
+    """What `work()` gives, kept in the cache for `seconds` while `fresh(kept)`; worked out afresh when the cache
+    is down."""
     try:
         with cache_guard():
             found = cache.get(key)
     except CACHE_ERRORS:
         return work()
-    if found is None:
+    if found is None or not fresh(found):
         found = work()
         with contextlib.suppress(*CACHE_ERRORS), cache_guard():
             cache.set(key, found, seconds)
@@ -299,45 +305,48 @@ def _cached(key: str, seconds: int, work):
 
 
 def _newest_id() -> int:
-    # An index's last entry, however large the archive. Ids only grow, with every question stored by an
-    # import or a poll alike, so the newest is at least the archive's size.
+    # An index's last entry, however large the archive. Ids only grow, with every question stored by an import
+    # or a poll alike, so the newest is at least the archive's size, and how far it moved is how many came.
     return Question.objects.aggregate(newest=Max("pk"))["newest"] or 0
 
 
-def archive_generation(newest_id: int | None = None) -> int:
-    """Which generation of the archive this is: the same until the archive grows by ARCHIVE_GROWTH."""
-    newest_id = _newest_id() if newest_id is None else newest_id
-    return math.floor(math.log1p(newest_id) / math.log1p(ARCHIVE_GROWTH))
+def _holds(made_at_id: int, archive: int, newest_id: int) -> bool:
+    """Whether what was counted over an archive of `archive` questions, when its newest id was `made_at_id`,
+    still holds now that it is `newest_id`: until the questions stored since come to ARCHIVE_GROWTH of it."""
+    return newest_id - made_at_id < max(1.0, ARCHIVE_GROWTH * archive)
 
 
-def _estimate_key(node: Node, today: dt.date, generation: int | None = None) -> str:
-    generation = archive_generation() if generation is None else generation
+def _estimate_key(node: Node, today: dt.date) -> str:
     # The version of the query language: a search's text may keep its spelling and change its meaning.
-    return (f"volume:v2:{generation}:" + hashlib.sha256(canonical(node).encode()).hexdigest() + ":"
-            + today.isoformat())
+    return "volume:v2:" + hashlib.sha256(canonical(node).encode()).hexdigest() + ":" + today.isoformat()
 
 
-def cached_estimate(node: Node, today: dt.date | None = None, generation: int | None = None) -> Volume:
-    """`estimate`, kept for an hour per search, day and archive generation, and the archive's window for ten
-    minutes: counting a common word over a year of a large archive is a scan, which the signup page (a GET
-    anyone can repeat) must not cost every time."""
+def cached_estimate(node: Node, today: dt.date | None = None, newest_id: int | None = None) -> Volume:
+    """`estimate`, kept for an hour per search and day, and the archive's window for ten minutes, each until the
+    archive grows by ARCHIVE_GROWTH: counting a common word over a year of a large archive is a scan, which the
+    signup page (a GET anyone can repeat) must not cost every time."""
     today = today or timezone.localdate()
-    generation = archive_generation() if generation is None else generation
-    return _cached(_estimate_key(node, today, generation), ESTIMATE_CACHE_SECONDS, lambda: estimate(
-        node, today, _cached(f"volume:window:{generation}:{today.isoformat()}", WINDOW_CACHE_SECONDS,
-                             lambda: _window(today))))
+    newest_id = _newest_id() if newest_id is None else newest_id
+
+    def window() -> Window:
+        return _cached(f"volume:window:v2:{today.isoformat()}", WINDOW_CACHE_SECONDS,
+                       lambda: (newest_id, _window(today)),
+                       fresh=lambda kept: _holds(kept[0], kept[1][0], newest_id))[1]
+
+    return _cached(_estimate_key(node, today), ESTIMATE_CACHE_SECONDS,
+                   lambda: replace(estimate(node, today, window()), newest_id=newest_id),
+                   fresh=lambda kept: kept.holds(newest_id))
 
 
-def estimate_now_or_later(node: Node, today: dt.date | None = None, generation: int | None = None) -> Volume | None:
+def estimate_now_or_later(node: Node, today: dt.date | None = None, newest_id: int | None = None) -> Volume | None:
     """The estimate, if it is kept or quick to work out; otherwise None, and a worker is asked to work it out
     for the next preview (see ESTIMATE_NOW_SECONDS)."""
     today = today or timezone.localdate()
     try:
         with budget.budget(ESTIMATE_NOW_SECONDS):
-            generation = archive_generation() if generation is None else generation
-            return cached_estimate(node, today, generation)
+            return cached_estimate(node, today, newest_id)
     except budget.TooCostly:
-        _ask_a_worker(node, today, generation)
+        _ask_a_worker(node, today)
         return None
 
 
@@ -348,30 +357,29 @@ def broad_searches(canonical_queries: list[str], today: dt.date | None = None) -
     if not canonical_queries or (newest_id := _newest_id()) < MIN_ARCHIVE_FOR_SHARE:
         return {}
     today = today or timezone.localdate()
-    generation = archive_generation(newest_id)
     nodes = {}
     for query in dict.fromkeys(canonical_queries):
         with contextlib.suppress(QueryError):  # saved under rules since changed: its edit page says why
             nodes[query] = parse_canonical(query)
-    keys = {query: _estimate_key(node, today, generation) for query, node in nodes.items()}
+    keys = {query: _estimate_key(node, today) for query, node in nodes.items()}
     try:
         with cache_guard():
             kept = cache.get_many(list(keys.values()))
     except CACHE_ERRORS:
         kept = {}
-    found = {query: kept[key] for query, key in keys.items() if key in kept}
+    found = {query: kept[key] for query, key in keys.items() if key in kept and kept[key].holds(newest_id)}
     for number, query in enumerate([query for query in nodes if query not in found]):
         if number >= ESTIMATES_NOW_PER_PAGE:
-            _ask_a_worker(nodes[query], today, generation)
-        elif (volume := estimate_now_or_later(nodes[query], today, generation)) is not None:
+            _ask_a_worker(nodes[query], today)
+        elif (volume := estimate_now_or_later(nodes[query], today, newest_id)) is not None:
             found[query] = volume
     return {query: estimated for query, estimated in found.items() if estimated.broad}
 
 
-def _ask_a_worker(node: Node, today: dt.date, generation: int | None) -> None:
+def _ask_a_worker(node: Node, today: dt.date) -> None:
     from alerts.tasks import estimate_volume_task
 
-    key = _estimate_key(node, today, generation)
+    key = _estimate_key(node, today)
     minute = int(timezone.now().timestamp() // 60)
     try:
         with cache_guard():
