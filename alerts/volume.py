@@ -342,6 +342,8 @@ def estimate_now_or_later(node: Node, today: dt.date | None = None, newest_id: i
     """The estimate, if it is kept or quick to work out; otherwise None, and a worker is asked to work it out
     for the next preview (see ESTIMATE_NOW_SECONDS)."""
     today = today or timezone.localdate()
+    # Outside the budget: an index's last entry, and what is kept is served however short the budget.
+    newest_id = _newest_id() if newest_id is None else newest_id
     try:
         with budget.budget(ESTIMATE_NOW_SECONDS):
             return cached_estimate(node, today, newest_id)
@@ -354,9 +356,10 @@ def broad_searches(canonical_queries: list[str], today: dt.date | None = None) -
     """The estimates of those of these searches that are broad, for a page listing alerts: from the estimates
     kept, read at once, and a few more worked out as a preview would; the others are asked of a worker, to be
     found next time. An archive too small for any search to be broad costs one query, whatever the number."""
-    if not canonical_queries or (newest_id := _newest_id()) < MIN_ARCHIVE_FOR_SHARE:
+    if not canonical_queries or not Question.objects.filter(Filters().q())[MIN_ARCHIVE_FOR_SHARE - 1:].exists():
         return {}
     today = today or timezone.localdate()
+    newest_id = _newest_id()
     nodes = {}
     for query in dict.fromkeys(canonical_queries):
         with contextlib.suppress(QueryError):  # saved under rules since changed: its edit page says why
