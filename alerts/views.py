@@ -100,9 +100,8 @@ def _refused(request: HttpRequest, limits: list[dict]) -> int | None:
     room, else the seconds until the full one's window turns over (django-ratelimit staggers each key's
     hour, so this is that limit's own moment, not the top of the hour). With Redis, counting is its atomic
     increment, so requests arriving together cannot all slip through (the database cache reads then writes:
-    a burst may get a few over). A request refused by one
-    limit is not counted against the next, so a flood from one IP (refused by the IP's limit) uses up
-    nothing of an address's, nor one network's of the ceiling.
+    a burst may get a few over). A request refused by one limit is not counted against the next, so a flood
+    from one IP (refused by the IP's limit) uses up nothing of an address's, nor one network's of the ceiling.
 
     Raises LimitsUnavailable when the cache is down. Refusing then, rather than letting everything
     through, is deliberate: these limits are all that stops a stranger using us to flood an inbox."""
