@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -19,7 +20,7 @@ from django.utils.html import format_html
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import get_usage
 
-from alerts import form_requests, subscribing, tasks, tokens
+from alerts import form_requests, subscribing, tasks, tokens, volume
 from alerts.activity import alert_activity, questions_last_checked
 from alerts.emails import asked_for
 from alerts.forms import AlertFields, EmailForm, SignupForm
@@ -44,8 +45,21 @@ UNDO_SALT = "alerts.undo-delete"
 UNDO_SECONDS = 60 * 60
 
 
-def rate_limited(request: HttpRequest, exception=None) -> HttpResponse:
-    return render(request, "alerts/rate_limited.html", status=429)
+def in_about(seconds: int) -> str:
+    """When a limit's window turns over, as a person would say it: "in about 40 minutes"."""
+    minutes = max(round(seconds / 60), 1)
+    return "in about a minute" if minutes == 1 else f"in about {minutes} minutes"
+
+
+def _retry_after(response: HttpResponse, seconds: int | None) -> HttpResponse:
+    if seconds is not None:
+        response["Retry-After"] = str(max(seconds, 1))
+    return response
+
+
+def rate_limited(request: HttpRequest, exception=None, retry_after: int | None = None) -> HttpResponse:
+    return _retry_after(render(request, "alerts/rate_limited.html", {
+        "retry_in": in_about(retry_after) if retry_after is not None else ""}, status=429), retry_after)
 
 
 def try_again_soon(request: HttpRequest) -> HttpResponse:
@@ -81,12 +95,13 @@ def _limits(form: str, email: str) -> list[dict]:
     ]
 
 
-def _counted(request: HttpRequest, limits: list[dict]) -> bool:
-    """Count the request against each limit in turn, stopping at the first that is full; whether all had
-    room. With Redis, counting is its atomic increment, so requests arriving together cannot all slip
-    through (the database cache reads then writes: a burst may get a few over). A request refused by one
-    limit is not counted against the next, so a flood from one IP (refused by the IP's limit) uses up
-    nothing of an address's, nor one network's of the ceiling.
+def _refused(request: HttpRequest, limits: list[dict]) -> int | None:
+    """Count the request against each limit in turn, stopping at the first that is full: None if all had
+    room, else the seconds until the full one's window turns over (django-ratelimit staggers each key's
+    hour, so this is that limit's own moment, not the top of the hour). With Redis, counting is its atomic
+    increment, so requests arriving together cannot all slip through (the database cache reads then writes:
+    a burst may get a few over). A request refused by one limit is not counted against the next, so a flood
+    from one IP (refused by the IP's limit) uses up nothing of an address's, nor one network's of the ceiling.
 
     Raises LimitsUnavailable when the cache is down. Refusing then, rather than letting everything
     through, is deliberate: these limits are all that stops a stranger using us to flood an inbox."""
@@ -95,20 +110,23 @@ def _counted(request: HttpRequest, limits: list[dict]) -> bool:
             group = limit["group"](request) if callable(limit["group"]) else limit["group"]
             usage = get_usage(request, increment=True, **(limit | {"group": group}))
             if usage is not None and usage["should_limit"]:
-                return False
+                # The window's last second is still its own: the next starts a second after it.
+                return max(usage["time_left"], 0) + 1
     except CACHE_ERRORS as error:
         log.warning("rate limits unavailable, request refused", extra={"error": str(error)})
         raise LimitsUnavailable from error
-    return True
+    return None
 
 
-def _check_inbox(request: HttpRequest, email: str, purpose: str, query: str = "") -> HttpResponse:
+def _check_inbox(request: HttpRequest, email: str, purpose: str, query: str = "",
+                 question: int | None = None) -> HttpResponse:
     """The page every address gets. What it repeats comes from the form, never from the database, so a
     known and an unknown address read the same. It goes in a short-lived signed cookie, not the URL, so
     the address stays out of logs and history, nor a session, which would keep every address typed (and
     a row for every form a bot sends) on the server."""
     response = redirect("alerts:check-inbox")
-    sent_to = {"email": email, "purpose": purpose, "q": query if len(query) <= SENT_TO_MAX_QUERY else ""}
+    sent_to = {"email": email, "purpose": purpose, "q": query if len(query) <= SENT_TO_MAX_QUERY else "",
+               "question": question}
     response.set_cookie(SENT_TO, signing.dumps(sent_to, salt=SENT_TO, compress=True), max_age=SENT_TO_SECONDS,
                         path=reverse("alerts:check-inbox"), secure=settings.SESSION_COOKIE_SECURE, httponly=True,
                         samesite="Lax")
@@ -123,7 +141,8 @@ def _sent_to(request: HttpRequest) -> dict:
     return sent_to if isinstance(sent_to, dict) else {}
 
 
-def _hand_over(request: HttpRequest, form: str, email: str, **work) -> HttpResponse:
+def _hand_over(request: HttpRequest, form: str, email: str,
+               over_limit: Callable[[int], HttpResponse] | None = None, **work) -> HttpResponse:
     """Check the limits, then save the address-dependent work for a worker and show the page every address gets.
 
     Whether an address is known, unsubscribed or bounced decides what the worker does, never what this request
@@ -133,16 +152,17 @@ def _hand_over(request: HttpRequest, form: str, email: str, **work) -> HttpRespo
     same. Only when the row cannot be written (the database is down) is the person asked to try again, nothing
     having been saved.
 
-    An IP over its limit is told so (429). An address over its limits is not: the page is the one every
+    An IP over its limit is told so (429), and when to try again: by `over_limit(seconds)`, the form's own
+    page with what was typed, or the plain page. An address over its limits is not: the page is the one every
     address gets, in the same time, and the row is marked held, which the worker drops, so a stranger
     learns nothing and the inbox hears nothing more."""
     ip_limit, *address_limits = _limits(form, email)
     try:
-        if not _counted(request, [ip_limit]):
-            return rate_limited(request)
+        if (wait := _refused(request, [ip_limit])) is not None:
+            return over_limit(wait) if over_limit else rate_limited(request, retry_after=wait)
         # Written either way, held or not, so that a request over the address's limits takes the time any
         # other does: how long the page takes must not tell a stranger that someone else asked for it.
-        held = not _counted(request, address_limits)
+        held = _refused(request, address_limits) is not None
         saved = form_requests.record(form, {"email": email, **work}, held)
     except LimitsUnavailable:
         return try_again_soon(request)
@@ -157,7 +177,7 @@ def _hand_over(request: HttpRequest, form: str, email: str, **work) -> HttpRespo
         log.warning("the broker did not take a wake-up; the sweep will take the request",
                     extra={"form": form, "request": saved.pk}, exc_info=True)
     purpose = tokens.MANAGE if form == "link" else tokens.CONFIRM
-    return _check_inbox(request, email, purpose, work.get("query", ""))
+    return _check_inbox(request, email, purpose, work.get("query", ""), work.get("question_id"))
 
 
 def _bad_link(request: HttpRequest, error: tokens.LinkError) -> HttpResponse:
@@ -196,6 +216,18 @@ def _preview(request: HttpRequest, form, query: str) -> subscribing.Preview | Pr
         return PreviewNotRun(refusal(refused))
 
 
+def _caution(form, preview: subscribing.Preview | PreviewNotRun | None) -> volume.Caution:
+    """The warnings of the form's alert, from its preview's estimate: one rule for every form that makes one."""
+    return volume.caution(preview.volume if isinstance(preview, subscribing.Preview) else None,
+                          parse_or_none(form["q"].value() or ""), form["frequency"].value(), form["alert_on"].value())
+
+
+def _unwarned(request: HttpRequest, form, preview) -> volume.Caution | None:
+    """The warnings an alert about to be made has that its owner has not yet been shown on this form."""
+    caution = _caution(form, preview)
+    return caution if caution and not caution.was_seen(request.POST.get("warned", "")) else None
+
+
 def signup(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = SignupForm(request.POST)
@@ -205,21 +237,33 @@ def signup(request: HttpRequest) -> HttpResponse:
                 # A bot filled the hidden field: it is shown success and nothing happens.
                 return _check_inbox(request, data["email"], tokens.CONFIRM, data["q"])
             return _hand_over(request, "signup", data["email"], query=data["q"], frequency=data["frequency"],
-                              alert_on=data["alert_on"], label=data["label"])
+                              alert_on=data["alert_on"], label=data["label"],
+                              over_limit=lambda wait: _signup_page(request, form, retry_after=wait))
     else:
         form = SignupForm(initial={"q": request.GET.get("q", "")})
+    return _signup_page(request, form)
+
+
+def _signup_page(request: HttpRequest, form: SignupForm, retry_after: int | None = None) -> HttpResponse:
+    """The form with its preview. Over the connection's limit (`retry_after`, seconds) it keeps what was
+    typed and says when it will be taken; the limit is the connection's, so this tells nothing of the address."""
     query = form["q"].value() or ""
     preview = _preview(request, form, query)
-    return render(request, "alerts/signup.html", {"form": form, "preview": preview,
-                                                  "hint": subscribing.comma_hint(query)},
-                  status=400 if form.errors else 200)
+    response = render(request, "alerts/signup.html", {
+        "form": form, "preview": preview, "caution": _caution(form, preview), "hint": subscribing.comma_hint(query),
+        "retry_in": in_about(retry_after) if retry_after is not None else ""},
+        status=429 if retry_after is not None else 400 if form.errors else 200)
+    return _retry_after(response, retry_after)
 
 
 def check_inbox(request: HttpRequest) -> HttpResponse:
     sent_to = _sent_to(request)
     purpose = sent_to.get("purpose") if sent_to.get("purpose") in (tokens.CONFIRM, tokens.MANAGE) else tokens.CONFIRM
+    question = sent_to.get("question")
     return render(request, "alerts/check_inbox.html", {
         "email": sent_to.get("email", ""), "purpose": purpose, "query": sent_to.get("q", ""),
+        # After a follow, asking again is on the question's own page.
+        "question": question if isinstance(question, int) else None,
         "days": tokens.MAX_AGE[purpose].days,
         # This page reads the same for every address; a message left from another page waits for the next.
         "hold_messages": True,
@@ -250,13 +294,18 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
         _say_confirmed(request, link.subscriber.subscriptions.filter(pk__in=confirmed), already)
         return redirect("alerts:manage", token=tokens.make(link.subscriber, tokens.MANAGE))
     return render(request, "alerts/confirm.html", {"subscriptions": asked_for(link.subscriber, link.data),
-                                                   "already": already})
+                                                   "already": already, "email": link.subscriber.email})
 
 
 def _already_confirmed(subscriber: Subscriber, subscriptions) -> bool:
     """A used link: every alert it names is confirmed and nothing since has stopped the address."""
     return bool(subscriber.confirmed_at and subscriber.suppressed_at is None and subscriptions.exists()
                 and not subscriptions.filter(confirmed_at__isnull=True).exists())
+
+
+# What a search's alert emails about, as "we'll email you when … match" (a question's answer follows it).
+NEWS = {Subscription.AlertOn.BOTH: "new questions", Subscription.AlertOn.NEW: "new questions",
+        Subscription.AlertOn.ANSWERS: "new answers"}
 
 
 def _names(subscriptions) -> str:
@@ -277,8 +326,10 @@ def _say_confirmed(request: HttpRequest, subscriptions, already: bool) -> None:
     waiting = [s for s in subscriptions if s not in on and s not in over]
     if on:
         noun = "Your alert is on" if len(on) == 1 else "Your alerts are on"
-        searches, follows = [s for s in on if not s.is_follow], [s for s in on if s.is_follow]
-        when = ([f"when new questions match {_names(searches)}"] if searches else []) + (
+        follows = [s for s in on if s.is_follow]
+        # Each search by what it emails about: an answers-only alert is not about new questions.
+        when = [f"when {news} match {_names(searches)}" for news in dict.fromkeys(NEWS.values())
+                if (searches := [s for s in on if not s.is_follow and NEWS[s.alert_on] == news])] + (
             [f"when {_names(follows)} {'is' if len(follows) == 1 else 'are'} answered"] if follows else [])
         messages.success(request, f"{noun}: we’ll email you {' and '.join(when)}.")
     if waiting:
@@ -304,15 +355,21 @@ def manage(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def _manage_page(request: HttpRequest, subscriber: Subscriber, token: str, form: AlertFields,
-                 duplicate: bool = False, grouping_error: str = "") -> HttpResponse:
+                 duplicate: bool = False, grouping_error: str = "", preview=None,
+                 held: volume.Caution | None = None) -> HttpResponse:
+    """The manage page; with the add form's `preview` when it was previewed or sent, and `held` when what it
+    sent is waiting for its owner to see its warnings."""
     # Someone else's unconfirmed signups of this address are not its owner's alerts: only counted here.
     subscriptions = list(subscribing.confirmed_alerts(subscriber).select_related("question"))
     # "On" comes from the same rule the sender uses, so the page cannot claim an alert the sender skips.
     receiving = set(subscriber.subscriptions.receiving().values_list("pk", flat=True))
     activity = alert_activity(subscriber)
+    # Flagged from the same estimate the forms warn from, as kept (see volume.broad_searches).
+    broad = volume.broad_searches([s.canonical_query for s in subscriptions if not s.is_follow])
     for subscription in subscriptions:
         subscription.status = "Ended" if subscription.retired_at else _status(subscriber, subscription, receiving)
         subscription.activity = activity.get(subscription.pk)
+        subscription.broad = None if subscription.is_follow else broad.get(subscription.canonical_query)
     query = form["q"].value() or ""
     return render(request, "alerts/manage.html", {
         "subscriber": subscriber, "token": token, "subscriptions": subscriptions,
@@ -321,6 +378,8 @@ def _manage_page(request: HttpRequest, subscriber: Subscriber, token: str, form:
         "confirm_days": tokens.MAX_AGE[tokens.CONFIRM].days,
         "unsubscribe_all_url": reverse("alerts:unsubscribe", args=[tokens.make(subscriber, tokens.UNSUBSCRIBE)]),
         "form": form, "duplicate": duplicate, "hint": subscribing.comma_hint(query) if query else "",
+        "preview": preview, "caution": _caution(form, preview), "held": held,
+        "matched_any": any(s.activity and s.activity.last_matched_at for s in subscriptions),
         "can_add": subscriber.confirmed_at is not None and subscriber.suppressed_at is None,
         "max_alerts": settings.MAX_SUBSCRIPTIONS_PER_ADDRESS,
         "last_checked": questions_last_checked(), "quiet_days": settings.QUIET_ALERT_DAYS,
@@ -364,9 +423,13 @@ def add(request: HttpRequest, token: str) -> HttpResponse:
         return link
     subscriber = link.subscriber
     form = AlertFields(request.POST)
-    if not form.is_valid():
-        return _manage_page(request, subscriber, token, form)
+    if _previewing(request, form) or not form.is_valid():
+        return _manage_page(request, subscriber, token, form, preview=_preview(request, form, form["q"].value()))
     data = form.cleaned_data
+    # As on the signup page, a broad or busy alert is made only once its owner has seen why it may be.
+    preview = _preview(request, form, data["q"])
+    if held := _unwarned(request, form, preview):
+        return _manage_page(request, subscriber, token, form, preview=preview, held=held)
     try:
         subscription = subscribing.add_confirmed(subscriber, query=data["q"], label=data["label"],
                                                  frequency=data["frequency"], alert_on=data["alert_on"])
@@ -424,7 +487,12 @@ def edit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
                "frequency": subscription.frequency, "alert_on": subscription.alert_on}
     form = AlertFields(request.POST or None, initial=initial)
     duplicate = False
-    if request.method == "POST" and not _previewing(request, form) and form.is_valid():
+    saving = request.method == "POST" and not _previewing(request, form) and form.is_valid()
+    query = form["q"].value() or ""
+    preview = _preview(request, form, query)
+    # As on the signup page, a search is made broad or busy only once its owner has seen why it may be.
+    held = _unwarned(request, form, preview) if saving else None
+    if saving and not held:
         data = form.cleaned_data
         try:
             subscribing.update_subscription(subscription, query=data["q"], label=data["label"],
@@ -434,11 +502,9 @@ def edit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
         else:
             messages.success(request, f"Saved your changes to “{subscription.name}”.")
             return redirect("alerts:manage", token=token)
-    query = form["q"].value() or ""
-    preview = _preview(request, form, query)
     return render(request, "alerts/edit.html", {
         "form": form, "subscription": subscription, "token": token, "preview": preview, "duplicate": duplicate,
-        "hint": subscribing.comma_hint(query),
+        "hint": subscribing.comma_hint(query), "caution": _caution(form, preview), "held": held,
     }, status=400 if form.errors or duplicate else 200)
 
 
@@ -488,8 +554,8 @@ def _turn_back_on(request: HttpRequest, token: str, subscription: Subscription) 
         return redirect("alerts:manage", token=token)
     # Each press sends an email: the same budget per address as the public forms.
     try:
-        if not _counted(request, _limits("turn-on", subscriber.email)):
-            return rate_limited(request)
+        if (wait := _refused(request, _limits("turn-on", subscriber.email))) is not None:
+            return rate_limited(request, retry_after=wait)
     except LimitsUnavailable:
         return try_again_soon(request)
     if not subscribing.ask_to_turn_back_on(subscription):
@@ -596,5 +662,5 @@ def follow(request: HttpRequest, pk: int) -> HttpResponse:
         return render_question(request, question, form, status=400)
     email = form.cleaned_data["email"]
     if form.cleaned_data["website"]:
-        return _check_inbox(request, email, tokens.CONFIRM)
+        return _check_inbox(request, email, tokens.CONFIRM, question=question.pk)
     return _hand_over(request, "follow", email, question_id=question.pk)

@@ -30,7 +30,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.core.cache import cache
 from django.db.models import Count, Max, Min, Q
@@ -40,7 +40,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from alerts.models import Subscription
 from questions import budget
 from questions.models import Question
-from questions.search import Node, canonical, parse_canonical
+from questions.search import Node, QueryError, canonical, parse_canonical
 from questions.searching import CACHE_ERRORS, Filters, cache_guard, matching
 
 # A year evens out Parliament's recesses and the rush before them.
@@ -55,6 +55,12 @@ MIN_ARCHIVE_FOR_SHARE = 200
 BUSY_EMAILS_PER_DAY = 3
 # Estimates are kept this long: the archive changes by a day's questions at a time.
 ESTIMATE_CACHE_SECONDS = 60 * 60
+# ...or until the archive has grown by this share (an import, a source's backlog, a run of polls on a small
+# archive): a search after a large import is estimated afresh at once, while a day's polls on a large archive
+# leave what is kept alone.
+ARCHIVE_GROWTH = 0.01
+# A page listing many alerts works out only this many estimates not kept; the rest are asked of a worker.
+ESTIMATES_NOW_PER_PAGE = 3
 # A page works an estimate out itself only when it is quick; a common word over a year of a million questions
 # takes seconds, so a worker works it out (within its own budget) for the next preview, a few at a time: each
 # takes the worker from matching and sending for as long.
@@ -134,6 +140,12 @@ class Volume:
     # Days on which a match was tabled or answered, or both.
     days: int = 0
     emails: list[Emails] = field(default_factory=list)
+    # The newest question's id when it was counted (see `holds`).
+    newest_id: int = 0
+
+    def holds(self, newest_id: int) -> bool:
+        """Whether the estimate still holds, the archive's newest id being `newest_id` now."""
+        return _holds(self.newest_id, self.archive, newest_id)
 
     @property
     def window_days(self) -> int:
@@ -183,6 +195,44 @@ class Volume:
 
     def emails_for(self, alert_on: str) -> Emails | None:
         return next((emails for emails in self.emails if emails.alert_on == alert_on), None)
+
+
+@dataclass(frozen=True)
+class Caution:
+    """What a form warns about before an alert is made (signup, adding from the manage page, editing): a search
+    that matches too much, and "as it happens" that would email many times a day. Adding and editing make the
+    alert at once, so they make it only once its owner has seen each warning that applies (`seen`, sent back
+    with the form) for this very search."""
+
+    canonical_query: str = ""
+    broad: Volume | None = None
+    # The emails "as it happens" would send, when that is too many.
+    busy: Emails | None = None
+
+    def __bool__(self) -> bool:
+        return self.broad is not None or self.busy is not None
+
+    @property
+    def _names(self) -> set[str]:
+        return {name for name in ("broad", "busy") if getattr(self, name) is not None}
+
+    @property
+    def seen(self) -> str:
+        return ",".join(sorted(self._names)) + ":" + self.canonical_query
+
+    def was_seen(self, seen: str) -> bool:
+        names, _, query = seen.partition(":")
+        return query == self.canonical_query and self._names <= set(names.split(","))
+
+
+def caution(found: Volume | None, node: Node | None, frequency: str, alert_on: str) -> Caution:
+    """The warnings an alert of this search, frequency and choice of what to email about gets: none while the
+    search is refused or its estimate is still being worked out."""
+    if found is None or node is None:
+        return Caution()
+    emails = found.emails_for(alert_on)
+    busy = frequency == Subscription.Frequency.IMMEDIATE and emails is not None and emails.too_many_as_it_happens
+    return Caution(canonical(node), found if found.broad else None, emails if busy else None)
 
 
 def _weeks(days: int) -> float:
@@ -239,18 +289,31 @@ def estimate(node: Node, today: dt.date | None = None, window: Window | None = N
 
 
 
-def _cached(key: str, seconds: int, work):
-    """What `work()` gives, kept in the cache for `seconds`; worked out afresh when the cache is down."""
+def _cached(key: str, seconds: int, work, fresh=lambda kept: True):
+    """What `work()` gives, kept in the cache for `seconds` while `fresh(kept)`; worked out afresh when the cache
+    is down."""
     try:
         with cache_guard():
             found = cache.get(key)
     except CACHE_ERRORS:
         return work()
-    if found is None:
+    if found is None or not fresh(found):
         found = work()
         with contextlib.suppress(*CACHE_ERRORS), cache_guard():
             cache.set(key, found, seconds)
     return found
+
+
+def _newest_id() -> int:
+    # An index's last entry, however large the archive. Ids only grow, with every question stored by an import
+    # or a poll alike, so the newest is at least the archive's size, and how far it moved is how many came.
+    return Question.objects.aggregate(newest=Max("pk"))["newest"] or 0
+
+
+def _holds(made_at_id: int, archive: int, newest_id: int) -> bool:
+    """Whether what was counted over an archive of `archive` questions, when its newest id was `made_at_id`,
+    still holds now that it is `newest_id`: until the questions stored since come to ARCHIVE_GROWTH of it."""
+    return newest_id - made_at_id < max(1.0, ARCHIVE_GROWTH * archive)
 
 
 def _estimate_key(node: Node, today: dt.date) -> str:
@@ -258,25 +321,62 @@ def _estimate_key(node: Node, today: dt.date) -> str:
     return "volume:v2:" + hashlib.sha256(canonical(node).encode()).hexdigest() + ":" + today.isoformat()
 
 
-def cached_estimate(node: Node, today: dt.date | None = None) -> Volume:
-    """`estimate`, kept for an hour per search and day, and the archive's window for ten minutes: counting
-    a common word over a year of a large archive is a scan, which the signup page (a GET anyone can
-    repeat) must not cost every time."""
+def cached_estimate(node: Node, today: dt.date | None = None, newest_id: int | None = None) -> Volume:
+    """`estimate`, kept for an hour per search and day, and the archive's window for ten minutes, each until the
+    archive grows by ARCHIVE_GROWTH: counting a common word over a year of a large archive is a scan, which the
+    signup page (a GET anyone can repeat) must not cost every time."""
     today = today or timezone.localdate()
-    return _cached(_estimate_key(node, today), ESTIMATE_CACHE_SECONDS, lambda: estimate(node, today, _cached(
-        f"volume:window:{today.isoformat()}", WINDOW_CACHE_SECONDS, lambda: _window(today))))
+    newest_id = _newest_id() if newest_id is None else newest_id
+
+    def window() -> Window:
+        return _cached(f"volume:window:v2:{today.isoformat()}", WINDOW_CACHE_SECONDS,
+                       lambda: (newest_id, _window(today)),
+                       fresh=lambda kept: _holds(kept[0], kept[1][0], newest_id))[1]
+
+    return _cached(_estimate_key(node, today), ESTIMATE_CACHE_SECONDS,
+                   lambda: replace(estimate(node, today, window()), newest_id=newest_id),
+                   fresh=lambda kept: kept.holds(newest_id))
 
 
-def estimate_now_or_later(node: Node, today: dt.date | None = None) -> Volume | None:
+def estimate_now_or_later(node: Node, today: dt.date | None = None, newest_id: int | None = None) -> Volume | None:
     """The estimate, if it is kept or quick to work out; otherwise None, and a worker is asked to work it out
     for the next preview (see ESTIMATE_NOW_SECONDS)."""
     today = today or timezone.localdate()
+    # Outside the budget: an index's last entry, and what is kept is served however short the budget.
+    newest_id = _newest_id() if newest_id is None else newest_id
     try:
         with budget.budget(ESTIMATE_NOW_SECONDS):
-            return cached_estimate(node, today)
+            return cached_estimate(node, today, newest_id)
     except budget.TooCostly:
         _ask_a_worker(node, today)
         return None
+
+
+def broad_searches(canonical_queries: list[str], today: dt.date | None = None) -> dict[str, Volume]:
+    """The estimates of those of these searches that are broad, for a page listing alerts: from the estimates
+    kept, read at once, and a few more worked out as a preview would; the others are asked of a worker, to be
+    found next time. An archive too small for any search to be broad costs one query, whatever the number."""
+    if not canonical_queries or not Question.objects.filter(Filters().q())[MIN_ARCHIVE_FOR_SHARE - 1:].exists():
+        return {}
+    today = today or timezone.localdate()
+    newest_id = _newest_id()
+    nodes = {}
+    for query in dict.fromkeys(canonical_queries):
+        with contextlib.suppress(QueryError):  # saved under rules since changed: its edit page says why
+            nodes[query] = parse_canonical(query)
+    keys = {query: _estimate_key(node, today) for query, node in nodes.items()}
+    try:
+        with cache_guard():
+            kept = cache.get_many(list(keys.values()))
+    except CACHE_ERRORS:
+        kept = {}
+    found = {query: kept[key] for query, key in keys.items() if key in kept and kept[key].holds(newest_id)}
+    for number, query in enumerate([query for query in nodes if query not in found]):
+        if number >= ESTIMATES_NOW_PER_PAGE:
+            _ask_a_worker(nodes[query], today)
+        elif (volume := estimate_now_or_later(nodes[query], today, newest_id)) is not None:
+            found[query] = volume
+    return {query: estimated for query, estimated in found.items() if estimated.broad}
 
 
 def _ask_a_worker(node: Node, today: dt.date) -> None:
