@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -19,6 +18,7 @@ from alerts.tokens import Link
 from alerts.volume import Volume, estimate_now_or_later
 from questions.models import Question
 from questions.search import canonical, parse, parse_or_none
+from questions.search.hints import comma_hint
 from questions.searching import Filters, matching
 
 log = logging.getLogger(__name__)
@@ -57,17 +57,6 @@ class Preview:
     @property
     def archive_capped(self) -> bool:
         return (self.archive_total or 0) > ARCHIVE_COUNT_CAP
-
-
-def comma_hint(query: str) -> str:
-    """People often type topics separated by commas, which the language reads as one phrase-less AND."""
-    if '"' in query or re.search(r"\b(AND|OR|NOT)\b", query):
-        return ""
-    parts = [part.strip() for part in query.split(",") if part.strip()]
-    if len(parts) < 2:
-        return ""
-    quoted = [f'"{part}"' if " " in part else part for part in parts]
-    return " OR ".join(quoted)
 
 
 def _volume(node, today: dt.date) -> tuple[Volume | None, bool]:

@@ -30,6 +30,7 @@ from questions.allowance import TooManySearches, public_search, refusal
 from questions.budget import TooCostly
 from questions.models import Question
 from questions.search import QueryError, parse_or_none
+from questions.search.hints import comma_hint
 from questions.searching import CACHE_ERRORS, Filters
 from questions.views import render_question
 
@@ -250,7 +251,7 @@ def _signup_page(request: HttpRequest, form: SignupForm, retry_after: int | None
     query = form["q"].value() or ""
     preview = _preview(request, form, query)
     response = render(request, "alerts/signup.html", {
-        "form": form, "preview": preview, "caution": _caution(form, preview), "hint": subscribing.comma_hint(query),
+        "form": form, "preview": preview, "caution": _caution(form, preview), "hint": comma_hint(query),
         "retry_in": in_about(retry_after) if retry_after is not None else ""},
         status=429 if retry_after is not None else 400 if form.errors else 200)
     return _retry_after(response, retry_after)
@@ -377,7 +378,7 @@ def _manage_page(request: HttpRequest, subscriber: Subscriber, token: str, form:
         "unsubscribed": subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED,
         "confirm_days": tokens.MAX_AGE[tokens.CONFIRM].days,
         "unsubscribe_all_url": reverse("alerts:unsubscribe", args=[tokens.make(subscriber, tokens.UNSUBSCRIBE)]),
-        "form": form, "duplicate": duplicate, "hint": subscribing.comma_hint(query) if query else "",
+        "form": form, "duplicate": duplicate, "hint": comma_hint(query) if query else "",
         "preview": preview, "caution": _caution(form, preview), "held": held,
         "matched_any": any(s.activity and s.activity.last_matched_at for s in subscriptions),
         "can_add": subscriber.confirmed_at is not None and subscriber.suppressed_at is None,
@@ -504,7 +505,7 @@ def edit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
             return redirect("alerts:manage", token=token)
     return render(request, "alerts/edit.html", {
         "form": form, "subscription": subscription, "token": token, "preview": preview, "duplicate": duplicate,
-        "hint": subscribing.comma_hint(query), "caution": _caution(form, preview), "held": held,
+        "hint": comma_hint(query), "caution": _caution(form, preview), "held": held,
     }, status=400 if form.errors or duplicate else 200)
 
 

@@ -32,6 +32,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field, replace
 
+from celery import current_app
 from django.core.cache import cache
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
@@ -380,8 +381,6 @@ def broad_searches(canonical_queries: list[str], today: dt.date | None = None) -
 
 
 def _ask_a_worker(node: Node, today: dt.date) -> None:
-    from alerts.tasks import estimate_volume_task
-
     key = _estimate_key(node, today)
     minute = int(timezone.now().timestamp() // 60)
     try:
@@ -392,7 +391,8 @@ def _ask_a_worker(node: Node, today: dt.date) -> None:
             if cache.incr(f"volume:asked:{minute}") > ESTIMATES_ASKED_PER_MINUTE:
                 cache.delete(f"{key}:asked")  # not asked after all: the next preview may ask
                 return
-        estimate_volume_task.delay(canonical(node), today.isoformat())
+        # By the task's name: alerts.tasks, a shell over this module, is not imported here.
+        current_app.tasks["alerts.estimate_volume"].delay(canonical(node), today.isoformat())
     except (*CACHE_ERRORS, BrokerError) as error:
         # Without the cache there is nowhere to keep it; without the broker, no worker to ask: the preview
         # shows the rest.

@@ -11,7 +11,6 @@ from django.urls import reverse
 from django.utils.feedgenerator import Atom1Feed, Rss201rev2Feed
 from django.utils.http import urlencode
 
-from alerts.subscribing import comma_hint
 from config.proxy import client_host
 from questions.allowance import TooManySearches, public_search, refusal
 from questions.budget import TooCostly
@@ -20,6 +19,7 @@ from questions.health import CHECKS, health
 from questions.models import Question
 from questions.records import text
 from questions.search import Node, parse, parse_or_none
+from questions.search.hints import comma_hint
 from questions.searching import (
     CACHE_ERRORS,
     CappedPaginator,
