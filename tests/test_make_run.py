@@ -4,6 +4,7 @@ Each stack runs on a private VAR_DIR and port, so that it needs no service and t
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -198,3 +199,14 @@ def test_an_idle_make_run_writes_no_email_and_logs_no_tick_and_a_tick_that_sends
     sent = [json.loads(line) for line in stack.lines() if "alerts.send_due" in line and "succeeded" in line]
     assert sent and {line["level"] for line in sent} == {"INFO"}
     assert all("'sent': 1" in line["message"] for line in sent)
+
+
+@pytest.mark.django_db
+def test_the_quiet_ticks_are_what_beat_sends_every_minute_or_more_often():
+    from django_celery_beat.models import PeriodicTask
+
+    frequent = {entry.task for entry in PeriodicTask.objects.filter(interval__isnull=False, enabled=True)
+                .select_related("interval")
+                if dt.timedelta(**{entry.interval.period: entry.interval.every}) <= dt.timedelta(minutes=1)}
+
+    assert frequent == TICKS
