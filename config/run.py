@@ -41,6 +41,11 @@ def empty_metrics_folder() -> None:
     settings.METRICS_DIR.mkdir(parents=True, exist_ok=True)
 
 
+def shown(path: str | Path) -> str:
+    """A path as a developer in the checkout would type it."""
+    return os.path.relpath(path, ROOT) if str(path).startswith(str(ROOT)) else str(path)
+
+
 class Supervisor:
     def __init__(self, named_commands: dict[str, list[str]], env: dict[str, str]) -> None:
         self.named_commands = named_commands
@@ -110,10 +115,11 @@ def main() -> int:
     env = dict(os.environ)
     env.setdefault("DEBUG", "1")
     env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
-    python = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
+    from django.conf import settings
+
     print(f"\nWritten question alerts: http://127.0.0.1:{port}/   (admin: http://127.0.0.1:{port}/admin/)\n"
-          f"Make an admin login in another terminal: {python} manage.py createsuperuser\n"
-          "Emails are written to var/outbox/. Press Ctrl-C to stop.\n", flush=True)
+          f"Make an admin login in another terminal: {shown(sys.executable)} manage.py createsuperuser\n"
+          f"Emails are written to {shown(settings.EMAIL_FILE_PATH)}/. Press Ctrl-C to stop.\n", flush=True)
     return Supervisor(commands(sys.executable, port), env).run()
 
 
