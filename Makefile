@@ -19,20 +19,10 @@ migrate: install
 sample: migrate
 	$(BIN)/python manage.py import_questions --if-empty $(SAMPLES)
 
-# Web, worker and beat together on the embedded defaults (SQLite, a file broker, emails written to var/outbox).
+# Web, workers and beat together on the embedded defaults (SQLite, a file broker, emails written to var/outbox),
+# on PORT (8000). One Ctrl-C stops them all (config/run.py).
 run: sample
-	@echo
-	@echo "Written question alerts: http://127.0.0.1:8000/   (admin: http://127.0.0.1:8000/admin/)"
-	@echo "Make an admin login in another terminal: $(BIN)/python manage.py createsuperuser"
-	@echo "Emails are written to var/outbox/. Press Ctrl-C to stop."
-	@echo
-	@rm -rf var/metrics && mkdir -p var/metrics
-	@trap 'kill 0' INT TERM EXIT; \
-	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config --quiet worker --loglevel=INFO --concurrency=1 -n main@%h & \
-	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config --quiet worker --loglevel=INFO --concurrency=1 -Q poll -n poll@%h & \
-	DEBUG=$${DEBUG:-1} $(BIN)/celery -A config --quiet beat --loglevel=INFO & \
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:8000; \
-	wait
+	@exec $(BIN)/python -m config.run
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,8 +1,10 @@
 import logging
 import os
+import threading
 
 from celery import Celery
-from celery.signals import beat_init, worker_ready, worker_shutdown
+from celery.app import trace
+from celery.signals import beat_init, task_success, worker_ready, worker_shutdown
 
 import config.observability  # noqa: F401 - its task signals carry a web request's id into the tasks it queues
 
@@ -36,3 +38,41 @@ def log_stop(sender, **kwargs) -> None:
 def log_beat_start(sender, **kwargs) -> None:
     # Beat's own lines wait for LOG_LEVEL=DEBUG (see LOGGING): this one says it is up.
     log.info("beat started", extra={"max_interval": sender.max_interval})
+
+
+# What beat sends every ten seconds or every minute, whether or not there is anything to do (their schedules are
+# in alerts' migrations).
+TICKS = frozenset({"alerts.send_due", "alerts.match_events", "alerts.deliver_immediate", "alerts.start_digest_runs",
+                   "alerts.take_form_requests"})
+
+_last_idle_tick = threading.local()
+
+
+def did_nothing(result) -> bool:
+    """Whether a tick's result says it found nothing to do: nothing, none, or counts that are all nought."""
+    if isinstance(result, dict):
+        return not any(result.values())
+    return not result
+
+
+@task_success.connect(dispatch_uid="config.celery.note_idle_tick")
+def note_idle_tick(sender, result=None, **kwargs) -> None:
+    # Sent just before the worker logs the task's success, in the same thread.
+    _last_idle_tick.task_id = sender.request.id if sender.name in TICKS and did_nothing(result) else None
+
+
+class QuietTicks(logging.Filter):
+    """A tick that finds nothing to do logs nothing at INFO: the worker's line saying it received a tick (written
+    before anyone knows whether there is work) and, when it did nothing, the one saying it succeeded are DEBUG
+    lines. A tick that did something says so at INFO, with what it did; failures and retries are untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        if record.levelno != logging.INFO or not isinstance(data, dict) or data.get("name") not in TICKS:
+            return True
+        idle = record.msg == trace.LOG_RECEIVED or (
+            record.msg == trace.LOG_SUCCESS and data.get("id") == getattr(_last_idle_tick, "task_id", None))
+        if not idle:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)

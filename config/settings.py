@@ -263,12 +263,18 @@ LOGGING = {
     # The tokens of emailed links are taken out of every line (a 404 on a link logs its path); each line
     # written for a web request, or a task it queued, names the request (config.observability).
     "filters": {"redact_tokens": {"()": "config.redact.RedactTokens"},
-                "request_id": {"()": "config.observability.RequestIdFilter"}},
+                "request_id": {"()": "config.observability.RequestIdFilter"},
+                "quiet_ticks": {"()": "config.celery.QuietTicks"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request_id", "redact_tokens"],
                              "formatter": "plain" if LOG_FORMAT == "plain" else "json"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    # Beat says "Sending due task" at INFO for every entry it sends, several times a minute.
-    "loggers": {} if LOG_LEVEL == "DEBUG" else {"celery.beat": {"level": "WARNING"}},
+    "loggers": {
+        # A worker's lines about beat's frequent ticks are DEBUG lines when the tick found nothing to do.
+        "celery.worker.strategy": {"filters": ["quiet_ticks"]},
+        "celery.app.trace": {"filters": ["quiet_ticks"]},
+        # Beat says "Sending due task" at INFO for every entry it sends, several times a minute.
+        **({} if LOG_LEVEL == "DEBUG" else {"celery.beat": {"level": "WARNING"}}),
+    },
 }
 
 # Prometheus metrics at /metrics, served only to a bearer of METRICS_TOKEN or to an address in
