@@ -1,3 +1,4 @@
+import functools
 import logging
 import os
 import threading
@@ -7,6 +8,7 @@ from celery.app import trace
 from celery.signals import beat_init, task_success, worker_ready, worker_shutdown
 
 import config.observability  # noqa: F401 - its task signals carry a web request's id into the tasks it queues
+from config.schedule import ticks
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -15,6 +17,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 log = logging.getLogger(__name__)
+# Read once the settings are: what beat sends every minute or more often (config/schedule.py).
+_ticks = functools.cache(ticks)
 
 
 @worker_ready.connect(dispatch_uid="config.celery.stop_quietly")
@@ -40,11 +44,6 @@ def log_beat_start(sender, **kwargs) -> None:
     log.info("beat started", extra={"max_interval": sender.max_interval})
 
 
-# What beat sends every ten seconds or every minute, whether or not there is anything to do (their schedules are
-# in alerts' migrations).
-TICKS = frozenset({"alerts.send_due", "alerts.match_events", "alerts.deliver_immediate", "alerts.start_digest_runs",
-                   "alerts.take_form_requests"})
-
 _last_idle_tick = threading.local()
 
 
@@ -58,7 +57,7 @@ def did_nothing(result) -> bool:
 @task_success.connect(dispatch_uid="config.celery.note_idle_tick")
 def note_idle_tick(sender, result=None, **kwargs) -> None:
     # Sent just before the worker logs the task's success, in the same thread.
-    _last_idle_tick.task_id = sender.request.id if sender.name in TICKS and did_nothing(result) else None
+    _last_idle_tick.task_id = sender.request.id if sender.name in _ticks() and did_nothing(result) else None
 
 
 class QuietTicks(logging.Filter):
@@ -68,7 +67,7 @@ class QuietTicks(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         data = getattr(record, "data", None)
-        if record.levelno != logging.INFO or not isinstance(data, dict) or data.get("name") not in TICKS:
+        if record.levelno != logging.INFO or not isinstance(data, dict) or data.get("name") not in _ticks():
             return True
         idle = record.msg == trace.LOG_RECEIVED or (
             record.msg == trace.LOG_SUCCESS and data.get("id") == getattr(_last_idle_tick, "task_id", None))

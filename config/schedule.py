@@ -26,6 +26,10 @@ class Entry:
     # A run still queued this long after beat sent it is dropped: the next one does the same work.
     expire_seconds: int | None = None
 
+    @property
+    def seconds(self) -> int:
+        return self.every * {"seconds": 1, "minutes": 60, "hours": 3600}[self.period]
+
 
 def entries() -> list[Entry]:
     return [
@@ -45,6 +49,12 @@ def entries() -> list[Entry]:
         Entry("End-to-end canary", "alerts.canary", settings.CANARY_INTERVAL_MINUTES, "minutes",
               expire_seconds=settings.CANARY_INTERVAL_MINUTES * 60),
     ]
+
+
+def ticks() -> frozenset[str]:
+    """The tasks beat sends every minute or more often, whether or not there is anything to do: a worker logs
+    them at INFO only when they did something (config.celery.QuietTicks)."""
+    return frozenset(entry.task for entry in entries() if entry.seconds <= 60)
 
 
 def sync(models=installed_apps, using: str = "default", only: Iterable[str] | None = None) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from config.celery import TICKS
+from config.schedule import ticks
 from tests.conftest import ROOT, wait_until
 from tests.test_form_requests import free_port
 
@@ -143,7 +143,7 @@ def schedule_ticks_every_five_seconds(var_dir: Path) -> None:
     worker of the file broker takes about one task a second)."""
     manage(var_dir, "shell", "-c", (
         "from django_celery_beat.models import IntervalSchedule, PeriodicTask\n"
-        "from config.celery import TICKS\n"
+        "from config.schedule import ticks\nTICKS = ticks()\n"
         "every, _ = IntervalSchedule.objects.get_or_create(every=5, period='seconds')\n"
         "assert PeriodicTask.objects.filter(task__in=TICKS).update(interval=every) == len(TICKS)\n"))
 
@@ -177,16 +177,16 @@ def test_an_idle_make_run_writes_no_email_and_logs_no_tick_and_a_tick_that_sends
     watch = BrokerWatch(stack.var_dir)
 
     # The first ticks of a new database have work: the digest runs of the periods that have ended.
-    wait_until(lambda: all(watch.taken(task) >= 2 for task in TICKS), timeout=120, interval=0.05,
-               message=f"every tick to be taken twice: {sorted(TICKS)}")
+    wait_until(lambda: all(watch.taken(task) >= 2 for task in ticks()), timeout=120, interval=0.05,
+               message=f"every tick to be taken twice: {sorted(ticks())}")
     printed = len(stack.lines())
-    taken = {task: watch.taken(task) for task in TICKS}
+    taken = {task: watch.taken(task) for task in ticks()}
 
-    wait_until(lambda: all(watch.taken(task) >= taken[task] + 2 for task in TICKS), timeout=120, interval=0.05,
-               message=f"every tick to be taken twice more: {sorted(TICKS)}")
+    wait_until(lambda: all(watch.taken(task) >= taken[task] + 2 for task in ticks()), timeout=120, interval=0.05,
+               message=f"every tick to be taken twice more: {sorted(ticks())}")
 
     assert not outbox.exists() or not list(outbox.iterdir())
-    assert not [line for line in stack.lines()[printed:] if any(task in line for task in TICKS)]
+    assert not [line for line in stack.lines()[printed:] if any(task in line for task in ticks())]
 
     manage(stack.var_dir, "shell", "-c", (
         "from alerts import form_requests\n"
@@ -212,4 +212,4 @@ def test_the_quiet_ticks_are_what_beat_sends_every_minute_or_more_often():
                 .select_related("interval")
                 if dt.timedelta(**{entry.interval.period: entry.interval.every}) <= dt.timedelta(minutes=1)}
 
-    assert frequent == TICKS
+    assert frequent == ticks()
