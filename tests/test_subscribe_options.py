@@ -37,6 +37,10 @@ def wanted(line: dict) -> bool:
 
 @pytest.fixture
 def sample(tmp_path) -> list[dict]:
+    return import_chosen(tmp_path)
+
+
+def import_chosen(tmp_path) -> list[dict]:
     """The sample's questions asked by, or answered by, those members, or to that committee: imported."""
     with gzip.open(SAMPLE, "rt", encoding="utf-8") as lines:
         chosen = [line for line in map(json.loads, lines) if wanted(line)]
