@@ -633,8 +633,10 @@ def change_email(request: HttpRequest, token: str) -> HttpResponse:
         if email.lower() == subscriber.email.lower():
             form.add_error("email", "That is the address your alerts go to already: enter the new one.")
         else:
-            answer = _hand_over(request, "link", email, subscriber=subscriber.pk, v=subscriber.token_version)
-            if answer.status_code != 302:  # held to the asker's limit, or nothing could be saved
+            # A bot that filled the hidden field is shown success, and nothing happens.
+            answer = None if form.cleaned_data["website"] else _hand_over(
+                request, "link", email, subscriber=subscriber.pk, v=subscriber.token_version)
+            if answer is not None and answer.status_code != 302:  # held to the asker's limit, or nothing saved
                 return answer
             hours = int(tokens.MAX_AGE[tokens.NEW_EMAIL].total_seconds() // 3600)
             messages.success(request, f"We’ve emailed a link to {email}. Open it from that inbox within {hours} "

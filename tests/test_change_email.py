@@ -269,3 +269,12 @@ def test_waiting_emails_go_to_the_new_address(client):
     manage_again = re.search(r"http://testserver(/alerts/manage/\S+)", waiting.body_text).group(1)
     assert "Alerts for <strong>new@example.org</strong>" in page(client.get(manage_again))
     assert Subscription.objects.get().subscriber_id == subscriber.pk
+
+
+def test_the_honeypot_sends_nothing(client):
+    _, manage = confirmed_subscriber(client, "old@example.org")
+
+    answer = ask(client, manage, "new@example.org", website="http://spam.example")
+
+    assert answer.status_code == 302 and answer["Location"] == manage
+    assert not sent_to("new@example.org") and not FormRequest.objects.exists()
