@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail, signing
@@ -16,6 +17,8 @@ from alerts import tokens
 from alerts.delivery import queue_delivery
 from alerts.models import Delivery, FormRequest, Subscriber, Subscription
 from alerts.retention import remember_suppressed
+from tests.conftest import wait_until
+from tests.esp_stub import emails_to, link
 from tests.test_alert_journey import page, status_region, unsubscribe_everything, words
 from tests.test_manage_add import add
 from tests.test_subscribing import confirmed_subscriber, link_in
@@ -278,3 +281,27 @@ def test_the_honeypot_sends_nothing(client):
 
     assert answer.status_code == 302 and answer["Location"] == manage
     assert not sent_to("new@example.org") and not FormRequest.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.worker
+def test_the_change_goes_through_a_worker_to_the_esp(client, esp, site_worker, live_server):
+    subscriber = Subscriber.objects.create(email="old@example.org", confirmed_at=timezone.now())
+    Subscription.objects.create(subscriber=subscriber, query="prisons", canonical_query="prisons",
+                                confirmed_at=timezone.now())
+    manage = f"/alerts/manage/{tokens.make(subscriber, tokens.MANAGE)}/"
+
+    assert ask(client, manage, "new@example.org").status_code == 302
+    wait_until(lambda: emails_to(esp, "new@example.org"), timeout=60, message="the link to the new address")
+    assert not FormRequest.objects.exists()
+    [asked] = emails_to(esp, "new@example.org")
+    assert asked["Subject"] == "Confirm your new address for written question alerts"
+    moved = client.post(urlsplit(link(asked, NEW_LINK)).path)
+
+    assert moved.status_code == 302
+    wait_until(lambda: emails_to(esp, "old@example.org"), timeout=60, message="the note to the old address")
+    [note] = emails_to(esp, "old@example.org")
+    assert note["Subject"] == NOTICE and "n•••@example.org" in note["TextBody"]
+    subscriber.refresh_from_db()
+    assert subscriber.email == "new@example.org"
