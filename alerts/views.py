@@ -614,7 +614,7 @@ def options(request: HttpRequest) -> HttpResponse:
     return render(request, "alerts/options.html", {
         "question": question, "query": query, "ways": ways, "member": member, "department": department,
         "departments": departments(),
-        "member_error": member.strip() and "member" not in named and not question,
+        "member_error": member.strip() and "member" not in named,
         "query_error": query.strip() and "search" not in named,
     })
 
