@@ -84,14 +84,15 @@ def defanged(text: str, limit: int = DEFANGED_MAX) -> str:
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
-def _message(delivery: Delivery, template: str, context: dict, subject: str, headers: dict | None = None):
+def _message(delivery: Delivery, template: str, context: dict, subject: str, headers: dict | None = None,
+             to: str = ""):
     subject = _one_line(subject)
     context = {"subscriber": delivery.subscriber, "site_url": settings.SITE_URL, "subject": subject, **context}
     message = EmailMultiAlternatives(
         subject=subject,
         body=render_to_string(f"alerts/email/{template}.txt", context),
         from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[delivery.subscriber.email],
+        to=[to or delivery.subscriber.email],
         headers={"Auto-Submitted": "auto-generated", **(headers or {})},
     )
     message.attach_alternative(render_to_string(f"alerts/email/{template}.html", context), "text/html")
@@ -185,6 +186,8 @@ class Hit(NamedTuple):
 
 def compose(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
     """The email of a delivery, from the matches it carries (none for confirmation and link emails)."""
+    if NEW_EMAIL in delivery.payload:
+        return _address_change(delivery)
     return COMPOSERS[delivery.kind](delivery, hits)
 
 
@@ -339,3 +342,27 @@ COMPOSERS.update({
     Delivery.Kind.WEEKLY: _alert,
     Delivery.Kind.MONTHLY: _alert,
 })
+
+
+# A change of address is asked for, and told of, by the kinds of email asked for just now: a confirmation, to
+# the new address, with its link; and, once it is made, a note to the old address that carries no link.
+NEW_EMAIL, OLD_EMAIL = "new_email", "old_email"
+
+
+def hidden_address(email: str) -> str:
+    """An address as told to the address it replaced: enough for its owner to know it, not to read it."""
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}•••@{domain}" if local else email
+
+
+def _address_change(delivery: Delivery) -> EmailMultiAlternatives:
+    new_email = delivery.payload[NEW_EMAIL]
+    if delivery.kind == Delivery.Kind.CONFIRMATION:
+        link = _link("alerts:confirm-email", tokens.make(delivery.subscriber, tokens.NEW_EMAIL, to=new_email,
+                                                         t=delivery.created_at.timestamp()))
+        return _message(delivery, "change_email", {
+            "confirm_url": link, "hours": int(tokens.MAX_AGE[tokens.NEW_EMAIL].total_seconds() // 3600),
+            "new_email": new_email}, "Confirm your new address for written question alerts", to=new_email)
+    return _message(delivery, "email_changed", {"new_email": hidden_address(new_email),
+                                                "changed_at": delivery.created_at},
+                    "The address of your written question alerts has changed", to=delivery.payload[OLD_EMAIL])

@@ -1,5 +1,5 @@
-"""What someone asked for on a public form (a signup, a follow, "email me a link"), kept in the database from
-before the page answers until a worker has done it, so that a broker that loses its messages loses no request.
+"""What someone asked for on a form (a signup, a follow, "email me a link", a new address), kept in the database
+from before the page answers until a worker has done it, so that a broker that loses its messages loses no request.
 
 The web process records the request and wakes a worker with the row's id alone; the worker takes the row, does
 the work and deletes the row in one transaction. Beat's sweep takes every row nobody took: its wake-up was lost
@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from alerts.models import FormRequest
-from alerts.subscribing import follow, request_manage_link, sign_up
+from alerts.subscribing import follow, request_email_change, request_manage_link, sign_up
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,9 @@ def _do(row: FormRequest) -> None:
                 label=data.get("label", ""))
     elif row.kind == FormRequest.Kind.FOLLOW:
         follow(data["email"], data["question_id"])
+    elif row.kind == FormRequest.Kind.LINK and "subscriber" in data:
+        # A link to a new address, asked for from the manage page of the subscriber moving to it.
+        request_email_change(data["subscriber"], data["email"], data["v"])
     elif row.kind == FormRequest.Kind.LINK:
         request_manage_link(data["email"])
     else:

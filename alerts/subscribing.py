@@ -7,11 +7,11 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from alerts.delivery import queue_delivery
-from alerts.emails import confirmation_request
+from alerts.delivery import queue_delivery, render_again
+from alerts.emails import NEW_EMAIL, OLD_EMAIL, confirmation_request
 from alerts.models import Delivery, Subscriber, Subscription
 from alerts.retention import forget_erased, suppressed_reason_of
 from alerts.tokens import Link
@@ -20,6 +20,7 @@ from questions.models import Question
 from questions.search import canonical, parse, parse_or_none
 from questions.search.hints import comma_hint
 from questions.searching import Filters, matching
+from questions.templatetags.questions_tags import field_query
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def follow(email: str, question_id: int) -> None:
     confirmation link; as with `sign_up`, the caller's page is the same whatever happens."""
     # The canary's questions are nobody's to follow.
     question = Question.objects.filter(Filters().q(), pk=question_id).first()
-    if question is None or question.is_withdrawn or (question.is_answered and not question.answer_is_holding):
+    if question is None or not followable(question):
         # Gone, or settled since the form was sent: there is nothing left to follow.
         log.info("follow ignored", extra={"question": question_id, "reason": "gone or settled"})
         return
@@ -396,3 +397,174 @@ def set_email_grouping(subscriber: Subscriber, grouping: str) -> None:
         raise ValueError(f"not a choice of grouping: {grouping!r}")
     subscriber.email_grouping = grouping
     subscriber.save(update_fields=["email_grouping"])
+
+
+# --- The ways to subscribe, from where a person stands ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Way:
+    """One way to get alerts: a search to sign up for (`query`), or one question to follow (`question`)."""
+
+    kind: str  # "search", "member", "department" or "question"
+    name: str  # what it is about, as a person reads it: the search, the member, the department, the heading
+    query: str = ""
+    question: Question | None = None
+
+
+def member_query(name: str) -> str:
+    """Everything a member asks or answers: the asking member's field and the answering minister's, for the
+    phrase of their name; "" for a name that makes no search."""
+    asked, answered = field_query("member", name), field_query("minister", name)
+    return f"{asked} OR {answered}" if asked and answered else ""
+
+
+def department_query(name: str) -> str:
+    return field_query("department", name)
+
+
+def followable(question: Question) -> bool:
+    """Whether a question can still be followed: not withdrawn, and not answered but for a holding answer."""
+    return not question.is_withdrawn and (not question.is_answered or question.answer_is_holding)
+
+
+def ways_to_subscribe(query: str = "", question: Question | None = None, member: str = "",
+                      department: str = "") -> list[Way]:
+    """Each way to get alerts that applies to where a person stands: the search they made, the question they
+    read (its member, its minister, its department, itself), or a member or department they named. A search
+    the language refuses, or a name that makes no search, offers nothing."""
+    ways = []
+    if query.strip() and parse_or_none(query) is not None:
+        ways.append(Way("search", query.strip(), query.strip()))
+    members = [member] if member.strip() else []
+    departments = [department] if department.strip() else []
+    if question is not None:
+        members += [question.asking_member_name, question.answering_member_name]
+        departments.append(question.answering_body_name)
+    for name in dict.fromkeys(" ".join(m.split()) for m in members if m and m.strip()):
+        if found := member_query(name):
+            ways.append(Way("member", name, found))
+    for name in dict.fromkeys(" ".join(d.split()) for d in departments if d and d.strip()):
+        if found := department_query(name):
+            ways.append(Way("department", name, found))
+    if question is not None and followable(question):
+        ways.append(Way("question", question.title, question=question))
+    return ways
+
+
+# --- Changing the address -----------------------------------------------------------------------------------
+
+
+def _never_emailed(email: str) -> bool:
+    """Whether an address bounced, complained or was stopped by an operator: held or erased, it hears nothing."""
+    held = Subscriber.objects.filter(email__iexact=email.strip()).values_list("suppressed_reason", flat=True).first()
+    return held in NEVER_EMAIL or suppressed_reason_of(email) in NEVER_EMAIL
+
+
+def request_email_change(subscriber_id: int, new_email: str, token_version: int) -> None:
+    """Email `new_email` a link that moves the subscriber's alerts to it, once opened from that inbox.
+
+    Nothing is sent when the subscriber has gone or signed out of its links since, when either address must
+    never be emailed, or when it is the address already held; the page that asked said the same whatever
+    happens here."""
+    subscriber = Subscriber.objects.filter(pk=subscriber_id, token_version=token_version).first()
+    if subscriber is None or subscriber.suppressed_reason in NEVER_EMAIL or _never_emailed(new_email):
+        log.info("address change ignored", extra={"subscriber": subscriber_id})
+        return
+    if subscriber.email.lower() == new_email.strip().lower():
+        return
+    _queue(subscriber, Delivery.Kind.CONFIRMATION, **{NEW_EMAIL: new_email.strip()})
+
+
+class CannotChange(Exception):
+    """An address change that cannot be made; `reason` says why, and nothing was changed."""
+
+    def __init__(self, reason: str, room: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.room = room
+
+
+def _key(subscription: Subscription) -> tuple:
+    return ("question", subscription.question_id) if subscription.question_id else ("search",
+                                                                                      subscription.canonical_query)
+
+
+def _readdress_pending(subscriber: Subscriber) -> None:
+    """Make the subscriber's waiting emails again, for its address and links as they are now. A row a sender
+    holds right now is left to it: taking it back could send it twice."""
+    now = timezone.now()
+    rows = list(Delivery.objects.select_for_update().select_related("subscriber")
+                .filter(subscriber=subscriber, status=Delivery.Status.PENDING)
+                .filter(models.Q(leased_until__isnull=True) | models.Q(leased_until__lt=now)))
+    render_again(rows)
+
+
+def _merge(moving: Subscriber, into: Subscriber, asked_at: dt.datetime) -> None:
+    """Move `moving`'s confirmed alerts and its emails to `into`, the subscriber of the address it asked for,
+    and delete `moving`. Its unconfirmed alerts were asked for the old address and go with it. An alert of the
+    same search (or follow) that `into` has confirmed stays as it is; one `into` has not confirmed gives way."""
+    if into.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED and (into.suppressed_at or asked_at) >= asked_at:
+        # That address unsubscribed after the link was asked for: an older link must not undo it.
+        raise CannotChange("unsubscribed")
+    theirs = {_key(s): s for s in into.subscriptions.all()}
+    coming = [s for s in confirmed_alerts(moving)
+              if not (_key(s) in theirs and theirs[_key(s)].confirmed_at is not None)]
+    room = _room(into)
+    if sum(1 for s in coming if s.retired_at is None) > room:
+        raise CannotChange("too_many", room=max(room, 0))
+    into.subscriptions.filter(pk__in=[theirs[_key(s)].pk for s in coming if _key(s) in theirs]).delete()
+    Subscription.objects.filter(pk__in=[s.pk for s in coming]).update(subscriber=into, updated_at=timezone.now())
+    Delivery.objects.filter(subscriber=moving).update(subscriber=into)
+    moving.delete()
+    if into.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED:
+        # Asked for from the inbox after it unsubscribed: it is coming back. Its own alerts stay paused, as
+        # the unsubscribe left them; the alerts moving in keep the state they had.
+        into.suppressed_at, into.suppressed_reason = None, ""
+    into.confirmed_at = into.confirmed_at or timezone.now()
+    into.save(update_fields=["confirmed_at", "suppressed_at", "suppressed_reason"])
+
+
+def change_email(link: Link) -> Subscriber:
+    """Move a subscriber's alerts to the address its change link was sent to, the link having been opened from
+    that inbox; the subscriber that holds them now. Old links to the alerts stop working, and the old address
+    is told.
+
+    When the new address already has a subscriber, the alerts join its alerts (see `_merge`): its owner has
+    just shown they hold that inbox, and the manage link that asked showed they held the old one. Raises
+    CannotChange, changing nothing, when either address must never be emailed, when the new address
+    unsubscribed after the link was asked for, or when the alerts together would be more than an address
+    may have."""
+    new_email = str(link.data.get("to", "")).strip()
+    asked_at = dt.datetime.fromtimestamp(float(link.data.get("t", 0)), tz=dt.UTC)
+    with transaction.atomic():
+        other = Subscriber.objects.filter(email__iexact=new_email).exclude(pk=link.subscriber.pk).first()
+        # Both locked, in the order of their ids, so that two changes crossing each other cannot deadlock.
+        locked = {s.pk: s for s in Subscriber.objects.select_for_update().order_by("pk")
+                  .filter(pk__in=[link.subscriber.pk, *([other.pk] if other else [])])}
+        subscriber, other = locked.get(link.subscriber.pk), locked.get(other.pk) if other else None
+        if subscriber is None or subscriber.token_version != link.data.get("v"):
+            raise CannotChange("gone")
+        if subscriber.suppressed_reason in NEVER_EMAIL or _never_emailed(new_email):
+            raise CannotChange("suppressed")
+        old_email = subscriber.email
+        if old_email == new_email:
+            raise CannotChange("done")
+        if other is not None:
+            _merge(subscriber, other, asked_at)
+            holder = other
+        else:
+            subscriber.subscriptions.filter(confirmed_at__isnull=True).delete()
+            subscriber.email, subscriber.confirmed_at = new_email, subscriber.confirmed_at or timezone.now()
+            subscriber.token_version += 1
+            try:
+                with transaction.atomic():
+                    subscriber.save(update_fields=["email", "confirmed_at", "token_version"])
+            except IntegrityError:
+                # Someone signed the address up at this very moment: opening the link again merges.
+                raise CannotChange("busy") from None
+            holder = subscriber
+        _readdress_pending(holder)
+        _queue(holder, Delivery.Kind.MANAGE_LINK, **{NEW_EMAIL: holder.email, OLD_EMAIL: old_email})
+    log.info("address changed", extra={"subscriber": holder.pk, "merged": other is not None})
+    return holder

@@ -12,15 +12,19 @@ from alerts.models import Subscriber
 CONFIRM = "confirm"
 MANAGE = "manage"
 UNSUBSCRIBE = "unsubscribe"
+# Sent to an address its subscriber wants their alerts moved to: opened from that inbox, it makes the move.
+NEW_EMAIL = "new-email"
 
 MAX_AGE = {
     CONFIRM: dt.timedelta(days=7),
+    # Short: it hands someone's alerts to another inbox.
+    NEW_EMAIL: dt.timedelta(days=1),
     MANAGE: dt.timedelta(days=90),
     # An unsubscribe link in an old email must still work: it can only ever stop mail.
     UNSUBSCRIBE: dt.timedelta(days=5 * 365),
 }
 # Unsubscribe links survive "sign me out of all links", for the same reason.
-REVOCABLE = {CONFIRM, MANAGE}
+REVOCABLE = {CONFIRM, MANAGE, NEW_EMAIL}
 
 
 class LinkError(Exception):

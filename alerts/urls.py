@@ -17,4 +17,7 @@ urlpatterns = [
     path("alerts/manage/<str:token>/<int:pk>/", views.edit, name="edit"),
     path("alerts/manage/<str:token>/<int:pk>/<str:action>/", views.act, name="act"),
     path("unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),
+    path("alerts/ways/", views.options, name="options"),
+    path("alerts/manage/<str:token>/email/", views.change_email, name="change-email"),
+    path("alerts/new-address/<str:token>/", views.confirm_email, name="confirm-email"),
 ]

@@ -31,7 +31,7 @@ from questions.budget import TooCostly
 from questions.models import Question
 from questions.search import QueryError, parse_or_none
 from questions.search.hints import comma_hint
-from questions.searching import CACHE_ERRORS, Filters
+from questions.searching import CACHE_ERRORS, Filters, departments
 from questions.views import render_question
 
 log = logging.getLogger(__name__)
@@ -665,3 +665,71 @@ def follow(request: HttpRequest, pk: int) -> HttpResponse:
     if form.cleaned_data["website"]:
         return _check_inbox(request, email, tokens.CONFIRM, question=question.pk)
     return _hand_over(request, "follow", email, question_id=question.pk)
+
+
+def options(request: HttpRequest) -> HttpResponse:
+    """The ways to get alerts from where the person stands: the search they made (`q`), the question they read
+    (`question`), or a member or department they name. Each lands on the signup or follow form, confirmed from
+    the inbox like any alert."""
+    question = None
+    if (pk := request.GET.get("question", "")).isdigit():
+        # As on the question's own page: the canary's questions are not there for anyone.
+        question = Question.objects.filter(Filters().q(), pk=int(pk)).first()
+    query, member, department = (request.GET.get(name, "")[:1000] for name in ("q", "member", "department"))
+    ways = subscribing.ways_to_subscribe(query, question, member, department)
+    named = {way.kind for way in ways}
+    return render(request, "alerts/options.html", {
+        "question": question, "query": query, "ways": ways, "member": member, "department": department,
+        "departments": departments(),
+        "member_error": member.strip() and "member" not in named,
+        "query_error": query.strip() and "search" not in named,
+    })
+
+
+def change_email(request: HttpRequest, token: str) -> HttpResponse:
+    """Ask for the subscriber's alerts to go to another address: a link is emailed there, and nothing changes
+    until it is opened from that inbox. What the page says next is the same whatever the address."""
+    link = _manage_link(request, token)
+    if isinstance(link, HttpResponse):
+        return link
+    subscriber = link.subscriber
+    stopped = subscriber.suppressed_reason in subscribing.NEVER_EMAIL
+    form = EmailForm(request.POST or None)
+    if request.method == "POST" and not stopped and form.is_valid():
+        email = form.cleaned_data["email"]
+        if email.lower() == subscriber.email.lower():
+            form.add_error("email", "That is the address your alerts go to already: enter the new one.")
+        else:
+            # A bot that filled the hidden field is shown success, and nothing happens.
+            answer = None if form.cleaned_data["website"] else _hand_over(
+                request, "link", email, subscriber=subscriber.pk, v=subscriber.token_version)
+            if answer is not None and answer.status_code != 302:  # held to the asker's limit, or nothing saved
+                return answer
+            hours = int(tokens.MAX_AGE[tokens.NEW_EMAIL].total_seconds() // 3600)
+            messages.success(request, f"We’ve emailed a link to {email}. Open it from that inbox within {hours} "
+                                      f"hours to move your alerts there: until then they go to {subscriber.email}.")
+            return redirect("alerts:manage", token=token)
+    return render(request, "alerts/change_email.html", {"form": form, "token": token, "subscriber": subscriber,
+                                                        "stopped": stopped},
+                  status=400 if form.errors or (stopped and request.method == "POST") else 200)
+
+
+def confirm_email(request: HttpRequest, token: str) -> HttpResponse:
+    """The link emailed to a new address: a GET shows a button (mail scanners follow links), a POST moves the
+    alerts there."""
+    try:
+        link = tokens.read(token, tokens.NEW_EMAIL)
+    except tokens.LinkError as error:
+        return _bad_link(request, error)
+    new_email = str(link.data.get("to", ""))
+    if request.method == "POST":
+        try:
+            holder = subscribing.change_email(link)
+        except subscribing.CannotChange as refused:
+            return render(request, "alerts/change_email_confirm.html", {
+                "new_email": new_email, "refused": refused.reason, "room": refused.room,
+                "max_alerts": settings.MAX_SUBSCRIPTIONS_PER_ADDRESS}, status=400)
+        messages.success(request, f"Your alerts now go to {holder.email}. Links in emails sent before this no "
+                                  "longer open your alerts.")
+        return redirect("alerts:manage", token=tokens.make(holder, tokens.MANAGE))
+    return render(request, "alerts/change_email_confirm.html", {"new_email": new_email})

@@ -56,6 +56,9 @@ ROUTES = {
     "alerts/manage/<str:token>/<int:pk>/": "/alerts/manage/<manage>/<subscription>{}/",
     "alerts/manage/<str:token>/<int:pk>/<str:action>/": "/alerts/manage/<manage>/<subscription>/pause{}/",
     "unsubscribe/<str:token>/": "/unsubscribe/<unsubscribe>{}/",
+    "alerts/ways/": "/alerts/ways/{}",
+    "alerts/manage/<str:token>/email/": "/alerts/manage/<manage>/email{}/",
+    "alerts/new-address/<str:token>/": "/alerts/new-address/<newaddress>{}/",
 }
 
 # Percent-escaped, as a link carries them; the server undoes them before Django sees the path.
@@ -94,7 +97,8 @@ def places(db):
     subscription = Subscription.objects.create(subscriber=subscriber, query="tasers", canonical_query="tasers")
     return {"pk": question.pk, "subscription": subscription.pk, "confirm": tokens.make(subscriber, tokens.CONFIRM),
             "manage": tokens.make(subscriber, tokens.MANAGE),
-            "unsubscribe": tokens.make(subscriber, tokens.UNSUBSCRIBE, sub=subscription.pk)}
+            "unsubscribe": tokens.make(subscriber, tokens.UNSUBSCRIBE, sub=subscription.pk),
+            "newaddress": tokens.make(subscriber, tokens.NEW_EMAIL, to="new@example.org", t=0)}
 
 
 def address(route: str, places: dict, inserted: str = "") -> str:

@@ -10,17 +10,23 @@ register = template.Library()
 QUOTE_MARKS = str.maketrans({mark: " " for mark in '"“”„'})
 
 
-@register.simple_tag
-def field_search(field: str, value: str) -> str:
-    """The search page for questions whose `field` has the phrase `value` (a member, a department), or ""
-    when the value makes no search. Quote marks in the value would end the phrase early: they go."""
+def field_query(field: str, value: str) -> str:
+    """The search for questions whose `field` has the phrase `value` (a member, a department), or "" when the
+    value makes no search. Quote marks in the value would end the phrase early: they go."""
     words = " ".join((value or "").translate(QUOTE_MARKS).split())
     query = f'{field}:"{words}"'
     try:
         parse(query)
     except QueryError:
         return ""
-    return f"{reverse('search')}?{urlencode({'q': query})}"
+    return query
+
+
+@register.simple_tag
+def field_search(field: str, value: str) -> str:
+    """The search page of `field_query`, or "" when the value makes no search."""
+    query = field_query(field, value)
+    return f"{reverse('search')}?{urlencode({'q': query})}" if query else ""
 
 
 @register.simple_tag
