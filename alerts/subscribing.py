@@ -149,8 +149,8 @@ def follow(email: str, question_id: int) -> None:
     """Record an unconfirmed follow of one question ("email me when this is answered") and email its
     confirmation link; as with `sign_up`, the caller's page is the same whatever happens."""
     # The canary's questions are nobody's to follow.
-    question = Question.objects.filter(Filters().q(), pk=question_id).first()
-    if question is None or not followable(question):
+    question = Question.objects.public().filter(pk=question_id).first()
+    if question is None or question.is_settled:
         # Gone, or settled since the form was sent: there is nothing left to follow.
         log.info("follow ignored", extra={"question": question_id, "reason": "gone or settled"})
         return
@@ -423,11 +423,6 @@ def department_query(name: str) -> str:
     return field_query("department", name)
 
 
-def followable(question: Question) -> bool:
-    """Whether a question can still be followed: not withdrawn, and not answered but for a holding answer."""
-    return not question.is_withdrawn and (not question.is_answered or question.answer_is_holding)
-
-
 def ways_to_subscribe(query: str = "", question: Question | None = None, member: str = "",
                       department: str = "") -> list[Way]:
     """Each way to get alerts that applies to where a person stands: the search they made, the question they
@@ -447,7 +442,7 @@ def ways_to_subscribe(query: str = "", question: Question | None = None, member:
     for name in dict.fromkeys(" ".join(d.split()) for d in departments if d and d.strip()):
         if found := department_query(name):
             ways.append(Way("department", name, found))
-    if question is not None and followable(question):
+    if question is not None and not question.is_settled:
         ways.append(Way("question", question.title, question=question))
     return ways
 

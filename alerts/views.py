@@ -31,7 +31,7 @@ from questions.budget import TooCostly
 from questions.models import Question
 from questions.search import QueryError, parse_or_none
 from questions.search.hints import comma_hint
-from questions.searching import CACHE_ERRORS, Filters, departments
+from questions.searching import CACHE_ERRORS, departments
 from questions.views import render_question
 
 log = logging.getLogger(__name__)
@@ -653,9 +653,9 @@ def follow(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     # As on the question's own page: the canary's questions are not there for anyone.
-    question = get_object_or_404(Question.objects.filter(Filters().q()), pk=pk)
+    question = get_object_or_404(Question.objects.public(), pk=pk)
     form = EmailForm(request.POST)
-    if question.is_withdrawn or (question.is_answered and not question.answer_is_holding):
+    if question.is_settled:
         # The page offers no form then; a form sent all the same is told why.
         form.is_valid()
         form.add_error(None, "This question has been answered or withdrawn, so there is nothing left to follow.")
@@ -674,7 +674,7 @@ def options(request: HttpRequest) -> HttpResponse:
     question = None
     if (pk := request.GET.get("question", "")).isdigit():
         # As on the question's own page: the canary's questions are not there for anyone.
-        question = Question.objects.filter(Filters().q(), pk=int(pk)).first()
+        question = Question.objects.public().filter(pk=int(pk)).first()
     query, member, department = (request.GET.get(name, "")[:1000] for name in ("q", "member", "department"))
     ways = subscribing.ways_to_subscribe(query, question, member, department)
     named = {way.kind for way in ways}

@@ -246,7 +246,7 @@ Window = tuple[int, dt.date | None, dt.date | None]
 
 def _window(today: dt.date) -> Window:
     """The archive's size, and the first and last day of the window the rates are counted over."""
-    bounds = Question.objects.filter(Filters().q()).order_by().aggregate(
+    bounds = Question.objects.public().order_by().aggregate(
         archive=Count("pk"), first_tabled=Min("date_tabled"), first_answered=Min("date_answered"),
         last_tabled=Max("date_tabled"), last_answered=Max("date_answered"))
     firsts = [day for day in (bounds["first_tabled"], bounds["first_answered"]) if day]
@@ -357,7 +357,7 @@ def broad_searches(canonical_queries: list[str], today: dt.date | None = None) -
     """The estimates of those of these searches that are broad, for a page listing alerts: from the estimates
     kept, read at once, and a few more worked out as a preview would; the others are asked of a worker, to be
     found next time. An archive too small for any search to be broad costs one query, whatever the number."""
-    if not canonical_queries or not Question.objects.filter(Filters().q())[MIN_ARCHIVE_FOR_SHARE - 1:].exists():
+    if not canonical_queries or not Question.objects.public()[MIN_ARCHIVE_FOR_SHARE - 1:].exists():
         return {}
     today = today or timezone.localdate()
     newest_id = _newest_id()
