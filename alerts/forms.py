@@ -26,7 +26,8 @@ class NameField(forms.CharField):
 
 class AlertFields(forms.Form):
     q = QueryField(label="Search", help_text="The words to look for, as on the search page.")
-    label = NameField(label="Name for this alert (optional)", max_length=100, required=False)
+    label = NameField(label="Name for this alert (optional)", required=False,
+                      max_length=Subscription._meta.get_field("label").max_length)
     frequency = forms.ChoiceField(label="How often", choices=Subscription.Frequency.choices,
                                   initial=Subscription.Frequency.IMMEDIATE, widget=forms.RadioSelect)
     alert_on = forms.ChoiceField(label="Email me about", choices=Subscription.AlertOn.choices,

@@ -19,15 +19,16 @@ from alerts.volume import Volume, estimate_now_or_later
 from questions.models import Question
 from questions.search import canonical, parse, parse_or_none
 from questions.search.hints import comma_hint
-from questions.searching import Filters, matching
+from questions.searching import CappedPaginator, Filters, matching
 from questions.templatetags.questions_tags import field_query
 
 log = logging.getLogger(__name__)
 
 PREVIEW_DAYS = 30
 PREVIEW_SIZE = 10
-# Counting every match in the archive costs a scan; past this, the preview says "more than".
-ARCHIVE_COUNT_CAP = 1000
+# Counting every match in the archive costs a scan; past the search page's own cap, the preview says "more than"
+# as that page does.
+ARCHIVE_COUNT_CAP = CappedPaginator.cap
 # Addresses that asked us to stop may ask again; an address that bounced or complained never hears from us.
 NEVER_EMAIL = {Subscriber.Suppression.BOUNCED, Subscriber.Suppression.COMPLAINED, Subscriber.Suppression.OPERATOR}
 

@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 
 from questions.middleware import describe, unwanted_character
 from questions.models import Question
-from questions.search import QueryError, parse
+from questions.search import MAX_LENGTH, QueryError, parse
 from questions.searching import Filters, departments
 
 ANSWERED_CHOICES = [("", "All questions"), ("answered", "Answered"), ("unanswered", "Not yet answered")]
@@ -15,7 +15,7 @@ class QueryField(forms.CharField):
     """A saved-search query: valid when the language accepts it; the parsed tree is kept."""
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("max_length", 1000)
+        kwargs.setdefault("max_length", MAX_LENGTH)
         super().__init__(**kwargs)
 
     def validate(self, value):
