@@ -355,7 +355,8 @@ def test_a_search_neither_rare_nor_common_goes_year_by_year_at_once_and_its_page
     # Neither a plain count nor a walk from the newest question was tried and cut off: the estimate alone ran under
     # a time limit, and nothing was counted but by reading keys.
     assert own_time_limits(statements) == 1
-    assert not any("COUNT(" in sql for sql in statements)
+    # Of the archive: without Redis the cache is a table of the database, which counts its own rows.
+    assert not any("COUNT(" in sql and "questions_question" in sql for sql in statements)
     # "lantern" is only in 2019 and 2020 (and two undated questions): the count read the later years whole, and
     # the page did not read them again.
     assert set(page.paginator.whole_years) == {None, 2021, 2022, 2023, 2024, 2025}
