@@ -24,7 +24,6 @@ from questions.models import Question, QuestionEvent
 from questions.records import QuestionRecord
 from questions.search import canonical, parse
 from tests.test_alert_journey import status_region
-from tests.test_security import window_lasts
 from tests.test_subscribing import link_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_percolators")]
@@ -274,9 +273,8 @@ def test_a_bot_filling_the_hidden_field_is_shown_success_and_nothing_happens(cli
     assert not mail.outbox and not Subscriber.objects.exists() and not Subscription.objects.exists()
 
 
-def test_follows_and_signups_share_one_budget_of_emails_per_address(client, settings):
+def test_follows_and_signups_share_one_budget_of_emails_per_address(client, settings, limiter_clock):
     settings.RATELIMIT_SIGNUP_PER_IP, settings.RATELIMIT_SIGNUP_PER_ADDRESS = "50/h", "3/h"
-    window_lasts("victim@example.org", 3600)
     first, second = land(record("wq-1")), land(record("wq-2", heading="Schools: Roofs"))
 
     def sign_up(q: str):
