@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from questions.search import DEFAULT_FIELDS, And, Node, Not, Or, Phrase, Prefix, Term, words
+from questions.search import DEFAULT_FIELDS, FIELDS, And, Node, Not, Or, Phrase, Prefix, Term, words
 from questions.search.words import WORD_RE
 
 # A word or phrase looked for in one field, in words.
@@ -28,10 +28,13 @@ def _as_typed(query: str) -> dict[str, str]:
     """Each word of the search as its owner typed it first: the tree holds words folded (lower case, no
     accents), and "clive lewis" is not how anyone writes a name."""
     typed: dict[str, str] = {}
-    for run in WORD_RE.findall(unicodedata.normalize("NFC", query)):
-        found = words(run)
-        if len(found) == 1 and run not in _OPERATORS:
-            typed.setdefault(found[0], run)
+    query = unicodedata.normalize("NFC", query)
+    for run in WORD_RE.finditer(query):
+        found = words(run[0])
+        # Operators and field names ("department:") are not the words looked for.
+        syntax = run[0] in _OPERATORS or query.startswith(":", run.end()) and run[0].lower() in FIELDS
+        if len(found) == 1 and not syntax:
+            typed.setdefault(found[0], run[0])
     return typed
 
 
