@@ -14,6 +14,9 @@ SHOWN_MAX = 1_500
 # The most characters of one run of removed or added words shown: an answer rewritten whole shows some of
 # what went and some of what came.
 CHANGE_MAX = SHOWN_MAX // 3
+# The most runs of removed or added words shown: each is marked up, and words changed one in two would
+# otherwise make the markup many times the words.
+CHANGES_MAX = 40
 # The most words of each answer compared, past what the two share at each end. A correction changes a
 # figure or a sentence: this bounds the comparison's work for an answer rewritten whole, of which an email
 # shows the start.
@@ -88,11 +91,16 @@ def _shown(runs: list[tuple[str, list[str]]], cut: bool) -> Changes:
         room -= len(text)
         return fits or (kind != "same" and room > 0)
 
-    last = len(runs) - 1
+    last, shown = len(runs) - 1, 0
     for index, (kind, words) in enumerate(runs):
         if not words:
             continue
         if kind != "same":
+            if shown == CHANGES_MAX:
+                changes.cut = True
+                changes.parts.append(Part("gap"))
+                break
+            shown += 1
             if not add(kind, words):
                 break
             continue
