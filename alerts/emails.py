@@ -279,6 +279,15 @@ KIND_LABELS = {"tabled": "New question", "holding": "Holding answer", "answered"
 KIND_ORDER = {kind: order for order, kind in enumerate(KIND_LABELS)}
 
 
+def _latest(hits: list[Hit]) -> dict[int, Hit]:
+    """Each question's hit of what last happened to it: the one news an email tells of it."""
+    latest: dict[int, Hit] = {}
+    for hit in hits:
+        if hit.question.pk not in latest or KIND_ORDER[hit.kind] > KIND_ORDER[latest[hit.question.pk].kind]:
+            latest[hit.question.pk] = hit
+    return latest
+
+
 def _sections(delivery: Delivery, hits: list[Hit]) -> list[Section]:
     """The email's alerts, each with its questions newest first. A question matched by several alerts is
     listed once, under the first, naming the others; one both tabled and answered since the last email is
@@ -286,15 +295,15 @@ def _sections(delivery: Delivery, hits: list[Hit]) -> list[Section]:
     newest_first = sorted(hits, key=lambda h: (h.question.date_tabled or dt.date.min, h.question.pk), reverse=True)
     grouped: dict[int, tuple[Subscription, list[Item]]] = {}
     listed: dict[int, tuple[Item, Subscription]] = {}
-    for subscription, question, kind, answer_before in sorted(newest_first, key=lambda h: h.subscription.pk):
+    latest = _latest(hits)
+    for subscription, question, *_ in sorted(newest_first, key=lambda h: h.subscription.pk):
         if question.pk not in listed:
-            item = Item(question, kind, answer_before)
+            news = latest[question.pk]
+            item = Item(question, news.kind, news.answer_before)
             listed[question.pk] = (item, subscription)
             grouped.setdefault(subscription.pk, (subscription, []))[1].append(item)
             continue
         item, owner = listed[question.pk]
-        if KIND_ORDER[kind] > KIND_ORDER[item.kind]:
-            item.kind, item.answer_before = kind, answer_before
         # A follow is named for what it is: its name is the heading listed just above.
         name = "the question you follow" if subscription.is_follow else subscription.name
         if subscription.pk != owner.pk and name not in item.also:
@@ -339,10 +348,7 @@ def _alert_subject(delivery: Delivery, hits: list[Hit]) -> str:
     """What happened, and to which alert: each question counted once, as what last happened to it (as the
     email lists it), however many alerts it matched."""
     alerts = {hit.subscription.pk: hit.subscription for hit in hits}
-    latest: dict[int, Hit] = {}
-    for hit in hits:
-        if hit.question.pk not in latest or KIND_ORDER[hit.kind] > KIND_ORDER[latest[hit.question.pk].kind]:
-            latest[hit.question.pk] = hit
+    latest = _latest(hits)
     if len(latest) == 1 and all(s.is_follow for s in alerts.values()):
         # What became of the one question followed is the news itself.
         [hit] = latest.values()

@@ -16,7 +16,8 @@ from alerts.matching import match_events
 from alerts.models import Delivery
 from alerts.readable import readable
 from questions.ingest import upsert
-from questions.models import QuestionEvent
+from questions.models import Question, QuestionEvent
+from questions.polling import poll_source
 from questions.search import canonical, parse
 from tests.conftest import run_digest
 from tests.test_follow import (
@@ -35,6 +36,7 @@ from tests.test_follow import (
     record,
     words,
 )
+from tests.test_parliament_api import client, real_record, source, stamp, stub  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_percolators")]
 
@@ -199,6 +201,19 @@ def test_a_correction_keeps_the_answer_it_replaced_and_a_backfill_alerts_nobody(
     assert (backfilled.answer_before, backfilled.matched_at is not None) == (ANSWER, True)
     assert (polled.answer_before, polled.matched_at) == (CORRECTED, None)
     assert not QuestionEvent.objects.exclude(kind="corrected").exclude(answer_before="").exists()
+
+
+def test_a_correction_polled_from_the_api_keeps_the_answer_it_replaced(stub, source):  # noqa: F811
+    stub.put(real_record(1003))
+    poll_source(source, client())  # the source's first poll: a backfill
+    first = Question.objects.get(external_id="1003").answer_text
+    stub.update(1003, answerText="<p>Corrected: there are now 45 FJAAs.</p>", answerIsCorrection=True,
+                dateAnswerCorrected=stamp(TODAY))
+
+    poll_source(source, client())
+
+    [correction] = QuestionEvent.objects.filter(kind="corrected")
+    assert correction.answer_before == first and "FJAAs" in first and correction.matched_at is None
 
 
 def test_a_correction_email_shows_what_changed_in_html_and_text():
