@@ -120,15 +120,16 @@ def _index_definitions(cursor, table: str) -> dict[str, tuple]:
 
 
 def storage() -> object:
-    """What changes whenever a table or an index is made again: their files on PostgreSQL, SQLite's schema
-    version."""
+    """What changes whenever one of the tables or their indexes is made again: their files on PostgreSQL, their
+    root pages on SQLite. Of these tables only: undoing the repair migrations undoes those after them too."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SELECT relname, relfilenode FROM pg_class WHERE oid = ANY(%s::regclass[]) OR oid IN "
                            "(SELECT indexrelid FROM pg_index WHERE indrelid = ANY(%s::regclass[]))", [TABLES, TABLES])
-            return dict(cursor.fetchall())
-        cursor.execute("PRAGMA schema_version")
-        return cursor.fetchone()[0]
+        else:
+            places = ", ".join(["%s"] * len(TABLES))
+            cursor.execute(f"SELECT name, rootpage FROM sqlite_master WHERE tbl_name IN ({places})", TABLES)
+        return dict(cursor.fetchall())
 
 
 def migrate(targets) -> None:
