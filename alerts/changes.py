@@ -20,7 +20,7 @@ CHANGES_MAX = 40
 # The most words of each answer compared, past what the two share at each end. A correction changes a
 # figure or a sentence: this bounds the comparison's work for an answer rewritten whole, of which an email
 # shows the start.
-COMPARED_MAX = 3_000
+COMPARED_MAX = 1_000
 
 
 @dataclass(frozen=True)

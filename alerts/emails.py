@@ -20,7 +20,7 @@ from django.utils.dateformat import format as date_format
 from django.utils.safestring import mark_safe
 
 from alerts import tokens
-from alerts.changes import answer_changes
+from alerts.changes import Changes, answer_changes
 from alerts.models import Delivery, Subscriber, Subscription
 from alerts.readable import readable
 from questions.models import Question
@@ -247,11 +247,17 @@ def question_dates(question: Question) -> list[str]:
     return told
 
 
+@functools.lru_cache(maxsize=256)
+def _changes(before: str, after: str) -> Changes:
+    # Worked out once per correction, however many emails tell of it.
+    return answer_changes(before, after)
+
+
 def _render(item: Item, node: Node, query: str) -> None:
     question = item.question
     # The text part marks nothing, so it is the same whatever the search: one per question, not per search.
     key = (question.pk, question.updated_at, item.kind, item.answer_before, settings.SITE_URL)
-    changes = answer_changes(item.answer_before, question.answer_text) if item.answer_before else None
+    changes = _changes(item.answer_before, question.answer_text) if item.answer_before else None
     context = {"question": question, "label": KIND_LABELS[item.kind], "node": node, "site_url": settings.SITE_URL,
                "dates": question_dates(question), "changes": changes}
     item.html = mark_safe(_cached((*key, query), "alerts/email/_item.html", context))
