@@ -43,7 +43,7 @@ from alerts import emails, esp, metrics
 from alerts.emails import Hit, NothingToSend, compose
 from alerts.models import Delivery, DigestRun, EspState, Match, Subscriber, Subscription
 from questions.ingest import HOLDING_KEY
-from questions.models import Question
+from questions.models import Question, QuestionEvent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -200,6 +200,8 @@ class Renderer:
 
     questions: dict[int, Question] = field(default_factory=dict)
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
+    # (question, event key) of each correction -> (its event's id, the answer it replaced)
+    corrections: dict[tuple[int, str], tuple[int, str]] = field(default_factory=dict)
 
     def load(self, rows: list[tuple[int, int, str, str]]) -> None:
         """Read what rows of (subscription, question, event kind, event key) name and is not loaded yet."""
@@ -211,11 +213,24 @@ class Renderer:
             # The normalised text and stored HTML are for searching and pages, not for emails.
             heavy = [*Question.SEARCH_COLUMNS, "answer_html"]
             self.questions.update(Question.objects.defer(*heavy).in_bulk(missing))
+        corrected = QuestionEvent.Kind.CORRECTED
+        if missing := {(question_id, key) for _, question_id, kind, key in rows
+                       if kind == corrected and (question_id, key) not in self.corrections}:
+            found = QuestionEvent.objects.filter(question_id__in={q for q, _ in missing}, kind=corrected,
+                                                 key__in={key for _, key in missing})
+            self.corrections.update(((q, key), (pk, before)) for pk, q, key, before in found.values_list(
+                "pk", "question_id", "key", "answer_before"))
 
     def hits(self, rows: list[tuple[int, int, str, str]]) -> list[Hit]:
         self.load(rows)
+        # A question corrected twice before its email is shown changed from the answer before the first.
+        first: dict[int, tuple[int, str]] = {}
+        for _, question_id, _, key in rows:
+            if found := self.corrections.get((question_id, key)):
+                first[question_id] = min(found, first.get(question_id, found))
         return [Hit(self.subscriptions[subscription_id], self.questions[question_id],
-                    "holding" if key == HOLDING_KEY else kind)
+                    "holding" if key == HOLDING_KEY else kind,
+                    first[question_id][1] if kind == QuestionEvent.Kind.CORRECTED and question_id in first else "")
                 for subscription_id, question_id, kind, key in rows]
 
     def render(self, delivery: Delivery, hits: list[Hit]) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlencode, urlsplit
@@ -15,10 +16,13 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateformat import format as date_format
 from django.utils.safestring import mark_safe
 
 from alerts import tokens
+from alerts.changes import Changes, answer_changes
 from alerts.models import Delivery, Subscriber, Subscription
+from alerts.readable import readable
 from questions.models import Question
 from questions.search import Node, parse_canonical
 
@@ -80,7 +84,11 @@ def defanged(text: str, limit: int = DEFANGED_MAX) -> str:
     and with anything a mail client would make into a link broken up ("hxxps://example[.]org"), so that
     nobody can use our emails to carry their message or their link to someone else's inbox."""
     text = _SCHEME.sub(_unlinked_scheme, _one_line(unicodedata.normalize("NFKC", text)))
-    text = _JOINER.sub(r"[\1]", text)
+    return cut(_JOINER.sub(r"[\1]", text), limit)
+
+
+def cut(text: str, limit: int) -> str:
+    """The text, or as much as fits in `limit` characters with "…" after it."""
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
@@ -182,6 +190,8 @@ class Hit(NamedTuple):
     subscription: Subscription
     question: Question
     kind: str  # the event: tabled, holding (a holding answer), answered, corrected or withdrawn
+    # For a correction, the answer it replaced ("" where that was not kept).
+    answer_before: str = ""
 
 
 def compose(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
@@ -195,6 +205,7 @@ def compose(delivery: Delivery, hits: list[Hit]) -> EmailMultiAlternatives:
 class Item:
     question: Question
     kind: str  # the latest event: see `Hit.kind`
+    answer_before: str = ""  # see `Hit.answer_before`, when the latest event is a correction
     html: str = ""
     text: str = ""
     # The names of the email's other alerts that matched this question too: it is listed only once.
@@ -216,11 +227,42 @@ def _cached(key: tuple, template: str, context: dict) -> str:
     return found
 
 
+def _day(date: dt.date) -> str:
+    return date_format(date, "l jS F Y")
+
+
+def question_dates(question: Question) -> list[str]:
+    """The days a reader needs to place a question: tabled, answered (a holding answer too) and corrected,
+    and the day an answer is due while it has none."""
+    told = [f"Tabled {_day(question.date_tabled)}"] if question.date_tabled else []
+    holding = question.date_holding_answer or (question.date_answered if question.answer_is_holding else None)
+    if holding:
+        told.append(f"Holding answer {_day(holding)}")
+    if question.date_answered and not question.answer_is_holding:
+        told.append(f"Answered {_day(question.date_answered)}")
+    if question.date_answer_corrected:
+        told.append(f"Corrected {_day(question.date_answer_corrected)}")
+    waiting = not question.is_answered or question.answer_is_holding
+    if question.date_for_answer and waiting and not question.is_withdrawn:
+        # A named day is one the member chose: the department is bound to answer on it.
+        named = " (a named day)" if question.is_named_day else ""
+        told.append(f"Due for answer on {_day(question.date_for_answer)}{named}")
+    return told
+
+
+@functools.lru_cache(maxsize=256)
+def _changes(before: str, after: str) -> Changes:
+    # Worked out once per correction, however many emails tell of it.
+    return answer_changes(before, after)
+
+
 def _render(item: Item, node: Node, query: str) -> None:
     question = item.question
     # The text part marks nothing, so it is the same whatever the search: one per question, not per search.
-    key = (question.pk, question.updated_at, item.kind, settings.SITE_URL)
-    context = {"question": question, "label": KIND_LABELS[item.kind], "node": node, "site_url": settings.SITE_URL}
+    key = (question.pk, question.updated_at, item.kind, item.answer_before, settings.SITE_URL)
+    changes = _changes(item.answer_before, question.answer_text) if item.answer_before else None
+    context = {"question": question, "label": KIND_LABELS[item.kind], "node": node, "site_url": settings.SITE_URL,
+               "dates": question_dates(question), "changes": changes}
     item.html = mark_safe(_cached((*key, query), "alerts/email/_item.html", context))
     item.text = _cached(key, "alerts/email/_item.txt", context)
 
@@ -246,6 +288,15 @@ KIND_LABELS = {"tabled": "New question", "holding": "Holding answer", "answered"
 KIND_ORDER = {kind: order for order, kind in enumerate(KIND_LABELS)}
 
 
+def _latest(hits: list[Hit]) -> dict[int, Hit]:
+    """Each question's hit of what last happened to it: the one news an email tells of it."""
+    latest: dict[int, Hit] = {}
+    for hit in hits:
+        if hit.question.pk not in latest or KIND_ORDER[hit.kind] > KIND_ORDER[latest[hit.question.pk].kind]:
+            latest[hit.question.pk] = hit
+    return latest
+
+
 def _sections(delivery: Delivery, hits: list[Hit]) -> list[Section]:
     """The email's alerts, each with its questions newest first. A question matched by several alerts is
     listed once, under the first, naming the others; one both tabled and answered since the last email is
@@ -253,15 +304,15 @@ def _sections(delivery: Delivery, hits: list[Hit]) -> list[Section]:
     newest_first = sorted(hits, key=lambda h: (h.question.date_tabled or dt.date.min, h.question.pk), reverse=True)
     grouped: dict[int, tuple[Subscription, list[Item]]] = {}
     listed: dict[int, tuple[Item, Subscription]] = {}
-    for subscription, question, kind in sorted(newest_first, key=lambda h: h.subscription.pk):
+    latest = _latest(hits)
+    for subscription, question, *_ in sorted(newest_first, key=lambda h: h.subscription.pk):
         if question.pk not in listed:
-            item = Item(question, kind)
+            news = latest[question.pk]
+            item = Item(question, news.kind, news.answer_before)
             listed[question.pk] = (item, subscription)
             grouped.setdefault(subscription.pk, (subscription, []))[1].append(item)
             continue
         item, owner = listed[question.pk]
-        if KIND_ORDER[kind] > KIND_ORDER[item.kind]:
-            item.kind = kind
         # A follow is named for what it is: its name is the heading listed just above.
         name = "the question you follow" if subscription.is_follow else subscription.name
         if subscription.pk != owner.pk and name not in item.also:
@@ -285,18 +336,43 @@ def _sections(delivery: Delivery, hits: list[Hit]) -> list[Section]:
     return sections
 
 
+# What happened to the one question an email is about, and how many of each kind an email carries.
+NEWS = {"tabled": "New question", "holding": "Holding answer", "answered": "New answer",
+        "corrected": "Answer corrected", "withdrawn": "Question withdrawn"}
+COUNTED = {"tabled": ("new question", "new questions"), "holding": ("holding answer", "holding answers"),
+           "answered": ("answer", "answers"), "corrected": ("corrected answer", "corrected answers"),
+           "withdrawn": ("withdrawn question", "withdrawn questions")}
+# How much of an alert's name and of a question's heading a subject carries, to stay readable in an inbox.
+SUBJECT_NAME_MAX, SUBJECT_TITLE_MAX = 80, 120
+
+
+def alert_name(subscription: Subscription) -> str:
+    """What a subject calls an alert: the name its owner gave it, else its search in words."""
+    if subscription.is_follow:
+        return "the question you follow"
+    return subscription.label or readable(_node(subscription.canonical_query), subscription.query)
+
+
 def _alert_subject(delivery: Delivery, hits: list[Hit]) -> str:
-    """The subject, counting each question once however many alerts it matched."""
+    """What happened, and to which alert: each question counted once, as what last happened to it (as the
+    email lists it), however many alerts it matched."""
     alerts = {hit.subscription.pk: hit.subscription for hit in hits}
-    questions = {hit.question.pk: hit for hit in hits}
-    if len(questions) == 1 and all(s.is_follow for s in alerts.values()):
+    latest = _latest(hits)
+    if len(latest) == 1 and all(s.is_follow for s in alerts.values()):
         # What became of the one question followed is the news itself.
-        hit = max(hits, key=lambda h: KIND_ORDER[h.kind])
-        return f"{KIND_LABELS[hit.kind]}: “{hit.question.title}”"
-    plural = len(questions) != 1
-    target = f"“{next(iter(alerts.values())).name}”" if len(alerts) == 1 else f"{len(alerts)} of your alerts"
-    news = f"{'new ' if delivery.kind == Delivery.Kind.IMMEDIATE else ''}written question{'s' if plural else ''}"
-    matched = f"{len(questions)} {news} {'match' if plural else 'matches'} {target}"
+        [hit] = latest.values()
+        return f"{KIND_LABELS[hit.kind]}: “{cut(hit.question.title, SUBJECT_TITLE_MAX)}”"
+    if len(alerts) == 1:
+        target = f"‘{cut(alert_name(next(iter(alerts.values()))), SUBJECT_NAME_MAX)}’"
+    else:
+        target = f"{len(alerts)} of your alerts"
+    if len(latest) == 1 and delivery.kind == Delivery.Kind.IMMEDIATE:
+        [hit] = latest.values()
+        return f"{NEWS[hit.kind]}: {cut(hit.question.title, SUBJECT_TITLE_MAX)} – {target}"
+    counts = Counter(hit.kind for hit in latest.values())
+    told = [f"{n} {COUNTED[kind][n != 1]}" for kind, n in sorted(counts.items(), key=lambda kv: KIND_ORDER[kv[0]])]
+    listed = told[0] if len(told) == 1 else f"{', '.join(told[:-1])} and {told[-1]}"
+    matched = f"{listed} {'matches' if len(latest) == 1 else 'match'} {target}"
     if delivery.kind == Delivery.Kind.IMMEDIATE:
         return matched
     return f"{digest_title(delivery)}: {matched}"

@@ -70,7 +70,10 @@ def _events_for(question: Question, before: dict | None, record: QuestionRecord)
                                              and record.date_answer_corrected != before["date_answer_corrected"]))
     ):
         digest = hashlib.sha1(record.answer_text.encode()).hexdigest()[:16]
-        found.append(event("corrected", f"corrected:{digest}"))
+        correction = event("corrected", f"corrected:{digest}")
+        # The question is about to hold only the new answer: what it replaces is kept here, to show the change.
+        correction.answer_before = before["answer_text"]
+        found.append(correction)
     if record.is_withdrawn and not before["is_withdrawn"]:
         found.append(event("withdrawn"))
     return found

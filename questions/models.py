@@ -262,6 +262,11 @@ class QuestionEvent(models.Model):
     key = models.CharField(max_length=100)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     matched_at = models.DateTimeField(null=True, blank=True)
+    # A correction's answer as it stood before: the question keeps only the answer now, and an email shows
+    # what the correction changed. Blank for other kinds, and for corrections seen before it was kept. A
+    # database default too: a poller of the release before, still running while this one migrates, inserts
+    # events without the column.
+    answer_before = models.TextField(blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -150,7 +150,7 @@ def test_admin_pages_that_are_ours_pass_axe(live_server):
     from alerts.models import Delivery, Subscriber
 
     reader = Subscriber.objects.create(email="jane.reader@example.org")
-    Delivery.objects.create(subscriber=reader, kind="immediate", subject="5 new written questions match “police”")
+    Delivery.objects.create(subscriber=reader, kind="immediate", subject="5 new questions match ‘police’")
 
     with browser_page() as page:
         page.set_viewport_size({"width": DESKTOP, "height": 900})

@@ -250,7 +250,8 @@ def test_an_alert_on_prisons_made_in_the_browser_is_emailed_a_new_question_that_
     wait_until(lambda: not Delivery.objects.filter(status="pending").exists(), timeout=30,
                message="nothing left to send")
     [_, email] = emails_to(esp, "ada@example.org")
-    assert email["Subject"] == "1 new written question matches “prisons”"
+    # It came answered: the answer is the news.
+    assert email["Subject"] == f"New answer: {PRISON['heading']} – ‘prisons’"
     assert PRISON["heading"] in email["TextBody"] and PRISON["question"] in email["TextBody"]
     # The email marks the forms it matched, as the search page does.
     assert re.findall(r"<mark>([^<]*)</mark>", email["HtmlBody"]) == ["Prison", "prison"]

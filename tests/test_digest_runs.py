@@ -83,7 +83,7 @@ def test_a_missed_weekly_run_is_made_when_the_stack_is_back_and_sends_the_questi
     assert [(r.period_start, r.period_end) for r in runs if r.frequency == "weekly"] == [
         (at("2026-11-02 07:00"), at("2026-11-09 07:00")), (at("2026-11-09 07:00"), at("2026-11-16 07:00"))]
     [email] = digests_to("ada@example.org")
-    assert email.subject.startswith("Weekly digest, 2 November to 9 November 2026: ")
+    assert email.subject == "Weekly digest, 2 November to 9 November 2026: 1 answer matches ‘police’"
     assert question.title in email.body
     # Beat's next tick, and the next week's run: nothing is sent twice.
     digests.start_due_runs(at("2026-11-16 08:05"))
@@ -101,12 +101,13 @@ def test_a_monthly_digest_across_a_month_end_and_the_clock_change(archive):
 
     digests.start_due_runs(at("2026-11-01 07:05"))
     [first] = digests_to("ada@example.org")
-    assert first.subject.startswith("Monthly digest, October 2026: 2 written questions match")
+    # The latest event of each sample question is its answer.
+    assert first.subject == "Monthly digest, October 2026: 2 answers match ‘police’"
     assert all(q.title in first.body for q in october) and november.title not in first.body
 
     digests.start_due_runs(at("2026-12-01 07:05"))
     second = digests_to("ada@example.org")[1]
-    assert second.subject.startswith("Monthly digest, November 2026: 1 written question matches")
+    assert second.subject == "Monthly digest, November 2026: 1 answer matches ‘police’"
     assert november.title in second.body
     assert len(digests_to("ada@example.org")) == 2
 

@@ -106,7 +106,7 @@ def test_combined_sends_one_email_with_a_section_per_alert_and_each_question_onc
     [email] = deliver()
 
     assert email.to == ["ada@example.org"]
-    assert email.subject == "3 new written questions match 2 of your alerts"
+    assert email.subject == "3 new questions match 2 of your alerts"
     assert sections_html(email) == {"Policing": [LIAISON, TASERS], "Schools": [HEATING]}
     assert also_html(email) == {LIAISON: "Also matches: Schools"}
     assert sections_text(email, ["Policing", "Schools"]) == {
@@ -126,8 +126,7 @@ def test_separate_sends_one_email_per_alert_each_with_only_its_own_questions():
     sent = deliver()
 
     to_ada = sorted((m for m in sent if m.to == ["ada@example.org"]), key=lambda m: m.subject)
-    assert [m.subject for m in to_ada] == ["2 new written questions match “Policing”",
-                                           "2 new written questions match “Schools”"]
+    assert [m.subject for m in to_ada] == ["2 new questions match ‘Policing’", "2 new questions match ‘Schools’"]
     about_police, about_schools = to_ada
     assert sections_html(about_police) == {"Policing": [LIAISON, TASERS]}
     assert sections_html(about_schools) == {"Schools": [HEATING, LIAISON]}
@@ -137,11 +136,10 @@ def test_separate_sends_one_email_per_alert_each_with_only_its_own_questions():
     assert sections_text(about_schools, ["Schools"]) == {
         "Schools": [f"[New question] {HEATING}", f"[New question] {LIAISON}"]}
     by_alert = dict(Delivery.objects.filter(subscriber__email="ada@example.org").values_list("subscription", "subject"))
-    assert by_alert == {policing.pk: "2 new written questions match “Policing”",
-                        schools.pk: "2 new written questions match “Schools”"}
+    assert by_alert == {policing.pk: "2 new questions match ‘Policing’", schools.pk: "2 new questions match ‘Schools’"}
     # Bo, who kept the default, gets the same news in one email.
     [to_bo] = [m for m in sent if m.to == ["bo@example.org"]]
-    assert to_bo.subject == "3 new written questions match 2 of your alerts"
+    assert to_bo.subject == "3 new questions match 2 of your alerts"
     assert len(sent) == 3
 
 
@@ -155,7 +153,7 @@ def test_a_question_matching_several_alerts_is_listed_once_under_the_first_namin
 
     [email] = deliver()
 
-    assert email.subject == "1 new written question matches 3 of your alerts"
+    assert email.subject == f"New question: {LIAISON} – 3 of your alerts"
     assert sections_html(email) == {"Youth work": [LIAISON]}
     assert also_html(email) == {LIAISON: "Also matches: Policing, Education"}
     assert sections_text(email, ["Youth work", "Policing", "Education"]) == {
@@ -174,7 +172,7 @@ def test_a_follow_and_a_search_of_the_same_answered_question_share_one_email():
     land(answered(record(heading=HEATING)))
     [email] = deliver()
 
-    assert email.subject == "1 new written question matches 2 of your alerts"
+    assert email.subject == f"New answer: {HEATING} – 2 of your alerts"
     assert sections_html(email) == {"The question you follow": [HEATING]}
     assert also_html(email) == {HEATING: "Also matches: Boilers"}
     shown = words(html_part(email))
@@ -195,7 +193,7 @@ def test_a_search_saved_before_a_follow_lists_the_answer_once_under_the_search()
     land(answered(record(heading=HEATING)))
     [email] = deliver()
 
-    assert email.subject == "1 new written question matches 2 of your alerts"
+    assert email.subject == f"New answer: {HEATING} – 2 of your alerts"
     assert sections_html(email) == {"Boilers": [HEATING]}
     assert words(html_part(email)).count("We have given schools £50 million") == 1
     assert list(also_html(email)) == [HEATING]
@@ -213,6 +211,7 @@ def test_a_holding_answer_is_labelled_holding_answer_and_the_real_answer_is_news
 
     assert set(held) == {"ada@example.org", "bo@example.org"}
     assert held["ada@example.org"].subject == f"Holding answer: “{HEATING}”"
+    assert held["bo@example.org"].subject == f"Holding answer: {HEATING} – ‘boilers’"
     for email in held.values():
         assert f"Holding answer {HEATING}" in words(html_part(email))
         assert f"[Holding answer] {HEATING}" in email.body
@@ -223,6 +222,7 @@ def test_a_holding_answer_is_labelled_holding_answer_and_the_real_answer_is_news
     final = {m.to[0]: m for m in deliver()}
 
     assert final["ada@example.org"].subject == f"Answered: “{HEATING}”"
+    assert final["bo@example.org"].subject == f"New answer: {HEATING} – ‘boilers’"
     assert f"[Answered] {HEATING}" in final["ada@example.org"].body
     assert "We have given schools £50 million" in words(html_part(final["ada@example.org"]))
     assert set(final) == {"ada@example.org", "bo@example.org"}
@@ -277,12 +277,12 @@ def test_changing_the_grouping_applies_to_the_next_email():
     alerts_of_ada()
     three_questions()
     [combined] = deliver()
-    assert combined.subject == "3 new written questions match 2 of your alerts"
+    assert combined.subject == "3 new questions match 2 of your alerts"
 
     Subscriber.objects.filter(email="ada@example.org").update(email_grouping=Subscriber.Grouping.SEPARATE)
     land(dataclasses.replace(record("wq-9", heading="Schools: Police Visits"),
                              question_text="To ask the Secretary of State, how often police visit schools."))
     separate = deliver()
 
-    assert sorted(m.subject for m in separate) == ["1 new written question matches “Policing”",
-                                                   "1 new written question matches “Schools”"]
+    assert sorted(m.subject for m in separate) == ["New question: Schools: Police Visits – ‘Policing’",
+                                                   "New question: Schools: Police Visits – ‘Schools’"]

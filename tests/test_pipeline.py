@@ -63,7 +63,8 @@ def test_a_new_question_in_the_api_reaches_the_inbox(api, esp, mail_env):
         wait_until(lambda: len(esp.messages) >= 1, timeout=90, message="the alert to reach the ESP")
         [message] = esp.messages
         assert message["To"] == "ada@example.org"
-        assert message["Subject"] == "1 new written question matches “apprenticeships”"
+        # It came answered: the answer is the news.
+        assert message["Subject"] == "New answer: Apprentices: Employment Agencies – ‘apprenticeships’"
         headers = {h["Name"]: h["Value"] for h in message["Headers"]}
         assert headers["List-Unsubscribe"].startswith("<https://alerts.example.org/unsubscribe/")
         assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
