@@ -33,8 +33,8 @@ class Entry:
 
 def entries() -> list[Entry]:
     return [
-        # Each source is polled as often as its own interval says; this is how often beat looks for one due.
-        Entry("Poll sources", "questions.poll_sources", settings.POLL_INTERVAL_MINUTES, "minutes"),
+        # Each source is polled as often as its own interval (in the admin) says; beat looks for one due.
+        Entry("Poll sources", "questions.poll_sources", 1, "minutes"),
         # A safety net: a poll that stored events queues matching itself.
         Entry("Match new events", "alerts.match_events", 1, "minutes"),
         Entry("Send immediate alerts", "alerts.deliver_immediate", 1, "minutes"),

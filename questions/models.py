@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -19,6 +20,11 @@ URL_SAFE_KEY = re.compile(r"[A-Za-z0-9._-]{1,100}")
 CANARY_PREFIX = "canary:"
 
 
+def default_poll_interval() -> int:
+    """How often a new source is polled, in minutes, until its own interval is changed in the admin."""
+    return settings.POLL_INTERVAL_MINUTES
+
+
 class Source(models.Model):
     class Kind(models.TextChoices):
         PARLIAMENT_API = "api", "Parliament Written Questions API"
@@ -28,7 +34,8 @@ class Source(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     url = models.URLField(max_length=500)
     enabled = models.BooleanField(default=True)
-    poll_interval_minutes = models.PositiveIntegerField(default=5)
+    # The one knob for how often it is polled: beat looks every minute for the sources that are due.
+    poll_interval_minutes = models.PositiveIntegerField(default=default_poll_interval)
     etag = models.CharField(max_length=500, blank=True)
     last_modified = models.CharField(max_length=100, blank=True)
     cursor = models.DateField(null=True, blank=True, help_text="The API is polled from this day (less the overlap).")

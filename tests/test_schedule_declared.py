@@ -49,3 +49,33 @@ def test_migrate_brings_back_a_deleted_entry_and_keeps_the_operators_changes():
     assert rows["End-to-end canary"][-1] is False
     assert rows["Poll sources"][1] == 7
     assert set(rows) == set(declared())
+
+
+@pytest.mark.django_db
+def test_the_upgrade_to_one_poll_interval_polls_no_source_more_often_than_before():
+    import importlib
+
+    from django.apps import apps
+    from django_celery_beat.models import IntervalSchedule
+
+    from questions.models import Source
+
+    upgrade = importlib.import_module("questions.migrations.0014_one_poll_interval").look_every_minute
+    ten, _ = IntervalSchedule.objects.get_or_create(every=10, period="minutes")
+    PeriodicTask.objects.filter(name="Poll sources").update(interval=ten)  # the tick an operator had set
+    often = Source.objects.create(name="often", kind="feed", url="https://example.org/a", poll_interval_minutes=5)
+    seldom = Source.objects.create(name="seldom", kind="feed", url="https://example.org/b", poll_interval_minutes=60)
+
+    upgrade(apps, None)
+
+    often.refresh_from_db()
+    seldom.refresh_from_db()
+    assert (often.poll_interval_minutes, seldom.poll_interval_minutes) == (10, 60)
+    assert schedule_rows()["Poll sources"] == declared()["Poll sources"]
+
+
+def test_a_new_source_is_polled_as_often_as_the_setting_says(settings):
+    from questions.models import Source
+
+    settings.POLL_INTERVAL_MINUTES = 15
+    assert Source(name="new", kind="feed", url="https://example.org/c").poll_interval_minutes == 15
