@@ -56,6 +56,36 @@ class Subscriber(models.Model):
             self.suppressed_reason = reason
             self.save(update_fields=["suppressed_at", "suppressed_reason"])
 
+    # Its owner asked for an unsubscribe, and only its owner may undo it (by confirming an alert again).
+    LIFTABLE = (Suppression.BOUNCED, Suppression.COMPLAINED, Suppression.OPERATOR)
+
+    def lift_suppression(self, by: str) -> SuppressionLift | None:
+        """Let this address receive again, keeping what the suppression was; None (and nothing changed) when
+        it is not suppressed, or suppressed by its owner's unsubscribe."""
+        if self.suppressed_at is None or self.suppressed_reason not in self.LIFTABLE:
+            return None
+        lift = SuppressionLift.objects.create(subscriber=self, reason=self.suppressed_reason,
+                                              suppressed_at=self.suppressed_at, lifted_by=by)
+        self.suppressed_at, self.suppressed_reason = None, ""
+        self.save(update_fields=["suppressed_at", "suppressed_reason"])
+        return lift
+
+
+class SuppressionLift(models.Model):
+    """A suppression an operator lifted: what it was and since when, and who lifted it when."""
+
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="suppression_lifts")
+    reason = models.CharField(max_length=20, choices=Subscriber.Suppression.choices)
+    suppressed_at = models.DateTimeField()
+    lifted_at = models.DateTimeField(default=timezone.now)
+    lifted_by = models.CharField(max_length=150)
+
+    class Meta:
+        ordering = ["-lifted_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()} since {self.suppressed_at:%Y-%m-%d %H:%M}, lifted by {self.lifted_by}"
+
 
 class SubscriptionQuerySet(models.QuerySet):
     def receiving(self) -> SubscriptionQuerySet:
@@ -198,6 +228,8 @@ class Delivery(models.Model):
     leased_until = models.DateTimeField(null=True, blank=True)
     give_up_at = models.DateTimeField(default=_give_up_at)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # An operator's sending again of an email already sent: a row of its own, so the first keeps its record.
+    resend_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends")
 
     class Meta:
         ordering = ["-created_at", "-id"]
