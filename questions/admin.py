@@ -1,13 +1,11 @@
 from django.contrib import admin, messages
 from django.contrib.admin import widgets
 from django.urls import reverse
-from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
+from alerts.models import Backfill
 from questions.models import Question, QuestionEvent, Source, SourceProblem
-from questions.polling import BACKFILL
 from questions.tasks import poll_source_task
 
 RECENT_PROBLEMS = 20
@@ -79,9 +77,9 @@ class SourceAdmin(Labelled, admin.ModelAdmin):
 
     @admin.display(description="first poll")
     def first_poll(self, source):
-        said = source.problems.filter(message__startswith=BACKFILL).order_by("created_at").first()
-        if said:
-            return f"{said.message} ({date_format(timezone.localtime(said.created_at), 'DATETIME_FORMAT')})"
+        backfill = Backfill.objects.filter(source_id=source.pk).first()
+        if backfill:
+            return str(backfill)
         if source.last_success_at:
             return "Polled before first polls were recorded."
         return "Not yet polled successfully: its first successful poll will be a backfill that alerts nobody."

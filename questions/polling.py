@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from alerts.models import Backfill
 from questions import metrics
 from questions.ingest import UpsertResult, upsert
 from questions.models import Source, SourceProblem
@@ -23,8 +24,6 @@ from questions.sources.http import FetchError, PoliteClient
 log = logging.getLogger(__name__)
 LOCK_SECONDS = 5 * 60
 LOCK_NAMESPACE = 7301
-# How a source's first successful poll is recorded on it (see `_poll`).
-BACKFILL = "The first successful poll was a backfill"
 
 # What the HTTP library's exceptions mean, in the words an operator reads on the source's page; the exception
 # itself goes to the log. The first whose key is in the exception's name says it.
@@ -121,7 +120,8 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
         batch = _fetch(source, client)
     except FetchError as exc:
         batch = Batch(error=str(exc))
-    detail, batch.error = batch.error, plainly(batch.error)
+    # The report (the command's output, the log) keeps the technical detail; the source's page, a sentence.
+    error = plainly(batch.error)
     backfill = source.last_success_at is None
     if batch.records:
         # A source's first successful poll brings its backlog (a week of the API, all of a feed):
@@ -140,15 +140,13 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
             for record_id, message in batch.problems
         )
         if batch.error:
-            SourceProblem.objects.create(source=source, message=batch.error)
+            SourceProblem.objects.create(source=source, message=error)
         elif backfill:
-            created = report.landed.created if report.landed else 0
-            SourceProblem.objects.create(source=source, message=(
-                f"{BACKFILL}: {created} question(s) stored, and nobody was alerted of them. From now on, what is "
-                f"new is alerted."))
+            Backfill.objects.update_or_create(source=source, defaults={
+                "polled_at": now, "questions": report.landed.created if report.landed else 0})
         source.last_polled_at = now
         if batch.error:
-            source.last_error, source.last_error_at = batch.error, now
+            source.last_error, source.last_error_at = error, now
             source.consecutive_failures += 1
         else:
             source.last_success_at = now
@@ -165,7 +163,7 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
     log.info("source polled", extra={
         "source": source.name, "source_id": source.pk, "requests": batch.requests, "new": landed.created,
         "updated": landed.updated, "events": sum(landed.events.values()), "problems": report.problems,
-        "error": detail, "warning": report.warning,
+        "error": report.error, "warning": report.warning,
     })
     return report
 

@@ -6,6 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("alerts", "0014_repair_edited_migrations"),
+        ("questions", "0012_repair_edited_migrations"),
     ]
 
     operations = [
@@ -14,6 +15,16 @@ class Migration(migrations.Migration):
             name="resend_of",
             field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL,
                                     related_name="resends", to="alerts.delivery"),
+        ),
+        migrations.CreateModel(
+            name="Backfill",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("polled_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("questions", models.PositiveIntegerField(default=0)),
+                ("source", models.OneToOneField(on_delete=django.db.models.deletion.CASCADE,
+                                                related_name="backfill", to="questions.source")),
+            ],
         ),
         migrations.CreateModel(
             name="SuppressionLift",
