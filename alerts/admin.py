@@ -173,7 +173,7 @@ class DeliveryAdmin(Labelled, admin.ModelAdmin):
     raw_id_fields = ("subscriber",)
     list_select_related = ("subscriber",)
     actions = ["send_now", "resend"]
-    # When it was sent is a record: a resend is a row of its own (resend_of), never a new time on this one.
+    # When it was sent is a record: sending it again makes a row of its own, never a new time on this one.
     readonly_fields = ("run", "sent_at", "resend_of", "sent_again", "subject", "from_email", "to_email",
                        "email_headers", "body_text", "email_html", "rendered_at")
     fieldsets = [
@@ -184,9 +184,15 @@ class DeliveryAdmin(Labelled, admin.ModelAdmin):
                                           "email_html", "rendered_at")}),
     ]
 
+    @admin.display(description="A resend of")
+    def resend_of(self, delivery: Delivery) -> str:
+        if not (first := delivery.payload.get("resend_of")):
+            return "-"
+        return format_html('<a href="{}">email {}</a>', reverse("admin:alerts_delivery_change", args=[first]), first)
+
     @admin.display(description="Sent again as")
     def sent_again(self, delivery: Delivery) -> str:
-        resends = delivery.resends.all()
+        resends = Delivery.objects.filter(payload__resend_of=delivery.pk) if delivery.pk else []
         if not resends:
             return "-"
         return format_html_join(", ", '<a href="{}">{}</a>', (
@@ -240,8 +246,11 @@ class DeliveryAdmin(Labelled, admin.ModelAdmin):
             return confirmation(request, self, queryset, "admin/alerts/delivery/resend_confirmation.html",
                                 title="Send these emails again?", sent=sent.select_related("subscriber"),
                                 others=queryset.exclude(status=Delivery.Status.SENT).count())
+        # Which were sent is read first: an email resent here may be sent before the next line.
         selected = list(queryset.values_list("pk", flat=True))
-        queued, again = resend(selected), send_again(selected)
+        already = list(sent.values_list("pk", flat=True))
+        queued = resend([pk for pk in selected if pk not in already])
+        again = send_again(already)
         if queued:
             self.message_user(request, f"{queued} email(s) not sent are queued to be made and tried again.",
                               messages.SUCCESS)

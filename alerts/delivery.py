@@ -284,14 +284,14 @@ def resend(delivery_ids: list[int]) -> int:
 
 def send_again(delivery_ids: list[int]) -> int:
     """Queue a copy of each sent email, the same stored email to the same address (the operator's Resend of
-    an email that never arrived). The first row keeps when it was sent and what it carried; the copy carries
-    no match, so sending it changes no alert's time of last email."""
+    an email that never arrived). The first row keeps when it was sent and what it carried; the copy names it
+    in its payload (`resend_of`) and carries no match, so sending it changes no alert's time of last email."""
     with transaction.atomic():
         # One sent before emails were stored has nothing to send the same again.
         sent = Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.SENT, rendered_at__isnull=False)
         copies = [Delivery(subscriber_id=d.subscriber_id, subscription_id=d.subscription_id, kind=d.kind,
-                           payload={**d.payload, "matches": 0} if d.kind in ALERT_KINDS else d.payload,
-                           resend_of=d, **{name: getattr(d, name) for name in STORED})
+                           payload={**d.payload, "resend_of": d.pk} | ({"matches": 0} if d.kind in ALERT_KINDS else {}),
+                           **{name: getattr(d, name) for name in STORED})
                   for d in sent]
         Delivery.objects.bulk_create(copies)
     transaction.on_commit(lambda: kick(len(copies)))

@@ -241,8 +241,6 @@ class Delivery(models.Model):
     leased_until = models.DateTimeField(null=True, blank=True)
     give_up_at = models.DateTimeField(default=_give_up_at)
     sent_at = models.DateTimeField(null=True, blank=True)
-    # An operator's sending again of an email already sent: a row of its own, so the first keeps its record.
-    resend_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends")
 
     class Meta:
         ordering = ["-created_at", "-id"]

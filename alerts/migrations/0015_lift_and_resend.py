@@ -10,12 +10,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddField(
-            model_name="delivery",
-            name="resend_of",
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL,
-                                    related_name="resends", to="alerts.delivery"),
-        ),
         migrations.CreateModel(
             name="Backfill",
             fields=[
