@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db.models import Count, Min, Q
 from django.shortcuts import render
@@ -97,4 +98,5 @@ def overview(now: dt.datetime | None = None) -> dict:
 
 @staff_member_required
 def overview_page(request):
-    return render(request, "admin/overview.html", overview() | {"title": "Overview"})
+    # The admin's own context too: the site's name in the header and title, the sidebar's models.
+    return render(request, "admin/overview.html", admin.site.each_context(request) | overview() | {"title": "Overview"})
