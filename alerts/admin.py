@@ -49,7 +49,7 @@ class SubscriberAdmin(Labelled, admin.ModelAdmin):
 
     @admin.display(description="Suppressions lifted")
     def lifted_suppressions(self, subscriber: Subscriber) -> str:
-        lifts = subscriber.suppression_lifts.all()
+        lifts = subscriber.suppression_lifts.all() if subscriber.pk else []
         if not lifts:
             return "None"
         return format_html("<ul>{}</ul>", format_html_join("", "<li>{}: since {}, lifted by {} on {}</li>", (

@@ -175,6 +175,11 @@ def test_a_first_poll_says_it_was_a_backfill_that_alerted_nobody(admin_client, h
     assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
 
 
+def test_the_add_pages_of_what_records_history_open(admin_client):
+    assert admin_client.get(f"{SUBSCRIBERS}add/").status_code == 200
+    assert admin_client.get("/admin/questions/source/add/").status_code == 200
+
+
 def test_what_the_poller_keeps_is_read_only(admin_client):
     source = Source.objects.create(name="Feed", kind="feed", url="https://example.org/feed", etag='"v1"',
                                    last_modified="Tue, 24 Jun 2025 00:00:00 GMT", consecutive_failures=2,
