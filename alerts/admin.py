@@ -259,8 +259,8 @@ class DeliveryAdmin(Labelled, admin.ModelAdmin):
                                        f"new email; the first keeps its record of when it was sent.",
                               messages.SUCCESS)
         if left := len(selected) - queued - again:
-            self.message_user(request, f"{left} email(s) left as they were: being sent right now, or sent before "
-                                       f"emails were stored.", messages.WARNING)
+            self.message_user(request, f"{left} email(s) left as they were: being sent right now, or sent so long "
+                                       f"ago that their text is no longer kept.", messages.WARNING)
 
 
 @admin.register(WebhookEvent)

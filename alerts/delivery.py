@@ -287,8 +287,9 @@ def send_again(delivery_ids: list[int]) -> int:
     an email that never arrived). The first row keeps when it was sent and what it carried; the copy names it
     in its payload (`resend_of`) and carries no match, so sending it changes no alert's time of last email."""
     with transaction.atomic():
-        # One sent before emails were stored has nothing to send the same again.
-        sent = Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.SENT, rendered_at__isnull=False)
+        # One sent before emails were stored, or whose text retention has blanked, has nothing to send again.
+        sent = Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.SENT,
+                                       rendered_at__isnull=False).exclude(body_text="")
         copies = [Delivery(subscriber_id=d.subscriber_id, subscription_id=d.subscription_id, kind=d.kind,
                            payload={**d.payload, "resend_of": d.pk} | ({"matches": 0} if d.kind in ALERT_KINDS else {}),
                            **{name: getattr(d, name) for name in STORED})
