@@ -132,6 +132,18 @@ def test_resend_of_a_sent_email_asks_first_and_keeps_when_it_was_sent(admin_clie
     assert 'name="sent_at_0"' not in admin_client.get(f"{DELIVERIES}{delivery.pk}/change/").content.decode()
 
 
+def test_a_sent_email_whose_text_was_pruned_is_not_sent_again_empty(admin_client):
+    ada = subscriber("ada@example.org")
+    delivery = queue_delivery(ada, Delivery.Kind.MANAGE_LINK)
+    Delivery.objects.filter(pk=delivery.pk).update(body_text="", body_html="")
+
+    done = act(admin_client, DELIVERIES, "resend", [delivery], confirm="yes")
+
+    assert said(done) == ["1 email(s) left as they were: being sent right now, or sent so long ago that their "
+                          "text is no longer kept."]
+    assert Delivery.objects.count() == 1 and len(mail.outbox) == 1
+
+
 def test_resend_of_emails_not_sent_asks_nothing(admin_client):
     ada = subscriber("ada@example.org")
     delivery = Delivery.objects.create(subscriber=ada, kind=Delivery.Kind.MANAGE_LINK, status="failed",
