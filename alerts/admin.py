@@ -2,52 +2,117 @@ import re
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.utils.timesince import timeuntil
 
 from alerts import subscribing
-from alerts.delivery import queue_delivery, resend, send_now
+from alerts.delivery import queue_delivery, resend, send_again, send_now
 from alerts.models import Delivery, DigestRun, Match, Subscriber, Subscription, WebhookEvent
 from alerts.overview import esp_lines
+from questions.admin import Labelled
 from questions.forms import QueryField
 from questions.search import canonical, parse
 
 
-class SubscriptionInline(admin.TabularInline):
+class SubscriptionInline(Labelled, admin.StackedInline):
+    # Stacked: each alert's fields under labels of their own, in the width beside the sidebar at 1280 px.
     model = Subscription
     extra = 0
     fields = ("query", "label", "frequency", "alert_on", "paused", "confirmed_at", "last_sent_at")
     readonly_fields = ("confirmed_at", "last_sent_at")
 
 
+def confirmation(request, modeladmin, queryset, template: str, **context) -> TemplateResponse:
+    """An action's page that asks before it acts; its form posts the action again, confirmed."""
+    opts = modeladmin.model._meta
+    return TemplateResponse(request, template, {
+        **modeladmin.admin_site.each_context(request), "opts": opts, "app_label": opts.app_label,
+        "action": request.POST["action"], "selected": queryset, "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        **context})
+
+
 @admin.register(Subscriber)
-class SubscriberAdmin(admin.ModelAdmin):
+class SubscriberAdmin(Labelled, admin.ModelAdmin):
     list_display = ("email", "confirmed_at", "suppressed_at", "suppressed_reason", "created_at")
     list_filter = ("suppressed_reason", ("confirmed_at", admin.EmptyFieldListFilter))
     search_fields = ("email",)
-    readonly_fields = ("token_version", "created_at")
+    # A suppression changes only by the actions, which keep its history.
+    readonly_fields = ("suppressed_at", "suppressed_reason", "lifted_suppressions", "token_version", "created_at")
     inlines = [SubscriptionInline]
-    actions = ["suppress", "resend_confirmation", "send_manage_link"]
+    actions = ["suppress", "lift_suppression", "resend_confirmation", "send_manage_link"]
+
+    @admin.display(description="Suppressions lifted")
+    def lifted_suppressions(self, subscriber: Subscriber) -> str:
+        lifts = subscriber.suppression_lifts.all() if subscriber.pk else []
+        if not lifts:
+            return "None"
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}: since {}, lifted by {} on {}</li>", (
+            (lift.get_reason_display(), date_format(timezone.localtime(lift.suppressed_at), "DATETIME_FORMAT"),
+             lift.lifted_by, date_format(timezone.localtime(lift.lifted_at), "DATETIME_FORMAT")) for lift in lifts)))
 
     @admin.action(description="Suppress: send nothing more")
     def suppress(self, request, queryset):
+        done = 0
         for subscriber in queryset:
+            before = (subscriber.suppressed_at, subscriber.suppressed_reason)
             subscriber.suppress(Subscriber.Suppression.OPERATOR)
+            done += (subscriber.suppressed_at, subscriber.suppressed_reason) != before
+        if done:
+            self.message_user(request, f"Suppressed {done} address(es): nothing more is sent to them. Lift "
+                                       f"suppression undoes it.", messages.SUCCESS)
+        if left := queryset.count() - done:
+            self.message_user(request, f"{left} address(es) left as they were: already suppressed by a bounce, a "
+                                       f"complaint or an operator.", messages.WARNING)
+
+    @admin.action(description="Lift suppression: let the address receive again")
+    def lift_suppression(self, request, queryset):
+        if request.POST.get("confirm") != "yes":
+            return confirmation(request, self, queryset, "admin/alerts/subscriber/lift_suppression.html",
+                                title="Lift suppression?", liftable=Subscriber.LIFTABLE,
+                                reported=(Subscriber.Suppression.BOUNCED, Subscriber.Suppression.COMPLAINED))
+        lifted = sum(subscriber.lift_suppression(by=request.user.get_username()) is not None
+                     for subscriber in queryset)
+        if lifted:
+            self.message_user(request, f"Suppression lifted for {lifted} address(es): they receive their alerts "
+                                       f"again. What each suppression was is kept on its page.", messages.SUCCESS)
+        if left := queryset.count() - lifted:
+            self.message_user(request, f"{left} address(es) left as they were: not suppressed, or unsubscribed by "
+                                       f"their owner, who alone can come back (by confirming an alert again).",
+                              messages.WARNING)
 
     @admin.action(description="Resend the confirmation email")
     def resend_confirmation(self, request, queryset):
+        queued = 0
         for subscriber in queryset:
             pending = list(subscriber.subscriptions.filter(confirmed_at__isnull=True).values_list("pk", flat=True))
             if pending:
                 queue_delivery(subscriber, Delivery.Kind.CONFIRMATION, {"subscriptions": pending})
-        self.message_user(request, "Confirmation emails queued for subscribers with unconfirmed alerts.")
+                queued += 1
+        self.message_user(request, f"Confirmation email queued for {queued} address(es) with unconfirmed alerts.",
+                          messages.SUCCESS if queued else messages.WARNING)
+        if left := queryset.count() - queued:
+            self.message_user(request, f"{left} address(es) sent nothing: no alert of theirs waits for a "
+                                       f"confirmation.", messages.WARNING)
 
     @admin.action(description="Email a link to the manage page")
     def send_manage_link(self, request, queryset):
+        links = Delivery.objects.filter(kind=Delivery.Kind.MANAGE_LINK, subscriber__in=queryset)
+        before = links.count()
         for subscriber in queryset:
             subscribing.request_manage_link(subscriber.email)
+        queued = links.count() - before
+        if queued:
+            self.message_user(request, f"A link to the manage page is on its way to {queued} address(es).",
+                              messages.SUCCESS)
+        if left := queryset.count() - queued:
+            self.message_user(request, f"{left} address(es) sent nothing: they have no alerts, or are suppressed "
+                                       f"by a bounce, a complaint or an operator.", messages.WARNING)
 
 
 class SubscriptionForm(forms.ModelForm):
@@ -79,7 +144,7 @@ class SubscriptionForm(forms.ModelForm):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(Labelled, admin.ModelAdmin):
     form = SubscriptionForm
     list_display = ("__str__", "subscriber", "frequency", "alert_on", "paused", "confirmed_at", "last_sent_at")
     list_filter = ("frequency", "alert_on", "paused")
@@ -89,7 +154,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Match)
-class MatchAdmin(admin.ModelAdmin):
+class MatchAdmin(Labelled, admin.ModelAdmin):
     list_display = ("subscription", "event", "created_at", "delivery")
     list_filter = (("delivery", admin.EmptyFieldListFilter),)
     raw_id_fields = ("subscription", "event", "delivery")
@@ -100,7 +165,7 @@ EXCEPTION_NAME = re.compile(r"\b[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+: ")
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(Labelled, admin.ModelAdmin):
     # What fits beside the admin's sidebar and filters at 1280 px; the rest is on each email's page.
     list_display = ("subscriber", "status", "next_try", "latest_error")
     list_filter = ("status", "kind")
@@ -108,15 +173,31 @@ class DeliveryAdmin(admin.ModelAdmin):
     raw_id_fields = ("subscriber",)
     list_select_related = ("subscriber",)
     actions = ["send_now", "resend"]
-    readonly_fields = ("run", "subject", "from_email", "to_email", "email_headers", "body_text", "email_html",
-                       "rendered_at")
+    # When it was sent is a record: sending it again makes a row of its own, never a new time on this one.
+    readonly_fields = ("run", "sent_at", "resend_of", "sent_again", "subject", "from_email", "to_email",
+                       "email_headers", "body_text", "email_html", "rendered_at")
     fieldsets = [
         (None, {"fields": ("subscriber", "subscription", "kind", "run", "status", "attempts", "error",
-                           "next_attempt_at", "leased_until", "give_up_at", "sent_at", "esp_message_id",
-                           "esp_status", "payload", "created_at")}),
+                           "next_attempt_at", "leased_until", "give_up_at", "sent_at", "resend_of", "sent_again",
+                           "esp_message_id", "esp_status", "payload", "created_at")}),
         ("The email as sent", {"fields": ("subject", "from_email", "to_email", "email_headers", "body_text",
                                           "email_html", "rendered_at")}),
     ]
+
+    @admin.display(description="A resend of")
+    def resend_of(self, delivery: Delivery) -> str:
+        if not (first := delivery.payload.get("resend_of")):
+            return "-"
+        return format_html('<a href="{}">email {}</a>', reverse("admin:alerts_delivery_change", args=[first]), first)
+
+    @admin.display(description="Sent again as")
+    def sent_again(self, delivery: Delivery) -> str:
+        resends = Delivery.objects.filter(payload__resend_of=delivery.pk) if delivery.pk else []
+        if not resends:
+            return "-"
+        return format_html_join(", ", '<a href="{}">{}</a>', (
+            (reverse("admin:alerts_delivery_change", args=[r.pk]), f"email {r.pk} ({r.get_status_display()})")
+            for r in resends))
 
     @admin.display(description="Headers")
     def email_headers(self, delivery: Delivery) -> str:
@@ -158,21 +239,39 @@ class DeliveryAdmin(admin.ModelAdmin):
                 self.message_user(request, f"Senders hold back until it answers a probe. {line.text}",
                                   messages.WARNING)
 
-    @admin.action(description="Resend")
+    @admin.action(description="Resend (asks first for emails already sent)")
     def resend(self, request, queryset):
-        queued = resend(list(queryset.values_list("pk", flat=True)))
-        self.message_user(request, f"{queued} email(s) queued to be sent again.", messages.SUCCESS)
+        sent = queryset.filter(status=Delivery.Status.SENT).order_by("sent_at")
+        if sent.exists() and request.POST.get("confirm") != "yes":
+            return confirmation(request, self, queryset, "admin/alerts/delivery/resend_confirmation.html",
+                                title="Send these emails again?", sent=sent.select_related("subscriber"),
+                                others=queryset.exclude(status=Delivery.Status.SENT).count())
+        # Which were sent is read first: an email resent here may be sent before the next line.
+        selected = list(queryset.values_list("pk", flat=True))
+        already = list(sent.values_list("pk", flat=True))
+        queued = resend([pk for pk in selected if pk not in already])
+        again = send_again(already)
+        if queued:
+            self.message_user(request, f"{queued} email(s) not sent are queued to be made and tried again.",
+                              messages.SUCCESS)
+        if again:
+            self.message_user(request, f"{again} email(s) already sent are queued to be sent again, each as a "
+                                       f"new email; the first keeps its record of when it was sent.",
+                              messages.SUCCESS)
+        if left := len(selected) - queued - again:
+            self.message_user(request, f"{left} email(s) left as they were: being sent right now, or sent so long "
+                                       f"ago that their text is no longer kept.", messages.WARNING)
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(Labelled, admin.ModelAdmin):
     list_display = ("created_at", "esp", "event_type", "recipient", "message_id")
     list_filter = ("esp", "event_type")
     search_fields = ("recipient", "message_id")
 
 
 @admin.register(DigestRun)
-class DigestRunAdmin(admin.ModelAdmin):
+class DigestRunAdmin(Labelled, admin.ModelAdmin):
     list_display = ("__str__", "frequency", "period_start", "period_end", "built_at", "emails", "finished_at")
     list_filter = ("frequency",)
     readonly_fields = ("frequency", "period_start", "period_end", "created_at", "building_until", "built_at", "emails",
@@ -180,3 +279,12 @@ class DigestRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+# The admins of Django's and django-celery-beat's models, as we ship them: their date and time boxes named, and
+# lists to choose from that are plain labelled selects, not the widget whose help icons misuse aria-label.
+for model, model_admin in list(admin.site._registry.items()):
+    if not isinstance(model_admin, Labelled):
+        admin.site.unregister(model)
+        admin.site.register(model, type(type(model_admin).__name__, (Labelled, type(model_admin)),
+                                        {"filter_horizontal": (), "filter_vertical": ()}))

@@ -278,12 +278,14 @@ STORED = ["subject", "from_email", "to_email", "headers", "body_text", "body_htm
 
 
 def resend(delivery_ids: list[int]) -> int:
-    """Put deliveries back in the queue, due now, with a fresh give-up window and their email made again
-    (the operator's Resend, typically after fixing what made it fail)."""
+    """Put deliveries not sent back in the queue, due now, with a fresh give-up window and their email made
+    again (the operator's Resend, typically after fixing what made it fail). One sent is left as it is: see
+    `send_again`."""
     now = timezone.now()
     with transaction.atomic():
         # A row a sender holds right now is left to it: taking it back could send it twice.
         rows = list(Delivery.objects.select_for_update().select_related("subscriber").filter(pk__in=delivery_ids)
+                    .exclude(status=Delivery.Status.SENT)
                     .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now)))
         for delivery in rows:
             delivery.status, delivery.attempts, delivery.error = Delivery.Status.PENDING, 0, ""
@@ -293,6 +295,23 @@ def resend(delivery_ids: list[int]) -> int:
         Delivery.objects.bulk_update(rows, ["attempts", "next_attempt_at", "leased_until", "give_up_at"])
     transaction.on_commit(lambda: kick(len(rows)))
     return len(rows)
+
+
+def send_again(delivery_ids: list[int]) -> int:
+    """Queue a copy of each sent email, the same stored email to the same address (the operator's Resend of
+    an email that never arrived). The first row keeps when it was sent and what it carried; the copy names it
+    in its payload (`resend_of`) and carries no match, so sending it changes no alert's time of last email."""
+    with transaction.atomic():
+        # One sent before emails were stored, or whose text retention has blanked, has nothing to send again.
+        sent = Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.SENT,
+                                       rendered_at__isnull=False).exclude(body_text="")
+        copies = [Delivery(subscriber_id=d.subscriber_id, subscription_id=d.subscription_id, kind=d.kind,
+                           payload={**d.payload, "resend_of": d.pk} | ({"matches": 0} if d.kind in ALERT_KINDS else {}),
+                           **{name: getattr(d, name) for name in STORED})
+                  for d in sent]
+        Delivery.objects.bulk_create(copies)
+    transaction.on_commit(lambda: kick(len(copies)))
+    return len(copies)
 
 
 def send_now(delivery_ids: list[int]) -> int:

@@ -56,6 +56,49 @@ class Subscriber(models.Model):
             self.suppressed_reason = reason
             self.save(update_fields=["suppressed_at", "suppressed_reason"])
 
+    # Its owner asked for an unsubscribe, and only its owner may undo it (by confirming an alert again).
+    LIFTABLE = (Suppression.BOUNCED, Suppression.COMPLAINED, Suppression.OPERATOR)
+
+    def lift_suppression(self, by: str) -> SuppressionLift | None:
+        """Let this address receive again, keeping what the suppression was; None (and nothing changed) when
+        it is not suppressed, or suppressed by its owner's unsubscribe."""
+        if self.suppressed_at is None or self.suppressed_reason not in self.LIFTABLE:
+            return None
+        lift = SuppressionLift.objects.create(subscriber=self, reason=self.suppressed_reason,
+                                              suppressed_at=self.suppressed_at, lifted_by=by)
+        self.suppressed_at, self.suppressed_reason = None, ""
+        self.save(update_fields=["suppressed_at", "suppressed_reason"])
+        return lift
+
+
+class Backfill(models.Model):
+    """A source's first successful poll: it brought the source's backlog, which alerted nobody."""
+
+    source = models.OneToOneField("questions.Source", on_delete=models.CASCADE, related_name="backfill")
+    polled_at = models.DateTimeField(default=timezone.now)
+    questions = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return (f"The first successful poll, on {timezone.localtime(self.polled_at):%Y-%m-%d %H:%M}, was a backfill: "
+                f"{self.questions} question(s) stored, and nobody was alerted of them. What is new from then on is "
+                f"alerted.")
+
+
+class SuppressionLift(models.Model):
+    """A suppression an operator lifted: what it was and since when, and who lifted it when."""
+
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="suppression_lifts")
+    reason = models.CharField(max_length=20, choices=Subscriber.Suppression.choices)
+    suppressed_at = models.DateTimeField()
+    lifted_at = models.DateTimeField(default=timezone.now)
+    lifted_by = models.CharField(max_length=150)
+
+    class Meta:
+        ordering = ["-lifted_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()} since {self.suppressed_at:%Y-%m-%d %H:%M}, lifted by {self.lifted_by}"
+
 
 class SubscriptionQuerySet(models.QuerySet):
     def receiving(self) -> SubscriptionQuerySet:

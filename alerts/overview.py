@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db.models import Count, Min, Q
 from django.shortcuts import render
@@ -43,6 +44,18 @@ def esp_lines(now: dt.datetime | None = None) -> list[EspLine]:
     return lines or [EspLine(False, "answering (it has never failed as a whole).")]
 
 
+def failing_sources() -> list[Source]:
+    """Enabled sources whose latest poll failed: what is not coming in now."""
+    return list(Source.objects.filter(enabled=True, consecutive_failures__gt=0).order_by("name"))
+
+
+def not_working(failing: list[Source], problems: list[str]) -> list[str]:
+    """What the overview's headline names as not working, source by source, then delivery."""
+    said = [f"{s.name} has failed {s.consecutive_failures} poll(s) in a row, so its new questions are not coming "
+            f"in" for s in failing]
+    return said + (["alerts may not be reaching inboxes (see Delivery)"] if problems else [])
+
+
 def overview(now: dt.datetime | None = None) -> dict:
     now = now or timezone.now()
     day = now - dt.timedelta(hours=24)
@@ -50,7 +63,9 @@ def overview(now: dt.datetime | None = None) -> dict:
         **{status: Count("pk", filter=Q(status=status)) for status in Delivery.Status.values}
     )
     due = Delivery.objects.filter(status=Delivery.Status.PENDING)
+    problems = delivery_problems(now)
     return {
+        "not_working": not_working(failing_sources(), problems),
         "now": now,
         "sources": Source.objects.all(),
         "questions_24h": Question.objects.filter(created_at__gte=day).exclude(
@@ -75,7 +90,7 @@ def overview(now: dt.datetime | None = None) -> dict:
                            .annotate(n=Count("pk")).order_by("suppressed_reason")),
         "active_alerts": Subscription.objects.receiving().count(),
         "schedule": PeriodicTask.objects.select_related("interval", "crontab").order_by("name"),
-        "delivery_problems": delivery_problems(now),
+        "delivery_problems": problems,
         "canary_on": canary_enabled(),
         "canary_probes": CanaryProbe.objects.all()[:10],
     }
@@ -83,4 +98,5 @@ def overview(now: dt.datetime | None = None) -> dict:
 
 @staff_member_required
 def overview_page(request):
-    return render(request, "admin/overview.html", overview() | {"title": "Overview"})
+    # The admin's own context too: the site's name in the header and title, the sidebar's models.
+    return render(request, "admin/overview.html", admin.site.each_context(request) | overview() | {"title": "Overview"})

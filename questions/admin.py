@@ -1,15 +1,47 @@
 from django.contrib import admin, messages
+from django.contrib.admin import widgets
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
 
+from alerts.models import Backfill
 from questions.models import Question, QuestionEvent, Source, SourceProblem
 from questions.tasks import poll_source_task
 
 RECENT_PROBLEMS = 20
 
 
+class Labelled:
+    """Each input named for a screen reader where Django's markup names it only by position: the two boxes of a
+    date and time (under one label for neither), and the cells of an inline's row (under a column heading)."""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is None:
+            return field
+        name = capfirst(db_field.verbose_name)
+        if isinstance(field.widget, widgets.AdminSplitDateTime):
+            date, time = field.widget.widgets
+            date.attrs["aria-label"], time.attrs["aria-label"] = f"{name}: date", f"{name}: time"
+        elif isinstance(self, admin.TabularInline):
+            field.widget.attrs["aria-label"] = name
+        return field
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+
+        class Named(formset):
+            def add_fields(self, form, index):
+                super().add_fields(form, index)
+                if "DELETE" in form.fields:
+                    named = f" {form.instance}" if form.instance.pk else ""
+                    form.fields["DELETE"].widget.attrs["aria-label"] = f"Delete{named}"
+
+        return Named
+
+
 @admin.register(SourceProblem)
-class SourceProblemAdmin(admin.ModelAdmin):
+class SourceProblemAdmin(Labelled, admin.ModelAdmin):
     list_display = ("created_at", "source", "record_id", "message")
     list_filter = ("source",)
     search_fields = ("record_id", "message")
@@ -21,14 +53,15 @@ class SourceProblemAdmin(admin.ModelAdmin):
 
 
 @admin.register(Source)
-class SourceAdmin(admin.ModelAdmin):
+class SourceAdmin(Labelled, admin.ModelAdmin):
     # What fits beside the admin's sidebar at 1280 px; the kind is a filter, the whole error on the page.
     list_display = ("name", "enabled", "state", "last_success_at", "short_error")
     list_filter = ("kind", "enabled")
-    # created_at is a record, not a setting; and editable, Django's split date/time widget has no label for either
-    # box (axe: label).
-    readonly_fields = ("state", "last_polled_at", "last_success_at", "last_error", "last_error_at",
-                       "consecutive_failures", "recent_problems", "created_at")
+    # What the poller keeps (where to go on from, what the server said, how it went) and records, not settings:
+    # an operator's edit of them would be overwritten by the next poll, or make it skip or repeat.
+    readonly_fields = ("state", "first_poll", "last_polled_at", "last_success_at", "last_error", "last_error_at",
+                       "consecutive_failures", "etag", "last_modified", "cursor", "pruned_problems",
+                       "recent_problems", "created_at")
     actions = ["poll_now"]
 
     @admin.display(description="state")
@@ -41,6 +74,15 @@ class SourceAdmin(admin.ModelAdmin):
     @admin.display(description="last error")
     def short_error(self, source):
         return source.last_error[:60]
+
+    @admin.display(description="first poll")
+    def first_poll(self, source):
+        backfill = Backfill.objects.filter(source_id=source.pk).first()
+        if backfill:
+            return str(backfill)
+        if source.last_success_at:
+            return "Polled before first polls were recorded."
+        return "Not yet polled successfully: its first successful poll will be a backfill that alerts nobody."
 
     @admin.display(description="recent problems")
     def recent_problems(self, source):
@@ -61,7 +103,7 @@ class SourceAdmin(admin.ModelAdmin):
                           messages.SUCCESS)
 
 
-class QuestionEventInline(admin.TabularInline):
+class QuestionEventInline(Labelled, admin.TabularInline):
     model = QuestionEvent
     extra = 0
     readonly_fields = ("kind", "key", "created_at", "matched_at")
@@ -71,7 +113,7 @@ class QuestionEventInline(admin.TabularInline):
 
 
 @admin.register(Question)
-class QuestionAdmin(admin.ModelAdmin):
+class QuestionAdmin(Labelled, admin.ModelAdmin):
     list_display = ("uin", "heading", "house", "answering_body_name", "asking_member_name", "date_tabled",
                     "answered")
     list_filter = ("house", "answering_body_name", ("date_answered", admin.EmptyFieldListFilter), "source")
@@ -91,7 +133,7 @@ class QuestionAdmin(admin.ModelAdmin):
 
 
 @admin.register(QuestionEvent)
-class QuestionEventAdmin(admin.ModelAdmin):
+class QuestionEventAdmin(Labelled, admin.ModelAdmin):
     list_display = ("question", "kind", "created_at", "matched_at")
     list_filter = ("kind", ("matched_at", admin.EmptyFieldListFilter))
     raw_id_fields = ("question",)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from alerts.models import Backfill
 from questions import metrics
 from questions.ingest import UpsertResult, upsert
 from questions.models import Source, SourceProblem
@@ -21,6 +24,19 @@ from questions.sources.http import FetchError, PoliteClient
 log = logging.getLogger(__name__)
 LOCK_SECONDS = 5 * 60
 LOCK_NAMESPACE = 7301
+
+# What the HTTP library's exceptions mean, in the words an operator reads on the source's page; the exception
+# itself goes to the log. The first whose key is in the exception's name says it.
+FAILURES = [("Timeout", "the server did not answer in time"),
+            ("SSLError", "the secure connection failed (a certificate or TLS problem)"),
+            ("ConnectionError", "the server could not be reached"),
+            ("ChunkedEncodingError", "the response broke off part-way"),
+            ("ContentDecodingError", "the response could not be decoded"),
+            ("InvalidURL", "the address is not one that can be fetched"),
+            ("InvalidSchema", "the address is not one that can be fetched"),
+            ("MissingSchema", "the address is not one that can be fetched")]
+EXCEPTION = re.compile(r"\b(?P<name>[A-Z][A-Za-z0-9]*(?:Error|Timeout|Exception|Exceeded|URL|Schema)): ")
+ENDING = re.compile(r"( \(gave up after \d+ attempts\)|, and no time is left in this poll to try again)$")
 
 
 @dataclass
@@ -86,6 +102,17 @@ def poll_source(source: Source, client: PoliteClient | None = None) -> PollRepor
         return _poll(source, client or PoliteClient())
 
 
+def plainly(error: str) -> str:
+    """A fetch's error as a sentence: "<url>: the server could not be reached (gave up after 4 attempts)",
+    not the exception's name and its repr of a connection pool."""
+    found = EXCEPTION.search(error)
+    if not found:
+        return error
+    said = next((words for key, words in FAILURES if key in found["name"]), "the request failed")
+    ending = ENDING.search(error)
+    return error[:found.start()] + said + (ending.group(1) if ending else "")
+
+
 def _poll(source: Source, client: PoliteClient) -> PollReport:
     now = timezone.now()
     report = PollReport(source.name)
@@ -93,10 +120,13 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
         batch = _fetch(source, client)
     except FetchError as exc:
         batch = Batch(error=str(exc))
+    # The report (the command's output, the log) keeps the technical detail; the source's page, a sentence.
+    error = plainly(batch.error)
+    backfill = source.last_success_at is None
     if batch.records:
         # A source's first successful poll brings its backlog (a week of the API, all of a feed):
         # that is a backfill, and alerts nobody; from then on what is new is news.
-        report.landed = upsert(batch.records, source, alert=source.last_success_at is not None)
+        report.landed = upsert(batch.records, source, alert=not backfill)
         batch.problems.extend(report.landed.refused)
     report.problems = len(batch.problems)
     report.error, report.warning = batch.error, batch.warning
@@ -110,10 +140,13 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
             for record_id, message in batch.problems
         )
         if batch.error:
-            SourceProblem.objects.create(source=source, message=batch.error)
+            SourceProblem.objects.create(source=source, message=error)
+        elif backfill:
+            Backfill.objects.update_or_create(source=source, defaults={
+                "polled_at": now, "questions": report.landed.created if report.landed else 0})
         source.last_polled_at = now
         if batch.error:
-            source.last_error, source.last_error_at = batch.error, now
+            source.last_error, source.last_error_at = error, now
             source.consecutive_failures += 1
         else:
             source.last_success_at = now
@@ -157,7 +190,13 @@ def poll_safely(source: Source) -> PollReport:
     except Exception as exc:  # noqa: BLE001 - one broken source must not stop the others
         log.exception("source poll crashed", extra={"source": source.name, "source_id": source.pk})
         metrics.POLLS.labels(source.name, "crashed").inc()
-        message = f"the poll failed: {type(exc).__name__}: {exc}"[:2000]
+        # The exception is in the log line above; the source's page says what it means.
+        if isinstance(exc, SoftTimeLimitExceeded):
+            message = ("The poll was stopped by its time limit: the source kept it waiting too long. The next poll "
+                       "tries again.")
+        else:
+            message = ("The poll stopped on an unexpected error in this application, not the source's; the log "
+                       "has its details (\"source poll crashed\"). The next poll tries again.")
         now = timezone.now()
         Source.objects.filter(pk=source.pk).update(last_polled_at=now, last_error=message, last_error_at=now,
                                                    consecutive_failures=F("consecutive_failures") + 1)

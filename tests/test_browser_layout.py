@@ -12,7 +12,7 @@ from django.core import mail
 from django.core.management import call_command
 
 from questions.models import Source, SourceProblem
-from tests.browser import ARTIFACTS, browser_page, check_page, screenshot
+from tests.browser import ARTIFACTS, axe_violations, browser_page, check_page, screenshot
 from tests.conftest import FIXTURES
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -41,35 +41,6 @@ def archive(tmp_path):
     path = tmp_path / "long.json"
     path.write_text(json.dumps([long_answer]), encoding="utf-8")
     call_command("import_questions", str(path), stdout=StringIO())
-
-
-# Findings in the admin's own markup and stylesheet, on every page of its kind, that our CSP (no inline style) and
-# templates cannot reach without replacing Django's: (rule, where).
-DJANGO_OWN = {
-    # Django's breadcrumbs ("Home › Questions › Sources") show their links by colour alone.
-    ("link-in-text-block", ".breadcrumbs"),
-    # The change list's filter sidebar lists its choices ("Yes", "No") as short links, less than 24px apart.
-    ("target-size", "#changelist-filter"),
-}
-
-
-def in_django_markup(page, selector: str) -> str | None:
-    return page.eval_on_selector(selector, "(e, wheres) => wheres.find(where => e.closest(where)) || null",
-                                 sorted({where for _, where in DJANGO_OWN}))
-
-
-def admin_violations(page) -> list[dict]:
-    """axe's violations on an admin page, less those in Django's own markup that no template of ours can fix."""
-    from axe_playwright_python.sync_playwright import Axe
-
-    results = Axe().run(page, options={"runOnly": {"type": "tag", "values": [
-        "wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]}})
-    found = []
-    for v in results.response["violations"]:
-        nodes = [n for n in v["nodes"] if (v["id"], in_django_markup(page, n["target"][0])) not in DJANGO_OWN]
-        if nodes:
-            found.append({"id": v["id"], "help": v["help"], "nodes": [(n["target"], n["html"]) for n in nodes][:3]})
-    return found
 
 
 def check(page, name: str, width: int) -> None:
@@ -165,7 +136,7 @@ def test_admin_pages_that_are_ours_pass_axe(live_server):
             page.goto(live_server.url + path)
             assert page.url == live_server.url + path
             screenshot(page, f"admin-{name}")
-            assert admin_violations(page) == [], name
+            assert axe_violations(page) == [], name
         # The lists' columns fit beside the admin's sidebar, without scrolling sideways.
         for path in ("/admin/questions/source/", "/admin/alerts/delivery/"):
             page.goto(live_server.url + path)

@@ -207,7 +207,7 @@ def test_a_source_that_drips_its_headers_is_stopped_by_the_polls_time_limit(work
     finally:
         worker.stop()
         server.stop()
-    assert "SoftTimeLimitExceeded" in Source.objects.get(pk=feed.pk).last_error
+    assert "stopped by its time limit" in Source.objects.get(pk=feed.pk).last_error
 
 
 def test_redirects_are_followed_within_the_budget_and_capped(httpserver, dripping, settings):
