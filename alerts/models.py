@@ -71,19 +71,6 @@ class Subscriber(models.Model):
         return lift
 
 
-class Backfill(models.Model):
-    """A source's first successful poll: it brought the source's backlog, which alerted nobody."""
-
-    source = models.OneToOneField("questions.Source", on_delete=models.CASCADE, related_name="backfill")
-    polled_at = models.DateTimeField(default=timezone.now)
-    questions = models.PositiveIntegerField(default=0)
-
-    def __str__(self) -> str:
-        return (f"The first successful poll, on {timezone.localtime(self.polled_at):%Y-%m-%d %H:%M}, was a backfill: "
-                f"{self.questions} question(s) stored, and nobody was alerted of them. What is new from then on is "
-                f"alerted.")
-
-
 class SuppressionLift(models.Model):
     """A suppression an operator lifted: what it was and since when, and who lifted it when."""
 

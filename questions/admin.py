@@ -4,8 +4,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
-from alerts.models import Backfill
-from questions.models import Question, QuestionEvent, Source, SourceProblem
+from questions.models import Backfill, Question, QuestionEvent, Source, SourceProblem
 from questions.tasks import poll_source_task
 
 RECENT_PROBLEMS = 20

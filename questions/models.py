@@ -61,6 +61,19 @@ class Source(models.Model):
         return (now - self.last_polled_at).total_seconds() >= self.poll_interval_minutes * 60 - 5
 
 
+class Backfill(models.Model):
+    """A source's first successful poll: it brought the source's backlog, which alerted nobody."""
+
+    source = models.OneToOneField(Source, on_delete=models.CASCADE, related_name="backfill")
+    polled_at = models.DateTimeField(default=timezone.now)
+    questions = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return (f"The first successful poll, on {timezone.localtime(self.polled_at):%Y-%m-%d %H:%M}, was a backfill: "
+                f"{self.questions} question(s) stored, and nobody was alerted of them. What is new from then on is "
+                f"alerted.")
+
+
 class SourceProblem(models.Model):
     """One item a source sent that could not be used, or one failed poll: what an operator reads first."""
 

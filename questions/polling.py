@@ -14,10 +14,9 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from alerts.models import Backfill
 from questions import metrics
 from questions.ingest import UpsertResult, upsert
-from questions.models import Source, SourceProblem
+from questions.models import Backfill, Source, SourceProblem
 from questions.sources import Batch, feed, parliament
 from questions.sources.http import FetchError, PoliteClient
 

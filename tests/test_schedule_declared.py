@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from celery import current_app
 from django.core.management import call_command
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from config.schedule import entries
 
@@ -38,9 +38,8 @@ def test_migrate_brings_back_a_deleted_entry_and_keeps_the_operators_changes():
     call_command("migrate", verbosity=0)  # the test database as the migrations left it, flushes aside
     PeriodicTask.objects.filter(name="Prune old data").delete()
     PeriodicTask.objects.filter(name="End-to-end canary").update(enabled=False)
-    poll = PeriodicTask.objects.get(name="Poll sources")
-    poll.interval.every = 7
-    poll.interval.save()
+    seven, _ = IntervalSchedule.objects.get_or_create(every=7, period="minutes")
+    PeriodicTask.objects.filter(name="Poll sources").update(interval=seven)
 
     call_command("migrate", verbosity=0)
 
@@ -48,6 +47,9 @@ def test_migrate_brings_back_a_deleted_entry_and_keeps_the_operators_changes():
     assert rows["Prune old data"] == declared()["Prune old data"]
     assert rows["End-to-end canary"][-1] is False
     assert rows["Poll sources"][1] == 7
+    # Every other entry as declared: the edit was that entry's alone.
+    assert {name: row for name, row in rows.items() if name not in ("Poll sources", "End-to-end canary")} == {
+        name: row for name, row in declared().items() if name not in ("Poll sources", "End-to-end canary")}
     assert set(rows) == set(declared())
 
 
@@ -65,12 +67,15 @@ def test_the_upgrade_to_one_poll_interval_polls_no_source_more_often_than_before
     PeriodicTask.objects.filter(name="Poll sources").update(interval=ten)  # the tick an operator had set
     often = Source.objects.create(name="often", kind="feed", url="https://example.org/a", poll_interval_minutes=5)
     seldom = Source.objects.create(name="seldom", kind="feed", url="https://example.org/b", poll_interval_minutes=60)
+    between = Source.objects.create(name="between", kind="feed", url="https://example.org/d", poll_interval_minutes=15)
 
     upgrade(apps, None)
 
     often.refresh_from_db()
     seldom.refresh_from_db()
-    assert (often.poll_interval_minutes, seldom.poll_interval_minutes) == (10, 60)
+    between.refresh_from_db()
+    # Each as often as it really was: at the first ten-minute tick after its interval had passed.
+    assert (often.poll_interval_minutes, seldom.poll_interval_minutes, between.poll_interval_minutes) == (10, 60, 20)
     assert schedule_rows()["Poll sources"] == declared()["Poll sources"]
 
 

@@ -6,20 +6,9 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("alerts", "0014_repair_edited_migrations"),
-        ("questions", "0012_repair_edited_migrations"),
     ]
 
     operations = [
-        migrations.CreateModel(
-            name="Backfill",
-            fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("polled_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("questions", models.PositiveIntegerField(default=0)),
-                ("source", models.OneToOneField(on_delete=django.db.models.deletion.CASCADE,
-                                                related_name="backfill", to="questions.source")),
-            ],
-        ),
         migrations.CreateModel(
             name="SuppressionLift",
             fields=[

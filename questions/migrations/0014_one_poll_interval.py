@@ -1,6 +1,7 @@
 """One knob for how often a source is polled: its own interval. Beat's "Poll sources" used to run every
 POLL_INTERVAL_MINUTES, which also bounded every source; it now looks every minute. So that no source is
-polled more often than it was, each takes the longer of its interval and the tick it had."""
+polled more often than it was, each takes the time it was really polled every: its interval rounded up to
+a whole number of the ticks it had."""
 
 from django.db import migrations, models
 from django.utils import timezone
@@ -21,8 +22,12 @@ def look_every_minute(apps, schema_editor):
         task.interval.period, 60)
     if seconds <= 60:
         return
-    minutes = -(-seconds // 60)
-    Source.objects.filter(poll_interval_minutes__lt=minutes).update(poll_interval_minutes=minutes)
+    tick = -(-seconds // 60)
+    # A source was polled at the first tick after its interval had passed: a whole number of ticks.
+    for source in Source.objects.all():
+        polled_every = -(-max(source.poll_interval_minutes, 1) // tick) * tick
+        if polled_every != source.poll_interval_minutes:
+            Source.objects.filter(pk=source.pk).update(poll_interval_minutes=polled_every)
     task.interval, _ = IntervalSchedule.objects.get_or_create(every=1, period="minutes")
     task.save(update_fields=["interval"])
     apps.get_model("django_celery_beat", "PeriodicTasks").objects.update_or_create(
