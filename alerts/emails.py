@@ -242,8 +242,7 @@ def question_dates(question: Question) -> list[str]:
         told.append(f"Answered {_day(question.date_answered)}")
     if question.date_answer_corrected:
         told.append(f"Corrected {_day(question.date_answer_corrected)}")
-    waiting = not question.is_answered or question.answer_is_holding
-    if question.date_for_answer and waiting and not question.is_withdrawn:
+    if question.date_for_answer and not question.is_settled:
         # A named day is one the member chose: the department is bound to answer on it.
         named = " (a named day)" if question.is_named_day else ""
         told.append(f"Due for answer on {_day(question.date_for_answer)}{named}")

@@ -12,6 +12,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from questions.models import Question, QuestionEvent
+from questions.search import MAX_LENGTH
 
 # What a follower of one question is told about: the answer (holding or not), a correction, a withdrawal.
 FOLLOWED_KINDS = (QuestionEvent.Kind.ANSWERED, QuestionEvent.Kind.CORRECTED, QuestionEvent.Kind.WITHDRAWN)
@@ -23,6 +24,10 @@ class Subscriber(models.Model):
         BOUNCED = "bounced", "Bounced"
         COMPLAINED = "complained", "Complained"
         OPERATOR = "operator", "Suppressed by an operator"
+
+    # Addresses that asked us to stop may ask again; one that bounced or complained, or that an operator
+    # stopped, never hears from us.
+    NEVER_EMAIL = frozenset({Suppression.BOUNCED, Suppression.COMPLAINED, Suppression.OPERATOR})
 
     class Grouping(models.TextChoices):
         COMBINED = "combined", "One email, grouped by alert"
@@ -46,6 +51,12 @@ class Subscriber(models.Model):
     @property
     def can_receive(self) -> bool:
         return self.suppressed_at is None
+
+    @property
+    def may_add_alerts(self) -> bool:
+        """Whether the manage page may add alerts without another confirmation: the address proved it is
+        theirs, and nothing since has stopped it."""
+        return self.confirmed_at is not None and self.suppressed_at is None
 
     def suppress(self, reason: str) -> None:
         # A bounce or complaint outranks an unsubscribe: such an address must not get even the
@@ -114,7 +125,7 @@ class Subscription(models.Model):
     subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="subscriptions")
     # Set for a follow of one question ("email me when this is answered"); its query fields are then blank.
     question = models.ForeignKey(Question, null=True, blank=True, on_delete=models.CASCADE, related_name="followers")
-    query = models.CharField(max_length=1000, blank=True)
+    query = models.CharField(max_length=MAX_LENGTH, blank=True)
     canonical_query = models.TextField(db_index=True, blank=True)
     label = models.CharField(max_length=100, blank=True)
     frequency = models.CharField(max_length=10, choices=Frequency.choices, default=Frequency.IMMEDIATE)

@@ -15,7 +15,7 @@ from django_celery_beat.models import PeriodicTask
 from alerts.canary import delivery_problems, esp_states
 from alerts.canary import enabled as canary_enabled
 from alerts.models import CanaryProbe, Delivery, Match, Subscriber, Subscription
-from questions.models import CANARY_PREFIX, Question, QuestionEvent, Source
+from questions.models import Question, QuestionEvent, Source
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,7 @@ def overview(now: dt.datetime | None = None) -> dict:
         "not_working": not_working(failing_sources(), problems),
         "now": now,
         "sources": Source.objects.all(),
-        "questions_24h": Question.objects.filter(created_at__gte=day).exclude(
-            external_id__startswith=CANARY_PREFIX).count(),
+        "questions_24h": Question.objects.public().filter(created_at__gte=day).count(),
         "events_24h": dict(QuestionEvent.objects.filter(created_at__gte=day).values_list("kind")
                            .annotate(n=Count("pk")).order_by("kind")),
         "events_unmatched": QuestionEvent.objects.filter(matched_at__isnull=True).count(),

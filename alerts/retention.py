@@ -170,8 +170,7 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
         # erased below instead, so that its digest is kept.
         ("unconfirmed subscribers", Subscriber.objects.filter(
             confirmed_at__isnull=True, created_at__lt=_days("RETAIN_UNCONFIRMED_DAYS", now))
-         .exclude(suppressed_reason__in=[Subscriber.Suppression.BOUNCED, Subscriber.Suppression.COMPLAINED,
-                                         Subscriber.Suppression.OPERATOR])
+         .exclude(suppressed_reason__in=Subscriber.NEVER_EMAIL)
          .exclude(Exists(asked.filter(created_at__gte=_days("RETAIN_UNCONFIRMED_DAYS", now)))), _subscribers),
         # Anyone can sign any address up: what its owner never confirmed goes as an unconfirmed address
         # does, whoever the address is, once its last confirmation link has run out too.

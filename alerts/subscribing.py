@@ -29,8 +29,7 @@ PREVIEW_SIZE = 10
 # Counting every match in the archive costs a scan; past the search page's own cap, the preview says "more than"
 # as that page does.
 ARCHIVE_COUNT_CAP = CappedPaginator.cap
-# Addresses that asked us to stop may ask again; an address that bounced or complained never hears from us.
-NEVER_EMAIL = {Subscriber.Suppression.BOUNCED, Subscriber.Suppression.COMPLAINED, Subscriber.Suppression.OPERATOR}
+NEVER_EMAIL = Subscriber.NEVER_EMAIL
 
 
 class DuplicateSearch(Exception):
@@ -331,11 +330,11 @@ def add_confirmed(subscriber: Subscriber, *, query: str, label: str, frequency: 
     with transaction.atomic():
         # Locked so that two adds at once cannot both count themselves under the cap.
         subscriber = Subscriber.objects.select_for_update().get(pk=subscriber.pk)
-        if subscriber.suppressed_at is not None:
+        if not subscriber.may_add_alerts:
+            if subscriber.suppressed_at is None:
+                raise CannotAdd("unconfirmed")
             raise CannotAdd("unsubscribed" if subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED
                             else "suppressed")
-        if subscriber.confirmed_at is None:
-            raise CannotAdd("unconfirmed")
         return _add(subscriber, query, label=label, frequency=frequency, alert_on=alert_on, paused=False,
                     confirmed=True)
 

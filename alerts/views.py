@@ -29,7 +29,7 @@ from config.proxy import client_host, client_network
 from questions.allowance import TooManySearches, public_search, refusal
 from questions.budget import TooCostly
 from questions.models import Question
-from questions.search import QueryError, parse_or_none
+from questions.search import MAX_LENGTH, QueryError, parse_or_none
 from questions.search.hints import comma_hint
 from questions.searching import CACHE_ERRORS, departments
 from questions.views import render_question
@@ -300,7 +300,7 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
 
 def _already_confirmed(subscriber: Subscriber, subscriptions) -> bool:
     """A used link: every alert it names is confirmed and nothing since has stopped the address."""
-    return bool(subscriber.confirmed_at and subscriber.suppressed_at is None and subscriptions.exists()
+    return bool(subscriber.may_add_alerts and subscriptions.exists()
                 and not subscriptions.filter(confirmed_at__isnull=True).exists())
 
 
@@ -381,7 +381,7 @@ def _manage_page(request: HttpRequest, subscriber: Subscriber, token: str, form:
         "form": form, "duplicate": duplicate, "hint": comma_hint(query) if query else "",
         "preview": preview, "caution": _caution(form, preview), "held": held,
         "matched_any": any(s.activity and s.activity.last_matched_at for s in subscriptions),
-        "can_add": subscriber.confirmed_at is not None and subscriber.suppressed_at is None,
+        "can_add": subscriber.may_add_alerts,
         "max_alerts": settings.MAX_SUBSCRIPTIONS_PER_ADDRESS,
         "last_checked": questions_last_checked(), "quiet_days": settings.QUIET_ALERT_DAYS,
         "groupings": Subscriber.Grouping.choices, "grouping_error": grouping_error,
@@ -583,8 +583,8 @@ def _undo(request: HttpRequest, subscriber: Subscriber, pk: int) -> None:
     try:
         fields = signing.loads(request.POST.get("undo", ""), salt=UNDO_SALT, max_age=UNDO_SECONDS)
     except signing.SignatureExpired:
-        messages.error(request, "It’s too late to undo that: a deleted alert can be brought back for an hour. "
-                                "Set it up again from its search.")
+        messages.error(request, f"It’s too late to undo that: a deleted alert can be brought back for "
+                                f"{UNDO_SECONDS // 60} minutes. Set it up again from its search.")
         return
     except signing.BadSignature:
         fields = None
@@ -675,7 +675,7 @@ def options(request: HttpRequest) -> HttpResponse:
     if (pk := request.GET.get("question", "")).isdigit():
         # As on the question's own page: the canary's questions are not there for anyone.
         question = Question.objects.public().filter(pk=int(pk)).first()
-    query, member, department = (request.GET.get(name, "")[:1000] for name in ("q", "member", "department"))
+    query, member, department = (request.GET.get(name, "")[:MAX_LENGTH] for name in ("q", "member", "department"))
     ways = subscribing.ways_to_subscribe(query, question, member, department)
     named = {way.kind for way in ways}
     return render(request, "alerts/options.html", {

@@ -10,9 +10,7 @@ register = template.Library()
 
 def limits() -> dict[str, int]:
     from alerts import tokens
-    from alerts.models import Subscription
     from alerts.subscribing import ARCHIVE_COUNT_CAP, PREVIEW_DAYS
-    from alerts.views import UNDO_SECONDS
     from questions.search import MAX_LENGTH, MAX_TERMS, MIN_PREFIX
 
     return {
@@ -21,10 +19,8 @@ def limits() -> dict[str, int]:
         "wildcard_letters": MIN_PREFIX,
         "count_cap": ARCHIVE_COUNT_CAP,
         "preview_days": PREVIEW_DAYS,
-        "alert_name_characters": Subscription._meta.get_field("label").max_length,
         "confirm_link_days": tokens.MAX_AGE[tokens.CONFIRM].days,
         "manage_link_days": tokens.MAX_AGE[tokens.MANAGE].days,
-        "undo_minutes": UNDO_SECONDS // 60,
     }
 
 
