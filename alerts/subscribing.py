@@ -416,7 +416,9 @@ def member_query(name: str) -> str:
     """Everything a member asks or answers: the asking member's field and the answering minister's, for the
     phrase of their name; "" for a name that makes no search."""
     asked, answered = field_query("member", name), field_query("minister", name)
-    return f"{asked} OR {answered}" if asked and answered else ""
+    # Each half within the limits does not make the whole so: a long name is offered only if signup takes it.
+    query = f"{asked} OR {answered}" if asked and answered else ""
+    return query if query and parse_or_none(query) is not None else ""
 
 
 def department_query(name: str) -> str:

@@ -672,7 +672,7 @@ def options(request: HttpRequest) -> HttpResponse:
     (`question`), or a member or department they name. Each lands on the signup or follow form, confirmed from
     the inbox like any alert."""
     question = None
-    if (pk := request.GET.get("question", "")).isdigit():
+    if (pk := request.GET.get("question", "")).isascii() and pk.isdigit():
         # As on the question's own page: the canary's questions are not there for anyone.
         question = Question.objects.public().filter(pk=int(pk)).first()
     query, member, department = (request.GET.get(name, "")[:MAX_LENGTH] for name in ("q", "member", "department"))

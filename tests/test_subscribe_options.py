@@ -159,3 +159,18 @@ def test_a_way_signs_up_with_the_same_confirmation(client, sample):
 
     alert = Subscriber.objects.get().subscriptions.get()
     assert alert.query == query and alert.confirmed_at is not None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("question", ["²", "٣", "1" * 40])
+def test_a_question_number_that_is_no_row_id_offers_no_question(client, question):
+    response = client.get("/alerts/ways/", {"question": question})
+    assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_member_whose_search_would_be_too_long_is_not_offered():
+    from alerts.subscribing import member_query
+
+    assert member_query("Neil O'Brien") == 'member:"Neil O\'Brien" OR minister:"Neil O\'Brien"'
+    assert member_query("a" * 600) == ""
