@@ -59,7 +59,10 @@ def answer_changes(before: str, after: str) -> Changes:
     compared_all = len(old_middle) <= COMPARED_MAX and len(new_middle) <= COMPARED_MAX
     old_middle, new_middle = old_middle[:COMPARED_MAX], new_middle[:COMPARED_MAX]
     runs: list[tuple[str, list[str]]] = [("same", old[:start])]
-    matcher = difflib.SequenceMatcher(None, old_middle, new_middle, autojunk=False)
+    # Python's heuristic for long sequences (words in more than 1% of a long answer only extend matches) keeps
+    # the work near linear: without it, an answer of repeated figures took seconds. Answers under 200 words
+    # are compared exactly.
+    matcher = difflib.SequenceMatcher(None, old_middle, new_middle, autojunk=True)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             runs.append(("same", old_middle[i1:i2]))
@@ -82,7 +85,9 @@ def _shown(runs: list[tuple[str, list[str]]], cut: bool) -> Changes:
         limit = room if kind == "same" else min(room, CHANGE_MAX)
         fits = len(text) <= limit
         if not fits:
-            text = text[:limit + 1].rsplit(" ", 1)[0] if " " in text[:limit + 1] else ""
+            # At a space if there is one; a single word longer than the room (an address, say) is cut inside.
+            text = text[:limit + 1].rsplit(" ", 1)[0] if " " in text[:limit + 1] else (
+                text[:limit - 1] + "…" if limit > 1 else "")
             changes.cut = changes.cut or kind != "same" or any(k != "same" for k, w in runs[index + 1:] if w)
         if text:
             changes.parts.append(Part(kind, text))  # type: ignore[arg-type]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
@@ -218,13 +220,22 @@ _rendered: dict[tuple, tuple[str, str]] = {}
 RENDERED_MAX = 20_000
 
 
-def _cached(key: tuple, template: str, context: dict) -> str:
-    found = _rendered.get(key)
+def _kept(store: dict, most: int, key: tuple, make: Callable[[], Any]) -> Any:
+    found = store.get(key)
     if found is None:
-        if len(_rendered) >= RENDERED_MAX:
-            _rendered.clear()
-        found = _rendered[key] = render_to_string(template, context)
+        if len(store) >= most:
+            store.clear()
+        found = store[key] = make()
     return found
+
+
+def _cached(key: tuple, template: str, context: dict) -> str:
+    return _kept(_rendered, RENDERED_MAX, key, lambda: render_to_string(template, context))
+
+
+def _digest(text: str) -> bytes:
+    # What stands for an answer in a cache's key: the answers themselves run to 200,000 characters.
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 def _day(date: dt.date) -> str:
@@ -249,17 +260,18 @@ def question_dates(question: Question) -> list[str]:
     return told
 
 
-@functools.lru_cache(maxsize=256)
-def _changes(before: str, after: str) -> Changes:
-    # Worked out once per correction, however many emails tell of it.
-    return answer_changes(before, after)
+_changes: dict[tuple, Changes] = {}
+CHANGES_MAX = 256
 
 
 def _render(item: Item, node: Node, query: str) -> None:
     question = item.question
     # The text part marks nothing, so it is the same whatever the search: one per question, not per search.
-    key = (question.pk, question.updated_at, item.kind, item.answer_before, settings.SITE_URL)
-    changes = _changes(item.answer_before, question.answer_text) if item.answer_before else None
+    before = _digest(item.answer_before) if item.answer_before else b""
+    key = (question.pk, question.updated_at, item.kind, before, settings.SITE_URL)
+    # Worked out once per correction, however many emails tell of it.
+    changes = _kept(_changes, CHANGES_MAX, key[:4], lambda: answer_changes(item.answer_before, question.answer_text)
+                    ) if item.answer_before else None
     context = {"question": question, "label": KIND_LABELS[item.kind], "node": node, "site_url": settings.SITE_URL,
                "dates": question_dates(question), "changes": changes}
     item.html = mark_safe(_cached((*key, query), "alerts/email/_item.html", context))

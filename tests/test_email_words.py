@@ -343,3 +343,31 @@ def test_a_withdrawn_question_is_not_said_to_be_due():
     [email] = deliver()
 
     assert "Due for answer" not in email.body and f"Tabled {day(TODAY - dt.timedelta(days=2))}" in email.body
+
+
+def test_a_single_changed_word_longer_than_the_room_is_cut_not_dropped():
+    address = "https://example.org/" + "a" * 600
+    changes = answer_changes("See the guidance.", f"See {address} for the guidance.")
+    added = [part.text for part in changes.parts if part.kind == "added"]
+    assert changes and changes.cut and added and added[0].startswith("https://example.org/aaa") and "…" in added[0]
+
+
+def test_a_correction_of_repeated_figures_is_worked_out_at_once():
+    # Compared exactly, a thousand repeated words on each side take seconds of a worker's time: the comparison
+    # must stay near linear. Here, the work is counted in the comparisons difflib makes, not timed.
+    import difflib
+
+    calls = 0
+    real = difflib.SequenceMatcher.find_longest_match
+
+    def counted(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return real(self, *args, **kwargs)
+
+    difflib.SequenceMatcher.find_longest_match = counted
+    try:
+        changes = answer_changes("y " + "0 " * 999, "0 1 " * 499 + "x")
+    finally:
+        difflib.SequenceMatcher.find_longest_match = real
+    assert changes and calls < 50
