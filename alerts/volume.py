@@ -209,13 +209,17 @@ class Caution:
     broad: Volume | None = None
     # The emails "as it happens" would send, when that is too many.
     busy: Emails | None = None
+    # The estimate is not ready (a worker is still working it out, or it cost too much to run now), so whether
+    # the search is broad or busy is not known: the broadest searches are the slowest to count.
+    unknown: bool = False
 
     def __bool__(self) -> bool:
-        return self.broad is not None or self.busy is not None
+        return self.broad is not None or self.busy is not None or self.unknown
 
     @property
     def _names(self) -> set[str]:
-        return {name for name in ("broad", "busy") if getattr(self, name) is not None}
+        return {name for name in ("broad", "busy") if getattr(self, name) is not None} | (
+            {"unknown"} if self.unknown else set())
 
     @property
     def seen(self) -> str:
@@ -228,9 +232,11 @@ class Caution:
 
 def caution(found: Volume | None, node: Node | None, frequency: str, alert_on: str) -> Caution:
     """The warnings an alert of this search, frequency and choice of what to email about gets: none while the
-    search is refused or its estimate is still being worked out."""
-    if found is None or node is None:
+    search is refused, and "not known yet" while its estimate is not ready."""
+    if node is None:
         return Caution()
+    if found is None:
+        return Caution(canonical(node), unknown=True)
     emails = found.emails_for(alert_on)
     busy = frequency == Subscription.Frequency.IMMEDIATE and emails is not None and emails.too_many_as_it_happens
     return Caution(canonical(node), found if found.broad else None, emails if busy else None)

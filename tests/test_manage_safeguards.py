@@ -300,3 +300,21 @@ def test_the_manage_page_never_says_nothing_was_checked_beside_a_match(client):
     assert "Last matched" in text and "haven’t checked" not in text
     Source.objects.create(name="Feed", kind="feed", url="http://127.0.0.1:9/a", last_success_at=timezone.now())
     assert "We last checked for new questions at" in visible(client.get(manage))
+
+
+def test_a_search_whose_estimate_is_not_ready_is_not_added_unseen(client, busy_archive, monkeypatch):  # noqa: F811
+    # On a large archive the broadest searches are the slowest to count: their estimate goes to a worker, and
+    # the page cannot say whether they are broad. They are held like a broad one until the owner has seen that.
+    from alerts import subscribing
+
+    monkeypatch.setattr(subscribing, "estimate_now_or_later", lambda node, today=None: None)
+    subscriber, manage = confirmed()
+
+    held = add(client, manage, "government")
+
+    text = visible(held)
+    assert held.status_code == 200 and HELD in text
+    assert "We haven’t yet worked out how much this search matches" in text
+    assert not subscriber.subscriptions.exists()
+    assert add(client, manage, "government", warned=warned(held)).status_code == 302
+    assert subscriber.subscriptions.get().query == "government"
