@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Long enough for a worker's senders to finish the chunk they hold with the file backend or a local ESP.
 STOP_SECONDS = 8.0
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Ctrl-C, Ctrl-\, a closed terminal, or `kill`: the children, in sessions of their own, hear none of them.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
 
 
 def commands(python: str, port: str) -> dict[str, list[str]]:
