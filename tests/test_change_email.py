@@ -14,14 +14,16 @@ from django.test import Client
 from django.utils import timezone
 
 from alerts import tokens
-from alerts.delivery import queue_delivery
-from alerts.models import Delivery, FormRequest, Subscriber, Subscription
+from alerts.delivery import queue_delivery, render_again
+from alerts.models import Delivery, FormRequest, Match, Subscriber, Subscription
 from alerts.retention import remember_suppressed
+from alerts.subscribing import SUPERSEDED
+from questions.models import Question, QuestionEvent
 from tests.conftest import wait_until
 from tests.esp_stub import emails_to, link
 from tests.test_alert_journey import page, status_region, unsubscribe_everything, words
 from tests.test_manage_add import add
-from tests.test_subscribing import confirmed_subscriber, link_in
+from tests.test_subscribing import confirmed_subscriber, link_in, sign_up
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -255,23 +257,100 @@ def test_asking_is_held_to_the_ips_limit(client, settings, limiter_clock):
     assert answers == [302, 302, 429]
 
 
-def test_waiting_emails_go_to_the_new_address(client):
+def waiting_for_retry(row: Delivery) -> None:
+    """As an email is after the ESP failed on it: still to send, its next try later."""
+    Delivery.objects.filter(pk=row.pk).update(status=Delivery.Status.PENDING,
+                                              next_attempt_at=timezone.now() + dt.timedelta(hours=1))
+
+
+def link_on(row: Delivery, path: str) -> str:
+    """The link the email of `row` would carry if it were sent now."""
+    row.refresh_from_db()
+    return re.search(rf"http://testserver({path}\S+)", row.body_text).group(1)
+
+
+def waiting_alert_email(subscriber: Subscriber) -> Delivery:
+    question = Question.objects.create(external_id="change-1", uin="HL1", house="Commons",
+                                       heading="Facial recognition: police", date_tabled=timezone.localdate())
+    event = QuestionEvent.objects.create(question=question, kind="tabled", key="tabled", matched_at=timezone.now())
+    row = Delivery.objects.create(subscriber=subscriber, kind=Delivery.Kind.IMMEDIATE)
+    Match.objects.create(subscription=subscriber.subscriptions.get(), event=event, delivery=row)
+    render_again([row])
+    waiting_for_retry(row)
+    return row
+
+
+def test_waiting_alert_emails_go_to_the_new_address(client):
     subscriber, manage = confirmed_subscriber(client, "old@example.org")
-    waiting = queue_delivery(subscriber, Delivery.Kind.MANAGE_LINK)
-    # Waiting for its next try, as an email does after the ESP failed on it.
-    Delivery.objects.filter(pk=waiting.pk).update(status=Delivery.Status.PENDING,
-                                                  next_attempt_at=timezone.now() + dt.timedelta(hours=1))
-    assert waiting.to_email == "old@example.org"
+    alert = waiting_alert_email(subscriber)
+    manage_link = queue_delivery(subscriber, Delivery.Kind.MANAGE_LINK)
+    waiting_for_retry(manage_link)
+    assert alert.to_email == manage_link.to_email == "old@example.org"
     ask(client, manage, "new@example.org")
 
     client.post(change_link("new@example.org"))
 
-    waiting.refresh_from_db()
-    assert waiting.status == Delivery.Status.PENDING and waiting.to_email == "new@example.org"
-    # Its link is made anew: the old ones were revoked with the change.
-    manage_again = re.search(r"http://testserver(/alerts/manage/\S+)", waiting.body_text).group(1)
+    alert.refresh_from_db()
+    assert alert.status == Delivery.Status.PENDING and alert.to_email == "new@example.org"
+    assert "Facial recognition: police" in alert.body_text
+    # Its links are made anew: the old ones were revoked with the change.
+    manage_again = link_on(alert, "/alerts/manage/")
     assert "Alerts for <strong>new@example.org</strong>" in page(client.get(manage_again))
     assert Subscription.objects.get().subscriber_id == subscriber.pk
+    # A manage link asked for by the old address is not sent to the new one.
+    manage_link.refresh_from_db()
+    assert manage_link.status == Delivery.Status.FAILED and manage_link.error == SUPERSEDED
+
+
+def test_a_change_link_waiting_to_be_sent_is_not_revived_by_another_change(client):
+    subscriber, manage = confirmed_subscriber(client, "old@example.org")
+    ask(client, manage, "first@example.org")
+    first = Delivery.objects.get(to_email="first@example.org")
+    waiting_for_retry(first)
+    ask(client, manage, "second@example.org")
+
+    client.post(change_link("second@example.org"))
+
+    first.refresh_from_db()
+    assert first.status == Delivery.Status.FAILED and first.error == SUPERSEDED
+    refused = client.post(link_on(first, NEW_LINK))
+    assert refused.status_code == 400
+    subscriber.refresh_from_db()
+    assert subscriber.email == "second@example.org"
+
+
+def test_after_a_merge_a_change_link_of_the_merged_address_cannot_move_the_others_alerts(client):
+    _, manage = confirmed_subscriber(client, "old@example.org")
+    owner, _ = confirmed_subscriber(Client(), "taken@example.org", q="police")
+    ask(client, manage, "elsewhere@example.org")
+    elsewhere = Delivery.objects.get(to_email="elsewhere@example.org")
+    waiting_for_retry(elsewhere)
+    ask(client, manage, "taken@example.org")
+
+    client.post(change_link("taken@example.org"))
+
+    elsewhere.refresh_from_db()
+    assert elsewhere.status == Delivery.Status.FAILED and elsewhere.error == SUPERSEDED
+    assert client.post(link_on(elsewhere, NEW_LINK)).status_code == 400
+    owner.refresh_from_db()
+    assert owner.email == "taken@example.org"
+    assert sorted(owner.subscriptions.values_list("query", flat=True)) == ['"facial recognition"', "police"]
+
+
+def test_a_request_dropped_by_the_change_is_not_confirmed_from_the_new_inbox(client):
+    subscriber, manage = confirmed_subscriber(client, "old@example.org")
+    sign_up(client, "old@example.org", "police")
+    confirmation = Delivery.objects.filter(kind=Delivery.Kind.CONFIRMATION, to_email="old@example.org").first()
+    waiting_for_retry(confirmation)
+    ask(client, manage, "new@example.org")
+
+    client.post(change_link("new@example.org"))
+
+    confirmation.refresh_from_db()
+    assert confirmation.status == Delivery.Status.FAILED and confirmation.error == SUPERSEDED
+    assert confirmation.to_email == "old@example.org"
+    client.post(link_on(confirmation, "/alerts/confirm/"))
+    assert list(subscriber.subscriptions.values_list("query", flat=True)) == ['"facial recognition"']
 
 
 def test_the_honeypot_sends_nothing(client):
