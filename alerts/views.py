@@ -182,7 +182,8 @@ def _hand_over(request: HttpRequest, form: str, email: str,
 
 
 def _bad_link(request: HttpRequest, error: tokens.LinkError) -> HttpResponse:
-    return render(request, "alerts/bad_link.html", {"reason": error.reason, "form": EmailForm()}, status=400)
+    return render(request, "alerts/bad_link.html", {"reason": error.reason, "purpose": error.purpose,
+                                                     "form": EmailForm()}, status=400)
 
 
 def _previewing(request: HttpRequest, form) -> bool:

@@ -24,6 +24,7 @@ def limits() -> dict[str, int]:
         "alert_name_characters": Subscription._meta.get_field("label").max_length,
         "confirm_link_days": tokens.MAX_AGE[tokens.CONFIRM].days,
         "manage_link_days": tokens.MAX_AGE[tokens.MANAGE].days,
+        "new_email_link_hours": int(tokens.MAX_AGE[tokens.NEW_EMAIL].total_seconds() // 3600),
         "undo_minutes": UNDO_SECONDS // 60,
     }
 

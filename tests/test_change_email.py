@@ -70,7 +70,8 @@ def test_the_address_changes_once_the_new_inbox_says_so(client):
     assert "Your alerts now go to new@example.org" in status_region(text)
     assert "Alerts for <strong>new@example.org</strong>" in text
     # The old manage link, and the change link itself, no longer open anything.
-    assert "revoked" in words(client.get(manage))
+    assert ("The link no longer works, because the alerts it was for were moved to another address after it was "
+            "sent.") in words(client.get(manage))
     assert client.post(link).status_code == 400
     (notice,) = [m for m in sent_to("old@example.org") if m.subject == NOTICE]
     assert "moved to n•••@example.org" in notice.body
@@ -206,13 +207,16 @@ def test_the_link_expires_in_a_day_and_is_revoked_with_the_others(client, monkey
     monkeypatch.setattr(signing.time, "time", real_time)
 
     expired = client.get(f"{NEW_LINK}{old}/")
-    assert expired.status_code == 400 and "expired" in words(expired)
+    assert expired.status_code == 400
+    assert "The link has expired: a link to move your alerts to a new address works for 24 hours." in words(expired)
 
     ask(client, manage, "new@example.org")
     link = change_link("new@example.org")
     client.post(f"{manage}revoke/")
     revoked = client.post(link)
-    assert revoked.status_code == 400 and "revoked" in words(revoked)
+    assert revoked.status_code == 400
+    assert ("The link was revoked: since it was sent, the alerts it would have moved were moved to another address, "
+            "or someone chose “Sign me out of all links” on their alerts page.") in words(revoked)
     subscriber.refresh_from_db()
     assert subscriber.email == "old@example.org"
 
@@ -384,3 +388,50 @@ def test_the_change_goes_through_a_worker_to_the_esp(client, esp, site_worker, l
     assert note["Subject"] == NOTICE and "n•••@example.org" in note["TextBody"]
     subscriber.refresh_from_db()
     assert subscriber.email == "new@example.org"
+
+
+def test_links_of_the_alerts_merged_away_say_where_they_went(client):
+    _, manage = confirmed_subscriber(client, "old@example.org")
+    confirmed_subscriber(Client(), "taken@example.org", q="police")
+    ask(client, manage, "taken@example.org")
+
+    client.post(change_link("taken@example.org"))
+
+    old = client.get(manage)
+    assert old.status_code == 400
+    assert ("The alerts this link was for are no longer kept for the address it was sent to: they were moved to "
+            "another address that had alerts already, or deleted.") in words(old)
+
+
+def old_unsubscribe_link(subscriber: Subscriber) -> str:
+    """An unsubscribe link as emailed before links carried a mark of their address."""
+    return "/unsubscribe/" + signing.dumps({"s": subscriber.pk}, salt="alerts.link.unsubscribe", compress=True) + "/"
+
+
+def test_an_unsubscribe_link_from_the_old_inbox_stops_nothing_at_the_new_address(client):
+    subscriber, manage = confirmed_subscriber(client, "old@example.org")
+    unsubscribe = "/unsubscribe/" + tokens.make(subscriber, tokens.UNSUBSCRIBE) + "/"
+    ask(client, manage, "new@example.org")
+    client.post(change_link("new@example.org"))
+
+    shown = client.get(unsubscribe)
+    # The one-click POST a mail client sends from the old inbox's List-Unsubscribe.
+    clicked = client.post(unsubscribe)
+
+    for answer in (shown, clicked):
+        assert answer.status_code == 400
+        assert ("This address no longer gets these alerts: they were moved to another address after this email "
+                "was sent. Nothing has been changed") in words(answer)
+    subscriber.refresh_from_db()
+    assert subscriber.email == "new@example.org" and subscriber.suppressed_reason == ""
+    assert not subscriber.subscriptions.get().paused
+
+
+def test_an_unsubscribe_link_emailed_before_links_were_marked_still_works(client):
+    subscriber, _ = confirmed_subscriber(client, "old@example.org")
+
+    done = client.post(old_unsubscribe_link(subscriber))
+
+    assert done.status_code == 200
+    subscriber.refresh_from_db()
+    assert subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED
