@@ -3,7 +3,9 @@ told to the old one; merged into the alerts the new address has already; never a
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import re
 import time
 from urllib.parse import urlsplit
@@ -15,7 +17,7 @@ from django.utils import timezone
 
 from alerts import tokens
 from alerts.delivery import queue_delivery, render_again
-from alerts.models import Delivery, FormRequest, Match, Subscriber, Subscription
+from alerts.models import Delivery, FormRequest, Match, Subscriber, Subscription, WebhookEvent
 from alerts.retention import remember_suppressed
 from alerts.subscribing import SUPERSEDED
 from questions.models import Question, QuestionEvent
@@ -435,3 +437,28 @@ def test_an_unsubscribe_link_emailed_before_links_were_marked_still_works(client
     assert done.status_code == 200
     subscriber.refresh_from_db()
     assert subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED
+
+
+def test_an_unsubscribe_request_about_the_notice_stops_the_old_address_not_the_new(client, settings):
+    """Postmark's "Unsubscribe request" names only the email it was about: the notice went to the old address."""
+    settings.ANYMAIL = {"WEBHOOK_SECRET": "hook:x7Qp2vLr9KsT4mWz8NbY3cHd", "POSTMARK_SERVER_TOKEN": "token"}
+    subscriber, manage = confirmed_subscriber(client, "old@example.org")
+    ask(client, manage, "new@example.org")
+    client.post(change_link("new@example.org"))
+    Delivery.objects.filter(to_email="old@example.org", payload__has_key="old_email").update(
+        esp_message_id="b7bc2f4a-e38e-4336-af7d-e6c392c2f817")
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"  # the webhook is the sending ESP's
+    event = {"RecordType": "Bounce", "ID": 4323372036854775807, "Type": "Unsubscribe", "TypeCode": 16,
+             "Name": "Unsubscribe request", "MessageID": "b7bc2f4a-e38e-4336-af7d-e6c392c2f817", "ServerID": 23,
+             "Description": "The recipient has requested to be unsubscribed.", "Details": "",
+             "From": "alerts@example.org", "BouncedAt": timezone.now().isoformat(), "Inactive": True,
+             "CanActivate": True, "Subject": NOTICE, "MessageStream": "outbound", "Tag": ""}
+    auth = base64.b64encode(b"hook:x7Qp2vLr9KsT4mWz8NbY3cHd").decode()
+
+    answer = client.post("/anymail/postmark/tracking/", data=json.dumps(event), content_type="application/json",
+                         HTTP_AUTHORIZATION=f"Basic {auth}")
+
+    assert answer.status_code == 200
+    assert WebhookEvent.objects.get().recipient == "old@example.org"
+    subscriber.refresh_from_db()
+    assert subscriber.email == "new@example.org" and subscriber.suppressed_reason == ""
