@@ -258,9 +258,14 @@ def test_asking_is_held_to_the_ips_limit(client, settings, limiter_clock):
     settings.RATELIMIT_SIGNUP_PER_IP = "2/h"
     _, manage = confirmed_subscriber(client, "old@example.org")
 
-    answers = [ask(client, manage, f"new{i}@example.org").status_code for i in range(3)]
+    answers = [ask(client, manage, f"new{i}@example.org") for i in range(3)]
 
-    assert answers == [302, 302, 429]
+    assert [answer.status_code for answer in answers] == [302, 302, 429]
+    held = answers[2].content.decode()
+    assert answers[2]["Retry-After"]
+    assert re.search(r"Please try again in about \d+ minutes?: what you typed is kept below\.", held)
+    assert 'value="new2@example.org"' in held
+    assert not sent_to("new2@example.org")
 
 
 def waiting_for_retry(row: Delivery) -> None:
