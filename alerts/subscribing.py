@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from alerts.delivery import queue_delivery, render_again
+from alerts.delivery import ALERT_KINDS, queue_delivery, render_again
 from alerts.emails import NEW_EMAIL, OLD_EMAIL, confirmation_request
 from alerts.models import Delivery, Subscriber, Subscription
 from alerts.retention import forget_erased, suppressed_reason_of
@@ -487,14 +487,29 @@ def _key(subscription: Subscription) -> tuple:
                                                                                       subscription.canonical_query)
 
 
+# Why a waiting email that a change of address made pointless was not sent.
+SUPERSEDED = "not sent: superseded by a change of address"
+
+
+def _waiting(subscriber: Subscriber) -> models.QuerySet[Delivery]:
+    """The subscriber's emails still to send, locked. A row a sender holds right now is left to it: taking it
+    back could send it twice."""
+    return (Delivery.objects.select_for_update().select_related("subscriber")
+            .filter(subscriber=subscriber, status=Delivery.Status.PENDING)
+            .filter(models.Q(leased_until__isnull=True) | models.Q(leased_until__lt=timezone.now())))
+
+
+def _drop_links(moving: Subscriber) -> None:
+    """Drop the waiting emails of a subscriber whose alerts are moving, but for its alert emails: each of the
+    others (a confirmation, a manage link, another change of address, a notice) was asked for the old address
+    and the links as they were. Made again with the links of now, one would revive a link the change revoked,
+    confirm a request the change dropped, or, after a merge, hand the other address's alerts to whoever asked."""
+    _waiting(moving).exclude(kind__in=ALERT_KINDS).update(status=Delivery.Status.FAILED, error=SUPERSEDED)
+
+
 def _readdress_pending(subscriber: Subscriber) -> None:
-    """Make the subscriber's waiting emails again, for its address and links as they are now. A row a sender
-    holds right now is left to it: taking it back could send it twice."""
-    now = timezone.now()
-    rows = list(Delivery.objects.select_for_update().select_related("subscriber")
-                .filter(subscriber=subscriber, status=Delivery.Status.PENDING)
-                .filter(models.Q(leased_until__isnull=True) | models.Q(leased_until__lt=now)))
-    render_again(rows)
+    """Make the subscriber's waiting alert emails again, for its address and links as they are now."""
+    render_again(list(_waiting(subscriber).filter(kind__in=ALERT_KINDS)))
 
 
 def _merge(moving: Subscriber, into: Subscriber, asked_at: dt.datetime) -> None:
@@ -547,6 +562,7 @@ def change_email(link: Link) -> Subscriber:
         old_email = subscriber.email
         if old_email == new_email:
             raise CannotChange("done")
+        _drop_links(subscriber)
         if other is not None:
             _merge(subscriber, other, asked_at)
             holder = other

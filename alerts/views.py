@@ -182,7 +182,8 @@ def _hand_over(request: HttpRequest, form: str, email: str,
 
 
 def _bad_link(request: HttpRequest, error: tokens.LinkError) -> HttpResponse:
-    return render(request, "alerts/bad_link.html", {"reason": error.reason, "form": EmailForm()}, status=400)
+    return render(request, "alerts/bad_link.html", {"reason": error.reason, "purpose": error.purpose,
+                                                     "form": EmailForm()}, status=400)
 
 
 def _previewing(request: HttpRequest, form) -> bool:
@@ -702,16 +703,27 @@ def change_email(request: HttpRequest, token: str) -> HttpResponse:
         else:
             # A bot that filled the hidden field is shown success, and nothing happens.
             answer = None if form.cleaned_data["website"] else _hand_over(
-                request, "link", email, subscriber=subscriber.pk, v=subscriber.token_version)
+                request, "link", email, subscriber=subscriber.pk, v=subscriber.token_version,
+                over_limit=lambda wait: _change_email_page(request, form, token, subscriber, retry_after=wait))
             if answer is not None and answer.status_code != 302:  # held to the asker's limit, or nothing saved
                 return answer
             hours = int(tokens.MAX_AGE[tokens.NEW_EMAIL].total_seconds() // 3600)
             messages.success(request, f"We’ve emailed a link to {email}. Open it from that inbox within {hours} "
                                       f"hours to move your alerts there: until then they go to {subscriber.email}.")
             return redirect("alerts:manage", token=token)
-    return render(request, "alerts/change_email.html", {"form": form, "token": token, "subscriber": subscriber,
-                                                        "stopped": stopped},
-                  status=400 if form.errors or (stopped and request.method == "POST") else 200)
+    return _change_email_page(request, form, token, subscriber, stopped=stopped)
+
+
+def _change_email_page(request: HttpRequest, form: EmailForm, token: str, subscriber: Subscriber,
+                       stopped: bool = False, retry_after: int | None = None) -> HttpResponse:
+    """The form. Over the connection's limit (`retry_after`, seconds) it keeps what was typed and says when it
+    will be taken, as signup does."""
+    response = render(request, "alerts/change_email.html", {
+        "form": form, "token": token, "subscriber": subscriber, "stopped": stopped,
+        "retry_in": in_about(retry_after) if retry_after is not None else ""},
+        status=429 if retry_after is not None else 400 if form.errors or (stopped and request.method == "POST")
+        else 200)
+    return _retry_after(response, retry_after)
 
 
 def confirm_email(request: HttpRequest, token: str) -> HttpResponse:

@@ -368,8 +368,9 @@ def record_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **
     message_id = _clean(event.message_id, 200)
     ours = Delivery.objects.filter(esp_message_id=message_id).select_related("subscriber").first() \
         if message_id else None
-    # Postmark's "Unsubscribe request" names no address, only the email it was about.
-    recipient = str(event.recipient or (ours.subscriber.email if ours else ""))[:254]
+    # Postmark's "Unsubscribe request" names no address, only the email it was about: the address that email went
+    # to, which for a change of address or its notice is not the subscriber's.
+    recipient = str(event.recipient or (ours and (ours.to_email or ours.subscriber.email)) or "")[:254]
     event_type = _clean(event.event_type, 30)
     metrics.WEBHOOK_EVENTS.labels(esp_name[:30], event_type or "unknown").inc()
     WebhookEvent.objects.create(esp=esp_name[:30], event_type=event_type, recipient=recipient,

@@ -21,6 +21,7 @@ def limits() -> dict[str, int]:
         "preview_days": PREVIEW_DAYS,
         "confirm_link_days": tokens.MAX_AGE[tokens.CONFIRM].days,
         "manage_link_days": tokens.MAX_AGE[tokens.MANAGE].days,
+        "new_email_link_hours": int(tokens.MAX_AGE[tokens.NEW_EMAIL].total_seconds() // 3600),
     }
 
 

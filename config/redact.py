@@ -1,11 +1,12 @@
 """Keeping the tokens of the links we email out of logs: whoever reads a manage token in a log line can
-change that person's alerts for 90 days."""
+change that person's alerts for 90 days, and a change-of-address token carries the new address, readable
+by anyone (it is signed, not encrypted)."""
 
 import logging
 import re
 
 # The path segment after each prefix is a signed token (see alerts/urls.py).
-TOKEN_IN_PATH = re.compile(r"(/(?:alerts/manage|alerts/confirm|unsubscribe)/)[^/?#\s'\"]+")
+TOKEN_IN_PATH = re.compile(r"(/(?:alerts/manage|alerts/confirm|alerts/new-address|unsubscribe)/)[^/?#\s'\"]+")
 REDACTED = "[token]"
 
 

@@ -3,7 +3,9 @@ told to the old one; merged into the alerts the new address has already; never a
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import re
 import time
 from urllib.parse import urlsplit
@@ -14,14 +16,16 @@ from django.test import Client
 from django.utils import timezone
 
 from alerts import tokens
-from alerts.delivery import queue_delivery
-from alerts.models import Delivery, FormRequest, Subscriber, Subscription
+from alerts.delivery import queue_delivery, render_again
+from alerts.models import Delivery, FormRequest, Match, Subscriber, Subscription, WebhookEvent
 from alerts.retention import remember_suppressed
+from alerts.subscribing import SUPERSEDED
+from questions.models import Question, QuestionEvent
 from tests.conftest import wait_until
 from tests.esp_stub import emails_to, link
 from tests.test_alert_journey import page, status_region, unsubscribe_everything, words
 from tests.test_manage_add import add
-from tests.test_subscribing import confirmed_subscriber, link_in
+from tests.test_subscribing import confirmed_subscriber, link_in, sign_up
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,7 +72,8 @@ def test_the_address_changes_once_the_new_inbox_says_so(client):
     assert "Your alerts now go to new@example.org" in status_region(text)
     assert "Alerts for <strong>new@example.org</strong>" in text
     # The old manage link, and the change link itself, no longer open anything.
-    assert "revoked" in words(client.get(manage))
+    assert ("The link no longer works, because the alerts it was for were moved to another address after it was "
+            "sent.") in words(client.get(manage))
     assert client.post(link).status_code == 400
     (notice,) = [m for m in sent_to("old@example.org") if m.subject == NOTICE]
     assert "moved to n•••@example.org" in notice.body
@@ -204,13 +209,16 @@ def test_the_link_expires_in_a_day_and_is_revoked_with_the_others(client, monkey
     monkeypatch.setattr(signing.time, "time", real_time)
 
     expired = client.get(f"{NEW_LINK}{old}/")
-    assert expired.status_code == 400 and "expired" in words(expired)
+    assert expired.status_code == 400
+    assert "The link has expired: a link to move your alerts to a new address works for 24 hours." in words(expired)
 
     ask(client, manage, "new@example.org")
     link = change_link("new@example.org")
     client.post(f"{manage}revoke/")
     revoked = client.post(link)
-    assert revoked.status_code == 400 and "revoked" in words(revoked)
+    assert revoked.status_code == 400
+    assert ("The link was revoked: since it was sent, the alerts it would have moved were moved to another address, "
+            "or someone chose “Sign me out of all links” on their alerts page.") in words(revoked)
     subscriber.refresh_from_db()
     assert subscriber.email == "old@example.org"
 
@@ -250,28 +258,110 @@ def test_asking_is_held_to_the_ips_limit(client, settings, limiter_clock):
     settings.RATELIMIT_SIGNUP_PER_IP = "2/h"
     _, manage = confirmed_subscriber(client, "old@example.org")
 
-    answers = [ask(client, manage, f"new{i}@example.org").status_code for i in range(3)]
+    answers = [ask(client, manage, f"new{i}@example.org") for i in range(3)]
 
-    assert answers == [302, 302, 429]
+    assert [answer.status_code for answer in answers] == [302, 302, 429]
+    held = answers[2].content.decode()
+    assert answers[2]["Retry-After"]
+    assert re.search(r"Please try again in about (a minute|\d+ minutes): what you typed is kept below\.", held)
+    assert 'value="new2@example.org"' in held
+    assert not sent_to("new2@example.org")
 
 
-def test_waiting_emails_go_to_the_new_address(client):
+def waiting_for_retry(row: Delivery) -> None:
+    """As an email is after the ESP failed on it: still to send, its next try later."""
+    Delivery.objects.filter(pk=row.pk).update(status=Delivery.Status.PENDING,
+                                              next_attempt_at=timezone.now() + dt.timedelta(hours=1))
+
+
+def link_on(row: Delivery, path: str) -> str:
+    """The link the email of `row` would carry if it were sent now."""
+    row.refresh_from_db()
+    return re.search(rf"http://testserver({path}\S+)", row.body_text).group(1)
+
+
+def waiting_alert_email(subscriber: Subscriber) -> Delivery:
+    question = Question.objects.create(external_id="change-1", uin="HL1", house="Commons",
+                                       heading="Facial recognition: police", date_tabled=timezone.localdate())
+    event = QuestionEvent.objects.create(question=question, kind="tabled", key="tabled", matched_at=timezone.now())
+    row = Delivery.objects.create(subscriber=subscriber, kind=Delivery.Kind.IMMEDIATE)
+    Match.objects.create(subscription=subscriber.subscriptions.get(), event=event, delivery=row)
+    render_again([row])
+    waiting_for_retry(row)
+    return row
+
+
+def test_waiting_alert_emails_go_to_the_new_address(client):
     subscriber, manage = confirmed_subscriber(client, "old@example.org")
-    waiting = queue_delivery(subscriber, Delivery.Kind.MANAGE_LINK)
-    # Waiting for its next try, as an email does after the ESP failed on it.
-    Delivery.objects.filter(pk=waiting.pk).update(status=Delivery.Status.PENDING,
-                                                  next_attempt_at=timezone.now() + dt.timedelta(hours=1))
-    assert waiting.to_email == "old@example.org"
+    alert = waiting_alert_email(subscriber)
+    manage_link = queue_delivery(subscriber, Delivery.Kind.MANAGE_LINK)
+    waiting_for_retry(manage_link)
+    assert alert.to_email == manage_link.to_email == "old@example.org"
     ask(client, manage, "new@example.org")
 
     client.post(change_link("new@example.org"))
 
-    waiting.refresh_from_db()
-    assert waiting.status == Delivery.Status.PENDING and waiting.to_email == "new@example.org"
-    # Its link is made anew: the old ones were revoked with the change.
-    manage_again = re.search(r"http://testserver(/alerts/manage/\S+)", waiting.body_text).group(1)
+    alert.refresh_from_db()
+    assert alert.status == Delivery.Status.PENDING and alert.to_email == "new@example.org"
+    assert "Facial recognition: police" in alert.body_text
+    # Its links are made anew: the old ones were revoked with the change.
+    manage_again = link_on(alert, "/alerts/manage/")
     assert "Alerts for <strong>new@example.org</strong>" in page(client.get(manage_again))
     assert Subscription.objects.get().subscriber_id == subscriber.pk
+    # A manage link asked for by the old address is not sent to the new one.
+    manage_link.refresh_from_db()
+    assert manage_link.status == Delivery.Status.FAILED and manage_link.error == SUPERSEDED
+
+
+def test_a_change_link_waiting_to_be_sent_is_not_revived_by_another_change(client):
+    subscriber, manage = confirmed_subscriber(client, "old@example.org")
+    ask(client, manage, "first@example.org")
+    first = Delivery.objects.get(to_email="first@example.org")
+    waiting_for_retry(first)
+    ask(client, manage, "second@example.org")
+
+    client.post(change_link("second@example.org"))
+
+    first.refresh_from_db()
+    assert first.status == Delivery.Status.FAILED and first.error == SUPERSEDED
+    refused = client.post(link_on(first, NEW_LINK))
+    assert refused.status_code == 400
+    subscriber.refresh_from_db()
+    assert subscriber.email == "second@example.org"
+
+
+def test_after_a_merge_a_change_link_of_the_merged_address_cannot_move_the_others_alerts(client):
+    _, manage = confirmed_subscriber(client, "old@example.org")
+    owner, _ = confirmed_subscriber(Client(), "taken@example.org", q="police")
+    ask(client, manage, "elsewhere@example.org")
+    elsewhere = Delivery.objects.get(to_email="elsewhere@example.org")
+    waiting_for_retry(elsewhere)
+    ask(client, manage, "taken@example.org")
+
+    client.post(change_link("taken@example.org"))
+
+    elsewhere.refresh_from_db()
+    assert elsewhere.status == Delivery.Status.FAILED and elsewhere.error == SUPERSEDED
+    assert client.post(link_on(elsewhere, NEW_LINK)).status_code == 400
+    owner.refresh_from_db()
+    assert owner.email == "taken@example.org"
+    assert sorted(owner.subscriptions.values_list("query", flat=True)) == ['"facial recognition"', "police"]
+
+
+def test_a_request_dropped_by_the_change_is_not_confirmed_from_the_new_inbox(client):
+    subscriber, manage = confirmed_subscriber(client, "old@example.org")
+    sign_up(client, "old@example.org", "police")
+    confirmation = Delivery.objects.filter(kind=Delivery.Kind.CONFIRMATION, to_email="old@example.org").first()
+    waiting_for_retry(confirmation)
+    ask(client, manage, "new@example.org")
+
+    client.post(change_link("new@example.org"))
+
+    confirmation.refresh_from_db()
+    assert confirmation.status == Delivery.Status.FAILED and confirmation.error == SUPERSEDED
+    assert confirmation.to_email == "old@example.org"
+    client.post(link_on(confirmation, "/alerts/confirm/"))
+    assert list(subscriber.subscriptions.values_list("query", flat=True)) == ['"facial recognition"']
 
 
 def test_the_honeypot_sends_nothing(client):
@@ -305,3 +395,75 @@ def test_the_change_goes_through_a_worker_to_the_esp(client, esp, site_worker, l
     assert note["Subject"] == NOTICE and "n•••@example.org" in note["TextBody"]
     subscriber.refresh_from_db()
     assert subscriber.email == "new@example.org"
+
+
+def test_links_of_the_alerts_merged_away_say_where_they_went(client):
+    _, manage = confirmed_subscriber(client, "old@example.org")
+    confirmed_subscriber(Client(), "taken@example.org", q="police")
+    ask(client, manage, "taken@example.org")
+
+    client.post(change_link("taken@example.org"))
+
+    old = client.get(manage)
+    assert old.status_code == 400
+    assert ("The alerts this link was for are no longer kept for the address it was sent to: they were moved to "
+            "another address that had alerts already, or deleted.") in words(old)
+
+
+def old_unsubscribe_link(subscriber: Subscriber) -> str:
+    """An unsubscribe link as emailed before links carried a mark of their address."""
+    return "/unsubscribe/" + signing.dumps({"s": subscriber.pk}, salt="alerts.link.unsubscribe", compress=True) + "/"
+
+
+def test_an_unsubscribe_link_from_the_old_inbox_stops_nothing_at_the_new_address(client):
+    subscriber, manage = confirmed_subscriber(client, "old@example.org")
+    unsubscribe = "/unsubscribe/" + tokens.make(subscriber, tokens.UNSUBSCRIBE) + "/"
+    ask(client, manage, "new@example.org")
+    client.post(change_link("new@example.org"))
+
+    shown = client.get(unsubscribe)
+    # The one-click POST a mail client sends from the old inbox's List-Unsubscribe.
+    clicked = client.post(unsubscribe)
+
+    for answer in (shown, clicked):
+        assert answer.status_code == 400
+        assert ("This address no longer gets these alerts: they were moved to another address after this email "
+                "was sent. Nothing has been changed") in words(answer)
+    subscriber.refresh_from_db()
+    assert subscriber.email == "new@example.org" and subscriber.suppressed_reason == ""
+    assert not subscriber.subscriptions.get().paused
+
+
+def test_an_unsubscribe_link_emailed_before_links_were_marked_still_works(client):
+    subscriber, _ = confirmed_subscriber(client, "old@example.org")
+
+    done = client.post(old_unsubscribe_link(subscriber))
+
+    assert done.status_code == 200
+    subscriber.refresh_from_db()
+    assert subscriber.suppressed_reason == Subscriber.Suppression.UNSUBSCRIBED
+
+
+def test_an_unsubscribe_request_about_the_notice_stops_the_old_address_not_the_new(client, settings):
+    """Postmark's "Unsubscribe request" names only the email it was about: the notice went to the old address."""
+    settings.ANYMAIL = {"WEBHOOK_SECRET": "hook:x7Qp2vLr9KsT4mWz8NbY3cHd", "POSTMARK_SERVER_TOKEN": "token"}
+    subscriber, manage = confirmed_subscriber(client, "old@example.org")
+    ask(client, manage, "new@example.org")
+    client.post(change_link("new@example.org"))
+    Delivery.objects.filter(to_email="old@example.org", payload__has_key="old_email").update(
+        esp_message_id="b7bc2f4a-e38e-4336-af7d-e6c392c2f817")
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"  # the webhook is the sending ESP's
+    event = {"RecordType": "Bounce", "ID": 4323372036854775807, "Type": "Unsubscribe", "TypeCode": 16,
+             "Name": "Unsubscribe request", "MessageID": "b7bc2f4a-e38e-4336-af7d-e6c392c2f817", "ServerID": 23,
+             "Description": "The recipient has requested to be unsubscribed.", "Details": "",
+             "From": "alerts@example.org", "BouncedAt": timezone.now().isoformat(), "Inactive": True,
+             "CanActivate": True, "Subject": NOTICE, "MessageStream": "outbound", "Tag": ""}
+    auth = base64.b64encode(b"hook:x7Qp2vLr9KsT4mWz8NbY3cHd").decode()
+
+    answer = client.post("/anymail/postmark/tracking/", data=json.dumps(event), content_type="application/json",
+                         HTTP_AUTHORIZATION=f"Basic {auth}")
+
+    assert answer.status_code == 200
+    assert WebhookEvent.objects.get().recipient == "old@example.org"
+    subscriber.refresh_from_db()
+    assert subscriber.email == "new@example.org" and subscriber.suppressed_reason == ""

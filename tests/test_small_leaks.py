@@ -132,9 +132,9 @@ def test_the_access_log_holds_no_link_token(tmp_path):
     try:
         wait_until(lambda: get(f"http://127.0.0.1:{port}/help/") == 200, message="gunicorn to serve")
         for path in (f"/alerts/manage/{token}/", f"/alerts%2Fmanage/{token}/data.json", f"/unsubscribe/{token}/",
-                     f"/alerts/confirm/{token}/"):
+                     f"/alerts/confirm/{token}/", f"/alerts/new-address/{token}/"):
             get(f"http://127.0.0.1:{port}{path}")
-        wait_until(lambda: server.err.read_text().count('"gunicorn.access"') >= 5, message="the access log")
+        wait_until(lambda: server.err.read_text().count('"gunicorn.access"') >= 6, message="the access log")
     finally:
         stop_group(server.process)
 
@@ -143,6 +143,7 @@ def test_the_access_log_holds_no_link_token(tmp_path):
     assert '127.0.0.1 "GET /alerts/manage/[token]/ HTTP/1.1" 400' in access[1]
     assert '"GET /alerts/manage/[token]/data.json HTTP/1.1"' in access[2]
     assert "/unsubscribe/[token]/" in access[3] and "/alerts/confirm/[token]/" in access[4]
+    assert '"GET /alerts/new-address/[token]/ HTTP/1.1" 400' in access[5]
     # Nor in Django's own line about the refused link.
     assert "1vPx2K" not in logged and "fakeSignature" not in logged
 
