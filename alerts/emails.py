@@ -447,9 +447,8 @@ def _address_change(delivery: Delivery) -> EmailMultiAlternatives:
     if delivery.kind == Delivery.Kind.CONFIRMATION:
         link = _link("alerts:confirm-email", tokens.make(delivery.subscriber, tokens.NEW_EMAIL, to=new_email,
                                                          t=delivery.created_at.timestamp()))
-        return _message(delivery, "change_email", {
-            "confirm_url": link, "hours": int(tokens.MAX_AGE[tokens.NEW_EMAIL].total_seconds() // 3600),
-            "new_email": new_email}, "Confirm your new address for written question alerts", to=new_email)
+        return _message(delivery, "change_email", {"confirm_url": link, "new_email": new_email},
+                        "Confirm your new address for written question alerts", to=new_email)
     return _message(delivery, "email_changed", {"new_email": hidden_address(new_email),
                                                 "changed_at": delivery.created_at},
                     "The address of your written question alerts has changed", to=delivery.payload[OLD_EMAIL])
