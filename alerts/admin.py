@@ -15,6 +15,7 @@ from alerts import subscribing
 from alerts.delivery import queue_delivery, resend, send_again, send_now
 from alerts.models import Delivery, DigestRun, Match, Subscriber, Subscription, WebhookEvent
 from alerts.overview import esp_lines
+from alerts.retention import forget_erased
 from questions.admin import Labelled
 from questions.forms import QueryField
 from questions.search import canonical, parse
@@ -76,8 +77,12 @@ class SubscriberAdmin(Labelled, admin.ModelAdmin):
             return confirmation(request, self, queryset, "admin/alerts/subscriber/lift_suppression.html",
                                 title="Lift suppression?", liftable=Subscriber.LIFTABLE,
                                 reported=(Subscriber.Suppression.BOUNCED, Subscriber.Suppression.COMPLAINED))
-        lifted = sum(subscriber.lift_suppression(by=request.user.get_username()) is not None
-                     for subscriber in queryset)
+        lifted = 0
+        for subscriber in queryset:
+            if subscriber.lift_suppression(by=request.user.get_username()) is not None:
+                # An address erased after it bounced is also remembered apart from its row: that goes too.
+                forget_erased(subscriber.email)
+                lifted += 1
         if lifted:
             self.message_user(request, f"Suppression lifted for {lifted} address(es): they receive their alerts "
                                        f"again. What each suppression was is kept on its page.", messages.SUCCESS)

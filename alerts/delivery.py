@@ -283,10 +283,11 @@ def resend(delivery_ids: list[int]) -> int:
     `send_again`."""
     now = timezone.now()
     with transaction.atomic():
-        # A row a sender holds right now is left to it: taking it back could send it twice.
+        # A row a sender holds, or held (it may still be recording it), is left to the senders: taking it back
+        # could send it twice. A link email a change of address made void stays void.
         rows = list(Delivery.objects.select_for_update().select_related("subscriber").filter(pk__in=delivery_ids)
-                    .exclude(status=Delivery.Status.SENT)
-                    .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now)))
+                    .exclude(status=Delivery.Status.SENT).exclude(error=Delivery.SUPERSEDED)
+                    .filter(leased_until__isnull=True))
         for delivery in rows:
             delivery.status, delivery.attempts, delivery.error = Delivery.Status.PENDING, 0, ""
             delivery.next_attempt_at, delivery.leased_until = now, None
@@ -303,8 +304,10 @@ def send_again(delivery_ids: list[int]) -> int:
     in its payload (`resend_of`) and carries no match, so sending it changes no alert's time of last email."""
     with transaction.atomic():
         # One sent before emails were stored, or whose text retention has blanked, has nothing to send again.
-        sent = Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.SENT,
-                                       rendered_at__isnull=False).exclude(body_text="")
+        # Nor one to an address its subscriber has left: that inbox is no longer theirs.
+        sent = [d for d in Delivery.objects.select_related("subscriber").filter(
+                    pk__in=delivery_ids, status=Delivery.Status.SENT, rendered_at__isnull=False).exclude(body_text="")
+                if d.to_email.lower() == d.subscriber.email.lower()]
         copies = [Delivery(subscriber_id=d.subscriber_id, subscription_id=d.subscription_id, kind=d.kind,
                            payload={**d.payload, "resend_of": d.pk} | ({"matches": 0} if d.kind in ALERT_KINDS else {}),
                            **{name: getattr(d, name) for name in STORED})

@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -39,6 +39,9 @@ class Subscriber(models.Model):
     suppressed_reason = models.CharField(max_length=20, choices=Suppression.choices, blank=True)
     # Part of every signed link: raising it revokes every link sent so far.
     token_version = models.PositiveIntegerField(default=1)
+    # When the alerts last moved here from another address: links emailed before links named their address
+    # (unsubscribe links live for years) were all sent to the address before.
+    email_changed_at = models.DateTimeField(null=True, blank=True)
     email_grouping = models.CharField(max_length=10, choices=Grouping.choices, default=Grouping.COMBINED)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -75,10 +78,15 @@ class Subscriber(models.Model):
         it is not suppressed, or suppressed by its owner's unsubscribe."""
         if self.suppressed_at is None or self.suppressed_reason not in self.LIFTABLE:
             return None
-        lift = SuppressionLift.objects.create(subscriber=self, reason=self.suppressed_reason,
-                                              suppressed_at=self.suppressed_at, lifted_by=by)
+        with transaction.atomic():
+            # Only the suppression the operator was shown: a bounce or an unsubscribe since is left alone.
+            if not Subscriber.objects.filter(pk=self.pk, suppressed_at=self.suppressed_at,
+                                             suppressed_reason=self.suppressed_reason).update(
+                    suppressed_at=None, suppressed_reason=""):
+                return None
+            lift = SuppressionLift.objects.create(subscriber=self, reason=self.suppressed_reason,
+                                                  suppressed_at=self.suppressed_at, lifted_by=by)
         self.suppressed_at, self.suppressed_reason = None, ""
-        self.save(update_fields=["suppressed_at", "suppressed_reason"])
         return lift
 
 
@@ -194,6 +202,9 @@ def _give_up_at() -> dt.datetime:
 
 class Delivery(models.Model):
     """One email, and its place in the queue: this row is the only record of whether and when to try it."""
+
+    # The error of a link email a change of address made void: made again, it would revive a revoked link.
+    SUPERSEDED = "not sent: superseded by a change of address"
 
     class Kind(models.TextChoices):
         IMMEDIATE = "immediate", "Immediate alert"

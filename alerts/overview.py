@@ -78,7 +78,8 @@ def overview(now: dt.datetime | None = None) -> dict:
         "deliveries_pending_all": due.count(),
         "deliveries_retrying": due.filter(attempts__gt=0).count(),
         # Given up, refused, or never sendable: waiting for an operator's Resend, however old.
-        "deliveries_failed_all": Delivery.objects.filter(status=Delivery.Status.FAILED).count(),
+        "deliveries_failed_all": Delivery.objects.filter(status=Delivery.Status.FAILED).exclude(
+            error=Delivery.SUPERSEDED).count(),
         "oldest_due": due.filter(next_attempt_at__lte=now).aggregate(oldest=Min("next_attempt_at"))["oldest"],
         # The soonest an email the ESP failed on its own is tried again.
         "next_retry": due.filter(attempts__gt=0, next_attempt_at__gt=now).aggregate(

@@ -488,7 +488,7 @@ def _key(subscription: Subscription) -> tuple:
 
 
 # Why a waiting email that a change of address made pointless was not sent.
-SUPERSEDED = "not sent: superseded by a change of address"
+SUPERSEDED = Delivery.SUPERSEDED
 
 
 def _waiting(subscriber: Subscriber) -> models.QuerySet[Delivery]:
@@ -570,9 +570,10 @@ def change_email(link: Link) -> Subscriber:
             subscriber.subscriptions.filter(confirmed_at__isnull=True).delete()
             subscriber.email, subscriber.confirmed_at = new_email, subscriber.confirmed_at or timezone.now()
             subscriber.token_version += 1
+            subscriber.email_changed_at = timezone.now()
             try:
                 with transaction.atomic():
-                    subscriber.save(update_fields=["email", "confirmed_at", "token_version"])
+                    subscriber.save(update_fields=["email", "confirmed_at", "token_version", "email_changed_at"])
             except IntegrityError:
                 # Someone signed the address up at this very moment: opening the link again merges.
                 raise CannotChange("busy") from None

@@ -59,9 +59,10 @@ def address_mark(email: str, key: str | None = None) -> str:
 
 def _sent_elsewhere(payload: dict, subscriber: Subscriber) -> bool:
     """Whether the link was sent to an address other than the subscriber's now. A link made before links were
-    marked cannot tell, and is taken as sent to it. A rotated key (kept as a fallback) still knows its marks."""
+    marked was made before any address changed: it was sent elsewhere if this one has changed since. A rotated
+    key (kept as a fallback) still knows its marks."""
     if "a" not in payload:
-        return False
+        return subscriber.email_changed_at is not None
     keys = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
     return not any(constant_time_compare(str(payload["a"]), address_mark(subscriber.email, key)) for key in keys)
 

@@ -107,7 +107,9 @@ def plainly(error: str) -> str:
     found = EXCEPTION.search(error)
     if not found:
         return error
-    said = next((words for key, words in FAILURES if key in found["name"]), "the request failed")
+    said = next((words for key, words in FAILURES if key in found["name"]), None)
+    if said is None:
+        return error  # not one of the request's failures: its words are the best there are
     ending = ENDING.search(error)
     return error[:found.start()] + said + (ending.group(1) if ending else "")
 

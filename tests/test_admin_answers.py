@@ -225,3 +225,43 @@ def test_an_error_is_said_as_a_sentence():
         "https://x.example/feed: the server did not answer in time, and no time is left in this poll to try again")
     assert plainly("https://x.example/feed: HTTP 503 (gave up after 4 attempts)") == (
         "https://x.example/feed: HTTP 503 (gave up after 4 attempts)")
+
+
+def test_resend_leaves_a_link_a_change_of_address_made_void_and_a_row_a_sender_may_still_be_recording():
+    from alerts.delivery import resend
+
+    ada = subscriber("ada@example.org")
+    void = Delivery.objects.create(subscriber=ada, kind=Delivery.Kind.CONFIRMATION, status="failed",
+                                   error=Delivery.SUPERSEDED)
+    # Its sender's lease ran out a moment ago: it may still be recording what the ESP said.
+    recording = Delivery.objects.create(subscriber=ada, kind=Delivery.Kind.MANAGE_LINK, status="pending",
+                                        leased_until=timezone.now() - timezone.timedelta(seconds=1))
+
+    assert resend([void.pk, recording.pk]) == 0
+    void.refresh_from_db()
+    assert (void.status, void.error) == ("failed", Delivery.SUPERSEDED) and mail.outbox == []
+
+
+def test_an_email_is_not_sent_again_to_an_address_its_subscriber_has_left():
+    from alerts.delivery import send_again
+
+    ada = subscriber("ada@example.org")
+    delivery = queue_delivery(ada, Delivery.Kind.MANAGE_LINK)
+    Subscriber.objects.filter(pk=ada.pk).update(email="ada@new.example.org")
+
+    assert send_again([delivery.pk]) == 0
+    assert Delivery.objects.count() == 1
+
+
+def test_a_lift_changes_nothing_if_the_suppression_changed_since_it_was_shown(admin_user):
+    shown = suppressed("ada@example.org", "bounced")
+    Subscriber.objects.filter(pk=shown.pk).update(suppressed_reason="complained", suppressed_at=timezone.now())
+
+    assert shown.lift_suppression(by=admin_user.username) is None
+    shown.refresh_from_db()
+    assert shown.suppressed_reason == "complained" and not SuppressionLift.objects.exists()
+
+
+def test_an_error_the_poller_has_no_words_for_is_kept_whole():
+    error = "https://x/feed: malformed feed (SAXParseException: <unknown>:3:0: not well-formed (invalid token))"
+    assert plainly(error) == error

@@ -467,3 +467,17 @@ def test_an_unsubscribe_request_about_the_notice_stops_the_old_address_not_the_n
     assert WebhookEvent.objects.get().recipient == "old@example.org"
     subscriber.refresh_from_db()
     assert subscriber.email == "new@example.org" and subscriber.suppressed_reason == ""
+
+
+def test_an_unsubscribe_link_emailed_before_links_were_marked_stops_nothing_after_a_move(client):
+    # Such a link was sent before any address changed: after a move it was sent to the address left behind.
+    subscriber, manage = confirmed_subscriber(client, "old@example.org")
+    unsubscribe = old_unsubscribe_link(subscriber)
+    ask(client, manage, "new@example.org")
+    client.post(change_link("new@example.org"))
+
+    clicked = client.post(unsubscribe)
+
+    assert clicked.status_code == 400 and "This address no longer gets these alerts" in words(clicked)
+    subscriber.refresh_from_db()
+    assert subscriber.email == "new@example.org" and subscriber.suppressed_reason == ""
