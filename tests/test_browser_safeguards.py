@@ -14,8 +14,8 @@ from alerts import tokens
 from alerts.models import Match, Subscriber
 from questions.models import QuestionEvent
 from tests.browser import browser_page, check_page
-from tests.test_manage_safeguards import confirmed, forty_minutes_before_the_window_turns, unanswered
-from tests.test_volume import busy_archive  # noqa: F401 (a fixture)
+from tests.conftest import forty_minutes_before_the_window_turns
+from tests.factories import confirmed, unanswered
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from tests.browser import browser_page, check_page
-from tests.test_volume import busy_archive  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -17,11 +17,17 @@ from alerts import tokens
 from alerts.delivery import queue_delivery
 from alerts.models import Delivery, FormRequest, Subscriber, Subscription
 from alerts.retention import remember_suppressed
-from tests.conftest import wait_until
+from tests.conftest import (
+    add,
+    confirmed_subscriber,
+    link_in,
+    page,
+    page_text,
+    status_region,
+    unsubscribe_everything,
+    wait_until,
+)
 from tests.esp_stub import emails_to, link
-from tests.test_alert_journey import page, status_region, unsubscribe_everything, words
-from tests.test_manage_add import add
-from tests.test_subscribing import confirmed_subscriber, link_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,7 +52,7 @@ def test_the_address_changes_once_the_new_inbox_says_so(client):
     subscriber, manage = confirmed_subscriber(client, "old@example.org")
     assert 'Change your email address' in page(client.get(manage))
     form = client.get(f"{manage}email/")
-    assert "Your alerts go to old@example.org" in words(form)
+    assert "Your alerts go to old@example.org" in page_text(form)
 
     asked = ask(client, manage, "new@example.org")
 
@@ -55,7 +61,7 @@ def test_the_address_changes_once_the_new_inbox_says_so(client):
     link = change_link("new@example.org")
     # Nothing changes until the link is opened, and opening it (a mail scanner, say) changes nothing either.
     shown = client.get(link)
-    assert "Move your alerts to this address" in words(shown) and "new@example.org" in words(shown)
+    assert "Move your alerts to this address" in page_text(shown) and "new@example.org" in page_text(shown)
     subscriber.refresh_from_db()
     assert subscriber.email == "old@example.org"
 
@@ -68,7 +74,7 @@ def test_the_address_changes_once_the_new_inbox_says_so(client):
     assert "Your alerts now go to new@example.org" in status_region(text)
     assert "Alerts for <strong>new@example.org</strong>" in text
     # The old manage link, and the change link itself, no longer open anything.
-    assert "revoked" in words(client.get(manage))
+    assert "revoked" in page_text(client.get(manage))
     assert client.post(link).status_code == 400
     (notice,) = [m for m in sent_to("old@example.org") if m.subject == NOTICE]
     assert "moved to n•••@example.org" in notice.body
@@ -112,7 +118,7 @@ def test_an_address_that_bounced_since_the_link_was_sent_is_not_taken_over(clien
 
     refused = client.post(link)
 
-    assert refused.status_code == 400 and "Nothing has changed" in words(refused)
+    assert refused.status_code == 400 and "Nothing has changed" in page_text(refused)
     subscriber.refresh_from_db()
     assert subscriber.email == "old@example.org"
 
@@ -124,7 +130,7 @@ def test_a_subscriber_that_bounced_cannot_move_away_from_its_suppression(client)
     form = client.get(f"{manage}email/")
     refused = ask(client, manage, "new@example.org")
 
-    assert "We can’t send email to old@example.org" in words(form)
+    assert "We can’t send email to old@example.org" in page_text(form)
     assert 'name="email"' not in page(form)
     assert refused.status_code == 400 and not sent_to("new@example.org")
     assert "Change your email address" not in page(client.get(manage))
@@ -161,7 +167,7 @@ def test_a_merge_over_the_cap_changes_nothing_and_says_why(client, settings):
     refused = client.post(change_link("full@example.org"))
 
     assert refused.status_code == 400
-    assert "more than 2, as many as an address can have: it has room for 1 more" in words(refused)
+    assert "more than 2, as many as an address can have: it has room for 1 more" in page_text(refused)
     assert moving.subscriptions.count() == 2 and holder.subscriptions.count() == 1
 
 
@@ -175,7 +181,7 @@ def test_an_address_that_unsubscribed_after_the_link_was_sent_is_left_alone(clie
 
     refused = client.post(link)
 
-    assert refused.status_code == 400 and "unsubscribed from everything after this link was sent" in words(refused)
+    assert refused.status_code == 400 and "unsubscribed from everything after this link was sent" in page_text(refused)
     assert moving.subscriptions.count() == 1 and Subscriber.objects.filter(pk=moving.pk).exists()
 
 
@@ -204,13 +210,13 @@ def test_the_link_expires_in_a_day_and_is_revoked_with_the_others(client, monkey
     monkeypatch.setattr(signing.time, "time", real_time)
 
     expired = client.get(f"{NEW_LINK}{old}/")
-    assert expired.status_code == 400 and "expired" in words(expired)
+    assert expired.status_code == 400 and "expired" in page_text(expired)
 
     ask(client, manage, "new@example.org")
     link = change_link("new@example.org")
     client.post(f"{manage}revoke/")
     revoked = client.post(link)
-    assert revoked.status_code == 400 and "revoked" in words(revoked)
+    assert revoked.status_code == 400 and "revoked" in page_text(revoked)
     subscriber.refresh_from_db()
     assert subscriber.email == "old@example.org"
 
@@ -222,8 +228,8 @@ def test_the_same_address_and_a_bad_one_are_told_on_the_form(client):
     same = ask(client, manage, "OLD@example.org")
     bad = ask(client, manage, "not an address")
 
-    assert same.status_code == 400 and "That is the address your alerts go to already" in words(same)
-    assert bad.status_code == 400 and "Enter a valid email address" in words(bad)
+    assert same.status_code == 400 and "That is the address your alerts go to already" in page_text(same)
+    assert bad.status_code == 400 and "Enter a valid email address" in page_text(bad)
     assert len(mail.outbox) == sent and not FormRequest.objects.exists()
 
 

@@ -27,9 +27,9 @@ from alerts.digests import SETTLE
 from alerts.models import Delivery, DigestRun, EspState, Match, Subscriber, Subscription
 from config import schedule
 from questions.models import Question, QuestionEvent
-from tests.conftest import FIXTURES, ROOT, wait_until
+from tests.conftest import FIXTURES, ROOT, beat_sends_due_emails, esp_env, start, wait_until
 from tests.esp_stub import PostmarkStub, StubServer, emails_to
-from tests.test_delivery_recovery import beat_sends_due_emails, esp_env, start, subscribers_with_one_match_each
+from tests.factories import subscribers_with_one_match_each
 
 pytestmark = [pytest.mark.worker, pytest.mark.postgres]
 

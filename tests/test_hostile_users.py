@@ -18,7 +18,6 @@ from alerts import tokens
 from alerts.models import Delivery, FormRequest, Subscriber, Subscription
 from config.celery import app
 from tests.conftest import FIXTURES
-from tests.test_faults import private_redis  # noqa: F401 - fixture
 
 SIGNUP = "/alerts/new/"
 LINK = "/alerts/link/"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import zlib
 
 import pytest
 from django.core import mail
@@ -16,20 +15,23 @@ from django.utils import timezone
 
 from alerts import tokens
 from alerts.models import Subscriber, Subscription
-from questions.models import Question, Source
+from questions.models import Source
 from questions.search import canonical, parse
-from tests.test_alert_journey import status_region
-from tests.test_subscribing import link_in
-from tests.test_volume import BROAD, NARROW_IT, NEWEST, SIGNUP, TOO_OFTEN, ask, busy_archive, filler, store, visible  # noqa: F401 (busy_archive is a fixture)
+from tests.conftest import (
+    BROAD,
+    NARROW_IT,
+    SIGNUP,
+    TOO_OFTEN,
+    forty_minutes_before_the_window_turns,
+    link_in,
+    status_region,
+    visible,
+)
+from tests.factories import NEWEST, ask, confirmed, filler, store, unanswered
 
 pytestmark = pytest.mark.django_db
 
 HELD = "Check this alert before it is added"
-
-
-def confirmed(email: str = "ada@example.org") -> tuple[Subscriber, str]:
-    subscriber = Subscriber.objects.create(email=email, confirmed_at=timezone.now())
-    return subscriber, f"/alerts/manage/{tokens.make(subscriber, tokens.MANAGE)}/"
 
 
 def alert(subscriber: Subscriber, query: str, frequency: str = "immediate", **fields) -> Subscription:
@@ -178,13 +180,6 @@ def signup_fields(**extra) -> dict:
             "alert_on": "answers", "website": ""} | extra
 
 
-def forty_minutes_before_the_window_turns(limiter_clock, ip: str) -> None:
-    """The limiter's clock set 40 minutes before the end of `ip`'s hour (django-ratelimit staggers each key's
-    hour by its CRC-32)."""
-    hour = int(limiter_clock.now) // 3600 * 3600
-    limiter_clock.now = float(hour + zlib.crc32(ip.encode()) % 3600 + 3600 - 40 * 60)
-
-
 def test_the_sixth_signup_in_an_hour_keeps_the_form_and_says_when_to_try_again(client, settings, limiter_clock):
     settings.RATELIMIT_SIGNUP_PER_IP = "5/h"
     ip = "198.51.100.23"
@@ -250,13 +245,6 @@ def test_the_confirm_page_names_the_alert_and_the_address(client):
             "prisons: weekly digest, answers only") in text
     client.post(confirm)
     assert "You have already confirmed this alert for ada@example.org" in visible(client.get(confirm))
-
-
-def unanswered() -> Question:
-    question = ask(heading="Hedgehog crossings", tabled=NEWEST)
-    question.external_id = "hedgehog-crossings"
-    question.save()
-    return question
 
 
 def test_after_a_follow_signing_up_again_goes_back_to_the_question(client):

@@ -13,8 +13,8 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from alerts.models import Subscriber, WebhookEvent
-from tests.conftest import ROOT
-from tests.test_delivery import POSTMARK_BOUNCE, post_webhook, subscribe, webhook_secret  # noqa: F401 - fixture
+from tests.conftest import POSTMARK_BOUNCE, ROOT, post_webhook
+from tests.factories import subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 STRONG = "x7Qp2vLr9KsT4mWz8NbY3cHd"
