@@ -542,8 +542,6 @@ def esp_server():
 
 
 SIGNUP = "/alerts/new/"
-
-
 BROAD = ("This search is very broad. It matches 36% of all the questions we hold (112 of 312), so an alert for it "
          "would email you about a large share of everything asked in Parliament.")
 
@@ -667,8 +665,6 @@ def signed_up(live_server, width: int, email: str):
 
 
 QUERY = '"facial recognition"'
-
-
 CONFIRM_LINK = re.compile(r"(http://\S+/alerts/confirm/\S+)")
 
 
@@ -949,8 +945,6 @@ def wanted(line: dict) -> bool:
 
 
 MAILGUN_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
-
-
 SECRET = ("hook", "x7Qp2vLr9KsT4mWz8NbY3cHd")
 
 

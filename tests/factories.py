@@ -46,8 +46,8 @@ def subscribe(email: str = "ada@example.org", query: str = '"facial recognition"
     return Subscription.objects.create(subscriber=owner(email, subscriber), query=query, **values)
 
 
-def follow_question(email: str = "ada@example.org", question=None, *, subscriber: Subscriber | None = None,
-           **fields) -> Subscription:
+def follow_question(email: str = "ada@example.org", question: Question | None = None, *,
+                    subscriber: Subscriber | None = None, **fields) -> Subscription:
     """A confirmed alert following one question, labelled with its heading, as "Follow this question" makes it."""
     values = {"label": question.heading[:100], "confirmed_at": timezone.now()} | fields
     return Subscription.objects.create(subscriber=owner(email, subscriber), question=question, **values)
@@ -77,14 +77,8 @@ def real_record(api_id: int, *, answered: bool = True, **changes) -> dict:
 
 
 HEADING = "Schools: Heating"
-
-
 ANSWER = "We have given schools £50 million for new boilers this year."
-
-
 CORRECTED = "We have given schools £45 million for new boilers this year."
-
-
 HOLDING = "I will reply to the honourable member as soon as possible."
 
 
@@ -169,8 +163,6 @@ def subscribers_with_one_match_each(count: int) -> None:
 
 # Long ago on purpose: the archive stops growing, and the estimate must still count back from its newest day.
 NEWEST = dt.date(2025, 6, 30)
-
-
 FILLER = volume.MIN_ARCHIVE_FOR_SHARE
 
 
@@ -199,8 +191,9 @@ def filler(count: int = FILLER, days: int = 365, newest: dt.date = NEWEST) -> No
 
 
 def confirmed(email: str = "ada@example.org") -> tuple[Subscriber, str]:
-    subscriber = Subscriber.objects.create(email=email, confirmed_at=timezone.now())
-    return subscriber, f"/alerts/manage/{tokens.make(subscriber, tokens.MANAGE)}/"
+    """A confirmed subscriber and the path of their manage page."""
+    person = subscriber(email)
+    return person, f"/alerts/manage/{tokens.make(person, tokens.MANAGE)}/"
 
 
 def unanswered() -> Question:

@@ -58,7 +58,7 @@ def activity_of(page, name: str) -> str:
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_a_subscriber_sees_their_alerts_working_chooses_separate_emails_and_sees_a_bounce(
-        live_server, live_archive, settings, width):  # noqa: F811
+        live_server, live_archive, settings, width):
     email = f"health-{width}@example.org"
     with signed_up_here(live_server, width, email) as (page, manage_url, _):
         subscriber = Subscriber.objects.get(email=email)

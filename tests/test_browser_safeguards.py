@@ -43,7 +43,7 @@ def status_message(page) -> str:
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_a_broad_search_added_from_the_manage_page_is_warned_of_added_once_seen_and_flagged(
-        live_server, busy_archive, width):  # noqa: F811
+        live_server, busy_archive, width):
     subscriber, manage = confirmed(f"add-{width}@example.org")
     with browser_page() as page:
         at(page, width)

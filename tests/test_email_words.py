@@ -201,7 +201,7 @@ def test_a_correction_keeps_the_answer_it_replaced_and_a_backfill_alerts_nobody(
     assert not QuestionEvent.objects.exclude(kind="corrected").exclude(answer_before="").exists()
 
 
-def test_a_correction_polled_from_the_api_keeps_the_answer_it_replaced(stub, source):  # noqa: F811
+def test_a_correction_polled_from_the_api_keeps_the_answer_it_replaced(stub, source):
     stub.put(real_record(1003))
     poll_source(source, api_client())  # the source's first poll: a backfill
     first = Question.objects.get(external_id="1003").answer_text

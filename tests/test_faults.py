@@ -20,7 +20,7 @@ from tests.factories import match_everything, real_record, subscribe
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("status", [429, 503])
-def test_an_esp_that_throttles_is_retried_until_it_accepts(postmark, status, archive):  # noqa: F811
+def test_an_esp_that_throttles_is_retried_until_it_accepts(postmark, status, archive):
     stub = postmark
     stub.failures_left, stub.failure_status = 2, status
     subscribe()
@@ -37,7 +37,7 @@ def test_an_esp_that_throttles_is_retried_until_it_accepts(postmark, status, arc
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_esp_that_hangs_times_out_and_is_tried_again_later(postmark, settings, archive):  # noqa: F811
+def test_an_esp_that_hangs_times_out_and_is_tried_again_later(postmark, settings, archive):
     def hang(request):
         time.sleep(2)
         from werkzeug.wrappers import Response
@@ -67,7 +67,7 @@ def test_an_esp_that_hangs_times_out_and_is_tried_again_later(postmark, settings
 @pytest.mark.worker
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_redis_going_away_during_polling_and_sending_loses_nothing(api_polled_before, mail_env, httpserver,  # noqa: F811
+def test_redis_going_away_during_polling_and_sending_loses_nothing(api_polled_before, mail_env, httpserver,
                                                                    private_redis, esp_path):
     redis_url, stop_redis, start_redis = private_redis
     mail_env["REDIS_URL"] = redis_url
@@ -109,7 +109,7 @@ def test_redis_going_away_during_polling_and_sending_loses_nothing(api_polled_be
 @pytest.mark.worker
 @pytest.mark.postgres
 def test_a_database_connection_cut_mid_transaction_rolls_back_and_the_retry_completes(
-        api_polled_before, mail_env, httpserver, esp_path):  # noqa: F811
+        api_polled_before, mail_env, httpserver, esp_path):
     from django.db import transaction
 
     esp = PostmarkStub()

@@ -375,7 +375,7 @@ def private_redis(tmp_path):
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.worker
-def test_redis_killed_with_signups_waiting_every_one_is_confirmed_by_email_once(site, private_redis,  # noqa: F811
+def test_redis_killed_with_signups_waiting_every_one_is_confirmed_by_email_once(site, private_redis,
                                                                                   worker_env, httpserver,
                                                                                   esp_path, esp, settings):
     from celery import Celery

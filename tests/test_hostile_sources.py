@@ -45,7 +45,7 @@ def test_a_feed_that_drips_one_byte_at_a_time_is_cut_off_at_the_response_budget(
     assert feed.consecutive_failures == 1 and feed.problems.count() == 1
 
 
-def test_an_api_that_ignores_skip_and_claims_a_huge_total_stops_at_once(httpserver, source, settings):  # noqa: F811
+def test_an_api_that_ignores_skip_and_claims_a_huge_total_stops_at_once(httpserver, source, settings):
     settings.PARLIAMENT_API_OVERLAP_DAYS = 0
     Source.objects.filter(pk=source.pk).update(cursor=TODAY)
     source.refresh_from_db()
@@ -62,7 +62,7 @@ def test_an_api_that_ignores_skip_and_claims_a_huge_total_stops_at_once(httpserv
     assert source.cursor == TODAY
 
 
-def test_pages_are_capped_whatever_total_the_api_claims(httpserver, source, settings):  # noqa: F811
+def test_pages_are_capped_whatever_total_the_api_claims(httpserver, source, settings):
     settings.PARLIAMENT_API_MAX_PAGES, settings.PARLIAMENT_API_OVERLAP_DAYS = 3, 0
     Source.objects.filter(pk=source.pk).update(cursor=TODAY)
     source.refresh_from_db()
@@ -88,7 +88,7 @@ def _json(value) -> str:
     return json.dumps(value)
 
 
-def test_a_whole_poll_has_a_deadline_and_the_next_goes_on_from_the_last_day_read(httpserver, source, settings):  # noqa: F811
+def test_a_whole_poll_has_a_deadline_and_the_next_goes_on_from_the_last_day_read(httpserver, source, settings):
     settings.SOURCE_POLL_SECONDS = 1.5
 
     def slow(request):
@@ -108,7 +108,7 @@ def test_a_whole_poll_has_a_deadline_and_the_next_goes_on_from_the_last_day_read
     assert source.cursor == first_day and source.last_error == report.error
 
 
-def test_a_feed_guid_that_is_an_api_id_cannot_overwrite_the_api_question(stub, source, httpserver):  # noqa: F811
+def test_a_feed_guid_that_is_an_api_id_cannot_overwrite_the_api_question(stub, source, httpserver):
     stub.put(real_record(1000))
     poll_source(source, api_client())
     official = Question.objects.get(external_id="1000")
@@ -126,7 +126,7 @@ def test_a_feed_guid_that_is_an_api_id_cannot_overwrite_the_api_question(stub, s
     assert borrowed.external_id == f"feed:{feed.pk}:1000" and borrowed.heading == "Borrowed"
 
 
-def test_a_record_for_a_question_another_source_owns_is_refused_and_logged(source):  # noqa: F811
+def test_a_record_for_a_question_another_source_owns_is_refused_and_logged(source):
     upsert([QuestionRecord(external_id="9101", heading="Official")], source)
     feed = Source.objects.create(name="Feed", kind=Source.Kind.FEED, url="http://127.0.0.1:9/")
 

@@ -57,7 +57,7 @@ def row_of(response, query: str) -> str:
 
 
 def test_a_broad_search_added_from_the_manage_page_is_warned_of_as_on_signup_and_added_once_seen(
-        client, busy_archive):  # noqa: F811
+        client, busy_archive):
     subscriber, manage = confirmed()
     on_signup = visible(client.get(SIGNUP, {"q": "government"}))
 
@@ -77,7 +77,7 @@ def test_a_broad_search_added_from_the_manage_page_is_warned_of_as_on_signup_and
     assert "Added “government”." in status_region(client.get(manage).content.decode())
 
 
-def test_warnings_seen_for_one_search_do_not_pass_another(client, busy_archive):  # noqa: F811
+def test_warnings_seen_for_one_search_do_not_pass_another(client, busy_archive):
     subscriber, manage = confirmed()
     seen = warned(add(client, manage, "government"))
 
@@ -89,7 +89,7 @@ def test_warnings_seen_for_one_search_do_not_pass_another(client, busy_archive):
     assert [s.query for s in subscriber.subscriptions.all()] == ["government"]
 
 
-def test_previewing_on_the_manage_page_shows_the_numbers_and_adds_nothing(client, busy_archive):  # noqa: F811
+def test_previewing_on_the_manage_page_shows_the_numbers_and_adds_nothing(client, busy_archive):
     subscriber, manage = confirmed()
 
     previewed = add(client, manage, "hedgehogs", preview="1")
@@ -102,7 +102,7 @@ def test_previewing_on_the_manage_page_shows_the_numbers_and_adds_nothing(client
     assert add(client, manage, "hedgehogs").status_code == 302
 
 
-def test_editing_to_a_broad_search_is_saved_only_once_the_warning_is_seen(client, busy_archive):  # noqa: F811
+def test_editing_to_a_broad_search_is_saved_only_once_the_warning_is_seen(client, busy_archive):
     subscriber, manage = confirmed()
     narrow = alert(subscriber, "hedgehogs", frequency="daily")
     edit = f"{manage}{narrow.pk}/"
@@ -120,7 +120,7 @@ def test_editing_to_a_broad_search_is_saved_only_once_the_warning_is_seen(client
     assert narrow.query == "government"
 
 
-def test_an_existing_broad_alert_is_flagged_with_what_to_do(client, busy_archive):  # noqa: F811
+def test_an_existing_broad_alert_is_flagged_with_what_to_do(client, busy_archive):
     subscriber, manage = confirmed()
     broad = alert(subscriber, "government")
     alert(subscriber, "hedgehogs")
