@@ -27,7 +27,6 @@ from tests.conftest import (
     Worker,
     purge_queues,
     samples,
-    serve_api,
     serve_postmark,
     value,
     wait_until,
@@ -198,11 +197,6 @@ def test_the_database_gauges_say_what_is_queued_stuck_suppressed_and_failing(cli
     failures = labelled(scraped, "wqa_source_consecutive_failures", "source")
     assert failures.get("Failing feed") == 3 and "Switched off" not in failures
     assert 7190 <= labelled(scraped, "wqa_source_last_success_age_seconds", "source")["Failing feed"] <= 7300
-
-
-@pytest.fixture
-def api(httpserver):
-    return serve_api(httpserver)
 
 
 @pytest.mark.django_db(transaction=True)
