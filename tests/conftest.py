@@ -681,8 +681,8 @@ def delivery_section(client) -> str:
     """The text of the overview's Delivery section, as a logged-in member of staff reads it."""
     response = client.get("/admin/overview/")
     assert response.status_code == 200
-    html = response.content.decode()
-    section = html.split("<h2>Delivery</h2>", 1)[1].split("<h2>Sources</h2>", 1)[0]
+    text = response.content.decode()
+    section = text.split("<h2>Delivery</h2>", 1)[1].split("<h2>Sources</h2>", 1)[0]
     section = re.sub(r"</?(a|strong|span)\b[^>]*>", "", section)
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", section)).split())
 

@@ -68,8 +68,8 @@ def test_a_pipeline_run_logs_one_json_object_a_line_with_its_ids_and_counts(api,
     from questions.tasks import poll_sources_task
 
     source = official_source(httpserver.url_for("/"))
-    ada = subscribe("ada@example.org")
-    bo = subscribe("bo@example.org")
+    ada = subscribe("ada@example.org", "apprenticeships")
+    bo = subscribe("bo@example.org", "apprenticeships")
     postmark.inactive = {"bo@example.org"}
     api.put(real_record(1000))
 
@@ -189,7 +189,7 @@ def test_a_worker_logs_the_whole_pipeline_as_json_on_stderr(worker_env, api, htt
         "PYTHONWARNINGS": "ignore:You're running the worker with superuser privileges",
     }
     source = official_source(httpserver.url_for("/"))
-    ada = subscribe("ada@example.org")
+    ada = subscribe("ada@example.org", "apprenticeships")
     api.put(real_record(1000))
     purge_queues()
     worker = StreamsApart(env, tmp_path)

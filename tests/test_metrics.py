@@ -213,7 +213,7 @@ def test_the_page_adds_up_what_this_process_counted_in_the_metrics_folder(client
                           last_success_at=timezone.now())
     Source.objects.create(name=broken, kind=Source.Kind.PARLIAMENT_API, url="http://127.0.0.1:9/",
                           last_success_at=timezone.now())
-    subscribe()
+    subscribe(query="apprenticeships")
     api.put(real_record(1000))
     before = scrape(client)
 
@@ -269,7 +269,7 @@ def test_a_scrape_shows_what_the_worker_did_and_the_web_server_was_told(worker_e
     web = WebServer(shared | {"METRICS_TOKEN": TOKEN}, tmp_path / "gunicorn.log")
     Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
                           last_success_at=timezone.now())
-    subscribe()
+    subscribe(query="apprenticeships")
     api.put(real_record(1000))
 
     def scraped() -> dict:

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.postgres]
 
 
 def test_a_new_question_in_the_api_reaches_the_inbox(api_polled_before, esp, mail_env):
-    subscribe()
+    subscribe(query="apprenticeships")
     subscribe(email="bo@example.org", query="palantir")
     subscribe(email="cy@example.org", query="apprenticeships", frequency="daily")
     api_polled_before.put(real_record(1000))
@@ -89,7 +89,7 @@ def test_a_worker_killed_mid_send_sends_again_and_loses_nothing(api_polled_befor
                                                                 sent_before_crash, esp_path):
     esp = HangingESP(record_first=sent_before_crash)
     serve_postmark(httpserver, esp_path, esp)
-    subscribe()
+    subscribe(query="apprenticeships")
     api_polled_before.put(real_record(1000))
     worker = start_worker(mail_env)
     try:
@@ -146,7 +146,7 @@ def test_a_worker_killed_mid_poll_lands_every_question_once(api_polled_before, m
 def test_a_worker_killed_mid_match_run_records_every_match_once(api_polled_before, esp, mail_env):
     from django.db import connection, transaction
 
-    subscribe()
+    subscribe(query="apprenticeships")
     subscribe(email="bo@example.org", query="department:education")
     api_polled_before.put(real_record(1000))
     worker = start_worker(mail_env)
