@@ -498,7 +498,7 @@ def send_alerts() -> Delivery:
 
 
 def use_postmark_webhooks(settings) -> None:
-    """Tracking webhooks of Postmark, taken with these basic-auth credentials (as test_delivery's fixture)."""
+    """Tracking webhooks of Postmark, taken with these basic-auth credentials (as the `webhook_secret` fixture)."""
     settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
     settings.ANYMAIL = settings.ANYMAIL | {"WEBHOOK_SECRET": "hook:s3cret"}
 
