@@ -6,38 +6,37 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from itertools import count
 
 import pytest
 from django.core import mail
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from django.utils import dateformat, timezone
+from django.utils import timezone
 
 from alerts import activity, tokens
-from alerts.delivery import deliver_immediate, send_due
+from alerts.delivery import deliver_immediate
 from alerts.models import Delivery, Match, Subscriber, Subscription
-from questions.models import Question, QuestionEvent, Source
-from tests.test_alert_journey import page, status_region
-from tests.test_delivery import POSTMARK_BOUNCE, post_webhook
-from tests.test_subscribing import confirmed_subscriber
+from questions.models import QuestionEvent, Source
+from tests.conftest import (
+    POSTMARK_BOUNCE,
+    confirmed_subscriber,
+    page,
+    post_webhook,
+    send_alerts,
+    status_region,
+    use_postmark_webhooks,
+    when,
+)
+from tests.factories import follow_question, matched, question, quiet_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-_numbers = count(1)
 POSTMARK_DELIVERED = {
     "RecordType": "Delivery", "ServerID": 23, "MessageStream": "outbound", "MessageID": "", "Recipient":
     "ada@example.org", "Tag": "immediate", "DeliveredAt": "2026-11-27T10:00:00Z", "Details": "Test delivery",
     "Metadata": {},
 }
-
-
-def when(value: dt.datetime | dt.date, fmt: str = "j F Y, H:i") -> str:
-    """A moment as the page writes it, in the site's time zone."""
-    if isinstance(value, dt.datetime):
-        value = timezone.localtime(value)
-    return dateformat.format(value, fmt)
 
 
 def text_of(html: str) -> str:
@@ -58,31 +57,6 @@ def cell(html: str, subscription: Subscription, label: str) -> str:
     found = re.search(rf'<td data-label="{label}"[^>]*>(.*?)</td>', row(html, subscription), re.S)
     assert found, label
     return text_of(found.group(1))
-
-
-def question(**fields) -> Question:
-    number = next(_numbers)
-    defaults = {"external_id": f"health-{number}", "uin": f"HL{number}", "house": "Commons",
-                "heading": f"Facial recognition: police number {number}", "date_tabled": timezone.localdate()}
-    return Question.objects.create(**(defaults | fields))
-
-
-def matched(subscription: Subscription, at: dt.datetime | None = None) -> Match:
-    event = QuestionEvent.objects.create(question=question(), kind="tabled", key="tabled", matched_at=timezone.now())
-    return Match.objects.create(subscription=subscription, event=event, created_at=at or timezone.now())
-
-
-def send_alerts() -> Delivery:
-    ids = deliver_immediate()
-    send_due()
-    assert len(ids) == 1
-    return Delivery.objects.get(pk=ids[0])
-
-
-def use_postmark_webhooks(settings) -> None:
-    """Tracking webhooks of Postmark, taken with these basic-auth credentials (as test_delivery's fixture)."""
-    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
-    settings.ANYMAIL = settings.ANYMAIL | {"WEBHOOK_SECRET": "hook:s3cret"}
 
 
 @pytest.fixture
@@ -222,11 +196,6 @@ def test_what_the_esp_said_is_put_in_words(reported, words, trouble):
 
 # An alert that has gone quiet.
 
-def quiet_for(subscription: Subscription, days: int) -> None:
-    old = timezone.now() - dt.timedelta(days=days)
-    Subscription.objects.filter(pk=subscription.pk).update(created_at=old, updated_at=old)
-
-
 QUIET = "Nothing has matched this alert in the last 90 days."
 
 
@@ -281,15 +250,10 @@ def test_the_quiet_period_follows_the_setting(client, alert, settings):
 
 # A followed question is a row too.
 
-def follow_of(subscriber: Subscriber, q: Question, **fields) -> Subscription:
-    return Subscription.objects.create(subscriber=subscriber, question=q, label=q.heading[:100],
-                                       confirmed_at=timezone.now(), **fields)
-
-
 def test_a_followed_question_waiting_for_an_answer(client, alert):
     subscriber, manage, _ = alert
     q = question(heading="Prisons: Staff numbers")
-    follow = follow_of(subscriber, q)
+    follow = follow_question(subscriber=subscriber, question=q)
 
     html = page(client.get(manage))
 
@@ -309,7 +273,7 @@ def test_a_followed_question_that_was_answered_says_until_when_corrections_are_f
     subscriber, manage, _ = alert
     answered = dt.date(2026, 3, 3)
     q = question(heading="Prisons: Staff numbers", date_answered=answered, answer_text="There are 20,000.")
-    follow = follow_of(subscriber, q)
+    follow = follow_question(subscriber=subscriber, question=q)
     event = QuestionEvent.objects.create(question=q, kind="answered", key="answered", matched_at=timezone.now())
     match = Match.objects.create(subscription=follow, event=event)
 
@@ -325,7 +289,7 @@ def test_a_retired_follow_says_why_it_ended_and_offers_only_delete(client, alert
     subscriber, manage, _ = alert
     q = question(heading="Prisons: Staff numbers", date_answered=dt.date(2026, 1, 5), answer_text="20,000.")
     retired_at = timezone.now() - dt.timedelta(days=2)
-    follow = follow_of(subscriber, q, retired_at=retired_at)
+    follow = follow_question(subscriber=subscriber, question=q, retired_at=retired_at)
 
     html = page(client.get(manage))
 
@@ -340,7 +304,8 @@ def test_a_retired_follow_says_why_it_ended_and_offers_only_delete(client, alert
 
 def test_a_withdrawn_question_is_said_to_be_withdrawn(client, alert):
     subscriber, manage, _ = alert
-    follow = follow_of(subscriber, question(heading="Prisons: Staff numbers", is_withdrawn=True))
+    follow = follow_question(subscriber=subscriber,
+                             question=question(heading="Prisons: Staff numbers", is_withdrawn=True))
 
     assert cell(page(client.get(manage)), follow, "Search") == (
         "Following: Prisons: Staff numbers This question was withdrawn.")
@@ -364,7 +329,7 @@ def test_the_page_costs_the_same_queries_for_one_alert_as_for_many(client, alert
         extra = Subscription.objects.create(subscriber=subscriber, query=f"topic{number}",
                                             canonical_query=f"topic{number}", confirmed_at=timezone.now())
         matched(extra)
-        follow_of(subscriber, question(), retired_at=timezone.now() if number % 2 else None)
+        follow_question(subscriber=subscriber, question=question(), retired_at=timezone.now() if number % 2 else None)
     send_alerts()
     deliver_immediate()
 

@@ -4,7 +4,6 @@ alert is on when nothing is sent."""
 from __future__ import annotations
 
 import datetime as dt
-import html
 import re
 import time
 from io import StringIO
@@ -13,13 +12,20 @@ import pytest
 from django.core import mail, signing
 from django.core.management import call_command
 from django.template import loader
-from django.test import Client, RequestFactory
+from django.test import RequestFactory
 from django.views.defaults import server_error
 
-from alerts import tokens
-from alerts.models import Subscriber, Subscription
-from tests.conftest import FIXTURES
-from tests.test_subscribing import confirmed_subscriber, link_in, sign_up
+from alerts.models import Subscription
+from tests.conftest import (
+    FIXTURES,
+    confirmed_subscriber,
+    link_in,
+    page,
+    page_text,
+    sign_up,
+    status_region,
+    unsubscribe_everything,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,30 +35,10 @@ def archive():
     call_command("import_questions", str(FIXTURES / "seed_questions.json"), stdout=StringIO())
 
 
-def page(response) -> str:
-    assert response.status_code in (200, 400), response.status_code
-    return html.unescape(response.content.decode())
-
-
-def words(response) -> str:
-    """The page as text, tags taken out."""
-    return re.sub(r"<[^>]+>", "", page(response))
-
-
 def statuses(text: str) -> list[str]:
     """The Status column of the manage page's table, one cell per alert."""
     rows = re.findall(r"<tr>\s*<td[^>]*>.*?</tr>", text, re.S)
     return [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[3] for row in rows]
-
-
-def status_region(text: str) -> str:
-    found = re.search(r'<div class="messages" role="status">(.*?)</div>', text, re.S)
-    return found.group(1) if found else ""
-
-
-def unsubscribe_everything(subscriber: Subscriber) -> None:
-    Client(enforce_csrf_checks=True).post(f"/unsubscribe/{tokens.make(subscriber, tokens.UNSUBSCRIBE)}/")
-    subscriber.refresh_from_db()
 
 
 # a. The manage page never says an alert is on when nothing is sent.
@@ -241,7 +227,7 @@ def test_check_your_inbox_repeats_the_address_typed_for_known_and_unknown_alike(
     for email in ("known@example.org", "stranger@example.org"):
         response = sign_up(client, email, q="prisons")
         assert response["Location"] == "/alerts/check-your-inbox/"
-        pages[email] = words(client.get(response["Location"]))
+        pages[email] = page_text(client.get(response["Location"]))
 
     assert "You asked us to email known@example.org." in pages["known@example.org"]
     assert "You asked us to email stranger@example.org." in pages["stranger@example.org"]
@@ -260,8 +246,8 @@ def test_check_your_inbox_after_a_typo_shows_the_typo(client):
 
 def test_email_me_a_link_states_the_manage_links_lifetime(client):
     confirmed_subscriber(client)
-    known = words(client.post("/alerts/link/", {"email": "ada@example.org"}, follow=True))
-    unknown = words(client.post("/alerts/link/", {"email": "nobody@example.org"}, follow=True))
+    known = page_text(client.post("/alerts/link/", {"email": "ada@example.org"}, follow=True))
+    unknown = page_text(client.post("/alerts/link/", {"email": "nobody@example.org"}, follow=True))
 
     assert "The link works for 90 days." in known and "You asked us to email ada@example.org." in known
     assert known.replace("ada@", "X@") == unknown.replace("nobody@", "X@")
@@ -345,7 +331,7 @@ def test_the_preview_gives_a_weekly_rate(client, archive):
 
     Question.objects.filter(external_id="seed-7").update(date_tabled=timezone.localdate())
 
-    text = words(client.get("/alerts/new/", {"q": "taser"}))
+    text = page_text(client.get("/alerts/new/", {"q": "taser"}))
 
     assert "In the last 30 days this search matched 1 question: about 0.2 a week." in text
 
@@ -355,13 +341,13 @@ def test_an_empty_preview_counts_the_whole_archive_and_its_latest(client, archiv
 
     Question.objects.filter(external_id="seed-7").update(date_tabled=dt.date(2025, 3, 3))
 
-    text = words(client.get("/alerts/new/", {"q": "taser"}))
+    text = page_text(client.get("/alerts/new/", {"q": "taser"}))
 
     assert "In the last 30 days this search matched none; 1 in all, the latest on 3 March 2025." in text
 
 
 def test_a_preview_with_no_match_anywhere_says_so(client, archive):
-    text = words(client.get("/alerts/new/", {"q": "zzyzxnotaword"}))
+    text = page_text(client.get("/alerts/new/", {"q": "zzyzxnotaword"}))
 
     assert "nothing in the whole archive matches it either" in text
 

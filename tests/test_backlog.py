@@ -12,19 +12,13 @@ from django.contrib.messages import get_messages
 from django.utils import formats, timezone
 
 from alerts.delivery import queue_delivery, send_due
-from alerts.models import Delivery, EspState, Subscriber, Subscription
-from tests.test_canary import delivery_section
+from alerts.models import Delivery, EspState
+from tests.conftest import delivery_section
+from tests.factories import subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHANGELIST = "/admin/alerts/delivery/"
-
-
-def subscriber(email: str) -> Subscriber:
-    person = Subscriber.objects.create(email=email, confirmed_at=timezone.now())
-    Subscription.objects.create(subscriber=person, query="prisons", canonical_query="prisons",
-                                confirmed_at=timezone.now())
-    return person
 
 
 def backing_off(email: str, **fields) -> Delivery:
@@ -32,7 +26,8 @@ def backing_off(email: str, **fields) -> Delivery:
     values = {"attempts": 3, "error": 'AnymailRequestsAPIError: Postmark API response 500 (INTERNAL SERVER ERROR):\n'
                                        '{"ErrorCode": 100, "Message": "Try again"}',
               "next_attempt_at": timezone.now() + dt.timedelta(minutes=50)} | fields
-    return Delivery.objects.create(subscriber=subscriber(email), kind=Delivery.Kind.MANAGE_LINK, **values)
+    return Delivery.objects.create(subscriber=subscribe(email, "prisons").subscriber, kind=Delivery.Kind.MANAGE_LINK,
+                                   **values)
 
 
 def send_now(admin_client, *deliveries: Delivery) -> list[str]:
@@ -59,8 +54,8 @@ def test_send_now_sends_a_backing_off_email_at_once_and_leaves_the_rest(admin_cl
     waiting = backing_off("ada@example.org")
     # Held by a sender at this moment: taking it back could send it twice.
     held = backing_off("bo@example.org", leased_until=timezone.now() + dt.timedelta(seconds=60))
-    sent = Delivery.objects.create(subscriber=subscriber("cy@example.org"), kind=Delivery.Kind.MANAGE_LINK,
-                                   status=Delivery.Status.SENT, sent_at=timezone.now())
+    sent = Delivery.objects.create(subscriber=subscribe("cy@example.org", "prisons").subscriber,
+                                   kind=Delivery.Kind.MANAGE_LINK, status=Delivery.Status.SENT, sent_at=timezone.now())
 
     messages = send_now(admin_client, waiting, held, sent)
 
@@ -76,7 +71,7 @@ def test_send_now_sends_a_backing_off_email_at_once_and_leaves_the_rest(admin_cl
 
 def test_send_now_while_the_esp_is_down_says_the_senders_wait_for_its_probe(admin_client, postmark):
     postmark.failures_left = 99
-    ada = subscriber("ada@example.org")
+    ada = subscribe("ada@example.org", "prisons").subscriber
     first = queue_delivery(ada, Delivery.Kind.MANAGE_LINK)  # fails at once: the ESP is down from now
     waiting = backing_off("bo@example.org")
 
@@ -104,8 +99,8 @@ def test_send_now_while_the_esp_is_down_says_the_senders_wait_for_its_probe(admi
 def test_the_email_list_shows_each_pending_emails_next_try_and_latest_error(admin_client):
     backing_off("ada@example.org")
     backing_off("bo@example.org", next_attempt_at=timezone.now() - dt.timedelta(seconds=5))
-    Delivery.objects.create(subscriber=subscriber("cy@example.org"), kind=Delivery.Kind.MANAGE_LINK,
-                            status=Delivery.Status.SENT, sent_at=timezone.now())
+    Delivery.objects.create(subscriber=subscribe("cy@example.org", "prisons").subscriber,
+                            kind=Delivery.Kind.MANAGE_LINK, status=Delivery.Status.SENT, sent_at=timezone.now())
 
     html = admin_client.get(CHANGELIST).content.decode()
 
@@ -120,7 +115,7 @@ def test_the_email_list_shows_each_pending_emails_next_try_and_latest_error(admi
 
 def test_the_overview_says_whether_the_esp_answers_and_when_it_is_tried_next(admin_client, postmark):
     assert "ESP: answering (it has never failed as a whole)." in delivery_section(admin_client)
-    ada = subscriber("ada@example.org")
+    ada = subscribe("ada@example.org", "prisons").subscriber
     postmark.failures_left = 99
 
     queue_delivery(ada, Delivery.Kind.MANAGE_LINK)

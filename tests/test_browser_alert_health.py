@@ -16,9 +16,17 @@ from django.utils import timezone
 from alerts.models import Subscriber, Subscription
 from questions.models import Source
 from tests.browser import check_page
-from tests.test_alert_health import follow_of, matched, question, quiet_for, send_alerts, use_postmark_webhooks, when
-from tests.test_browser_alert_states import WIDTHS, archive, signed_up, status_message  # noqa: F401 - fixture
-from tests.test_delivery import POSTMARK_BOUNCE, post_webhook
+from tests.conftest import (
+    POSTMARK_BOUNCE,
+    WIDTHS,
+    post_webhook,
+    send_alerts,
+    signed_up,
+    status_message,
+    use_postmark_webhooks,
+    when,
+)
+from tests.factories import follow_question, matched, question, quiet_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -50,7 +58,7 @@ def activity_of(page, name: str) -> str:
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_a_subscriber_sees_their_alerts_working_chooses_separate_emails_and_sees_a_bounce(
-        live_server, archive, settings, width):  # noqa: F811
+        live_server, live_archive, settings, width):
     email = f"health-{width}@example.org"
     with signed_up_here(live_server, width, email) as (page, manage_url, _):
         subscriber = Subscriber.objects.get(email=email)
@@ -61,7 +69,7 @@ def test_a_subscriber_sees_their_alerts_working_chooses_separate_emails_and_sees
         delivery = send_alerts()
         answered = question(heading="Prisons: Staff numbers", date_answered=dt.date(2026, 3, 3),
                             answer_text="There are 20,000.")
-        follow_of(subscriber, answered)
+        follow_question(subscriber=subscriber, question=answered)
         quiet = Subscription.objects.create(subscriber=subscriber, query="zzxqvb prisons", label="Prison staffing",
                                             canonical_query="zzxqvb prisons", confirmed_at=timezone.now())
         quiet_for(quiet, 120)

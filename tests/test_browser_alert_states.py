@@ -4,60 +4,18 @@ a deleted alert and its Undo, an address that unsubscribed from everything, a re
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
-from io import StringIO
 
 import pytest
 from django.core import mail
-from django.core.management import call_command
 
 from alerts.models import Subscriber
-from tests.browser import browser_page, check_page
-from tests.conftest import FIXTURES
+from tests.browser import check_page
+from tests.conftest import CONFIRM_LINK, QUERY, WIDTHS, signed_up, status_message
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PHONE, DESKTOP = 375, 1280
-WIDTHS = [DESKTOP, PHONE]
-QUERY = '"facial recognition"'
-CONFIRM_LINK = re.compile(r"(http://\S+/alerts/confirm/\S+)")
-
-
-@pytest.fixture
-def archive(live_server, settings):
-    call_command("import_questions", str(FIXTURES / "seed_questions.json"), stdout=StringIO())
-    settings.SITE_URL = live_server.url
-
-
 def check(page, name: str, width: int) -> None:
     check_page(page, f"alert-states-{name}", width)
-
-
-def status_message(page) -> str:
-    return page.locator("div.messages[role=status]").inner_text()
-
-
-@contextmanager
-def signed_up(live_server, width: int, email: str):
-    """A page at `width` on the manage page of `email`, signed up for QUERY and confirmed from the email.
-    Yields the page, the manage page's URL and the confirmation link."""
-    with browser_page() as page:
-        page.set_viewport_size({"width": width, "height": 812})
-        page.goto(f"{live_server.url}/alerts/new/?q={QUERY}")
-        page.get_by_label("Your email address").fill(email)
-        page.get_by_role("button", name="Email me a link to confirm").click()
-        page.wait_for_load_state()
-        assert page.get_by_role("heading", level=1).inner_text() == "Check your inbox"
-
-        sent = [m for m in mail.outbox if email in m.to]
-        assert len(sent) == 1
-        confirm_url = CONFIRM_LINK.search(sent[0].body).group(1)
-        page.goto(confirm_url)
-        page.get_by_role("button", name="Confirm my alert").click()
-        page.wait_for_load_state()
-        assert page.get_by_role("heading", level=1).inner_text() == "My alerts"
-        assert "/alerts/manage/" in page.url
-        yield page, page.url, confirm_url
 
 
 def alert_rows(page):
@@ -70,7 +28,7 @@ def statuses(page) -> list[str]:
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_delete_then_undo_brings_the_alert_back(live_server, archive, width):
+def test_delete_then_undo_brings_the_alert_back(live_server, live_archive, width):
     with signed_up(live_server, width, f"undo-{width}@example.org") as (page, manage_url, _):
         assert alert_rows(page).count() == 1
 
@@ -98,7 +56,7 @@ def test_delete_then_undo_brings_the_alert_back(live_server, archive, width):
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_unsubscribed_address_is_offered_a_link_to_turn_an_alert_on(live_server, archive, width):
+def test_unsubscribed_address_is_offered_a_link_to_turn_an_alert_on(live_server, live_archive, width):
     email = f"gone-{width}@example.org"
     with signed_up(live_server, width, email) as (page, manage_url, _):
         page.get_by_role("link", name="Unsubscribe from everything").click()
@@ -136,7 +94,7 @@ def test_unsubscribed_address_is_offered_a_link_to_turn_an_alert_on(live_server,
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_refused_search_on_the_edit_page_focuses_the_error_summary(live_server, archive, width):
+def test_refused_search_on_the_edit_page_focuses_the_error_summary(live_server, live_archive, width):
     with signed_up(live_server, width, f"refused-{width}@example.org") as (page, manage_url, _):
         page.get_by_role("link", name=re.compile("^Edit")).click()
         page.wait_for_load_state()
@@ -169,7 +127,7 @@ def test_refused_search_on_the_edit_page_focuses_the_error_summary(live_server, 
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_used_confirmation_link_says_already_confirmed(live_server, archive, width):
+def test_used_confirmation_link_says_already_confirmed(live_server, live_archive, width):
     with signed_up(live_server, width, f"again-{width}@example.org") as (page, manage_url, confirm_url):
         page.goto(confirm_url)
         assert page.get_by_role("heading", level=1).inner_text() == "Already confirmed"

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from alerts.delivery import deliver_immediate
 from tests.browser import axe_violations, browser_page, screenshot
 from tests.conftest import FIXTURES
-from tests.test_delivery import match_everything, subscribe
+from tests.factories import match_everything, subscribe
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

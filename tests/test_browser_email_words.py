@@ -12,8 +12,8 @@ from alerts.matching import match_events
 from alerts.models import Delivery
 from questions.models import QuestionEvent
 from tests.browser import browser_page, check_page
-from tests.conftest import run_digest
-from tests.test_follow import HEADING, TODAY, answered, confirmed_search, corrected, deliver, land, record
+from tests.conftest import deliver, run_digest
+from tests.factories import HEADING, TODAY, answered, corrected, land, record, subscribe
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True),
               pytest.mark.usefixtures("fresh_percolators")]
@@ -27,7 +27,7 @@ def show(page, html: str, width: int) -> None:
 
 
 def test_a_correction_email_marks_what_was_removed_and_added_in_words_and_in_style():
-    confirmed_search("ada@example.org", "boilers", label="School boilers")
+    subscribe("ada@example.org", "boilers", label="School boilers")
     land(answered(record()))
     deliver()
     land(corrected(record()))
@@ -50,7 +50,7 @@ def test_a_correction_email_marks_what_was_removed_and_added_in_words_and_in_sty
 
 
 def test_a_digest_of_every_kind_of_news_shows_each_question_with_its_dates():
-    confirmed_search("ada@example.org", "boilers", frequency="daily")
+    subscribe("ada@example.org", "boilers", frequency="daily")
     land(record("wq-3"))
     land(answered(record("wq-4")))
     QuestionEvent.objects.update(matched_at=timezone.now())

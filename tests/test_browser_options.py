@@ -13,8 +13,7 @@ from django.test import Client
 from alerts.models import Subscriber
 from questions.models import Question
 from tests.browser import browser_page, check_page
-from tests.test_subscribe_options import OBRIEN, UNANSWERED, import_chosen
-from tests.test_subscribing import confirmed_subscriber
+from tests.conftest import OBRIEN, UNANSWERED, confirmed_subscriber, import_chosen
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -14,8 +14,8 @@ from alerts import tokens
 from alerts.models import Match, Subscriber
 from questions.models import QuestionEvent
 from tests.browser import browser_page, check_page
-from tests.test_manage_safeguards import confirmed, forty_minutes_before_the_window_turns, unanswered
-from tests.test_volume import busy_archive  # noqa: F401 (a fixture)
+from tests.conftest import forty_minutes_before_the_window_turns
+from tests.factories import confirmed, unanswered
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -43,7 +43,7 @@ def status_message(page) -> str:
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_a_broad_search_added_from_the_manage_page_is_warned_of_added_once_seen_and_flagged(
-        live_server, busy_archive, width):  # noqa: F811
+        live_server, busy_archive, width):
     subscriber, manage = confirmed(f"add-{width}@example.org")
     with browser_page() as page:
         at(page, width)

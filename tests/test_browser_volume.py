@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from tests.browser import browser_page, check_page
-from tests.test_volume import busy_archive  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -16,7 +15,7 @@ PHONE, DESKTOP = 375, 1280
 
 @pytest.mark.parametrize("width", [DESKTOP, PHONE])
 def test_a_broad_search_is_warned_about_before_signing_up_and_narrowing_it_clears_the_warning(
-        live_server, busy_archive, width):  # noqa: F811
+        live_server, busy_archive, width):
     with browser_page() as page:
         page.set_viewport_size({"width": width, "height": 812})
         page.goto(f"{live_server.url}/?q=government")

@@ -21,8 +21,8 @@ from questions.search.words import words
 from tests.browser import axe_violations, browser_page_closing_connections, screenshot
 from tests.conftest import polled_api, send, wait_until
 from tests.esp_stub import emails_to, link
+from tests.factories import real_record
 from tests.parliament_stub import member
-from tests.test_parliament_api import real_record
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 

@@ -10,7 +10,6 @@ import re
 import signal
 import time
 import xml.etree.ElementTree as ET
-from html import unescape
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -28,10 +27,8 @@ from questions.ingest import upsert
 from questions.models import CANARY_PREFIX, Question, QuestionEvent
 from questions.records import QuestionRecord
 from questions.search import canonical, parse
-from tests.conftest import Worker, purge_queues, wait_until
-from tests.esp_stub import PostmarkStub, StubServer
-from tests.test_delivery import post_webhook
-from tests.test_delivery_recovery import beat_sends_due_emails
+from tests.conftest import Worker, beat_sends_due_emails, delivery_section, post_webhook, purge_queues, wait_until
+from tests.esp_stub import PostmarkStub
 
 CANARY = "canary-inbox@example.org"
 BOUND = 5  # CANARY_MAX_SECONDS, for the worker and for the pages alike
@@ -59,16 +56,6 @@ def gauges(client) -> dict[str, float]:
     assert response.status_code == 200
     return {sample.name: sample.value for family in text_string_to_metric_families(response.content.decode())
             for sample in family.samples if not sample.labels}
-
-
-def delivery_section(client) -> str:
-    """The text of the overview's Delivery section, as a logged-in member of staff reads it."""
-    response = client.get("/admin/overview/")
-    assert response.status_code == 200
-    html = response.content.decode()
-    section = html.split("<h2>Delivery</h2>", 1)[1].split("<h2>Sources</h2>", 1)[0]
-    section = re.sub(r"</?(a|strong|span)\b[^>]*>", "", section)
-    return " ".join(unescape(re.sub(r"<[^>]+>", " ", section)).split())
 
 
 def healthy(client) -> bool:
@@ -100,13 +87,6 @@ def canary_on(settings):
 # The real stack.
 
 
-@pytest.fixture
-def esp():
-    server = StubServer(PostmarkStub()).start()
-    yield server
-    server.stop()
-
-
 class Stack:
     """Workers and beat on the test database, sending through the ESP stub with the canary's settings."""
 
@@ -133,11 +113,11 @@ class Stack:
 
 
 @pytest.fixture
-def stack_env(worker_env, esp, canary_on):
+def stack_env(worker_env, esp_server, canary_on):
     purge_queues()
     return worker_env | {
         "EMAIL_BACKEND": "anymail.backends.postmark.EmailBackend", "ANYMAIL_POSTMARK_SERVER_TOKEN": "test",
-        "ANYMAIL_POSTMARK_API_URL": esp.url(), "ANYMAIL_REQUESTS_TIMEOUT": "5",
+        "ANYMAIL_POSTMARK_API_URL": esp_server.url(), "ANYMAIL_REQUESTS_TIMEOUT": "5",
         "CANARY_EMAIL": CANARY, "CANARY_MAX_SECONDS": str(BOUND), "CANARY_INTERVAL_MINUTES": str(INTERVAL_MINUTES),
     }
 
@@ -171,7 +151,7 @@ def probe_email_sent(probe: CanaryProbe):
 
 
 @on_the_stack
-def test_beat_runs_the_canary_and_its_email_reaches_the_esp_in_time(processes, esp, operator):
+def test_beat_runs_the_canary_and_its_email_reaches_the_esp_in_time(processes, esp_server, operator):
     canary_every(1)
     processes.start()
     processes.start(beat=True)
@@ -187,9 +167,9 @@ def test_beat_runs_the_canary_and_its_email_reaches_the_esp_in_time(processes, e
     assert ok.detail == "sent to the ESP (sent)"
     # The email itself, at the ESP, to the canary's address alone, about the canary's question.
     assert ok.delivery.status == "sent" and ok.delivery.subscriber.email == CANARY
-    sent = [m for m in to_canary(esp.stub) if m["Subject"] == ok.delivery.subject]
+    sent = [m for m in to_canary(esp_server.stub) if m["Subject"] == ok.delivery.subject]
     assert len(sent) == 1 and "Canary check" in sent[0]["Subject"] + sent[0].get("TextBody", "")
-    assert set(esp.stub.to()) == {CANARY}
+    assert set(esp_server.stub.to()) == {CANARY}
     # Its question went with the probe (deleting it is what cleared the link), and its follow with it.
     assert ok.question_id is None and ok.subscription_id is None
     token = re.search(r"Canary check (\w+)", ok.delivery.subject + sent[0].get("TextBody", "")).group(1)
@@ -202,7 +182,7 @@ def test_beat_runs_the_canary_and_its_email_reaches_the_esp_in_time(processes, e
 
 
 @on_the_stack
-def test_a_fresh_deploy_probes_at_start_up_rather_than_an_interval_later(processes, esp, operator):
+def test_a_fresh_deploy_probes_at_start_up_rather_than_an_interval_later(processes, esp_server, operator):
     # Beat's schedule as a fresh install has it: the canary every 15 minutes, never run yet.
     canary_every(15 * 60)
     assert failing(operator)  # no probe yet: what a fresh deploy showed for its first 15 minutes
@@ -220,8 +200,8 @@ def test_a_fresh_deploy_probes_at_start_up_rather_than_an_interval_later(process
 
 
 @on_the_stack
-def test_the_esp_refusing_the_canary_address_fails_the_probe_at_once(processes, esp, operator):
-    esp.stub.inactive = {CANARY}
+def test_the_esp_refusing_the_canary_address_fails_the_probe_at_once(processes, esp_server, operator):
+    esp_server.stub.inactive = {CANARY}
     processes.start()
     canary_task.delay()
 
@@ -245,9 +225,9 @@ def test_the_esp_refusing_the_canary_address_fails_the_probe_at_once(processes, 
 
 
 @on_the_stack
-def test_an_esp_outage_makes_the_canary_late_and_a_probe_after_it_passes(processes, esp, operator):
+def test_an_esp_outage_makes_the_canary_late_and_a_probe_after_it_passes(processes, esp_server, operator):
     canary_every(1)
-    stub = esp.stub
+    stub = esp_server.stub
     stub.failures_left, stub.failure_status = 10**6, 503
     processes.start()
     processes.start(beat=True)
@@ -256,7 +236,7 @@ def test_an_esp_outage_makes_the_canary_late_and_a_probe_after_it_passes(process
     wait_until(lambda: Delivery.objects.filter(error__contains="503").exists(), timeout=BOUND,
                message="the ESP to answer the first email with a 503")
     assert healthy(operator)  # no probe's bound has passed yet
-    esp.stop()  # and now the port refuses connections
+    esp_server.stop()  # and now the port refuses connections
 
     wait_until(lambda: failing(operator), timeout=BOUND + 20, message="the late canary to fail /healthz")
     assert (timezone.now() - first.started_at).total_seconds() > BOUND
@@ -276,7 +256,7 @@ def test_an_esp_outage_makes_the_canary_late_and_a_probe_after_it_passes(process
     assert not to_canary(stub)
 
     stub.failures_left = 0
-    esp.start()
+    esp_server.start()
     ok = wait_until(lambda: CanaryProbe.objects.filter(outcome="ok").first(), timeout=BOUND + 20,
                     message="a probe to pass once the ESP is back")
     assert ok.started_at > refused.started_at
@@ -293,14 +273,14 @@ def test_an_esp_outage_makes_the_canary_late_and_a_probe_after_it_passes(process
 
 @on_the_stack
 def test_an_esp_outage_fails_the_check_within_five_minutes_and_passes_within_two_of_recovery(
-        processes, esp, operator, settings, monkeypatch):
+        processes, esp_server, operator, settings, monkeypatch):
     """At the default settings (no canary: the emails due are what meets the outage)."""
     settings.CANARY_EMAIL = ""
     processes.env = {name: value for name, value in processes.env.items() if not name.startswith("CANARY_")}
     # The site's settings are the worker's: the check looks at the ESP the senders use.
     settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
-    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test", "POSTMARK_API_URL": esp.url()}
-    stub = esp.stub
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test", "POSTMARK_API_URL": esp_server.url()}
+    stub = esp_server.stub
     stub.failures_left, stub.failure_status = 10**6, 503
     PeriodicTask.objects.all().delete()
     beat_sends_due_emails()  # beat's send tick, as the migrations make it: every 10 s
@@ -328,7 +308,7 @@ def test_an_esp_outage_fails_the_check_within_five_minutes_and_passes_within_two
 
 
 @on_the_stack
-def test_a_stopped_worker_makes_the_probe_late_and_a_canary_nobody_runs_goes_stale(processes, esp, operator):
+def test_a_stopped_worker_makes_the_probe_late_and_a_canary_nobody_runs_goes_stale(processes, esp_server, operator):
     canary_task.apply()  # beat's tick ran; the worker that would match its event is stopped
     probe = CanaryProbe.objects.get()
     started = time.monotonic()
@@ -495,7 +475,7 @@ def feed_titles(response) -> list[str]:
 
 
 @on_the_stack
-def test_the_canarys_question_is_shown_to_nobody_and_matched_for_nobody_else(processes, esp, client):
+def test_the_canarys_question_is_shown_to_nobody_and_matched_for_nobody_else(processes, esp_server, client):
     today = timezone.localdate()
     reader = Subscriber.objects.create(email="reader@example.org", confirmed_at=timezone.now())
     search = Subscription.objects.create(subscriber=reader, query="canary", canonical_query=canonical(parse("canary")),
@@ -509,7 +489,7 @@ def test_the_canarys_question_is_shown_to_nobody_and_matched_for_nobody_else(pro
 
     probe = wait_until(lambda: CanaryProbe.objects.first(), timeout=20, message="a probe")
     wait_until(lambda: probe_email_sent(probe), timeout=20, message="the canary's email")
-    wait_until(lambda: "reader@example.org" in esp.stub.to(), timeout=20, message="the reader's alert")
+    wait_until(lambda: "reader@example.org" in esp_server.stub.to(), timeout=20, message="the reader's alert")
     canary = Question.objects.get(pk=probe.question_id)
     token = canary.external_id.removeprefix(CANARY_PREFIX)
     assert canary.heading == f"Canary check {token}" and canary.answer_text
@@ -531,9 +511,9 @@ def test_the_canarys_question_is_shown_to_nobody_and_matched_for_nobody_else(pro
         == {"wharf-1"}
     assert set(Match.objects.filter(event__question=canary).values_list("subscription__subscriber__email",
                                                                         flat=True)) == {CANARY}
-    reader_mail = [m for m in esp.stub.messages if m["To"] == "reader@example.org"]
+    reader_mail = [m for m in esp_server.stub.messages if m["To"] == "reader@example.org"]
     assert len(reader_mail) == 1 and token not in str(reader_mail[0])
-    assert to_canary(esp.stub) and all("Canary Wharf" not in str(m) for m in to_canary(esp.stub))
+    assert to_canary(esp_server.stub) and all("Canary Wharf" not in str(m) for m in to_canary(esp_server.stub))
 
     canary_task.delay()  # the next tick finishes the probe
     wait_until(lambda: CanaryProbe.objects.filter(pk=probe.pk, outcome="ok", question=None).exists(), timeout=20,

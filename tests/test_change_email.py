@@ -21,11 +21,18 @@ from alerts.models import Delivery, FormRequest, Match, Subscriber, Subscription
 from alerts.retention import remember_suppressed
 from alerts.subscribing import SUPERSEDED
 from questions.models import Question, QuestionEvent
-from tests.conftest import wait_until
+from tests.conftest import (
+    add,
+    confirmed_subscriber,
+    link_in,
+    page,
+    page_text,
+    sign_up,
+    status_region,
+    unsubscribe_everything,
+    wait_until,
+)
 from tests.esp_stub import emails_to, link
-from tests.test_alert_journey import page, status_region, unsubscribe_everything, words
-from tests.test_manage_add import add
-from tests.test_subscribing import confirmed_subscriber, link_in, sign_up
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,7 +57,7 @@ def test_the_address_changes_once_the_new_inbox_says_so(client):
     subscriber, manage = confirmed_subscriber(client, "old@example.org")
     assert 'Change your email address' in page(client.get(manage))
     form = client.get(f"{manage}email/")
-    assert "Your alerts go to old@example.org" in words(form)
+    assert "Your alerts go to old@example.org" in page_text(form)
 
     asked = ask(client, manage, "new@example.org")
 
@@ -59,7 +66,7 @@ def test_the_address_changes_once_the_new_inbox_says_so(client):
     link = change_link("new@example.org")
     # Nothing changes until the link is opened, and opening it (a mail scanner, say) changes nothing either.
     shown = client.get(link)
-    assert "Move your alerts to this address" in words(shown) and "new@example.org" in words(shown)
+    assert "Move your alerts to this address" in page_text(shown) and "new@example.org" in page_text(shown)
     subscriber.refresh_from_db()
     assert subscriber.email == "old@example.org"
 
@@ -73,7 +80,7 @@ def test_the_address_changes_once_the_new_inbox_says_so(client):
     assert "Alerts for <strong>new@example.org</strong>" in text
     # The old manage link, and the change link itself, no longer open anything.
     assert ("The link no longer works, because the alerts it was for were moved to another address after it was "
-            "sent.") in words(client.get(manage))
+            "sent.") in page_text(client.get(manage))
     assert client.post(link).status_code == 400
     (notice,) = [m for m in sent_to("old@example.org") if m.subject == NOTICE]
     assert "moved to n•••@example.org" in notice.body
@@ -117,7 +124,7 @@ def test_an_address_that_bounced_since_the_link_was_sent_is_not_taken_over(clien
 
     refused = client.post(link)
 
-    assert refused.status_code == 400 and "Nothing has changed" in words(refused)
+    assert refused.status_code == 400 and "Nothing has changed" in page_text(refused)
     subscriber.refresh_from_db()
     assert subscriber.email == "old@example.org"
 
@@ -129,7 +136,7 @@ def test_a_subscriber_that_bounced_cannot_move_away_from_its_suppression(client)
     form = client.get(f"{manage}email/")
     refused = ask(client, manage, "new@example.org")
 
-    assert "We can’t send email to old@example.org" in words(form)
+    assert "We can’t send email to old@example.org" in page_text(form)
     assert 'name="email"' not in page(form)
     assert refused.status_code == 400 and not sent_to("new@example.org")
     assert "Change your email address" not in page(client.get(manage))
@@ -166,7 +173,7 @@ def test_a_merge_over_the_cap_changes_nothing_and_says_why(client, settings):
     refused = client.post(change_link("full@example.org"))
 
     assert refused.status_code == 400
-    assert "more than 2, as many as an address can have: it has room for 1 more" in words(refused)
+    assert "more than 2, as many as an address can have: it has room for 1 more" in page_text(refused)
     assert moving.subscriptions.count() == 2 and holder.subscriptions.count() == 1
 
 
@@ -180,7 +187,7 @@ def test_an_address_that_unsubscribed_after_the_link_was_sent_is_left_alone(clie
 
     refused = client.post(link)
 
-    assert refused.status_code == 400 and "unsubscribed from everything after this link was sent" in words(refused)
+    assert refused.status_code == 400 and "unsubscribed from everything after this link was sent" in page_text(refused)
     assert moving.subscriptions.count() == 1 and Subscriber.objects.filter(pk=moving.pk).exists()
 
 
@@ -210,7 +217,7 @@ def test_the_link_expires_in_a_day_and_is_revoked_with_the_others(client, monkey
 
     expired = client.get(f"{NEW_LINK}{old}/")
     assert expired.status_code == 400
-    assert "The link has expired: a link to move your alerts to a new address works for 24 hours." in words(expired)
+    assert "The link has expired: a link to move your alerts to a new address works for 24 hours." in page_text(expired)
 
     ask(client, manage, "new@example.org")
     link = change_link("new@example.org")
@@ -218,7 +225,7 @@ def test_the_link_expires_in_a_day_and_is_revoked_with_the_others(client, monkey
     revoked = client.post(link)
     assert revoked.status_code == 400
     assert ("The link was revoked: since it was sent, the alerts it would have moved were moved to another address, "
-            "or someone chose “Sign me out of all links” on their alerts page.") in words(revoked)
+            "or someone chose “Sign me out of all links” on their alerts page.") in page_text(revoked)
     subscriber.refresh_from_db()
     assert subscriber.email == "old@example.org"
 
@@ -230,8 +237,8 @@ def test_the_same_address_and_a_bad_one_are_told_on_the_form(client):
     same = ask(client, manage, "OLD@example.org")
     bad = ask(client, manage, "not an address")
 
-    assert same.status_code == 400 and "That is the address your alerts go to already" in words(same)
-    assert bad.status_code == 400 and "Enter a valid email address" in words(bad)
+    assert same.status_code == 400 and "That is the address your alerts go to already" in page_text(same)
+    assert bad.status_code == 400 and "Enter a valid email address" in page_text(bad)
     assert len(mail.outbox) == sent and not FormRequest.objects.exists()
 
 
@@ -407,7 +414,7 @@ def test_links_of_the_alerts_merged_away_say_where_they_went(client):
     old = client.get(manage)
     assert old.status_code == 400
     assert ("The alerts this link was for are no longer kept for the address it was sent to: they were moved to "
-            "another address that had alerts already, or deleted.") in words(old)
+            "another address that had alerts already, or deleted.") in page_text(old)
 
 
 def old_unsubscribe_link(subscriber: Subscriber) -> str:
@@ -428,7 +435,7 @@ def test_an_unsubscribe_link_from_the_old_inbox_stops_nothing_at_the_new_address
     for answer in (shown, clicked):
         assert answer.status_code == 400
         assert ("This address no longer gets these alerts: they were moved to another address after this email "
-                "was sent. Nothing has been changed") in words(answer)
+                "was sent. Nothing has been changed") in page_text(answer)
     subscriber.refresh_from_db()
     assert subscriber.email == "new@example.org" and subscriber.suppressed_reason == ""
     assert not subscriber.subscriptions.get().paused
@@ -478,6 +485,6 @@ def test_an_unsubscribe_link_emailed_before_links_were_marked_stops_nothing_afte
 
     clicked = client.post(unsubscribe)
 
-    assert clicked.status_code == 400 and "This address no longer gets these alerts" in words(clicked)
+    assert clicked.status_code == 400 and "This address no longer gets these alerts" in page_text(clicked)
     subscriber.refresh_from_db()
     assert subscriber.email == "new@example.org" and subscriber.suppressed_reason == ""

@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import re
-from io import StringIO
 
 import pytest
 from django.core import mail
-from django.core.management import call_command
 from django.utils import timezone
 
 from alerts.delivery import deliver_immediate, send_due
 from alerts.models import Delivery, EspState, Match, Subscriber, Subscription
-from questions.models import QuestionEvent
-from questions.search import matches, parse
-from tests.conftest import FIXTURES, run_digest
+from questions.search import parse
+from tests.conftest import POSTMARK_BOUNCE, POSTMARK_COMPLAINT, post_webhook, run_digest
+from tests.factories import match_everything, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def archive():
-    call_command("import_questions", str(FIXTURES / "seed_questions.json"), stdout=StringIO())
-
-
-def subscribe(email="ada@example.org", query='"facial recognition"', **fields) -> Subscription:
-    now = timezone.now()
-    subscriber, _ = Subscriber.objects.get_or_create(email=email, defaults={"confirmed_at": now})
-    defaults = {"frequency": "immediate", "alert_on": "both", "confirmed_at": now} | fields
-    return Subscription.objects.create(subscriber=subscriber, query=query, canonical_query=query, **defaults)
-
-
-def match_everything() -> int:
-    """Matches as the matcher makes them: every wanted event of every subscription's query, once."""
-    created = 0
-    for subscription in Subscription.objects.all():
-        node = parse(subscription.query)
-        for event in QuestionEvent.objects.select_related("question"):
-            if subscription.wants(event.kind) and matches(node, event.question.search_document()):
-                created += Match.objects.get_or_create(subscription=subscription, event=event)[1]
-    return created
 
 
 def test_an_immediate_alert_lists_the_matching_questions_with_headers_and_links(archive, settings):
@@ -207,26 +181,9 @@ def test_an_esp_that_keeps_failing_gives_up_visibly_and_resend_brings_it_back(ar
     assert delivery.status == "sent" and stub.to() == ["ada@example.org"]
 
 
-# Without Postmark's "BouncedAt": an event of a fixed date would, in a few days, be too old to believe.
-POSTMARK_BOUNCE = {
-    "RecordType": "Bounce", "ID": 4323372036854775807, "Type": "HardBounce", "TypeCode": 1, "Name": "Hard bounce",
-    "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483", "Description": "The server was unable to deliver your "
-    "message (ex: unknown user, mailbox not found).", "Details": "smtp;550 5.1.1 The email account that you tried "
-    "to reach does not exist.", "Email": "ada@example.org", "From": "alerts@example.org",
-    "DumpAvailable": True, "Inactive": True, "CanActivate": True,
-    "Subject": "Alert", "ServerID": 23, "MessageStream": "outbound", "Content": "", "Tag": "immediate",
-    "Metadata": {"delivery_id": "1"},
-}
 # Postmark's "Transient" is a temporary failure: Anymail reports it as deferred, a soft bounce.
 POSTMARK_SOFT_BOUNCE = POSTMARK_BOUNCE | {"Type": "Transient", "TypeCode": 2, "Name": "Message delayed",
                                           "Inactive": False}
-POSTMARK_COMPLAINT = {
-    "RecordType": "SpamComplaint", "ID": 42, "Type": "SpamComplaint", "TypeCode": 512, "Name": "Spam complaint",
-    "Tag": "", "MessageID": "00000000-0000-0000-0000-000000000000", "ServerID": 1234, "Description": "",
-    "Details": "Test spam complaint details", "Email": "ada@example.org", "From": "alerts@example.org",
-    "Inactive": True, "CanActivate": False, "Subject": "Alert",
-    "MessageStream": "outbound",
-}
 MAILGUN_FAILED = {
     "signature": {"timestamp": "1529006854", "token": "a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0",
                   "signature": "unused"},
@@ -239,23 +196,6 @@ MAILGUN_FAILED = {
                             "attempt-no": 1},
     },
 }
-
-
-@pytest.fixture
-def webhook_secret(settings):
-    """Email through Postmark, whose tracking webhook takes these basic-auth credentials."""
-    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
-    settings.ANYMAIL = settings.ANYMAIL | {"WEBHOOK_SECRET": "hook:s3cret", "MAILGUN_WEBHOOK_SIGNING_KEY": "key"}
-    return "hook", "s3cret"
-
-
-def post_webhook(client, path, payload, auth=("hook", "s3cret")):
-    import base64
-
-    headers = {}
-    if auth:
-        headers["HTTP_AUTHORIZATION"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
-    return client.post(path, data=json.dumps(payload), content_type="application/json", **headers)
 
 
 def test_postmark_bounce_and_complaint_suppress_and_soft_bounce_only_records(client, webhook_secret):

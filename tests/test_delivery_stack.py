@@ -27,9 +27,9 @@ from alerts.digests import SETTLE
 from alerts.models import Delivery, DigestRun, EspState, Match, Subscriber, Subscription
 from config import schedule
 from questions.models import Question, QuestionEvent
-from tests.conftest import FIXTURES, ROOT, wait_until
+from tests.conftest import FIXTURES, ROOT, beat_sends_due_emails, esp_env, start, wait_until
 from tests.esp_stub import PostmarkStub, StubServer, emails_to
-from tests.test_delivery_recovery import beat_sends_due_emails, esp_env, start, subscribers_with_one_match_each
+from tests.factories import subscribers_with_one_match_each
 
 pytestmark = [pytest.mark.worker, pytest.mark.postgres]
 
@@ -53,7 +53,7 @@ class CountingStub(PostmarkStub):
 
 
 @pytest.fixture
-def esp():
+def counting_esp():
     server = StubServer(CountingStub()).start()
     yield server
     server.stop()
@@ -114,15 +114,15 @@ def most_probes(seconds: float, first: float, longest: float) -> int:
 
 
 def test_an_esp_outage_holds_2000_emails_back_with_one_probe_at_a_time_and_sends_each_once_when_it_is_back(
-        worker_env, esp):
+        worker_env, counting_esp):
     probe, probe_max, phase = 0.5, 3.0, 6.0
     subscribers_with_one_match_each(COUNT)
     beat_sends_due_emails(every_seconds=1)
-    stub = esp.stub
+    stub = counting_esp.stub
     stub.failures_left, stub.failure_status = 10**6, 503
     # A failed email alone is tried again within a second or two: without holding back together, every
     # email would reach the ESP again and again during the outage.
-    env = esp_env(worker_env, esp, ESP_PROBE_SECONDS=str(probe), ESP_PROBE_MAX_SECONDS=str(probe_max),
+    env = esp_env(worker_env, counting_esp, ESP_PROBE_SECONDS=str(probe), ESP_PROBE_MAX_SECONDS=str(probe_max),
                   DELIVERY_BACKOFF_SECONDS="0.5", DELIVERY_BACKOFF_MAX_SECONDS="2")
     worker, beat = start(env, "--concurrency=2"), start(env, beat=True)
     try:
@@ -131,13 +131,13 @@ def test_an_esp_outage_holds_2000_emails_back_with_one_probe_at_a_time_and_sends
                    message="the ESP to be shown down")
         time.sleep(1)  # the chunks already at the ESP when it failed come back
         errors = watch_outage(phase, stub)
-        esp.stop()  # now the port refuses connections, and the open ones are cut
+        counting_esp.stop()  # now the port refuses connections, and the open ones are cut
         refused = watch_outage(phase, stub)
         state = EspState.objects.get()
         assert not stub.messages and Delivery.objects.filter(status=Delivery.Status.PENDING).count() == COUNT
 
         stub.failures_left = 0
-        esp.start()
+        counting_esp.start()
         back, recovered_at = time.monotonic(), timezone.now()
         # However long the outage, the next probe is at most ESP_PROBE_MAX_SECONDS away.
         assert state.next_probe_at <= recovered_at + dt.timedelta(seconds=probe_max)
@@ -163,20 +163,22 @@ def test_an_esp_outage_holds_2000_emails_back_with_one_probe_at_a_time_and_sends
 # --- A worker killed, stopped, or cut off from its database --------------------------------------------------------
 
 
-def sending_worker(worker_env, esp, **settings):
+def sending_worker(worker_env, counting_esp, **settings):
     """Beat ticking every second and a worker of two processes, as compose runs it, sending 2,000 due emails to
     an ESP that takes 5 ms a message: half a second a chunk, so that whatever happens lands mid-send."""
     subscribers_with_one_match_each(COUNT)
     beat_sends_due_emails(every_seconds=1)
-    esp.stub.latency_per_message = 0.005
-    env = esp_env(worker_env, esp, **settings)
+    counting_esp.stub.latency_per_message = 0.005
+    env = esp_env(worker_env, counting_esp, **settings)
     return env, start(env, beat=True), start(env, "--concurrency=2")
 
 
-def test_a_worker_killed_three_times_mid_send_loses_nothing_and_sends_again_at_most_what_it_held(worker_env, esp):
+def test_a_worker_killed_three_times_mid_send_loses_nothing_and_sends_again_at_most_what_it_held(worker_env,
+                                                                                                 counting_esp):
     # A short lease, so that what the dead worker held is taken again soon.
-    env, beat, worker = sending_worker(worker_env, esp, DELIVERY_LEASE_SECONDS="10", DELIVERY_BACKOFF_SECONDS="1")
-    stub, in_flight = esp.stub, set()
+    env, beat, worker = sending_worker(worker_env, counting_esp, DELIVERY_LEASE_SECONDS="10",
+                                       DELIVERY_BACKOFF_SECONDS="1")
+    stub, in_flight = counting_esp.stub, set()
     try:
         deliver_immediate()
         for kill in range(3):
@@ -200,12 +202,12 @@ def test_a_worker_killed_three_times_mid_send_loses_nothing_and_sends_again_at_m
 
 
 def test_sigterm_to_the_workers_main_process_mid_burst_sends_nothing_twice_and_a_new_worker_sends_the_rest(
-        worker_env, esp):
+        worker_env, counting_esp):
     """As `docker compose stop` does: SIGTERM to the main process alone, then SIGKILL to all after the grace
     period. The lease is the default minute, so a row left held would hold the test up: none may be."""
     grace = 10  # compose's default stop_grace_period
-    env, beat, worker = sending_worker(worker_env, esp)
-    stub = esp.stub
+    env, beat, worker = sending_worker(worker_env, counting_esp)
+    stub = counting_esp.stub
     try:
         deliver_immediate()
         wait_until(lambda: len(stub.messages) >= 300, timeout=60, message="the burst to be under way")
@@ -245,9 +247,11 @@ def log_lines(path: Path, since: int, text: str) -> int:
     return path.read_bytes()[since:].decode(errors="replace").count(text)
 
 
-def test_the_apps_database_connections_cut_twice_mid_send_lose_nothing_and_send_nothing_twice(worker_env, esp):
-    env, beat, worker = sending_worker(worker_env, esp, DELIVERY_LEASE_SECONDS="10", DELIVERY_BACKOFF_SECONDS="1")
-    stub, log_start = esp.stub, worker.log.stat().st_size
+def test_the_apps_database_connections_cut_twice_mid_send_lose_nothing_and_send_nothing_twice(worker_env,
+                                                                                              counting_esp):
+    env, beat, worker = sending_worker(worker_env, counting_esp, DELIVERY_LEASE_SECONDS="10",
+                                       DELIVERY_BACKOFF_SECONDS="1")
+    stub, log_start = counting_esp.stub, worker.log.stat().st_size
     try:
         deliver_immediate()
         wait_until(lambda: len(stub.messages) >= 200, timeout=60, message="sending to be under way")
@@ -369,7 +373,7 @@ def ends(frequency: str) -> list[dt.datetime]:
                                                                                                  flat=True))
 
 
-def test_a_weekly_digest_missed_while_the_stack_was_down_arrives_once_when_it_is_back(worker_env, esp, clock):
+def test_a_weekly_digest_missed_while_the_stack_was_down_arrives_once_when_it_is_back(worker_env, counting_esp, clock):
     """Confirmed on Tuesday 3 November with a match that day; the run of Monday 2 November was made; the stack
     was down on Monday 9 November at 07:00 and is back on Monday 16 November at 08:00."""
     alert = digest_alert("weekly@example.org", WEEKLY, london(2026, 11, 3, 9))
@@ -378,15 +382,16 @@ def test_a_weekly_digest_missed_while_the_stack_was_down_arrives_once_when_it_is
     done_run(WEEKLY, london(2026, 10, 26, 7), london(2026, 11, 2, 7))
     beat_schedule(every_seconds=2, last_ran=london(2026, 11, 9, 6, 59))  # just before the stack went down
     clock.set(london(2026, 11, 16, 8))
-    env = clock.env(esp_env(worker_env, esp))
+    env = clock.env(esp_env(worker_env, counting_esp))
     worker, beat = start(env), start(env, beat=True)
     try:
-        wait_until(lambda: emails_to(esp.stub, "weekly@example.org") and made_and_sent(WEEKLY, london(2026, 11, 16, 7)),
+        wait_until(lambda: emails_to(counting_esp.stub, "weekly@example.org")
+                   and made_and_sent(WEEKLY, london(2026, 11, 16, 7)),
                    timeout=60, message="the missed weekly digest to be sent")
     finally:
         beat.stop()
         worker.stop()
-    emails = emails_to(esp.stub, "weekly@example.org")
+    emails = emails_to(counting_esp.stub, "weekly@example.org")
     assert [questions_in(message) for message in emails] == [[question.get_absolute_url()]]
     assert ends(WEEKLY) == [london(2026, 11, 2, 7), london(2026, 11, 9, 7), london(2026, 11, 16, 7)]
     missed = DigestRun.objects.get(frequency=WEEKLY, period_end=london(2026, 11, 9, 7))
@@ -397,7 +402,7 @@ def test_a_weekly_digest_missed_while_the_stack_was_down_arrives_once_when_it_is
 
 
 def test_monthly_digests_across_the_month_end_and_the_clock_change_each_send_their_own_months_matches(
-        worker_env, esp, clock):
+        worker_env, counting_esp, clock):
     """Matches on 20 October (BST), 28 October (GMT, after the change on the 25th), 1 November at 06:30 GMT
     (before that day's 07:00, so October's, though past 06:00 UTC, where 07:00 fell in summer time) and 3 November;
     the stack runs through
@@ -412,9 +417,9 @@ def test_monthly_digests_across_the_month_end_and_the_clock_change_each_send_the
     done_run(MONTHLY, london(2026, 9, 1, 7), london(2026, 10, 1, 7))
     beat_schedule(every_seconds=2, last_ran=london(2026, 10, 31, 11, 59))
     clock.set(london(2026, 10, 31, 12))
-    env = clock.env(esp_env(worker_env, esp))
+    env = clock.env(esp_env(worker_env, counting_esp))
     worker, beat = start(env), start(env, beat=True)
-    stub = esp.stub
+    stub = counting_esp.stub
     try:
         # A tick on 31 October makes that day's daily run and no monthly one.
         wait_until(lambda: made_and_sent(Subscription.Frequency.DAILY, london(2026, 10, 31, 7)), timeout=60,

@@ -14,18 +14,8 @@ from alerts.delivery import deliver_immediate, send_due
 from alerts.matching import match_events
 from alerts.models import Delivery, Match, Subscriber
 from questions.models import QuestionEvent
-from tests.test_follow import (
-    TODAY,
-    answered,
-    confirmed_follow,
-    confirmed_search,
-    holding,
-    html_part,
-    land,
-    record,
-    withdrawn,
-    words,
-)
+from tests.conftest import html_part, words
+from tests.factories import TODAY, answered, follow_question, holding, land, record, subscribe, withdrawn
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_percolators")]
 
@@ -93,8 +83,8 @@ def sections_text(message, names: list[str]) -> dict[str, list[str]]:
 
 
 def alerts_of_ada(*, grouping: str = Subscriber.Grouping.COMBINED):
-    policing = confirmed_search("ada@example.org", "police", label="Policing")
-    schools = confirmed_search("ada@example.org", "schools", label="Schools")
+    policing = subscribe("ada@example.org", "police", label="Policing")
+    schools = subscribe("ada@example.org", "schools", label="Schools")
     Subscriber.objects.filter(email="ada@example.org").update(email_grouping=grouping)
     return policing, schools
 
@@ -119,8 +109,8 @@ def test_combined_sends_one_email_with_a_section_per_alert_and_each_question_onc
 
 def test_separate_sends_one_email_per_alert_each_with_only_its_own_questions():
     policing, schools = alerts_of_ada(grouping=Subscriber.Grouping.SEPARATE)
-    confirmed_search("bo@example.org", "police")
-    confirmed_search("bo@example.org", "schools")
+    subscribe("bo@example.org", "police")
+    subscribe("bo@example.org", "schools")
     three_questions()
 
     sent = deliver()
@@ -145,9 +135,9 @@ def test_separate_sends_one_email_per_alert_each_with_only_its_own_questions():
 
 def test_a_question_matching_several_alerts_is_listed_once_under_the_first_naming_the_others():
     # Created first, so listed first, though its name sorts last.
-    confirmed_search("ada@example.org", "liaison", label="Youth work")
-    confirmed_search("ada@example.org", "police", label="Policing")
-    confirmed_search("ada@example.org", "schools", label="Education")
+    subscribe("ada@example.org", "liaison", label="Youth work")
+    subscribe("ada@example.org", "police", label="Policing")
+    subscribe("ada@example.org", "schools", label="Education")
     land(record("wq-1", heading=LIAISON, question_text="To ask the Secretary of State, how many police liaison "
                                                        "officers are based in schools."))
 
@@ -165,8 +155,8 @@ def test_a_question_matching_several_alerts_is_listed_once_under_the_first_namin
 
 def test_a_follow_and_a_search_of_the_same_answered_question_share_one_email():
     question = land(record(heading=HEATING))
-    follow = confirmed_follow("ada@example.org", question)
-    confirmed_search("ada@example.org", "boilers", label="Boilers")
+    follow = follow_question("ada@example.org", question)
+    subscribe("ada@example.org", "boilers", label="Boilers")
     QuestionEvent.objects.update(matched_at=dt.datetime.now(dt.UTC))
 
     land(answered(record(heading=HEATING)))
@@ -186,8 +176,8 @@ def test_a_follow_and_a_search_of_the_same_answered_question_share_one_email():
 
 def test_a_search_saved_before_a_follow_lists_the_answer_once_under_the_search():
     question = land(record(heading=HEATING))
-    confirmed_search("ada@example.org", "boilers", label="Boilers")
-    confirmed_follow("ada@example.org", question)
+    subscribe("ada@example.org", "boilers", label="Boilers")
+    follow_question("ada@example.org", question)
     QuestionEvent.objects.update(matched_at=dt.datetime.now(dt.UTC))
 
     land(answered(record(heading=HEATING)))
@@ -202,8 +192,8 @@ def test_a_search_saved_before_a_follow_lists_the_answer_once_under_the_search()
 
 def test_a_holding_answer_is_labelled_holding_answer_and_the_real_answer_is_news_again():
     question = land(record(heading=HEATING))
-    confirmed_follow("ada@example.org", question)
-    confirmed_search("bo@example.org", "boilers", alert_on="answers")
+    follow_question("ada@example.org", question)
+    subscribe("bo@example.org", "boilers", alert_on="answers")
     QuestionEvent.objects.update(matched_at=dt.datetime.now(dt.UTC))
 
     land(holding(record(heading=HEATING)))
@@ -230,8 +220,8 @@ def test_a_holding_answer_is_labelled_holding_answer_and_the_real_answer_is_news
 
 def test_a_withdrawn_followed_question_is_labelled_withdrawn_and_its_search_subscribers_hear_nothing():
     question = land(record(heading=HEATING))
-    follow = confirmed_follow("ada@example.org", question)
-    search = confirmed_search("bo@example.org", "boilers")
+    follow = follow_question("ada@example.org", question)
+    search = subscribe("bo@example.org", "boilers")
 
     tabled = deliver()
     assert [m.to for m in tabled] == [["bo@example.org"]]  # the new question, to the search only

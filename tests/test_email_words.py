@@ -19,24 +19,22 @@ from questions.ingest import upsert
 from questions.models import Question, QuestionEvent
 from questions.polling import poll_source
 from questions.search import canonical, parse
-from tests.conftest import run_digest
-from tests.test_follow import (
+from tests.conftest import api_client, deliver, html_part, run_digest, words
+from tests.factories import (
     ANSWER,
     CORRECTED,
     HEADING,
     TODAY,
     answered,
-    confirmed_follow,
-    confirmed_search,
     corrected,
-    deliver,
+    follow_question,
     holding,
-    html_part,
     land,
+    real_record,
     record,
-    words,
+    stamp,
+    subscribe,
 )
-from tests.test_parliament_api import client, real_record, source, stamp, stub  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_percolators")]
 
@@ -50,7 +48,7 @@ def day(date: dt.date) -> str:
 
 
 def test_a_new_question_an_answer_and_a_correction_each_have_their_own_subject():
-    confirmed_search("ada@example.org", "boilers")
+    subscribe("ada@example.org", "boilers")
 
     land(record())
     [tabled] = deliver()
@@ -65,7 +63,7 @@ def test_a_new_question_an_answer_and_a_correction_each_have_their_own_subject()
 
 
 def test_an_answers_only_alert_is_told_of_an_answer_not_a_new_question():
-    confirmed_search("ada@example.org", "boilers", alert_on="answers")
+    subscribe("ada@example.org", "boilers", alert_on="answers")
     land(record())
     assert deliver() == []
 
@@ -79,8 +77,8 @@ def test_an_answers_only_alert_is_told_of_an_answer_not_a_new_question():
 
 
 def test_a_digest_counts_each_kind_of_news_once_per_question():
-    confirmed_search("ada@example.org", "boilers", label="School boilers", frequency="daily")
-    confirmed_search("ada@example.org", "heating", label="Heating", frequency="daily")
+    subscribe("ada@example.org", "boilers", label="School boilers", frequency="daily")
+    subscribe("ada@example.org", "heating", label="Heating", frequency="daily")
     # Since the last digest: two new questions, one answered, one answered earlier and now corrected, and one
     # both tabled and answered, which is listed, and counted, once, as answered.
     land(record("wq-3"))
@@ -105,7 +103,7 @@ def test_a_digest_counts_each_kind_of_news_once_per_question():
 
 
 def test_one_question_and_one_new_answer_are_counted_with_the_right_grammar():
-    confirmed_search("ada@example.org", "boilers", frequency="daily")
+    subscribe("ada@example.org", "boilers", frequency="daily")
     land(record("wq-1"))
     land(answered(record("wq-2")))
     match_events()
@@ -117,7 +115,7 @@ def test_one_question_and_one_new_answer_are_counted_with_the_right_grammar():
 
 
 def test_an_alert_with_a_name_is_called_by_its_name():
-    confirmed_search("ada@example.org", 'member:"Jane Example"', label="Jane’s questions")
+    subscribe("ada@example.org", 'member:"Jane Example"', label="Jane’s questions")
     land(record())
 
     [email] = deliver()
@@ -126,8 +124,8 @@ def test_an_alert_with_a_name_is_called_by_its_name():
 
 
 def test_a_search_without_a_name_is_said_in_words_without_its_syntax():
-    confirmed_search("ada@example.org", 'member:"Jane Example" (boilers OR radiators) -scotland')
-    confirmed_search("bo@example.org", 'department:"Department for Education" heading:heating')
+    subscribe("ada@example.org", 'member:"Jane Example" (boilers OR radiators) -scotland')
+    subscribe("bo@example.org", 'department:"Department for Education" heading:heating')
     land(record())
 
     emails = {m.to[0]: m.subject for m in deliver()}
@@ -164,7 +162,7 @@ def test_a_search_in_words(query, said):
 
 def test_a_subject_stays_one_line_and_short_however_long_the_heading_and_the_search():
     long_query = " ".join(f"word{n}" for n in range(60))
-    confirmed_search("ada@example.org", long_query)
+    subscribe("ada@example.org", long_query)
     land(record(heading="Schools: " + "Heating " * 60, question_text=long_query))
 
     [email] = deliver()
@@ -177,7 +175,7 @@ def test_a_subject_stays_one_line_and_short_however_long_the_heading_and_the_sea
 
 def test_a_follow_says_what_happened_to_the_question_it_follows():
     question = land(record())
-    confirmed_follow("ada@example.org", question)
+    follow_question("ada@example.org", question)
     QuestionEvent.objects.update(matched_at=timezone.now())
 
     land(answered(record()))
@@ -203,21 +201,21 @@ def test_a_correction_keeps_the_answer_it_replaced_and_a_backfill_alerts_nobody(
     assert not QuestionEvent.objects.exclude(kind="corrected").exclude(answer_before="").exists()
 
 
-def test_a_correction_polled_from_the_api_keeps_the_answer_it_replaced(stub, source):  # noqa: F811
+def test_a_correction_polled_from_the_api_keeps_the_answer_it_replaced(stub, source):
     stub.put(real_record(1003))
-    poll_source(source, client())  # the source's first poll: a backfill
+    poll_source(source, api_client())  # the source's first poll: a backfill
     first = Question.objects.get(external_id="1003").answer_text
     stub.update(1003, answerText="<p>Corrected: there are now 45 FJAAs.</p>", answerIsCorrection=True,
                 dateAnswerCorrected=stamp(TODAY))
 
-    poll_source(source, client())
+    poll_source(source, api_client())
 
     [correction] = QuestionEvent.objects.filter(kind="corrected")
     assert correction.answer_before == first and "FJAAs" in first and correction.matched_at is None
 
 
 def test_a_correction_email_shows_what_changed_in_html_and_text():
-    confirmed_search("ada@example.org", "boilers")
+    subscribe("ada@example.org", "boilers")
     land(answered(record()))
     deliver()
 
@@ -238,7 +236,7 @@ def test_a_correction_email_shows_what_changed_in_html_and_text():
 
 
 def test_a_question_corrected_twice_before_its_digest_shows_the_change_from_the_answer_first_sent():
-    confirmed_search("ada@example.org", "boilers", frequency="daily")
+    subscribe("ada@example.org", "boilers", frequency="daily")
     land(answered(record()))
     QuestionEvent.objects.update(matched_at=timezone.now())
     land(corrected(record()))
@@ -255,7 +253,7 @@ def test_a_question_corrected_twice_before_its_digest_shows_the_change_from_the_
 def test_the_change_of_a_long_answer_is_cut_like_any_text_in_an_email():
     before = " ".join(f"Paragraph {n} says the figure was {n * 3}." for n in range(2000))
     after = " ".join(f"Paragraph {n} says the figure was {n * 3 + 1}." for n in range(2000))
-    confirmed_search("ada@example.org", "boilers")
+    subscribe("ada@example.org", "boilers")
     land(answered(record(), before))
     deliver()
 
@@ -277,7 +275,7 @@ def test_a_change_of_spacing_alone_shows_no_changes():
 
 
 def test_a_correction_seen_before_its_answer_was_kept_shows_the_answer_without_a_change():
-    confirmed_search("ada@example.org", "boilers")
+    subscribe("ada@example.org", "boilers")
     land(answered(record()))
     deliver()
     land(corrected(record()))
@@ -293,7 +291,7 @@ def test_a_correction_seen_before_its_answer_was_kept_shows_the_answer_without_a
 
 
 def test_each_question_shows_its_dates_and_the_day_its_answer_is_due():
-    confirmed_search("ada@example.org", "boilers")
+    subscribe("ada@example.org", "boilers")
     tabled, due = TODAY - dt.timedelta(days=2), TODAY + dt.timedelta(days=5)
     land(record("wq-1", is_named_day=True))
     land(record("wq-2", heading="Schools: Boilers"))
@@ -322,7 +320,7 @@ def test_each_question_shows_its_dates_and_the_day_its_answer_is_due():
 
 
 def test_the_stored_email_is_the_one_sent():
-    confirmed_search("ada@example.org", "boilers")
+    subscribe("ada@example.org", "boilers")
     land(answered(record()))
     deliver()
     land(corrected(record()))
@@ -336,7 +334,7 @@ def test_the_stored_email_is_the_one_sent():
 
 def test_a_withdrawn_question_is_not_said_to_be_due():
     question = land(record())
-    confirmed_follow("ada@example.org", question)
+    follow_question("ada@example.org", question)
     QuestionEvent.objects.update(matched_at=timezone.now())
 
     land(dataclasses.replace(record(), is_withdrawn=True))

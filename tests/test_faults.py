@@ -3,8 +3,6 @@ throttles or hangs. Each test is bounded in time and puts back what it broke."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 
 import pytest
@@ -15,46 +13,14 @@ from django.utils import timezone
 from alerts.delivery import deliver_immediate, send_due
 from alerts.models import Delivery, EspState, Match
 from questions.models import Question, QuestionEvent
-from tests.conftest import backends_waiting_on_a_lock, serve_postmark, wait_until
+from tests.conftest import backends_waiting_on_a_lock, send, serve_postmark, start_worker, wait_until
 from tests.esp_stub import PostmarkStub
-from tests.test_delivery import archive, match_everything, subscribe  # noqa: F401 - fixture
-from tests.test_parliament_api import real_record
-from tests.test_pipeline import api, mail_env, send, start_worker  # noqa: F401 - fixtures
-from tests.test_pipeline import subscribe as subscribe_to_apprenticeships
-
-
-def redis_up(port: int) -> bool:
-    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"], capture_output=True, text=True,
-                          timeout=5).stdout.strip() == "PONG"
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    """A Redis server of this test's own, on a free port, that the test may stop and start: the shared
-    one is never touched. Yields its URL and the stop and start functions; it is shut down at the end."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-
-    def start():
-        if not redis_up(port):
-            subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port),
-                            "--save", "", "--appendonly", "no", "--dir", str(tmp_path)], check=True, timeout=10)
-        wait_until(lambda: redis_up(port), timeout=10, message="Redis to start")
-
-    def stop():
-        subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "shutdown", "nosave"], capture_output=True,
-                       timeout=10)
-        wait_until(lambda: not redis_up(port), timeout=10, message="Redis to stop")
-
-    start()
-    yield f"redis://127.0.0.1:{port}/0", stop, start
-    stop()
+from tests.factories import match_everything, real_record, subscribe
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("status", [429, 503])
-def test_an_esp_that_throttles_is_retried_until_it_accepts(postmark, status, archive):  # noqa: F811
+def test_an_esp_that_throttles_is_retried_until_it_accepts(postmark, status, archive):
     stub = postmark
     stub.failures_left, stub.failure_status = 2, status
     subscribe()
@@ -71,7 +37,7 @@ def test_an_esp_that_throttles_is_retried_until_it_accepts(postmark, status, arc
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_esp_that_hangs_times_out_and_is_tried_again_later(postmark, settings, archive):  # noqa: F811
+def test_an_esp_that_hangs_times_out_and_is_tried_again_later(postmark, settings, archive):
     def hang(request):
         time.sleep(2)
         from werkzeug.wrappers import Response
@@ -101,26 +67,26 @@ def test_an_esp_that_hangs_times_out_and_is_tried_again_later(postmark, settings
 @pytest.mark.worker
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_redis_going_away_during_polling_and_sending_loses_nothing(api, mail_env, httpserver,  # noqa: F811
+def test_redis_going_away_during_polling_and_sending_loses_nothing(api_polled_before, mail_env, httpserver,
                                                                    private_redis, esp_path):
     redis_url, stop_redis, start_redis = private_redis
     mail_env["REDIS_URL"] = redis_url
     broker = Celery("test", broker=redis_url, set_as_current=False)
     esp = PostmarkStub()
     serve_postmark(httpserver, esp_path, esp)
-    subscribe_to_apprenticeships()
-    api.put(real_record(1000))
+    subscribe(query="apprenticeships")
+    api_polled_before.put(real_record(1000))
     gate_open = []
 
     def hold(api_id: int) -> None:
         while not gate_open:
             time.sleep(0.05)
 
-    api.on_detail = hold
+    api_polled_before.on_detail = hold
     worker = start_worker(mail_env)
     try:
         broker.send_task("questions.poll_sources")
-        wait_until(lambda: any("/questions/1000" in p for p in api.requests), timeout=60,
+        wait_until(lambda: any("/questions/1000" in p for p in api_polled_before.requests), timeout=60,
                    message="the poll to reach the detail")
         stop_redis()
         gate_open.append(True)
@@ -143,13 +109,13 @@ def test_redis_going_away_during_polling_and_sending_loses_nothing(api, mail_env
 @pytest.mark.worker
 @pytest.mark.postgres
 def test_a_database_connection_cut_mid_transaction_rolls_back_and_the_retry_completes(
-        api, mail_env, httpserver, esp_path):  # noqa: F811
+        api_polled_before, mail_env, httpserver, esp_path):
     from django.db import transaction
 
     esp = PostmarkStub()
     serve_postmark(httpserver, esp_path, esp)
-    subscribe_to_apprenticeships()
-    api.put(real_record(1000))
+    subscribe(query="apprenticeships")
+    api_polled_before.put(real_record(1000))
     worker = start_worker(mail_env)
     try:
         with transaction.atomic(), connection.cursor() as cursor:

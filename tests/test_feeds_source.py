@@ -8,33 +8,9 @@ from werkzeug.wrappers import Response
 from questions.models import Question, Source, SourceProblem
 from questions.polling import poll_source
 from questions.sources.http import PoliteClient
+from tests.conftest import ATOM, RSS
 
 pytestmark = pytest.mark.django_db
-
-RSS = """<?xml version="1.0" encoding="UTF-8"?>
-<rss version="2.0"><channel><title>TheyWorkForYou: facial recognition</title>
-<link>https://www.theyworkforyou.com/search/?q=facial+recognition</link>
-<item><title>Police: Artificial Intelligence</title>
-<link>https://www.theyworkforyou.com/wrans/?id=2025-06-24.61234.h</link>
-<guid>https://www.theyworkforyou.com/wrans/?id=2025-06-24.61234.h</guid>
-<description>&lt;p&gt;To ask the Secretary of State for the Home Department, what assessment her Department has made
-of police use of &lt;b&gt;facial recognition&lt;/b&gt;.&lt;/p&gt;</description>
-<pubDate>Tue, 24 Jun 2025 00:00:00 +0000</pubDate></item>
-<item><title>Prisons: Mobile Phones</title>
-<link>https://www.theyworkforyou.com/wrans/?id=2025-06-25.62000.h</link>
-<guid>https://www.theyworkforyou.com/wrans/?id=2025-06-25.62000.h</guid>
-<description>To ask the Secretary of State for Justice, how many mobile phones were found in prisons.</description>
-<pubDate>Wed, 25 Jun 2025 00:00:00 +0000</pubDate></item>
-</channel></rss>"""
-
-ATOM = """<?xml version="1.0" encoding="utf-8"?>
-<feed xmlns="http://www.w3.org/2005/Atom"><title>Written questions</title><id>urn:example</id>
-<updated>2025-06-24T00:00:00Z</updated>
-<entry><title>Schools: Heating</title><id>urn:question:70001</id>
-<link href="https://example.org/q/70001"/><updated>2025-06-20T09:00:00Z</updated>
-<summary>To ask the Secretary of State for Education, what funding is available for school heating.</summary></entry>
-</feed>"""
-
 
 def client() -> PoliteClient:
     return PoliteClient(requests_per_second=1000, backoff_seconds=0.01, max_retries=1)

@@ -3,11 +3,9 @@ the follower is sent, and how a follow ends by itself once its question is settl
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import html
 import re
-import zlib
 
 import pytest
 from django.core import mail
@@ -19,69 +17,23 @@ from alerts.following import retire_follows
 from alerts.matching import mark_matched, match_events
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from alerts.percolator import Percolator
-from questions.ingest import upsert
 from questions.models import Question, QuestionEvent
-from questions.records import QuestionRecord
-from questions.search import canonical, parse
-from tests.test_alert_journey import status_region
-from tests.test_subscribing import link_in
+from tests.conftest import deliver, html_part, link_in, status_region, words
+from tests.factories import (
+    ANSWER,
+    CORRECTED,
+    HEADING,
+    answered,
+    corrected,
+    follow_question,
+    holding,
+    land,
+    record,
+    subscribe,
+    withdrawn,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_percolators")]
-
-TODAY = timezone.localdate()
-HEADING = "Schools: Heating"
-ANSWER = "We have given schools £50 million for new boilers this year."
-CORRECTED = "We have given schools £45 million for new boilers this year."
-HOLDING = "I will reply to the honourable member as soon as possible."
-
-
-def record(external_id: str = "wq-1", **changes) -> QuestionRecord:
-    """A question as a source brings it: tabled two days ago, not yet answered."""
-    base = QuestionRecord(
-        external_id=external_id, uin=str(zlib.crc32(external_id.encode()) % 90000 + 10000), house="Commons",
-        heading=HEADING,
-        question_text="To ask the Secretary of State for Education, what funding is available to replace school "
-                      "boilers.",
-        date_tabled=TODAY - dt.timedelta(days=2), date_for_answer=TODAY + dt.timedelta(days=5),
-        asking_member_id=4253, asking_member_name="Jane Example", asking_member_party="Labour",
-        asking_member_constituency="Norwich South", answering_body_id=60,
-        answering_body_name="Department for Education",
-    )
-    return dataclasses.replace(base, **changes)
-
-
-def answered(rec: QuestionRecord, text: str = ANSWER, **changes) -> QuestionRecord:
-    return dataclasses.replace(rec, answer_text=text, answer_html=f"<p>{text}</p>", date_answered=TODAY,
-                               answering_member_id=3985, answering_member_name="Luke Hall",
-                               answering_member_role="Minister for Schools", **changes)
-
-
-def holding(rec: QuestionRecord) -> QuestionRecord:
-    return answered(rec, HOLDING, answer_is_holding=True, date_holding_answer=TODAY)
-
-
-def corrected(rec: QuestionRecord, text: str = CORRECTED) -> QuestionRecord:
-    return answered(rec, text, answer_is_correction=True, date_answer_corrected=TODAY)
-
-
-def withdrawn(rec: QuestionRecord) -> QuestionRecord:
-    return dataclasses.replace(rec, is_withdrawn=True)
-
-
-def land(rec: QuestionRecord) -> Question:
-    """Store the record as a poll would, with the events it makes."""
-    upsert([rec])
-    return Question.objects.get(external_id=rec.external_id)
-
-
-def deliver() -> list:
-    """Match what is new and send the immediate emails: the new messages in the outbox."""
-    before = len(mail.outbox)
-    match_events()
-    deliver_immediate()
-    send_due()
-    return mail.outbox[before:]
-
 
 def follow_url(question: Question) -> str:
     return f"/alerts/follow/{question.pk}/"
@@ -89,32 +41,6 @@ def follow_url(question: Question) -> str:
 
 def ask_to_follow(client, question: Question, email: str = "ada@example.org", **extra):
     return client.post(follow_url(question), {"email": email, "website": ""} | extra)
-
-
-def confirmed_follow(email: str, question: Question, **fields) -> Subscription:
-    now = timezone.now()
-    subscriber, _ = Subscriber.objects.get_or_create(email=email, defaults={"confirmed_at": now})
-    return Subscription.objects.create(subscriber=subscriber, question=question, label=question.heading[:100],
-                                       confirmed_at=now, **fields)
-
-
-def confirmed_search(email: str, query: str, **fields) -> Subscription:
-    now = timezone.now()
-    subscriber, _ = Subscriber.objects.get_or_create(email=email, defaults={"confirmed_at": now})
-    return Subscription.objects.create(subscriber=subscriber, query=query, canonical_query=canonical(parse(query)),
-                                       confirmed_at=now, **fields)
-
-
-def words(content: bytes | str) -> str:
-    """A page or an email part as a reader sees its text."""
-    text = content.decode() if isinstance(content, bytes) else content
-    text = re.sub(r"<head>.*?</head>", " ", text, flags=re.S)
-    text = re.sub(r"</?(a|strong|span|mark|em|code)\b[^>]*>", "", text)
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
-
-
-def html_part(message) -> str:
-    return message.alternatives[0][0]
 
 
 def at(days: float) -> dt.datetime:
@@ -306,7 +232,7 @@ def test_the_follow_url_takes_only_posts_for_questions_that_exist(client):
 
 def test_a_follower_hears_of_the_answer_and_not_of_the_question_being_tabled(client):
     question = land(record())
-    follow = confirmed_follow("ada@example.org", question)
+    follow = follow_question("ada@example.org", question)
 
     assert deliver() == []
 
@@ -330,9 +256,9 @@ def test_a_follower_hears_of_the_answer_and_not_of_the_question_being_tabled(cli
 def test_an_answered_question_retires_its_follows_a_window_after_the_answer(client, settings):
     settings.FOLLOW_WINDOW_DAYS = 30
     question = land(answered(record()))
-    follow = confirmed_follow("ada@example.org", question)
-    waiting = confirmed_follow("ada@example.org", land(record("wq-2", heading="Schools: Roofs")))
-    search = confirmed_search("ada@example.org", "schools")
+    follow = follow_question("ada@example.org", question)
+    waiting = follow_question("ada@example.org", land(record("wq-2", heading="Schools: Roofs")))
+    search = subscribe("ada@example.org", "schools")
 
     assert retire_follows(at(29)) == 0
     when = at(31)
@@ -348,7 +274,7 @@ def test_an_answered_question_retires_its_follows_a_window_after_the_answer(clie
 def test_a_holding_answer_does_not_settle_the_question(client, settings):
     settings.FOLLOW_WINDOW_DAYS = 30
     question = land(holding(record()))
-    follow = confirmed_follow("ada@example.org", question)
+    follow = follow_question("ada@example.org", question)
 
     assert retire_follows(at(365)) == 0
 
@@ -364,10 +290,10 @@ def test_a_correction_inside_the_window_pushes_retirement_back(client, settings)
     twenty_days_ago = at(-20)
     question = land(answered(record()))
     date_events(question, "answered", twenty_days_ago)
-    follow = confirmed_follow("ada@example.org", question)
+    follow = follow_question("ada@example.org", question)
     uncorrected = land(answered(record("wq-2", heading="Schools: Roofs")))
     date_events(uncorrected, "answered", twenty_days_ago)
-    other = confirmed_follow("ada@example.org", uncorrected)
+    other = follow_question("ada@example.org", uncorrected)
 
     land(corrected(record()))  # today
 
@@ -384,7 +310,7 @@ def test_a_correction_inside_the_window_pushes_retirement_back(client, settings)
 def test_a_withdrawn_question_settles_and_the_manage_page_says_so(client, settings):
     settings.FOLLOW_WINDOW_DAYS = 30
     question = land(withdrawn(record()))
-    follow = confirmed_follow("ada@example.org", question)
+    follow = follow_question("ada@example.org", question)
 
     assert retire_follows(at(29)) == 0
     assert retire_follows(at(31)) == 1
@@ -396,7 +322,7 @@ def test_a_withdrawn_question_settles_and_the_manage_page_says_so(client, settin
 def test_a_retired_follow_is_sent_nothing_more(client, settings):
     settings.FOLLOW_WINDOW_DAYS = 30
     question = land(answered(record()))
-    follow = confirmed_follow("ada@example.org", question)
+    follow = follow_question("ada@example.org", question)
     retire_follows(at(31))
 
     land(corrected(record()))
@@ -410,16 +336,16 @@ def test_a_retired_follow_is_sent_nothing_more(client, settings):
 
 def test_the_percolator_holds_saved_searches_and_never_follows(client):
     question = land(record())
-    search = confirmed_search("ada@example.org", "boilers")
-    confirmed_follow("ada@example.org", question)
-    confirmed_follow("bo@example.org", question)
+    search = subscribe("ada@example.org", "boilers")
+    follow_question("ada@example.org", question)
+    follow_question("bo@example.org", question)
     percolator = Percolator()
 
     first = percolator.refresh()
 
     assert percolator.held() == {search.pk: "boilers"}
     assert (first.loaded, first.refused) == (1, 0)
-    confirmed_follow("cy@example.org", question)
+    follow_question("cy@example.org", question)
     again = percolator.refresh()
     assert percolator.held() == {search.pk: "boilers"}
     assert (again.loaded, again.refused, again.removed, again.checked_ids) == (0, 0, 0, False)
@@ -428,10 +354,10 @@ def test_the_percolator_holds_saved_searches_and_never_follows(client):
 def test_sharded_matching_gives_each_follower_one_match_per_event(client, settings):
     settings.MATCH_SHARDS = 3
     question = land(record())
-    ada = confirmed_follow("ada@example.org", question)
-    bo = confirmed_follow("bo@example.org", question)
+    ada = follow_question("ada@example.org", question)
+    bo = follow_question("bo@example.org", question)
     for number in range(6):
-        confirmed_search(f"reader{number}@example.org", ("schools", "heating", "boilers", "education",
+        subscribe(f"reader{number}@example.org", ("schools", "heating", "boilers", "education",
                                                          "member:example", "department:education")[number])
     QuestionEvent.objects.update(matched_at=timezone.now())
     land(answered(record()))
@@ -460,9 +386,9 @@ def test_a_sharded_task_run_sends_each_follower_one_email(client, settings, monk
 
     settings.MATCH_SHARDS = 3
     question = land(record())
-    follow = confirmed_follow("ada@example.org", question)
+    follow = follow_question("ada@example.org", question)
     for number, query in enumerate(["schools", "heating", "boilers", "education"]):
-        confirmed_search(f"reader{number}@example.org", query)
+        subscribe(f"reader{number}@example.org", query)
     QuestionEvent.objects.update(matched_at=timezone.now())
     land(answered(record()))
     monkeypatch.setattr(app._local, "backend", CacheBackend(app=app, backend="memory"), raising=False)

@@ -16,8 +16,8 @@ from questions.models import Question, QuestionEvent, Source
 from tests.browser import axe_violations, browser_page_closing_connections, screenshot
 from tests.conftest import polled_api, send, wait_until
 from tests.esp_stub import emails_to, link
+from tests.factories import TODAY, real_record, stamp
 from tests.parliament_stub import member
-from tests.test_parliament_api import TODAY, real_record, stamp
 
 pytestmark = [pytest.mark.worker, pytest.mark.postgres, pytest.mark.browser]
 

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import threading
 
@@ -26,9 +25,8 @@ from alerts import form_requests, tasks
 from alerts.form_requests import address_in_logs, take, take_waiting
 from alerts.models import Delivery, FormRequest, Subscriber, Subscription
 from config.celery import app
-from tests.conftest import Worker, backends_waiting_on_a_lock, mail_worker_env, wait_until
+from tests.conftest import Worker, backends_waiting_on_a_lock, free_port, mail_worker_env, post_form, wait_until
 from tests.esp_stub import emails_to, link
-from tests.test_hung_redis import post_form, site  # noqa: F401 - fixture
 
 SIGNUP = "/alerts/new/"
 LINK = "/alerts/link/"
@@ -82,12 +80,6 @@ def broker(monkeypatch):
     app.conf.task_always_eager = False  # put back by conftest's _emails_through_anymail
     monkeypatch.setattr(app, "send_task", stub.send_task)
     return stub
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # The page answers once the request is saved.
@@ -383,7 +375,7 @@ def private_redis(tmp_path):
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.worker
-def test_redis_killed_with_signups_waiting_every_one_is_confirmed_by_email_once(site, private_redis,  # noqa: F811
+def test_redis_killed_with_signups_waiting_every_one_is_confirmed_by_email_once(site, private_redis,
                                                                                   worker_env, httpserver,
                                                                                   esp_path, esp, settings):
     from celery import Celery

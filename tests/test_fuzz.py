@@ -13,8 +13,7 @@ from questions.records import QuestionRecord, RecordError
 from questions.sources.feed import parse_feed
 from questions.sources.http import FetchError
 from questions.sources.parliament import record_from_api
-from tests.conftest import load_fixture
-from tests.test_feeds_source import ATOM, RSS
+from tests.conftest import ATOM, RSS, load_fixture
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -22,8 +22,8 @@ from questions.records import QuestionRecord, RecordError, from_normalised, text
 from questions.sources.http import PoliteClient
 from questions.sources.parliament import list_signature, record_from_api
 from tests.conftest import load_fixture
+from tests.factories import real_record
 from tests.parliament_stub import LIST_PATH, ParliamentStub
-from tests.test_parliament_api import real_record
 
 DETAIL = load_fixture("question_detail.json")["value"]
 OTTERS = "Otters \ud800 two"

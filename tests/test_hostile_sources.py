@@ -17,10 +17,10 @@ from questions.ingest import upsert
 from questions.models import Question, Source, SourceProblem
 from questions.polling import poll_source
 from questions.records import QuestionRecord
-from tests.conftest import ROOT, Worker, purge_queues, wait_until
+from tests.conftest import ROOT, Worker, api_client, purge_queues, wait_until
+from tests.factories import TODAY, real_record
 from tests.parliament_stub import LIST_PATH
 from tests.slow_server import DrippingServer
-from tests.test_parliament_api import TODAY, client, real_record, source, stub  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +37,7 @@ def test_a_feed_that_drips_one_byte_at_a_time_is_cut_off_at_the_response_budget(
     feed = Source.objects.create(name="Drip", kind=Source.Kind.FEED, url=dripping.url())
 
     started = time.monotonic()
-    report = poll_source(feed, client(read_timeout=5))
+    report = poll_source(feed, api_client(read_timeout=5))
 
     assert time.monotonic() - started < 6
     feed.refresh_from_db()
@@ -45,7 +45,7 @@ def test_a_feed_that_drips_one_byte_at_a_time_is_cut_off_at_the_response_budget(
     assert feed.consecutive_failures == 1 and feed.problems.count() == 1
 
 
-def test_an_api_that_ignores_skip_and_claims_a_huge_total_stops_at_once(httpserver, source, settings):  # noqa: F811
+def test_an_api_that_ignores_skip_and_claims_a_huge_total_stops_at_once(httpserver, source, settings):
     settings.PARLIAMENT_API_OVERLAP_DAYS = 0
     Source.objects.filter(pk=source.pk).update(cursor=TODAY)
     source.refresh_from_db()
@@ -53,7 +53,7 @@ def test_an_api_that_ignores_skip_and_claims_a_huge_total_stops_at_once(httpserv
     httpserver.expect_request(LIST_PATH).respond_with_json(page)
     httpserver.expect_request(f"{LIST_PATH}/1000").respond_with_json({"value": real_record(1000)})
 
-    report = poll_source(source, client())
+    report = poll_source(source, api_client())
 
     assert report.error == "" and len(httpserver.log) == 3 * 2 + 1  # each filter's page once, then again
     assert SourceProblem.objects.filter(message__contains="the API sent the same page again").count() == 3
@@ -62,7 +62,7 @@ def test_an_api_that_ignores_skip_and_claims_a_huge_total_stops_at_once(httpserv
     assert source.cursor == TODAY
 
 
-def test_pages_are_capped_whatever_total_the_api_claims(httpserver, source, settings):  # noqa: F811
+def test_pages_are_capped_whatever_total_the_api_claims(httpserver, source, settings):
     settings.PARLIAMENT_API_MAX_PAGES, settings.PARLIAMENT_API_OVERLAP_DAYS = 3, 0
     Source.objects.filter(pk=source.pk).update(cursor=TODAY)
     source.refresh_from_db()
@@ -76,7 +76,7 @@ def test_pages_are_capped_whatever_total_the_api_claims(httpserver, source, sett
 
     httpserver.expect_request(LIST_PATH).respond_with_handler(endless)
 
-    poll_source(source, client())
+    poll_source(source, api_client())
 
     assert SourceProblem.objects.filter(message__contains="more than 3 pages").count() == 3
     assert len([r for r, _ in httpserver.log if r.path == LIST_PATH]) == 3 * 3
@@ -88,7 +88,7 @@ def _json(value) -> str:
     return json.dumps(value)
 
 
-def test_a_whole_poll_has_a_deadline_and_the_next_goes_on_from_the_last_day_read(httpserver, source, settings):  # noqa: F811
+def test_a_whole_poll_has_a_deadline_and_the_next_goes_on_from_the_last_day_read(httpserver, source, settings):
     settings.SOURCE_POLL_SECONDS = 1.5
 
     def slow(request):
@@ -98,7 +98,7 @@ def test_a_whole_poll_has_a_deadline_and_the_next_goes_on_from_the_last_day_read
     httpserver.expect_request(LIST_PATH).respond_with_handler(slow)
 
     started = time.monotonic()
-    report = poll_source(source, client())
+    report = poll_source(source, api_client())
 
     assert time.monotonic() - started < 3  # eight days x three filters would take 10 s
     assert "the poll ran past its budget" in report.error
@@ -108,9 +108,9 @@ def test_a_whole_poll_has_a_deadline_and_the_next_goes_on_from_the_last_day_read
     assert source.cursor == first_day and source.last_error == report.error
 
 
-def test_a_feed_guid_that_is_an_api_id_cannot_overwrite_the_api_question(stub, source, httpserver):  # noqa: F811
+def test_a_feed_guid_that_is_an_api_id_cannot_overwrite_the_api_question(stub, source, httpserver):
     stub.put(real_record(1000))
-    poll_source(source, client())
+    poll_source(source, api_client())
     official = Question.objects.get(external_id="1000")
     rss = ('<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><item><title>Borrowed</title>'
            '<guid isPermaLink="false">1000</guid><link>https://feed.example/borrowed</link>'
@@ -118,7 +118,7 @@ def test_a_feed_guid_that_is_an_api_id_cannot_overwrite_the_api_question(stub, s
     httpserver.expect_request("/feed").respond_with_data(rss, content_type="application/rss+xml")
     feed = Source.objects.create(name="Feed", kind=Source.Kind.FEED, url=httpserver.url_for("/feed"))
 
-    poll_source(feed, client())
+    poll_source(feed, api_client())
 
     after = Question.objects.get(external_id="1000")
     assert (after.heading, after.url, after.source_id) == (official.heading, official.url, source.pk)
@@ -126,7 +126,7 @@ def test_a_feed_guid_that_is_an_api_id_cannot_overwrite_the_api_question(stub, s
     assert borrowed.external_id == f"feed:{feed.pk}:1000" and borrowed.heading == "Borrowed"
 
 
-def test_a_record_for_a_question_another_source_owns_is_refused_and_logged(source):  # noqa: F811
+def test_a_record_for_a_question_another_source_owns_is_refused_and_logged(source):
     upsert([QuestionRecord(external_id="9101", heading="Official")], source)
     feed = Source.objects.create(name="Feed", kind=Source.Kind.FEED, url="http://127.0.0.1:9/")
 
@@ -218,9 +218,9 @@ def test_redirects_are_followed_within_the_budget_and_capped(httpserver, drippin
     loop = Source.objects.create(name="Loop", kind=Source.Kind.FEED, url=httpserver.url_for("/loop"))
 
     started = time.monotonic()
-    assert "took longer than 2 s" in poll_source(moved, client(read_timeout=5)).error
+    assert "took longer than 2 s" in poll_source(moved, api_client(read_timeout=5)).error
     assert time.monotonic() - started < 6
-    assert "more than 5 redirects" in poll_source(loop, client()).error
+    assert "more than 5 redirects" in poll_source(loop, api_client()).error
 
 
 def test_an_item_two_feeds_carry_is_stored_and_alerted_once(httpserver):
@@ -233,8 +233,8 @@ def test_an_item_two_feeds_carry_is_stored_and_alerted_once(httpserver):
     first = Source.objects.create(name="Police", kind=Source.Kind.FEED, url=httpserver.url_for("/a"))
     second = Source.objects.create(name="Palantir", kind=Source.Kind.FEED, url=httpserver.url_for("/b"))
 
-    poll_source(first, client())
-    poll_source(second, client())
+    poll_source(first, api_client())
+    poll_source(second, api_client())
 
     assert list(Question.objects.values_list("source__name", flat=True)) == ["Police"]
     assert QuestionEvent.objects.count() == 1

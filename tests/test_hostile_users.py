@@ -18,7 +18,6 @@ from alerts import tokens
 from alerts.models import Delivery, FormRequest, Subscriber, Subscription
 from config.celery import app
 from tests.conftest import FIXTURES
-from tests.test_faults import private_redis  # noqa: F401 - fixture
 
 SIGNUP = "/alerts/new/"
 LINK = "/alerts/link/"
@@ -227,7 +226,7 @@ def archive():
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_with_redis_down_pages_work_and_signup_works_or_says_try_again(client, settings, archive,
-                                                                      private_redis):  # noqa: F811
+                                                                      private_redis):
     from questions.models import Question
 
     redis_url, stop_redis, start_redis = private_redis

@@ -17,10 +17,9 @@ from questions.models import Question, Source
 from questions.polling import poll_source
 from questions.records import TEXT_LIMITS
 from questions.views import FEED_SIZE
+from tests.conftest import api_client
+from tests.factories import real_record, subscribe
 from tests.parliament_stub import LIST_PATH, ParliamentStub
-from tests.test_delivery import subscribe
-from tests.test_parliament_api import client as api_client
-from tests.test_parliament_api import real_record
 
 MEGABYTE = 1_000_000
 FIRST_ID = 2000

@@ -5,47 +5,14 @@ cache that counts their limits is hung), instead of holding a web worker until g
 
 from __future__ import annotations
 
-import re
 import socket
-import threading
 
 import pytest
 import requests
 
-from tests.test_metrics import WebServer
-
-# Seconds: what each connection to Redis waits (REDIS_TIMEOUT) and, well beyond the few of those a request
-# may spend, how long the test waits for an answer. A hang used to hold a worker for gunicorn's 30.
-REDIS_TIMEOUT = 1
-ANSWER_WITHIN = 10 * REDIS_TIMEOUT
+from tests.conftest import ANSWER_WITHIN, SIGNUP_FORM, SilentServer, post_form
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
-
-class SilentServer:
-    """Accepts every connection, reads what it is sent, and never says a word."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.connections: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections.append(connection)
-
-    def url(self, database: int) -> str:
-        return f"redis://127.0.0.1:{self.port}/{database}"
-
-    def stop(self) -> None:
-        self.listener.close()
-        for connection in self.connections:
-            connection.close()
 
 
 @pytest.fixture
@@ -55,41 +22,11 @@ def silent_redis():
     server.stop()
 
 
-@pytest.fixture
-def site(worker_env, tmp_path):
-    """Starts the site under gunicorn with the given environment on top of the test's."""
-    servers = []
-
-    def start(**variables) -> WebServer:
-        server = WebServer(worker_env | {"REDIS_TIMEOUT": str(REDIS_TIMEOUT), "PROMETHEUS_MULTIPROC_DIR":
-                                         str(tmp_path / "metrics")} | variables, tmp_path / "gunicorn.log")
-        (tmp_path / "metrics").mkdir(exist_ok=True)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-def post_form(web: WebServer, path: str, fields: dict) -> requests.Response:
-    """The form as a browser fills it in: its page first, for the CSRF cookie and field."""
-    session = requests.Session()
-    page = session.get(web.url + path, timeout=ANSWER_WITHIN)
-    assert page.status_code == 200
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    return session.post(web.url + path, data=fields | {"csrfmiddlewaretoken": token}, timeout=ANSWER_WITHIN,
-                        allow_redirects=False)
-
-
 def asked_to_try_again(response: requests.Response) -> bool:
     return (response.status_code == 503 and response.headers["Retry-After"] == "60"
             and "Please try again in a minute" in response.text)
 
 
-SIGNUP = {"email": "ada@example.org", "q": "palantir", "frequency": "daily", "alert_on": "both", "label": "",
-          "website": ""}
 LINK = {"email": "ada@example.org", "website": ""}
 
 
@@ -97,7 +34,7 @@ def test_with_redis_hung_as_broker_and_cache_health_fails_fast_and_the_forms_say
     web = site(CELERY_BROKER_URL=silent_redis.url(0), REDIS_CACHE_URL=silent_redis.url(1))
 
     health = requests.get(web.url + "/healthz", params={"checks": "database,broker"}, timeout=ANSWER_WITHIN)
-    signup = post_form(web, "/alerts/new/", SIGNUP)
+    signup = post_form(web, "/alerts/new/", SIGNUP_FORM)
     link = post_form(web, "/alerts/link/", LINK)
 
     assert health.status_code == 503
@@ -111,7 +48,7 @@ def test_with_only_the_broker_hung_the_forms_still_take_the_request(site, silent
     # The cache is the real Redis: the limits are counted, and the broker is what does not answer.
     web = site(CELERY_BROKER_URL=silent_redis.url(0), REDIS_CACHE_URL=settings.CACHES["default"]["LOCATION"])
 
-    signup = post_form(web, "/alerts/new/", SIGNUP)
+    signup = post_form(web, "/alerts/new/", SIGNUP_FORM)
     link = post_form(web, "/alerts/link/", LINK | {"email": "grace@example.org"})
 
     # Saved before the page answered, for the sweep to take: the hung broker cost only its time-outs.

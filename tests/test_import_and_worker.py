@@ -10,8 +10,8 @@ from django.core.management import call_command
 
 from questions.models import Question, QuestionEvent, Source
 from tests.conftest import FIXTURES, wait_until
+from tests.factories import real_record
 from tests.parliament_stub import LIST_PATH, ParliamentStub
-from tests.test_parliament_api import real_record
 
 SAMPLES = [FIXTURES / "seed_questions.json", FIXTURES / "list_page_excerpt.json", FIXTURES / "question_detail.json"]
 

@@ -4,9 +4,7 @@ fields of their own, from the web process's configuration, from a management com
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import io
-import json
 import logging
 import logging.config
 import os
@@ -17,34 +15,13 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from alerts.models import Delivery, Subscriber, Subscription
+from alerts.models import Delivery
 from questions.models import Source
-from tests.conftest import ROOT, Worker, purge_queues, serve_api, serve_postmark, wait_until
+from tests.conftest import ROOT, Worker, parse_lines, purge_queues, serve_postmark, wait_until
 from tests.esp_stub import PostmarkStub
-from tests.test_parliament_api import real_record
+from tests.factories import real_record, subscribe
 
 SOURCE_NAME = "Parliament Written Questions API"
-REQUIRED = ("time", "level", "logger", "message")
-
-
-def parse_lines(text: str) -> list[dict]:
-    """Every line as a JSON log record; fails on the first line that is not one."""
-    records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            pytest.fail(f"line {number} is not JSON: {line[:300]!r}")
-        assert isinstance(record, dict), f"line {number} is not a JSON object: {line[:300]!r}"
-        missing = [key for key in REQUIRED if not isinstance(record.get(key), str) or not record[key]]
-        assert not missing, f"line {number} lacks {missing}: {line[:300]!r}"
-        assert record["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, line[:300]
-        stamp = dt.datetime.fromisoformat(record["time"].replace(",", "."))
-        assert abs(stamp.replace(tzinfo=None) - dt.datetime.now()) < dt.timedelta(days=1), record["time"]
-        records.append(record)
-    return records
-
-
 def the(records: list[dict], message: str, **fields) -> dict:
     """The one record with this message (and these field values)."""
     found = [r for r in records if r["message"] == message and all(r.get(k) == v for k, v in fields.items())]
@@ -53,23 +30,12 @@ def the(records: list[dict], message: str, **fields) -> dict:
     return found[0]
 
 
-@pytest.fixture
-def api(httpserver):
-    return serve_api(httpserver)
-
-
 def official_source(url: str) -> Source:
     """The source the migration adds, pointed at the local stand-in; polled before, so what it brings is news."""
     source, _ = Source.objects.update_or_create(
         name=SOURCE_NAME, defaults={"kind": Source.Kind.PARLIAMENT_API, "url": url, "enabled": True,
                                     "last_success_at": timezone.now(), "last_polled_at": None})
     return source
-
-
-def subscribe(email: str, query: str = "apprenticeships") -> Subscription:
-    now = timezone.now()
-    subscriber = Subscriber.objects.create(email=email, confirmed_at=now)
-    return Subscription.objects.create(subscriber=subscriber, query=query, canonical_query=query, confirmed_at=now)
 
 
 @pytest.fixture
@@ -102,8 +68,8 @@ def test_a_pipeline_run_logs_one_json_object_a_line_with_its_ids_and_counts(api,
     from questions.tasks import poll_sources_task
 
     source = official_source(httpserver.url_for("/"))
-    ada = subscribe("ada@example.org")
-    bo = subscribe("bo@example.org")
+    ada = subscribe("ada@example.org", "apprenticeships")
+    bo = subscribe("bo@example.org", "apprenticeships")
     postmark.inactive = {"bo@example.org"}
     api.put(real_record(1000))
 
@@ -223,7 +189,7 @@ def test_a_worker_logs_the_whole_pipeline_as_json_on_stderr(worker_env, api, htt
         "PYTHONWARNINGS": "ignore:You're running the worker with superuser privileges",
     }
     source = official_source(httpserver.url_for("/"))
-    ada = subscribe("ada@example.org")
+    ada = subscribe("ada@example.org", "apprenticeships")
     api.put(real_record(1000))
     purge_queues()
     worker = StreamsApart(env, tmp_path)

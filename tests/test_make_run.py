@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from config.schedule import ticks
-from tests.conftest import ROOT, wait_until
-from tests.test_form_requests import free_port
+from tests.conftest import ROOT, free_port, wait_until
 
 # Settings the tests' own environment may carry that would move `make run` off its embedded defaults.
 NOT_MAKE_RUNS = ("DATABASE_URL", "REDIS_URL", "REDIS_CACHE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",

@@ -10,15 +10,9 @@ from django.test import Client
 
 from alerts import tokens
 from alerts.models import Delivery, Subscription
-from tests.test_alert_journey import page, status_region
-from tests.test_subscribing import confirmed_subscriber, sign_up
+from tests.conftest import add, confirmed_subscriber, page, sign_up, status_region
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def add(client, manage: str, q: str = "prisons", follow: bool = False, **extra):
-    data = {"q": q, "label": "", "frequency": "daily", "alert_on": "new"}
-    return client.post(f"{manage}add/", data | extra, follow=follow)
 
 
 def error_summary(text: str) -> str:

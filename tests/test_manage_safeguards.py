@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import zlib
 
 import pytest
 from django.core import mail
@@ -16,20 +15,23 @@ from django.utils import timezone
 
 from alerts import tokens
 from alerts.models import Subscriber, Subscription
-from questions.models import Question, Source
+from questions.models import Source
 from questions.search import canonical, parse
-from tests.test_alert_journey import status_region
-from tests.test_subscribing import link_in
-from tests.test_volume import BROAD, NARROW_IT, NEWEST, SIGNUP, TOO_OFTEN, ask, busy_archive, filler, store, visible  # noqa: F401 (busy_archive is a fixture)
+from tests.conftest import (
+    BROAD,
+    NARROW_IT,
+    SIGNUP,
+    TOO_OFTEN,
+    forty_minutes_before_the_window_turns,
+    link_in,
+    status_region,
+    visible,
+)
+from tests.factories import NEWEST, ask, confirmed, filler, store, unanswered
 
 pytestmark = pytest.mark.django_db
 
 HELD = "Check this alert before it is added"
-
-
-def confirmed(email: str = "ada@example.org") -> tuple[Subscriber, str]:
-    subscriber = Subscriber.objects.create(email=email, confirmed_at=timezone.now())
-    return subscriber, f"/alerts/manage/{tokens.make(subscriber, tokens.MANAGE)}/"
 
 
 def alert(subscriber: Subscriber, query: str, frequency: str = "immediate", **fields) -> Subscription:
@@ -55,7 +57,7 @@ def row_of(response, query: str) -> str:
 
 
 def test_a_broad_search_added_from_the_manage_page_is_warned_of_as_on_signup_and_added_once_seen(
-        client, busy_archive):  # noqa: F811
+        client, busy_archive):
     subscriber, manage = confirmed()
     on_signup = visible(client.get(SIGNUP, {"q": "government"}))
 
@@ -75,7 +77,7 @@ def test_a_broad_search_added_from_the_manage_page_is_warned_of_as_on_signup_and
     assert "Added “government”." in status_region(client.get(manage).content.decode())
 
 
-def test_warnings_seen_for_one_search_do_not_pass_another(client, busy_archive):  # noqa: F811
+def test_warnings_seen_for_one_search_do_not_pass_another(client, busy_archive):
     subscriber, manage = confirmed()
     seen = warned(add(client, manage, "government"))
 
@@ -87,7 +89,7 @@ def test_warnings_seen_for_one_search_do_not_pass_another(client, busy_archive):
     assert [s.query for s in subscriber.subscriptions.all()] == ["government"]
 
 
-def test_previewing_on_the_manage_page_shows_the_numbers_and_adds_nothing(client, busy_archive):  # noqa: F811
+def test_previewing_on_the_manage_page_shows_the_numbers_and_adds_nothing(client, busy_archive):
     subscriber, manage = confirmed()
 
     previewed = add(client, manage, "hedgehogs", preview="1")
@@ -100,7 +102,7 @@ def test_previewing_on_the_manage_page_shows_the_numbers_and_adds_nothing(client
     assert add(client, manage, "hedgehogs").status_code == 302
 
 
-def test_editing_to_a_broad_search_is_saved_only_once_the_warning_is_seen(client, busy_archive):  # noqa: F811
+def test_editing_to_a_broad_search_is_saved_only_once_the_warning_is_seen(client, busy_archive):
     subscriber, manage = confirmed()
     narrow = alert(subscriber, "hedgehogs", frequency="daily")
     edit = f"{manage}{narrow.pk}/"
@@ -118,7 +120,7 @@ def test_editing_to_a_broad_search_is_saved_only_once_the_warning_is_seen(client
     assert narrow.query == "government"
 
 
-def test_an_existing_broad_alert_is_flagged_with_what_to_do(client, busy_archive):  # noqa: F811
+def test_an_existing_broad_alert_is_flagged_with_what_to_do(client, busy_archive):
     subscriber, manage = confirmed()
     broad = alert(subscriber, "government")
     alert(subscriber, "hedgehogs")
@@ -176,13 +178,6 @@ def test_a_question_or_two_leave_what_is_kept_alone(client):
 def signup_fields(**extra) -> dict:
     return {"email": "ada@example.org", "q": "prisons", "label": "Prison staffing", "frequency": "weekly",
             "alert_on": "answers", "website": ""} | extra
-
-
-def forty_minutes_before_the_window_turns(limiter_clock, ip: str) -> None:
-    """The limiter's clock set 40 minutes before the end of `ip`'s hour (django-ratelimit staggers each key's
-    hour by its CRC-32)."""
-    hour = int(limiter_clock.now) // 3600 * 3600
-    limiter_clock.now = float(hour + zlib.crc32(ip.encode()) % 3600 + 3600 - 40 * 60)
 
 
 def test_the_sixth_signup_in_an_hour_keeps_the_form_and_says_when_to_try_again(client, settings, limiter_clock):
@@ -250,13 +245,6 @@ def test_the_confirm_page_names_the_alert_and_the_address(client):
             "prisons: weekly digest, answers only") in text
     client.post(confirm)
     assert "You have already confirmed this alert for ada@example.org" in visible(client.get(confirm))
-
-
-def unanswered() -> Question:
-    question = ask(heading="Hedgehog crossings", tabled=NEWEST)
-    question.external_id = "hedgehog-crossings"
-    question.save()
-    return question
 
 
 def test_after_a_follow_signing_up_again_goes_back_to_the_question(client):

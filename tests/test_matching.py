@@ -15,24 +15,13 @@ from alerts.matching import mark_matched, match_events
 from alerts.models import Match, Subscriber, Subscription
 from alerts.percolator import Percolator
 from questions.models import Question, QuestionEvent, Source
-from questions.search import canonical, document, matches, parse
+from questions.search import document, matches, parse
 from tests.conftest import FIXTURES, Worker, wait_until
+from tests.factories import real_record, subscribe, subscriber
 from tests.parliament_stub import LIST_PATH, ParliamentStub
-from tests.test_parliament_api import real_record
 
 # A process keeps its percolators between runs; each test starts from its own database.
 pytestmark = pytest.mark.usefixtures("fresh_percolators")
-
-def person(email: str, **fields) -> Subscriber:
-    fields.setdefault("confirmed_at", timezone.now())
-    return Subscriber.objects.create(email=email, **fields)
-
-
-def subscribe(subscriber: Subscriber, query: str, **fields) -> Subscription:
-    fields.setdefault("confirmed_at", timezone.now())
-    return Subscription.objects.create(subscriber=subscriber, query=query, canonical_query=canonical(parse(query)),
-                                       **fields)
-
 
 def question(external_id: str, **fields) -> Question:
     found = Question(external_id=external_id, **fields)
@@ -55,11 +44,11 @@ def matched() -> set[tuple[str, str, str]]:
 
 @pytest.mark.django_db
 def test_each_event_matches_the_saved_searches_it_satisfies_once():
-    ann, bob = person("ann@example.com"), person("bob@example.com")
-    subscribe(ann, '"facial recognition" police')
-    subscribe(ann, "palantir", frequency=Subscription.Frequency.DAILY)
-    subscribe(bob, "member:lewis")
-    subscribe(bob, "tasers")
+    ann, bob = subscriber("ann@example.com"), subscriber("bob@example.com")
+    subscribe(subscriber=ann, query='"facial recognition" police')
+    subscribe(subscriber=ann, query="palantir", frequency=Subscription.Frequency.DAILY)
+    subscribe(subscriber=bob, query="member:lewis")
+    subscribe(subscriber=bob, query="tasers")
     surveillance = question("q1", heading="Police: Palantir", asking_member_name="Clive Lewis",
                             question_text="Will the police use facial recognition supplied by Palantir?")
     schools = question("q2", heading="Schools: Heating", asking_member_name="Jane Lewis")
@@ -86,8 +75,8 @@ def test_each_event_matches_the_saved_searches_it_satisfies_once():
 
 @pytest.mark.django_db
 def test_a_run_repeated_after_its_matches_were_written_adds_nothing():
-    ann = person("ann@example.com")
-    subscribe(ann, "palantir")
+    ann = subscriber("ann@example.com")
+    subscribe(subscriber=ann, query="palantir")
     event(question("q1", heading="Palantir"), "tabled")
     match_events()
     # As if the run had written its matches but never marked the events.
@@ -101,10 +90,10 @@ def test_a_run_repeated_after_its_matches_were_written_adds_nothing():
 
 @pytest.mark.django_db
 def test_alert_on_chooses_which_events_a_saved_search_hears_about():
-    ann = person("ann@example.com")
-    subscribe(ann, "palantir", alert_on=Subscription.AlertOn.BOTH)
-    subscribe(ann, "palantir contracts", alert_on=Subscription.AlertOn.NEW)
-    subscribe(ann, "palantir police", alert_on=Subscription.AlertOn.ANSWERS)
+    ann = subscriber("ann@example.com")
+    subscribe(subscriber=ann, query="palantir", alert_on=Subscription.AlertOn.BOTH)
+    subscribe(subscriber=ann, query="palantir contracts", alert_on=Subscription.AlertOn.NEW)
+    subscribe(subscriber=ann, query="palantir police", alert_on=Subscription.AlertOn.ANSWERS)
     asked = question("q1", heading="Police: Palantir contracts", answer_text="The police have no contracts.")
     for kind, key in (("tabled", None), ("answered", None), ("corrected", "corrected:1"), ("withdrawn", None)):
         event(asked, kind, key)
@@ -125,13 +114,13 @@ def test_alert_on_chooses_which_events_a_saved_search_hears_about():
 
 @pytest.mark.django_db
 def test_only_active_subscriptions_are_matched():
-    live = person("live@example.com")
-    subscribe(live, "palantir")
-    subscribe(live, "palantir contracts", paused=True)
-    subscribe(live, "palantir police", confirmed_at=None)
-    subscribe(person("unconfirmed@example.com", confirmed_at=None), "palantir")
-    gone = person("bounced@example.com")
-    subscribe(gone, "palantir")
+    live = subscriber("live@example.com")
+    subscribe(subscriber=live, query="palantir")
+    subscribe(subscriber=live, query="palantir contracts", paused=True)
+    subscribe(subscriber=live, query="palantir police", confirmed_at=None)
+    subscribe(subscriber=subscriber("unconfirmed@example.com", confirmed_at=None), query="palantir")
+    gone = subscriber("bounced@example.com")
+    subscribe(subscriber=gone, query="palantir")
     gone.suppress(Subscriber.Suppression.BOUNCED)
     event(question("q1", heading="Police: Palantir contracts"), "tabled")
 
@@ -149,7 +138,8 @@ def test_the_bundled_questions_match_every_saved_search_as_the_evaluator_says():
                 "apprentic*", "palantir OR tasers", 'heading:"artificial intelligence"', "house:lords",
                 "NOT police schools", "department:(education OR justice)", "covenant"]
     for number, query in enumerate(searches):
-        subscribe(person(f"reader{number}@example.com"), query, alert_on=("both", "new", "answers")[number % 3])
+        subscribe(subscriber=subscriber(f"reader{number}@example.com"), query=query,
+                  alert_on=("both", "new", "answers")[number % 3])
 
     match_events(batch_size=4)
     while match_events(batch_size=4).events:
@@ -172,7 +162,7 @@ def test_shards_each_match_their_own_saved_searches_and_the_events_are_marked_af
     queries = ["palantir", "police", '"facial recognition"', "member:lewis", "polic*", "contracts -police",
                "heading:palantir", "schools OR police"]
     for number, query in enumerate(queries):
-        subscribe(person(f"reader{number}@example.com"), query)
+        subscribe(subscriber=subscriber(f"reader{number}@example.com"), query=query)
     asked = question("q1", heading="Police: Palantir", question_text="Facial recognition contracts",
                      asking_member_name="Clive Lewis")
     events = [event(asked, "tabled").pk, event(question("q2", heading="Schools"), "tabled").pk]
@@ -195,9 +185,9 @@ def test_shards_each_match_their_own_saved_searches_and_the_events_are_marked_af
 def test_the_task_emails_immediate_subscribers_through_delivery():
     from django.core import mail
 
-    ann, bob = person("ann@example.com"), person("bob@example.com")
-    subscribe(ann, "palantir")
-    subscribe(bob, "palantir", frequency=Subscription.Frequency.WEEKLY)
+    ann, bob = subscriber("ann@example.com"), subscriber("bob@example.com")
+    subscribe(subscriber=ann, query="palantir")
+    subscribe(subscriber=bob, query="palantir", frequency=Subscription.Frequency.WEEKLY)
     event(question("q1", heading="Palantir"), "tabled")
 
     # Another test's thread may be inside an eager task, which Celery marks for the whole process.
@@ -218,7 +208,7 @@ def test_a_sharded_task_sends_every_shard_the_same_events_and_marks_them_after(m
     monkeypatch.setattr(tasks, "deliver_immediate", lambda ids: None)
     settings.MATCH_SHARDS = 3
     for number, query in enumerate(["palantir", "police", "contracts", "heading:palantir", "police -schools"]):
-        subscribe(person(f"reader{number}@example.com"), query)
+        subscribe(subscriber=subscriber(f"reader{number}@example.com"), query=query)
     event(question("q1", heading="Police: Palantir contracts"), "tabled")
     event(question("q2", heading="Police: Schools"), "tabled")
     # An in-memory result backend and eager tasks: the chord runs here, as workers would run it.
@@ -242,9 +232,9 @@ def test_a_sharded_task_sends_every_shard_the_same_events_and_marks_them_after(m
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_runs_at_once_share_the_events_without_overlap():
-    readers = [person(f"reader{n}@example.com") for n in range(3)]
+    readers = [subscriber(f"reader{n}@example.com") for n in range(3)]
     for reader, query in zip(readers, ["police", "palantir", "schools OR police"], strict=True):
-        subscribe(reader, query)
+        subscribe(subscriber=reader, query=query)
     for number in range(60):
         event(question(f"q{number}", heading=("Police", "Palantir", "Schools")[number % 3]), "tabled")
     done: list[list[int]] = [[], []]
@@ -290,12 +280,12 @@ def test_polled_questions_become_matches_once_with_two_workers_and_two_runs(cele
     httpserver.expect_request(LIST_PATH).respond_with_handler(api)
     Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
                           last_success_at=timezone.now())
-    ann, bob = person("ann@example.com"), person("bob@example.com")
+    ann, bob = subscriber("ann@example.com"), subscriber("bob@example.com")
     daily = {"frequency": Subscription.Frequency.DAILY}
-    subscribe(ann, '"flexi job" apprenticeships', **daily)
-    subscribe(ann, "department:education", alert_on=Subscription.AlertOn.ANSWERS, **daily)
-    subscribe(bob, "apprentic* OR drones", alert_on=Subscription.AlertOn.NEW, **daily)
-    subscribe(bob, "tasers", **daily)
+    subscribe(subscriber=ann, query='"flexi job" apprenticeships', **daily)
+    subscribe(subscriber=ann, query="department:education", alert_on=Subscription.AlertOn.ANSWERS, **daily)
+    subscribe(subscriber=bob, query="apprentic* OR drones", alert_on=Subscription.AlertOn.NEW, **daily)
+    subscribe(subscriber=bob, query="tasers", **daily)
 
     app.send_task("questions.poll_sources")
     wait_until(lambda: QuestionEvent.objects.count() == 5, timeout=60, message="the worker to land the events")

@@ -16,29 +16,23 @@ from django.core.checks import run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.utils import timezone
-from prometheus_client.parser import text_string_to_metric_families
 
 from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions.models import Question, QuestionEvent, Source
-from tests.conftest import ROOT, Worker, purge_queues, serve_api, serve_postmark, stop_group, wait_until
+from tests.conftest import (
+    POSTMARK_BOUNCE,
+    ROOT,
+    TOKEN,
+    WebServer,
+    Worker,
+    purge_queues,
+    samples,
+    serve_postmark,
+    value,
+    wait_until,
+)
 from tests.esp_stub import PostmarkStub
-from tests.test_delivery import POSTMARK_BOUNCE
-from tests.test_parliament_api import real_record
-
-TOKEN = "scrape-" + "x" * 32
-
-
-def samples(text: str) -> dict[tuple[str, frozenset], float]:
-    """Every sample of an exposition, by its name and labels."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return found
-
-
-def value(scraped: dict, name: str, **labels) -> float | None:
-    return scraped.get((name, frozenset(labels.items())))
+from tests.factories import real_record, subscribe
 
 
 def labelled(scraped: dict, name: str, label: str) -> dict[str, float]:
@@ -205,17 +199,6 @@ def test_the_database_gauges_say_what_is_queued_stuck_suppressed_and_failing(cli
     assert 7190 <= labelled(scraped, "wqa_source_last_success_age_seconds", "source")["Failing feed"] <= 7300
 
 
-@pytest.fixture
-def api(httpserver):
-    return serve_api(httpserver)
-
-
-def subscribe(email="ada@example.org", query="apprenticeships") -> Subscription:
-    now = timezone.now()
-    subscriber, _ = Subscriber.objects.get_or_create(email=email, defaults={"confirmed_at": now})
-    return Subscription.objects.create(subscriber=subscriber, query=query, canonical_query=query, confirmed_at=now)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_page_adds_up_what_this_process_counted_in_the_metrics_folder(client, settings, api, postmark,
                                                                           httpserver):
@@ -230,7 +213,7 @@ def test_the_page_adds_up_what_this_process_counted_in_the_metrics_folder(client
                           last_success_at=timezone.now())
     Source.objects.create(name=broken, kind=Source.Kind.PARLIAMENT_API, url="http://127.0.0.1:9/",
                           last_success_at=timezone.now())
-    subscribe()
+    subscribe(query="apprenticeships")
     api.put(real_record(1000))
     before = scrape(client)
 
@@ -267,34 +250,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class WebServer:
-    """The site under gunicorn, as the Dockerfile serves it, with more than one worker process."""
-
-    def __init__(self, env: dict[str, str], log) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = env | {"SITE_URL": self.url}
-        self.log = log
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", "2"],
-            cwd=ROOT, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-        def up() -> bool:
-            try:
-                return requests.get(self.url + "/healthz?checks=database", timeout=10).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(up, timeout=60, message="gunicorn to answer")
-
-    def stop(self) -> None:
-        stop_group(self.process)
-
-
 @pytest.mark.worker
 @pytest.mark.postgres
 def test_a_scrape_shows_what_the_worker_did_and_the_web_server_was_told(worker_env, httpserver, esp_path, api,
@@ -314,7 +269,7 @@ def test_a_scrape_shows_what_the_worker_did_and_the_web_server_was_told(worker_e
     web = WebServer(shared | {"METRICS_TOKEN": TOKEN}, tmp_path / "gunicorn.log")
     Source.objects.create(name="Stub API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"),
                           last_success_at=timezone.now())
-    subscribe()
+    subscribe(query="apprenticeships")
     api.put(real_record(1000))
 
     def scraped() -> dict:
@@ -372,7 +327,6 @@ def test_a_scrape_shows_what_the_worker_did_and_the_web_server_was_told(worker_e
     assert value(after, "wqa_active_alerts") == 0
     assert labelled(after, "wqa_source_consecutive_failures", "source") == {"Stub API": 0}
     assert labelled(after, "wqa_source_last_success_age_seconds", "source")["Stub API"] < 120
-
 
 
 def test_each_process_counts_in_files_named_for_its_host_and_pid():

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from alerts.models import Subscriber, Subscription
 from alerts.retention import prune
-from tests.test_subscribing import confirmed_subscriber, link_in, sign_up
+from tests.conftest import confirmed_subscriber, link_in, sign_up
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

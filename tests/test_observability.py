@@ -31,11 +31,21 @@ from alerts.models import FormRequest, Subscriber
 from config.celery import app
 from questions.health import health
 from questions.models import Source
-from tests.conftest import ROOT, Worker, mail_worker_env, purge_queues, wait_until
-from tests.test_delivery_recovery import beat_sends_due_emails
-from tests.test_hung_redis import SIGNUP, SilentServer
-from tests.test_logs import parse_lines
-from tests.test_metrics import TOKEN, WebServer, samples, value
+from tests.conftest import (
+    ROOT,
+    SIGNUP_FORM,
+    TOKEN,
+    SilentServer,
+    WebServer,
+    Worker,
+    beat_sends_due_emails,
+    mail_worker_env,
+    parse_lines,
+    purge_queues,
+    samples,
+    value,
+    wait_until,
+)
 
 # The site, and a page that fails, for the tests that need a 500.
 
@@ -274,7 +284,7 @@ def test_an_id_unfit_for_the_logs_is_replaced_by_a_new_one(client, given, settin
 def test_a_task_run_in_the_requests_process_logs_under_the_requests_id(client, console, settings):
     """Eager tasks (CELERY_TASK_ALWAYS_EAGER, and these tests) keep the id of the request that ran them."""
     settings.TRUSTED_PROXIES = ["127.0.0.1"]
-    response = client.post("/alerts/new/", SIGNUP, HTTP_X_REQUEST_ID="eager-request-1")
+    response = client.post("/alerts/new/", SIGNUP_FORM, HTTP_X_REQUEST_ID="eager-request-1")
     logging.getLogger("tests").warning("after the request")
 
     assert response.status_code == 302
@@ -324,7 +334,7 @@ def test_a_requests_id_goes_with_the_task_it_queues_to_the_worker(worker_env, es
         session = requests.Session()
         page = session.get(web.url + "/alerts/new/", timeout=10)
         token = page.text.split('name="csrfmiddlewaretoken" value="', 1)[1].split('"', 1)[0]
-        signup = session.post(web.url + "/alerts/new/", data=SIGNUP | {"csrfmiddlewaretoken": token},
+        signup = session.post(web.url + "/alerts/new/", data=SIGNUP_FORM | {"csrfmiddlewaretoken": token},
                               allow_redirects=False, timeout=10)
         request_id = signup.headers["X-Request-ID"]
         wait_until(lambda: emails_sent_to("ada@example.org", esp), timeout=60, message="the confirmation email")

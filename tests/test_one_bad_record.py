@@ -14,9 +14,9 @@ from werkzeug.wrappers import Response
 
 from questions.models import Question, Source, SourceProblem
 from questions.polling import poll_source
+from tests.conftest import api_client
+from tests.factories import real_record
 from tests.parliament_stub import LIST_PATH, ParliamentStub
-from tests.test_parliament_api import client as api_client
-from tests.test_parliament_api import real_record
 
 pytestmark = pytest.mark.django_db
 

@@ -129,7 +129,7 @@ def test_matching_and_sending_can_have_queues_of_their_own(tmp_path):
 
 def test_poll_now_in_the_admin_polls_the_source(admin_client, httpserver):
     from questions.models import Question
-    from tests.test_feeds_source import RSS
+    from tests.conftest import RSS
 
     httpserver.expect_request("/feed").respond_with_data(RSS, content_type="application/rss+xml")
     source = Source.objects.create(name="TWFY", kind="feed", url=httpserver.url_for("/feed"))

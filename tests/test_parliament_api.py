@@ -2,70 +2,25 @@
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
 import json
 import time
 
 import pytest
-from django.utils import timezone
 from werkzeug.wrappers import Response
 
-from questions.models import Question, QuestionEvent, Source, SourceProblem
+from questions.models import Question, QuestionEvent, SourceProblem
 from questions.polling import poll_source
-from questions.sources.http import PoliteClient
-from tests.conftest import load_fixture
+from tests.conftest import api_client, load_fixture
+from tests.factories import TODAY, real_record, stamp
 from tests.parliament_stub import LIST_PATH, ParliamentStub, member
 
 pytestmark = pytest.mark.django_db
-
-TODAY = timezone.localdate()
-
-
-def stamp(day: dt.date) -> str:
-    return f"{day.isoformat()}T00:00:00"
-
-
-def real_record(api_id: int, *, answered: bool = True, **changes) -> dict:
-    """The real detail record, re-dated to this week so the poller's window finds it."""
-    value = copy.deepcopy(load_fixture("question_detail.json")["value"])
-    value.update(
-        id=api_id, uin=str(api_id % 100000), dateTabled=stamp(TODAY - dt.timedelta(days=2)),
-        askingMember=member("Jane Example", "Labour", "Norwich South", 4253),
-        answeringMember=member("Luke Hall", "Conservative", "Thornbury and Yate", 3985),
-    )
-    if answered:
-        value["dateAnswered"] = stamp(TODAY - dt.timedelta(days=1))
-    else:
-        value.update(dateAnswered=None, answerText=None, answeringMemberId=None, answeringMember=None)
-    value.update(changes)
-    return value
-
-
-@pytest.fixture
-def stub(httpserver):
-    api = ParliamentStub()
-    httpserver.expect_request(LIST_PATH).respond_with_handler(api)
-    for path in (f"{LIST_PATH}/{n}" for n in range(1000, 1010)):
-        httpserver.expect_request(path).respond_with_handler(api)
-    return api
-
-
-@pytest.fixture
-def source(httpserver):
-    return Source.objects.create(name="API", kind=Source.Kind.PARLIAMENT_API, url=httpserver.url_for("/"))
-
-
-def client(**overrides) -> PoliteClient:
-    options = dict(requests_per_second=1000, backoff_seconds=0.01, read_timeout=2, max_retries=2)
-    return PoliteClient(**(options | overrides))
-
 
 def test_questions_land_with_the_full_text_from_the_detail_endpoint(stub, source):
     stub.put(real_record(1000))
     stub.put(real_record(1001, answered=False))
 
-    report = poll_source(source, client())
+    report = poll_source(source, api_client())
 
     assert not report.error
     answered = Question.objects.get(external_id="1000")
@@ -89,11 +44,11 @@ def test_questions_land_with_the_full_text_from_the_detail_endpoint(stub, source
 
 def test_polling_the_same_data_twice_creates_nothing_twice(stub, source):
     stub.put(real_record(1000))
-    poll_source(source, client())
+    poll_source(source, api_client())
     details_before = stub.detail_requests()
     events_before = QuestionEvent.objects.count()
 
-    report = poll_source(source, client())
+    report = poll_source(source, api_client())
 
     assert Question.objects.count() == 1
     assert QuestionEvent.objects.count() == events_before
@@ -104,13 +59,13 @@ def test_polling_the_same_data_twice_creates_nothing_twice(stub, source):
 
 def test_an_answer_appearing_later_makes_exactly_one_answered_event(stub, source):
     stub.put(real_record(1002, answered=False))
-    poll_source(source, client())
+    poll_source(source, api_client())
     answered = real_record(1002)
     stub.update(1002, **{k: answered[k] for k in ("dateAnswered", "answerText", "answeringMemberId",
                                                   "answeringMember")})
 
-    poll_source(source, client())
-    poll_source(source, client())
+    poll_source(source, api_client())
+    poll_source(source, api_client())
 
     kinds = list(QuestionEvent.objects.filter(question__external_id="1002").values_list("kind", flat=True))
     assert sorted(kinds) == ["answered", "tabled"]
@@ -119,12 +74,12 @@ def test_an_answer_appearing_later_makes_exactly_one_answered_event(stub, source
 
 def test_a_correction_makes_exactly_one_corrected_event(stub, source):
     stub.put(real_record(1003))
-    poll_source(source, client())
+    poll_source(source, api_client())
     stub.update(1003, answerText="<p>Corrected: there are now 45 FJAAs.</p>", answerIsCorrection=True,
                 dateAnswerCorrected=stamp(TODAY))
 
-    poll_source(source, client())
-    poll_source(source, client())
+    poll_source(source, api_client())
+    poll_source(source, api_client())
 
     question = Question.objects.get(external_id="1003")
     assert question.answer_text == "Corrected: there are now 45 FJAAs."
@@ -133,12 +88,12 @@ def test_a_correction_makes_exactly_one_corrected_event(stub, source):
 
 def test_a_member_missing_from_the_record_is_filled_on_a_later_poll(stub, source):
     stub.put(real_record(1004, askingMember=None))
-    poll_source(source, client())
+    poll_source(source, api_client())
     question = Question.objects.get(external_id="1004")
     assert question.asking_member_id == 4253 and question.asking_member_name == ""
 
     stub.update(1004, askingMember=member("Jane Example", "Labour", "Norwich South", 4253))
-    poll_source(source, client())
+    poll_source(source, api_client())
 
     question.refresh_from_db()
     assert question.asking_member_name == "Jane Example"
@@ -159,7 +114,7 @@ def test_429_with_retry_after_is_honoured_and_the_poll_completes(httpserver, sou
     httpserver.expect_request(f"{LIST_PATH}/1005").respond_with_handler(api)
     started = time.monotonic()
 
-    report = poll_source(source, client())
+    report = poll_source(source, api_client())
 
     assert time.monotonic() - started >= 1
     assert not report.error
@@ -178,7 +133,7 @@ def test_429_with_retry_after_is_honoured_and_the_poll_completes(httpserver, sou
 def test_a_failing_list_endpoint_is_recorded_on_the_source(httpserver, source, response, expected):
     httpserver.expect_request(LIST_PATH).respond_with_response(response)
 
-    report = poll_source(source, client())
+    report = poll_source(source, api_client())
 
     source.refresh_from_db()
     assert expected in report.error and expected in source.last_error
@@ -194,7 +149,7 @@ def test_a_time_out_is_recorded_and_does_not_hang(httpserver, source):
 
     httpserver.expect_request(LIST_PATH).respond_with_handler(slow)
 
-    report = poll_source(source, client(read_timeout=0.3, max_retries=1))
+    report = poll_source(source, api_client(read_timeout=0.3, max_retries=1))
 
     assert "Timeout" in report.error
     source.refresh_from_db()
@@ -205,7 +160,7 @@ def test_a_50_mb_body_is_refused_without_reading_it_all(httpserver, source):
     body = b"[" + b" " * (50 * 1024 * 1024) + b"]"
     httpserver.expect_request(LIST_PATH).respond_with_data(body, content_type="application/json")
 
-    report = poll_source(source, client(max_bytes=20 * 1024 * 1024))
+    report = poll_source(source, api_client(max_bytes=20 * 1024 * 1024))
 
     assert "over the cap" in report.error
 
@@ -216,7 +171,7 @@ def test_a_streamed_body_over_the_cap_is_cut_off(httpserver, source):
 
     httpserver.expect_request(LIST_PATH).respond_with_handler(endless)
 
-    report = poll_source(source, client(max_bytes=1024 * 1024))
+    report = poll_source(source, api_client(max_bytes=1024 * 1024))
 
     assert "over the cap" in report.error
 
@@ -229,7 +184,7 @@ def test_bad_records_are_logged_on_the_source_and_the_rest_land(stub, source):
     stub.detail_failures[1009] = 99
     stub.put(real_record(1009))
 
-    report = poll_source(source, client())
+    report = poll_source(source, api_client())
 
     assert set(Question.objects.values_list("external_id", flat=True)) == {"1006", "1008"}
     problems = {p.record_id: p.message for p in SourceProblem.objects.filter(source=source)}
@@ -242,7 +197,7 @@ def test_bad_records_are_logged_on_the_source_and_the_rest_land(stub, source):
     assert unsafe.answer_text.startswith("Fine.")
     # The failed detail is asked for again next time, and lands once the API is well.
     stub.detail_failures[1009] = 0
-    poll_source(source, client())
+    poll_source(source, api_client())
     assert Question.objects.filter(external_id="1009").exists()
 
 
@@ -259,7 +214,7 @@ def test_a_list_item_without_an_id_is_logged_and_the_rest_land(httpserver, sourc
     httpserver.expect_request(LIST_PATH).respond_with_handler(handler)
     httpserver.expect_request(f"{LIST_PATH}/1001").respond_with_handler(api)
 
-    report = poll_source(source, client())
+    report = poll_source(source, api_client())
 
     assert Question.objects.filter(external_id="1001").exists()
     assert report.problems >= 1
@@ -268,11 +223,11 @@ def test_a_list_item_without_an_id_is_logged_and_the_rest_land(httpserver, sourc
 
 def test_a_new_sources_first_poll_is_a_backfill_and_what_comes_later_is_news(stub, source):
     stub.put(real_record(1000))
-    poll_source(source, client())
+    poll_source(source, api_client())
     assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
 
     stub.put(real_record(1001))
-    poll_source(source, client())
+    poll_source(source, api_client())
 
     assert set(QuestionEvent.objects.filter(matched_at__isnull=True).values_list("question__external_id", flat=True)) \
         == {"1001"}

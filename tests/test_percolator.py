@@ -41,6 +41,7 @@ from questions.search.percolate import (
     iter_bits,
     shard_of,
 )
+from tests.factories import subscribe, subscriber
 from tests.search.seed import SEED_1
 from tests.search.strategies import queries, records
 
@@ -312,16 +313,6 @@ def test_shards_split_the_saved_searches_by_a_stable_hash():
 # --- the database -----------------------------------------------------------------------
 
 
-def subscriber(email: str = "reader@example.com", confirmed: bool = True) -> Subscriber:
-    return Subscriber.objects.create(email=email, confirmed_at=timezone.now() if confirmed else None)
-
-
-def subscribe(person: Subscriber, query: str, **fields) -> Subscription:
-    fields.setdefault("confirmed_at", timezone.now())
-    return Subscription.objects.create(subscriber=person, query=query, canonical_query=canonical(parse(query)),
-                                       **fields)
-
-
 def held(percolator: Percolator) -> dict[int, str]:
     """Subscription id -> saved search, as the percolator holds them."""
     return percolator.held()
@@ -335,9 +326,9 @@ def age_all() -> None:
 @pytest.mark.django_db
 def test_refresh_follows_new_edited_paused_and_deleted_subscriptions():
     reader, other = subscriber(), subscriber("other@example.com")
-    police = subscribe(reader, "police")
-    tasers = subscribe(reader, "tasers", paused=True)
-    subscribe(other, "police")
+    police = subscribe(subscriber=reader, query="police")
+    tasers = subscribe(subscriber=reader, query="tasers", paused=True)
+    subscribe(subscriber=other, query="police")
     age_all()
     percolator = Percolator()
     report = percolator.refresh()
@@ -365,12 +356,12 @@ def test_refresh_follows_new_edited_paused_and_deleted_subscriptions():
 @pytest.mark.django_db
 def test_refresh_follows_subscribers_confirmed_and_suppressed():
     reader, other, later = subscriber(), subscriber("other@example.com"), subscriber("later@example.com", False)
-    police = subscribe(reader, "police")
-    subscribe(other, "tasers")
-    waiting = subscribe(later, '"stun guns"')
+    police = subscribe(subscriber=reader, query="police")
+    subscribe(subscriber=other, query="tasers")
+    waiting = subscribe(subscriber=later, query='"stun guns"')
     age_all()
     # Saved now, so the rows above lie before the window that refresh reads again.
-    fresh = subscribe(reader, "palantir")
+    fresh = subscribe(subscriber=reader, query="palantir")
     percolator = Percolator()
     percolator.refresh()
     assert sorted(held(percolator).values()) == ["palantir", "police", "tasers"]
@@ -477,9 +468,9 @@ def test_a_first_load_cut_off_by_a_lost_connection_leaves_nothing_held_twice(mon
 @pytest.mark.django_db
 def test_unconfirmed_subscriptions_are_not_held():
     reader = subscriber()
-    subscribe(reader, "police", confirmed_at=None)
+    subscribe(subscriber=reader, query="police", confirmed_at=None)
     unconfirmed = subscriber("new@example.com", confirmed=False)
-    subscribe(unconfirmed, "police")
+    subscribe(subscriber=unconfirmed, query="police")
     percolator = Percolator()
     percolator.refresh()
     assert held(percolator) == {}
@@ -488,7 +479,7 @@ def test_unconfirmed_subscriptions_are_not_held():
 @pytest.mark.django_db
 def test_a_saved_search_that_no_longer_parses_is_skipped_and_not_read_again_and_again():
     reader = subscriber()
-    subscribe(reader, "police")
+    subscribe(subscriber=reader, query="police")
     broken = Subscription.objects.create(subscriber=reader, query="x", canonical_query="police AND",
                                          confirmed_at=timezone.now())
     percolator = Percolator()

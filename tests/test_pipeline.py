@@ -7,56 +7,28 @@ import signal
 import threading
 
 import pytest
-from django.utils import timezone
 
-from alerts.models import Delivery, Match, Subscriber, Subscription
+from alerts.models import Delivery, Match
 from questions.models import Question, QuestionEvent, Source
 from tests.conftest import (
-    Worker,
     backends_waiting_on_a_lock,
     digest_run_now,
-    mail_worker_env,
-    polled_api,
-    purge_queues,
     send,
     serve_postmark,
+    start_worker,
     wait_until,
 )
 from tests.esp_stub import PostmarkStub
-from tests.test_parliament_api import real_record
+from tests.factories import real_record, subscribe
 
 pytestmark = [pytest.mark.worker, pytest.mark.postgres]
 
 
-@pytest.fixture
-def api(httpserver):
-    return polled_api(httpserver)
-
-
-@pytest.fixture
-def mail_env(worker_env, httpserver, esp_path):
-    return mail_worker_env(worker_env, httpserver, esp_path, "https://alerts.example.org")
-
-
-def start_worker(env) -> Worker:
-    purge_queues()
-    worker = Worker(env)
-    worker.start()
-    return worker
-
-
-def subscribe(email="ada@example.org", query="apprenticeships", **fields) -> Subscription:
-    now = timezone.now()
-    subscriber, _ = Subscriber.objects.get_or_create(email=email, defaults={"confirmed_at": now})
-    return Subscription.objects.create(subscriber=subscriber, query=query, canonical_query=query,
-                                       confirmed_at=now, **({"frequency": "immediate"} | fields))
-
-
-def test_a_new_question_in_the_api_reaches_the_inbox(api, esp, mail_env):
-    subscribe()
+def test_a_new_question_in_the_api_reaches_the_inbox(api_polled_before, esp, mail_env):
+    subscribe(query="apprenticeships")
     subscribe(email="bo@example.org", query="palantir")
     subscribe(email="cy@example.org", query="apprenticeships", frequency="daily")
-    api.put(real_record(1000))
+    api_polled_before.put(real_record(1000))
     worker = start_worker(mail_env)
     try:
         send("questions.poll_sources")
@@ -113,12 +85,12 @@ class HangingESP(PostmarkStub):
 
 
 @pytest.mark.parametrize("sent_before_crash", [False, True], ids=["before-the-esp-accepted", "after"])
-def test_a_worker_killed_mid_send_sends_again_and_loses_nothing(api, mail_env, httpserver, sent_before_crash,
-                                                                esp_path):
+def test_a_worker_killed_mid_send_sends_again_and_loses_nothing(api_polled_before, mail_env, httpserver,
+                                                                sent_before_crash, esp_path):
     esp = HangingESP(record_first=sent_before_crash)
     serve_postmark(httpserver, esp_path, esp)
-    subscribe()
-    api.put(real_record(1000))
+    subscribe(query="apprenticeships")
+    api_polled_before.put(real_record(1000))
     worker = start_worker(mail_env)
     try:
         send("questions.poll_sources")
@@ -137,9 +109,9 @@ def test_a_worker_killed_mid_send_sends_again_and_loses_nothing(api, mail_env, h
     assert Match.objects.filter(delivery__isnull=True).count() == 0
 
 
-def test_a_worker_killed_mid_poll_lands_every_question_once(api, mail_env):
+def test_a_worker_killed_mid_poll_lands_every_question_once(api_polled_before, mail_env):
     for api_id in (1000, 1001, 1002):
-        api.put(real_record(api_id))
+        api_polled_before.put(real_record(api_id))
     gate = threading.Event()
     arrived = threading.Event()
 
@@ -148,7 +120,7 @@ def test_a_worker_killed_mid_poll_lands_every_question_once(api, mail_env):
             arrived.set()
             gate.wait(30)
 
-    api.on_detail = hold
+    api_polled_before.on_detail = hold
     worker = start_worker(mail_env)
     try:
         send("questions.poll_sources")
@@ -171,12 +143,12 @@ def test_a_worker_killed_mid_poll_lands_every_question_once(api, mail_env):
     assert QuestionEvent.objects.filter(kind="tabled").count() == 3
 
 
-def test_a_worker_killed_mid_match_run_records_every_match_once(api, esp, mail_env):
+def test_a_worker_killed_mid_match_run_records_every_match_once(api_polled_before, esp, mail_env):
     from django.db import connection, transaction
 
-    subscribe()
+    subscribe(query="apprenticeships")
     subscribe(email="bo@example.org", query="department:education")
-    api.put(real_record(1000))
+    api_polled_before.put(real_record(1000))
     worker = start_worker(mail_env)
     try:
         with transaction.atomic(), connection.cursor() as cursor:

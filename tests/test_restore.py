@@ -19,8 +19,7 @@ from alerts import tokens
 from alerts.models import Subscriber, Subscription
 from questions.models import Question
 from questions.search import canonical, parse
-from tests.conftest import ROOT, database_url_for_tests
-from tests.test_metrics import WebServer
+from tests.conftest import ROOT, WebServer, database_url_for_tests
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -21,7 +21,8 @@ from alerts.models import Delivery, ErasedAddress, Match, Subscriber, Subscripti
 from alerts.retention import erased_digest, prune
 from alerts.subscribing import sign_up
 from questions.models import Question, QuestionEvent, Source, SourceProblem
-from tests.test_delivery import POSTMARK_BOUNCE, POSTMARK_COMPLAINT, post_webhook
+from tests.conftest import POSTMARK_BOUNCE, POSTMARK_COMPLAINT, post_webhook
+from tests.factories import subscriber
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -53,12 +54,6 @@ def event(created_at: dt.datetime = NOW, matched_at: dt.datetime | None = NOW, k
     question = Question.objects.create(external_id=f"r-{next(_questions)}", heading="Schools: Heating")
     return QuestionEvent.objects.create(question=question, kind=kind, key=kind, created_at=created_at,
                                         matched_at=matched_at)
-
-
-def subscriber(email: str, created_at: dt.datetime = NOW, confirmed: bool = True, suppressed_at=None,
-               reason: str = "") -> Subscriber:
-    return Subscriber.objects.create(email=email, created_at=created_at, confirmed_at=created_at if confirmed else None,
-                                     suppressed_at=suppressed_at, suppressed_reason=reason)
 
 
 def alert(owner: Subscriber, query: str = "schools") -> Subscription:
@@ -196,9 +191,9 @@ def test_unconfirmed_addresses_go_after_their_period_and_confirmed_ones_stay():
     alert(loyal)
     # Never confirmed, and bounced: kept until it can be erased to a digest, never simply forgotten.
     bounced_lately = subscriber("bounced@example.org", created_at=older(20), confirmed=False,
-                                suppressed_at=younger(30), reason="bounced")
+                                suppressed_at=younger(30), suppressed_reason="bounced")
     subscriber("Long.Gone@Example.org", created_at=older(60), confirmed=False, suppressed_at=older(30),
-               reason="bounced")
+               suppressed_reason="bounced")
 
     report = prune(now=NOW)
 
@@ -217,11 +212,11 @@ def test_unconfirmed_addresses_go_after_their_period_and_confirmed_ones_stay():
 
 @pytest.mark.parametrize("reason", ["bounced", "complained", "operator", "unsubscribed"])
 def test_an_address_stopped_long_enough_is_erased_down_to_a_digest(reason):
-    ada = subscriber("Ada@Example.org", created_at=older(400), suppressed_at=older(30), reason=reason)
+    ada = subscriber("Ada@Example.org", created_at=older(400), suppressed_at=older(30), suppressed_reason=reason)
     alert(ada)
     email(ada, "sent", older(35), [event()])
     email(ada, "pending", older(35))
-    recent = subscriber("bo@example.org", created_at=older(400), suppressed_at=younger(30), reason=reason)
+    recent = subscriber("bo@example.org", created_at=older(400), suppressed_at=younger(30), suppressed_reason=reason)
 
     report = prune(now=NOW)
 
@@ -250,7 +245,7 @@ def everything_old(count: int, now: dt.datetime) -> None:
         event(created_at=older(90, now), matched_at=older(90, now))
         subscriber(f"unconfirmed{n}@example.org", created_at=older(7, now), confirmed=False)
         gone = subscriber(f"gone{n}@example.org", created_at=older(400, now), suppressed_at=older(30, now),
-                          reason="bounced")
+                          suppressed_reason="bounced")
         alert(gone)
 
 
@@ -358,7 +353,7 @@ def sign_up_again(address: str) -> None:
 def test_an_erased_address_that_bounced_or_complained_is_never_mailed_again(reason):
     now = timezone.now()
     gone = subscriber("ada@example.org", created_at=now - dt.timedelta(days=400),
-                      suppressed_at=now - dt.timedelta(days=31), reason=reason)
+                      suppressed_at=now - dt.timedelta(days=31), suppressed_reason=reason)
     alert(gone)
     prune(now=now)
     assert not Subscriber.objects.exists()
@@ -378,7 +373,7 @@ def test_an_erased_address_that_bounced_or_complained_is_never_mailed_again(reas
 def test_an_erased_address_that_only_unsubscribed_can_sign_up_again():
     now = timezone.now()
     gone = subscriber("bo@example.org", created_at=now - dt.timedelta(days=400),
-                      suppressed_at=now - dt.timedelta(days=31), reason="unsubscribed")
+                      suppressed_at=now - dt.timedelta(days=31), suppressed_reason="unsubscribed")
     alert(gone)
     prune(now=now)
     assert ErasedAddress.objects.get().reason == "unsubscribed"
@@ -454,7 +449,7 @@ def test_an_unconfirmed_address_that_asked_again_just_now_can_still_confirm(clie
 def test_an_address_that_unsubscribed_long_ago_and_is_coming_back_can_still_confirm(client):
     now = timezone.now()
     fay = subscriber("fay@example.org", created_at=now - dt.timedelta(days=400),
-                     suppressed_at=now - dt.timedelta(days=40), reason="unsubscribed")
+                     suppressed_at=now - dt.timedelta(days=40), suppressed_reason="unsubscribed")
     alert(fay, query="apprenticeships")
     sign_up_again("fay@example.org")
     link = the_confirmation_link()

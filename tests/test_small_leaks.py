@@ -29,8 +29,7 @@ from alerts.retention import prune
 from alerts.subscribing import follow
 from alerts.subscribing import sign_up as take_signup
 from questions.models import CANARY_PREFIX, Question
-from tests.conftest import ROOT, database_url_for_tests, wait_until
-from tests.test_subscribing import sign_up
+from tests.conftest import ROOT, database_url_for_tests, sign_up, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,51 +3,32 @@ signup or follow form with a search the language accepts, and the links to it fr
 
 from __future__ import annotations
 
-import gzip
 import html
-import json
 import re
-from io import StringIO
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.core import mail
-from django.core.management import call_command
 
 from alerts.models import Subscriber
 from questions.models import Question
-from tests.conftest import FIXTURES
-from tests.test_alert_journey import page, words
-from tests.test_subscribing import link_in, sign_up
+from tests.conftest import (
+    OBRIEN,
+    OPPONG_ASARE,
+    SPEAKERS_COMMITTEE,
+    UNANSWERED,
+    import_chosen,
+    link_in,
+    page,
+    page_text,
+    sign_up,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-SAMPLE = FIXTURES / "written_questions_sample.jsonl.gz"
-# Real names of the sample with an apostrophe or a hyphen; the second both asks questions and answers them.
-OBRIEN, OPPONG_ASARE = "Neil O'Brien", "Ms Abena Oppong-Asare"
-SPEAKERS_COMMITTEE = "Speaker's Committee on the Electoral Commission"
-# One of Neil O'Brien's questions to the Department for Business and Trade, not yet answered.
-UNANSWERED = 1742394
-
-
-def wanted(line: dict) -> bool:
-    return (line["asking_member"] in (OBRIEN, OPPONG_ASARE) or line["answering_member"] == OPPONG_ASARE
-            or line["department"] == SPEAKERS_COMMITTEE)
-
 
 @pytest.fixture
 def sample(tmp_path) -> list[dict]:
     return import_chosen(tmp_path)
-
-
-def import_chosen(tmp_path) -> list[dict]:
-    """The sample's questions asked by, or answered by, those members, or to that committee: imported."""
-    with gzip.open(SAMPLE, "rt", encoding="utf-8") as lines:
-        chosen = [line for line in map(json.loads, lines) if wanted(line)]
-    path = tmp_path / "chosen.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in chosen), encoding="utf-8")
-    call_command("import_questions", str(path), stdout=StringIO())
-    return chosen
 
 
 def offered(response) -> dict[str, str]:
@@ -115,7 +96,7 @@ def test_a_name_that_makes_no_search_is_said_so(client):
     response = client.get("/alerts/ways/", {"member": '"'})
 
     assert offered(response) == {}
-    assert "There is no search for that name" in words(response)
+    assert "There is no search for that name" in page_text(response)
 
 
 def test_an_answered_question_is_not_offered_to_follow(client, sample):
@@ -133,7 +114,7 @@ def test_a_search_is_offered_as_it_was_typed_and_a_refused_one_is_explained(clie
 
     refused = client.get("/alerts/ways/", {"q": '"unclosed'})
     assert "Email me about this search" not in offered(refused)
-    assert "can’t be run, so there is no alert for it" in words(refused)
+    assert "can’t be run, so there is no alert for it" in page_text(refused)
 
 
 def test_the_home_search_and_question_pages_link_to_the_ways(client, sample):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from io import StringIO
 
@@ -13,7 +12,7 @@ from django.test import Client
 
 from alerts import tokens
 from alerts.models import Delivery, Subscriber, Subscription
-from tests.conftest import FIXTURES, clear_rate_limits
+from tests.conftest import FIXTURES, clear_rate_limits, confirmed_subscriber, link_in, sign_up
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,24 +22,6 @@ SIGNUP = "/alerts/new/"
 @pytest.fixture
 def archive():
     call_command("import_questions", str(FIXTURES / "seed_questions.json"), stdout=StringIO())
-
-
-def sign_up(client, email="ada@example.org", q='"facial recognition"', **extra):
-    data = {"email": email, "q": q, "frequency": "immediate", "alert_on": "both", "label": "", "website": ""}
-    return client.post(SIGNUP, data | extra)
-
-
-def link_in(message, path: str) -> str:
-    found = re.search(rf"http://testserver({path}[^\s\"<]+)", message.body)
-    assert found, message.body
-    return found.group(1)
-
-
-def confirmed_subscriber(client, email="ada@example.org", q='"facial recognition"') -> tuple[Subscriber, str]:
-    sign_up(client, email, q)
-    confirm = link_in(mail.outbox[-1], "/alerts/confirm/")
-    manage = client.post(confirm)["Location"]
-    return Subscriber.objects.get(email=email), manage
 
 
 def test_the_signup_form_is_prefilled_and_previews_the_last_30_days(client, archive):

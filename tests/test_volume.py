@@ -4,7 +4,6 @@ pages that show them with a warning for a search that matches too much."""
 from __future__ import annotations
 
 import datetime as dt
-import html as htmlib
 import re
 
 import pytest
@@ -13,40 +12,11 @@ from django.utils import timezone
 from alerts import tokens, volume
 from alerts.models import Subscriber, Subscription
 from alerts.volume import Emails, Volume, amount, estimate
-from questions.models import Question
 from questions.search import canonical, parse
+from tests.conftest import BROAD, NARROW_IT, SIGNUP, TOO_OFTEN, visible
+from tests.factories import FILLER, NEWEST, ask, filler, store
 
 pytestmark = pytest.mark.django_db
-
-SIGNUP = "/alerts/new/"
-# Long ago on purpose: the archive stops growing, and the estimate must still count back from its newest day.
-NEWEST = dt.date(2025, 6, 30)
-FILLER = volume.MIN_ARCHIVE_FOR_SHARE
-
-
-def ask(*, heading: str, text: str = "", tabled: dt.date | None = None, answered: dt.date | None = None,
-        department: str = "Department for Environment, Food and Rural Affairs") -> Question:
-    question = Question(heading=heading, question_text=text or f"To ask about {heading.lower()}.",
-                        answer_text="An answer." if answered else "", date_tabled=tabled, date_answered=answered,
-                        answering_body_name=department)
-    question.refresh_search_text()
-    return question
-
-
-def store(questions: list[Question]) -> None:
-    start = Question.objects.count()
-    for number, question in enumerate(questions, start=start):
-        question.external_id = f"v{number}"
-    Question.objects.bulk_create(questions)
-
-
-def filler(count: int = FILLER, days: int = 365, newest: dt.date = NEWEST) -> None:
-    """Questions no test searches for, spread over `days` days back from `newest`, the first and the last day
-    included, so that the archive has a size and a span."""
-    store([ask(heading="Fisheries", text="To ask what steps are being taken on fishing quotas.",
-               tabled=newest - dt.timedelta(days=round(number * (days - 1) / max(count - 1, 1))))
-           for number in range(count)])
-
 
 def estimate_of(query: str, today: dt.date | None = None) -> Volume:
     return estimate(parse(query), today or timezone.localdate())
@@ -192,32 +162,6 @@ def test_amounts_read_as_a_person_would_say_them():
 
 
 # The pages
-
-
-def visible(response) -> str:
-    """The page's text as a reader gets it: no tags, entities decoded, spaces collapsed."""
-    body = response.content.decode()
-    body = re.sub(r"<(script|style)\b.*?</\1>", "", body, flags=re.S)
-    return " ".join(htmlib.unescape(re.sub(r"<[^>]+>", "", body)).split())
-
-
-@pytest.fixture
-def busy_archive():
-    """Four weeks of archive: every day four questions mentioning the government, each answered that day,
-    and nearly 200 others, of which a dozen about hedgehogs."""
-    days = [NEWEST - dt.timedelta(days=number) for number in range(28)]
-    store([ask(heading="Government spending", tabled=day, answered=day) for day in days for _ in range(4)])
-    store([ask(heading="Fisheries", tabled=days[number % 28]) for number in range(188)])
-    store([ask(heading="Hedgehogs", tabled=days[number * 2], answered=days[number * 2]) for number in range(12)])
-
-
-BROAD = ("This search is very broad. It matches 36% of all the questions we hold (112 of 312), so an alert for it "
-         "would email you about a large share of everything asked in Parliament.")
-NARROW_IT = ('To narrow it, add another word that a question must also have, put an exact phrase in quotes, such as '
-             '"school meals", or look in one field, such as department:"Home Office" or member:"Clive Lewis". '
-             "How to search.")
-TOO_OFTEN = ("“As it happens” could email you many times a day: up to about 5 emails a day for this search. "
-             "A daily digest would gather them into one email a day; choose “Daily digest” under “How often” above.")
 
 
 def test_signup_warns_about_a_broad_search_and_suggests_a_daily_digest(client, busy_archive):

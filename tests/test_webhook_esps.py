@@ -13,8 +13,8 @@ import pytest
 from django.utils import timezone
 
 from alerts.models import Subscriber
-from tests.test_delivery import subscribe
-from tests.test_webhook_events import MAILGUN_KEY, SECRET, mailgun_signature, postmark_bounce, sendgrid, use_esp
+from tests.conftest import MAILGUN_KEY, SECRET, mailgun_signature, postmark_bounce, sendgrid, use_esp
+from tests.factories import subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ADA = "ada@example.org"

@@ -7,10 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import hashlib
-import hmac
 import json
-import secrets
 
 import pytest
 from django.db import connection
@@ -19,19 +16,10 @@ from django.utils import timezone
 from alerts.models import Delivery, Subscriber, WebhookEvent, WebhookToken
 from alerts.retention import prune
 from alerts.webhooks import SIGNATURE_MAX_SKEW
-from tests.test_delivery import subscribe
+from tests.conftest import MAILGUN_KEY, SECRET, mailgun_signature, postmark_bounce, sendgrid, use_esp
+from tests.factories import subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
-SECRET = ("hook", "x7Qp2vLr9KsT4mWz8NbY3cHd")
-MAILGUN_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
-
-
-def use_esp(settings, esp: str, **anymail) -> None:
-    """Email through this ESP, its tracking webhook secured by the secret (and any signing key given)."""
-    settings.EMAIL_BACKEND = f"anymail.backends.{esp}.EmailBackend"
-    settings.ANYMAIL = {"WEBHOOK_SECRET": ":".join(SECRET)} | anymail
-
-
 def post(client, esp: str, payload, auth=SECRET, **headers):
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     token = base64.b64encode(":".join(auth).encode()).decode()
@@ -55,16 +43,6 @@ def move_time(monkeypatch, by: dt.timedelta) -> None:
 
 
 # Postmark (basic auth only).
-
-def postmark_bounce(email: str | None = "ada@example.org", at: dt.datetime | None = None, **fields) -> dict:
-    event = {"RecordType": "Bounce", "ID": 4323372036854775807, "Type": "HardBounce", "TypeCode": 1,
-             "Name": "Hard bounce", "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483", "ServerID": 23,
-             "Description": "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
-             "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
-             "From": "alerts@example.org", "BouncedAt": (at or timezone.now()).isoformat(), "DumpAvailable": True,
-             "Inactive": True, "CanActivate": True, "Subject": "Alert", "MessageStream": "outbound", "Tag": ""}
-    return event | ({"Email": email} if email else {}) | fields
-
 
 def test_an_old_bounce_replayed_stops_nobody(client, settings):
     """Postmark posts a bounce within hours (retrying for 10.5 at most): one dated ten days ago is a replay."""
@@ -123,12 +101,6 @@ def mailgun_failed(recipient: str, at: dt.datetime | None = None) -> dict:
                                 "from": "alerts@example.org", "subject": "Alert"}, "attachments": [], "size": 111},
         "delivery-status": {"code": 550, "message": "5.1.1 No such user", "description": "", "attempt-no": 1},
     }}
-
-
-def mailgun_signature(at: dt.datetime | None = None, token: str | None = None) -> dict:
-    timestamp, token = str(int((at or timezone.now()).timestamp())), token or secrets.token_hex(25)
-    signature = hmac.new(MAILGUN_KEY.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
-    return {"timestamp": timestamp, "token": token, "signature": signature}
 
 
 @pytest.fixture
@@ -226,12 +198,6 @@ def test_a_bounce_our_database_failed_to_take_is_taken_when_mailgun_retries_it_h
 
 
 # SendGrid: batches of events.
-
-def sendgrid(event: str, email: str, **fields) -> dict:
-    return {"email": email, "timestamp": int(timezone.now().timestamp()), "event": event,
-            "smtp-id": "<14c5d75ce93.dfd.64b469@ismtpd-555>", "sg_event_id": secrets.token_urlsafe(16),
-            "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"} | fields
-
 
 def test_one_bad_event_in_a_batch_does_not_lose_the_bounce_beside_it(client, settings):
     use_esp(settings, "sendgrid", SENDGRID_API_KEY="key")

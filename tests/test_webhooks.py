@@ -13,8 +13,8 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from alerts.models import Subscriber, WebhookEvent
-from tests.conftest import ROOT
-from tests.test_delivery import POSTMARK_BOUNCE, post_webhook, subscribe, webhook_secret  # noqa: F401 - fixture
+from tests.conftest import POSTMARK_BOUNCE, ROOT, post_webhook
+from tests.factories import subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 STRONG = "x7Qp2vLr9KsT4mWz8NbY3cHd"
@@ -55,7 +55,7 @@ def test_check_deploy_refuses_an_esp_without_a_webhook_secret(tmp_path):
 @pytest.mark.parametrize("path", ["/anymail/sendgrid/tracking/", "/anymail/mailgun/tracking/",
                                   "/anymail/amazon_ses/tracking/", "/anymail/postmark/inbound/",
                                   "/anymail/mandrill/"])
-def test_only_the_configured_esps_tracking_webhook_is_served(client, webhook_secret, path):  # noqa: F811
+def test_only_the_configured_esps_tracking_webhook_is_served(client, webhook_secret, path):
     assert post_webhook(client, path, FORGED).status_code == 404
 
 
@@ -65,7 +65,7 @@ ESCAPED_SURROGATE = b'{"RecordType": "Bounce", "Type": "HardBounce", "TypeCode":
 
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"a string"', b"42", b'{"RecordType": "Bounce"',
                                   b"\xff\xfe{}", RAW_SURROGATE, ESCAPED_SURROGATE])
-def test_a_payload_that_cannot_be_read_is_a_400_and_changes_nothing(client, webhook_secret, body):  # noqa: F811
+def test_a_payload_that_cannot_be_read_is_a_400_and_changes_nothing(client, webhook_secret, body):
     import base64
 
     subscribe(email="victim@example.org")
@@ -78,7 +78,7 @@ def test_a_payload_that_cannot_be_read_is_a_400_and_changes_nothing(client, webh
     assert suppressed() == [] and not WebhookEvent.objects.exists()
 
 
-def test_a_forged_bounce_with_a_wrong_secret_changes_nothing(client, webhook_secret):  # noqa: F811
+def test_a_forged_bounce_with_a_wrong_secret_changes_nothing(client, webhook_secret):
     subscribe(email="ada@example.org")
 
     response = post_webhook(client, "/anymail/postmark/tracking/", POSTMARK_BOUNCE, auth=("hook", "guess"))
