@@ -18,7 +18,7 @@ from alerts.models import Delivery, Subscriber, SuppressionLift
 from questions.models import Question, QuestionEvent, Source
 from questions.polling import plainly, poll_source
 from questions.sources.http import PoliteClient
-from tests.test_feeds_source import RSS
+from tests.conftest import RSS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
