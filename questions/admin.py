@@ -105,7 +105,8 @@ class SourceAdmin(Labelled, admin.ModelAdmin):
 class QuestionEventInline(Labelled, admin.TabularInline):
     model = QuestionEvent
     extra = 0
-    readonly_fields = ("kind", "key", "created_at", "matched_at")
+    # A correction's earlier answer can be long: it is in the emails that tell of it, not in this table.
+    fields = readonly_fields = ("kind", "key", "created_at", "matched_at")
 
     def has_add_permission(self, request, obj=None):
         return False
