@@ -8,13 +8,10 @@ import datetime as dt
 import re
 
 import pytest
-from django.core import mail
 
-from alerts.delivery import deliver_immediate, send_due
-from alerts.matching import match_events
 from alerts.models import Delivery, Match, Subscriber
 from questions.models import QuestionEvent
-from tests.conftest import html_part, words
+from tests.conftest import deliver, html_part, words
 from tests.factories import TODAY, answered, follow_question, holding, land, record, subscribe, withdrawn
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_percolators")]
@@ -30,12 +27,6 @@ def _send_only_when_asked(monkeypatch):
     monkeypatch.setattr("alerts.delivery.kick", lambda count=1: None)
 
 
-def deliver() -> list:
-    before = len(mail.outbox)
-    match_events()
-    deliver_immediate()
-    send_due()
-    return mail.outbox[before:]
 
 
 def three_questions() -> None:
