@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The emails that carry matches; the others (confirmations, links) carry what their payload says.
-ALERT_KINDS = {Delivery.Kind.IMMEDIATE, Delivery.Kind.DAILY, Delivery.Kind.WEEKLY, Delivery.Kind.MONTHLY}
+# An alert email's kind is its alert's frequency (Delivery.Kind holds each of them).
+ALERT_KINDS = frozenset(Subscription.Frequency.values)
 # Kinds a subscriber asked for just now, which may reach an address that had unsubscribed before.
 ON_REQUEST = {Delivery.Kind.CONFIRMATION, Delivery.Kind.MANAGE_LINK}
 

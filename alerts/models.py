@@ -207,6 +207,7 @@ class Delivery(models.Model):
     SUPERSEDED = "not sent: superseded by a change of address"
 
     class Kind(models.TextChoices):
+        # An alert email's kind is its alert's frequency: one here for each Subscription.Frequency.
         IMMEDIATE = "immediate", "Immediate alert"
         DAILY = "daily", "Daily digest"
         WEEKLY = "weekly", "Weekly digest"

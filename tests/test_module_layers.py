@@ -74,3 +74,9 @@ def test_no_module_reaches_itself_through_its_imports():
 def test_the_cycle_finder_finds_a_cycle():
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert graph()["alerts.delivery"] >= {"alerts.metrics", "alerts.emails"}
+
+
+def test_every_frequency_of_an_alert_is_a_kind_of_email():
+    from alerts.models import Delivery, Subscription
+
+    assert set(Subscription.Frequency.values) <= set(Delivery.Kind.values)
