@@ -42,7 +42,9 @@ ENDING = re.compile(r"( \(gave up after \d+ attempts\)|, and no time is left in 
 class PollReport:
     source: str
     landed: UpsertResult | None = None
+    # Problems recorded on the source (one per cause), and the items they left out.
     problems: int = 0
+    items_skipped: int = 0
     error: str = ""
     warning: str = ""
     skipped: str = ""
@@ -51,8 +53,10 @@ class PollReport:
         if self.skipped:
             return f"{self.source}: skipped ({self.skipped})"
         parts = [f"{self.source}: {self.landed or 'nothing new'}"]
+        if self.items_skipped:
+            parts.append(f"{self.items_skipped} item(s) skipped")
         if self.problems:
-            parts.append(f"{self.problems} item(s) skipped, see the source's problems")
+            parts.append(f"{self.problems} problem(s), see the source's problems")
         if self.error:
             parts.append(f"error: {self.error}")
         if self.warning:
@@ -128,8 +132,9 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
         # A source's first successful poll brings its backlog (a week of the API, all of a feed):
         # that is a backfill, and alerts nobody; from then on what is new is news.
         report.landed = upsert(batch.records, source, alert=not backfill)
-        batch.problems.extend(report.landed.refused)
-    report.problems = len(batch.problems)
+        for record_id, reason in report.landed.refused:
+            batch.problem(record_id, reason, cause=f"refused: {reason}")
+    report.problems, report.items_skipped = len(batch.problems), batch.items_skipped
     report.error, report.warning = batch.error, batch.warning
     with transaction.atomic():
         # A feed that stays malformed the same way is said once, not on every poll.
@@ -137,8 +142,8 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
         if batch.warning and not said.exists():
             SourceProblem.objects.create(source=source, message=batch.warning)
         SourceProblem.objects.bulk_create(
-            SourceProblem(source=source, record_id=record_id[:500], message=message)
-            for record_id, message in batch.problems
+            SourceProblem(source=source, record_id=problem.record_id[:500], message=problem.text)
+            for problem in batch.problems.values()
         )
         if batch.error:
             SourceProblem.objects.create(source=source, message=error)
@@ -160,22 +165,22 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
         source.save(update_fields=["last_polled_at", "last_error", "last_error_at", "consecutive_failures",
                                    "last_success_at", "cursor", "etag", "last_modified"])
     landed = report.landed or UpsertResult()
-    _count(source, batch.error, landed, report.problems)
+    _count(source, batch.error, landed, report.items_skipped)
     log.info("source polled", extra={
         "source": source.name, "source_id": source.pk, "requests": batch.requests, "new": landed.created,
         "updated": landed.updated, "events": sum(landed.events.values()), "problems": report.problems,
-        "error": report.error, "warning": report.warning,
+        "items_skipped": report.items_skipped, "error": report.error, "warning": report.warning,
     })
     return report
 
 
-def _count(source: Source, error: str, landed: UpsertResult, problems: int) -> None:
+def _count(source: Source, error: str, landed: UpsertResult, skipped: int) -> None:
     metrics.POLLS.labels(source.name, "error" if error else "ok").inc()
     metrics.QUESTIONS_STORED.labels(source.name, "new").inc(landed.created)
     metrics.QUESTIONS_STORED.labels(source.name, "updated").inc(landed.updated)
     for kind, count in landed.events.items():
         metrics.EVENTS_STORED.labels(kind).inc(count)
-    metrics.ITEMS_REFUSED.labels(source.name).inc(problems)
+    metrics.ITEMS_REFUSED.labels(source.name).inc(skipped)
 
 
 def sources_to_poll(name: str | None = None, only_due: bool = False) -> list[Source]:

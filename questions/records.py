@@ -13,7 +13,12 @@ from questions import html
 
 
 class RecordError(ValueError):
-    """An item that cannot become a question; the message says why, for the source's log."""
+    """An item that cannot become a question; the message says why, for the source's log, and the cause what
+    kind of fault it is, without the item's value: the items of one poll refused for one cause are said once."""
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause or message
 
 
 @dataclass(frozen=True)
@@ -77,11 +82,11 @@ def parse_date(value: Any, name: str) -> dt.date | None:
     if isinstance(value, dt.date):
         return value
     if not isinstance(value, str):
-        raise RecordError(f"{name} is not a date: {value!r}")
+        raise RecordError(f"{name} is not a date: {value!r}", f"{name} is not a date")
     try:
         return dt.date.fromisoformat(value[:10])
     except ValueError:
-        raise RecordError(f"{name} is not a date in the form YYYY-MM-DD: {value!r}") from None
+        raise RecordError(f"{name} is not a date in the form YYYY-MM-DD: {value!r}", f"{name} is not a date") from None
 
 
 def flag(value: Any, name: str) -> bool:
@@ -90,7 +95,7 @@ def flag(value: Any, name: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise RecordError(f"{name} is not true or false: {value!r}")
+        raise RecordError(f"{name} is not true or false: {value!r}", f"{name} is not true or false")
     return value
 
 
@@ -100,9 +105,9 @@ def optional_int(value: Any, name: str) -> int | None:
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):
-        raise RecordError(f"{name} is not a number: {value!r}") from None
+        raise RecordError(f"{name} is not a number: {value!r}", f"{name} is not a number") from None
     if not -(2**31) <= number < 2**31:
-        raise RecordError(f"{name} is out of range: {value!r}")
+        raise RecordError(f"{name} is out of range: {value!r}", f"{name} is out of range")
     return number
 
 
@@ -324,14 +329,15 @@ def _api_id(value: Any) -> int:
         number = int(value)
         if 0 < number < 2**31:
             return number
-    raise RecordError("the record has no id" if value in (None, "") else f"api_id is not a positive whole number: "
-                      f"{value!r}")
+    if value in (None, ""):
+        raise RecordError("the record has no id")
+    raise RecordError(f"api_id is not a positive whole number: {value!r}", "api_id is not a positive whole number")
 
 
 def _text(item: dict[str, Any], name: str) -> str:
     value = item.get(name)
     if value is not None and not isinstance(value, str):
-        raise RecordError(f"{name} is not text: {str(value)[:80]!r}")
+        raise RecordError(f"{name} is not text: {str(value)[:80]!r}", f"{name} is not text")
     return text(value)
 
 

@@ -78,8 +78,8 @@ def test_feeds_land_what_they_can_and_say_what_was_wrong(body):
     except FetchError as exc:
         assert "malformed feed" in str(exc)
         return
-    for problem in batch.problems:
-        assert problem[1]
+    for problem in batch.problems.values():
+        assert problem.text and len(problem.text) < 5000
     upsert(batch.records)
 
 

@@ -56,7 +56,12 @@ def test_an_api_that_ignores_skip_and_claims_a_huge_total_stops_at_once(httpserv
     report = poll_source(source, api_client())
 
     assert report.error == "" and len(httpserver.log) == 3 * 2 + 1  # each filter's page once, then again
-    assert SourceProblem.objects.filter(message__contains="the API sent the same page again").count() == 3
+    # One cause, said once for the three filters it stopped.
+    day = TODAY.isoformat()
+    assert SourceProblem.objects.get(message__contains="the API sent the same page again").message == (
+        f"the API sent the same page again for tabled on {day} (skip=1); the listing of that day stopped there "
+        f"(and 2 more like it: answered on {day}, corrected on {day})")
+    assert report.items_skipped == 0
     assert Question.objects.filter(external_id="1000").exists()
     source.refresh_from_db()
     assert source.cursor == TODAY
@@ -76,9 +81,16 @@ def test_pages_are_capped_whatever_total_the_api_claims(httpserver, source, sett
 
     httpserver.expect_request(LIST_PATH).respond_with_handler(endless)
 
-    poll_source(source, api_client())
+    report = poll_source(source, api_client())
 
-    assert SourceProblem.objects.filter(message__contains="more than 3 pages").count() == 3
+    day = TODAY.isoformat()
+    assert SourceProblem.objects.get(message__contains="more than 3 pages").message == (
+        f"more than 3 pages for tabled on {day}: the listing of that day stopped there "
+        f"(and 2 more like it: answered on {day}, corrected on {day})")
+    # Nine listed questions whose detail pages this server does not have: one cause, nine items.
+    failed = SourceProblem.objects.exclude(message__contains="more than 3 pages").get()
+    assert failed.record_id == "1" and "(and 8 more like it: ids 2, 3, 4, 5, 6, 7, 8, 9)" in failed.message
+    assert (report.problems, report.items_skipped) == (2, 9)
     assert len([r for r, _ in httpserver.log if r.path == LIST_PATH]) == 3 * 3
 
 

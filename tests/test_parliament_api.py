@@ -190,7 +190,7 @@ def test_bad_records_are_logged_on_the_source_and_the_rest_land(stub, source):
     problems = {p.record_id: p.message for p in SourceProblem.objects.filter(source=source)}
     assert "dateForAnswer is not a date" in problems["1007"]
     assert "HTTP 500" in problems["1009"]
-    assert report.problems == 2
+    assert report.problems == report.items_skipped == 2  # two causes, an item each
     unsafe = Question.objects.get(external_id="1008")
     assert "<script" not in unsafe.answer_html and "onclick" not in unsafe.answer_html
     assert "javascript:" not in unsafe.answer_html

@@ -109,24 +109,27 @@ def parse_feed(body: bytes, headers: dict[str, str], url: str) -> Batch:
         try:
             record = record_from_entry(entry)
         except RecordError as exc:
-            batch.problems.append((name, decoded.plain(str(exc))))
+            batch.problem(name, decoded.plain(str(exc)), cause=exc.cause)
             continue
         except Exception as exc:  # noqa: BLE001 - whatever one entry does costs that entry, never the feed
-            batch.problems.append((name, f"the entry cannot be read ({type(exc).__name__}: {decoded.plain(str(exc))})"))
+            kind = type(exc).__name__
+            batch.problem(name, f"the entry cannot be read ({kind}: {decoded.plain(str(exc))})",
+                          cause=f"the entry cannot be read ({kind})")
             continue
-        record, repairs = _repaired(record, decoded)
+        record, repairs, faults = _repaired(record, decoded)
         batch.records.append(record)
         if repairs:
-            batch.problems.append((record.external_id, repairs))
+            # Stored all the same: a repaired entry is no item skipped.
+            batch.problem(record.external_id, repairs, cause=f"repaired: {faults}", skipped=False)
     return batch
 
 
 FIELDS = {"external_id": "guid", "heading": "title", "question_text": "description", "url": "link"}
 
 
-def _repaired(record: QuestionRecord, decoded: Decoded) -> tuple[QuestionRecord, str]:
-    """The record with each fault the document held in it made U+FFFD, and what was repaired where (the guid
-    above all: the entry is stored under the repaired one)."""
+def _repaired(record: QuestionRecord, decoded: Decoded) -> tuple[QuestionRecord, str, str]:
+    """The record with each fault the document held in it made U+FFFD, what was repaired where (the guid
+    above all: the entry is stored under the repaired one), and the kinds of fault alone."""
     changes, where = {}, {}
     for field, label in FIELDS.items():
         value, faults = decoded.restore(getattr(record, field))
@@ -136,4 +139,4 @@ def _repaired(record: QuestionRecord, decoded: Decoded) -> tuple[QuestionRecord,
                 where.setdefault(fault, []).append(label)
     said = "; ".join(f"{fault} in its {', '.join(labels)}: replaced with U+FFFD" for fault, labels in where.items())
     stored = "under the repaired guid" if "external_id" in changes else ""
-    return replace(record, **changes), said and f"{said}; the entry was stored {stored}".rstrip()
+    return replace(record, **changes), said and f"{said}; the entry was stored {stored}".rstrip(), ", ".join(where)

@@ -21,7 +21,12 @@ MAX_REDIRECTS = 5
 
 
 class FetchError(Exception):
-    """The source could not be read; the message is what the operator sees on the source."""
+    """The source could not be read; the message is what the operator sees on the source, and the cause what kind
+    of failure it was, without the address: the items of one poll that failed for one cause are said once."""
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause or message
 
 
 class OutOfTime(FetchError):
@@ -107,25 +112,28 @@ class PoliteClient:
                 if response.status in REDIRECT_STATUSES and response.headers.get("location"):
                     redirects += 1
                     if redirects > MAX_REDIRECTS:
-                        raise FetchError(f"{url}: more than {MAX_REDIRECTS} redirects")
+                        raise FetchError(f"{url}: more than {MAX_REDIRECTS} redirects",
+                                         f"more than {MAX_REDIRECTS} redirects")
                     url, params, attempt = urljoin(url, response.headers["location"]), None, 0
                     continue
             except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                problem, delay = f"{type(exc).__name__}: {exc}", None
+                kind = type(exc).__name__
+                problem, delay = f"{kind}: {exc}", None
             except requests.RequestException as exc:
                 # Redirect loops, bad URLs, undecodable bodies: asking again would not help.
-                raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from exc
+                raise FetchError(f"{url}: {type(exc).__name__}: {exc}", type(exc).__name__) from exc
             else:
                 if response.status not in RETRY_STATUSES:
                     return response
-                problem = f"HTTP {response.status}"
+                problem = kind = f"HTTP {response.status}"
                 delay = retry_after_seconds(response.headers.get("retry-after"))
                 if delay is not None and delay > self.max_retry_after:
                     raise FetchError(
-                        f"{url}: HTTP {response.status}, asked to retry after {delay:.0f}s; will try next poll"
+                        f"{url}: HTTP {response.status}, asked to retry after {delay:.0f}s; will try next poll",
+                        f"HTTP {response.status}, asked to retry later than this poll can wait",
                     )
             if attempt > self.max_retries:
-                raise FetchError(f"{url}: {problem} (gave up after {attempt} attempts)")
+                raise FetchError(f"{url}: {problem} (gave up after {attempt} attempts)", kind)
             delay = delay if delay is not None else self.backoff * 2 ** (attempt - 1)
             if delay >= self._time_left(url):
                 raise OutOfTime(f"{url}: {problem}, and no time is left in this poll to try again")
@@ -140,7 +148,8 @@ class PoliteClient:
                               allow_redirects=False) as r:
             declared = r.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                raise FetchError(f"{url}: the response is {int(declared):,} bytes, over the cap of {self.max_bytes:,}")
+                raise FetchError(f"{url}: the response is {int(declared):,} bytes, over the cap of {self.max_bytes:,}",
+                                 "the response is over the size cap")
             # Past the budget the socket is shut, which ends a read however slowly the bytes come.
             cut = threading.Event()
 
@@ -156,7 +165,8 @@ class PoliteClient:
                 for chunk in r.iter_content(chunk_size=65536):
                     body.extend(chunk)
                     if len(body) > self.max_bytes:
-                        raise FetchError(f"{url}: the response is over the cap of {self.max_bytes:,} bytes")
+                        raise FetchError(f"{url}: the response is over the cap of {self.max_bytes:,} bytes",
+                                         "the response is over the size cap")
             except requests.RequestException:
                 if not cut.is_set():
                     raise

@@ -93,7 +93,7 @@ def _json(response_text: str, url: str) -> Any:
     try:
         return loads(response_text)
     except ValueError as exc:
-        raise FetchError(f"{url}: the response is not valid JSON ({exc})") from None
+        raise FetchError(f"{url}: the response is not valid JSON ({exc})", "the response is not valid JSON") from None
 
 
 def _list_items(client: PoliteClient, base: str, day: dt.date, date_filter: str, batch: Batch):
@@ -116,8 +116,9 @@ def _list_items(client: PoliteClient, base: str, day: dt.date, date_filter: str,
         # An API that ignores `skip` sends the same page again: that ends the listing, whatever
         # totalResults says.
         if results and results == previous:
-            batch.problems.append(("", f"the API sent the same page again for {date_filter} on {day} (skip={skip}); "
-                                       "the listing of that day stopped there"))
+            batch.problem("", f"the API sent the same page again for {date_filter} on {day} (skip={skip}); "
+                              "the listing of that day stopped there", cause="the same page again",
+                          name=f"{date_filter} on {day}", skipped=False)
             return
         previous = results
         yield from results
@@ -125,8 +126,9 @@ def _list_items(client: PoliteClient, base: str, day: dt.date, date_filter: str,
         total = page.get("totalResults")
         if not results or not isinstance(total, int) or skip >= total:
             return
-    batch.problems.append(("", f"more than {settings.PARLIAMENT_API_MAX_PAGES} pages for {date_filter} on {day}: "
-                               "the listing of that day stopped there"))
+    batch.problem("", f"more than {settings.PARLIAMENT_API_MAX_PAGES} pages for {date_filter} on {day}: "
+                      "the listing of that day stopped there", cause="more than the most pages",
+                  name=f"{date_filter} on {day}", skipped=False)
 
 
 def _list_day(client: PoliteClient, base: str, day: dt.date, batch: Batch) -> dict[int, str]:
@@ -137,7 +139,7 @@ def _list_day(client: PoliteClient, base: str, day: dt.date, batch: Batch) -> di
             value = item.get("value") if isinstance(item, dict) else None
             api_id = value.get("id") if isinstance(value, dict) else None
             if not isinstance(api_id, int):
-                batch.problems.append(("", f"a list item has no numeric id: {str(item)[:200]}"))
+                batch.problem("", f"a list item has no numeric id: {str(item)[:200]}", cause="a list item without id")
                 continue
             listed[api_id] = list_signature(value)
     return listed
@@ -147,7 +149,7 @@ def _detail(client: PoliteClient, base: str, api_id: int) -> Any:
     url = f"{base}{LIST_PATH}/{api_id}"
     response = client.get(url, params={"expandMember": "true"})
     if response.status != 200:
-        raise FetchError(f"{url}: HTTP {response.status}")
+        raise FetchError(f"{url}: HTTP {response.status}", f"HTTP {response.status}")
     return _json(response.text(), url)
 
 
@@ -176,8 +178,10 @@ def fetch(source: Source, client: PoliteClient, today: dt.date) -> Batch:
             except OutOfTime as exc:
                 batch.error = str(exc)
                 break
-            except (RecordError, FetchError) as exc:
-                batch.problems.append((str(api_id), str(exc)))
+            except FetchError as exc:
+                batch.problem(str(api_id), str(exc), cause=f"detail record: {exc.cause}")
+            except RecordError as exc:
+                batch.problem(str(api_id), str(exc), cause=f"record: {exc.cause}")
         if not batch.error:
             batch.cursor = day
         day += dt.timedelta(days=1)
