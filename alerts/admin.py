@@ -13,7 +13,7 @@ from django.utils.timesince import timeuntil
 
 from alerts import subscribing
 from alerts.delivery import queue_delivery, resend, send_again, send_now
-from alerts.models import Delivery, DigestRun, Match, Subscriber, Subscription, WebhookEvent
+from alerts.models import Delivery, DigestRun, Subscriber, Subscription, WebhookEvent
 from alerts.overview import esp_lines
 from alerts.retention import forget_erased
 from questions.admin import Labelled
@@ -155,15 +155,31 @@ class SubscriptionAdmin(Labelled, admin.ModelAdmin):
     list_filter = ("frequency", "alert_on", "paused")
     search_fields = ("query", "label", "subscriber__email")
     raw_id_fields = ("subscriber",)
-    readonly_fields = ("canonical_query", "question", "retired_at")
+    readonly_fields = ("canonical_query", "question", "retired_at", "latest_matches")
+
+    @admin.display(description="Latest matches")
+    def latest_matches(self, subscription: Subscription) -> str:
+        # Matches are too many for a list of their own (and have no id of their own to link to): each alert
+        # shows its latest, with the email that carried each.
+        if subscription.pk is None:
+            return "-"
+        matches = (subscription.matches.select_related("event__question", "delivery__subscriber")
+                   .order_by("-created_at")[:LATEST_MATCHES])
+        waiting = subscription.matches.filter(delivery__isnull=True).count()
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", (
+            (date_format(timezone.localtime(m.created_at), "j M Y H:i"), m.event,
+             format_html('<a href="{}">{}</a>', reverse("admin:alerts_delivery_change", args=[m.delivery_id]),
+                         m.delivery) if m.delivery_id else "waiting")
+            for m in matches))
+        if not rows:
+            return "None yet."
+        return format_html('<p>{} waiting for an email.</p><table><caption>The latest {} matches</caption>'
+                           '<thead><tr><th scope="col">Found</th><th scope="col">Event</th>'
+                           '<th scope="col">Email</th></tr></thead><tbody>{}</tbody></table>',
+                           waiting, LATEST_MATCHES, rows)
 
 
-@admin.register(Match)
-class MatchAdmin(Labelled, admin.ModelAdmin):
-    list_display = ("subscription", "event", "created_at", "delivery")
-    list_filter = (("delivery", admin.EmptyFieldListFilter),)
-    raw_id_fields = ("subscription", "event", "delivery")
-    list_select_related = ("subscription", "event__question", "delivery__subscriber")
+LATEST_MATCHES = 20
 
 
 EXCEPTION_NAME = re.compile(r"\b[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+: ")

@@ -346,25 +346,28 @@ def deliverable_matches(frequency: str, before: dt.datetime | None = None, subsc
     return matches if before is None else matches.filter(created_at__lt=before)
 
 
-def _assign(pairs: list[tuple[int, int]]) -> None:
-    """Point each match at its delivery: one statement for the whole chunk, whatever the statistics say."""
-    if not pairs:
+def _assign(matches: list[tuple[int, int, int]]) -> None:
+    """Point each match, by (event id, subscription id), at its delivery: one statement for the whole chunk,
+    whatever the statistics say."""
+    if not matches:
         return
     table = connection.ops.quote_name(Match._meta.db_table)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # Two arrays, not two parameters per match: the driver would scan a statement of thousands of
+            # Arrays, not parameters per match: the driver would scan a statement of thousands of
             # placeholders for each chunk.
-            matches, deliveries = zip(*pairs, strict=True)
-            cursor.execute(f"UPDATE {table} SET delivery_id = v.delivery FROM unnest(%s::bigint[], %s::bigint[]) "
-                           f"AS v(match, delivery) WHERE {table}.id = v.match", [list(matches), list(deliveries)])
+            cursor.execute(f"UPDATE {table} SET delivery_id = v.delivery "
+                           f"FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(event, alert, delivery) "
+                           f"WHERE {table}.event_id = v.event AND {table}.subscription_id = v.alert",
+                           [list(column) for column in zip(*matches, strict=True)])
             return
-        # Unnamed VALUES columns are column1, column2; batches stay under SQLite's limit on parameters.
-        for start in range(0, len(pairs), 10_000):
-            batch = pairs[start:start + 10_000]
-            values = ", ".join(["(%s, %s)"] * len(batch))
-            cursor.execute(f"UPDATE {table} SET delivery_id = v.column2 FROM (VALUES {values}) AS v "
-                           f"WHERE {table}.id = v.column1", [n for pair in batch for n in pair])
+        # Unnamed VALUES columns are column1, column2...; batches stay under SQLite's limit on parameters.
+        for start in range(0, len(matches), 5_000):
+            batch = matches[start:start + 5_000]
+            values = ", ".join(["(%s, %s, %s)"] * len(batch))
+            cursor.execute(f"UPDATE {table} SET delivery_id = v.column3 FROM (VALUES {values}) AS v "
+                           f"WHERE {table}.event_id = v.column1 AND {table}.subscription_id = v.column2",
+                           [n for match in batch for n in match])
 
 
 def _insert(deliveries: list[Delivery]) -> None:
@@ -398,7 +401,7 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
     with transaction.atomic():
         _through_indexes()
         rows = list(matches.select_for_update(skip_locked=True, of=("self",)).order_by().values_list(
-            "pk", "subscription_id", "subscription__subscriber_id", "subscription__subscriber__email_grouping",
+            "event_id", "subscription_id", "subscription__subscriber_id", "subscription__subscriber__email_grouping",
             "event__question_id", "event__kind", "event__key"))
         groups: dict[tuple[int, int | None], list[tuple]] = {}
         for row in rows:
@@ -413,7 +416,7 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
             renderer.render(delivery, renderer.hits([row[1:2] + row[4:] for row in group]))
             deliveries.append((delivery, group))
         _insert([delivery for delivery, _ in deliveries])
-        _assign([(row[0], delivery.pk) for delivery, group in deliveries for row in group])
+        _assign([(row[0], row[1], delivery.pk) for delivery, group in deliveries for row in group])
         ids = [delivery.pk for delivery, _ in deliveries]
         if run:
             # In the chunk's own transaction: a chunk whose worker died is never counted as made.

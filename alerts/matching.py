@@ -1,9 +1,10 @@
 """Matching new question events against every saved search, each (saved search, event) once.
 
 `match_events` claims a batch of unmatched events with `SELECT ... FOR UPDATE SKIP LOCKED`, runs their
-questions through the percolator, writes the `Match` rows and marks the events matched in one transaction:
-a second worker skips the locked events and takes the next ones, a crashed or retried run rolls back and
-leaves its events for the next, and the unique (subscription, event) constraint makes a repeat a no-op.
+questions through the percolator, streams the `Match` rows in as they are found and marks the events
+matched in one transaction: a second worker skips the locked events and takes the next ones, a crashed
+or retried run rolls back and leaves its events for the next, and the primary key (event, subscription)
+makes a repeat a no-op.
 
 With the saved searches split into shards, each shard matches the same events (`match_events(shard=k,
 event_ids=...)`, which writes matches but marks nothing) and `mark_matched` marks them once every shard
@@ -12,13 +13,14 @@ has succeeded; `alerts.tasks` runs that as a Celery chord.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from alerts import metrics
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
 INSERT_CHUNK = 5000
+# Matches per write of COPY's text: enough to keep PostgreSQL busy, few enough to hold.
+COPY_CHUNK = 20_000
 
 # One percolator per shard for the life of the process, refreshed before each run rather than rebuilt.
 # Runs in threads of one process take turns with it: it is not safe to change while it matches.
@@ -123,39 +127,41 @@ def _match(batch_size: int, shard: int | None, event_ids: Sequence[int] | None, 
         if not events:
             return result
         # Followers are matched by their question, once per run: by the first shard of a sharded one.
-        new = _record_matches(events, percolator, followers=not shard)
+        recorded = record_matches(events, percolator, followers=not shard)
         if shard is None:
             QuestionEvent.objects.filter(id__in=[event.id for event in events]).update(matched_at=timezone.now())
-    result.matches = len(new)
-    result.immediate_subscriber_ids = sorted({subscriber_id for subscriber_id, immediate in new.values()
-                                              if immediate})
+    result.matches = recorded.matches
+    result.immediate_subscriber_ids = sorted(recorded.immediate_subscriber_ids)
     log.info("events matched", extra={"events": result.events, "matches": result.matches, "shard": shard})
     return result
 
 
-def _follower_matches(events: list[QuestionEvent]) -> dict[tuple[int, int], tuple[int, bool]]:
+# (subscription id, event id, subscriber id, whether the alert is immediate) of one match found.
+Found = tuple[int, int, int, bool]
+
+
+def _follower_matches(events: list[QuestionEvent]) -> Iterator[Found]:
     """The matches of those following the events' questions, who hear of every answer, correction and
     withdrawal of their question, however it is worded."""
-    followed = [event for event in events if event.kind in FOLLOWED_KINDS]
-    if not followed:
-        return {}
-    by_question: dict[int, list[QuestionEvent]] = {}
-    for event in followed:
-        by_question.setdefault(event.question_id, []).append(event)
+    by_question: dict[int, list[int]] = {}
+    for event in events:
+        if event.kind in FOLLOWED_KINDS:
+            by_question.setdefault(event.question_id, []).append(event.id)
+    if not by_question:
+        return
     followers = (Subscription.objects.receiving().filter(question_id__in=by_question)
                  .values_list("id", "question_id", "subscriber_id", "frequency"))
-    return {(subscription_id, event.id): (subscriber_id, frequency == Subscription.Frequency.IMMEDIATE)
-            for subscription_id, question_id, subscriber_id, frequency in followers
-            for event in by_question[question_id]}
+    for subscription_id, question_id, subscriber_id, frequency in followers:
+        for event_id in by_question[question_id]:
+            yield subscription_id, event_id, subscriber_id, frequency == Subscription.Frequency.IMMEDIATE
 
 
-def _record_matches(events: list[QuestionEvent], percolator: Percolator,
-                    followers: bool = True) -> dict[tuple[int, int], tuple[int, bool]]:
-    """Write the matches of the events; (subscription id, event id) -> (subscriber id, immediate) of new ones."""
+def _search_matches(events: list[QuestionEvent], percolator: Percolator) -> Iterator[Found]:
+    """The matches of the saved searches, one alert at a time, as the percolator finds them."""
     # Each question once, however many of its events are in the batch (tabled and answered often arrive together).
     positions: dict[int, int] = {}
     documents = []
-    by_position: list[list[QuestionEvent]] = []
+    by_position: list[list[tuple[int, int]]] = []
     for event in events:
         if event.kind == QuestionEvent.Kind.WITHDRAWN or event.question.is_canary:
             # Searches are not told that a question was withdrawn (only its followers are): matching it
@@ -166,24 +172,88 @@ def _record_matches(events: list[QuestionEvent], percolator: Percolator,
             position = positions[event.question_id] = len(documents)
             documents.append(event.question.search_document())
             by_position.append([])
-        by_position[position].append(event)
-    found: dict[tuple[int, int], tuple[int, bool]] = {}
+        by_position[position].append((event.id, kind_bit(event.kind)))
     for query_id, mask in percolator.match(documents).items():
-        subscribers = percolator.subscribers(query_id)
-        for position in iter_bits(mask):
-            for event in by_position[position]:
-                bit = kind_bit(event.kind)
-                for entry in subscribers:
-                    if entry.wants & bit:
-                        found[(entry.subscription_id, event.id)] = (entry.subscriber_id, entry.immediate)
-    if followers:
-        found.update(_follower_matches(events))
-    if not found:
-        return {}
-    existing = set(
-        Match.objects.filter(event_id__in=[event.id for event in events]).values_list("subscription_id", "event_id")
-    )
-    new = {key: value for key, value in found.items() if key not in existing}
-    rows = [Match(subscription_id=subscription_id, event_id=event_id) for subscription_id, event_id in new]
-    Match.objects.bulk_create(rows, batch_size=INSERT_CHUNK, ignore_conflicts=True)
-    return new
+        matched = [pair for position in iter_bits(mask) for pair in by_position[position]]
+        for entry in percolator.subscribers(query_id):
+            wants, subscription_id, subscriber_id, immediate = (entry.wants, entry.subscription_id,
+                                                                 entry.subscriber_id, entry.immediate)
+            for event_id, bit in matched:
+                if wants & bit:
+                    yield subscription_id, event_id, subscriber_id, immediate
+
+
+@dataclass
+class Recorded:
+    matches: int = 0
+    immediate_subscriber_ids: set[int] = field(default_factory=set)
+
+
+def record_matches(events: list[QuestionEvent], percolator: Percolator, followers: bool = True) -> Recorded:
+    """Find the events' matches and write the new ones, as they are found: however many, only a chunk of
+    them is ever held at once."""
+    def found() -> Iterator[Found]:
+        yield from _search_matches(events, percolator)
+        if followers:
+            yield from _follower_matches(events)
+
+    if connection.vendor == "postgresql":
+        return _copy_matches(found, [event.id for event in events])
+    return _insert_matches(found(), [event.id for event in events])
+
+
+def _lines(found: Iterable[Found], recorded: Recorded) -> Iterator[str]:
+    """COPY's text for the matches, a chunk at a time, noting whom they are for as they go."""
+    stamp = timezone.now().isoformat()
+    immediate = recorded.immediate_subscriber_ids
+    chunk: list[str] = []
+    for subscription_id, event_id, subscriber_id, is_immediate in found:
+        chunk.append(f"{event_id}\t{subscription_id}\t{stamp}\n")
+        if is_immediate:
+            immediate.add(subscriber_id)
+        if len(chunk) == COPY_CHUNK:
+            recorded.matches += len(chunk)
+            yield "".join(chunk)
+            chunk = []
+    recorded.matches += len(chunk)
+    yield "".join(chunk)
+
+
+def _copy_matches(found: Callable[[], Iterator[Found]], event_ids: list[int]) -> Recorded:
+    """Stream the matches into the table with COPY. A batch some of whose matches are there already (a
+    shard's run retried) goes through a table of its own, from which only the new ones are added."""
+    table = connection.ops.quote_name(Match._meta.db_table)
+    columns = "event_id, subscription_id, created_at"
+    recorded = Recorded()
+    try:
+        with (transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors,
+              cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy):
+            for text in _lines(found(), recorded):
+                copy.write(text)
+        return recorded
+    except IntegrityError:
+        log.info("some matches were recorded before; adding the others", extra={"events": len(event_ids)})
+    recorded = Recorded()
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE found_matches (LIKE {table}) ON COMMIT DROP")
+        with cursor.cursor.copy(f"COPY found_matches ({columns}) FROM STDIN") as copy:
+            for text in _lines(found(), recorded):
+                copy.write(text)
+        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT DISTINCT ON (event_id, subscription_id) {columns} "
+                       f"FROM found_matches ON CONFLICT DO NOTHING")
+        recorded.matches = cursor.rowcount
+        cursor.execute("DROP TABLE found_matches")
+    return recorded
+
+
+def _insert_matches(found: Iterator[Found], event_ids: list[int]) -> Recorded:
+    """The same with INSERTs, a chunk at a time, for SQLite (one writer at a time, and small)."""
+    recorded = Recorded()
+    before = Match.objects.filter(event_id__in=event_ids).count()
+    while chunk := list(itertools.islice(found, INSERT_CHUNK)):
+        Match.objects.bulk_create([Match(subscription_id=subscription_id, event_id=event_id)
+                                   for subscription_id, event_id, _, _ in chunk], ignore_conflicts=True)
+        recorded.immediate_subscriber_ids.update(subscriber_id for _, _, subscriber_id, immediate in chunk
+                                                 if immediate)
+    recorded.matches = Match.objects.filter(event_id__in=event_ids).count() - before
+    return recorded

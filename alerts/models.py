@@ -297,19 +297,29 @@ class DigestRun(models.Model):
 
 
 class Match(models.Model):
+    """A saved search's (or a follow's) match of one question event, waiting for its email or carried by one.
+
+    A busy poll writes millions, so a match is kept narrow: no id of its own, and two indexes. The primary
+    key leads with the event, so a batch's matches go in at the end of it; the alert's index holds the email
+    too, so an alert's waiting matches are read from it alone."""
+
     # A match found before its alert was last resumed is never sent (see Subscription.resumed_at).
     SENDABLE = Q(subscription__resumed_at__isnull=True) | Q(created_at__gte=F("subscription__resumed_at"))
 
-    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="matches")
-    event = models.ForeignKey(QuestionEvent, on_delete=models.CASCADE, related_name="matches")
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="matches")
+    pk = models.CompositePrimaryKey("event", "subscription")
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="matches",
+                                     db_index=False)
+    event = models.ForeignKey(QuestionEvent, on_delete=models.CASCADE, related_name="matches", db_index=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="matches",
+                                 db_index=False)
 
     class Meta:
         verbose_name_plural = "matches"
-        constraints = [models.UniqueConstraint(fields=["subscription", "event"], name="one_match_per_event")]
         indexes = [
-            models.Index(fields=["subscription"], condition=models.Q(delivery__isnull=True), name="match_undelivered")
+            models.Index(fields=["subscription", "delivery"], name="match_by_alert"),
+            # Written when the email is made, not when the match is found.
+            models.Index(fields=["delivery"], condition=models.Q(delivery__isnull=False), name="match_delivered"),
         ]
 
     def __str__(self) -> str:

@@ -8,6 +8,12 @@ distinct searches and extrapolated to all of them; on that sample the two must s
 Builds, matches and the SQL sample each run --runs times (default 3): the table gives the medians, and
 the line under each row the medians with their ranges.
 
+Then it records matches as a worker does: each of --runs further batches of M new questions is matched and
+its matches written in one transaction, into the table the earlier runs filled, as between polls. It reports
+the matches written per batch, how long writing them took (matching included) and so rows per second, how
+much the process's memory grew while writing (sampled every 5 ms: flat in the batch size if the matches
+stream), and the table's size per match, its indexes included. `--sample 0` skips the SQL comparison.
+
     .venv/bin/python bench/match.py --searches 10000 100000 1000000 --questions 1000
 
 Questions and searches come from the real sample of 20,000 written questions (bench/corpus.py; another copy
@@ -33,6 +39,7 @@ import platform
 import random
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -153,16 +160,16 @@ def store_questions(records: list[dict]) -> list[int]:
     return [q.pk for q in made]
 
 
-def prepare(n: int, m: int, seed: int, sample_file: str | None) -> tuple[int, int, list[dict]]:
+def prepare(n: int, m: int, seed: int, sample_file: str | None, batches: int = 1) -> tuple[int, int, list[dict]]:
     """Store the archive the rarity is read from and the saved searches; (subscriptions, distinct searches,
-    the batch's records, to be stored after the builds)."""
+    the records of `batches` batches, to be stored after the builds)."""
     from questions.models import Question
 
     corpus = Corpus(rng=random.Random(seed), sample=sample_file)
     Question.objects.filter(external_id__startswith=PREFIX).delete()
     store_questions([corpus.question(number) for number in range(2000)])
     subscriptions, distinct = store_searches(corpus, n)
-    return subscriptions, distinct, [corpus.question(number) for number in range(2000, 2000 + m)]
+    return subscriptions, distinct, [corpus.question(number) for number in range(2000, 2000 + m * batches)]
 
 
 # --- measuring ---------------------------------------------------------------------------
@@ -181,7 +188,8 @@ def run(n: int, m: int, sample: int, seed: int, runs: int = 3, sample_file: str 
     # worker, and not the sample's and its vocabulary's.
     connection.close()
     with multiprocessing.get_context("fork").Pool(1) as pool:
-        subscriptions, distinct, batch = pool.apply(prepare, (n, m, seed, sample_file))
+        subscriptions, distinct, records = pool.apply(prepare, (n, m, seed, sample_file, 1 + runs))
+    batch, later = records[:m], [records[start:start + m] for start in range(m, len(records), m)]
 
     # Each build from nothing, as a worker's first run does; the memory is what the last one holds.
     builds, grown = [], []
@@ -231,9 +239,13 @@ def run(n: int, m: int, sample: int, seed: int, runs: int = 3, sample_file: str 
         mine = {questions[position].pk for position in iter_bits(found.get(query_id, 0))}
         if mine != ids or any(i not in position_of for i in ids):
             different += 1
-    per_query = sql_s / len(chosen)
+    per_query = sql_s / max(len(chosen), 1)
     baseline = per_query * len(texts)
+    written = [write(percolator, store_questions(records)) for records in later]
     return {
+        "written": [w["matches"] for w in written], "rows_per_s": [w["rows_per_s"] for w in written],
+        "write_s": [w["seconds"] for w in written], "write_peak_mb": [w["peak_mb"] for w in written],
+        "bytes_per_match": [w["bytes_per_match"] for w in written],
         "searches": subscriptions, "distinct": len(percolator), "generated_distinct": distinct, "build_s": build,
         "build_runs": builds, "rss_delta_mb": statistics.median(grown), "rss_mb": after, "match_s": match_s,
         "match_runs": timings,
@@ -243,6 +255,53 @@ def run(n: int, m: int, sample: int, seed: int, runs: int = 3, sample_file: str 
         "sql_extrapolated_runs": [run_s / len(chosen) * len(texts) for run_s in sql_runs],
         "different": different, "median_match_s": statistics.median(timings),
     }
+
+
+class PeakRss:
+    """The most this process's resident memory grew above where it started, sampled every few ms."""
+
+    def __enter__(self) -> PeakRss:
+        self.base = self.peak = rss_mb()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.005):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+    @property
+    def grew_mb(self) -> float:
+        return self.peak - self.base
+
+
+def write(percolator, question_ids: list[int]) -> dict:
+    """Match a batch of new questions and record the matches as a worker's run does, in one transaction; the
+    table keeps what earlier runs wrote, as it does between polls."""
+    from django.db import connection, transaction
+
+    from alerts.matching import record_matches
+    from questions.models import QuestionEvent
+
+    events = list(QuestionEvent.objects.filter(question_id__in=question_ids).select_related("question")
+                  .order_by("id"))
+    gc.collect()
+    with PeakRss() as peak:
+        started = time.perf_counter()
+        with transaction.atomic():
+            recorded = record_matches(events, percolator)
+        seconds = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_total_relation_size('alerts_match'), (SELECT count(*) FROM alerts_match)")
+        size, rows = cursor.fetchone()
+    return {"matches": recorded.matches, "seconds": seconds, "rows_per_s": recorded.matches / seconds,
+            "peak_mb": peak.grew_mb, "bytes_per_match": size / max(rows, 1)}
 
 
 def spread(values: list[float], digits: int) -> str:
@@ -271,7 +330,8 @@ def main() -> None:
           f"{args.questions} questions per batch, SQL baseline on {args.sample} sampled distinct searches; "
           f"figures are medians of {args.runs} runs")
     header = (f"{'searches':>9} {'distinct':>8} {'build s':>7} {'RSS MB':>11} {'match s':>7} {'cand.':>7} "
-              f"{'cand./q':>8} {'match/q':>8} {'SQL ms/q':>8} {'SQL s (extrap.)':>15} {'ratio':>7} {'same':>9}")
+              f"{'cand./q':>8} {'match/q':>8} {'SQL ms/q':>8} {'SQL s (extrap.)':>15} {'ratio':>7} {'same':>9} "
+              f"{'written':>9} {'write s':>7} {'rows/s':>9} {'+MB':>5} {'B/match':>7}")
     print(header)
     for n in args.searches:
         r = run(n, args.questions, args.sample, args.seed, args.runs, args.sample_file)
@@ -279,9 +339,14 @@ def main() -> None:
               f"{r['rss_delta_mb']:>5.0f}/{r['rss_mb']:<5.0f} {r['match_s']:>7.2f} {r['candidates']:>7} "
               f"{r['candidates_per_q']:>8.0f} {r['matches_per_q']:>8.0f} {r['sql_per_query_ms']:>8.2f} "
               f"{r['sql_extrapolated_s']:>15.0f} {r['ratio']:>6.0f}x "
-              f"{r['sql_sampled'] - r['different']:>4}/{r['sql_sampled']:<4}", flush=True)
+              f"{r['sql_sampled'] - r['different']:>4}/{r['sql_sampled']:<4} "
+              f"{statistics.median(r['written']):>9.0f} {statistics.median(r['write_s']):>7.2f} "
+              f"{statistics.median(r['rows_per_s']):>9.0f} {statistics.median(r['write_peak_mb']):>5.0f} "
+              f"{statistics.median(r['bytes_per_match']):>7.0f}", flush=True)
         print(f"{'':>9} median (range) of {len(r['build_runs'])}: build s {spread(r['build_runs'], 1)}; match s "
-              f"{spread(r['match_runs'], 2)}; SQL s (extrap.) {spread(r['sql_extrapolated_runs'], 0)}", flush=True)
+              f"{spread(r['match_runs'], 2)}; SQL s (extrap.) {spread(r['sql_extrapolated_runs'], 0)}; rows/s written "
+              f"{spread(r['rows_per_s'], 0)}; peak +MB {spread(r['write_peak_mb'], 0)}; bytes per match "
+              f"{spread(r['bytes_per_match'], 0)}", flush=True)
         if args.json:
             print(json.dumps(r), flush=True)
 
