@@ -5,7 +5,8 @@ Each engine answers "which of the M questions does each distinct saved search ma
 
 - the percolator (`questions.search.percolate.QueryIndex`): the searches are filed once, with the rarity read
   from a sample of 2,000 earlier questions as the service does, and the batch is matched in one call;
-- Xapian, in an in-memory database (DB_BACKEND_INMEMORY). The questions are indexed by a `TermGenerator` with
+- Xapian, in an in-memory database (DB_BACKEND_INMEMORY: a glass database, even on tmpfs, matched these
+  searches two to three times more slowly). The questions are indexed by a `TermGenerator` with
   `Stem("english")` (its default strategy indexes each word as written, with its position, and its stem), and
   each search is read by a `QueryParser` with the same stemmer and STEM_SOME (words stemmed, except in
   phrases and quotes), AND as the default operator, and every field of the query language a prefix. Each is
@@ -35,12 +36,18 @@ and `children's` as words where the query language cuts them, and tantivy stems 
 wildcard is matched against. The script prints, for each driver, how many distinct searches match exactly the
 questions the percolator matches, and how many (search, question) pairs each has that the other has not.
 
-Each driver runs `--runs` times (default 3); the table gives the median and range of each step. "Engine alone"
-is the engine's matching (Xapian's `get_mset`, tantivy's `search`), the ids left where the engine put them;
-"ids handed to Python" adds reading every matched question's id into a Python list, which a percolator
-built on the engine has to do. Both are timed over all the distinct searches, one search at a time, as a
-percolator built on them would run. "Read searches" (parsing every distinct search into the engine's query)
-could be done once, like the percolator's filing; "index questions" is a cost of every batch.
+Each driver runs `--runs` times (default 3); the table gives the median and range of each step, and the load
+average before and after. Two figures are given for matching, over all the distinct searches, one search at a
+time, as a percolator built on a peer would run:
+
+- "engine alone": the engine's matching with the answers left where the engine put them (Xapian's `get_mset`,
+  tantivy's `search` without reading its hits). For the percolator, `QueryIndex.match_ids`: its answers are
+  Python's from the start, as a bitmask of the batch per query id;
+- "answers in Python": every match handed to Python in the shape the percolator's `match` gives, a bitmask of
+  the batch per search, keyed by the search's text. For the percolator, `QueryIndex.match`.
+
+"Read searches" (parsing every distinct search into the engine's query) could be done once, like the
+percolator's filing; "index questions" is a cost of every batch.
 
     .venv/bin/pip install -r bench/requirements-peers.txt
     .venv/bin/python bench/peers.py --searches 1000000 --questions 1000
@@ -53,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import operator
 import os
 import platform
 import random
@@ -70,6 +78,9 @@ RARITY_SAMPLE = 2000
 # Positions between two fields indexed together, so that no phrase spans them.
 FIELD_GAP = 100
 DRIVERS = ("xapian per field", "xapian lean", "tantivy per field", "tantivy lean")
+BIT = (1).__lshift__
+FIRST = operator.itemgetter(0)
+ENGINE, ANSWERS = "engine alone", "answers in Python"
 
 
 # --- the searches and questions ------------------------------------------------------------
@@ -273,17 +284,20 @@ def xapian_engine(db, queries: Sequence, m: int, lean: bool) -> None:
             enquire.get_mset(0, m, m)
 
 
-def xapian_ids(db, queries: Sequence, m: int, lean: bool) -> list[list[int]]:
+def xapian_answers(db, texts: Sequence[str], queries: Sequence, m: int, lean: bool) -> dict[str, int]:
     enquire = xapian_enquire(db)
-    found = []
-    for query in queries:
+    found = {}
+    for text, query in zip(texts, queries, strict=True):
         enquire.set_query(query)
         if lean:
             mset = enquire.get_mset(0, m)
-            found.append([mset.get_docid(i) - 1 for i in range(mset.size())])
+            # Ids are distinct, so their powers of two add up to the mask; the loop stays in C. Xapian counts
+            # documents from 1, the batch from 0.
+            mask = sum(map(BIT, map(mset.get_docid, range(mset.size())))) >> 1
         else:
-            mset = enquire.get_mset(0, m, m)
-            found.append([item.docid - 1 for item in mset])
+            mask = sum(1 << item.docid for item in enquire.get_mset(0, m, m)) >> 1
+        if mask:
+            found[text] = mask
     return found
 
 
@@ -349,10 +363,15 @@ def tantivy_engine(index, queries: Sequence, m: int) -> None:
         search(query, m, count=False, order_by_field="position")
 
 
-def tantivy_ids(index, queries: Sequence, m: int) -> list[list[int]]:
+def tantivy_answers(index, texts: Sequence[str], queries: Sequence, m: int) -> dict[str, int]:
     search = index.searcher().search
-    return [[key for key, _ in search(query, m, count=False, order_by_field="position").hits]
-            for query in queries]
+    found = {}
+    for text, query in zip(texts, queries, strict=True):
+        # The key each hit is ordered by is the question's place in the batch.
+        mask = sum(map(BIT, map(FIRST, search(query, m, count=False, order_by_field="position").hits)))
+        if mask:
+            found[text] = mask
+    return found
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -363,16 +382,6 @@ def timed(step: Callable[[], object]) -> tuple[object, float]:
     started = time.perf_counter()
     result = step()
     return result, time.perf_counter() - started
-
-
-def masks_of(found: list[list[int]]) -> list[int]:
-    masks = []
-    for ids in found:
-        mask = 0
-        for position in ids:
-            mask |= 1 << position
-        masks.append(mask)
-    return masks
 
 
 def agreement(expected: Sequence[int], got: Sequence[int]) -> tuple[int, int, int, int]:
@@ -386,7 +395,8 @@ def agreement(expected: Sequence[int], got: Sequence[int]) -> tuple[int, int, in
     return same, both, ours, theirs
 
 
-def run_driver(name: str, batch: Sequence[dict], nodes: Sequence, m: int, times: dict) -> list[int]:
+def run_driver(name: str, batch: Sequence[dict], texts: Sequence[str], nodes: Sequence, m: int,
+               times: dict) -> list[int]:
     engine, layout = name.split(" ", 1)
     lean = layout == "lean"
     if engine == "xapian":
@@ -395,18 +405,18 @@ def run_driver(name: str, batch: Sequence[dict], nodes: Sequence, m: int, times:
         queries, seconds = timed(lambda: xapian_queries(nodes, lean))
         times.setdefault((name, "read searches"), []).append(seconds)
         _, seconds = timed(lambda: xapian_engine(db, queries, m, lean))
-        times.setdefault((name, "engine alone"), []).append(seconds)
-        found, seconds = timed(lambda: xapian_ids(db, queries, m, lean))
+        times.setdefault((name, ENGINE), []).append(seconds)
+        found, seconds = timed(lambda: xapian_answers(db, texts, queries, m, lean))
     else:
         db, seconds = timed(lambda: tantivy_index(batch, lean))
         times.setdefault((name, "index questions"), []).append(seconds)
         queries, seconds = timed(lambda: tantivy_queries(db, nodes, lean))
         times.setdefault((name, "read searches"), []).append(seconds)
         _, seconds = timed(lambda: tantivy_engine(db, queries, m))
-        times.setdefault((name, "engine alone"), []).append(seconds)
-        found, seconds = timed(lambda: tantivy_ids(db, queries, m))
-    times.setdefault((name, "ids handed to Python"), []).append(seconds)
-    return masks_of(found)
+        times.setdefault((name, ENGINE), []).append(seconds)
+        found, seconds = timed(lambda: tantivy_answers(db, texts, queries, m))
+    times.setdefault((name, ANSWERS), []).append(seconds)
+    return [found.get(text, 0) for text in texts]
 
 
 def spread(values: list[float]) -> str:
@@ -437,6 +447,7 @@ def main() -> int:
     texts = list(trees)
     nodes = [trees[text] for text in texts]
     documents = [our_document(record) for record in batch]
+    load_before = os.getloadavg()
     print(f"machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; Xapian {xapian.version_string()}, "
           f"tantivy {metadata.version('tantivy')} ({tantivy.__version__})", flush=True)
@@ -449,21 +460,28 @@ def main() -> int:
     for run in range(args.runs):
         index, seconds = timed(lambda: percolator_build(trees, sample))
         times.setdefault(("percolator", "file searches"), []).append(seconds)
+        # Its own answer (query id -> bitmask) is already Python's; `match` names each search by its text, the
+        # shape the peers' answers are given in.
+        by_id, seconds = timed(lambda index=index: index.match_ids(documents))
+        times.setdefault(("percolator", ENGINE), []).append(seconds)
         found, seconds = timed(lambda index=index: index.match(documents))
-        times.setdefault(("percolator", "match batch"), []).append(seconds)
+        times.setdefault(("percolator", ANSWERS), []).append(seconds)
         masks = [found.get(text, 0) for text in texts]
         if run == 0:
             expected = masks
         elif masks != expected:
             raise SystemExit("the percolator gave different answers on different runs")
-        del index, found, masks
+        if sorted(by_id.values()) != sorted(found.values()):
+            raise SystemExit("the percolator's two answers differ")
+        del index, by_id, found, masks
         for name in args.drivers:
-            masks = run_driver(name, batch, nodes, m, times)
+            masks = run_driver(name, batch, texts, nodes, m, times)
             if answers.setdefault(name, masks) != masks:
                 raise SystemExit(f"{name} gave different answers on different runs")
             del masks
         print(f"run {run + 1} of {args.runs} done", flush=True)
 
+    load_after = os.getloadavg()
     count = dict.fromkeys(texts, 0)
     for text in held:
         count[text] += 1
@@ -475,14 +493,17 @@ def main() -> int:
     print(f"{'engine':<18} {'step':<21} {'median s (range) of ' + str(args.runs):>30}")
     for (engine, step), seconds in times.items():
         print(f"{engine:<18} {step:<21} {spread(seconds):>30}")
-    ours = statistics.median(times[("percolator", "match batch")])
+    print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in load_before)} before the runs, "
+          f"{' '.join(f'{x:.2f}' for x in load_after)} after")
+    ours_alone = statistics.median(times[("percolator", ENGINE)])
+    ours = statistics.median(times[("percolator", ANSWERS)])
     print()
     for name in args.drivers:
-        alone = statistics.median(times[(name, "engine alone")])
-        handed = statistics.median(times[(name, "ids handed to Python")])
+        alone = statistics.median(times[(name, ENGINE)])
+        handed = statistics.median(times[(name, ANSWERS)])
         per_batch = handed + statistics.median(times[(name, "index questions")])
-        print(f"{name}: engine alone {alone / ours:.1f}x the percolator's match, ids handed to Python "
-              f"{handed / ours:.1f}x, index + match {per_batch / ours:.1f}x")
+        print(f"{name}, as a multiple of the percolator's time: engine alone {alone / ours_alone:.1f}x, "
+              f"answers in Python {handed / ours:.1f}x, index questions + answers {per_batch / ours:.1f}x")
     print()
     for name, texts_unread in UNREAD.items():
         if texts_unread:
@@ -504,6 +525,9 @@ def main() -> int:
         if len(pair) == 2:
             same = answers[pair[0]] == answers[pair[1]]
             print(f"{engine}: the two drivers' answers are {'identical' if same else 'NOT identical'}")
+    if "xapian lean" in answers and "tantivy lean" in answers:
+        same, *_ = agreement(answers["xapian lean"], answers["tantivy lean"])
+        print(f"xapian and tantivy: the same questions for {same:,} of {len(texts):,} distinct searches")
     return 0
 
 
