@@ -1,40 +1,44 @@
 """The percolator against Xapian and tantivy, each with its English stemmer, on the same saved searches and the
 same batch of questions.
 
-Each engine answers "which of the M questions does each distinct saved search match":
+Each engine answers "which of the M questions does each distinct saved search match". Every engine reads the
+questions' words as the query language cuts them (`normalise`: folded, split at anything not a letter or a digit,
+the text the service stores for each field), so that they differ only in how they match words:
 
 - the percolator (`questions.search.percolate.QueryIndex`): the searches are filed once, with the rarity read
   from a sample of 2,000 earlier questions as the service does, and the batch is matched in one call;
 - Xapian, in an in-memory database (DB_BACKEND_INMEMORY: a glass database, even on tmpfs, matched these
   searches two to three times more slowly). The questions are indexed by a `TermGenerator` with
   `Stem("english")` (its default strategy indexes each word as written, with its position, and its stem), and
-  each search is read by a `QueryParser` with the same stemmer and STEM_SOME (words stemmed, except in
-  phrases and quotes), AND as the default operator, and every field of the query language a prefix. Each is
-  run with an Enquire (boolean weighting, documents in id order). Two drivers:
+  each search is read by a `QueryParser` with the same stemmer and STEM_SOME (plain words stemmed; quoted
+  words, phrases and wildcards as written), AND as the default operator, and every field of the query
+  language a prefix. Each is run with an Enquire (boolean weighting, documents in id order). Two drivers:
   - *per field*: the fields the query language looks in by default are six prefixes, so that a word is an
     OR of six terms; every match is read with check-at-least M, item by item, as in the first version of
     this bench;
   - *lean*: those six fields are also indexed together without a prefix (100 positions apart, so that no
     phrase runs from one into the next), which is what an unfielded word looks in: one term, not six; the
     MSet is asked for without check-at-least, and read with `get_docid`.
-- tantivy, in RAM: one text field per query-language field with the `en_stem` tokenizer (lower case, then the
-  English Snowball stemmer) and positions. Each search is read by `Index.parse_query` (conjunction by default,
-  regular expressions allowed, for wildcards) and run with `searcher.search(query, M, count=False,
-  order_by_field="position")`, ordered by a fast field holding the question's place in the batch, which
-  spares the scoring and gives the ids without reading any document. Two drivers: *per field* (six default
-  fields) and *lean* (one more field, `all`, holding the six as values of one field: tantivy leaves a gap
-  between values, so phrases do not cross them).
+- tantivy, in RAM: two text fields per query-language field, with positions: one with the `en_stem` tokenizer
+  (lower case, then the English Snowball stemmer) for plain words, one with the `default` tokenizer (lower
+  case only) for quoted words, phrases and wildcards, which match words as written. Each search is read by
+  `Index.parse_query` (conjunction by default, regular expressions allowed, for wildcards) and run with
+  `searcher.search(query, M, count=False, order_by_field="position")`, ordered by a fast field holding the
+  question's place in the batch, which spares the scoring and gives the ids without reading any document.
+  Two drivers: *per field* (six default fields) and *lean* (one more pair of fields, `all`, holding the six as
+  values of one field: tantivy leaves a gap between values, so phrases do not cross them).
 
 Each saved search is given to the engines as query text in their own syntax, written from our parse of it:
 words stay words (stemmed by the engine), quoted words and phrases are quoted, `field:` is the engine's field,
 a wildcard `p*` is Xapian's `p*` and tantivy's `field:/p.*/` on each field, `NOT` is Xapian's `AND NOT` and
 tantivy's `-`.
 
-The answers are not the same, and are not meant to be: a stemmer is not a lemmatiser (Snowball gives `polic`
-for `police`, `policing` and `polices`, and `univers` for `university` and `universe`), Xapian keeps `officers'`
-and `children's` as words where the query language cuts them, and tantivy stems quoted words and the stems a
-wildcard is matched against. The script prints, for each driver, how many distinct searches match exactly the
-questions the percolator matches, and how many (search, question) pairs each has that the other has not.
+Plain words are matched differently, and are not meant to match the same questions: a stemmer is not a
+lemmatiser (Snowball gives `polic` for `police`, `policing` and `polices`, and `univers` for `university` and
+`universe`; it cannot know that `midwives` is a form of `midwife`). The script prints, for each driver, how many
+distinct searches match exactly the questions the percolator matches, and how many (search, question) pairs
+each has that the other has not; then the same over the searches made only of quoted words, phrases and
+wildcards, where the languages agree and so should the answers.
 
 Each driver runs `--runs` times (default 3); the table gives the median and range of each step, and the load
 average before and after. Two figures are given for matching, over all the distinct searches, one search at a
@@ -77,6 +81,8 @@ sys.path.insert(0, str(ROOT))
 RARITY_SAMPLE = 2000
 # Positions between two fields indexed together, so that no phrase spans them.
 FIELD_GAP = 100
+# tantivy's field of the words as written, beside each field of stems.
+EXACT = "_exact"
 DRIVERS = ("xapian per field", "xapian lean", "tantivy per field", "tantivy lean")
 BIT = (1).__lshift__
 FIRST = operator.itemgetter(0)
@@ -154,8 +160,13 @@ class Writer:
         self.default_name = default_name
         self.engine = engine
 
-    def fielded(self, fields: tuple[str, ...], atom: str) -> str:
-        if fields == self.default_fields:
+    def fielded(self, fields: tuple[str, ...], atom: str, exact: bool = False) -> str:
+        if exact and self.engine == "tantivy":
+            # Words as written are in fields of their own (Xapian holds both kinds of term in one field).
+            if fields == self.default_fields and self.default_name:
+                return f"{self.default_name}{EXACT}:{atom}"
+            fields = tuple(field + EXACT for field in fields)
+        elif fields == self.default_fields:
             return atom
         if len(fields) == 1:
             return f"{fields[0]}:{atom}"
@@ -168,14 +179,14 @@ class Writer:
             return self.fielded(node.fields, node.word)
         if isinstance(node, Phrase):
             # Quoted: one word or several, as written.
-            return self.fielded(node.fields, '"' + " ".join(node.words) + '"')
+            return self.fielded(node.fields, '"' + " ".join(node.words) + '"', exact=True)
         if isinstance(node, Prefix):
             if self.engine == "xapian":
                 return self.fielded(node.fields, f"{node.prefix}*")
             # tantivy's parser has no wildcard: a regular expression over one field's terms is the nearest.
             fields = ((self.default_name,) if node.fields == self.default_fields and self.default_name
                       else node.fields)
-            return "(" + " OR ".join(f"{field}:/{node.prefix}.*/" for field in fields) + ")"
+            return "(" + " OR ".join(f"{field}{EXACT}:/{node.prefix}.*/" for field in fields) + ")"
         if isinstance(node, Or):
             return "(" + " OR ".join(self.write(child) for child in node.children) + ")"
         if isinstance(node, Not):
@@ -217,14 +228,12 @@ def xapian_prefix(field: str) -> str:
 def xapian_index(batch: Sequence[dict], lean: bool):
     import xapian
 
-    from bench.corpus import fields_of
     from questions.search import DEFAULT_FIELDS, FIELDS
 
     db = xapian.WritableDatabase("", xapian.DB_BACKEND_INMEMORY)
     generator = xapian.TermGenerator()
     generator.set_stemmer(xapian.Stem("english"))
-    for record in batch:
-        fields = fields_of(record)
+    for fields in batch:
         document = xapian.Document()
         generator.set_document(document)
         for field in FIELDS:
@@ -307,23 +316,23 @@ def xapian_answers(db, texts: Sequence[str], queries: Sequence, m: int, lean: bo
 def tantivy_index(batch: Sequence[dict], lean: bool):
     import tantivy
 
-    from bench.corpus import fields_of
     from questions.search import DEFAULT_FIELDS, FIELDS
 
     builder = tantivy.SchemaBuilder()
-    for field in FIELDS:
+    names = [*FIELDS, "all"] if lean else FIELDS
+    for field in names:
         builder.add_text_field(field, tokenizer_name="en_stem", index_option="position")
-    if lean:
-        builder.add_text_field("all", tokenizer_name="en_stem", index_option="position")
+        builder.add_text_field(field + EXACT, tokenizer_name="default", index_option="position")
     builder.add_unsigned_field("position", fast=True, indexed=False)
     index = tantivy.Index(builder.build())
     writer = index.writer(heap_size=100_000_000, num_threads=1)
-    for position, record in enumerate(batch):
-        fields = fields_of(record)
-        document = tantivy.Document(**{field: fields[field] or "" for field in FIELDS})
+    for position, fields in enumerate(batch):
+        document = tantivy.Document(**{name: fields[field] or "" for field in FIELDS
+                                       for name in (field, field + EXACT)})
         if lean:
             for field in DEFAULT_FIELDS:
                 document.add_text("all", fields[field] or "")
+                document.add_text("all" + EXACT, fields[field] or "")
         document.add_unsigned("position", position)
         writer.add_document(document)
     writer.commit()
@@ -393,6 +402,19 @@ def agreement(expected: Sequence[int], got: Sequence[int]) -> tuple[int, int, in
         ours += (want & ~have).bit_count()
         theirs += (have & ~want).bit_count()
     return same, both, ours, theirs
+
+
+def exact(node) -> bool:
+    """Whether a search holds only quoted words, phrases and wildcards: words as written in both languages."""
+    from questions.search import And, Not, Or, Phrase, Prefix
+
+    if isinstance(node, (Phrase, Prefix)):
+        return True
+    if isinstance(node, Not):
+        return exact(node.child)
+    if isinstance(node, (And, Or)):
+        return all(exact(child) for child in node.children)
+    return False
 
 
 def run_driver(name: str, batch: Sequence[dict], texts: Sequence[str], nodes: Sequence, m: int,
@@ -475,7 +497,7 @@ def main() -> int:
             raise SystemExit("the percolator's two answers differ")
         del index, by_id, found, masks
         for name in args.drivers:
-            masks = run_driver(name, batch, texts, nodes, m, times)
+            masks = run_driver(name, documents, texts, nodes, m, times)
             if answers.setdefault(name, masks) != masks:
                 raise SystemExit(f"{name} gave different answers on different runs")
             del masks
@@ -519,6 +541,20 @@ def main() -> int:
             if want != have and shown < args.show:
                 shown += 1
                 print(f"  {text!r}: percolator {want.bit_count()}, {name} {have.bit_count()}, "
+                      f"in both {(want & have).bit_count()}")
+    quoted = [position for position, node in enumerate(nodes) if exact(node)]
+    for name in args.drivers:
+        theirs = answers[name]
+        same, both, only_ours, only_theirs = agreement([expected[i] for i in quoted], [theirs[i] for i in quoted])
+        print(f"{name}, on the {len(quoted):,} distinct searches of quoted words, phrases and wildcards only: the same "
+              f"questions for {same:,}; pairs in both {both:,}, only the percolator's {only_ours:,}, "
+              f"only {name}'s {only_theirs:,}")
+        shown = 0
+        for position in quoted:
+            want, have = expected[position], answers[name][position]
+            if want != have and shown < args.show:
+                shown += 1
+                print(f"  {texts[position]!r}: percolator {want.bit_count()}, {name} {have.bit_count()}, "
                       f"in both {(want & have).bit_count()}")
     for engine in ("xapian", "tantivy"):
         pair = [name for name in args.drivers if name.startswith(engine)]
