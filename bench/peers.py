@@ -7,8 +7,8 @@ the text the service stores for each field), so that they differ only in how the
 
 - the percolator (`questions.search.percolate.QueryIndex`): the searches are filed once, with the rarity read
   from a sample of 2,000 earlier questions as the service does, and the batch is matched in one call;
-- Xapian, in an in-memory database (DB_BACKEND_INMEMORY: a glass database, even on tmpfs, matched these
-  searches two to three times more slowly). The questions are indexed by a `TermGenerator` with
+- Xapian, in an in-memory database (DB_BACKEND_INMEMORY: a glass database in the page cache matched these
+  searches about half as fast). The questions are indexed by a `TermGenerator` with
   `Stem("english")` (its default strategy indexes each word as written, with its position, and its stem), and
   each search is read by a `QueryParser` with the same stemmer and STEM_SOME (plain words stemmed; quoted
   words, phrases and wildcards as written), AND as the default operator, and every field of the query
