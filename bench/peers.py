@@ -1,46 +1,57 @@
 """The percolator against Xapian and tantivy, each with its English stemmer, on the same saved searches and the
 same batch of questions.
 
-Each engine answers "which of the M questions does each distinct saved search match":
+Each engine answers "which of the M questions does each distinct saved search match". Every engine reads the
+questions' words as the query language cuts them (`normalise`: folded, split at anything not a letter or a digit,
+the text the service stores for each field), so that they differ only in how they match words:
 
 - the percolator (`questions.search.percolate.QueryIndex`): the searches are filed once, with the rarity read
   from a sample of 2,000 earlier questions as the service does, and the batch is matched in one call;
-- Xapian, in an in-memory database (DB_BACKEND_INMEMORY). The questions are indexed by a `TermGenerator` with
+- Xapian, in an in-memory database (DB_BACKEND_INMEMORY: a glass database in the page cache matched these
+  searches about half as fast). The questions are indexed by a `TermGenerator` with
   `Stem("english")` (its default strategy indexes each word as written, with its position, and its stem), and
-  each search is read by a `QueryParser` with the same stemmer and STEM_SOME (words stemmed, except in
-  phrases and quotes), AND as the default operator, and every field of the query language a prefix. Each is
-  run with an Enquire (boolean weighting, documents in id order). Two drivers:
+  each search is read by a `QueryParser` with the same stemmer and STEM_SOME (plain words stemmed; quoted
+  words, phrases and wildcards as written), AND as the default operator, and every field of the query
+  language a prefix. Each is run with an Enquire (boolean weighting, documents in id order). Two drivers:
   - *per field*: the fields the query language looks in by default are six prefixes, so that a word is an
     OR of six terms; every match is read with check-at-least M, item by item, as in the first version of
     this bench;
   - *lean*: those six fields are also indexed together without a prefix (100 positions apart, so that no
     phrase runs from one into the next), which is what an unfielded word looks in: one term, not six; the
     MSet is asked for without check-at-least, and read with `get_docid`.
-- tantivy, in RAM: one text field per query-language field with the `en_stem` tokenizer (lower case, then the
-  English Snowball stemmer) and positions. Each search is read by `Index.parse_query` (conjunction by default,
-  regular expressions allowed, for wildcards) and run with `searcher.search(query, M, count=False,
-  order_by_field="position")`, ordered by a fast field holding the question's place in the batch, which
-  spares the scoring and gives the ids without reading any document. Two drivers: *per field* (six default
-  fields) and *lean* (one more field, `all`, holding the six as values of one field: tantivy leaves a gap
-  between values, so phrases do not cross them).
+- tantivy, in RAM: two text fields per query-language field, with positions: one with the `en_stem` tokenizer
+  (lower case, then the English Snowball stemmer) for plain words, one with the `default` tokenizer (lower
+  case only) for quoted words, phrases and wildcards, which match words as written. Each search is read by
+  `Index.parse_query` (conjunction by default, regular expressions allowed, for wildcards) and run with
+  `searcher.search(query, M, count=False, order_by_field="position")`, ordered by a fast field holding the
+  question's place in the batch, which spares the scoring and gives the ids without reading any document.
+  Two drivers: *per field* (six default fields) and *lean* (one more pair of fields, `all`, holding the six as
+  values of one field: tantivy leaves a gap between values, so phrases do not cross them).
 
 Each saved search is given to the engines as query text in their own syntax, written from our parse of it:
 words stay words (stemmed by the engine), quoted words and phrases are quoted, `field:` is the engine's field,
 a wildcard `p*` is Xapian's `p*` and tantivy's `field:/p.*/` on each field, `NOT` is Xapian's `AND NOT` and
 tantivy's `-`.
 
-The answers are not the same, and are not meant to be: a stemmer is not a lemmatiser (Snowball gives `polic`
-for `police`, `policing` and `polices`, and `univers` for `university` and `universe`), Xapian keeps `officers'`
-and `children's` as words where the query language cuts them, and tantivy stems quoted words and the stems a
-wildcard is matched against. The script prints, for each driver, how many distinct searches match exactly the
-questions the percolator matches, and how many (search, question) pairs each has that the other has not.
+Plain words are matched differently, and are not meant to match the same questions: a stemmer is not a
+lemmatiser (Snowball gives `polic` for `police`, `policing` and `polices`, and `univers` for `university` and
+`universe`; it cannot know that `midwives` is a form of `midwife`). The script prints, for each driver, how many
+distinct searches match exactly the questions the percolator matches, and how many (search, question) pairs
+each has that the other has not; then the same over the searches made only of quoted words, phrases and
+wildcards, where the languages agree and so should the answers.
 
-Each driver runs `--runs` times (default 3); the table gives the median and range of each step. "Engine alone"
-is the engine's matching (Xapian's `get_mset`, tantivy's `search`), the ids left where the engine put them;
-"ids handed to Python" adds reading every matched question's id into a Python list, which a percolator
-built on the engine has to do. Both are timed over all the distinct searches, one search at a time, as a
-percolator built on them would run. "Read searches" (parsing every distinct search into the engine's query)
-could be done once, like the percolator's filing; "index questions" is a cost of every batch.
+Each driver runs `--runs` times (default 3); the table gives the median and range of each step, and the load
+average before and after. Two figures are given for matching, over all the distinct searches, one search at a
+time, as a percolator built on a peer would run:
+
+- "engine alone": the engine's matching with the answers left where the engine put them (Xapian's `get_mset`,
+  tantivy's `search` without reading its hits). For the percolator, `QueryIndex.match_ids`: its answers are
+  Python's from the start, as a bitmask of the batch per query id;
+- "answers in Python": every match handed to Python in the shape the percolator's `match` gives, a bitmask of
+  the batch per search, keyed by the search's text. For the percolator, `QueryIndex.match`.
+
+"Read searches" (parsing every distinct search into the engine's query) could be done once, like the
+percolator's filing; "index questions" is a cost of every batch.
 
     .venv/bin/pip install -r bench/requirements-peers.txt
     .venv/bin/python bench/peers.py --searches 1000000 --questions 1000
@@ -53,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import operator
 import os
 import platform
 import random
@@ -69,7 +81,12 @@ sys.path.insert(0, str(ROOT))
 RARITY_SAMPLE = 2000
 # Positions between two fields indexed together, so that no phrase spans them.
 FIELD_GAP = 100
+# tantivy's field of the words as written, beside each field of stems.
+EXACT = "_exact"
 DRIVERS = ("xapian per field", "xapian lean", "tantivy per field", "tantivy lean")
+BIT = (1).__lshift__
+FIRST = operator.itemgetter(0)
+ENGINE, ANSWERS = "engine alone", "answers in Python"
 
 
 # --- the searches and questions ------------------------------------------------------------
@@ -143,8 +160,13 @@ class Writer:
         self.default_name = default_name
         self.engine = engine
 
-    def fielded(self, fields: tuple[str, ...], atom: str) -> str:
-        if fields == self.default_fields:
+    def fielded(self, fields: tuple[str, ...], atom: str, exact: bool = False) -> str:
+        if exact and self.engine == "tantivy":
+            # Words as written are in fields of their own (Xapian holds both kinds of term in one field).
+            if fields == self.default_fields and self.default_name:
+                return f"{self.default_name}{EXACT}:{atom}"
+            fields = tuple(field + EXACT for field in fields)
+        elif fields == self.default_fields:
             return atom
         if len(fields) == 1:
             return f"{fields[0]}:{atom}"
@@ -157,14 +179,14 @@ class Writer:
             return self.fielded(node.fields, node.word)
         if isinstance(node, Phrase):
             # Quoted: one word or several, as written.
-            return self.fielded(node.fields, '"' + " ".join(node.words) + '"')
+            return self.fielded(node.fields, '"' + " ".join(node.words) + '"', exact=True)
         if isinstance(node, Prefix):
             if self.engine == "xapian":
                 return self.fielded(node.fields, f"{node.prefix}*")
             # tantivy's parser has no wildcard: a regular expression over one field's terms is the nearest.
             fields = ((self.default_name,) if node.fields == self.default_fields and self.default_name
                       else node.fields)
-            return "(" + " OR ".join(f"{field}:/{node.prefix}.*/" for field in fields) + ")"
+            return "(" + " OR ".join(f"{field}{EXACT}:/{node.prefix}.*/" for field in fields) + ")"
         if isinstance(node, Or):
             return "(" + " OR ".join(self.write(child) for child in node.children) + ")"
         if isinstance(node, Not):
@@ -206,14 +228,12 @@ def xapian_prefix(field: str) -> str:
 def xapian_index(batch: Sequence[dict], lean: bool):
     import xapian
 
-    from bench.corpus import fields_of
     from questions.search import DEFAULT_FIELDS, FIELDS
 
     db = xapian.WritableDatabase("", xapian.DB_BACKEND_INMEMORY)
     generator = xapian.TermGenerator()
     generator.set_stemmer(xapian.Stem("english"))
-    for record in batch:
-        fields = fields_of(record)
+    for fields in batch:
         document = xapian.Document()
         generator.set_document(document)
         for field in FIELDS:
@@ -273,17 +293,20 @@ def xapian_engine(db, queries: Sequence, m: int, lean: bool) -> None:
             enquire.get_mset(0, m, m)
 
 
-def xapian_ids(db, queries: Sequence, m: int, lean: bool) -> list[list[int]]:
+def xapian_answers(db, texts: Sequence[str], queries: Sequence, m: int, lean: bool) -> dict[str, int]:
     enquire = xapian_enquire(db)
-    found = []
-    for query in queries:
+    found = {}
+    for text, query in zip(texts, queries, strict=True):
         enquire.set_query(query)
         if lean:
             mset = enquire.get_mset(0, m)
-            found.append([mset.get_docid(i) - 1 for i in range(mset.size())])
+            # Ids are distinct, so their powers of two add up to the mask; the loop stays in C. Xapian counts
+            # documents from 1, the batch from 0.
+            mask = sum(map(BIT, map(mset.get_docid, range(mset.size())))) >> 1
         else:
-            mset = enquire.get_mset(0, m, m)
-            found.append([item.docid - 1 for item in mset])
+            mask = sum(1 << item.docid for item in enquire.get_mset(0, m, m)) >> 1
+        if mask:
+            found[text] = mask
     return found
 
 
@@ -293,23 +316,23 @@ def xapian_ids(db, queries: Sequence, m: int, lean: bool) -> list[list[int]]:
 def tantivy_index(batch: Sequence[dict], lean: bool):
     import tantivy
 
-    from bench.corpus import fields_of
     from questions.search import DEFAULT_FIELDS, FIELDS
 
     builder = tantivy.SchemaBuilder()
-    for field in FIELDS:
+    names = [*FIELDS, "all"] if lean else FIELDS
+    for field in names:
         builder.add_text_field(field, tokenizer_name="en_stem", index_option="position")
-    if lean:
-        builder.add_text_field("all", tokenizer_name="en_stem", index_option="position")
+        builder.add_text_field(field + EXACT, tokenizer_name="default", index_option="position")
     builder.add_unsigned_field("position", fast=True, indexed=False)
     index = tantivy.Index(builder.build())
     writer = index.writer(heap_size=100_000_000, num_threads=1)
-    for position, record in enumerate(batch):
-        fields = fields_of(record)
-        document = tantivy.Document(**{field: fields[field] or "" for field in FIELDS})
+    for position, fields in enumerate(batch):
+        document = tantivy.Document(**{name: fields[field] or "" for field in FIELDS
+                                       for name in (field, field + EXACT)})
         if lean:
             for field in DEFAULT_FIELDS:
                 document.add_text("all", fields[field] or "")
+                document.add_text("all" + EXACT, fields[field] or "")
         document.add_unsigned("position", position)
         writer.add_document(document)
     writer.commit()
@@ -349,10 +372,15 @@ def tantivy_engine(index, queries: Sequence, m: int) -> None:
         search(query, m, count=False, order_by_field="position")
 
 
-def tantivy_ids(index, queries: Sequence, m: int) -> list[list[int]]:
+def tantivy_answers(index, texts: Sequence[str], queries: Sequence, m: int) -> dict[str, int]:
     search = index.searcher().search
-    return [[key for key, _ in search(query, m, count=False, order_by_field="position").hits]
-            for query in queries]
+    found = {}
+    for text, query in zip(texts, queries, strict=True):
+        # The key each hit is ordered by is the question's place in the batch.
+        mask = sum(map(BIT, map(FIRST, search(query, m, count=False, order_by_field="position").hits)))
+        if mask:
+            found[text] = mask
+    return found
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -363,16 +391,6 @@ def timed(step: Callable[[], object]) -> tuple[object, float]:
     started = time.perf_counter()
     result = step()
     return result, time.perf_counter() - started
-
-
-def masks_of(found: list[list[int]]) -> list[int]:
-    masks = []
-    for ids in found:
-        mask = 0
-        for position in ids:
-            mask |= 1 << position
-        masks.append(mask)
-    return masks
 
 
 def agreement(expected: Sequence[int], got: Sequence[int]) -> tuple[int, int, int, int]:
@@ -386,7 +404,21 @@ def agreement(expected: Sequence[int], got: Sequence[int]) -> tuple[int, int, in
     return same, both, ours, theirs
 
 
-def run_driver(name: str, batch: Sequence[dict], nodes: Sequence, m: int, times: dict) -> list[int]:
+def exact(node) -> bool:
+    """Whether a search holds only quoted words, phrases and wildcards: words as written in both languages."""
+    from questions.search import And, Not, Or, Phrase, Prefix
+
+    if isinstance(node, (Phrase, Prefix)):
+        return True
+    if isinstance(node, Not):
+        return exact(node.child)
+    if isinstance(node, (And, Or)):
+        return all(exact(child) for child in node.children)
+    return False
+
+
+def run_driver(name: str, batch: Sequence[dict], texts: Sequence[str], nodes: Sequence, m: int,
+               times: dict) -> list[int]:
     engine, layout = name.split(" ", 1)
     lean = layout == "lean"
     if engine == "xapian":
@@ -395,18 +427,18 @@ def run_driver(name: str, batch: Sequence[dict], nodes: Sequence, m: int, times:
         queries, seconds = timed(lambda: xapian_queries(nodes, lean))
         times.setdefault((name, "read searches"), []).append(seconds)
         _, seconds = timed(lambda: xapian_engine(db, queries, m, lean))
-        times.setdefault((name, "engine alone"), []).append(seconds)
-        found, seconds = timed(lambda: xapian_ids(db, queries, m, lean))
+        times.setdefault((name, ENGINE), []).append(seconds)
+        found, seconds = timed(lambda: xapian_answers(db, texts, queries, m, lean))
     else:
         db, seconds = timed(lambda: tantivy_index(batch, lean))
         times.setdefault((name, "index questions"), []).append(seconds)
         queries, seconds = timed(lambda: tantivy_queries(db, nodes, lean))
         times.setdefault((name, "read searches"), []).append(seconds)
         _, seconds = timed(lambda: tantivy_engine(db, queries, m))
-        times.setdefault((name, "engine alone"), []).append(seconds)
-        found, seconds = timed(lambda: tantivy_ids(db, queries, m))
-    times.setdefault((name, "ids handed to Python"), []).append(seconds)
-    return masks_of(found)
+        times.setdefault((name, ENGINE), []).append(seconds)
+        found, seconds = timed(lambda: tantivy_answers(db, texts, queries, m))
+    times.setdefault((name, ANSWERS), []).append(seconds)
+    return [found.get(text, 0) for text in texts]
 
 
 def spread(values: list[float]) -> str:
@@ -437,6 +469,7 @@ def main() -> int:
     texts = list(trees)
     nodes = [trees[text] for text in texts]
     documents = [our_document(record) for record in batch]
+    load_before = os.getloadavg()
     print(f"machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; Xapian {xapian.version_string()}, "
           f"tantivy {metadata.version('tantivy')} ({tantivy.__version__})", flush=True)
@@ -449,21 +482,28 @@ def main() -> int:
     for run in range(args.runs):
         index, seconds = timed(lambda: percolator_build(trees, sample))
         times.setdefault(("percolator", "file searches"), []).append(seconds)
+        # Its own answer (query id -> bitmask) is already Python's; `match` names each search by its text, the
+        # shape the peers' answers are given in.
+        by_id, seconds = timed(lambda index=index: index.match_ids(documents))
+        times.setdefault(("percolator", ENGINE), []).append(seconds)
         found, seconds = timed(lambda index=index: index.match(documents))
-        times.setdefault(("percolator", "match batch"), []).append(seconds)
+        times.setdefault(("percolator", ANSWERS), []).append(seconds)
         masks = [found.get(text, 0) for text in texts]
         if run == 0:
             expected = masks
         elif masks != expected:
             raise SystemExit("the percolator gave different answers on different runs")
-        del index, found, masks
+        if sorted(by_id.values()) != sorted(found.values()):
+            raise SystemExit("the percolator's two answers differ")
+        del index, by_id, found, masks
         for name in args.drivers:
-            masks = run_driver(name, batch, nodes, m, times)
+            masks = run_driver(name, documents, texts, nodes, m, times)
             if answers.setdefault(name, masks) != masks:
                 raise SystemExit(f"{name} gave different answers on different runs")
             del masks
         print(f"run {run + 1} of {args.runs} done", flush=True)
 
+    load_after = os.getloadavg()
     count = dict.fromkeys(texts, 0)
     for text in held:
         count[text] += 1
@@ -475,14 +515,17 @@ def main() -> int:
     print(f"{'engine':<18} {'step':<21} {'median s (range) of ' + str(args.runs):>30}")
     for (engine, step), seconds in times.items():
         print(f"{engine:<18} {step:<21} {spread(seconds):>30}")
-    ours = statistics.median(times[("percolator", "match batch")])
+    print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in load_before)} before the runs, "
+          f"{' '.join(f'{x:.2f}' for x in load_after)} after")
+    ours_alone = statistics.median(times[("percolator", ENGINE)])
+    ours = statistics.median(times[("percolator", ANSWERS)])
     print()
     for name in args.drivers:
-        alone = statistics.median(times[(name, "engine alone")])
-        handed = statistics.median(times[(name, "ids handed to Python")])
+        alone = statistics.median(times[(name, ENGINE)])
+        handed = statistics.median(times[(name, ANSWERS)])
         per_batch = handed + statistics.median(times[(name, "index questions")])
-        print(f"{name}: engine alone {alone / ours:.1f}x the percolator's match, ids handed to Python "
-              f"{handed / ours:.1f}x, index + match {per_batch / ours:.1f}x")
+        print(f"{name}, as a multiple of the percolator's time: engine alone {alone / ours_alone:.1f}x, "
+              f"answers in Python {handed / ours:.1f}x, index questions + answers {per_batch / ours:.1f}x")
     print()
     for name, texts_unread in UNREAD.items():
         if texts_unread:
@@ -499,11 +542,28 @@ def main() -> int:
                 shown += 1
                 print(f"  {text!r}: percolator {want.bit_count()}, {name} {have.bit_count()}, "
                       f"in both {(want & have).bit_count()}")
+    quoted = [position for position, node in enumerate(nodes) if exact(node)]
+    for name in args.drivers:
+        theirs = answers[name]
+        same, both, only_ours, only_theirs = agreement([expected[i] for i in quoted], [theirs[i] for i in quoted])
+        print(f"{name}, on the {len(quoted):,} distinct searches of quoted words, phrases and wildcards only: the same "
+              f"questions for {same:,}; pairs in both {both:,}, only the percolator's {only_ours:,}, "
+              f"only {name}'s {only_theirs:,}")
+        shown = 0
+        for position in quoted:
+            want, have = expected[position], answers[name][position]
+            if want != have and shown < args.show:
+                shown += 1
+                print(f"  {texts[position]!r}: percolator {want.bit_count()}, {name} {have.bit_count()}, "
+                      f"in both {(want & have).bit_count()}")
     for engine in ("xapian", "tantivy"):
         pair = [name for name in args.drivers if name.startswith(engine)]
         if len(pair) == 2:
             same = answers[pair[0]] == answers[pair[1]]
             print(f"{engine}: the two drivers' answers are {'identical' if same else 'NOT identical'}")
+    if "xapian lean" in answers and "tantivy lean" in answers:
+        same, *_ = agreement(answers["xapian lean"], answers["tantivy lean"])
+        print(f"xapian and tantivy: the same questions for {same:,} of {len(texts):,} distinct searches")
     return 0
 
 
