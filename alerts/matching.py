@@ -192,25 +192,31 @@ class Recorded:
 def record_matches(events: list[QuestionEvent], percolator: Percolator, followers: bool = True) -> Recorded:
     """Find the events' matches and write the new ones, as they are found: however many, only a chunk of
     them is ever held at once."""
+    # Read before the writing starts: a connection busy with COPY takes no other statement.
+    following = list(_follower_matches(events)) if followers else []
+
     def found() -> Iterator[Found]:
         yield from _search_matches(events, percolator)
-        if followers:
-            yield from _follower_matches(events)
+        yield from following
 
     if connection.vendor == "postgresql":
         return _copy_matches(found, [event.id for event in events])
     return _insert_matches(found(), [event.id for event in events])
 
 
-def _lines(found: Iterable[Found], recorded: Recorded) -> Iterator[str]:
-    """COPY's text for the matches, a chunk at a time, noting whom they are for as they go."""
+def _lines(found: Iterable[Found], recorded: Recorded, whom: bool = False) -> Iterator[str]:
+    """COPY's text for the matches, a chunk at a time, noting whom they are for as they go (or, with `whom`,
+    writing it beside each match)."""
     stamp = timezone.now().isoformat()
     immediate = recorded.immediate_subscriber_ids
     chunk: list[str] = []
     for subscription_id, event_id, subscriber_id, is_immediate in found:
-        chunk.append(f"{event_id}\t{subscription_id}\t{stamp}\n")
-        if is_immediate:
-            immediate.add(subscriber_id)
+        if whom:
+            chunk.append(f"{event_id}\t{subscription_id}\t{stamp}\t{subscriber_id}\t{'t' if is_immediate else 'f'}\n")
+        else:
+            chunk.append(f"{event_id}\t{subscription_id}\t{stamp}\n")
+            if is_immediate:
+                immediate.add(subscriber_id)
         if len(chunk) == COPY_CHUNK:
             recorded.matches += len(chunk)
             yield "".join(chunk)
@@ -233,17 +239,19 @@ def _copy_matches(found: Callable[[], Iterator[Found]], event_ids: list[int]) ->
         return recorded
     except IntegrityError:
         log.info("some matches were recorded before; adding the others", extra={"events": len(event_ids)})
-    recorded = Recorded()
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMPORARY TABLE found_matches (LIKE {table}) ON COMMIT DROP")
-        with cursor.cursor.copy(f"COPY found_matches ({columns}) FROM STDIN") as copy:
-            for text in _lines(found(), recorded):
+        cursor.execute("CREATE TEMPORARY TABLE found_matches (event_id bigint, subscription_id bigint, "
+                       "created_at timestamptz, subscriber_id bigint, immediate boolean) ON COMMIT DROP")
+        with cursor.cursor.copy(f"COPY found_matches ({columns}, subscriber_id, immediate) FROM STDIN") as copy:
+            for text in _lines(found(), Recorded(), whom=True):
                 copy.write(text)
-        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT DISTINCT ON (event_id, subscription_id) {columns} "
-                       f"FROM found_matches ON CONFLICT DO NOTHING")
-        recorded.matches = cursor.rowcount
+        cursor.execute(f"WITH added AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM found_matches "
+                       f"ON CONFLICT DO NOTHING RETURNING event_id, subscription_id) "
+                       f"SELECT (SELECT count(*) FROM added), ARRAY(SELECT DISTINCT subscriber_id FROM added "
+                       f"JOIN found_matches USING (event_id, subscription_id) WHERE immediate)")
+        added, immediate = cursor.fetchone()
         cursor.execute("DROP TABLE found_matches")
-    return recorded
+    return Recorded(added, set(immediate))
 
 
 def _insert_matches(found: Iterator[Found], event_ids: list[int]) -> Recorded:

@@ -252,7 +252,7 @@ def run(n: int, m: int, sample: int, seed: int, runs: int = 3, sample_file: str 
         "candidates": candidates, "candidates_per_q": pairs / m, "matches_per_q": matches / m,
         "matched_queries": len(found), "sql_sampled": len(chosen), "sql_sample_s": sql_s,
         "sql_per_query_ms": per_query * 1000, "sql_extrapolated_s": baseline, "ratio": baseline / match_s,
-        "sql_extrapolated_runs": [run_s / len(chosen) * len(texts) for run_s in sql_runs],
+        "sql_extrapolated_runs": [run_s / max(len(chosen), 1) * len(texts) for run_s in sql_runs],
         "different": different, "median_match_s": statistics.median(timings),
     }
 

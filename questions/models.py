@@ -75,7 +75,8 @@ class Backfill(models.Model):
 
 
 class SourceProblem(models.Model):
-    """One item a source sent that could not be used, or one failed poll: what an operator reads first."""
+    """One cause of trouble in one poll (the items it hit counted and some named), or one failed poll: what an
+    operator reads first."""
 
     source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="problems")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)

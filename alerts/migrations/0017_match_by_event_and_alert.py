@@ -1,4 +1,5 @@
-"""Matches lose their id: (event, subscription) is the primary key, and only the indexes reads need are kept.
+"""Matches lose their id: (event, subscription) is the primary key, only the indexes reads need are kept, and
+the keys of new matches are not checked by the database (see Match).
 
 Django cannot change a table's primary key in place, so the table is made again and its rows copied over."""
 
@@ -6,16 +7,24 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
+COLUMNS = "subscription_id, event_id, created_at, delivery_id"
 
-def remake(apps, schema_editor):
+
+def set_aside(apps, schema_editor):
+    """Keep the matches in a plain table of their own and drop the model's table."""
+    table = apps.get_model("alerts", "Match")._meta.db_table
+    schema_editor.execute(f"CREATE TABLE {schema_editor.quote_name(table + '_before')} AS "
+                          f"SELECT {COLUMNS} FROM {schema_editor.quote_name(table)}")
+    schema_editor.execute(f"DROP TABLE {schema_editor.quote_name(table)}")
+
+
+def bring_back(apps, schema_editor):
+    """Make the model's table as the model now is, with the matches set aside."""
     match = apps.get_model("alerts", "Match")
-    table = schema_editor.quote_name(match._meta.db_table)
     kept = schema_editor.quote_name(match._meta.db_table + "_before")
-    columns = "subscription_id, event_id, created_at, delivery_id"
-    schema_editor.execute(f"CREATE TABLE {kept} AS SELECT {columns} FROM {table}")
-    schema_editor.execute(f"DROP TABLE {table}")
     schema_editor.create_model(match)
-    schema_editor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {kept}")
+    schema_editor.execute(f"INSERT INTO {schema_editor.quote_name(match._meta.db_table)} ({COLUMNS}) "
+                          f"SELECT {COLUMNS} FROM {kept}")
     schema_editor.execute(f"DROP TABLE {kept}")
 
 
@@ -31,6 +40,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(set_aside, bring_back, elidable=False),
         migrations.SeparateDatabaseAndState(state_operations=[
             migrations.RemoveConstraint(model_name="match", name="one_match_per_event"),
             migrations.RemoveIndex(model_name="match", name="match_undelivered"),
@@ -47,9 +57,11 @@ class Migration(migrations.Migration):
                                   field=foreign_key("alerts.delivery", django.db.models.deletion.SET_NULL,
                                                     blank=True, null=True)),
             migrations.AlterField(model_name="match", name="event",
-                                  field=foreign_key("questions.questionevent", django.db.models.deletion.CASCADE)),
+                                  field=foreign_key("questions.questionevent", django.db.models.deletion.CASCADE,
+                                                    db_constraint=False)),
             migrations.AlterField(model_name="match", name="subscription",
-                                  field=foreign_key("alerts.subscription", django.db.models.deletion.CASCADE)),
+                                  field=foreign_key("alerts.subscription", django.db.models.deletion.CASCADE,
+                                                    db_constraint=False)),
             migrations.AddIndex(model_name="match",
                                 index=models.Index(fields=["subscription", "delivery"], name="match_by_alert")),
             migrations.AddIndex(
@@ -58,5 +70,5 @@ class Migration(migrations.Migration):
                                    name="match_delivered"),
             ),
         ]),
-        migrations.RunPython(remake, elidable=False),
+        migrations.RunPython(bring_back, set_aside, elidable=False),
     ]
