@@ -146,6 +146,32 @@ def _departments() -> list[str]:
     )
 
 
+# The same loose index scan over the names of the members who asked (migration 0017 indexes them).
+MEMBER_NAMES_SQL = """
+WITH RECURSIVE m(name) AS (
+  SELECT min(asking_member_name) FROM questions_question WHERE asking_member_name > ''
+  UNION ALL
+  SELECT (SELECT min(asking_member_name) FROM questions_question WHERE asking_member_name > m.name)
+  FROM m WHERE m.name IS NOT NULL)
+SELECT name FROM m WHERE name IS NOT NULL
+"""
+
+
+def member_names() -> list[str]:
+    """The names of the members who asked questions, in order: one index probe per member on PostgreSQL, where
+    a DISTINCT reads the whole archive (over a second at a million questions)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(MEMBER_NAMES_SQL)
+            return [row[0] for row in cursor.fetchall()]
+    return list(
+        Question.objects.exclude(asking_member_name="")
+        .order_by("asking_member_name")
+        .values_list("asking_member_name", flat=True)
+        .distinct()
+    )
+
+
 def departments() -> list[str]:
     """The departments of the archive, for the filter; a new one shows within ten minutes. With the
     cache down, each page works them out again: slower, never broken."""
