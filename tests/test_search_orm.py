@@ -105,6 +105,9 @@ def test_a_search_gathered_year_by_year_gives_the_rows_of_the_search_newest_firs
         assert [q.pk for q in searching.newest_first(rows, start, start + length)] == expected
         # The years the count read whole are not read again, and the page is the same.
         assert [q.pk for q in searching.newest_first(rows, start, start + length, counted.whole_years)] == expected
+        # Nor is any match when the count read them all: the page is their keys, in whatever order they came, sorted.
+        every = list(rows.order_by("?").values_list("date_tabled", "pk"))
+        assert [q.pk for q in searching.newest_first(rows, start, start + length, all_keys=every)] == expected
 
 
 @pytest.mark.postgres
