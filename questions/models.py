@@ -177,7 +177,11 @@ class Question(models.Model):
 
     class Meta:
         ordering = ["-date_tabled", "-id"]
-        indexes = [models.Index(fields=["-date_tabled", "-id"], name="question_newest")]
+        indexes = [
+            models.Index(fields=["-date_tabled", "-id"], name="question_newest"),
+            # The names of the members who asked, one probe each (questions.searching.member_names).
+            models.Index(fields=["asking_member_name"], name="question_member_name"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.uin or self.external_id}: {self.title}"

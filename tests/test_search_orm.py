@@ -79,9 +79,9 @@ def running_out(walks_finish: bool):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(questions=st.lists(st.tuples(st.none() | st.sampled_from(DAYS), st.sampled_from(["alpha", "beta", "alpha beta",
-                                                                                         "gamma"])),
+                                                                                         "beta alpha", "gamma"])),
                           min_size=1, max_size=30),
-       query=st.sampled_from(["alpha", "beta", "alpha OR beta", "alpha -beta"]), cap=st.integers(1, 6),
+       query=st.sampled_from(["alpha", "beta", "alpha OR beta", "alpha -beta", '"alpha beta"']), cap=st.integers(1, 6),
        walks_finish=st.booleans(), start=st.integers(0, 30), length=st.integers(1, 12), limit=st.integers(1, 31))
 def test_a_search_gathered_year_by_year_gives_the_rows_of_the_search_newest_first(questions, query, cap, walks_finish,
                                                                                    start, length, limit):
@@ -105,6 +105,9 @@ def test_a_search_gathered_year_by_year_gives_the_rows_of_the_search_newest_firs
         assert [q.pk for q in searching.newest_first(rows, start, start + length)] == expected
         # The years the count read whole are not read again, and the page is the same.
         assert [q.pk for q in searching.newest_first(rows, start, start + length, counted.whole_years)] == expected
+        # Nor is any match when the count read them all: the page is their keys, in whatever order they came, sorted.
+        every = list(rows.order_by("?").values_list("date_tabled", "pk"))
+        assert [q.pk for q in searching.newest_first(rows, start, start + length, all_keys=every)] == expected
 
 
 @pytest.mark.postgres
