@@ -231,37 +231,40 @@ def _copy_matches(found: Callable[[], Iterator[Found]], event_ids: list[int]) ->
     table = connection.ops.quote_name(Match._meta.db_table)
     columns = "event_id, subscription_id, created_at"
     recorded = Recorded()
-    try:
-        with (transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors,
-              cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy):
-            for text in _lines(found(), recorded):
-                copy.write(text)
-        return recorded
-    except IntegrityError:
-        log.info("some matches were recorded before; adding the others", extra={"events": len(event_ids)})
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMPORARY TABLE found_matches (event_id bigint, subscription_id bigint, "
-                       "created_at timestamptz, subscriber_id bigint, immediate boolean) ON COMMIT DROP")
-        with cursor.cursor.copy(f"COPY found_matches ({columns}, subscriber_id, immediate) FROM STDIN") as copy:
-            for text in _lines(found(), Recorded(), whom=True):
-                copy.write(text)
-        cursor.execute(f"WITH added AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM found_matches "
-                       f"ON CONFLICT DO NOTHING RETURNING event_id, subscription_id) "
-                       f"SELECT (SELECT count(*) FROM added), ARRAY(SELECT DISTINCT subscriber_id FROM added "
-                       f"JOIN found_matches USING (event_id, subscription_id) WHERE immediate)")
-        added, immediate = cursor.fetchone()
-        cursor.execute("DROP TABLE found_matches")
+    with transaction.atomic():
+        try:
+            with (transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors,
+                  cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy):
+                for text in _lines(found(), recorded):
+                    copy.write(text)
+            return recorded
+        except IntegrityError:
+            log.info("some matches were recorded before; adding the others", extra={"events": len(event_ids)})
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            cursor.execute("CREATE TEMPORARY TABLE found_matches (event_id bigint, subscription_id bigint, "
+                           "created_at timestamptz, subscriber_id bigint, immediate boolean) ON COMMIT DROP")
+            with cursor.cursor.copy(f"COPY found_matches ({columns}, subscriber_id, immediate) FROM STDIN") as copy:
+                for text in _lines(found(), Recorded(), whom=True):
+                    copy.write(text)
+            cursor.execute(f"WITH added AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM found_matches "
+                           f"ON CONFLICT DO NOTHING RETURNING event_id, subscription_id) "
+                           f"SELECT (SELECT count(*) FROM added), ARRAY(SELECT DISTINCT subscriber_id FROM added "
+                           f"JOIN found_matches USING (event_id, subscription_id) WHERE immediate)")
+            added, immediate = cursor.fetchone()
+            cursor.execute("DROP TABLE found_matches")
     return Recorded(added, set(immediate))
 
 
 def _insert_matches(found: Iterator[Found], event_ids: list[int]) -> Recorded:
     """The same with INSERTs, a chunk at a time, for SQLite (one writer at a time, and small)."""
     recorded = Recorded()
-    before = Match.objects.filter(event_id__in=event_ids).count()
-    while chunk := list(itertools.islice(found, INSERT_CHUNK)):
+    existing = set(Match.objects.filter(event_id__in=event_ids).values_list("subscription_id", "event_id"))
+    while batch := list(itertools.islice(found, INSERT_CHUNK)):
+        chunk = [match for match in batch if match[:2] not in existing]
         Match.objects.bulk_create([Match(subscription_id=subscription_id, event_id=event_id)
                                    for subscription_id, event_id, _, _ in chunk], ignore_conflicts=True)
+        existing.update(match[:2] for match in chunk)
+        recorded.matches += len(chunk)
         recorded.immediate_subscriber_ids.update(subscriber_id for _, _, subscriber_id, immediate in chunk
                                                  if immediate)
-    recorded.matches = Match.objects.filter(event_id__in=event_ids).count() - before
     return recorded

@@ -51,7 +51,7 @@ def match_events_task(self, batch_size: int = BATCH_SIZE) -> dict:
         # Without a result backend a chord cannot finish: every shard's saved searches are matched here.
         result = match_events(batch_size, shards=shards)
     except DatabaseError as exc:
-        # A saved search deleted mid-run, or a lost connection: nothing was written; try again shortly.
+        # A lost connection or a failed write: the run's transaction wrote nothing; try again shortly.
         raise self.retry(exc=exc, countdown=5) from exc
     _deliver(result.immediate_subscriber_ids)
     if result.more:

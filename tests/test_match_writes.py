@@ -140,3 +140,29 @@ def test_a_worker_killed_while_writing_matches_loses_none_and_repeats_none(worke
     finally:
         worker.stop()
     assert sorted(recorded()) == sorted(wanted)
+
+
+@pytest.mark.django_db
+def test_a_match_written_while_its_question_or_alert_was_deleted_is_pruned_and_never_sent(tmp_path):
+    from alerts.delivery import deliver_immediate
+    from alerts.retention import prune
+
+    import_real_questions(tmp_path, 20)
+    subscriptions = hold_searches(16)
+    match_events()
+    kept = Match.objects.count()
+    assert kept > 0
+    event = QuestionEvent.objects.first()
+    # What a run that was writing when the question and an alert were deleted leaves behind: the database
+    # does not check a match's keys.
+    gone_event = QuestionEvent.objects.order_by("-id").first().id + 1000
+    gone_alert = Subscription.objects.order_by("-id").first().id + 1000
+    Match.objects.bulk_create([Match(subscription=subscriptions[1], event_id=gone_event),
+                               Match(subscription_id=gone_alert, event=event)])
+
+    deliver_immediate()
+    assert Match.objects.get(event_id=gone_event).delivery_id is None
+    report = prune()
+
+    assert report.counts["matches of deleted questions or alerts"] == 2
+    assert Match.objects.count() == kept

@@ -23,8 +23,10 @@ def bring_back(apps, schema_editor):
     match = apps.get_model("alerts", "Match")
     kept = schema_editor.quote_name(match._meta.db_table + "_before")
     schema_editor.create_model(match)
+    # Only matches whose alert and event are still there: the table made back on a rollback checks its keys.
     schema_editor.execute(f"INSERT INTO {schema_editor.quote_name(match._meta.db_table)} ({COLUMNS}) "
-                          f"SELECT {COLUMNS} FROM {kept}")
+                          f"SELECT {COLUMNS} FROM {kept} WHERE subscription_id IN (SELECT id FROM alerts_subscription) "
+                          f"AND event_id IN (SELECT id FROM questions_questionevent)")
     schema_editor.execute(f"DROP TABLE {kept}")
 
 
