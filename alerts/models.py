@@ -299,7 +299,7 @@ class DigestRun(models.Model):
 class Match(models.Model):
     """A saved search's (or a follow's) match of one question event, waiting for its email or carried by one.
 
-    A busy poll writes millions, so a match is kept narrow: no id of its own, and two indexes. The primary
+    A busy poll writes millions, so a match is kept narrow: no id of its own, and few indexes. The primary
     key leads with the event, so a batch's matches go in at the end of it; the alert's index holds the email
     too, so an alert's waiting matches are read from it alone."""
 
@@ -323,6 +323,8 @@ class Match(models.Model):
         verbose_name_plural = "matches"
         indexes = [
             models.Index(fields=["subscription", "delivery"], name="match_by_alert"),
+            # What waits for an email, alone: the minute's sweep and the overview read it, not the whole table.
+            models.Index(fields=["subscription"], condition=models.Q(delivery__isnull=True), name="match_undelivered"),
             # Written when the email is made, not when the match is found.
             models.Index(fields=["delivery"], condition=models.Q(delivery__isnull=False), name="match_delivered"),
         ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.db import transaction
-from django.db.models import CompositePrimaryKey, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import CompositePrimaryKey, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -107,6 +107,10 @@ def _bodies(ids: list[int]) -> None:
     Delivery.objects.filter(pk__in=ids).update(body_text="", body_html="")
 
 
+# How far back the sweep for matches of deleted questions or alerts looks: a week of missed runs.
+ORPHANS_WITHIN = dt.timedelta(days=7)
+
+
 def _matches(keys: list[tuple[int, int]]) -> None:
     Match.objects.filter(pk__in=keys).delete()
 
@@ -192,9 +196,12 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
         ("canary probes", CanaryProbe.objects.filter(started_at__lt=_days("RETAIN_CANARY_DAYS", now)), _probes),
         # A match written while its question or alert was being deleted (the database does not check a match's
         # keys, see Match): never sent, and gone here.
+        # Such a match is of an event matched lately: only those are looked at, not the whole table.
         ("matches of deleted questions or alerts", Match.objects.filter(
-            ~Exists(QuestionEvent.objects.filter(pk=OuterRef("event_id")))
-            | ~Exists(Subscription.objects.filter(pk=OuterRef("subscription_id")))), _matches),
+            event_id__gte=Subquery(QuestionEvent.objects.filter(created_at__gte=now - ORPHANS_WITHIN)
+                                   .order_by("pk").values("pk")[:1]))
+         .filter(~Exists(QuestionEvent.objects.filter(pk=OuterRef("event_id")))
+                 | ~Exists(Subscription.objects.filter(pk=OuterRef("subscription_id")))), _matches),
     ] + ([("expired sessions", Session.objects.filter(expire_date__lt=now), _sessions)]
          if settings.SESSION_ENGINE in SESSIONS_IN_DATABASE else [])
 

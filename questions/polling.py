@@ -17,7 +17,7 @@ from django.utils import timezone
 from questions import metrics
 from questions.ingest import UpsertResult, upsert
 from questions.models import Backfill, Source, SourceProblem
-from questions.sources import Batch, feed, parliament
+from questions.sources import NAME_LENGTH, Batch, feed, parliament
 from questions.sources.http import FetchError, PoliteClient
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,12 @@ def _poll(source: Source, client: PoliteClient) -> PollReport:
             batch.problem(record_id, reason, cause=f"refused: {reason}")
     report.problems, report.items_skipped = len(batch.problems), batch.items_skipped
     report.error, report.warning = batch.error, batch.warning
+    for cause, problem in batch.problems.items():
+        if problem.others:
+            # The page names a few; every item a cause hit is in the log, so that none is lost from sight.
+            log.warning("items with one cause", extra={"source": source.name, "cause": cause[:200],
+                                                       "items": problem.items,
+                                                       "ids": [problem.record_id[:NAME_LENGTH], *problem.others]})
     with transaction.atomic():
         # A feed that stays malformed the same way is said once, not on every poll.
         said = source.problems.filter(message__startswith=batch.warning_kind or batch.warning)

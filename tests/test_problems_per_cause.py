@@ -47,7 +47,8 @@ def scrape(client) -> dict:
     return samples(response.content.decode())
 
 
-def test_an_api_with_endless_pages_is_two_problems_not_153(endless, httpserver, client, admin_client, settings):
+def test_an_api_with_endless_pages_is_two_problems_not_153(endless, httpserver, client, admin_client, settings,
+                                                           caplog):
     settings.METRICS_TOKEN = TOKEN
     before = value(scrape(client), "wqa_source_items_refused_total", source=endless.name) or 0
 
@@ -64,6 +65,9 @@ def test_an_api_with_endless_pages_is_two_problems_not_153(endless, httpserver, 
     named = ", ".join(str(FIRST_ID + n) for n in range(1, 21))
     assert problems[str(FIRST_ID)] == (f"{httpserver.url_for('/')}{LIST_PATH[1:]}/{FIRST_ID}: HTTP 404 "
                                        f"(and 149 more like it: ids {named}, …)")
+    # None of the 150 is lost from sight: the log names every one.
+    logged = [r.ids for r in caplog.records if r.getMessage() == "items with one cause" and r.items == 150]
+    assert logged == [[str(FIRST_ID + n) for n in range(150)]]
     # The counter of items a source sent that could not be used still counts each of them.
     after = value(scrape(client), "wqa_source_items_refused_total", source=endless.name)
     assert after - before == 150

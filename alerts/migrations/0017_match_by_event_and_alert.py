@@ -45,7 +45,6 @@ class Migration(migrations.Migration):
         migrations.RunPython(set_aside, bring_back, elidable=False),
         migrations.SeparateDatabaseAndState(state_operations=[
             migrations.RemoveConstraint(model_name="match", name="one_match_per_event"),
-            migrations.RemoveIndex(model_name="match", name="match_undelivered"),
             migrations.RemoveField(model_name="match", name="id"),
             migrations.AddField(
                 model_name="match",

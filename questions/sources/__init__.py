@@ -23,11 +23,12 @@ class Problem:
     # Whether the items were left out (not stored). A repaired entry was stored; a listing cut short is no item.
     skipped: bool
     items: int = 1
+    # Every other item it hit, by name: the page names the first few, the log all of them.
     others: list[str] = field(default_factory=list)
 
     def add(self, name: str) -> None:
         self.items += 1
-        if name and len(self.others) < NAMED:
+        if name:
             self.others.append(name[:NAME_LENGTH])
 
     @property
@@ -40,7 +41,7 @@ class Problem:
         if not self.others:
             return f"{message} (and {more} more like it)"
         label = "ids " if self.record_id else ""
-        named = ", ".join(self.others) + (", …" if more > len(self.others) else "")
+        named = ", ".join(self.others[:NAMED]) + (", …" if more > min(len(self.others), NAMED) else "")
         return f"{message} (and {more} more like it: {label}{named})"
 
 
