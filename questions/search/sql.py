@@ -3,6 +3,13 @@
 Each `norm_<field>` column holds exactly `words.normalise()` of that field, and each `base_<field>` column
 the same words in their base forms (`words.base_text()`); neither is ever NULL, so the same substring tests
 that `evaluate` makes select the same questions here, and `~Q` is the exact complement.
+
+On PostgreSQL a word is also looked up as a whole word: the words of the default fields, split into an
+array, have an index of their own (migration 0017), one posting list per word, where the trigram indexes
+read the posting lists of every trigram of it (" mi", "mic", ... are in most questions). Splitting
+normalised text at its spaces gives exactly its words, so "word in a default field" is exactly "word in
+that array"; for other leaves over default fields, each word in the array is a condition the exact test
+implies, added so that the index can narrow the rows first.
 """
 
 from __future__ import annotations
@@ -10,11 +17,13 @@ from __future__ import annotations
 from functools import reduce
 from operator import and_, or_
 
-from django.db.models import Q
+from django.contrib.postgres.fields import ArrayField
+from django.db import connection
+from django.db.models import F, Func, Q, TextField
 
 from .ast import And, Node, Not, Or, Phrase, Prefix, Term, leaves
 from .evaluate import keys, needle
-from .words import FIELDS
+from .words import DEFAULT_FIELDS, FIELDS, base, base_key
 
 
 def column(key: str) -> str:
@@ -23,11 +32,39 @@ def column(key: str) -> str:
     return f"norm_{key}" if key in FIELDS else key
 
 
+class DefaultWords(Func):
+    """The words of a question's default fields, as written or in their base forms, spelt exactly as the word
+    indexes of migration 0017 spell them (else PostgreSQL would not use them)."""
+
+    template = "string_to_array(%(expressions)s, ' ')"
+    arg_joiner = " || "
+    output_field = ArrayField(TextField())
+
+    def __init__(self, base_forms: bool) -> None:
+        super().__init__(*(F(column(base_key(f) if base_forms else f)) for f in DEFAULT_FIELDS))
+
+
+def _has_words(leaf: Term | Phrase, found: list[str]) -> Q:
+    words = DefaultWords(base_forms=isinstance(leaf, Term))
+    return Q(words.output_field.get_lookup("contains")(words, found))
+
+
+def _leaf_q(node: Term | Prefix | Phrase) -> Q:
+    text = needle(node)
+    exact = reduce(or_, (Q(**{f"{column(key)}__contains": text}) for key in keys(node)))
+    if (isinstance(node, Prefix) or connection.vendor != "postgresql"
+            or not set(node.fields) <= set(DEFAULT_FIELDS)):
+        return exact
+    found = [base(node.word)] if isinstance(node, Term) else list(node.words)
+    if len(found) == 1 and node.fields == DEFAULT_FIELDS:
+        return _has_words(node, found)
+    return _has_words(node, found) & exact
+
+
 def to_q(node: Node) -> Q:
     """A `Q` selecting exactly the rows whose normalised columns `evaluate.matches` accepts."""
     if isinstance(node, Term | Prefix | Phrase):
-        text = needle(node)
-        return reduce(or_, (Q(**{f"{column(key)}__contains": text}) for key in keys(node)))
+        return _leaf_q(node)
     if isinstance(node, Not):
         # NOT NOT x is x: stripping pairs keeps long chains of NOTs out of the SQL.
         negate = False

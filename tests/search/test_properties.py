@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+from django.contrib.postgres.fields.array import ArrayContains
 from django.db.models import Q
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -246,6 +247,13 @@ def run_q(q: Q, doc: dict[str, str]) -> bool:
     for child in q.children:
         if isinstance(child, Q):
             results.append(run_q(child, doc))
+            continue
+        if isinstance(child, ArrayContains):
+            # The words of the default fields as PostgreSQL splits them: every column's text, joined, cut at
+            # each space.
+            columns = [expression.name.removeprefix("norm_") for expression in child.lhs.source_expressions]
+            found = set("".join(doc[column] for column in columns).split(" "))
+            results.append({value.value for value in child.rhs.source_expressions} <= found)
             continue
         lookup, value = child
         column, operation = lookup.split("__")

@@ -1,0 +1,91 @@
+"""A word looked up whole (questions/search/sql.py): on PostgreSQL a word in the default fields is found through
+the word indexes, and must find exactly what the substring tests of the normalised columns find, on SQLite as
+on PostgreSQL: no word made of two fields' ends, none from a field a plain word does not look in."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from questions import searching
+from questions.models import Question
+
+pytestmark = pytest.mark.django_db
+
+# name: (heading, question text, answer, party)
+QUESTIONS = {
+    "heading": ("Fisheries in rivers", "To ask about water.", "", ""),
+    "answer": ("Water", "To ask about rivers.", "Fishery monitoring began in 2024.", ""),
+    "ends": ("Pollution of the sea", "Bed of the river", "", ""),
+    "party only": ("Budget", "To ask about taxes.", "", "Fisheries Party"),
+    "quoted": ("Prisons", "To ask how many prisons there are.", "", ""),
+    "phrase": ("Prison officers", "To ask about officers in the prison service.", "", ""),
+}
+
+
+@pytest.fixture
+def questions():
+    stored = []
+    for number, (name, (heading, text, answer, party)) in enumerate(QUESTIONS.items()):
+        question = Question(external_id=f"word-{number}", uin=name, heading=heading, question_text=text,
+                            answer_text=answer, asking_member_party=party,
+                            date_tabled=dt.date(2024, 1, 1) + dt.timedelta(days=number))
+        question.refresh_search_text()
+        stored.append(question)
+    Question.objects.bulk_create(stored)
+
+
+def found(query: str) -> set[str]:
+    return set(searching.search(query).values_list("uin", flat=True))
+
+
+def test_a_plain_word_is_found_in_any_form_in_the_default_fields_only(questions):
+    assert found("fisheries") == {"heading", "answer"}
+    assert found("fishery") == {"heading", "answer"}
+    # The party is not a default field: only asked for by name.
+    assert found("party:fisheries") == {"party only"}
+    assert found("heading:fishery") == {"heading"}
+    assert found("answer:fisheries") == {"answer"}
+    assert found('"fishery"') == {"answer"}
+
+
+def test_no_word_is_made_of_one_field_end_and_the_next_field_start(questions):
+    # "sea" ends the heading and "bed" starts the question: the fields' words are never run together.
+    assert found("seabed") == set()
+    assert found('"sea bed"') == set()
+    assert found("sea bed") == {"ends"}
+
+
+def test_quoted_words_and_phrases_are_found_as_written(questions):
+    assert found('"prisons"') == {"quoted"}
+    assert found("prisons") == {"quoted", "phrase"}
+    assert found('"prison officers"') == {"phrase"}
+    # Both words are in "phrase", but not next to each other in the question.
+    assert found('question:"prison officers"') == set()
+    assert found('"officers prison"') == set()
+
+
+def test_leaving_a_word_out_is_the_exact_complement(questions):
+    asking = set(QUESTIONS) - {"ends"}
+    assert found("ask") == asking
+    assert found("ask -fisheries") == asking - {"heading", "answer"}
+    assert found('ask -"prison officers"') == asking - {"phrase"}
+    assert found('ask -"fishery"') == asking - {"answer"}
+    assert found("ask -prisons") == {"heading", "answer", "party only"}
+    assert found("water -fishery") == set()
+
+
+def plan(query: str) -> str:
+    rows = searching.search(query).order_by()
+    with searching.planner(enable_seqscan="off"):
+        return rows.explain()
+
+
+@pytest.mark.postgres
+def test_words_are_read_through_the_word_indexes():
+    # Without them, a rare word is found only by reading the posting lists of each of its trigrams.
+    assert "question_base_words" in plan("fisheries")
+    assert "question_norm_words" in plan('"prisons"')
+    assert "question_norm_words" in plan('"mental health"')
+    assert "question_base_words" in plan("clive lewis")
