@@ -124,7 +124,7 @@ class QuestionAdmin(Labelled, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         # An operator's correction must be found by searches for the new words, not the old.
-        obj.refresh_search_text()
+        obj.refresh_derived()
         super().save_model(request, obj, form, change)
 
     @admin.display(boolean=True)

@@ -9,6 +9,7 @@ from questions.search import MAX_LENGTH, QueryError, parse
 from questions.searching import Filters, departments
 
 ANSWERED_CHOICES = [("", "All questions"), ("answered", "Answered"), ("unanswered", "Not yet answered")]
+TIMING_CHOICES = [("", "Any"), ("overdue", "Overdue now"), ("late", "Answered late")]
 
 
 class QueryField(forms.CharField):
@@ -48,6 +49,10 @@ class SearchForm(forms.Form):
     tabled_from = forms.DateField(label="Tabled from", required=False,
                                   widget=forms.DateInput(attrs={"type": "date"}))
     tabled_to = forms.DateField(label="Tabled to", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    timing = forms.ChoiceField(label="Answer on time?", required=False, choices=TIMING_CHOICES)
+    named_day = forms.BooleanField(label="Named day questions only", required=False)
+    due_from = forms.DateField(label="Due from", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    due_to = forms.DateField(label="Due to", required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -64,7 +69,8 @@ class SearchForm(forms.Form):
         data = self.cleaned_data
         return Filters(house=data.get("house") or "", department=data.get("department") or "",
                        answered=data.get("answered") or "", tabled_from=data.get("tabled_from"),
-                       tabled_to=data.get("tabled_to"))
+                       tabled_to=data.get("tabled_to"), named_day=bool(data.get("named_day")),
+                       timing=data.get("timing") or "", due_from=data.get("due_from"), due_to=data.get("due_to"))
 
     def alert_query(self) -> str:
         """The search with the house and department filters written into it, for an alert: those two
@@ -88,9 +94,10 @@ class SearchForm(forms.Form):
         return combined
 
     def page_only_filters(self) -> bool:
-        """Whether filters an alert cannot carry (answered, dates) narrow this page."""
+        """Whether filters an alert cannot carry (answered, dates, when due) narrow this page."""
         data = self.cleaned_data
-        return bool(data.get("answered") or data.get("tabled_from") or data.get("tabled_to"))
+        return any(data.get(name) for name in ("answered", "tabled_from", "tabled_to", "timing", "named_day",
+                                               "due_from", "due_to"))
 
     def query_error(self) -> tuple[str, int | None] | None:
         for error in self.errors.as_data().get("q", []):

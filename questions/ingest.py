@@ -85,7 +85,7 @@ def _apply(question: Question, record: QuestionRecord) -> None:
         if name in KEEP_IF_MISSING and not value:
             continue
         setattr(question, name, value)
-    question.refresh_search_text()
+    question.refresh_derived()
 
 
 def _owned_elsewhere(question: Question, source: Source | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from urllib.parse import urlsplit
 
@@ -10,6 +11,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from questions import due
 from questions.records import web_url
 from questions.search import DOCUMENT_KEYS, FIELDS, document
 from questions.search.sql import column
@@ -94,11 +96,15 @@ class SourceProblem(models.Model):
 PUBLIC = ~models.Q(external_id__startswith=CANARY_PREFIX)
 
 
+def answered_in_full(prefix: str = "") -> models.Q:
+    """Questions with an answer that is not a holding one (`Question.has_substantive_answer`)."""
+    return ~models.Q(**{f"{prefix}answer_text": ""}) & models.Q(**{f"{prefix}answer_is_holding": False})
+
+
 def settled(prefix: str = "") -> models.Q:
     """Questions with nothing more to come but a correction: withdrawn, or answered other than by a holding
     answer. `prefix` reaches them from another model ("question__")."""
-    return (models.Q(**{f"{prefix}is_withdrawn": True})
-            | (~models.Q(**{f"{prefix}answer_text": ""}) & models.Q(**{f"{prefix}answer_is_holding": False})))
+    return models.Q(**{f"{prefix}is_withdrawn": True}) | answered_in_full(prefix)
 
 
 class QuestionQuerySet(models.QuerySet):
@@ -126,6 +132,8 @@ class Question(models.Model):
     date_holding_answer = models.DateField(null=True, blank=True)
     date_answer_corrected = models.DateField(null=True, blank=True)
     is_named_day = models.BooleanField(default=False)
+    # The last day on which an answer is on time (questions.due), kept so that a search can ask for it.
+    date_due = models.DateField(null=True, blank=True, db_index=True, editable=False)
     is_withdrawn = models.BooleanField(default=False)
     answer_is_holding = models.BooleanField(default=False)
     grouped_uins = models.JSONField(default=list, blank=True)
@@ -214,6 +222,11 @@ class Question(models.Model):
         for key, text in document(self.search_fields()).items():
             setattr(self, column(key), text)
 
+    def refresh_derived(self) -> None:
+        """Everything kept beside the question that is worked out from it: its searchable text, its due date."""
+        self.refresh_search_text()
+        self.date_due = due.due_date(self.date_tabled, self.date_for_answer, self.is_named_day)
+
     # The columns of each field's words as written, which are all matching reads.
     WORD_COLUMNS: tuple[str, ...] = tuple(map(column, FIELDS))
 
@@ -240,9 +253,31 @@ class Question(models.Model):
         return bool(self.answer_text)
 
     @property
+    def has_substantive_answer(self) -> bool:
+        """An answer that is not a holding one."""
+        return self.is_answered and not self.answer_is_holding
+
+    def is_overdue(self, today: dt.date) -> bool:
+        """Past its due date with no answer but a holding one, and not withdrawn."""
+        return (not self.is_withdrawn and not self.has_substantive_answer and self.date_due is not None
+                and self.date_due < today)
+
+    @property
+    def days_late(self) -> int | None:
+        """How many days after its due date the answer came; 0 on time, None if not (substantively) answered,
+        or with no date to tell."""
+        if not self.has_substantive_answer or self.date_answered is None or self.date_due is None:
+            return None
+        return max((self.date_answered - self.date_due).days, 0)
+
+    def days_overdue(self, today: dt.date) -> int | None:
+        """How many days ago the answer was due, while it is overdue."""
+        return (today - self.date_due).days if self.is_overdue(today) else None
+
+    @property
     def is_settled(self) -> bool:
         """As `settled`: there is nothing left to follow but a correction."""
-        return self.is_withdrawn or (self.is_answered and not self.answer_is_holding)
+        return self.is_withdrawn or self.has_substantive_answer
 
     @property
     def official_url(self) -> str:

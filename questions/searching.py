@@ -43,12 +43,13 @@ import redis
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import DatabaseError, OperationalError, connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Coalesce, Extract
+from django.utils import timezone
 from django.utils.functional import cached_property
 
 from questions import budget
-from questions.models import PUBLIC, Question
+from questions.models import PUBLIC, Question, answered_in_full, settled
 from questions.records import RecordError
 from questions.search import Node, QueryError, parse, to_q
 
@@ -95,6 +96,10 @@ class Filters:
     answered: str = ""  # "", "answered" or "unanswered"
     tabled_from: dt.date | None = None
     tabled_to: dt.date | None = None
+    named_day: bool = False
+    timing: str = ""  # "", "overdue" (now) or "late" (answered after the due date); see questions.due
+    due_from: dt.date | None = None
+    due_to: dt.date | None = None
 
     def q(self) -> Q:
         q = PUBLIC
@@ -110,6 +115,16 @@ class Filters:
             q &= Q(date_tabled__gte=self.tabled_from)
         if self.tabled_to:
             q &= Q(date_tabled__lte=self.tabled_to)
+        if self.named_day:
+            q &= Q(is_named_day=True)
+        if self.timing == "overdue":
+            q &= ~settled() & Q(date_due__lt=timezone.localdate())
+        elif self.timing == "late":
+            q &= answered_in_full() & Q(date_answered__gt=F("date_due"))
+        if self.due_from:
+            q &= Q(date_due__gte=self.due_from)
+        if self.due_to:
+            q &= Q(date_due__lte=self.due_to)
         return q
 
 

@@ -1,9 +1,11 @@
 from django import template
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import escape
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
+from questions.models import Question
 from questions.search import Node, QueryError, highlight, parse
 
 register = template.Library()
@@ -38,3 +40,9 @@ def highlighted(text: str, node: Node | None, field: str | None = None) -> str:
 @register.simple_tag
 def answer_paragraphs(text: str, node: Node | None) -> list[str]:
     return [highlighted(paragraph, node, "answer") for paragraph in (text or "").split("\n\n") if paragraph.strip()]
+
+
+@register.simple_tag
+def days_overdue(question: Question) -> int | None:
+    """How many days ago the question's answer was due, while it is overdue (today where the site is)."""
+    return question.days_overdue(timezone.localdate())
