@@ -12,7 +12,7 @@ from django.utils.text import Truncator
 from django.utils.timesince import timeuntil
 
 from alerts import subscribing
-from alerts.delivery import queue_delivery, resend, send_again, send_now
+from alerts.delivery import ResendRefused, Resent, queue_delivery, resend, resend_confirmed, resend_token, send_now
 from alerts.models import Delivery, DigestRun, Subscriber, Subscription, WebhookEvent
 from alerts.overview import esp_lines
 from alerts.retention import forget_erased
@@ -262,26 +262,44 @@ class DeliveryAdmin(Labelled, admin.ModelAdmin):
 
     @admin.action(description="Resend (asks first for emails already sent)")
     def resend(self, request, queryset):
-        sent = queryset.filter(status=Delivery.Status.SENT).order_by("sent_at")
-        if sent.exists() and request.POST.get("confirm") != "yes":
+        if request.POST.get("confirm") == "yes":
+            try:
+                done = resend_confirmed(request.POST.get("token", ""))
+            except ResendRefused as refused:
+                self.message_user(request, RESEND_REFUSED[refused.reason],
+                                  messages.WARNING if refused.reason == "used" else messages.ERROR)
+                return None
+            return self.say_resent(request, done)
+        sent = list(queryset.filter(status=Delivery.Status.SENT).select_related("subscriber").order_by("sent_at"))
+        if sent:
+            others = list(queryset.exclude(pk__in=[d.pk for d in sent]).values_list("pk", flat=True))
             return confirmation(request, self, queryset, "admin/alerts/delivery/resend_confirmation.html",
-                                title="Send these emails again?", sent=sent.select_related("subscriber"),
-                                others=queryset.exclude(status=Delivery.Status.SENT).count())
-        # Which were sent is read first: an email resent here may be sent before the next line.
+                                title="Send these emails again?", sent=sent, others=len(others),
+                                token=resend_token([d.pk for d in sent], others))
+        # Nothing shown as sent: nothing is sent again, not even one a sender finishes meanwhile.
         selected = list(queryset.values_list("pk", flat=True))
-        already = list(sent.values_list("pk", flat=True))
-        queued = resend([pk for pk in selected if pk not in already])
-        again = send_again(already)
-        if queued:
-            self.message_user(request, f"{queued} email(s) not sent are queued to be made and tried again.",
+        queued = resend(selected)
+        return self.say_resent(request, Resent(made_again=queued, sent_again=0, left=len(selected) - queued))
+
+    def say_resent(self, request, done: Resent) -> None:
+        if done.made_again:
+            self.message_user(request, f"{done.made_again} email(s) not sent are queued to be made and tried again.",
                               messages.SUCCESS)
-        if again:
-            self.message_user(request, f"{again} email(s) already sent are queued to be sent again, each as a "
-                                       f"new email; the first keeps its record of when it was sent.",
+        if done.sent_again:
+            self.message_user(request, f"{done.sent_again} email(s) already sent are queued to be sent again, each "
+                                       f"as a new email; the first keeps its record of when it was sent.",
                               messages.SUCCESS)
-        if left := len(selected) - queued - again:
-            self.message_user(request, f"{left} email(s) left as they were: being sent right now, or sent so long "
-                                       f"ago that their text is no longer kept.", messages.WARNING)
+        if done.left:
+            self.message_user(request, f"{done.left} email(s) left as they were: being sent right now, or sent so "
+                                       f"long ago that their text is no longer kept.", messages.WARNING)
+
+
+AGAIN = "To send them again, select them and choose Resend once more."
+RESEND_REFUSED = {
+    "used": f"These emails were already sent again from this confirmation page: nothing more is queued. {AGAIN}",
+    "expired": f"This confirmation page is more than an hour old: nothing was sent. {AGAIN}",
+    "invalid": f"This confirmation could not be checked: nothing was sent. {AGAIN}",
+}
 
 
 @admin.register(WebhookEvent)

@@ -26,6 +26,7 @@ import logging
 import math
 import multiprocessing
 import random
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,14 +35,15 @@ from typing import TypeVar
 
 from celery import current_app
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, models, transaction
+from django.core import signing
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, models, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from alerts import emails, esp, metrics
 from alerts.emails import Hit, NothingToSend, compose
-from alerts.models import Delivery, DigestRun, EspState, Match, Subscriber, Subscription
+from alerts.models import Delivery, DigestRun, EspState, Match, ResendToken, Subscriber, Subscription
 from questions.ingest import HOLDING_KEY
 from questions.models import Question, QuestionEvent
 
@@ -316,6 +318,54 @@ def send_again(delivery_ids: list[int]) -> int:
         Delivery.objects.bulk_create(copies)
     transaction.on_commit(lambda: kick(len(copies)))
     return len(copies)
+
+
+RESEND_SALT = "alerts.admin.resend"
+
+
+def resend_token(sent_ids: list[int], other_ids: list[int]) -> str:
+    """What a Resend confirmation page carries: the emails it showed as sent, the others selected with them, and
+    a mark of its own, so that the page resends exactly those, once."""
+    return signing.dumps({"sent": sorted(sent_ids), "others": sorted(other_ids), "once": secrets.token_urlsafe(16)},
+                         salt=RESEND_SALT, compress=True)
+
+
+class ResendRefused(Exception):
+    """A confirmation that resends nothing: `reason` is "used", "expired" or "invalid"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Resent:
+    made_again: int  # not sent: queued to be made and tried again
+    sent_again: int  # sent: queued again as new emails
+    left: int
+
+
+def resend_confirmed(token: str) -> Resent:
+    """The operator's confirmed Resend: exactly the emails the confirmation page named, whatever else is posted
+    with it, and only once per page. A token used before, altered, or older than ResendToken.MAX_AGE raises
+    ResendRefused and queues nothing."""
+    try:
+        named = signing.loads(token, salt=RESEND_SALT, max_age=ResendToken.MAX_AGE)
+    except signing.SignatureExpired:
+        raise ResendRefused("expired") from None
+    except signing.BadSignature:
+        raise ResendRefused("invalid") from None
+    with transaction.atomic():
+        # Taken in the same transaction as what it queues: a second submit racing the first waits on the unique
+        # mark, then finds it taken; a first that fails leaves the page usable.
+        try:
+            ResendToken.objects.create(once=named["once"])
+        except IntegrityError:
+            raise ResendRefused("used") from None
+        # One shown as not sent but sent since is left: resend leaves sent rows, and it is not on the page's list
+        # of emails to send again.
+        made_again, sent_again = resend(named["others"]), send_again(named["sent"])
+    return Resent(made_again, sent_again, len(named["sent"]) + len(named["others"]) - made_again - sent_again)
 
 
 def send_now(delivery_ids: list[int]) -> int:

@@ -427,6 +427,20 @@ class WebhookToken(models.Model):
         return f"{self.esp} {self.token[:12]}…"
 
 
+class ResendToken(models.Model):
+    """The mark of a Resend confirmation page that was confirmed: each page resends once (a second submit, from
+    a double click, the back button or another tab, queues nothing). Kept until its page would be refused for
+    its age anyway."""
+
+    MAX_AGE = dt.timedelta(hours=1)
+
+    once = models.CharField(max_length=32, unique=True)
+    used_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"resend confirmed at {self.used_at:%Y-%m-%d %H:%M}"
+
+
 class WebhookTally(models.Model):
     """How many webhook events of each type there have been, counting those pruned from WebhookEvent."""
 

@@ -27,6 +27,7 @@ from alerts.models import (
     Delivery,
     ErasedAddress,
     Match,
+    ResendToken,
     Subscriber,
     Subscription,
     WebhookEvent,
@@ -93,6 +94,10 @@ def _webhook_events(ids: list[int]) -> None:
 
 def _tokens(ids: list[int]) -> None:
     WebhookToken.objects.filter(pk__in=ids).delete()
+
+
+def _resend_tokens(ids: list[int]) -> None:
+    ResendToken.objects.filter(pk__in=ids).delete()
 
 
 def _deliveries(ids: list[int]) -> None:
@@ -166,6 +171,8 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
          _webhook_events),
         # Past the age at which a post carrying them is refused anyway.
         ("webhook tokens", WebhookToken.objects.filter(signed_at__lt=now - WebhookToken.KEEP), _tokens),
+        # Past the age at which their confirmation pages are refused anyway.
+        ("resend marks", ResendToken.objects.filter(used_at__lt=now - ResendToken.MAX_AGE), _resend_tokens),
         # Pending emails are never pruned, however old: they are the queue.
         ("emails", Delivery.objects.filter(status__in=finished, created_at__lt=_days("RETAIN_EMAILS_DAYS", now)),
          _deliveries),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from html import unescape
+from html.parser import HTMLParser
 
 import pytest
 from django.contrib.messages import get_messages
@@ -35,6 +36,35 @@ def text(response) -> str:
 def act(admin_client, url: str, action: str, rows, **extra):
     return admin_client.post(url, {"action": action, "_selected_action": [row.pk for row in rows], **extra},
                              follow=True)
+
+
+class _Forms(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        attrs = dict(attrs)
+        if tag == "form":
+            self.forms.append({"fields": []})
+        elif tag == "input" and self.forms and attrs.get("type") == "hidden":
+            self.forms[-1]["fields"].append((attrs["name"], attrs.get("value") or ""))
+
+
+def hidden_fields(page, form_with: str) -> dict[str, list[str]]:
+    """What the page's form that has a field named `form_with` posts."""
+    parser = _Forms()
+    parser.feed(page.content.decode())
+    form = next(form for form in parser.forms if any(name == form_with for name, _ in form["fields"]))
+    data: dict[str, list[str]] = {}
+    for name, value in form["fields"]:
+        data.setdefault(name, []).append(value)
+    return data
+
+
+def confirm(client, asked):
+    """Submit a confirmation page's form as a browser would: exactly what the page holds, to where it came from."""
+    return client.post(asked.wsgi_request.get_full_path(), hidden_fields(asked, "confirm"), follow=True)
 
 
 def said(response) -> list[str]:
@@ -117,7 +147,7 @@ def test_resend_of_a_sent_email_asks_first_and_keeps_when_it_was_sent(admin_clie
     assert "This email was already sent:" in page and "to ada@example.org" in page
     assert "Yes, send again" in page and len(mail.outbox) == 1 and Delivery.objects.count() == 1
 
-    done = act(admin_client, DELIVERIES, "resend", [delivery], confirm="yes")
+    done = confirm(admin_client, asked)
 
     assert said(done) == ["1 email(s) already sent are queued to be sent again, each as a new email; the first "
                           "keeps its record of when it was sent."]
@@ -137,7 +167,7 @@ def test_a_sent_email_whose_text_was_pruned_is_not_sent_again_empty(admin_client
     delivery = queue_delivery(ada, Delivery.Kind.MANAGE_LINK)
     Delivery.objects.filter(pk=delivery.pk).update(body_text="", body_html="")
 
-    done = act(admin_client, DELIVERIES, "resend", [delivery], confirm="yes")
+    done = confirm(admin_client, act(admin_client, DELIVERIES, "resend", [delivery]))
 
     assert said(done) == ["1 email(s) left as they were: being sent right now, or sent so long ago that their "
                           "text is no longer kept."]
