@@ -16,7 +16,7 @@ from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.django_db
 
-DATES_NOTE = "The dates and the answered filter apply to this page only"
+DATES_NOTE = "The dates, the answered filter and when answers are due apply to this page only"
 
 
 @pytest.fixture
@@ -133,12 +133,14 @@ def test_words_and_a_department_with_no_questions_yet(client, archive):
 
 
 def test_dates_and_answered_are_said_to_stay_on_the_page(client, archive):
-    for filters in ({"tabled_from": "2024-01-01"}, {"tabled_to": "2024-12-31"}, {"answered": "unanswered"}):
+    for filters in ({"tabled_from": "2024-01-01"}, {"tabled_to": "2024-12-31"}, {"answered": "unanswered"},
+                    {"timing": "overdue"}, {"timing": "late"}, {"named_day": "on"}, {"due_from": "2024-01-01"},
+                    {"due_to": "2024-12-31"}):
         html = page(client, q="police", department="Department for Education", **filters)
 
         assert email_me(html) == '(police) AND department:"Department for Education"'
-        assert ('<p class="tips" id="alert-note">The dates and the answered filter apply to this page only: an '
-                "alert tells you about new questions and answers as they come.</p>") in html
+        assert (f'<p class="tips" id="alert-note">{DATES_NOTE}: an alert tells you about new questions and answers '
+                "as they come.</p>") in html
         assert 'aria-describedby="alert-note">Email me' in html
 
 
