@@ -65,10 +65,15 @@ def test_public_pages_fit_and_pass_axe(live_server, archive, settings, width):
         if not filters.evaluate("d => d.open"):
             filters.locator("summary").click()
         page.get_by_label("House").select_option("Commons")
+        page.get_by_label("Answer on time?").select_option("late")
+        page.get_by_label("Named day questions only").check()
+        page.get_by_label("Due from").fill("2020-01-01")
         check(page, "search-filters-open", width)
         page.get_by_role("button", name="Search").click()
         page.wait_for_load_state()
         assert "house=Commons" in page.url and "q=police" in page.url
+        assert "timing=late" in page.url and "named_day=on" in page.url and "due_from=2020-01-01" in page.url
+        check(page, "search-due-filters", width)
 
         page.goto(f"{live_server.url}/?q=zzxqvb")
         assert page.get_by_role("heading", level=2, name="No questions match").count() == 1
