@@ -8,12 +8,14 @@ from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.feedgenerator import Atom1Feed, Rss201rev2Feed
 from django.utils.http import urlencode
 
 from config.proxy import client_host
 from questions.allowance import TooManySearches, public_search, refusal
 from questions.budget import TooCostly
+from questions.charts import chart
 from questions.forms import SearchForm
 from questions.health import CHECKS, health
 from questions.models import Question
@@ -30,6 +32,7 @@ from questions.searching import (
     matching,
     member_names,
 )
+from questions.timeliness import Month, department_slug, department_timeliness, department_url, named, search_url
 
 PAGE_SIZE = 20
 FEED_SIZE = 50
@@ -177,6 +180,46 @@ def render_question(request: HttpRequest, question: Question, form=None, status:
     """A question's page; `form` is its "email me when this is answered" form sent back with its errors."""
     return render(request, "questions/question.html",
                   {"question": question, "form": form, "follow_days": settings.FOLLOW_WINDOW_DAYS}, status=status)
+
+
+def departments_page(request: HttpRequest) -> HttpResponse:
+    """Every department's timeliness together, and a link to each department's own."""
+    names = departments()
+    links = [(name, department_url(name, names)) for name in names]
+    return _timeliness_page(request, None, {"departments": links})
+
+
+def department_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """One department's timeliness. A department the archive has never had a question for is a 404, not a page
+    of noughts that would read as a record: a mistyped or made-up address must not look like a department."""
+    asked = request.GET.get("name")
+    if asked is not None:
+        # Any name works this way, even one the list of departments (kept for ten minutes) has not seen yet.
+        if department_slug(asked) != slug or not Question.objects.public().filter(answering_body_name=asked).exists():
+            raise Http404("No such department")
+        return _timeliness_page(request, asked, {})
+    found = named(slug, departments())
+    if not found:
+        raise Http404("No such department")
+    if len(found) > 1:
+        names = departments()
+        return render(request, "questions/department_choice.html",
+                      {"departments": [(name, department_url(name, names)) for name in found]})
+    return _timeliness_page(request, found[0], {})
+
+
+def _timeliness_page(request: HttpRequest, department: str | None, context: dict) -> HttpResponse:
+    figures = department_timeliness(department, timezone.localdate())
+    total = figures.total
+    context = {"departments": None, **context, "department": department, "figures": figures, "total": total,
+               "rows": [(month, _links(department, month)) for month in figures.months],
+               "total_links": _links(department, total), "chart": chart(figures)}
+    return render(request, "questions/timeliness.html", context)
+
+
+def _links(department: str | None, month: Month) -> dict[str, str]:
+    return {"due": search_url(department, month), "late": search_url(department, month, "late"),
+            "overdue": search_url(department, month, "overdue")}
 
 
 # What XML 1.0 allows (its Char production); anything else makes a feed no reader will parse.

@@ -39,6 +39,8 @@ ROUTES = {
     "search/": "/search/{}",
     "help/": "/help/{}",
     "healthz": "/healthz{}",
+    "departments/": "/departments/{}",
+    "departments/<str:slug>/": "/departments/home{}-office/",
     "questions/id/<int:pk>/": "/questions/id/<pk>{}/",
     "questions/<str:key>/": "/questions/hostile{}-1/",
     "feeds/search.rss": "/feeds/search.rss{}",

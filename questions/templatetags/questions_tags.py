@@ -7,6 +7,8 @@ from django.utils.safestring import mark_safe
 
 from questions.models import Question
 from questions.search import Node, QueryError, highlight, parse
+from questions.searching import departments
+from questions.timeliness import department_url
 
 register = template.Library()
 QUOTE_MARKS = str.maketrans({mark: " " for mark in '"“”„'})
@@ -46,3 +48,9 @@ def answer_paragraphs(text: str, node: Node | None) -> list[str]:
 def days_overdue(question: Question) -> int | None:
     """How many days ago the question's answer was due, while it is overdue (today where the site is)."""
     return question.days_overdue(timezone.localdate())
+
+
+@register.simple_tag
+def department_page(name: str) -> str:
+    """The page of how quickly the department `name` answers, or "" without a name."""
+    return department_url(name, departments()) if name else ""
