@@ -171,8 +171,8 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
          _webhook_events),
         # Past the age at which a post carrying them is refused anyway.
         ("webhook tokens", WebhookToken.objects.filter(signed_at__lt=now - WebhookToken.KEEP), _tokens),
-        # Past the age at which their confirmation pages are refused anyway.
-        ("resend marks", ResendToken.objects.filter(used_at__lt=now - ResendToken.MAX_AGE), _resend_tokens),
+        # Well past the age at which their confirmation pages are refused anyway (clocks differ a little).
+        ("resend marks", ResendToken.objects.filter(used_at__lt=now - 2 * ResendToken.MAX_AGE), _resend_tokens),
         # Pending emails are never pruned, however old: they are the queue.
         ("emails", Delivery.objects.filter(status__in=finished, created_at__lt=_days("RETAIN_EMAILS_DAYS", now)),
          _deliveries),

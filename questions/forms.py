@@ -51,8 +51,8 @@ class SearchForm(forms.Form):
     tabled_to = forms.DateField(label="Tabled to", required=False, widget=forms.DateInput(attrs={"type": "date"}))
     timing = forms.ChoiceField(label="Answer on time?", required=False, choices=TIMING_CHOICES)
     named_day = forms.BooleanField(label="Named day questions only", required=False)
-    due_from = forms.DateField(label="Due from", required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    due_to = forms.DateField(label="Due to", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    due_from = forms.DateField(label="Due on or after", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    due_to = forms.DateField(label="Due on or before", required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

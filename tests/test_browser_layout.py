@@ -67,7 +67,7 @@ def test_public_pages_fit_and_pass_axe(live_server, archive, settings, width):
         page.get_by_label("House").select_option("Commons")
         page.get_by_label("Answer on time?").select_option("late")
         page.get_by_label("Named day questions only").check()
-        page.get_by_label("Due from").fill("2020-01-01")
+        page.get_by_label("Due on or after").fill("2020-01-01")
         check(page, "search-filters-open", width)
         page.get_by_role("button", name="Search").click()
         page.wait_for_load_state()

@@ -98,7 +98,7 @@ def test_the_migration_fills_every_question_with_what_the_rule_says():
     expected = dict(Question.objects.values_list("pk", "date_due"))
     assert sum(day is not None for day in expected.values()) > 2900
     Question.objects.update(date_due=None)
-    fill = importlib.import_module("questions.migrations.0018_date_due").fill
+    fill = importlib.import_module("questions.migrations.0018_fill_due_dates").fill
     fill(apps, connection.schema_editor(atomic=False))  # only its connection is used
     assert dict(Question.objects.values_list("pk", "date_due")) == expected
 

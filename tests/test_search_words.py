@@ -89,3 +89,27 @@ def test_words_are_read_through_the_word_indexes():
     assert "question_norm_words" in plan('"prisons"')
     assert "question_norm_words" in plan('"mental health"')
     assert "question_base_words" in plan("clive lewis")
+
+
+@pytest.mark.parametrize("length", [254, 255, 600])
+def test_a_word_longer_than_the_index_keeps_is_found_as_written(length):
+    # An index entry holds at most 2,712 bytes: the word indexes keep a word's first 255 characters, so that a
+    # question with a pasted hash is stored like any other, and the search looks a word that long up as written.
+    word = ("ab12" * 1000)[:length]
+    longer = Question(external_id="long", heading=f"Hash {word}9 here", question_text=f"The {word} value.")
+    shorter = Question(external_id="short", heading=f"Hash {word[:-1]} here")
+    for question in (longer, shorter):
+        question.refresh_search_text()
+        question.save()
+    assert set(searching.search(word).values_list("external_id", flat=True)) == {"long"}
+    assert set(searching.search(f"{word}9").values_list("external_id", flat=True)) == {"long"}
+    assert set(searching.search(word[:-1]).values_list("external_id", flat=True)) == {"short"}
+    assert set(searching.search(f'"{word} value"').values_list("external_id", flat=True)) == {"long"}
+
+
+def test_a_question_with_a_word_too_long_for_an_index_entry_is_stored():
+    # 3,000 bytes in one word: past what a GIN index entry holds, had the index kept the word whole.
+    question = Question(external_id="hash", heading="Pasted hash", question_text="ab12" * 750)
+    question.refresh_search_text()
+    question.save()
+    assert list(searching.search("pasted").values_list("external_id", flat=True)) == ["hash"]

@@ -5,7 +5,7 @@ the same words in their base forms (`words.base_text()`); neither is ever NULL, 
 that `evaluate` makes select the same questions here, and `~Q` is the exact complement.
 
 On PostgreSQL a word is also looked up as a whole word: the words of the default fields, split into an
-array, have an index of their own (migration 0017), one posting list per word, where the trigram indexes
+array, have an index of their own (migration 0019), one posting list per word, where the trigram indexes
 read the posting lists of every trigram of it (" mi", "mic", ... are in most questions). Splitting
 normalised text at its spaces gives exactly its words, so "word in a default field" is exactly "word in
 that array"; for other leaves over default fields, each word in the array is a condition the exact test
@@ -32,11 +32,16 @@ def column(key: str) -> str:
     return f"norm_{key}" if key in FIELDS else key
 
 
+# The word indexes keep a word to its first 255 characters (an index entry has a size limit): a word that long
+# or longer is looked up by the substring tests alone.
+INDEXED_WORD_LENGTH = 255
+
+
 class DefaultWords(Func):
     """The words of a question's default fields, as written or in their base forms, spelt exactly as the word
-    indexes of migration 0017 spell them (else PostgreSQL would not use them)."""
+    indexes of migration 0019 spell them (else PostgreSQL would not use them)."""
 
-    template = "string_to_array(%(expressions)s, ' ')"
+    template = "string_to_array(regexp_replace(%(expressions)s, '([^ ]{255})[^ ]+', '\\1', 'g'), ' ')"
     arg_joiner = " || "
     output_field = ArrayField(TextField())
 
@@ -56,6 +61,8 @@ def _leaf_q(node: Term | Prefix | Phrase) -> Q:
             or not set(node.fields) <= set(DEFAULT_FIELDS)):
         return exact
     found = [base(node.word)] if isinstance(node, Term) else list(node.words)
+    if any(len(word) >= INDEXED_WORD_LENGTH for word in found):
+        return exact
     if len(found) == 1 and node.fields == DEFAULT_FIELDS:
         return _has_words(node, found)
     return _has_words(node, found) & exact

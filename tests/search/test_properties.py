@@ -252,7 +252,7 @@ def run_q(q: Q, doc: dict[str, str]) -> bool:
             # The words of the default fields as PostgreSQL splits them: every column's text, joined, cut at
             # each space.
             columns = [expression.name.removeprefix("norm_") for expression in child.lhs.source_expressions]
-            found = set("".join(doc[column] for column in columns).split(" "))
+            found = {word[:255] for word in "".join(doc[column] for column in columns).split(" ")}
             results.append({value.value for value in child.rhs.source_expressions} <= found)
             continue
         lookup, value = child

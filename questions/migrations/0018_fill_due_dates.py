@@ -1,13 +1,11 @@
-"""Each question's due date (questions.due), kept so that searches can ask for due, overdue and late answers.
-
-Filled a batch at a time, each batch in its own transaction, as 0010 fills the base forms: a `migrate` stopped
-half way goes on from where it was when run again. Every filled row is written anew with all its indexes, so on
-PostgreSQL this takes about as long per question as 0010 did. The rule is read from `questions.due` itself
-rather than copied here: the column must hold what the code that keeps it up to date would write, and a later
-change of the rule rebuilds the column with `refresh_search_text`.
+"""Fills the due date 0017 added, a batch at a time, each batch in its own transaction, as 0010 fills the base
+forms: a `migrate` stopped half way goes on from where it was when run again. Every filled row is written anew
+with all its indexes; it runs before 0019 builds the word indexes, which it would otherwise rewrite too. The rule
+is read from `questions.due` itself rather than copied here: the column must hold what the code that keeps it
+up to date would write, and a later change of the rule rebuilds the column with `refresh_search_text`.
 """
 
-from django.db import migrations, models, transaction
+from django.db import migrations, transaction
 from django.db.models import Q
 
 from questions.due import due_date
@@ -32,11 +30,5 @@ def fill(apps, schema_editor):
 
 class Migration(migrations.Migration):
     atomic = False
-    dependencies = [("questions", "0017_word_indexes")]
-    operations = [
-        migrations.AddField(
-            model_name="question", name="date_due",
-            field=models.DateField(blank=True, db_index=True, editable=False, null=True),
-        ),
-        migrations.RunPython(fill, migrations.RunPython.noop),
-    ]
+    dependencies = [("questions", "0017_date_due")]
+    operations = [migrations.RunPython(fill, migrations.RunPython.noop)]
