@@ -46,3 +46,9 @@ def answer_paragraphs(text: str, node: Node | None) -> list[str]:
 def days_overdue(question: Question) -> int | None:
     """How many days ago the question's answer was due, while it is overdue (today where the site is)."""
     return question.days_overdue(timezone.localdate())
+
+
+@register.simple_tag
+def due_note(question: Question) -> str:
+    """`Question.due_note` today where the site is."""
+    return question.due_note(timezone.localdate())
