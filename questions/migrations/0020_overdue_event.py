@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("questions", "0018_date_due")]
+    dependencies = [("questions", "0019_word_indexes")]
     operations = [
         migrations.AlterField(
             model_name="questionevent", name="kind",
