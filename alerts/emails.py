@@ -191,7 +191,7 @@ class Hit(NamedTuple):
 
     subscription: Subscription
     question: Question
-    kind: str  # the event: tabled, holding (a holding answer), answered, corrected or withdrawn
+    kind: str  # the event: tabled, holding (a holding answer), overdue, answered, corrected or withdrawn
     # For a correction, the answer it replaced ("" where that was not kept).
     answer_before: str = ""
 
@@ -242,9 +242,9 @@ def _day(date: dt.date) -> str:
     return date_format(date, "l jS F Y")
 
 
-def question_dates(question: Question) -> list[str]:
+def question_dates(question: Question, due: bool = True) -> list[str]:
     """The days a reader needs to place a question: tabled, answered (a holding answer too) and corrected,
-    and the day an answer is due while it has none."""
+    and (unless `due` is false) the day an answer is due while it has none."""
     told = [f"Tabled {_day(question.date_tabled)}"] if question.date_tabled else []
     holding = question.date_holding_answer or (question.date_answered if question.answer_is_holding else None)
     if holding:
@@ -253,7 +253,7 @@ def question_dates(question: Question) -> list[str]:
         told.append(f"Answered {_day(question.date_answered)}")
     if question.date_answer_corrected:
         told.append(f"Corrected {_day(question.date_answer_corrected)}")
-    if question.date_for_answer and not question.is_settled:
+    if due and question.date_for_answer and not question.is_settled:
         # A named day is one the member chose: the department is bound to answer on it.
         named = " (a named day)" if question.is_named_day else ""
         told.append(f"Due for answer on {_day(question.date_for_answer)}{named}")
@@ -272,8 +272,10 @@ def _render(item: Item, node: Node, query: str) -> None:
     # Worked out once per correction, however many emails tell of it.
     changes = _kept(_changes, CHANGES_MAX, key[:4], lambda: answer_changes(item.answer_before, question.answer_text)
                     ) if item.answer_before else None
-    context = {"question": question, "label": KIND_LABELS[item.kind], "node": node, "site_url": settings.SITE_URL,
-               "dates": question_dates(question), "changes": changes}
+    # An overdue question's label names the day it was due: the date for answer beside it would be a second one.
+    context = {"question": question, "label": kind_label(item.kind, question), "node": node,
+               "site_url": settings.SITE_URL, "dates": question_dates(question, due=item.kind != "overdue"),
+               "changes": changes}
     item.html = mark_safe(_cached((*key, query), "alerts/email/_item.html", context))
     item.text = _cached(key, "alerts/email/_item.txt", context)
 
@@ -294,9 +296,19 @@ class Section:
     search_url: str
 
 
-KIND_LABELS = {"tabled": "New question", "holding": "Holding answer", "answered": "Answered",
+# In the order things happen to a question: what an email tells of it is the last of its events.
+KIND_LABELS = {"tabled": "New question", "holding": "Holding answer", "overdue": "Overdue", "answered": "Answered",
                "corrected": "Answer corrected", "withdrawn": "Withdrawn"}
 KIND_ORDER = {kind: order for order, kind in enumerate(KIND_LABELS)}
+
+
+def kind_label(kind: str, question: Question) -> str:
+    """What happened to the question, as an email's heading and subject say it: an overdue one with the day
+    it was due (a named day is the one the member chose, and the department was bound to answer on it)."""
+    if kind == "overdue" and question.date_due:
+        day = f"{question.date_due:%-d %B}"
+        return f"Not answered on its named day, {day}" if question.is_named_day else f"Overdue: due {day}"
+    return KIND_LABELS[kind]
 
 
 def _latest(hits: list[Hit]) -> dict[int, Hit]:
@@ -348,9 +360,10 @@ def _sections(delivery: Delivery, hits: list[Hit]) -> list[Section]:
 
 
 # What happened to the one question an email is about, and how many of each kind an email carries.
-NEWS = {"tabled": "New question", "holding": "Holding answer", "answered": "New answer",
-        "corrected": "Answer corrected", "withdrawn": "Question withdrawn"}
+NEWS = {"tabled": "New question", "holding": "Holding answer", "overdue": "Not answered on time",
+        "answered": "New answer", "corrected": "Answer corrected", "withdrawn": "Question withdrawn"}
 COUNTED = {"tabled": ("new question", "new questions"), "holding": ("holding answer", "holding answers"),
+           "overdue": ("question not answered on time", "questions not answered on time"),
            "answered": ("answer", "answers"), "corrected": ("corrected answer", "corrected answers"),
            "withdrawn": ("withdrawn question", "withdrawn questions")}
 # How much of an alert's name and of a question's heading a subject carries, to stay readable in an inbox.
@@ -372,7 +385,9 @@ def _alert_subject(delivery: Delivery, hits: list[Hit]) -> str:
     if len(latest) == 1 and all(s.is_follow for s in alerts.values()):
         # What became of the one question followed is the news itself.
         [hit] = latest.values()
-        return f"{KIND_LABELS[hit.kind]}: “{cut(hit.question.title, SUBJECT_TITLE_MAX)}”"
+        # An overdue question's label has a colon of its own.
+        between = " – " if hit.kind == "overdue" else ": "
+        return f"{kind_label(hit.kind, hit.question)}{between}“{cut(hit.question.title, SUBJECT_TITLE_MAX)}”"
     if len(alerts) == 1:
         target = f"‘{cut(alert_name(next(iter(alerts.values()))), SUBJECT_NAME_MAX)}’"
     else:

@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 
 def _settling_events():
     """The events after which a question may be settled: a substantive answer, a correction or a withdrawal.
-    A holding answer settles nothing: the real answer is still to come."""
+    A holding answer settles nothing, nor does the due date passing: the real answer is still to come."""
     return QuestionEvent.objects.filter(question=OuterRef("question_id"), kind__in=FOLLOWED_KINDS).exclude(
-        key=HOLDING_KEY)
+        key=HOLDING_KEY).exclude(kind=QuestionEvent.Kind.OVERDUE)
 
 
 def retire_follows(now: dt.datetime | None = None) -> int:

@@ -24,7 +24,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from alerts import metrics
-from alerts.models import FOLLOWED_KINDS, Match, Subscription
+from alerts.models import FOLLOWED_KINDS, FOLLOWERS_ONLY, Match, Subscription
 from alerts.percolator import Percolator, kind_bit
 from questions.models import QuestionEvent
 from questions.search.percolate import iter_bits
@@ -142,9 +142,12 @@ Found = tuple[int, int, int, bool]
 
 def _follower_matches(events: list[QuestionEvent]) -> Iterator[Found]:
     """The matches of those following the events' questions, who hear of every answer, correction and
-    withdrawal of their question, however it is worded."""
+    withdrawal of their question, however it is worded, and of its due date passing unanswered."""
     by_question: dict[int, list[int]] = {}
     for event in events:
+        if event.kind == QuestionEvent.Kind.OVERDUE and event.question.is_settled:
+            # Answered in full or withdrawn since the event was made: that news is on its way instead.
+            continue
         if event.kind in FOLLOWED_KINDS:
             by_question.setdefault(event.question_id, []).append(event.id)
     if not by_question:
@@ -163,9 +166,9 @@ def _search_matches(events: list[QuestionEvent], percolator: Percolator) -> Iter
     documents = []
     by_position: list[list[tuple[int, int]]] = []
     for event in events:
-        if event.kind == QuestionEvent.Kind.WITHDRAWN or event.question.is_canary:
-            # Searches are not told that a question was withdrawn (only its followers are): matching it
-            # would only find nobody. The canary's questions are for the canary's follow alone.
+        if event.kind in FOLLOWERS_ONLY or event.question.is_canary:
+            # Searches are not told that a question was withdrawn or is overdue (only its followers are):
+            # matching it would only find nobody. The canary's questions are for the canary's follow alone.
             continue
         position = positions.get(event.question_id)
         if position is None:

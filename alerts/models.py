@@ -14,8 +14,12 @@ from django.utils import timezone
 from questions.models import Question, QuestionEvent
 from questions.search import MAX_LENGTH
 
-# What a follower of one question is told about: the answer (holding or not), a correction, a withdrawal.
-FOLLOWED_KINDS = (QuestionEvent.Kind.ANSWERED, QuestionEvent.Kind.CORRECTED, QuestionEvent.Kind.WITHDRAWN)
+# What a follower of one question is told about: the answer (holding or not), a correction, a withdrawal, and
+# its due date passing with no answer.
+FOLLOWED_KINDS = (QuestionEvent.Kind.ANSWERED, QuestionEvent.Kind.CORRECTED, QuestionEvent.Kind.WITHDRAWN,
+                  QuestionEvent.Kind.OVERDUE)
+# What only followers are told: a search's alert is about questions and answers, not their absence.
+FOLLOWERS_ONLY = (QuestionEvent.Kind.WITHDRAWN, QuestionEvent.Kind.OVERDUE)
 
 
 class Subscriber(models.Model):
@@ -193,7 +197,7 @@ class Subscription(models.Model):
             return event_kind == QuestionEvent.Kind.TABLED
         if self.alert_on == self.AlertOn.ANSWERS:
             return event_kind in (QuestionEvent.Kind.ANSWERED, QuestionEvent.Kind.CORRECTED)
-        return event_kind != QuestionEvent.Kind.WITHDRAWN
+        return event_kind not in FOLLOWERS_ONLY
 
 
 def _give_up_at() -> dt.datetime:

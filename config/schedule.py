@@ -43,6 +43,8 @@ def entries() -> list[Entry]:
         Entry("Start digest runs", "alerts.start_digest_runs", 1, "minutes"),
         # Signups, follows and link requests whose task the broker lost.
         Entry("Take waiting form requests", "alerts.take_form_requests", 1, "minutes"),
+        # A question's due date passing unanswered: told to its followers once, within the hour.
+        Entry("Record overdue questions", "questions.record_overdue", 1, "hours", expire_seconds=3600),
         Entry("Retire settled follows", "alerts.retire_follows", 1, "hours", expire_seconds=3600),
         Entry("Prune old data", "alerts.prune", 1, "hours", expire_seconds=3600),
         # Does nothing until CANARY_EMAIL is set.

@@ -274,6 +274,16 @@ class Question(models.Model):
         """How many days ago the answer was due, while it is overdue."""
         return (today - self.date_due).days if self.is_overdue(today) else None
 
+    def due_note(self, today: dt.date) -> str:
+        """When the answer is due, in a few words, for one who follows the question: "" with no due date to
+        tell, or once it is settled."""
+        if self.date_due is None or self.is_settled:
+            return ""
+        day = f"{self.date_due:%-d %B}"
+        if self.is_overdue(today):
+            return f"not answered on its named day, {day}" if self.is_named_day else f"overdue: due {day}"
+        return f"to be answered on its named day, {day}" if self.is_named_day else f"answer due by {day}"
+
     @property
     def is_settled(self) -> bool:
         """As `settled`: there is nothing left to follow but a correction."""
@@ -315,10 +325,13 @@ class QuestionEvent(models.Model):
         ANSWERED = "answered", "Answered"
         CORRECTED = "corrected", "Answer corrected"
         WITHDRAWN = "withdrawn", "Withdrawn"
+        # Its due date passed with no answer but a holding one (questions.overdue): told to followers only.
+        OVERDUE = "overdue", "Overdue"
 
     question = models.ForeignKey(Question, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    # Makes each event happen once: "tabled", "answered", "answered:holding", "corrected:<hash>", "withdrawn".
+    # Makes each event happen once: "tabled", "answered", "answered:holding", "corrected:<hash>", "withdrawn",
+    # "overdue".
     key = models.CharField(max_length=100)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     matched_at = models.DateTimeField(null=True, blank=True)

@@ -1,16 +1,22 @@
-"""Celery tasks: thin shells around `questions.polling`."""
+"""Celery tasks: thin shells around `questions.polling` and `questions.overdue`."""
 
 from celery import current_app, shared_task
 from django.conf import settings
+from django.utils import timezone
 
 from questions.models import Source
+from questions.overdue import record_overdue
 from questions.polling import PollReport, poll_safely, sources_to_poll
 
 
-def _match_if_new(reports: list[PollReport]) -> None:
+def _match_new_events() -> None:
     # By name, so that the archive does not depend on the alerts app that consumes its events.
+    current_app.tasks["alerts.match_events"].delay()
+
+
+def _match_if_new(reports: list[PollReport]) -> None:
     if any(report.landed and report.landed.events for report in reports):
-        current_app.tasks["alerts.match_events"].delay()
+        _match_new_events()
 
 
 @shared_task(name="questions.poll_sources")
@@ -36,3 +42,12 @@ def poll_source_task(source_id: int) -> str:
     report = poll_safely(source)
     _match_if_new([report])
     return str(report)
+
+
+@shared_task(name="questions.record_overdue")
+def record_overdue_task() -> int:
+    # The day as people in Parliament count it (TIME_ZONE is London), whatever the worker's clock zone.
+    made = record_overdue(timezone.localdate())
+    if made:
+        _match_new_events()
+    return made

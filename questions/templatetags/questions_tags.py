@@ -54,3 +54,9 @@ def days_overdue(question: Question) -> int | None:
 def department_page(name: str) -> str:
     """The page of how quickly the department `name` answers, or "" without a name."""
     return department_url(name, departments()) if name else ""
+
+
+@register.simple_tag
+def due_note(question: Question) -> str:
+    """`Question.due_note` today where the site is."""
+    return question.due_note(timezone.localdate())
