@@ -253,10 +253,13 @@ def question_dates(question: Question, due: bool = True) -> list[str]:
         told.append(f"Answered {_day(question.date_answered)}")
     if question.date_answer_corrected:
         told.append(f"Corrected {_day(question.date_answer_corrected)}")
-    if due and question.date_for_answer and not question.is_settled:
-        # A named day is one the member chose: the department is bound to answer on it.
-        named = " (a named day)" if question.is_named_day else ""
-        told.append(f"Due for answer on {_day(question.date_for_answer)}{named}")
+    if due and question.date_due and not question.is_settled:
+        # A named day is one the member chose: the department is bound to answer on it. Any other question is
+        # due within a working week (questions.due), which the question's page and the help page explain.
+        if question.is_named_day:
+            told.append(f"Due for answer on {_day(question.date_due)} (a named day)")
+        else:
+            told.append(f"Due for answer by {_day(question.date_due)}")
     return told
 
 

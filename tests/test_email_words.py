@@ -15,6 +15,7 @@ from alerts.changes import SHOWN_MAX, answer_changes
 from alerts.matching import match_events
 from alerts.models import Delivery
 from alerts.readable import readable
+from questions.due import working_days_after
 from questions.ingest import upsert
 from questions.models import Question, QuestionEvent
 from questions.polling import poll_source
@@ -300,7 +301,8 @@ def test_each_question_shows_its_dates_and_the_day_its_answer_is_due():
 
     for part in (email.body, words(html_part(email))):
         assert f"Tabled {day(tabled)} · Due for answer on {day(due)} (a named day) · Commons UIN" in part
-        assert f"Tabled {day(tabled)} · Due for answer on {day(due)} · Commons UIN" in part
+        # An ordinary question is due a working week from tabling: three working days after its date for answer.
+        assert f"Tabled {day(tabled)} · Due for answer by {day(working_days_after(due, 3))} · Commons UIN" in part
 
     land(holding(record("wq-1", is_named_day=True)))
     [held] = deliver()
