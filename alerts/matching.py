@@ -144,9 +144,11 @@ def _follower_matches(events: list[QuestionEvent]) -> Iterator[Found]:
     """The matches of those following the events' questions, who hear of every answer, correction and
     withdrawal of their question, however it is worded, and of its due date passing unanswered."""
     by_question: dict[int, list[int]] = {}
+    today = timezone.localdate()
     for event in events:
-        if event.kind == QuestionEvent.Kind.OVERDUE and event.question.is_settled:
-            # Answered in full or withdrawn since the event was made: that news is on its way instead.
+        if event.kind == QuestionEvent.Kind.OVERDUE and not event.question.is_overdue(today):
+            # Answered in full or withdrawn since the event was made (that news is on its way instead), or its
+            # due date moved later (a date for answer came): "overdue" would not be true.
             continue
         if event.kind in FOLLOWED_KINDS:
             by_question.setdefault(event.question_id, []).append(event.id)

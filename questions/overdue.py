@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
-from questions.models import Question, QuestionEvent, settled
+from questions.models import Question, QuestionEvent, Source, settled
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,17 @@ OVERDUE_KEY = "overdue"
 # Only a due date this recent is news: the first run after an upgrade must not tell of years of old questions,
 # and a question whose event was pruned long after is not told of again.
 OVERDUE_WITHIN_DAYS = 7
+
+
+def known_day(now: dt.datetime) -> dt.date | None:
+    """The last day whose answers the archive surely holds: today where every enabled source has polled
+    successfully since midnight (London), else the day the least recent of them last did; None while one has
+    never polled, or is failing, or none is enabled. An answer given late on its day, or while the API was down,
+    is not in the archive yet: counting from the clock alone would tell followers it never came."""
+    sources = list(Source.objects.filter(enabled=True).values_list("last_success_at", "consecutive_failures"))
+    if not sources or any(last is None or failures for last, failures in sources):
+        return None
+    return min(timezone.localdate(now), *(timezone.localdate(last) for last, _ in sources))
 
 
 def newly_overdue(today: dt.date) -> QuerySet[Question]:

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 from django.core.cache import cache
@@ -170,23 +170,31 @@ def member_names() -> list[str]:
     return _distinct("asking_member_name")
 
 
-def departments() -> list[str]:
-    """The departments of the archive, for the filter; a new one shows within ten minutes. With the
-    cache down, each page works them out again: slower, never broken."""
+T = TypeVar("T")
+
+
+def kept(key: str, work_out: Callable[[], T], seconds: int = 600) -> T:
+    """What `work_out` gives, kept in the cache under `key` for `seconds`. With the cache down, each page works
+    it out again: slower, never broken."""
     try:
         with cache_guard():
-            found = cache.get(DEPARTMENTS_KEY)
+            found = cache.get(key)
     except CACHE_ERRORS as error:
-        log.warning("cache unavailable, departments worked out afresh", extra={"error": str(error)})
-        return _departments()
+        log.warning("cache unavailable, worked out afresh", extra={"key": key, "error": str(error)})
+        return work_out()
     if found is None:
-        found = _departments()
+        found = work_out()
         try:
             with cache_guard():
-                cache.set(DEPARTMENTS_KEY, found, 600)
+                cache.set(key, found, seconds)
         except CACHE_ERRORS as error:
-            log.warning("cache unavailable, departments not kept", extra={"error": str(error)})
+            log.warning("cache unavailable, not kept", extra={"key": key, "error": str(error)})
     return found
+
+
+def departments() -> list[str]:
+    """The departments of the archive, for the filter; a new one shows within ten minutes."""
+    return kept(DEPARTMENTS_KEY, _departments)
 
 
 Key = tuple[dt.date | None, int]

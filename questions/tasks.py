@@ -5,7 +5,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from questions.models import Source
-from questions.overdue import record_overdue
+from questions.overdue import known_day, record_overdue
 from questions.polling import PollReport, poll_safely, sources_to_poll
 
 
@@ -46,8 +46,12 @@ def poll_source_task(source_id: int) -> str:
 
 @shared_task(name="questions.record_overdue")
 def record_overdue_task() -> int:
-    # The day as people in Parliament count it (TIME_ZONE is London), whatever the worker's clock zone.
-    made = record_overdue(timezone.localdate())
+    # The day as people in Parliament count it (TIME_ZONE is London), whatever the worker's clock zone, and no
+    # later than the sources have been read: a day not read yet is told of on the run after the next poll.
+    today = known_day(timezone.now())
+    if today is None:
+        return 0
+    made = record_overdue(today)
     if made:
         _match_new_events()
     return made

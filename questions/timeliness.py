@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 
 from django.db.models import Count, F, Q
 from django.db.models.functions import TruncMonth
@@ -96,6 +97,7 @@ def _as_date(value: dt.date | dt.datetime) -> dt.date:
     return value.date() if isinstance(value, dt.datetime) else value
 
 
+@lru_cache(maxsize=4096)
 def department_slug(name: str) -> str:
     """The readable part of a department's address; names that share one are told apart by ?name=."""
     return slugify(name, allow_unicode=True) or "department"

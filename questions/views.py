@@ -1,4 +1,5 @@
 import contextlib
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from questions.searching import (
     cache_guard,
     departments,
     find_question,
+    kept,
     matching,
     member_names,
 )
@@ -209,7 +211,10 @@ def department_page(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _timeliness_page(request: HttpRequest, department: str | None, context: dict) -> HttpResponse:
-    figures = department_timeliness(department, timezone.localdate())
+    today = timezone.localdate()
+    # Kept for ten minutes, like the list of departments: the page of every department reads a year of questions.
+    key = "questions:timeliness:" + hashlib.sha256(repr((department, today)).encode()).hexdigest()
+    figures = kept(key, lambda: department_timeliness(department, today))
     total = figures.total
     context = {"departments": None, **context, "department": department, "figures": figures, "total": total,
                "rows": [(month, _links(department, month)) for month in figures.months],

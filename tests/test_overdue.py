@@ -19,8 +19,9 @@ from django.utils import timezone
 from alerts.delivery import build_run
 from alerts.models import Match, Subscription
 from config import schedule
-from questions.models import CANARY_PREFIX, QuestionEvent
-from questions.overdue import OVERDUE_WITHIN_DAYS, record_overdue
+from questions.models import CANARY_PREFIX, Question, QuestionEvent, Source
+from questions.overdue import OVERDUE_WITHIN_DAYS, known_day, record_overdue
+from questions.tasks import record_overdue_task
 from tests.conftest import (
     ROOT,
     beat_sends_due_emails,
@@ -170,6 +171,7 @@ def test_a_follower_of_a_named_day_question_is_emailed_once_that_it_was_not_answ
     [email] = deliver()
 
     label = f"Not answered on its named day, {day_month(day)}"
+    assert "Due for answer" not in email.body
     assert email.to == ["ada@example.org"]
     assert email.subject == f"{label} – “{HEADING}”"
     assert f"[{label}] {HEADING}" in email.body
@@ -193,7 +195,7 @@ def test_a_follower_of_an_ordinary_question_is_told_it_is_overdue_even_after_a_h
     assert f"[{label}] {HEADING}" in email.body
     assert label in words(html_part(email))
     # The label names the day it was due; the date for answer (an earlier day) is not shown beside it.
-    assert "Due for answer on" not in email.body
+    assert "Due for answer" not in email.body
 
 
 def test_a_follower_who_chose_a_daily_digest_finds_it_there():
@@ -251,6 +253,56 @@ def test_the_follow_form_and_its_confirmation_say_when_the_answer_is_due(client)
     assert f"When this question is answered: {HEADING} (to be answered on its named day, {day_month(day)})" in shown
 
 
+# Only days the sources have been read for: an answer late on its day, or during an outage, is not missed.
+
+
+def polled(at: dt.datetime, failures: int = 0, name: str = "API") -> Source:
+    return Source.objects.create(name=name, kind=Source.Kind.PARLIAMENT_API, url="http://127.0.0.1:9/",
+                                 last_success_at=at, consecutive_failures=failures)
+
+
+def test_overdue_counts_only_days_every_source_has_been_read_for():
+    now = london(2027, 3, 13, 9)
+    assert known_day(now) is None  # nothing polled: nothing known
+    api = polled(london(2027, 3, 13, 0, 10))
+    assert known_day(now) == dt.date(2027, 3, 13)
+    feed = polled(london(2027, 3, 12, 23, 50), name="Feed")
+    # The feed was last read before midnight: an answer it brings at 23:55 on the 12th is not in yet.
+    assert known_day(now) == dt.date(2027, 3, 12)
+    Source.objects.filter(pk=feed.pk).update(consecutive_failures=3)
+    assert known_day(now) is None
+    Source.objects.filter(pk=feed.pk).update(enabled=False)
+    assert known_day(now) == dt.date(2027, 3, 13)
+    Source.objects.filter(pk=api.pk).update(last_success_at=None)
+    assert known_day(now) is None
+
+
+def test_no_follower_is_told_of_a_question_due_on_a_day_the_api_has_not_been_read_for():
+    question = land(named_day(day=TODAY - dt.timedelta(days=1)))
+    follow_question("ada@example.org", question)
+    deliver()
+    # The API failed since yesterday morning: the answer may have come and not been read.
+    polled(timezone.now() - dt.timedelta(days=1), failures=2)
+    assert record_overdue_task() == 0
+    Source.objects.update(consecutive_failures=0)
+    assert record_overdue_task() == 0  # read yesterday: the named day, yesterday, is not over as far as it knows
+    Source.objects.update(last_success_at=timezone.now())
+    sent = len(mail.outbox)
+    assert record_overdue_task() == 1  # and, tasks running in this process, matched and sent
+    assert len(mail.outbox) == sent + 1 and mail.outbox[-1].to == ["ada@example.org"]
+    assert "Not answered on its named day" in mail.outbox[-1].subject
+
+
+def test_a_question_whose_due_date_moved_later_is_not_told_as_overdue():
+    question = land(ordinary(due_before=TODAY - dt.timedelta(days=1)))
+    follow_question("ada@example.org", question)
+    deliver()
+    record_overdue(TODAY)
+    # A date for answer arrived before matching: the question is due next week now.
+    Question.objects.filter(pk=question.pk).update(date_due=TODAY + dt.timedelta(days=7))
+    assert deliver() == []
+
+
 # The stack: beat's hourly entry on a real worker, the clock moved past a named day.
 
 
@@ -274,6 +326,7 @@ def test_a_follower_gets_one_email_when_the_named_day_passes_with_beat_running_e
     beat_sends_due_emails(every_seconds=1)
     schedule.sync(only=["Record overdue questions"])
     first = london(2027, 3, 13, 9)
+    polled(first - dt.timedelta(minutes=30))
     # Last run just over an hour before the faked clock: beat runs it as it starts, then hourly.
     PeriodicTask.objects.update(last_run_at=first - dt.timedelta(hours=1, minutes=1))
     clock.set(first)

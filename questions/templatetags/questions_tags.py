@@ -57,6 +57,6 @@ def department_page(name: str) -> str:
 
 
 @register.simple_tag
-def due_note(question: Question) -> str:
-    """`Question.due_note` today where the site is."""
-    return question.due_note(timezone.localdate())
+def due_note(question: Question | None) -> str:
+    """`Question.due_note` today where the site is; "" for a follow whose question has gone."""
+    return question.due_note(timezone.localdate()) if isinstance(question, Question) else ""
