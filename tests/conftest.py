@@ -28,6 +28,7 @@ import requests
 from django.conf import settings
 from django.core import mail
 from django.core.management import call_command
+from django.db import connections
 from django.test import Client
 from django.utils import dateformat, timezone
 from prometheus_client.parser import text_string_to_metric_families
@@ -182,6 +183,28 @@ def celery_worker(worker_env):
     worker.start()
     yield worker
     worker.stop()
+
+
+def at_once(work, times: int) -> list:
+    """What `work()` returns (or raises) in each of `times` threads started at the very same moment, each with a
+    database connection of its own: how concurrent workers or requests meet."""
+    start, outcomes = threading.Barrier(times), []
+
+    def one() -> None:
+        try:
+            start.wait()
+            outcomes.append(work())
+        except Exception as error:  # noqa: BLE001 - what a thread raised is its outcome
+            outcomes.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
 
 
 def wait_until(condition, timeout: float = 60, interval: float = 0.2, message: str = "condition"):

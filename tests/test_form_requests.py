@@ -25,7 +25,15 @@ from alerts import form_requests, tasks
 from alerts.form_requests import address_in_logs, take, take_waiting
 from alerts.models import Delivery, FormRequest, Subscriber, Subscription
 from config.celery import app
-from tests.conftest import Worker, backends_waiting_on_a_lock, free_port, mail_worker_env, post_form, wait_until
+from tests.conftest import (
+    Worker,
+    at_once,
+    backends_waiting_on_a_lock,
+    free_port,
+    mail_worker_env,
+    post_form,
+    wait_until,
+)
 from tests.esp_stub import emails_to, link
 
 SIGNUP = "/alerts/new/"
@@ -165,20 +173,7 @@ def test_held_requests_are_dropped_and_nothing_is_sent(client, broker, settings,
 @pytest.mark.django_db(transaction=True)
 def test_a_request_is_done_once_however_many_take_it_at_once():
     request = form_requests.record("signup", signup_data("ada@example.org"), held=False)
-    start, results = threading.Barrier(6), []
-
-    def taker() -> None:
-        try:
-            start.wait()
-            results.append(take(request.pk))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=taker) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    results = at_once(lambda: take(request.pk), 6)
 
     assert sorted(results) == [False] * 5 + [True]
     assert Delivery.objects.filter(subscriber__email="ada@example.org", kind="confirmation").count() == 1

@@ -8,12 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import threading
 import time
 
 import pytest
 from django.core import mail
-from django.db import connection
 from django.utils import timezone
 
 from alerts.delivery import build_run
@@ -24,6 +22,7 @@ from questions.overdue import OVERDUE_WITHIN_DAYS, known_day, record_overdue
 from questions.tasks import record_overdue_task
 from tests.conftest import (
     ROOT,
+    at_once,
     beat_sends_due_emails,
     database_url_for_tests,
     deliver,
@@ -139,20 +138,7 @@ def test_a_question_a_poll_is_answering_is_checked_again_when_its_event_would_be
 def test_runs_at_the_same_time_make_each_event_once():
     for number in range(40):
         land(named_day(f"wq-{number}"))
-    barrier, made = threading.Barrier(4), []
-
-    def run() -> None:
-        try:
-            barrier.wait()
-            made.append(record_overdue(TODAY))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    made = at_once(lambda: record_overdue(TODAY), 4)
 
     assert sum(made) == 40
     assert QuestionEvent.objects.filter(kind="overdue").count() == 40
