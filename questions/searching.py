@@ -130,7 +130,31 @@ class Filters:
 
 def matching(node: Node, filters: Filters = Filters()) -> QuerySet[Question]:
     """The questions a parsed query selects, newest first."""
-    return Question.objects.filter(to_q(node), filters.q()).order_by("-date_tabled", "-id")
+    return Question.objects.filter(to_q(node, common_words()), filters.q()).order_by("-date_tabled", "-id")
+
+
+# A word in more than this share of questions (20,000 of a million) is common: walking the questions newest
+# first finds its matches quickly, and the planner may test every question it reads for it, where building a
+# question's array of words costs several substring tests (questions.search.sql). Measured in bench/search.py.
+COMMON_SHARE = 0.02
+COMMON_WORDS_KEY = "questions:common-words"
+# The planner's statistics of the word indexes (migration 0019): the 20,000 most frequent words of each, with
+# the share of questions that have them.
+COMMON_WORDS_SQL = """
+SELECT DISTINCT s.word FROM pg_stats, unnest(most_common_elems::text::text[], most_common_elem_freqs) AS s(word, share)
+WHERE schemaname = current_schema() AND tablename IN ('question_base_words', 'question_norm_words') AND s.share > %s
+"""
+
+
+def _common_words() -> frozenset[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(COMMON_WORDS_SQL, [COMMON_SHARE])
+        return frozenset(row[0] for row in cursor.fetchall())
+
+
+def common_words() -> frozenset[str]:
+    """The archive's common words, as PostgreSQL last counted them (ANALYZE), kept ten minutes; none elsewhere."""
+    return kept(COMMON_WORDS_KEY, _common_words) if connection.vendor == "postgresql" else frozenset()
 
 
 def search(query: str, filters: Filters = Filters()) -> QuerySet[Question]:

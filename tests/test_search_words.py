@@ -113,3 +113,25 @@ def test_a_question_with_a_word_too_long_for_an_index_entry_is_stored():
     question.refresh_search_text()
     question.save()
     assert list(searching.search("pasted").values_list("external_id", flat=True)) == ["hash"]
+
+
+@pytest.mark.postgres
+def test_common_words_and_words_left_out_are_tested_as_text_and_find_the_same(questions):
+    from django.db import connection
+
+    from questions.search import parse, to_q
+
+    def word_lookups(query: str, common=frozenset()) -> int:
+        return str(Question.objects.filter(to_q(parse(query), common)).query).count("string_to_array")
+
+    assert word_lookups("fisheries") == 1 and word_lookups("fisheries", common={"fishery"}) == 0
+    # Left out, a word would be tested on every question the rest finds: as text, never through its array.
+    assert word_lookups("ask -fisheries") == 1 and word_lookups("ask -fisheries", common={"ask"}) == 0
+    assert word_lookups('prisons -"fishery" -(water OR seabed)') == 1
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE questions_question")
+    # "ask" is in five of the six questions: PostgreSQL's statistics of the word indexes say it is common.
+    common = searching.common_words()
+    assert "ask" in common and "fishery" in common
+    assert found("ask -fisheries") == {"quoted", "phrase", "party only"}
+    assert found("fisheries") == {"heading", "answer"}

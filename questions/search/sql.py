@@ -14,6 +14,7 @@ implies, added so that the index can narrow the rows first.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import reduce
 from operator import and_, or_
 
@@ -54,33 +55,39 @@ def _has_words(leaf: Term | Phrase, found: list[str]) -> Q:
     return Q(words.output_field.get_lookup("contains")(words, found))
 
 
-def _leaf_q(node: Term | Prefix | Phrase) -> Q:
+def _leaf_q(node: Term | Prefix | Phrase, common: Collection[str], negated: bool) -> Q:
     text = needle(node)
     exact = reduce(or_, (Q(**{f"{column(key)}__contains": text}) for key in keys(node)))
-    if (isinstance(node, Prefix) or connection.vendor != "postgresql"
+    # A word left out is tested on every question the rest of the search finds: no index serves it, and
+    # building a question's array of words costs far more than a substring test.
+    if (negated or isinstance(node, Prefix) or connection.vendor != "postgresql"
             or not set(node.fields) <= set(DEFAULT_FIELDS)):
         return exact
     found = [base(node.word)] if isinstance(node, Term) else list(node.words)
-    if any(len(word) >= INDEXED_WORD_LENGTH for word in found):
+    # A common word is found sooner by reading questions and testing their text than through its long
+    # posting list, and building a question's array of words to test it costs far more than a substring test.
+    looked_up = [word for word in found if len(word) < INDEXED_WORD_LENGTH and word not in common]
+    if not looked_up:
         return exact
-    if len(found) == 1 and node.fields == DEFAULT_FIELDS:
+    if looked_up == found and len(found) == 1 and node.fields == DEFAULT_FIELDS:
         return _has_words(node, found)
-    return _has_words(node, found) & exact
+    return _has_words(node, looked_up) & exact
 
 
-def to_q(node: Node) -> Q:
-    """A `Q` selecting exactly the rows whose normalised columns `evaluate.matches` accepts."""
+def to_q(node: Node, common: Collection[str] = frozenset(), negated: bool = False) -> Q:
+    """A `Q` selecting exactly the rows whose normalised columns `evaluate.matches` accepts. The words of
+    `common` (the archive's most frequent) are not looked up in the word indexes, nor are words left out."""
     if isinstance(node, Term | Prefix | Phrase):
-        return _leaf_q(node)
+        return _leaf_q(node, common, negated)
     if isinstance(node, Not):
         # NOT NOT x is x: stripping pairs keeps long chains of NOTs out of the SQL.
         negate = False
         while isinstance(node, Not):
             node = node.child
             negate = not negate
-        inner = to_q(node)
+        inner = to_q(node, common, negated != negate)
         return ~inner if negate else inner
-    children = [to_q(child) for child in node.children]
+    children = [to_q(child, common, negated) for child in node.children]
     if isinstance(node, And):
         return reduce(and_, children)
     assert isinstance(node, Or)
