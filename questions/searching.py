@@ -6,7 +6,8 @@ archive (a common word, or matches that all lie in its oldest years), so each is
 roads that fits; a road cut off by its time-out falls to the one below it:
 
     count
-      1. the planner expects few matches, or dense ones (`counts_quickly`)
+      1. the search looks words up in the word indexes (`looks_up_words`), or the planner expects few matches,
+         or dense ones (`counts_quickly`)
              -> one capped read of the matches' keys, cut off at COUNT_SCAN_MS  ... cut off: 2.
       2. otherwise -> `count_year_by_year`: the undated, then each year newest first through the
              year-and-trigram indexes, keeping the keys of every year it read whole
@@ -40,6 +41,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
 import redis
+from django.contrib.postgres.fields.array import ArrayContains
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import DatabaseError, OperationalError, connection, transaction
@@ -239,7 +241,7 @@ class CappedPaginator(Paginator):
         rows = self.object_list.order_by()
         if connection.vendor != "postgresql":
             return rows[: self.cap + 1].count()
-        if counts_quickly(rows, self.cap + 1):
+        if looks_up_words(rows) or counts_quickly(rows, self.cap + 1):
             try:
                 # The keys rather than a COUNT: reading them costs the same, and with no more than the cap the page
                 # is sorted from them instead of reading every match again.
@@ -449,6 +451,17 @@ def counts_quickly(rows: QuerySet[Question], limit: int) -> bool:
     except OperationalError:
         return False
     return matches <= limit or limit * total <= DENSE_SCAN_ROWS * matches
+
+
+def looks_up_words(rows: QuerySet[Question]) -> bool:
+    """Whether the search reads the word indexes (questions.search.sql), which hold only the words it looks up
+    there, none common: their posting lists are short, so one capped read of the matches is quick even where
+    the planner, which cannot know how few questions share two names, expects more matches than the cap."""
+    def reads(node) -> bool:
+        return any(isinstance(child, ArrayContains) or (hasattr(child, "children") and reads(child))
+                   for child in node.children)
+
+    return reads(rows.query.where)
 
 
 class Counted(NamedTuple):

@@ -135,3 +135,14 @@ def test_common_words_and_words_left_out_are_tested_as_text_and_find_the_same(qu
     assert "ask" in common and "fishery" in common
     assert found("ask -fisheries") == {"quoted", "phrase", "party only"}
     assert found("fisheries") == {"heading", "answer"}
+
+
+@pytest.mark.postgres
+def test_a_search_through_the_word_indexes_is_counted_in_one_read(questions):
+    # The planner cannot know how few questions share two names; the word indexes hold no common word, so one
+    # capped read of the matches is quick.
+    assert searching.looks_up_words(searching.search("fisheries water"))
+    assert not searching.looks_up_words(searching.search("polic*"))
+    assert not searching.looks_up_words(searching.search("polic* -fisheries").filter(uin__gt=""))
+    paginator = searching.CappedPaginator(searching.search("fisheries"), 20)
+    assert paginator.count == 2 and paginator.all_keys is not None
