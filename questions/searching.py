@@ -454,14 +454,17 @@ def counts_quickly(rows: QuerySet[Question], limit: int) -> bool:
 
 
 def looks_up_words(rows: QuerySet[Question]) -> bool:
-    """Whether the search reads the word indexes (questions.search.sql), which hold only the words it looks up
-    there, none common: their posting lists are short, so one capped read of the matches is quick even where
-    the planner, which cannot know how few questions share two names, expects more matches than the cap."""
-    def reads(node) -> bool:
-        return any(isinstance(child, ArrayContains) or (hasattr(child, "children") and reads(child))
-                   for child in node.children)
+    """Whether every match has a word the search looks up in the word indexes (questions.search.sql), which it
+    does only for words that are not common: their posting lists are short, so one capped read of the matches
+    is quick even where the planner, which cannot know how few questions share two names, expects more matches
+    than the cap. A word looked up beside others in an OR narrows nothing by itself."""
+    def narrows(node) -> bool:
+        if isinstance(node, ArrayContains):
+            return True
+        return (getattr(node, "connector", None) == "AND" and not node.negated
+                and any(narrows(child) for child in node.children))
 
-    return reads(rows.query.where)
+    return narrows(rows.query.where)
 
 
 class Counted(NamedTuple):

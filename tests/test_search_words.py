@@ -144,5 +144,8 @@ def test_a_search_through_the_word_indexes_is_counted_in_one_read(questions):
     assert searching.looks_up_words(searching.search("fisheries water"))
     assert not searching.looks_up_words(searching.search("polic*"))
     assert not searching.looks_up_words(searching.search("polic* -fisheries").filter(uin__gt=""))
+    # In an OR, the word's posting list does not bound the matches.
+    assert not searching.looks_up_words(searching.search("fisheries OR polic*"))
+    assert searching.looks_up_words(searching.search("(fisheries OR polic*) water"))
     paginator = searching.CappedPaginator(searching.search("fisheries"), 20)
     assert paginator.count == 2 and paginator.all_keys is not None
