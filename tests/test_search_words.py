@@ -128,6 +128,8 @@ def test_common_words_and_words_left_out_are_tested_as_text_and_find_the_same(qu
     # Left out, a word would be tested on every question the rest finds: as text, never through its array.
     assert word_lookups("ask -fisheries") == 1 and word_lookups("ask -fisheries", common={"ask"}) == 0
     assert word_lookups('prisons -"fishery" -(water OR seabed)') == 1
+    # Nor one of an OR's alternatives: no match need have it.
+    assert word_lookups("(fisheries OR water) prisons") == 1 and word_lookups("NOT NOT fisheries") == 1
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE questions_question")
     # "ask" is in five of the six questions: PostgreSQL's statistics of the word indexes say it is common.

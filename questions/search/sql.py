@@ -55,12 +55,13 @@ def _has_words(leaf: Term | Phrase, found: list[str]) -> Q:
     return Q(words.output_field.get_lookup("contains")(words, found))
 
 
-def _leaf_q(node: Term | Prefix | Phrase, common: Collection[str], negated: bool) -> Q:
+def _leaf_q(node: Term | Prefix | Phrase, common: Collection[str], bounding: bool) -> Q:
     text = needle(node)
     exact = reduce(or_, (Q(**{f"{column(key)}__contains": text}) for key in keys(node)))
-    # A word left out is tested on every question the rest of the search finds: no index serves it, and
-    # building a question's array of words costs far more than a substring test.
-    if (negated or isinstance(node, Prefix) or connection.vendor != "postgresql"
+    # Only a word every match must have is looked up: a word left out, or one of an OR's alternatives, is
+    # tested on the questions the rest of the search finds, and building a question's array of words to test
+    # it costs far more than a substring test.
+    if (not bounding or isinstance(node, Prefix) or connection.vendor != "postgresql"
             or not set(node.fields) <= set(DEFAULT_FIELDS)):
         return exact
     found = [base(node.word)] if isinstance(node, Term) else list(node.words)
@@ -74,24 +75,24 @@ def _leaf_q(node: Term | Prefix | Phrase, common: Collection[str], negated: bool
     return _has_words(node, looked_up) & exact
 
 
-def to_q(node: Node, common: Collection[str] = frozenset(), negated: bool = False) -> Q:
-    """A `Q` selecting exactly the rows whose normalised columns `evaluate.matches` accepts. The words of
-    `common` (the archive's most frequent) are not looked up in the word indexes, nor are words left out."""
+def to_q(node: Node, common: Collection[str] = frozenset(), bounding: bool = True) -> Q:
+    """A `Q` selecting exactly the rows whose normalised columns `evaluate.matches` accepts. Only words every
+    match must have (`bounding`: reached through ANDs alone) and not in `common` (the archive's most frequent)
+    are looked up in the word indexes."""
     if isinstance(node, Term | Prefix | Phrase):
-        return _leaf_q(node, common, negated)
+        return _leaf_q(node, common, bounding)
     if isinstance(node, Not):
         # NOT NOT x is x: stripping pairs keeps long chains of NOTs out of the SQL.
         negate = False
         while isinstance(node, Not):
             node = node.child
             negate = not negate
-        inner = to_q(node, common, negated != negate)
+        inner = to_q(node, common, bounding and not negate)
         return ~inner if negate else inner
-    children = [to_q(child, common, negated) for child in node.children]
     if isinstance(node, And):
-        return reduce(and_, children)
+        return reduce(and_, (to_q(child, common, bounding) for child in node.children))
     assert isinstance(node, Or)
-    return reduce(or_, children)
+    return reduce(or_, (to_q(child, common, False) for child in node.children))
 
 
 # A pattern's trigrams are looked up one by one: a long phrase costs as much as several words.
