@@ -307,10 +307,9 @@ KIND_ORDER = {kind: order for order, kind in enumerate(KIND_LABELS)}
 
 def kind_label(kind: str, question: Question) -> str:
     """What happened to the question, as an email's heading and subject say it: an overdue one with the day
-    it was due (a named day is the one the member chose, and the department was bound to answer on it)."""
+    it was due (`Question.overdue_label`)."""
     if kind == "overdue" and question.date_due:
-        day = f"{question.date_due:%-d %B}"
-        return f"Not answered on its named day, {day}" if question.is_named_day else f"Overdue: due {day}"
+        return question.overdue_label
     return KIND_LABELS[kind]
 
 

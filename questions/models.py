@@ -279,10 +279,17 @@ class Question(models.Model):
         tell, or once it is settled."""
         if self.date_due is None or self.is_settled:
             return ""
-        day = f"{self.date_due:%-d %B}"
         if self.is_overdue(today):
-            return f"not answered on its named day, {day}" if self.is_named_day else f"overdue: due {day}"
+            return self.overdue_label[0].lower() + self.overdue_label[1:]
+        day = f"{self.date_due:%-d %B}"
         return f"to be answered on its named day, {day}" if self.is_named_day else f"answer due by {day}"
+
+    @property
+    def overdue_label(self) -> str:
+        """What an overdue question's email and follow say of it: a named day is the one the member chose, and
+        the department was bound to answer on it."""
+        day = f"{self.date_due:%-d %B}" if self.date_due else ""
+        return f"Not answered on its named day, {day}" if self.is_named_day else f"Overdue: due {day}"
 
     @property
     def is_settled(self) -> bool:

@@ -42,7 +42,8 @@ class DefaultWords(Func):
     """The words of a question's default fields, as written or in their base forms, spelt exactly as the word
     indexes of migration 0019 spell them (else PostgreSQL would not use them)."""
 
-    template = "string_to_array(regexp_replace(%(expressions)s, '([^ ]{255})[^ ]+', '\\1', 'g'), ' ')"
+    template = ("string_to_array(regexp_replace(%(expressions)s, "
+                f"'([^ ]{{{INDEXED_WORD_LENGTH}}})[^ ]+', '\\1', 'g'), ' ')")
     arg_joiner = " || "
     output_field = ArrayField(TextField())
 
