@@ -18,6 +18,7 @@ from alerts.overview import esp_lines
 from alerts.retention import forget_erased
 from questions.admin import Labelled
 from questions.forms import QueryField
+from questions.models import QuestionEvent
 from questions.search import canonical, parse
 
 
@@ -159,18 +160,23 @@ class SubscriptionAdmin(Labelled, admin.ModelAdmin):
 
     @admin.display(description="Latest matches")
     def latest_matches(self, subscription: Subscription) -> str:
-        # Matches are too many for a list of their own (and have no id of their own to link to): each alert
-        # shows its latest, with the email that carried each.
+        # Matches are too many for a list of their own: each alert shows its latest, with the email that
+        # carried each.
         if subscription.pk is None:
             return "-"
-        matches = (subscription.matches.select_related("event__question", "delivery__subscriber")
-                   .order_by("-created_at")[:LATEST_MATCHES])
-        waiting = subscription.matches.filter(delivery__isnull=True).count()
+        # Each match holds at least one event, so the latest rows hold the latest events.
+        matches = list(subscription.matches.select_related("delivery__subscriber")
+                       .order_by("-created_at", "-pk")[:LATEST_MATCHES])
+        events = QuestionEvent.objects.select_related("question").in_bulk(
+            {event_id for m in matches for event_id in m.events})
+        latest = [(m, events[event_id]) for m in matches for event_id in reversed(m.events)
+                  if event_id in events][:LATEST_MATCHES]
+        waiting = subscription.matches.filter(delivery__isnull=True).events()
         rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", (
-            (date_format(timezone.localtime(m.created_at), "j M Y H:i"), m.event,
+            (date_format(timezone.localtime(m.created_at), "j M Y H:i"), event,
              format_html('<a href="{}">{}</a>', reverse("admin:alerts_delivery_change", args=[m.delivery_id]),
                          m.delivery) if m.delivery_id else "waiting")
-            for m in matches))
+            for m, event in latest))
         if not rows:
             return "None yet."
         return format_html('<p>{} waiting for an email.</p><table><caption>The latest {} matches</caption>'

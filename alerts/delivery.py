@@ -29,7 +29,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -264,15 +264,17 @@ def render_again(deliveries: list[Delivery]) -> None:
     stored), from the matches they carry; saved."""
     renderer = Renderer()
     # An alert paused since the email was made is left out of it, as the manage page promises.
-    rows = Match.objects.filter(delivery__in=deliveries, subscription__paused=False).values_list(
-        "delivery_id", "subscription_id", "event__question_id", "event__kind", "event__key")
+    matches = list(Match.objects.filter(delivery__in=deliveries, subscription__paused=False).values_list(
+        "delivery_id", "subscription_id", "events"))
     carried: dict[int, list] = {}
-    for delivery_id, *row in rows:
-        carried.setdefault(delivery_id, []).append(row)
+    sizes: Counter = Counter()
+    for (delivery_id, _, events), rows in zip(matches, carried_rows(m[1:] for m in matches), strict=True):
+        carried.setdefault(delivery_id, []).extend(rows)
+        sizes[delivery_id] += len(events)
     for delivery in deliveries:
         hits = renderer.hits(carried.get(delivery.pk, []))
         if delivery.kind in ALERT_KINDS:
-            delivery.payload = {**delivery.payload, "matches": len(hits)}
+            delivery.payload = {**delivery.payload, "matches": sizes[delivery.pk]}
         renderer.render(delivery, hits)
     Delivery.objects.bulk_update(deliveries, [*STORED, "status", "error", "payload"])
 
@@ -396,9 +398,20 @@ def deliverable_matches(frequency: str, before: dt.datetime | None = None, subsc
     return matches if before is None else matches.filter(created_at__lt=before)
 
 
-def _assign(matches: list[tuple[int, int, int]]) -> None:
-    """Point each match, by (event id, subscription id), at its delivery: one statement for the whole chunk,
-    whatever the statistics say."""
+def carried_rows(matches: Iterable[tuple[int, list[int]]]) -> list[list[tuple[int, int, str, str]]]:
+    """For each (alert, event ids) match, its rows of (alert, question, event kind, event key), the events
+    read by primary key. An event deleted since it was matched (with its question) is left out."""
+    matches = list(matches)
+    events = {pk: rest for pk, *rest in QuestionEvent.objects.filter(
+        pk__in={event_id for _, event_ids in matches for event_id in event_ids}).values_list(
+        "pk", "question_id", "kind", "key")}
+    return [[(alert, *events[event_id]) for event_id in event_ids if event_id in events]
+            for alert, event_ids in matches]
+
+
+def _assign(matches: list[tuple[int, int]]) -> None:
+    """Point each match, by its id, at its delivery: one statement for the whole chunk, whatever the
+    statistics say."""
     if not matches:
         return
     table = connection.ops.quote_name(Match._meta.db_table)
@@ -407,17 +420,15 @@ def _assign(matches: list[tuple[int, int, int]]) -> None:
             # Arrays, not parameters per match: the driver would scan a statement of thousands of
             # placeholders for each chunk.
             cursor.execute(f"UPDATE {table} SET delivery_id = v.delivery "
-                           f"FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(event, alert, delivery) "
-                           f"WHERE {table}.event_id = v.event AND {table}.subscription_id = v.alert",
+                           f"FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, delivery) WHERE {table}.id = v.id",
                            [list(column) for column in zip(*matches, strict=True)])
             return
         # Unnamed VALUES columns are column1, column2...; batches stay under SQLite's limit on parameters.
         for start in range(0, len(matches), 5_000):
             batch = matches[start:start + 5_000]
-            values = ", ".join(["(%s, %s, %s)"] * len(batch))
-            cursor.execute(f"UPDATE {table} SET delivery_id = v.column3 FROM (VALUES {values}) AS v "
-                           f"WHERE {table}.event_id = v.column1 AND {table}.subscription_id = v.column2",
-                           [n for match in batch for n in match])
+            values = ", ".join(["(%s, %s)"] * len(batch))
+            cursor.execute(f"UPDATE {table} SET delivery_id = v.column2 FROM (VALUES {values}) AS v "
+                           f"WHERE {table}.id = v.column1", [n for match in batch for n in match])
 
 
 def _insert(deliveries: list[Delivery]) -> None:
@@ -451,22 +462,27 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
     with transaction.atomic():
         _through_indexes()
         rows = list(matches.select_for_update(skip_locked=True, of=("self",)).order_by().values_list(
-            "event_id", "subscription_id", "subscription__subscriber_id", "subscription__subscriber__email_grouping",
-            "event__question_id", "event__kind", "event__key"))
+            "pk", "subscription_id", "subscription__subscriber_id", "subscription__subscriber__email_grouping",
+            "events"))
+        carried = carried_rows(row[1:2] + row[4:] for row in rows)
+        if gone := [row[0] for row, events in zip(rows, carried, strict=True) if not events]:
+            # Every event of theirs was deleted (with its question): nothing left to tell.
+            Match.objects.filter(pk__in=gone).delete()
         groups: dict[tuple[int, int | None], list[tuple]] = {}
-        for row in rows:
-            groups.setdefault((row[2], row[1] if row[3] == separate else None), []).append(row)
+        for row, events in zip(rows, carried, strict=True):
+            if events:
+                groups.setdefault((row[2], row[1] if row[3] == separate else None), []).append((row, events))
         subscribers = Subscriber.objects.in_bulk({subscriber_id for subscriber_id, _ in groups})
-        renderer.load([row[1:2] + row[4:] for row in rows])
+        renderer.load([event for events in carried for event in events])
         deliveries = []
         for (subscriber_id, subscription_id), group in sorted(groups.items(), key=lambda item: (item[0][0],
                                                                                                   item[0][1] or 0)):
             delivery = Delivery(subscriber=subscribers[subscriber_id], subscription_id=subscription_id, kind=kind,
-                                run=run, payload={"matches": len(group)})
-            renderer.render(delivery, renderer.hits([row[1:2] + row[4:] for row in group]))
+                                run=run, payload={"matches": sum(len(row[4]) for row, _ in group)})
+            renderer.render(delivery, renderer.hits([event for _, events in group for event in events]))
             deliveries.append((delivery, group))
         _insert([delivery for delivery, _ in deliveries])
-        _assign([(row[0], row[1], delivery.pk) for delivery, group in deliveries for row in group])
+        _assign([(row[0], delivery.pk) for delivery, group in deliveries for row, _ in group])
         ids = [delivery.pk for delivery, _ in deliveries]
         if run:
             # In the chunk's own transaction: a chunk whose worker died is never counted as made.
@@ -475,7 +491,8 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
         if ids:
             transaction.on_commit(lambda: kick(len(ids)))
     if ids:
-        log.info("deliveries created", extra={"kind": kind, "emails": len(ids), "matches": len(rows)})
+        log.info("deliveries created", extra={"kind": kind, "emails": len(ids),
+                                              "matches": sum(len(events) for events in carried)})
     return ids
 
 
@@ -723,13 +740,13 @@ def _carried(chunk: list[Delivery]) -> dict[int, list[int]]:
     with transaction.atomic():
         _through_indexes()
         rows = list(Match.objects.filter(delivery_id__in=[d.pk for d in chunk if d.kind in ALERT_KINDS])
-                    .values_list("delivery_id", "subscription_id"))
-        paused = set(Subscription.objects.filter(pk__in={alert for _, alert in rows}, paused=True)
+                    .values_list("delivery_id", "subscription_id", "size"))
+        paused = set(Subscription.objects.filter(pk__in={alert for _, alert, _ in rows}, paused=True)
                      .values_list("pk", flat=True))
     carried: dict[int, list[int]] = {}
-    for delivery_id, alert in rows:
+    for delivery_id, alert, size in rows:
         if alert not in paused:
-            carried.setdefault(delivery_id, []).append(alert)
+            carried.setdefault(delivery_id, []).extend([alert] * size)
     return carried
 
 

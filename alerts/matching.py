@@ -1,14 +1,14 @@
 """Matching new question events against every saved search, each (saved search, event) once.
 
 `match_events` claims a batch of unmatched events with `SELECT ... FOR UPDATE SKIP LOCKED`, runs their
-questions through the percolator, streams the `Match` rows in as they are found and marks the events
-matched in one transaction: a second worker skips the locked events and takes the next ones, a crashed
-or retried run rolls back and leaves its events for the next, and the primary key (event, subscription)
-makes a repeat a no-op.
+questions through the percolator, streams the `Match` rows in (one per alert) as they are found and marks
+the events matched in one transaction: a second worker skips the locked events and takes the next ones, and
+a crashed or retried run rolls back and leaves its events for the next.
 
 With the saved searches split into shards, each shard matches the same events (`match_events(shard=k,
 event_ids=...)`, which writes matches but marks nothing) and `mark_matched` marks them once every shard
-has succeeded; `alerts.tasks` runs that as a Celery chord.
+has succeeded; `alerts.tasks` runs that as a Celery chord. A shard notes the events it has recorded
+(`MatchedShard`) with its matches, so that running it again records nothing twice.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from alerts import metrics
-from alerts.models import FOLLOWED_KINDS, FOLLOWERS_ONLY, Match, Subscription
+from alerts.models import FOLLOWED_KINDS, FOLLOWERS_ONLY, Match, MatchedShard, Subscription
 from alerts.percolator import Percolator, kind_bit
 from questions.models import QuestionEvent
 from questions.search.percolate import iter_bits
@@ -87,7 +87,10 @@ def claim_events(batch_size: int = BATCH_SIZE) -> list[int]:
 
 def mark_matched(event_ids: Sequence[int]) -> int:
     """Mark the events matched; those already marked keep their time."""
-    return QuestionEvent.objects.filter(id__in=event_ids, matched_at__isnull=True).update(matched_at=timezone.now())
+    with transaction.atomic():
+        MatchedShard.objects.filter(event_id__in=event_ids).delete()
+        return QuestionEvent.objects.filter(id__in=event_ids, matched_at__isnull=True).update(
+            matched_at=timezone.now())
 
 
 def match_events(
@@ -109,12 +112,13 @@ def match_events(
         with _percolators_lock:
             return match_events(batch_size, shard, shards, event_ids, percolator_for(shard, shards))
     with metrics.MATCH_SECONDS.time():
-        result = _match(batch_size, shard, event_ids, percolator)
+        result = _match(batch_size, shard, shards, event_ids, percolator)
     metrics.MATCHES.inc(result.matches)
     return result
 
 
-def _match(batch_size: int, shard: int | None, event_ids: Sequence[int] | None, percolator: Percolator) -> MatchResult:
+def _match(batch_size: int, shard: int | None, shards: int, event_ids: Sequence[int] | None,
+           percolator: Percolator) -> MatchResult:
     with transaction.atomic():
         events = _unmatched().select_related("question")
         if event_ids is not None:
@@ -122,10 +126,18 @@ def _match(batch_size: int, shard: int | None, event_ids: Sequence[int] | None, 
         if shard is None:
             # Shards of one run share their events, so only a whole run holds them.
             events = events.select_for_update(skip_locked=True, of=("self",))
+        else:
+            # Events this shard has recorded already, in a run retried or sent out anew.
+            events = events.exclude(id__in=MatchedShard.objects.filter(shard=shard, shards=shards)
+                                    .values("event_id"))
         events = list(events[:batch_size] if event_ids is None else events)
         result = MatchResult(events=len(events), more=event_ids is None and len(events) >= batch_size)
         if not events:
             return result
+        if shard is not None:
+            # First: the same shard run twice at once waits here for the other, then fails and is retried.
+            MatchedShard.objects.bulk_create(MatchedShard(event_id=event.id, shard=shard, shards=shards)
+                                             for event in events)
         # Followers are matched by their question, once per run: by the first shard of a sharded one.
         recorded = record_matches(events, percolator, followers=not shard)
         if shard is None:
@@ -195,81 +207,58 @@ class Recorded:
 
 
 def record_matches(events: list[QuestionEvent], percolator: Percolator, followers: bool = True) -> Recorded:
-    """Find the events' matches and write the new ones, as they are found: however many, only a chunk of
-    them is ever held at once."""
+    """Find the events' matches and write them, a row per alert, as they are found: however many, only a
+    chunk of them is ever held at once."""
     # Read before the writing starts: a connection busy with COPY takes no other statement.
     following = list(_follower_matches(events)) if followers else []
-
-    def found() -> Iterator[Found]:
-        yield from _search_matches(events, percolator)
-        yield from following
-
+    found = itertools.chain(_search_matches(events, percolator), following)
+    recorded = Recorded()
     if connection.vendor == "postgresql":
-        return _copy_matches(found, [event.id for event in events])
-    return _insert_matches(found(), [event.id for event in events])
-
-
-def _lines(found: Iterable[Found], recorded: Recorded, whom: bool = False) -> Iterator[str]:
-    """COPY's text for the matches, a chunk at a time, noting whom they are for as they go (or, with `whom`,
-    writing it beside each match)."""
-    stamp = timezone.now().isoformat()
-    immediate = recorded.immediate_subscriber_ids
-    chunk: list[str] = []
-    for subscription_id, event_id, subscriber_id, is_immediate in found:
-        if whom:
-            chunk.append(f"{event_id}\t{subscription_id}\t{stamp}\t{subscriber_id}\t{'t' if is_immediate else 'f'}\n")
-        else:
-            chunk.append(f"{event_id}\t{subscription_id}\t{stamp}\n")
-            if is_immediate:
-                immediate.add(subscriber_id)
-        if len(chunk) == COPY_CHUNK:
-            recorded.matches += len(chunk)
-            yield "".join(chunk)
-            chunk = []
-    recorded.matches += len(chunk)
-    yield "".join(chunk)
-
-
-def _copy_matches(found: Callable[[], Iterator[Found]], event_ids: list[int]) -> Recorded:
-    """Stream the matches into the table with COPY. A batch some of whose matches are there already (a
-    shard's run retried) goes through a table of its own, from which only the new ones are added."""
-    table = connection.ops.quote_name(Match._meta.db_table)
-    columns = "event_id, subscription_id, created_at"
-    recorded = Recorded()
-    with transaction.atomic():
-        try:
-            with (transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors,
-                  cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy):
-                for text in _lines(found(), recorded):
-                    copy.write(text)
-            return recorded
-        except IntegrityError:
-            log.info("some matches were recorded before; adding the others", extra={"events": len(event_ids)})
-        with connection.cursor() as cursor, connection.wrap_database_errors:
-            cursor.execute("CREATE TEMPORARY TABLE found_matches (event_id bigint, subscription_id bigint, "
-                           "created_at timestamptz, subscriber_id bigint, immediate boolean) ON COMMIT DROP")
-            with cursor.cursor.copy(f"COPY found_matches ({columns}, subscriber_id, immediate) FROM STDIN") as copy:
-                for text in _lines(found(), Recorded(), whom=True):
-                    copy.write(text)
-            cursor.execute(f"WITH added AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM found_matches "
-                           f"ON CONFLICT DO NOTHING RETURNING event_id, subscription_id) "
-                           f"SELECT (SELECT count(*) FROM added), ARRAY(SELECT DISTINCT subscriber_id FROM added "
-                           f"JOIN found_matches USING (event_id, subscription_id) WHERE immediate)")
-            added, immediate = cursor.fetchone()
-            cursor.execute("DROP TABLE found_matches")
-    return Recorded(added, set(immediate))
-
-
-def _insert_matches(found: Iterator[Found], event_ids: list[int]) -> Recorded:
-    """The same with INSERTs, a chunk at a time, for SQLite (one writer at a time, and small)."""
-    recorded = Recorded()
-    existing = set(Match.objects.filter(event_id__in=event_ids).values_list("subscription_id", "event_id"))
-    while batch := list(itertools.islice(found, INSERT_CHUNK)):
-        chunk = [match for match in batch if match[:2] not in existing]
-        Match.objects.bulk_create([Match(subscription_id=subscription_id, event_id=event_id)
-                                   for subscription_id, event_id, _, _ in chunk], ignore_conflicts=True)
-        existing.update(match[:2] for match in chunk)
-        recorded.matches += len(chunk)
-        recorded.immediate_subscriber_ids.update(subscriber_id for _, _, subscriber_id, immediate in chunk
-                                                 if immediate)
+        _copy_matches(_by_alert(found, recorded))
+    else:
+        _insert_matches(_by_alert(found, recorded))
     return recorded
+
+
+def _by_alert(found: Iterable[Found], recorded: Recorded) -> Iterator[tuple[int, list[int]]]:
+    """(alert, its events' ids) for each run of one alert's matches, noting them as they go. Each alert's
+    matches come together: a saved search's from its one query, a follow's from its one question."""
+    immediate = recorded.immediate_subscriber_ids
+    for subscription_id, matches in itertools.groupby(found, key=lambda match: match[0]):
+        group = list(matches)
+        _, _, subscriber_id, is_immediate = group[0]
+        event_ids = [match[1] for match in group]
+        if is_immediate:
+            immediate.add(subscriber_id)
+        recorded.matches += len(event_ids)
+        yield subscription_id, event_ids
+
+
+COLUMNS = "subscription_id, events, size, first_event, created_at"
+
+
+def _copy_matches(alerts: Iterator[tuple[int, list[int]]]) -> None:
+    """Stream the matches into the table with COPY, a chunk of its text at a time."""
+    table = connection.ops.quote_name(Match._meta.db_table)
+    stamp = timezone.now().isoformat()
+    with connection.cursor() as cursor, connection.wrap_database_errors, \
+            cursor.cursor.copy(f"COPY {table} ({COLUMNS}) FROM STDIN") as copy:
+        chunk: list[str] = []
+        held = 0
+        for subscription_id, event_ids in alerts:
+            event_ids.sort()
+            chunk.append(f"{subscription_id}\t[{','.join(map(str, event_ids))}]\t{len(event_ids)}\t{event_ids[0]}"
+                         f"\t{stamp}\n")
+            held += len(event_ids)
+            if held >= COPY_CHUNK:
+                copy.write("".join(chunk))
+                chunk, held = [], 0
+        copy.write("".join(chunk))
+
+
+def _insert_matches(alerts: Iterator[tuple[int, list[int]]]) -> None:
+    """The same with INSERTs, a chunk at a time, for SQLite (one writer at a time, and small)."""
+    now = timezone.now()
+    while batch := list(itertools.islice(alerts, INSERT_CHUNK)):
+        Match.objects.bulk_create([Match.of(subscription_id, event_ids, created_at=now)
+                                   for subscription_id, event_ids in batch])

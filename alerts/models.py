@@ -7,8 +7,8 @@ import hashlib
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import F, Q
-from django.db.models.functions import Lower
+from django.db.models import F, Q, Sum
+from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
 from questions.models import Question, QuestionEvent
@@ -300,28 +300,40 @@ class DigestRun(models.Model):
         return f"{self.get_frequency_display()} ending {timezone.localtime(self.period_end):%Y-%m-%d %H:%M}"
 
 
-class Match(models.Model):
-    """A saved search's (or a follow's) match of one question event, waiting for its email or carried by one.
+class MatchQuerySet(models.QuerySet):
+    def events(self) -> int:
+        """How many (alert, event) matches these rows hold."""
+        return self.aggregate(n=Coalesce(Sum("size"), 0))["n"]
 
-    A busy poll writes millions, so a match is kept narrow: no id of its own, and few indexes. The primary
-    key leads with the event, so a batch's matches go in at the end of it; the alert's index holds the email
-    too, so an alert's waiting matches are read from it alone."""
+
+class Match(models.Model):
+    """What one matching run found for one alert (a saved search or a follow): the events it matched, in one
+    row, waiting for its email or carried by one.
+
+    A busy poll finds millions of (alert, event) pairs, and a row for each took PostgreSQL's one backend longer
+    to write than everything else in matching together: an alert's matches from one run share their alert,
+    time and email, so they are written once, with the events' ids beside each other."""
 
     # A match found before its alert was last resumed is never sent (see Subscription.resumed_at).
     SENDABLE = Q(subscription__resumed_at__isnull=True) | Q(created_at__gte=F("subscription__resumed_at"))
 
-    pk = models.CompositePrimaryKey("event", "subscription")
-    # No foreign key constraints in the database: checking two keys of each of millions of new rows took four
-    # times as long as writing them. The matcher writes only ids it has just read (events it holds locked,
-    # alerts its index holds); a match of an alert deleted meanwhile is never sent, since every read goes
-    # through the alert, and goes with its event. Deleting an alert or an event still deletes its matches.
+    # No foreign key constraint in the database: checking it for each of a million new rows took as long as
+    # writing them. The matcher writes only alerts its index has just read; a match of an alert deleted
+    # meanwhile is never sent, since every read goes through the alert, and retention sweeps it away.
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="matches",
                                      db_index=False, db_constraint=False)
-    event = models.ForeignKey(QuestionEvent, on_delete=models.CASCADE, related_name="matches", db_index=False,
-                              db_constraint=False)
+    # The ids of the question events matched, ascending. An event deleted since (its question was) is left
+    # out of the email.
+    events = models.JSONField()
+    # How many events: what counts and sums read, without the arrays.
+    size = models.PositiveIntegerField()
+    # The lowest of them: retention keeps every event from this one on while the match may still be sent.
+    first_event = models.BigIntegerField()
     created_at = models.DateTimeField(default=timezone.now)
     delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="matches",
                                  db_index=False)
+
+    objects = MatchQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "matches"
@@ -334,7 +346,28 @@ class Match(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.subscription} ← {self.event}"
+        return f"{self.subscription} ← {self.size} event{'s' if self.size != 1 else ''}"
+
+    @classmethod
+    def of(cls, subscription_id: int, event_ids: list[int], **fields) -> Match:
+        """An unsaved match of these events (in any order, each once)."""
+        events = sorted(set(event_ids))
+        return cls(subscription_id=subscription_id, events=events, size=len(events), first_event=events[0],
+                   **fields)
+
+
+class MatchedShard(models.Model):
+    """That one shard of a sharded run has recorded its matches of an event, until the event is marked
+    matched: a shard run again (retried, or its chord sent out anew) skips what it has recorded, where
+    matches are too many to be told apart one by one."""
+
+    pk = models.CompositePrimaryKey("event_id", "shard", "shards")
+    event_id = models.BigIntegerField()
+    shard = models.PositiveSmallIntegerField()
+    shards = models.PositiveSmallIntegerField()
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} in shard {self.shard} of {self.shards}"
 
 
 def address_digest(email: str) -> str:

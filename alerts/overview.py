@@ -73,7 +73,7 @@ def overview(now: dt.datetime | None = None) -> dict:
                            .annotate(n=Count("pk")).order_by("kind")),
         "events_unmatched": QuestionEvent.objects.filter(matched_at__isnull=True).count(),
         "matches_waiting": Match.objects.filter(delivery__isnull=True,
-                                                subscription__in=Subscription.objects.receiving()).count(),
+                                                subscription__in=Subscription.objects.receiving()).events(),
         "deliveries_24h": deliveries,
         "deliveries_pending_all": due.count(),
         "deliveries_retrying": due.filter(attempts__gt=0).count(),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.db import transaction
-from django.db.models import CompositePrimaryKey, Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -68,9 +68,7 @@ def _in_batches(rows: QuerySet, remove: Callable[[list[int]], None], deadline: f
             return removed, True
         with transaction.atomic():
             # Asked again, locked: a row that changed since it was picked (a signup just now) is left alone.
-            # Django cannot name a table of composite keys in FOR UPDATE OF; such rows are read with no join.
-            of = () if isinstance(rows.model._meta.pk, CompositePrimaryKey) else ("self",)
-            ids = list(rows.filter(pk__in=ids).select_for_update(of=of).values_list("pk", flat=True))
+            ids = list(rows.filter(pk__in=ids).select_for_update(of=("self",)).values_list("pk", flat=True))
             if ids:
                 remove(ids)
         removed += len(ids)
@@ -112,12 +110,8 @@ def _bodies(ids: list[int]) -> None:
     Delivery.objects.filter(pk__in=ids).update(body_text="", body_html="")
 
 
-# How far back the sweep for matches of deleted questions or alerts looks: a week of missed runs.
-ORPHANS_WITHIN = dt.timedelta(days=7)
-
-
-def _matches(keys: list[tuple[int, int]]) -> None:
-    Match.objects.filter(pk__in=keys).delete()
+def _matches(ids: list[int]) -> None:
+    Match.objects.filter(pk__in=ids).delete()
 
 
 def _events(ids: list[int]) -> None:
@@ -160,7 +154,14 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
     # An email still to go keeps what it carries, however old, and so does a match still waiting for its
     # digest run: its matches go with their events.
     waiting = Q(delivery__isnull=True, subscription__in=Subscription.objects.receiving()) & Match.SENDABLE
-    carried = Match.objects.filter(event=OuterRef("pk")).filter(Q(delivery__status=Delivery.Status.PENDING) | waiting)
+    # Every event from the first of any such match on: a match is a handful of events of one run, and the
+    # oldest waits for a weekly digest at most, so the few kept that need not be cost nothing.
+    carried = Match.objects.filter(Q(delivery__status=Delivery.Status.PENDING) | waiting).aggregate(
+        first=Min("first_event"))["first"]
+    matched = QuestionEvent.objects.filter(created_at__lt=_days("RETAIN_MATCHED_EVENTS_DAYS", now),
+                                           matched_at__lt=_days("RETAIN_MATCHED_EVENTS_DAYS", now))
+    if carried is not None:
+        matched = matched.filter(pk__lt=carried)
     # Someone who asked for a confirmation lately may still use its link: not deleted, not erased.
     asked = Delivery.objects.filter(subscriber=OuterRef("pk"), kind=Delivery.Kind.CONFIRMATION,
                                     created_at__gte=now - tokens.MAX_AGE[tokens.CONFIRM])
@@ -180,9 +181,7 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
                                                 created_at__lt=_days("RETAIN_EMAIL_TEXTS_DAYS", now))
          .exclude(body_text="", body_html=""), _bodies),
         # Matched that long ago; stored that long ago too (indexed, so a batch does not scan every event).
-        ("matched events", QuestionEvent.objects.filter(created_at__lt=_days("RETAIN_MATCHED_EVENTS_DAYS", now),
-                                                        matched_at__lt=_days("RETAIN_MATCHED_EVENTS_DAYS", now))
-         .exclude(Exists(carried)), _events),
+        ("matched events", matched, _events),
         # Never confirmed: the confirmation link has long expired. An address that bounced meanwhile is
         # erased below instead, so that its digest is kept.
         ("unconfirmed subscribers", Subscriber.objects.filter(
@@ -201,14 +200,15 @@ def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list
         ("ended follows", Subscription.objects.filter(retired_at__lt=_days("RETAIN_ENDED_FOLLOWS_DAYS", now)),
          _subscriptions),
         ("canary probes", CanaryProbe.objects.filter(started_at__lt=_days("RETAIN_CANARY_DAYS", now)), _probes),
-        # A match written while its question or alert was being deleted (the database does not check a match's
-        # keys, see Match): never sent, and gone here.
-        # Such a match is of an event matched lately: only those are looked at, not the whole table.
-        ("matches of deleted questions or alerts", Match.objects.filter(
-            event_id__gte=Subquery(QuestionEvent.objects.filter(created_at__gte=now - ORPHANS_WITHIN)
-                                   .order_by("pk").values("pk")[:1]))
-         .filter(~Exists(QuestionEvent.objects.filter(pk=OuterRef("event_id")))
-                 | ~Exists(Subscription.objects.filter(pk=OuterRef("subscription_id")))), _matches),
+        # A match written while its alert was being deleted (the database does not check a match's alert, see
+        # Match): never sent, and gone here. It never had an email: only what waits is looked at.
+        ("matches of deleted alerts", Match.objects.filter(delivery__isnull=True).filter(
+            ~Exists(Subscription.objects.filter(pk=OuterRef("subscription_id")))), _matches),
+        # A match waiting for an alert that will not receive it (paused, ended) goes when the events it holds
+        # would have: when it could be sent, the events stay for it instead.
+        ("matches never sent", Match.objects.filter(delivery__isnull=True,
+                                                    created_at__lt=_days("RETAIN_MATCHED_EVENTS_DAYS", now))
+         .exclude(waiting), _matches),
     ] + ([("expired sessions", Session.objects.filter(expire_date__lt=now), _sessions)]
          if settings.SESSION_ENGINE in SESSIONS_IN_DATABASE else [])
 

@@ -10,7 +10,8 @@ the line under each row the medians with their ranges.
 
 Then it records matches as a worker does: each of --runs further batches of M new questions is matched and
 its matches written in one transaction, into the table the earlier runs filled, as between polls. It reports
-the matches written per batch, how long writing them took (matching included) and so rows per second, how
+the (alert, event) matches written per batch, how long writing them took (matching included) and so matches
+recorded per second (an alert's matches of a batch are one row), how
 much the process's memory grew while writing (sampled every 5 ms: flat in the batch size if the matches
 stream), and the table's size per match, its indexes included. `--sample 0` skips the SQL comparison.
 
@@ -298,10 +299,11 @@ def write(percolator, question_ids: list[int]) -> dict:
             recorded = record_matches(events, percolator)
         seconds = time.perf_counter() - started
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_total_relation_size('alerts_match'), (SELECT count(*) FROM alerts_match)")
-        size, rows = cursor.fetchone()
+        # A row holds an alert's matches of one batch: the size is per (alert, event) match they hold.
+        cursor.execute("SELECT pg_total_relation_size('alerts_match'), (SELECT sum(size) FROM alerts_match)")
+        size, matches = cursor.fetchone()
     return {"matches": recorded.matches, "seconds": seconds, "rows_per_s": recorded.matches / seconds,
-            "peak_mb": peak.grew_mb, "bytes_per_match": size / max(rows, 1)}
+            "peak_mb": peak.grew_mb, "bytes_per_match": size / max(matches or 0, 1)}
 
 
 def spread(values: list[float], digits: int) -> str:
@@ -331,7 +333,7 @@ def main() -> None:
           f"figures are medians of {args.runs} runs")
     header = (f"{'searches':>9} {'distinct':>8} {'build s':>7} {'RSS MB':>11} {'match s':>7} {'cand.':>7} "
               f"{'cand./q':>8} {'match/q':>8} {'SQL ms/q':>8} {'SQL s (extrap.)':>15} {'ratio':>7} {'same':>9} "
-              f"{'written':>9} {'write s':>7} {'rows/s':>9} {'+MB':>5} {'B/match':>7}")
+              f"{'written':>9} {'write s':>7} {'match/s':>9} {'+MB':>5} {'B/match':>7}")
     print(header)
     for n in args.searches:
         r = run(n, args.questions, args.sample, args.seed, args.runs, args.sample_file)
@@ -344,9 +346,9 @@ def main() -> None:
               f"{statistics.median(r['rows_per_s']):>9.0f} {statistics.median(r['write_peak_mb']):>5.0f} "
               f"{statistics.median(r['bytes_per_match']):>7.0f}", flush=True)
         print(f"{'':>9} median (range) of {len(r['build_runs'])}: build s {spread(r['build_runs'], 1)}; match s "
-              f"{spread(r['match_runs'], 2)}; SQL s (extrap.) {spread(r['sql_extrapolated_runs'], 0)}; rows/s written "
-              f"{spread(r['rows_per_s'], 0)}; peak +MB {spread(r['write_peak_mb'], 0)}; bytes per match "
-              f"{spread(r['bytes_per_match'], 0)}", flush=True)
+              f"{spread(r['match_runs'], 2)}; SQL s (extrap.) {spread(r['sql_extrapolated_runs'], 0)}; "
+              f"matches/s written {spread(r['rows_per_s'], 0)}; peak +MB {spread(r['write_peak_mb'], 0)}; "
+              f"bytes per match {spread(r['bytes_per_match'], 0)}", flush=True)
         if args.json:
             print(json.dumps(r), flush=True)
 

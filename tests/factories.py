@@ -124,12 +124,29 @@ def land(rec: QuestionRecord) -> Question:
 def match_everything() -> int:
     """Matches as the matcher makes them: every wanted event of every subscription's query, once."""
     created = 0
+    seen = set(pairs())
     for subscription in Subscription.objects.all():
         node = parse(subscription.query)
-        for event in QuestionEvent.objects.select_related("question"):
-            if subscription.wants(event.kind) and matches(node, event.question.search_document()):
-                created += Match.objects.get_or_create(subscription=subscription, event=event)[1]
+        events = [event for event in QuestionEvent.objects.select_related("question")
+                  if subscription.wants(event.kind) and matches(node, event.question.search_document())
+                  and (subscription.pk, event.pk) not in seen]
+        if events:
+            match(subscription, *events)
+            created += len(events)
     return created
+
+
+def match(subscription: Subscription, *events: QuestionEvent, **fields) -> Match:
+    """A match of these events for the alert, as one matching run records it."""
+    found = Match.of(subscription.pk, [event.pk for event in events], **fields)
+    found.save()
+    return found
+
+
+def pairs(matches=None) -> list[tuple[int, int]]:
+    """(alert id, event id) of each match recorded (in these rows), sorted: a pair recorded twice shows twice."""
+    rows = (Match.objects.all() if matches is None else matches).values_list("subscription_id", "events")
+    return sorted((alert, event) for alert, events in rows for event in events)
 
 
 _numbers = count(1)
@@ -144,7 +161,7 @@ def question(**fields) -> Question:
 
 def matched(subscription: Subscription, at: dt.datetime | None = None) -> Match:
     event = QuestionEvent.objects.create(question=question(), kind="tabled", key="tabled", matched_at=timezone.now())
-    return Match.objects.create(subscription=subscription, event=event, created_at=at or timezone.now())
+    return match(subscription, event, created_at=at or timezone.now())
 
 
 def subscribers_with_one_match_each(count: int) -> None:
@@ -158,7 +175,7 @@ def subscribers_with_one_match_each(count: int) -> None:
                                             for i in range(count))
     alerts = Subscription.objects.bulk_create(
         Subscription(subscriber=p, query="police", canonical_query="police", confirmed_at=now) for p in people)
-    Match.objects.bulk_create(Match(subscription=a, event=event) for a in alerts)
+    Match.objects.bulk_create(Match.of(a.pk, [event.pk]) for a in alerts)
 
 
 # Long ago on purpose: the archive stops growing, and the estimate must still count back from its newest day.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import signal
+from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 
@@ -15,13 +16,13 @@ from django.db import connection
 from django.utils import timezone
 
 from alerts import matching
-from alerts.matching import Recorded, _lines, match_events
+from alerts.matching import match_events
 from alerts.models import FOLLOWED_KINDS, Match, Subscriber, Subscription
 from questions.models import QuestionEvent
 from questions.search import canonical, parse
 from questions.searching import matching as searched
 from tests.conftest import FIXTURES, send, start, wait_until
-from tests.factories import follow_question
+from tests.factories import follow_question, pairs
 
 pytestmark = pytest.mark.usefixtures("fresh_percolators")
 
@@ -63,10 +64,6 @@ def expected(subscriptions: list[Subscription]) -> set[tuple[int, int]]:
     return found
 
 
-def recorded() -> list[tuple[int, int]]:
-    return list(Match.objects.values_list("subscription_id", "event_id"))
-
-
 @pytest.mark.django_db
 def test_a_batch_of_many_chunks_records_every_match_once(tmp_path, monkeypatch):
     monkeypatch.setattr(matching, "COPY_CHUNK", 50)
@@ -81,29 +78,44 @@ def test_a_batch_of_many_chunks_records_every_match_once(tmp_path, monkeypatch):
 
     result = match_events()
 
-    assert sorted(recorded()) == sorted(wanted)
+    assert pairs() == sorted(wanted)
     assert result.matches == len(wanted)
     assert set(result.immediate_subscriber_ids) == {s.subscriber_id for s in subscriptions
                                                     if s.frequency == "immediate" and any(
                                                         alert == s.pk for alert, _ in wanted)} | {
                                                         follow.subscriber_id}
-    # A run of the same events again (as if they were never marked) finds them all recorded.
-    QuestionEvent.objects.update(matched_at=None)
-    again = match_events()
-    assert (again.matches, again.immediate_subscriber_ids) == (0, [])
-    assert sorted(recorded()) == sorted(wanted)
+    # One row per alert that matched, however many chunks its matches spanned.
+    assert Match.objects.count() == len({alert for alert, _ in wanted})
+    assert all(m.size == len(m.events) and m.first_event == min(m.events) == m.events[0] for m in Match.objects.all())
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db
 def test_matches_are_written_a_chunk_at_a_time_as_they_are_found(monkeypatch):
+    import psycopg
+
     monkeypatch.setattr(matching, "COPY_CHUNK", 1000)
-    endless = ((subscription, 7, subscription, True) for subscription in itertools.count(1))
-    noted = Recorded()
+    watcher = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+    seen: list[int] = []
 
-    first = next(_lines(endless, noted))
+    def endless() -> Iterator[matching.Found]:
+        for alert in itertools.count(1):
+            if alert % 1000 == 0:
+                # What PostgreSQL has taken of the COPY under way, asked from another connection.
+                seen.append(watcher.execute("SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy "
+                                            "WHERE datname = current_database()").fetchone()[0])
+                if alert == 3000:
+                    raise RuntimeError("the finding stops here")
+            yield alert, 7, alert, alert % 2 == 0
 
-    # The first chunk goes before the finding is over (it never is, here), and holds no more than a chunk.
-    assert first.count("\n") == 1000 and first.startswith("7\t1\t")
-    assert noted.matches == 1000 and len(noted.immediate_subscriber_ids) == 1000
+    noted = matching.Recorded()
+    with pytest.raises(RuntimeError):
+        matching._copy_matches(matching._by_alert(endless(), noted))
+    watcher.close()
+
+    # Rows went in while the matches were still being found, never more than a chunk behind.
+    assert seen[0] < 1000 <= seen[1] < seen[2]
+    assert noted.matches == 2998 and len(noted.immediate_subscriber_ids) == 1499
 
 
 @pytest.mark.postgres
@@ -129,7 +141,7 @@ def test_a_worker_killed_while_writing_matches_loses_none_and_repeats_none(worke
         worker.stop()
     # Its transaction went with it: nothing of the batch is recorded and its events wait still.
     wait_until(lambda: not writing(), timeout=30, message="the killed worker's COPY to end")
-    assert Match.objects.count() == 0
+    assert not Match.objects.exists()
     assert not QuestionEvent.objects.filter(matched_at__isnull=False).exists()
 
     worker = start(worker_env)
@@ -139,11 +151,11 @@ def test_a_worker_killed_while_writing_matches_loses_none_and_repeats_none(worke
                    message="the next worker to match the events")
     finally:
         worker.stop()
-    assert sorted(recorded()) == sorted(wanted)
+    assert pairs() == sorted(wanted)
 
 
 @pytest.mark.django_db
-def test_a_match_written_while_its_question_or_alert_was_deleted_is_pruned_and_never_sent(tmp_path):
+def test_a_match_of_a_deleted_alert_or_of_deleted_events_is_never_sent_and_goes(tmp_path):
     from alerts.delivery import deliver_immediate
     from alerts.retention import prune
 
@@ -153,16 +165,18 @@ def test_a_match_written_while_its_question_or_alert_was_deleted_is_pruned_and_n
     kept = Match.objects.count()
     assert kept > 0
     event = QuestionEvent.objects.first()
-    # What a run that was writing when the question and an alert were deleted leaves behind: the database
-    # does not check a match's keys.
+    # What a run that was writing when a question and an alert were deleted leaves behind: the database
+    # does not check a match's alert, and a match's events are ids.
     gone_event = QuestionEvent.objects.order_by("-id").first().id + 1000
     gone_alert = Subscription.objects.order_by("-id").first().id + 1000
-    Match.objects.bulk_create([Match(subscription=subscriptions[1], event_id=gone_event),
-                               Match(subscription_id=gone_alert, event=event)])
+    immediate = next(s for s in subscriptions if s.frequency == "immediate")
+    Match.objects.bulk_create([Match.of(immediate.pk, [gone_event]), Match.of(gone_alert, [event.pk])])
 
-    deliver_immediate()
-    assert Match.objects.get(event_id=gone_event).delivery_id is None
+    sent = deliver_immediate()
     report = prune()
 
-    assert report.counts["matches of deleted questions or alerts"] == 2
+    assert not Match.objects.filter(events=[gone_event]).exists()
+    assert all(gone_event not in m.events for m in Match.objects.all())
+    assert report.counts["matches of deleted alerts"] == 1
     assert Match.objects.count() == kept
+    assert sent and all(m.delivery_id for m in Match.objects.filter(subscription__frequency="immediate"))

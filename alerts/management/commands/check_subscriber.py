@@ -30,18 +30,18 @@ class Command(BaseCommand):
         out("\nAlerts:")
         for s in subscriber.subscriptions.all():
             state = "unconfirmed" if not s.confirmed_at else "paused" if s.paused else "on"
-            waiting = s.matches.filter(delivery__isnull=True).count()
+            waiting = s.matches.filter(delivery__isnull=True).events()
             state = "retired" if s.retired_at else state
             what = f"follows question {s.question_id} ({s.label})" if s.is_follow else (
                 f"{s.query!r}{f' ({s.label})' if s.label else ''}")
             out(f"  [{state}] {what}: {s.frequency}, {s.alert_on}; "
-                f"{s.matches.count()} matches, {waiting} waiting; last sent {when(s.last_sent_at)}")
+                f"{s.matches.events()} matches, {waiting} waiting; last sent {when(s.last_sent_at)}")
         if not subscriber.subscriptions.exists():
             out("  none")
         out(f"\nLast {emails} emails:")
         for d in subscriber.deliveries.order_by("-created_at")[:emails]:
             out(f"  {when(d.created_at)} {d.kind:<12} {d.status:<7} attempts={d.attempts} "
-                f"matches={d.matches.count()} esp_id={d.esp_message_id or '-'} esp_status={d.esp_status or '-'}"
+                f"matches={d.matches.events()} esp_id={d.esp_message_id or '-'} esp_status={d.esp_status or '-'}"
                 + (f" error={d.error!r}" if d.error else ""))
         events = WebhookEvent.objects.filter(recipient__iexact=subscriber.email).order_by("-created_at")[:emails]
         if events:
