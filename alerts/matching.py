@@ -221,13 +221,14 @@ def record_matches(events: list[QuestionEvent], percolator: Percolator, follower
 
 
 def _by_alert(found: Iterable[Found], recorded: Recorded) -> Iterator[tuple[int, list[int]]]:
-    """(alert, its events' ids) for each run of one alert's matches, noting them as they go. Each alert's
-    matches come together: a saved search's from its one query, a follow's from its one question."""
+    """(alert, its events' ids ascending, each once) for each run of one alert's matches, noting them as they
+    go. Each alert's matches come together: a saved search's from its one query, a follow's from its one
+    question."""
     immediate = recorded.immediate_subscriber_ids
     for subscription_id, matches in itertools.groupby(found, key=lambda match: match[0]):
         group = list(matches)
         _, _, subscriber_id, is_immediate = group[0]
-        event_ids = [match[1] for match in group]
+        event_ids = sorted({match[1] for match in group})
         if is_immediate:
             immediate.add(subscriber_id)
         recorded.matches += len(event_ids)
@@ -246,7 +247,6 @@ def _copy_matches(alerts: Iterator[tuple[int, list[int]]]) -> None:
         chunk: list[str] = []
         held = 0
         for subscription_id, event_ids in alerts:
-            event_ids.sort()
             chunk.append(f"{subscription_id}\t[{','.join(map(str, event_ids))}]\t{len(event_ids)}\t{event_ids[0]}"
                          f"\t{stamp}\n")
             held += len(event_ids)

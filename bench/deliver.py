@@ -111,9 +111,9 @@ def populate(subscribers: int, seed: int = 1) -> int:
     alerts = Subscription.objects.bulk_create(
         Subscription(subscriber=p, query="palantir OR police", canonical_query="palantir OR police",
                      confirmed_at=now) for p in people)
-    matches = [Match(subscription=s, event=e) for s in alerts for e in rng.sample(events, rng.randint(1, 20))]
+    matches = [Match.of(s.pk, [e.pk for e in rng.sample(events, rng.randint(1, 20))]) for s in alerts]
     Match.objects.bulk_create(matches, batch_size=5000)
-    return len(matches)
+    return sum(m.size for m in matches)
 
 
 def fresh_deliveries() -> tuple[int, float]:

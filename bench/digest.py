@@ -67,9 +67,9 @@ def populate(subscribers: int, questions: int, seed: int = 1) -> int:
     alerts = Subscription.objects.bulk_create(
         (Subscription(subscriber=p, query="police", canonical_query="police", frequency="daily", confirmed_at=now)
          for p in people), batch_size=5000)
-    matches = (Match(subscription=s, event_id=e, created_at=now) for s in alerts
-               for e in rng.sample(events, rng.randint(1, 8)))
-    return len(Match.objects.bulk_create(matches, batch_size=10_000))
+    matches = [Match.of(s.pk, rng.sample(events, rng.randint(1, 8)), created_at=now) for s in alerts]
+    Match.objects.bulk_create(matches, batch_size=10_000)
+    return sum(m.size for m in matches)
 
 
 def sender(args: tuple[str, object]) -> int:

@@ -64,7 +64,7 @@ def queue_emails(count: int) -> None:
                                             for i in range(count))
     alerts = Subscription.objects.bulk_create(Subscription(subscriber=p, query="police", canonical_query="police",
                                                            confirmed_at=now) for p in people)
-    Match.objects.bulk_create(Match(subscription=a, event=event) for a in alerts)
+    Match.objects.bulk_create(Match.of(a.pk, [event.pk]) for a in alerts)
     deliver_immediate()
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from alerts import activity, tokens
 from alerts.delivery import deliver_immediate
-from alerts.models import Delivery, Match, Subscriber, Subscription
+from alerts.models import Delivery, Subscriber, Subscription
 from questions.models import QuestionEvent, Source
 from tests.conftest import (
     POSTMARK_BOUNCE,
@@ -28,7 +28,7 @@ from tests.conftest import (
     use_postmark_webhooks,
     when,
 )
-from tests.factories import follow_question, matched, question, quiet_for
+from tests.factories import follow_question, match, matched, question, quiet_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -275,13 +275,13 @@ def test_a_followed_question_that_was_answered_says_until_when_corrections_are_f
     q = question(heading="Prisons: Staff numbers", date_answered=answered, answer_text="There are 20,000.")
     follow = follow_question(subscriber=subscriber, question=q)
     event = QuestionEvent.objects.create(question=q, kind="answered", key="answered", matched_at=timezone.now())
-    match = Match.objects.create(subscription=follow, event=event)
+    found = match(follow, event)
 
     html = page(client.get(manage))
 
     assert cell(html, follow, "Search") == ("Following: Prisons: Staff numbers Answered on 3 March 2026. "
                                             "Corrections followed until 2 April 2026.")
-    assert cell(html, follow, "Activity").startswith(f"Last matched {when(match.created_at)}: see the question")
+    assert cell(html, follow, "Activity").startswith(f"Last matched {when(found.created_at)}: see the question")
     assert f'<a href="{q.get_absolute_url()}">see the question' in row(html, follow)
 
 

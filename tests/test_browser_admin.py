@@ -12,9 +12,10 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 from django.utils import timezone
 
-from alerts.models import Delivery, DigestRun, Match, Subscriber, Subscription, SuppressionLift, WebhookEvent
+from alerts.models import Delivery, DigestRun, Subscriber, Subscription, SuppressionLift, WebhookEvent
 from questions.models import Question, QuestionEvent, Source, SourceProblem
 from tests.browser import axe_violations, browser_page, screenshot
+from tests.factories import match
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -55,7 +56,7 @@ def records():
                                    to_email=reader.email, body_text="…", rendered_at=now, sent_at=now)
     Delivery.objects.create(subscriber=reader, kind=Delivery.Kind.DAILY, status=Delivery.Status.FAILED,
                             error="AnymailRequestsAPIError: Postmark API response 500: Internal Server Error")
-    Match.objects.create(subscription=alert, event=event, delivery=sent)
+    match(alert, event, delivery=sent)
     DigestRun.objects.create(frequency="daily", period_start=now - dt.timedelta(days=1), period_end=now)
     WebhookEvent.objects.create(esp="postmark", event_type="bounced", recipient=bounced.email)
     return {"source": failing, "bounced": bounced}

@@ -11,11 +11,11 @@ from django.core import mail
 from django.utils import timezone
 
 from alerts import tokens
-from alerts.models import Match, Subscriber
+from alerts.models import Subscriber
 from questions.models import QuestionEvent
 from tests.browser import browser_page, check_page
 from tests.conftest import forty_minutes_before_the_window_turns
-from tests.factories import confirmed, unanswered
+from tests.factories import confirmed, match, unanswered
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -129,8 +129,7 @@ def test_confirming_following_and_unsubscribing_say_what_is_true(live_server, se
 
         # Matched, though no source has been read: the page does not say nothing was checked.
         searched = Subscriber.objects.get(email=email).subscriptions.get()
-        Match.objects.create(subscription=searched,
-                             event=QuestionEvent.objects.create(question=question, kind="tabled", key="tabled"))
+        match(searched, QuestionEvent.objects.create(question=question, kind="tabled", key="tabled"))
         page.reload()
         activity = page.locator("td.activity").inner_text()
         assert "Last matched" in activity and "haven’t checked" not in page.locator("main").inner_text()

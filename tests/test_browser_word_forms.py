@@ -21,7 +21,7 @@ from questions.search.words import words
 from tests.browser import axe_violations, browser_page_closing_connections, screenshot
 from tests.conftest import polled_api, send, wait_until
 from tests.esp_stub import emails_to, link
-from tests.factories import real_record
+from tests.factories import pairs, real_record
 from tests.parliament_stub import member
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
@@ -240,7 +240,8 @@ def test_an_alert_on_prisons_made_in_the_browser_is_emailed_a_new_question_that_
     send("questions.poll_sources")
     wait_until(lambda: Question.objects.count() == 2 and all_matched(), timeout=90,
                message="both questions to land and be matched")
-    matched = set(Match.objects.filter(subscription=alert).values_list("event__question__uin", flat=True))
+    events = [event for _, event in pairs(Match.objects.filter(subscription=alert))]
+    matched = set(QuestionEvent.objects.filter(pk__in=events).values_list("question__uin", flat=True))
     assert matched == {PRISON["uin"]}
 
     wait_until(lambda: len(emails_to(esp, "ada@example.org")) >= 2, timeout=90, message="the alert email")

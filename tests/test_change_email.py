@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from alerts import tokens
 from alerts.delivery import queue_delivery, render_again
-from alerts.models import Delivery, FormRequest, Match, Subscriber, Subscription, WebhookEvent
+from alerts.models import Delivery, FormRequest, Subscriber, Subscription, WebhookEvent
 from alerts.retention import remember_suppressed
 from alerts.subscribing import SUPERSEDED
 from questions.models import Question, QuestionEvent
@@ -33,6 +33,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.esp_stub import emails_to, link
+from tests.factories import match
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -292,7 +293,7 @@ def waiting_alert_email(subscriber: Subscriber) -> Delivery:
                                        heading="Facial recognition: police", date_tabled=timezone.localdate())
     event = QuestionEvent.objects.create(question=question, kind="tabled", key="tabled", matched_at=timezone.now())
     row = Delivery.objects.create(subscriber=subscriber, kind=Delivery.Kind.IMMEDIATE)
-    Match.objects.create(subscription=subscriber.subscriptions.get(), event=event, delivery=row)
+    match(subscriber.subscriptions.get(), event, delivery=row)
     render_again([row])
     waiting_for_retry(row)
     return row

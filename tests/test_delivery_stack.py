@@ -24,12 +24,12 @@ from django.utils import timezone
 
 from alerts.delivery import deliver_immediate
 from alerts.digests import SETTLE
-from alerts.models import Delivery, DigestRun, EspState, Match, Subscriber, Subscription
+from alerts.models import Delivery, DigestRun, EspState, Subscriber, Subscription
 from config import schedule
 from questions.models import Question, QuestionEvent
 from tests.conftest import FIXTURES, ROOT, beat_sends_due_emails, esp_env, start, wait_until
 from tests.esp_stub import PostmarkStub, StubServer, emails_to
-from tests.factories import subscribers_with_one_match_each
+from tests.factories import match, subscribers_with_one_match_each
 
 pytestmark = [pytest.mark.worker, pytest.mark.postgres]
 
@@ -349,8 +349,7 @@ def digest_alert(email: str, frequency: str, confirmed: dt.datetime) -> Subscrip
 
 
 def matched(alert: Subscription, question: Question, found: dt.datetime) -> None:
-    Match.objects.create(subscription=alert, event=QuestionEvent.objects.filter(question=question).first(),
-                         created_at=found)
+    match(alert, QuestionEvent.objects.filter(question=question).first(), created_at=found)
 
 
 def done_run(frequency: str, start: dt.datetime, end: dt.datetime) -> None:

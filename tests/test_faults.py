@@ -11,11 +11,11 @@ from django.db import connection
 from django.utils import timezone
 
 from alerts.delivery import deliver_immediate, send_due
-from alerts.models import Delivery, EspState, Match
+from alerts.models import Delivery, EspState, Match, Subscription
 from questions.models import Question, QuestionEvent
 from tests.conftest import backends_waiting_on_a_lock, send, serve_postmark, start_worker, wait_until
 from tests.esp_stub import PostmarkStub
-from tests.factories import match_everything, real_record, subscribe
+from tests.factories import match_everything, pairs, real_record, subscribe
 
 
 @pytest.mark.django_db(transaction=True)
@@ -61,7 +61,7 @@ def test_an_esp_that_hangs_times_out_and_is_tried_again_later(postmark, settings
     state = EspState.objects.get()
     assert delivery.next_attempt_at <= timezone.now() and state.down_since
     assert 0 < (state.next_probe_at - timezone.now()).total_seconds() <= settings.ESP_PROBE_SECONDS
-    assert Match.objects.filter(delivery=delivery).count() == 10
+    assert Match.objects.filter(delivery=delivery).events() == 10
 
 
 @pytest.mark.worker
@@ -130,5 +130,9 @@ def test_a_database_connection_cut_mid_transaction_rolls_back_and_the_retry_comp
         wait_until(lambda: len(esp.messages) == 1, timeout=90, message="the retried run's alert")
     finally:
         worker.stop()
-    assert Match.objects.count() == 2 and not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
+    # Each of the question's two events matched once: the rolled-back run left nothing behind.
+    [alert] = Subscription.objects.all()
+    events = sorted(QuestionEvent.objects.values_list("pk", flat=True))
+    assert pairs() == [(alert.pk, event) for event in events] and len(events) == 2
+    assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
     assert [m["To"] for m in esp.messages] == ["ada@example.org"]

@@ -27,7 +27,7 @@ from tests.conftest import (
     status_region,
     visible,
 )
-from tests.factories import NEWEST, ask, confirmed, filler, store, unanswered
+from tests.factories import NEWEST, ask, confirmed, filler, match, store, unanswered
 
 pytestmark = pytest.mark.django_db
 
@@ -274,7 +274,6 @@ def test_after_unsubscribing_from_a_follow_signing_up_again_goes_back_to_the_que
 
 
 def test_the_manage_page_never_says_nothing_was_checked_beside_a_match(client):
-    from alerts.models import Match
     from questions.models import QuestionEvent
 
     subscriber, manage = confirmed()
@@ -282,7 +281,7 @@ def test_the_manage_page_never_says_nothing_was_checked_beside_a_match(client):
     assert "We haven’t checked for new questions yet" in visible(client.get(manage))
 
     event = QuestionEvent.objects.create(question=unanswered(), kind="tabled", key="tabled")
-    Match.objects.create(subscription=searched, event=event)
+    match(searched, event)
     text = visible(client.get(manage))
 
     assert "Last matched" in text and "haven’t checked" not in text

@@ -305,7 +305,7 @@ def test_a_scrape_shows_what_the_worker_did_and_the_web_server_was_told(worker_e
         web.stop()
 
     assert [m["To"] for m in esp.messages] == ["ada@example.org"]
-    assert Match.objects.filter(delivery=delivery).count() == 2
+    assert Match.objects.filter(delivery=delivery).events() == 2
     assert value(after, "wqa_polls_total", source="Stub API", outcome="ok") == 1
     assert value(after, "wqa_polls_total", source="Stub API", outcome="error") is None
     assert value(after, "wqa_questions_stored_total", source="Stub API", change="new") == 1

@@ -19,11 +19,12 @@ from django.db.models import NOT_PROVIDED
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
-from alerts.models import Delivery, Match, Subscription
+from alerts.models import Delivery, Match, Subscriber, Subscription
 from questions import searching
-from questions.models import Question, Source
+from questions.models import Question, QuestionEvent, Source
 from questions.search import document
 from tests.conftest import ROOT
+from tests.factories import pairs
 
 MANIFEST = Path("config") / "shipped_migrations.txt"
 TABLES = ["alerts_delivery", "alerts_subscription", "alerts_digestrun", "questions_question"]
@@ -181,16 +182,18 @@ def alert(email: str, created_at: dt.datetime, **fields) -> Subscription:
     return subscription
 
 
-def then(app: str, model: str):
-    """A model as the schema before the repair has it: later migrations add columns."""
-    return MigrationExecutor(connection).loader.project_state(BEFORE_REPAIR).apps.get_model(app, model)
+def then(app: str, model: str, at=BEFORE_REPAIR):
+    """A model as the schema before the repair (or at `at`) has it: later migrations change it."""
+    return MigrationExecutor(connection).loader.project_state(at).apps.get_model(app, model)
 
 
-def match(subscription: Subscription, created_at: dt.datetime) -> Match:
+def match(subscription: Subscription, created_at: dt.datetime) -> int:
+    """A match of a new question's event, as the schema before the repair has it: the event's id."""
     question = then("questions", "Question").objects.create(external_id=f"q-{created_at:%Y%m%d}", heading="Prisons")
     event_then = then("questions", "QuestionEvent")
     event = event_then.objects.create(question_id=question.pk, kind="tabled", key="tabled")
-    return Match.objects.create(subscription=subscription, event_id=event.pk, created_at=created_at)
+    then("alerts", "Match").objects.create(subscription_id=subscription.pk, event_id=event.pk, created_at=created_at)
+    return event.pk
 
 
 def with_old_base_forms(heading: str, old: str, new: str) -> Question:
@@ -220,7 +223,9 @@ def test_a_database_that_ran_the_first_versions_ends_as_a_fresh_migrate_makes_it
         old_alert = alert("ada@example.org", now - dt.timedelta(days=60), frequency="daily")
         old_match, recent_match = match(old_alert, now - dt.timedelta(days=30)), match(old_alert, now)
         new_alert = alert("bo@example.org", now)
-        assert set(Match.objects.filter(Match.SENDABLE)) == {old_match, recent_match}
+        sendable = then("alerts", "Match").objects.filter(Match.SENDABLE)
+        assert sorted(sendable.values_list("subscription_id", "event_id")) == [(old_alert.pk, old_match),
+                                                                                (old_alert.pk, recent_match)]
         MigrationRecorder(connection).record_applied("questions", "0010_base_form_indexes")
         does = with_old_base_forms("How does the Department plan", old="doe", new="do")
         assert not searching.search("did").filter(pk=does.pk).values("pk").exists()
@@ -235,7 +240,7 @@ def test_a_database_that_ran_the_first_versions_ends_as_a_fresh_migrate_makes_it
 
         assert schema() == fresh
         assert PeriodicTask.objects.get(name="Send due emails").expire_seconds == 60
-        assert list(Match.objects.filter(Match.SENDABLE)) == [recent_match]
+        assert pairs(Match.objects.filter(Match.SENDABLE)) == [(old_alert.pk, recent_match)]
         new_alert.refresh_from_db()
         assert new_alert.resumed_at is None
         assert not MigrationRecorder(connection).migration_qs.filter(name="0010_base_form_indexes").exists()
@@ -285,3 +290,56 @@ def test_the_sender_ticks_expire_after_a_minute_and_a_running_beat_is_told(shipp
 
     assert PeriodicTask.objects.get(name="Send due emails").expire_seconds == 60
     assert PeriodicTasks.last_change() > yesterday
+
+
+# --- matches gathered a row per alert and run (alerts 0019) ------------------------------------------------
+
+ONE_PER_EVENT = [("alerts", "0018_resend_token")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_matches_a_row_each_are_gathered_by_alert_time_and_email_and_spread_back():
+    migrate(ONE_PER_EVENT)
+    try:
+        # 0019 changes matches alone: the other tables are as the models have them.
+        ada = Subscriber.objects.create(email="ada@example.org", confirmed_at=timezone.now())
+        first, second = (Subscription.objects.create(subscriber=ada, query=q, canonical_query=q)
+                         for q in ("prisons", "police"))
+        sent = Delivery.objects.create(subscriber=ada, kind=Delivery.Kind.IMMEDIATE, status=Delivery.Status.SENT)
+        question = Question.objects.create(external_id="q1", heading="Prisons")
+        e1, e2, e3, e4, e5, e6 = (QuestionEvent.objects.create(question=question, kind="tabled", key=f"k{i}").pk
+                                  for i in range(6))
+        earlier = timezone.now().replace(microsecond=123456) - dt.timedelta(days=2)
+        later, latest = earlier + dt.timedelta(hours=1), earlier + dt.timedelta(days=1, microseconds=1)
+        old = [
+            # One run's matches of the first alert, carried by one email; written in no order.
+            (first.pk, e3, earlier, sent.pk), (first.pk, e1, earlier, sent.pk), (first.pk, e2, earlier, sent.pk),
+            # Two later runs', waiting.
+            (first.pk, e5, later, None), (first.pk, e4, later, None), (first.pk, e6, latest, None),
+            # The second alert's from the first run: waiting, and one of them already sent.
+            (second.pk, e4, earlier, None), (second.pk, e2, earlier, None), (second.pk, e1, earlier, sent.pk),
+        ]
+        before = then("alerts", "Match", ONE_PER_EVENT)
+        before.objects.bulk_create(before(subscription_id=alert, event_id=event, created_at=at, delivery_id=email)
+                                   for alert, event, at, email in old)
+
+        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+
+        rows = Match.objects.order_by("subscription_id", "first_event", "created_at").values_list(
+            "subscription_id", "events", "size", "first_event", "delivery_id", "created_at")
+        assert list(rows) == [
+            (first.pk, [e1, e2, e3], 3, e1, sent.pk, earlier),
+            (first.pk, [e4, e5], 2, e4, None, later),
+            (first.pk, [e6], 1, e6, None, latest),
+            (second.pk, [e1], 1, e1, sent.pk, earlier),
+            (second.pk, [e2, e4], 2, e2, None, earlier),
+        ]
+        assert pairs() == sorted((alert, event) for alert, event, _, _ in old)
+        assert Match.objects.filter(delivery__isnull=True).events() == 5
+
+        migrate(ONE_PER_EVENT)
+
+        back = before.objects.values_list("subscription_id", "event_id", "created_at", "delivery_id")
+        assert sorted(back, key=str) == sorted(old, key=str)
+    finally:
+        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())

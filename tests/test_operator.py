@@ -243,8 +243,8 @@ def test_an_alerts_admin_page_lists_its_latest_matches_in_the_same_queries_howev
     url = f"/admin/alerts/subscription/{subscription.pk}/change/"
 
     def matched(events) -> int:
-        Match.objects.bulk_create(Match(subscription=subscription, event=e, delivery=delivery if i < 25 else None,
-                                        created_at=timezone.now() + dt.timedelta(seconds=i))
+        Match.objects.bulk_create(Match.of(subscription.pk, [e.pk], delivery=delivery if i < 25 else None,
+                                           created_at=timezone.now() + dt.timedelta(seconds=i))
                                   for i, e in events)
         with CaptureQueriesContext(connection) as queries:
             admin_client.get(url)

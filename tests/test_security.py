@@ -49,8 +49,9 @@ def test_html_from_a_source_is_inert_in_emails():
     from django.core import mail
     from django.utils import timezone
 
-    from alerts.models import Match, Subscription
+    from alerts.models import Subscription
     from questions.models import QuestionEvent
+    from tests.factories import match
 
     record = load_fixture("question_detail.json")["value"] | {
         "id": 7, "heading": 'Palantir<script>alert("h")</script>',
@@ -61,8 +62,7 @@ def test_html_from_a_source_is_inert_in_emails():
     subscriber = Subscriber.objects.create(email="ada@example.org", confirmed_at=now)
     subscription = Subscription.objects.create(subscriber=subscriber, query="palantir", canonical_query="palantir",
                                                confirmed_at=now)
-    for event in QuestionEvent.objects.all():
-        Match.objects.create(subscription=subscription, event=event)
+    match(subscription, *QuestionEvent.objects.all())
     call_command("check_subscriber", "ada@example.org", stdout=StringIO())
 
     deliver_immediate()
