@@ -98,14 +98,20 @@ def test_matches_are_written_a_chunk_at_a_time_as_they_are_found(monkeypatch):
     watcher = psycopg.connect(**connection.get_connection_params(), autocommit=True)
     seen: list[int] = []
 
+    def taken() -> int:
+        """What PostgreSQL has taken of the COPY under way, asked from another connection."""
+        return watcher.execute("SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy "
+                               "WHERE datname = current_database()").fetchone()[0]
+
     def endless() -> Iterator[matching.Found]:
         for alert in itertools.count(1):
-            if alert % 1000 == 0:
-                # What PostgreSQL has taken of the COPY under way, asked from another connection.
-                seen.append(watcher.execute("SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy "
-                                            "WHERE datname = current_database()").fetchone()[0])
-                if alert == 3000:
-                    raise RuntimeError("the finding stops here")
+            if alert == 500:
+                seen.append(taken())
+            if alert == 2500:
+                # Two chunks are on their way while the finding goes on.
+                wait_until(lambda: taken() >= 2000, timeout=30, interval=0.05, message="two chunks taken")
+                seen.append(taken())
+                raise RuntimeError("the finding stops here")
             yield alert, 7, alert, alert % 2 == 0
 
     noted = matching.Recorded()
@@ -113,9 +119,9 @@ def test_matches_are_written_a_chunk_at_a_time_as_they_are_found(monkeypatch):
         matching._copy_matches(matching._by_alert(endless(), noted))
     watcher.close()
 
-    # Rows went in while the matches were still being found, never more than a chunk behind.
-    assert seen[0] < 1000 <= seen[1] < seen[2]
-    assert noted.matches == 2998 and len(noted.immediate_subscriber_ids) == 1499
+    # Nothing goes before a chunk is full; then each chunk goes while the matches are still being found.
+    assert seen == [0, 2000]
+    assert noted.matches == 2498 and len(noted.immediate_subscriber_ids) == 1249
 
 
 @pytest.mark.postgres
