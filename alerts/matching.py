@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -148,8 +149,22 @@ def _match(batch_size: int, shard: int | None, shards: int, event_ids: Sequence[
     return result
 
 
-# (subscription id, event id, subscriber id, whether the alert is immediate) of one match found.
-Found = tuple[int, int, int, bool]
+class Events(NamedTuple):
+    """Event ids, ascending, each once: what one alert matched in a run, and what many alerts share."""
+
+    ids: list[int]
+    # As COPY writes them (see _copy_matches): made once for every alert that shares them.
+    text: str
+
+    @classmethod
+    def of(cls, ids: Iterable[int]) -> Events:
+        ordered = sorted(set(ids))
+        return cls(ordered, f"[{','.join(map(str, ordered))}]\t{len(ordered)}\t{ordered[0]}")
+
+
+# (subscription id, subscriber id, whether the alert is immediate, the events it matched) of one alert's
+# matches in a run.
+Found = tuple[int, int, bool, Events]
 
 
 def _follower_matches(events: list[QuestionEvent]) -> Iterator[Found]:
@@ -168,9 +183,9 @@ def _follower_matches(events: list[QuestionEvent]) -> Iterator[Found]:
         return
     followers = (Subscription.objects.receiving().filter(question_id__in=by_question)
                  .values_list("id", "question_id", "subscriber_id", "frequency"))
+    of_question = {question_id: Events.of(ids) for question_id, ids in by_question.items()}
     for subscription_id, question_id, subscriber_id, frequency in followers:
-        for event_id in by_question[question_id]:
-            yield subscription_id, event_id, subscriber_id, frequency == Subscription.Frequency.IMMEDIATE
+        yield subscription_id, subscriber_id, frequency == Subscription.Frequency.IMMEDIATE, of_question[question_id]
 
 
 def _search_matches(events: list[QuestionEvent], percolator: Percolator) -> Iterator[Found]:
@@ -192,12 +207,14 @@ def _search_matches(events: list[QuestionEvent], percolator: Percolator) -> Iter
         by_position[position].append((event.id, kind_bit(event.kind)))
     for query_id, mask in percolator.match(documents).items():
         matched = [pair for position in iter_bits(mask) for pair in by_position[position]]
+        # The alerts of one query differ only in the kinds of event they want: each kind's events once.
+        wanted: dict[int, Events | None] = {}
         for entry in percolator.subscribers(query_id):
-            wants, subscription_id, subscriber_id, immediate = (entry.wants, entry.subscription_id,
-                                                                 entry.subscriber_id, entry.immediate)
-            for event_id, bit in matched:
-                if wants & bit:
-                    yield subscription_id, event_id, subscriber_id, immediate
+            if entry.wants not in wanted:
+                ids = [event_id for event_id, bit in matched if entry.wants & bit]
+                wanted[entry.wants] = Events.of(ids) if ids else None
+            if (events_of := wanted[entry.wants]) is not None:
+                yield entry.subscription_id, entry.subscriber_id, entry.immediate, events_of
 
 
 @dataclass
@@ -211,34 +228,28 @@ def record_matches(events: list[QuestionEvent], percolator: Percolator, follower
     chunk of them is ever held at once."""
     # Read before the writing starts: a connection busy with COPY takes no other statement.
     following = list(_follower_matches(events)) if followers else []
-    found = itertools.chain(_search_matches(events, percolator), following)
-    recorded = Recorded()
+    found = _noted(itertools.chain(_search_matches(events, percolator), following), recorded := Recorded())
     if connection.vendor == "postgresql":
-        _copy_matches(_by_alert(found, recorded))
+        _copy_matches(found)
     else:
-        _insert_matches(_by_alert(found, recorded))
+        _insert_matches(found)
     return recorded
 
 
-def _by_alert(found: Iterable[Found], recorded: Recorded) -> Iterator[tuple[int, list[int]]]:
-    """(alert, its events' ids ascending, each once) for each run of one alert's matches, noting them as they
-    go. Each alert's matches come together: a saved search's from its one query, a follow's from its one
-    question."""
+def _noted(found: Iterable[Found], recorded: Recorded) -> Iterator[Found]:
+    """The alerts' matches, counted as they go by, with those to email now."""
     immediate = recorded.immediate_subscriber_ids
-    for subscription_id, matches in itertools.groupby(found, key=lambda match: match[0]):
-        group = list(matches)
-        _, _, subscriber_id, is_immediate = group[0]
-        event_ids = sorted({match[1] for match in group})
-        if is_immediate:
-            immediate.add(subscriber_id)
-        recorded.matches += len(event_ids)
-        yield subscription_id, event_ids
+    for alert in found:
+        recorded.matches += len(alert[3].ids)
+        if alert[2]:
+            immediate.add(alert[1])
+        yield alert
 
 
 COLUMNS = "subscription_id, events, size, first_event, created_at"
 
 
-def _copy_matches(alerts: Iterator[tuple[int, list[int]]]) -> None:
+def _copy_matches(found: Iterator[Found]) -> None:
     """Stream the matches into the table with COPY, a chunk of its text at a time."""
     table = connection.ops.quote_name(Match._meta.db_table)
     stamp = timezone.now().isoformat()
@@ -246,19 +257,18 @@ def _copy_matches(alerts: Iterator[tuple[int, list[int]]]) -> None:
             cursor.cursor.copy(f"COPY {table} ({COLUMNS}) FROM STDIN") as copy:
         chunk: list[str] = []
         held = 0
-        for subscription_id, event_ids in alerts:
-            chunk.append(f"{subscription_id}\t[{','.join(map(str, event_ids))}]\t{len(event_ids)}\t{event_ids[0]}"
-                         f"\t{stamp}\n")
-            held += len(event_ids)
+        for subscription_id, _, _, events_of in found:
+            chunk.append(f"{subscription_id}\t{events_of.text}\t{stamp}\n")
+            held += len(events_of.ids)
             if held >= COPY_CHUNK:
                 copy.write("".join(chunk))
                 chunk, held = [], 0
         copy.write("".join(chunk))
 
 
-def _insert_matches(alerts: Iterator[tuple[int, list[int]]]) -> None:
+def _insert_matches(found: Iterator[Found]) -> None:
     """The same with INSERTs, a chunk at a time, for SQLite (one writer at a time, and small)."""
     now = timezone.now()
-    while batch := list(itertools.islice(alerts, INSERT_CHUNK)):
-        Match.objects.bulk_create([Match.of(subscription_id, event_ids, created_at=now)
-                                   for subscription_id, event_ids in batch])
+    while batch := list(itertools.islice(found, INSERT_CHUNK)):
+        Match.objects.bulk_create([Match.of(subscription_id, events_of.ids, created_at=now)
+                                   for subscription_id, _, _, events_of in batch])

@@ -112,16 +112,16 @@ def test_matches_are_written_a_chunk_at_a_time_as_they_are_found(monkeypatch):
                 wait_until(lambda: taken() >= 2000, timeout=30, interval=0.05, message="two chunks taken")
                 seen.append(taken())
                 raise RuntimeError("the finding stops here")
-            yield alert, 7, alert, alert % 2 == 0
+            yield alert, alert, alert % 2 == 0, matching.Events.of([7])
 
     noted = matching.Recorded()
     with pytest.raises(RuntimeError):
-        matching._copy_matches(matching._by_alert(endless(), noted))
+        matching._copy_matches(matching._noted(endless(), noted))
     watcher.close()
 
     # Nothing goes before a chunk is full; then each chunk goes while the matches are still being found.
     assert seen == [0, 2000]
-    assert noted.matches == 2498 and len(noted.immediate_subscriber_ids) == 1249
+    assert noted.matches == 2499 and len(noted.immediate_subscriber_ids) == 1249
 
 
 @pytest.mark.postgres
