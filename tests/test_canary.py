@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from alerts.canary import finish_probes, start_probe
 from alerts.delivery import queue_delivery
-from alerts.models import CanaryProbe, Delivery, EspState, Match, Subscriber, Subscription
+from alerts.models import CanaryProbe, Delivery, EspState, Subscriber, Subscription
 from alerts.tasks import canary_task, match_events_task
 from config import schedule
 from questions.ingest import upsert
@@ -29,6 +29,7 @@ from questions.records import QuestionRecord
 from questions.search import canonical, parse
 from tests.conftest import Worker, beat_sends_due_emails, delivery_section, post_webhook, purge_queues, wait_until
 from tests.esp_stub import PostmarkStub
+from tests.factories import pairs
 
 CANARY = "canary-inbox@example.org"
 BOUND = 5  # CANARY_MAX_SECONDS, for the worker and for the pages alike
@@ -507,10 +508,11 @@ def test_the_canarys_question_is_shown_to_nobody_and_matched_for_nobody_else(pro
         assert feed_titles(client.get(feed, {"q": token})) == []
 
     # The reader's saved search matched the station, never the canary; the canary's follow matched only it.
-    assert set(Match.objects.filter(subscription=search).values_list("event__question__external_id", flat=True)) \
-        == {"wharf-1"}
-    assert set(Match.objects.filter(event__question=canary).values_list("subscription__subscriber__email",
-                                                                        flat=True)) == {CANARY}
+    question_of = dict(QuestionEvent.objects.values_list("pk", "question__external_id"))
+    assert {question_of[event] for _, event in pairs(search.matches.all())} == {"wharf-1"}
+    matched_canary = {alert for alert, event in pairs() if question_of[event] == canary.external_id}
+    assert set(Subscription.objects.filter(pk__in=matched_canary).values_list("subscriber__email", flat=True)) \
+        == {CANARY}
     reader_mail = [m for m in esp_server.stub.messages if m["To"] == "reader@example.org"]
     assert len(reader_mail) == 1 and token not in str(reader_mail[0])
     assert to_canary(esp_server.stub) and all("Canary Wharf" not in str(m) for m in to_canary(esp_server.stub))

@@ -20,6 +20,7 @@ from alerts.models import Delivery, DigestRun, EspState, Match, Subscriber, Subs
 from alerts.subscribing import set_paused
 from questions.models import Question, QuestionEvent
 from tests.conftest import FIXTURES, wait_until
+from tests.factories import match
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LONDON = ZoneInfo("Europe/London")
@@ -44,7 +45,7 @@ def matched(subscription: Subscription, when: str, index: int = 0) -> Question:
     """A match found at `when` (local time), of the latest event of the index-th question of the archive."""
     question = Question.objects.order_by("pk")[index]
     event = QuestionEvent.objects.filter(question=question).latest("pk")
-    Match.objects.create(subscription=subscription, event=event, created_at=at(when))
+    match(subscription, event, created_at=at(when))
     return question
 
 
@@ -444,8 +445,7 @@ def test_a_run_after_a_purge_first_refreshes_statistics_that_say_the_tables_are_
         alerts = Subscription.objects.bulk_create(
             Subscription(subscriber=subscriber, query=f"police {n}", canonical_query=f"police {n}", frequency="daily",
                          confirmed_at=at("2026-10-01 12:00")) for n in range(12_000))
-        Match.objects.bulk_create(Match(subscription=a, event=event, created_at=at("2026-12-01 09:00"))
-                                  for a in alerts)
+        Match.objects.bulk_create(Match.of(a.pk, [event.pk], created_at=at("2026-12-01 09:00")) for a in alerts)
 
     # A purge, the statistics taken while the tables are empty, and the tables full again; autovacuum kept
     # away, as a busy server's can be for a while.

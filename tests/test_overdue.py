@@ -15,7 +15,7 @@ from django.core import mail
 from django.utils import timezone
 
 from alerts.delivery import build_run
-from alerts.models import Match, Subscription
+from alerts.models import Subscription
 from config import schedule
 from questions.models import CANARY_PREFIX, Question, QuestionEvent, Source
 from questions.overdue import OVERDUE_WITHIN_DAYS, known_day, record_overdue
@@ -42,6 +42,7 @@ from tests.factories import (
     follow_question,
     holding,
     land,
+    pairs,
     record,
     subscribe,
     withdrawn,
@@ -213,9 +214,9 @@ def test_saved_searches_are_not_told_and_a_question_answered_before_matching_is_
     assert told.keys() == {"ada@example.org", "bo@example.org"}
     assert told["ada@example.org"] == f"Answered: “{HEADING}”"
     assert told["bo@example.org"].startswith(f"New answer: {HEADING}")
-    assert not Match.objects.filter(event__kind="overdue").exists()
-    assert {follow.pk, search.pk} == set(Match.objects.filter(event__kind="answered")
-                                         .values_list("subscription_id", flat=True))
+    kinds = dict(QuestionEvent.objects.values_list("pk", "kind"))
+    assert "overdue" not in [kinds[event] for _, event in pairs()]
+    assert sorted(alert for alert, event in pairs() if kinds[event] == "answered") == sorted([follow.pk, search.pk])
 
 
 # Saying when the answer is due, where a follow is asked for.

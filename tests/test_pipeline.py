@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from alerts.models import Delivery, Match
+from alerts.models import Delivery, Match, Subscription
 from questions.models import Question, QuestionEvent, Source
 from tests.conftest import (
     backends_waiting_on_a_lock,
@@ -19,7 +19,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.esp_stub import PostmarkStub
-from tests.factories import real_record, subscribe
+from tests.factories import pairs, real_record, subscribe
 
 pytestmark = [pytest.mark.worker, pytest.mark.postgres]
 
@@ -43,7 +43,9 @@ def test_a_new_question_in_the_api_reaches_the_inbox(api_polled_before, esp, mai
         assert "Apprentices: Employment Agencies" in message["HtmlBody"]
         assert "https://alerts.example.org/alerts/manage/" in message["TextBody"]
         # Both events of the question (tabled, answered) matched once each, in one email.
-        assert Match.objects.filter(subscription__subscriber__email="ada@example.org").count() == 2
+        kinds = dict(QuestionEvent.objects.values_list("pk", "kind"))
+        assert sorted(kinds[event] for _, event in pairs(
+            Match.objects.filter(subscription__subscriber__email="ada@example.org"))) == ["answered", "tabled"]
 
         send("alerts.build_digest_run", digest_run_now("daily").pk)
         wait_until(lambda: len(esp.messages) == 2, timeout=60, message="the daily digest")
@@ -169,5 +171,8 @@ def test_a_worker_killed_mid_match_run_records_every_match_once(api_polled_befor
         wait_until(lambda: len(esp.messages) == 2, timeout=60, message="both alerts")
     finally:
         worker.stop()
-    assert Match.objects.count() == 4  # two subscriptions x (tabled, answered), each once
+    # Two subscriptions x (tabled, answered), each once.
+    assert pairs() == sorted((alert, event) for alert in Subscription.objects.values_list("pk", flat=True)
+                             for event in QuestionEvent.objects.values_list("pk", flat=True))
+    assert QuestionEvent.objects.count() == 2
     assert sorted(m["To"] for m in esp.messages) == ["ada@example.org", "bo@example.org"]

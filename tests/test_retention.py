@@ -22,7 +22,7 @@ from alerts.retention import erased_digest, prune
 from alerts.subscribing import sign_up
 from questions.models import Question, QuestionEvent, Source, SourceProblem
 from tests.conftest import POSTMARK_BOUNCE, POSTMARK_COMPLAINT, post_webhook
-from tests.factories import subscriber
+from tests.factories import match, pairs, subscriber
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -62,12 +62,12 @@ def alert(owner: Subscriber, query: str = "schools") -> Subscription:
 
 
 def email(owner: Subscriber, status: str, created_at: dt.datetime, events=()) -> Delivery:
-    """A delivery of `status`, carrying a match on each of `events` for the owner's first alert."""
+    """A delivery of `status`, carrying a match of `events` for the owner's first alert."""
     delivery = Delivery.objects.create(subscriber=owner, kind="immediate", status=status, created_at=created_at,
                                        sent_at=created_at if status == "sent" else None)
     subscription = owner.subscriptions.first() or alert(owner)
-    for e in events:
-        Match.objects.create(subscription=subscription, event=e, delivery=delivery, created_at=created_at)
+    if events:
+        match(subscription, *events, delivery=delivery, created_at=created_at)
     return delivery
 
 
@@ -122,7 +122,8 @@ def test_finished_emails_past_their_period_go_with_their_matches_and_pending_one
     failed_old = email(ada, "failed", older(200), recent[3:4])
     sent_young = email(ada, "sent", younger(90), recent[4:5])
     pending_old = email(ada, "pending", older(365), recent[5:6])
-    undelivered = Match.objects.create(subscription=ada.subscriptions.get(), event=recent[6], created_at=older(365))
+    schools = ada.subscriptions.get()
+    undelivered = match(schools, recent[6], created_at=older(365))
 
     report = prune(now=NOW)
 
@@ -130,11 +131,11 @@ def test_finished_emails_past_their_period_go_with_their_matches_and_pending_one
     assert set(Delivery.objects.values_list("pk", flat=True)) == {sent_young.pk, pending_old.pk}
     gone = [sent_old.pk, rejected_old.pk, failed_old.pk]
     # Their matches went with them: none is left undelivered, to be sent again.
-    assert not Match.objects.filter(event__in=recent[0:4]).exists()
+    assert pairs() == [(schools.pk, e.pk) for e in recent[4:7]]
     assert not Match.objects.filter(delivery_id__in=gone).exists()
-    assert list(sent_young.matches.values_list("event", flat=True)) == [recent[4].pk]
-    assert list(pending_old.matches.values_list("event", flat=True)) == [recent[5].pk]
-    assert Match.objects.filter(pk=undelivered.pk, delivery__isnull=True).exists()
+    assert pairs(sent_young.matches.all()) == [(schools.pk, recent[4].pk)]
+    assert pairs(pending_old.matches.all()) == [(schools.pk, recent[5].pk)]
+    assert pairs(Match.objects.filter(pk=undelivered.pk, delivery__isnull=True)) == [(schools.pk, recent[6].pk)]
     # The events themselves are recent: they stay.
     assert QuestionEvent.objects.count() == 7
     assert Subscriber.objects.filter(pk=ada.pk).exists()
@@ -179,7 +180,57 @@ def test_a_pending_email_keeps_what_it_carries_however_old_its_events():
     prune(now=NOW)
 
     assert Delivery.objects.filter(pk=pending.pk, status="pending").exists()
-    assert pending.matches.count() == 1
+    assert pairs(pending.matches.all()) == [(ada.subscriptions.get().pk, old_event.pk)]
+    assert QuestionEvent.objects.filter(pk=old_event.pk).exists()
+
+
+def test_a_match_waiting_for_its_email_keeps_its_events_however_old():
+    """A match not yet emailed keeps the events it holds, and every event matched after its first: its email
+    still tells of each."""
+    ada = subscriber("ada@example.org", created_at=older(400))
+    schools = alert(ada)
+    before, first, between, last = (event(created_at=older(200), matched_at=older(200)) for _ in range(4))
+    waiting = match(schools, first, last, created_at=older(200))
+
+    report = prune(now=NOW)
+
+    assert report.counts["matched events"] == 1
+    assert set(QuestionEvent.objects.values_list("pk", flat=True)) == {first.pk, between.pk, last.pk}
+    assert pairs(Match.objects.filter(pk=waiting.pk, delivery__isnull=True)) == [(schools.pk, first.pk),
+                                                                                  (schools.pk, last.pk)]
+    [sent] = deliver_immediate()
+    assert Delivery.objects.get(pk=sent).payload["matches"] == 2
+    [message] = mail.outbox
+    assert {first.question.external_id, last.question.external_id} <= set(re.findall(r"r-\d+", message.body))
+    assert before.question.external_id not in re.findall(r"r-\d+", message.body)
+
+
+def test_matches_that_will_never_be_sent_go_once_their_events_would_have():
+    ada = subscriber("ada@example.org", created_at=older(400))
+    paused, resumed, active = alert(ada, "schools"), alert(ada, "heating"), alert(ada, "boilers")
+    Subscription.objects.filter(pk=paused.pk).update(paused=True)
+    Subscription.objects.filter(pk=resumed.pk).update(resumed_at=older(10))
+    old, young = event(created_at=older(91), matched_at=older(91)), event(created_at=older(91), matched_at=older(89))
+    never = [match(paused, old, created_at=older(91)), match(resumed, old, created_at=older(91))]
+    kept = [match(paused, young, created_at=older(89)), match(active, old, created_at=older(91))]
+    # Written while its alert was being deleted: the database does not check a match's alert.
+    Match.of(Subscription.objects.order_by("pk").last().pk + 1, [young.pk]).save()
+
+    report = prune(now=NOW)
+
+    assert report.counts["matches never sent"] == 2 and report.counts["matches of deleted alerts"] == 1
+    assert sorted(Match.objects.values_list("pk", flat=True)) == [m.pk for m in kept]
+    assert not Match.objects.filter(pk__in=[m.pk for m in never]).exists()
+    # The active alert's match still waits for its email, and keeps its event.
+    assert report.counts["matched events"] == 0
+    assert set(QuestionEvent.objects.values_list("pk", flat=True)) == {old.pk, young.pk}
+
+    Subscription.objects.filter(pk=active.pk).update(paused=True)
+    report = prune(now=NOW)
+
+    assert report.counts["matches never sent"] == 1 and report.counts["matched events"] == 1
+    assert pairs() == [(paused.pk, young.pk)]
+    assert list(QuestionEvent.objects.values_list("pk", flat=True)) == [young.pk]
 
 
 def test_unconfirmed_addresses_go_after_their_period_and_confirmed_ones_stay():
@@ -251,7 +302,7 @@ def everything_old(count: int, now: dt.datetime) -> None:
 
 def counts() -> dict[str, int]:
     return {"problems": SourceProblem.objects.count(), "webhooks": WebhookEvent.objects.count(),
-            "emails": Delivery.objects.count(), "matches": Match.objects.count(),
+            "emails": Delivery.objects.count(), "matches": Match.objects.events(),
             "events": QuestionEvent.objects.count(), "subscribers": Subscriber.objects.count(),
             "erased": ErasedAddress.objects.count()}
 
