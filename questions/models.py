@@ -107,9 +107,30 @@ def settled(prefix: str = "") -> models.Q:
     return models.Q(**{f"{prefix}is_withdrawn": True}) | answered_in_full(prefix)
 
 
+def overdue(today: dt.date, prefix: str = "") -> models.Q:
+    """Questions overdue on `today` (`Question.is_overdue`): past their due date, and not settled. Written so that
+    its negation is exact too: a question with no due date is not overdue, and so is `~overdue(today)`."""
+    return (models.Q(**{f"{prefix}date_due__isnull": False, f"{prefix}date_due__lt": today})
+            & ~settled(prefix))
+
+
+def answered_late(prefix: str = "") -> models.Q:
+    """Questions answered in full after their due date (`Question.days_late` above 0). Both days are asked to be
+    known, so that `~answered_late()` holds for a question missing either, as it does in Python."""
+    return answered_in_full(prefix) & models.Q(**{f"{prefix}date_answered__isnull": False,
+                                                   f"{prefix}date_due__isnull": False,
+                                                   f"{prefix}date_answered__gt": models.F(f"{prefix}date_due")})
+
+
 class QuestionQuerySet(models.QuerySet):
     def public(self) -> QuestionQuerySet:
         return self.filter(PUBLIC)
+
+    def overdue(self, today: dt.date) -> QuestionQuerySet:
+        return self.filter(overdue(today))
+
+    def answered_late(self) -> QuestionQuerySet:
+        return self.filter(answered_late())
 
 
 class Question(models.Model):

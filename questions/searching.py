@@ -45,13 +45,13 @@ from django.contrib.postgres.fields.array import ArrayContains
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import DatabaseError, OperationalError, connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce, Extract
 from django.utils import timezone
 from django.utils.functional import cached_property
 
 from questions import budget
-from questions.models import PUBLIC, Question, answered_in_full, settled
+from questions.models import PUBLIC, Question, answered_late, overdue
 from questions.records import RecordError
 from questions.search import Node, QueryError, parse, to_q
 
@@ -120,9 +120,9 @@ class Filters:
         if self.named_day:
             q &= Q(is_named_day=True)
         if self.timing == "overdue":
-            q &= ~settled() & Q(date_due__lt=timezone.localdate())
+            q &= overdue(timezone.localdate())
         elif self.timing == "late":
-            q &= answered_in_full() & Q(date_answered__gt=F("date_due"))
+            q &= answered_late()
         if self.due_from:
             q &= Q(date_due__gte=self.due_from)
         if self.due_to:

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.utils.text import slugify
 
-from questions.models import PUBLIC, Question, answered_in_full, settled
+from questions.models import PUBLIC, Question, answered_in_full, answered_late, overdue
 
 MONTHS = 12
 
@@ -76,8 +76,8 @@ def department_timeliness(department: str | None, today: dt.date) -> Timeliness:
     rows = (questions.annotate(month=TruncMonth("date_due")).order_by().values("month")
             .annotate(due=Count("pk"),
                       on_time=Count("pk", filter=full & Q(date_answered__lte=F("date_due"))),
-                      late=Count("pk", filter=full & Q(date_answered__gt=F("date_due"))),
-                      overdue=Count("pk", filter=~settled() & Q(date_due__lt=today)),
+                      late=Count("pk", filter=answered_late()),
+                      overdue=Count("pk", filter=overdue(today)),
                       timed=Count("pk", filter=timed)))
     # SQLite's TruncMonth of a date column gives a date, PostgreSQL's may give a datetime at midnight.
     counts = {_as_date(row.pop("month")): row for row in rows}
