@@ -12,8 +12,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from questions import due
+from questions.conditions import answered_in_full as answered_in_full
+from questions.conditions import answered_late, overdue
+from questions.conditions import settled as settled
 from questions.records import web_url
-from questions.search import DOCUMENT_KEYS, FIELDS, document
+from questions.search import DOCUMENT_KEYS, DUE, FIELDS, document, normalise
 from questions.search.sql import column
 from questions.search.words import with_base_forms
 
@@ -94,32 +97,6 @@ class SourceProblem(models.Model):
 
 # The questions people may see and alerts may match: all but the canary's.
 PUBLIC = ~models.Q(external_id__startswith=CANARY_PREFIX)
-
-
-def answered_in_full(prefix: str = "") -> models.Q:
-    """Questions with an answer that is not a holding one (`Question.has_substantive_answer`)."""
-    return ~models.Q(**{f"{prefix}answer_text": ""}) & models.Q(**{f"{prefix}answer_is_holding": False})
-
-
-def settled(prefix: str = "") -> models.Q:
-    """Questions with nothing more to come but a correction: withdrawn, or answered other than by a holding
-    answer. `prefix` reaches them from another model ("question__")."""
-    return models.Q(**{f"{prefix}is_withdrawn": True}) | answered_in_full(prefix)
-
-
-def overdue(today: dt.date, prefix: str = "") -> models.Q:
-    """Questions overdue on `today` (`Question.is_overdue`): past their due date, and not settled. Written so that
-    its negation is exact too: a question with no due date is not overdue, and so is `~overdue(today)`."""
-    return (models.Q(**{f"{prefix}date_due__isnull": False, f"{prefix}date_due__lt": today})
-            & ~settled(prefix))
-
-
-def answered_late(prefix: str = "") -> models.Q:
-    """Questions answered in full after their due date (`Question.days_late` above 0). Both days are asked to be
-    known, so that `~answered_late()` holds for a question missing either, as it does in Python."""
-    return answered_in_full(prefix) & models.Q(**{f"{prefix}date_answered__isnull": False,
-                                                   f"{prefix}date_due__isnull": False,
-                                                   f"{prefix}date_answered__gt": models.F(f"{prefix}date_due")})
 
 
 class QuestionQuerySet(models.QuerySet):
@@ -240,8 +217,9 @@ class Question(models.Model):
     SEARCH_COLUMNS: tuple[str, ...] = tuple(map(column, DOCUMENT_KEYS))
 
     def refresh_search_text(self) -> None:
-        for key, text in document(self.search_fields()).items():
-            setattr(self, column(key), text)
+        found = document(self.search_fields())
+        for key in DOCUMENT_KEYS:
+            setattr(self, column(key), found[key])
 
     def refresh_derived(self) -> None:
         """Everything kept beside the question that is worked out from it: its searchable text, its due date."""
@@ -251,12 +229,20 @@ class Question(models.Model):
     # The columns of each field's words as written, which are all matching reads.
     WORD_COLUMNS: tuple[str, ...] = tuple(map(column, FIELDS))
 
-    def search_document(self) -> dict[str, str]:
-        """What alerts match: the base forms are worked out again from the words, not read from their
-        columns, which a poller of the release before (still running during an upgrade) leaves as they were
-        when it changes a question's words."""
-        return with_base_forms({field: getattr(self, name) for field, name in zip(FIELDS, self.WORD_COLUMNS,
-                                                                                   strict=True)})
+    def search_document(self, today: dt.date | None = None) -> dict[str, str]:
+        """What alerts match, on `today` (by default the day it is now): the base forms are worked out again
+        from the words, not read from their columns, which a poller of the release before (still running
+        during an upgrade) leaves as they were when it changes a question's words; and the due field's words
+        are the question's state that day."""
+        found = {field: getattr(self, name) for field, name in zip(FIELDS, self.WORD_COLUMNS, strict=True)}
+        found[DUE] = normalise(self.due_words(today or timezone.localdate()))
+        return with_base_forms(found)
+
+    def due_words(self, today: dt.date) -> str:
+        """The words of the query language's due field (docs/query-language.md, section 8) that this question
+        has on `today`; `sql.due_q` is the same in SQL."""
+        found = {"overdue": self.is_overdue(today), "late": bool(self.days_late), "named": self.is_named_day}
+        return " ".join(word for word, has in found.items() if has)
 
     @property
     def title(self) -> str:

@@ -51,7 +51,8 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from questions import budget
-from questions.models import PUBLIC, Question, answered_late, overdue
+from questions.conditions import answered_late, overdue
+from questions.models import PUBLIC, Question
 from questions.records import RecordError
 from questions.search import Node, QueryError, parse, to_q
 

@@ -34,7 +34,15 @@ from questions.searching import (
     matching,
     member_names,
 )
-from questions.timeliness import Month, department_slug, department_timeliness, department_url, named, search_url
+from questions.timeliness import (
+    Month,
+    department_slug,
+    department_timeliness,
+    department_url,
+    named,
+    overdue_links,
+    search_url,
+)
 
 PAGE_SIZE = 20
 FEED_SIZE = 50
@@ -218,7 +226,8 @@ def _timeliness_page(request: HttpRequest, department: str | None, context: dict
     total = figures.total
     context = {"departments": None, **context, "department": department, "figures": figures, "total": total,
                "rows": [(month, _links(department, month)) for month in figures.months],
-               "total_links": _links(department, total), "chart": chart(figures)}
+               "total_links": _links(department, total), "chart": chart(figures),
+               "overdue": overdue_links(department)}
     return render(request, "questions/timeliness.html", context)
 
 
