@@ -68,6 +68,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
         params = {k: v for k, v in request.GET.items() if k != "page" and v}
         context["params"] = urlencode(params)
         context["alert_query"] = form.alert_query()
+        context["alert_on"] = form.alert_on()
         context["page_only_filters"] = form.page_only_filters()
         context["suggestions"] = suggestions(query, params)
         if node:
