@@ -192,7 +192,12 @@ def test_a_department_page_offers_an_alert_of_its_overdue_questions_and_their_fe
     # Today again: the email queue's clock is the real one.
     monkeypatch.undo()
     sign_up(client, "ada@example.org", q=form["q"].value(), alert_on="overdue")
-    client.post(link_in(mail.outbox[-1], "/alerts/confirm/"))
+    [confirmation] = mail.outbox
+    said = 'questions that go overdue matching department:"ministry of justice" due:overdue: as it happens'
+    assert said in words(confirmation.body)
+    confirmed = client.post(link_in(confirmation, "/alerts/confirm/"), follow=True)
+    assert ("we’ll email you when questions that go overdue match “department:\"ministry of justice\" due:overdue”"
+            in words(confirmed.content))
     alert = Subscription.objects.get(subscriber__email="ada@example.org")
     assert (alert.query, alert.alert_on, alert.confirmed_at is not None) == (
         'department:"ministry of justice" due:overdue', "overdue", True)
