@@ -236,3 +236,22 @@ def test_saved_searches_that_had_due_as_text_keep_their_meaning():
                        "overdue AND police": "overdue police"}
     for subscription in Subscription.objects.all():
         assert parse(subscription.query) == parse(subscription.canonical_query)
+
+
+@pytest.mark.parametrize("query", ["due:tomorrow", 'due:"overdue"', "due:over*", "due:named-day", "NOT due:overdue",
+                                   "due:(overdue OR police)", "due:"])
+def test_what_section_8_refuses_is_refused(query):
+    with pytest.raises(QueryError):
+        parse(query)
+
+
+@pytest.mark.parametrize(("query", "written"), [
+    ("due:overdue", "due:overdue"),
+    ("Due: Overdue", "due:overdue"),
+    ("due:(overdue OR late)", "due:overdue OR due:late"),
+    ('department:"Home Office" due:overdue', 'department:"home office" AND due:overdue'),
+    ("prisons -due:late", "prisons AND NOT due:late"),
+    ("department:(due:named)", "due:named"),
+])
+def test_what_section_8_reads(query, written):
+    assert canonical(parse(query)) == written
