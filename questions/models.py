@@ -16,7 +16,7 @@ from questions.conditions import answered_in_full as answered_in_full
 from questions.conditions import answered_late, overdue
 from questions.conditions import settled as settled
 from questions.records import web_url
-from questions.search import DOCUMENT_KEYS, DUE, FIELDS, document, normalise
+from questions.search import DOCUMENT_KEYS, DUE, DUE_WORDS, FIELDS, document, normalise
 from questions.search.sql import column
 from questions.search.words import with_base_forms
 
@@ -242,7 +242,7 @@ class Question(models.Model):
         """The words of the query language's due field (docs/query-language.md, section 8) that this question
         has on `today`; `sql.due_q` is the same in SQL."""
         found = {"overdue": self.is_overdue(today), "late": bool(self.days_late), "named": self.is_named_day}
-        return " ".join(word for word, has in found.items() if has)
+        return " ".join(word for word in DUE_WORDS if found[word])
 
     @property
     def title(self) -> str:
