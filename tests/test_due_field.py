@@ -181,8 +181,11 @@ def test_a_department_page_offers_an_alert_of_its_overdue_questions_and_their_fe
     today = dt.date.fromisoformat(SAMPLE_DAY)
     overdue = [question.title for question in Question.objects.public().filter(answering_body_name=JUSTICE)
                .order_by("-date_tabled", "-id") if question.is_overdue(today)]
-    # Newest first, as many as a feed holds.
+    # Newest first, as many as a feed holds, each saying since when it is overdue.
     assert len(overdue) > FEED_SIZE and titles == overdue[:FEED_SIZE]
+    first = Question.objects.get(pk=matching(parse(query["q"][0])).values_list("pk", flat=True)[0])
+    description = next(ET.fromstring(feed.content).iter("item")).findtext("description")
+    assert description.startswith(f"<p><strong>{first.overdue_label}</strong></p>")
     atom = client.get(links["Atom feed of the questions overdue now"])
     assert atom.status_code == 200 and atom.content.count(b"<entry>") == FEED_SIZE
     listed = client.get(links["The questions overdue now"])
