@@ -34,3 +34,8 @@ def answered_late(prefix: str = "") -> Q:
     return answered_in_full(prefix) & Q(**{f"{prefix}date_answered__isnull": False,
                                            f"{prefix}date_due__isnull": False,
                                            f"{prefix}date_answered__gt": F(f"{prefix}date_due")})
+
+
+def named_day(prefix: str = "") -> Q:
+    """Named-day questions (`Question.is_named_day`)."""
+    return Q(**{f"{prefix}is_named_day": True})

@@ -51,7 +51,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from questions import budget
-from questions.conditions import answered_late, overdue
+from questions.conditions import answered_late, named_day, overdue
 from questions.models import PUBLIC, Question
 from questions.records import RecordError
 from questions.search import Node, QueryError, parse, to_q
@@ -119,7 +119,7 @@ class Filters:
         if self.tabled_to:
             q &= Q(date_tabled__lte=self.tabled_to)
         if self.named_day:
-            q &= Q(is_named_day=True)
+            q &= named_day()
         if self.timing == "overdue":
             q &= overdue(timezone.localdate())
         elif self.timing == "late":

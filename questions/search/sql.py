@@ -26,7 +26,7 @@ from django.db import connection
 from django.db.models import F, Func, Q, TextField
 from django.utils import timezone
 
-from questions.conditions import answered_late, overdue
+from questions.conditions import answered_late, named_day, overdue
 
 from .ast import And, Node, Not, Or, Phrase, Prefix, Term, leaves
 from .evaluate import keys, needle
@@ -70,7 +70,7 @@ def due_q(word: str) -> Q:
     if word == "late":
         return answered_late()
     assert word == "named", "the due field's words are checked when its term is made"
-    return Q(is_named_day=True)
+    return named_day()
 
 
 def _leaf_q(node: Term | Prefix | Phrase, common: Collection[str], bounding: bool) -> Q:
