@@ -194,15 +194,20 @@ def _search_matches(events: list[QuestionEvent], percolator: Percolator) -> Iter
     positions: dict[int, int] = {}
     documents = []
     by_position: list[list[tuple[int, int]]] = []
+    today = timezone.localdate()
     for event in events:
         if event.kind in FOLLOWERS_ONLY or event.question.is_canary:
-            # Searches are not told that a question was withdrawn or is overdue (only its followers are):
-            # matching it would only find nobody. The canary's questions are for the canary's follow alone.
+            # Searches are not told that a question was withdrawn (only its followers are): matching it would
+            # only find nobody. The canary's questions are for the canary's follow alone.
+            continue
+        if event.kind == QuestionEvent.Kind.OVERDUE and not event.question.is_overdue(today):
+            # As for followers: answered or withdrawn since, or due later now, "overdue" would not be true.
             continue
         position = positions.get(event.question_id)
         if position is None:
             position = positions[event.question_id] = len(documents)
-            documents.append(event.question.search_document())
+            # Its due field as it is today, as the search page reads it today.
+            documents.append(event.question.search_document(today))
             by_position.append([])
         by_position[position].append((event.id, kind_bit(event.kind)))
     for query_id, mask in percolator.match(documents).items():

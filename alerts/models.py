@@ -18,8 +18,9 @@ from questions.search import MAX_LENGTH
 # its due date passing with no answer.
 FOLLOWED_KINDS = (QuestionEvent.Kind.ANSWERED, QuestionEvent.Kind.CORRECTED, QuestionEvent.Kind.WITHDRAWN,
                   QuestionEvent.Kind.OVERDUE)
-# What only followers are told: a search's alert is about questions and answers, not their absence.
-FOLLOWERS_ONLY = (QuestionEvent.Kind.WITHDRAWN, QuestionEvent.Kind.OVERDUE)
+# What only followers are told: a search's alert is about questions and answers. Only a search that asked
+# for it (`Subscription.AlertOn.OVERDUE`) hears that a question went overdue.
+FOLLOWERS_ONLY = (QuestionEvent.Kind.WITHDRAWN,)
 
 
 class Subscriber(models.Model):
@@ -133,6 +134,9 @@ class Subscription(models.Model):
         BOTH = "both", "New questions and answers"
         NEW = "new", "New questions only"
         ANSWERS = "answers", "Answers only"
+        # Its due date passing with no answer but a holding one (questions.overdue): "every overdue question to
+        # the Home Office". The search's due field, if it has one, is read on the day the question goes overdue.
+        OVERDUE = "overdue", "Questions that go overdue"
 
     subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="subscriptions")
     # Set for a follow of one question ("email me when this is answered"); its query fields are then blank.
@@ -197,7 +201,9 @@ class Subscription(models.Model):
             return event_kind == QuestionEvent.Kind.TABLED
         if self.alert_on == self.AlertOn.ANSWERS:
             return event_kind in (QuestionEvent.Kind.ANSWERED, QuestionEvent.Kind.CORRECTED)
-        return event_kind not in FOLLOWERS_ONLY
+        if self.alert_on == self.AlertOn.OVERDUE:
+            return event_kind == QuestionEvent.Kind.OVERDUE
+        return event_kind not in FOLLOWERS_ONLY and event_kind != QuestionEvent.Kind.OVERDUE
 
 
 def _give_up_at() -> dt.datetime:

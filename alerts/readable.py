@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from questions.search import DEFAULT_FIELDS, FIELDS, And, Node, Not, Or, Phrase, Prefix, Term, words
+from questions.search import DEFAULT_FIELDS, DUE, QUERY_FIELDS, And, Node, Not, Or, Phrase, Prefix, Term, words
 from questions.search.words import WORD_RE
 
 # A word or phrase looked for in one field, in words.
@@ -21,6 +21,8 @@ IN_FIELD = {
     "house": "in the {}",
     "uin": "UIN {}",
 }
+# The due field's words, which say a question's state rather than words it holds.
+DUE_STATES = {"overdue": "overdue", "late": "answered late", "named": "on a named day"}
 _OPERATORS = frozenset({"AND", "OR", "NOT"})
 
 
@@ -32,13 +34,15 @@ def _as_typed(query: str) -> dict[str, str]:
     for run in WORD_RE.finditer(query):
         found = words(run[0])
         # Operators and field names ("department:") are not the words looked for.
-        syntax = run[0] in _OPERATORS or query.startswith(":", run.end()) and run[0].lower() in FIELDS
+        syntax = run[0] in _OPERATORS or query.startswith(":", run.end()) and run[0].lower() in QUERY_FIELDS
         if len(found) == 1 and not syntax:
             typed.setdefault(found[0], run[0])
     return typed
 
 
 def _leaf(node: Term | Prefix | Phrase, typed: dict[str, str]) -> str:
+    if node.fields == (DUE,) and isinstance(node, Term):
+        return DUE_STATES[node.word]
     if isinstance(node, Term):
         text = typed.get(node.word, node.word)
     elif isinstance(node, Prefix):

@@ -242,7 +242,10 @@ def signup(request: HttpRequest) -> HttpResponse:
                               alert_on=data["alert_on"], label=data["label"],
                               over_limit=lambda wait: _signup_page(request, form, retry_after=wait))
     else:
-        form = SignupForm(initial={"q": request.GET.get("q", "")})
+        # A link may choose what to email about too, as a department's page does for its overdue questions.
+        alert_on = request.GET.get("alert_on", "")
+        form = SignupForm(initial={"q": request.GET.get("q", ""),
+                                   **({"alert_on": alert_on} if alert_on in Subscription.AlertOn.values else {})})
     return _signup_page(request, form)
 
 
@@ -307,7 +310,7 @@ def _already_confirmed(subscriber: Subscriber, subscriptions) -> bool:
 
 # What a search's alert emails about, as "we'll email you when … match" (a question's answer follows it).
 NEWS = {Subscription.AlertOn.BOTH: "new questions", Subscription.AlertOn.NEW: "new questions",
-        Subscription.AlertOn.ANSWERS: "new answers"}
+        Subscription.AlertOn.ANSWERS: "new answers", Subscription.AlertOn.OVERDUE: "questions that go overdue"}
 
 
 def _names(subscriptions) -> str:

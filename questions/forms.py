@@ -73,9 +73,9 @@ class SearchForm(forms.Form):
                        timing=data.get("timing") or "", due_from=data.get("due_from"), due_to=data.get("due_to"))
 
     def alert_query(self) -> str:
-        """The search with the house and department filters written into it, for an alert: those two
-        are fields of the language; answered and dates are not, and an alert is about what is new. Empty
-        when neither words nor those filters were given."""
+        """The search with the house, department, named-day and timing filters written into it, for an alert:
+        those are fields of the language (the last two its due field); answered and dates are not, and an alert
+        is about what is new. Empty when neither words nor those filters were given."""
         query = self.cleaned_data.get("q") or ""
         extra = []
         if self.cleaned_data.get("house"):
@@ -83,6 +83,10 @@ class SearchForm(forms.Form):
         department = self.cleaned_data.get("department") or ""
         if department and '"' not in department:
             extra.append(f'department:"{department}"')
+        if self.cleaned_data.get("named_day"):
+            extra.append("due:named")
+        if self.cleaned_data.get("timing"):
+            extra.append(f"due:{self.cleaned_data['timing']}")
         if not extra:
             return query
         # With no words, the filters alone are the alert's search (a department's every new question).
@@ -94,10 +98,14 @@ class SearchForm(forms.Form):
         return combined
 
     def page_only_filters(self) -> bool:
-        """Whether filters an alert cannot carry (answered, dates, when due) narrow this page."""
+        """Whether filters an alert cannot carry (answered, dates) narrow this page."""
         data = self.cleaned_data
-        return any(data.get(name) for name in ("answered", "tabled_from", "tabled_to", "timing", "named_day",
-                                               "due_from", "due_to"))
+        return any(data.get(name) for name in ("answered", "tabled_from", "tabled_to", "due_from", "due_to"))
+
+    def alert_on(self) -> str:
+        """What an alert of this page is to email about, where the page says: the questions overdue now are
+        heard of as each goes overdue; "" for the form's default."""
+        return "overdue" if self.cleaned_data.get("timing") == "overdue" else ""
 
     def query_error(self) -> tuple[str, int | None] | None:
         for error in self.errors.as_data().get("q", []):

@@ -12,8 +12,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from questions import due
+from questions.conditions import answered_in_full as answered_in_full
+from questions.conditions import answered_late, overdue
+from questions.conditions import settled as settled
 from questions.records import web_url
-from questions.search import DOCUMENT_KEYS, FIELDS, document
+from questions.search import DOCUMENT_KEYS, DUE, DUE_WORDS, FIELDS, document, normalise
 from questions.search.sql import column
 from questions.search.words import with_base_forms
 
@@ -96,20 +99,15 @@ class SourceProblem(models.Model):
 PUBLIC = ~models.Q(external_id__startswith=CANARY_PREFIX)
 
 
-def answered_in_full(prefix: str = "") -> models.Q:
-    """Questions with an answer that is not a holding one (`Question.has_substantive_answer`)."""
-    return ~models.Q(**{f"{prefix}answer_text": ""}) & models.Q(**{f"{prefix}answer_is_holding": False})
-
-
-def settled(prefix: str = "") -> models.Q:
-    """Questions with nothing more to come but a correction: withdrawn, or answered other than by a holding
-    answer. `prefix` reaches them from another model ("question__")."""
-    return models.Q(**{f"{prefix}is_withdrawn": True}) | answered_in_full(prefix)
-
-
 class QuestionQuerySet(models.QuerySet):
     def public(self) -> QuestionQuerySet:
         return self.filter(PUBLIC)
+
+    def overdue(self, today: dt.date) -> QuestionQuerySet:
+        return self.filter(overdue(today))
+
+    def answered_late(self) -> QuestionQuerySet:
+        return self.filter(answered_late())
 
 
 class Question(models.Model):
@@ -219,8 +217,9 @@ class Question(models.Model):
     SEARCH_COLUMNS: tuple[str, ...] = tuple(map(column, DOCUMENT_KEYS))
 
     def refresh_search_text(self) -> None:
-        for key, text in document(self.search_fields()).items():
-            setattr(self, column(key), text)
+        found = document(self.search_fields())
+        for key in DOCUMENT_KEYS:
+            setattr(self, column(key), found[key])
 
     def refresh_derived(self) -> None:
         """Everything kept beside the question that is worked out from it: its searchable text, its due date."""
@@ -230,12 +229,20 @@ class Question(models.Model):
     # The columns of each field's words as written, which are all matching reads.
     WORD_COLUMNS: tuple[str, ...] = tuple(map(column, FIELDS))
 
-    def search_document(self) -> dict[str, str]:
-        """What alerts match: the base forms are worked out again from the words, not read from their
-        columns, which a poller of the release before (still running during an upgrade) leaves as they were
-        when it changes a question's words."""
-        return with_base_forms({field: getattr(self, name) for field, name in zip(FIELDS, self.WORD_COLUMNS,
-                                                                                   strict=True)})
+    def search_document(self, today: dt.date | None = None) -> dict[str, str]:
+        """What alerts match, on `today` (by default the day it is now): the base forms are worked out again
+        from the words, not read from their columns, which a poller of the release before (still running
+        during an upgrade) leaves as they were when it changes a question's words; and the due field's words
+        are the question's state that day."""
+        found = {field: getattr(self, name) for field, name in zip(FIELDS, self.WORD_COLUMNS, strict=True)}
+        found[DUE] = normalise(self.due_words(today or timezone.localdate()))
+        return with_base_forms(found)
+
+    def due_words(self, today: dt.date) -> str:
+        """The words of the query language's due field (docs/query-language.md, section 8) that this question
+        has on `today`; `sql.due_q` is the same in SQL."""
+        found = {"overdue": self.is_overdue(today), "late": bool(self.days_late), "named": self.is_named_day}
+        return " ".join(word for word in DUE_WORDS if found[word])
 
     @property
     def title(self) -> str:

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
-from questions.models import Question, QuestionEvent, Source, settled
+from questions.models import Question, QuestionEvent, Source
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,8 @@ def newly_overdue(today: dt.date) -> QuerySet[Question]:
     """The public questions overdue today (`Question.is_overdue`), due within the last OVERDUE_WITHIN_DAYS days,
     and not yet told of."""
     told = QuestionEvent.objects.filter(question=OuterRef("pk"), key=OVERDUE_KEY)
-    return (Question.objects.public()
-            .filter(date_due__lt=today, date_due__gte=today - dt.timedelta(days=OVERDUE_WITHIN_DAYS))
-            .exclude(settled())
+    return (Question.objects.public().overdue(today)
+            .filter(date_due__gte=today - dt.timedelta(days=OVERDUE_WITHIN_DAYS))
             .exclude(Exists(told)))
 
 

@@ -45,13 +45,14 @@ from django.contrib.postgres.fields.array import ArrayContains
 from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import DatabaseError, OperationalError, connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce, Extract
 from django.utils import timezone
 from django.utils.functional import cached_property
 
 from questions import budget
-from questions.models import PUBLIC, Question, answered_in_full, settled
+from questions.conditions import answered_late, named_day, overdue
+from questions.models import PUBLIC, Question
 from questions.records import RecordError
 from questions.search import Node, QueryError, parse, to_q
 
@@ -118,11 +119,11 @@ class Filters:
         if self.tabled_to:
             q &= Q(date_tabled__lte=self.tabled_to)
         if self.named_day:
-            q &= Q(is_named_day=True)
+            q &= named_day()
         if self.timing == "overdue":
-            q &= ~settled() & Q(date_due__lt=timezone.localdate())
+            q &= overdue(timezone.localdate())
         elif self.timing == "late":
-            q &= answered_in_full() & Q(date_answered__gt=F("date_due"))
+            q &= answered_late()
         if self.due_from:
             q &= Q(date_due__gte=self.due_from)
         if self.due_to:

@@ -14,7 +14,9 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.utils.text import slugify
 
-from questions.models import PUBLIC, Question, answered_in_full, settled
+from questions.conditions import answered_in_full, answered_late, overdue
+from questions.models import PUBLIC, Question
+from questions.search import words
 
 MONTHS = 12
 
@@ -76,8 +78,8 @@ def department_timeliness(department: str | None, today: dt.date) -> Timeliness:
     rows = (questions.annotate(month=TruncMonth("date_due")).order_by().values("month")
             .annotate(due=Count("pk"),
                       on_time=Count("pk", filter=full & Q(date_answered__lte=F("date_due"))),
-                      late=Count("pk", filter=full & Q(date_answered__gt=F("date_due"))),
-                      overdue=Count("pk", filter=~settled() & Q(date_due__lt=today)),
+                      late=Count("pk", filter=answered_late()),
+                      overdue=Count("pk", filter=overdue(today)),
                       timed=Count("pk", filter=timed)))
     # SQLite's TruncMonth of a date column gives a date, PostgreSQL's may give a datetime at midnight.
     counts = {_as_date(row.pop("month")): row for row in rows}
@@ -113,6 +115,22 @@ def search_url(department: str | None, month: Month, timing: str = "") -> str:
     params = {"department": department or "", "timing": timing, "due_from": month.first_day.isoformat(),
               "due_to": month.last_day.isoformat()}
     return reverse("search") + "?" + urlencode({key: value for key, value in params.items() if value})
+
+
+def overdue_query(department: str | None) -> str:
+    """The saved search of `department`'s questions that are overdue (every department's for None): what its
+    page offers as an alert for the day each goes overdue, and as a feed of those overdue now."""
+    found = words(department or "")
+    return f'department:"{" ".join(found)}" due:overdue' if found else "due:overdue"
+
+
+def overdue_links(department: str | None) -> dict[str, str]:
+    """Where the department's page sends those who want to hear of its overdue questions: the search of them, its
+    feeds, and the form for an alert of those that go overdue (to be confirmed by email, as every alert is)."""
+    query = urlencode({"q": overdue_query(department)})
+    return {"search": reverse("search") + "?" + query, "rss": reverse("search-rss") + "?" + query,
+            "atom": reverse("search-atom") + "?" + query,
+            "alert": reverse("alerts:signup") + "?" + query + "&" + urlencode({"alert_on": "overdue"})}
 
 
 def department_url(name: str, names: list[str]) -> str:

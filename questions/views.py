@@ -34,7 +34,15 @@ from questions.searching import (
     matching,
     member_names,
 )
-from questions.timeliness import Month, department_slug, department_timeliness, department_url, named, search_url
+from questions.timeliness import (
+    Month,
+    department_slug,
+    department_timeliness,
+    department_url,
+    named,
+    overdue_links,
+    search_url,
+)
 
 PAGE_SIZE = 20
 FEED_SIZE = 50
@@ -60,6 +68,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
         params = {k: v for k, v in request.GET.items() if k != "page" and v}
         context["params"] = urlencode(params)
         context["alert_query"] = form.alert_query()
+        context["alert_on"] = form.alert_on()
         context["page_only_filters"] = form.page_only_filters()
         context["suggestions"] = suggestions(query, params)
         if node:
@@ -218,7 +227,8 @@ def _timeliness_page(request: HttpRequest, department: str | None, context: dict
     total = figures.total
     context = {"departments": None, **context, "department": department, "figures": figures, "total": total,
                "rows": [(month, _links(department, month)) for month in figures.months],
-               "total_links": _links(department, total), "chart": chart(figures)}
+               "total_links": _links(department, total), "chart": chart(figures),
+               "overdue": overdue_links(department)}
     return render(request, "questions/timeliness.html", context)
 
 

@@ -142,9 +142,10 @@ def test_the_search_page_offers_the_filters_and_the_question_page_says_when_due(
     assert {q.external_id for q in page.context["page"]} == {BANK_HOLIDAY, BANK_HOLIDAY_TOO}
     text = page.content.decode()
     assert "Overdue: due 26th May 2026</strong> (6 days ago)" in text
-    # An alert is about what is new: it cannot carry these filters, and the page says so.
-    assert "when answers are due apply to this page only" in client.get(
-        "/", {"q": "crime", "timing": "overdue"}).content.decode()
+    # An alert carries the filter in the language's due field, and hears of each question as it goes overdue.
+    alerting = client.get("/", {"q": "crime", "timing": "overdue"}).content.decode()
+    assert "?q=%28crime%29%20AND%20due%3Aoverdue&amp;alert_on=overdue" in alerting
+    assert "apply to this page only" not in alerting
 
     def shown(key: str) -> str:
         question = Question.objects.get(external_id=key)

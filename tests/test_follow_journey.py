@@ -98,7 +98,10 @@ def test_following_a_question_from_its_page_to_its_answer_correction_and_end(api
         assert (f"Your alert is on: we’ll email you when “{HEADING}” is answered."
                 in page.get_by_role("status").inner_text())
         assert f"Following: {HEADING}" in page.get_by_role("table").inner_text()
-        assert "Waiting for an answer." in page.get_by_role("table").inner_text()
+        # The recorded question's due date is long past: it says so, as its overdue email would.
+        assert question.is_overdue(timezone.localdate())
+        assert f"{question.overdue_label}." in page.get_by_role("table").inner_text()
+        assert "Waiting for an answer." not in page.get_by_role("table").inner_text()
 
         api.put(answered_by_minister(ANSWER))
         poll()

@@ -307,6 +307,10 @@ def test_a_follower_gets_one_email_when_the_named_day_passes_with_beat_running_e
     named = dt.date(2027, 3, 12)
     question = land(named_day(day=named, date_tabled=dt.date(2027, 3, 8)))
     follow_question("ada@example.org", question)
+    # A saved search of the department's overdue questions, whose due field the worker reads on its own clock,
+    # and an ordinary search of the same questions, which is not told.
+    subscribe("bo@example.org", 'department:"Department for Education" due:overdue', alert_on="overdue")
+    subscribe("cy@example.org", 'department:"Department for Education"')
     QuestionEvent.objects.update(matched_at=timezone.now())  # the tabling, told long ago
     from django_celery_beat.models import PeriodicTask
 
@@ -344,5 +348,8 @@ def test_a_follower_gets_one_email_when_the_named_day_passes_with_beat_running_e
     event = QuestionEvent.objects.get(kind="overdue")
     # Made on the worker's clock, the day after the named day.
     assert timezone.localtime(event.created_at).date() == dt.date(2027, 3, 13)
-    assert len(stub.messages) == 1
+    [search_email] = emails_to(stub, "bo@example.org")
+    assert search_email["Subject"].startswith(f"Not answered on time: {HEADING}")
+    assert emails_to(stub, "cy@example.org") == []
+    assert len(stub.messages) == 2
 

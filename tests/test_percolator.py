@@ -70,7 +70,7 @@ def expected(texts, documents) -> dict[str, int]:
 @PROPERTY
 @given(
     texts=st.lists(queries(), min_size=1, max_size=25),
-    batch=st.lists(records(), min_size=1, max_size=12),
+    batch=st.lists(records(due=True), min_size=1, max_size=12),
     sample=st.lists(records(), max_size=5),
 )
 def test_the_percolator_matches_what_evaluating_every_search_on_every_question_matches(texts, batch, sample):
@@ -87,7 +87,7 @@ def test_the_percolator_matches_what_evaluating_every_search_on_every_question_m
 @PROPERTY
 @given(
     texts=st.lists(queries(), min_size=2, max_size=20),
-    batch=st.lists(records(), min_size=1, max_size=8),
+    batch=st.lists(records(due=True), min_size=1, max_size=8),
     data=st.data(),
 )
 def test_searches_removed_from_the_index_no_longer_match_and_the_rest_still_do(texts, batch, data):

@@ -16,7 +16,7 @@ from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.django_db
 
-DATES_NOTE = "The dates, the answered filter and when answers are due apply to this page only"
+DATES_NOTE = "The dates and the answered filter apply to this page only"
 
 
 @pytest.fixture
@@ -132,10 +132,22 @@ def test_words_and_a_department_with_no_questions_yet(client, archive):
     assert DATES_NOTE not in html
 
 
+def test_the_named_day_and_timing_filters_are_carried_into_the_alert(client, archive):
+    for filters, carried, alert_on in (({"timing": "overdue"}, "due:overdue", "overdue"),
+                                       ({"timing": "late"}, "due:late", None),
+                                       ({"named_day": "on", "timing": "overdue"}, "due:named AND due:overdue",
+                                        "overdue")):
+        html = page(client, q="police", department="Department for Education", **filters)
+
+        assert email_me(html) == f'(police) AND department:"Department for Education" AND {carried}'
+        href = re.search(r'<a class="button" href="(/alerts/new/\?[^"]*)"', html).group(1)
+        assert link_query(href).get("alert_on") == alert_on
+        assert DATES_NOTE not in html
+
+
 def test_dates_and_answered_are_said_to_stay_on_the_page(client, archive):
     for filters in ({"tabled_from": "2024-01-01"}, {"tabled_to": "2024-12-31"}, {"answered": "unanswered"},
-                    {"timing": "overdue"}, {"timing": "late"}, {"named_day": "on"}, {"due_from": "2024-01-01"},
-                    {"due_to": "2024-12-31"}):
+                    {"due_from": "2024-01-01"}, {"due_to": "2024-12-31"}):
         html = page(client, q="police", department="Department for Education", **filters)
 
         assert email_me(html) == '(police) AND department:"Department for Education"'

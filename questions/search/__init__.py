@@ -13,7 +13,20 @@ from .ast import MIN_PREFIX, And, Leaf, Node, Not, Or, Phrase, Prefix, Term, lea
 from .evaluate import Matcher, compile_matcher, matches
 from .highlight import highlight
 from .parser import MAX_DEPTH, MAX_LENGTH, MAX_TERMS, QueryError, canonical, parse, parse_canonical, parse_or_none
-from .words import DEFAULT_FIELDS, DOCUMENT_KEYS, FIELDS, UNICODE_VERSIONS, base, base_key, document, normalise, words
+from .words import (
+    DEFAULT_FIELDS,
+    DOCUMENT_KEYS,
+    DUE,
+    DUE_WORDS,
+    FIELDS,
+    QUERY_FIELDS,
+    UNICODE_VERSIONS,
+    base,
+    base_key,
+    document,
+    normalise,
+    words,
+)
 
 if TYPE_CHECKING:
     from .sql import to_q
@@ -21,11 +34,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_FIELDS",
     "DOCUMENT_KEYS",
+    "DUE",
+    "DUE_WORDS",
     "FIELDS",
     "MAX_DEPTH",
     "MAX_LENGTH",
     "MAX_TERMS",
     "MIN_PREFIX",
+    "QUERY_FIELDS",
     "UNICODE_VERSIONS",
     "And",
     "Leaf",

@@ -2,7 +2,7 @@
 
 Nodes check their own invariants when built, so any node that exists can be
 evaluated, turned into SQL and written back as query text: field tuples are
-known fields in `FIELDS` order, words are single normalised words, phrases have
+known fields in `QUERY_FIELDS` order, words are single normalised words, phrases have
 at least one word, wildcard prefixes at least `MIN_PREFIX` characters, and
 `And`/`Or` have at least two children, none of them of their own kind (nested
 ones are flattened in).
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from .memo import short_text_cache
-from .words import FIELDS, words
+from .words import DUE, DUE_WORDS, QUERY_FIELDS, words
 
 MIN_PREFIX = 3
 
-_FIELD_ORDER = {name: index for index, name in enumerate(FIELDS)}
+_FIELD_ORDER = {name: index for index, name in enumerate(QUERY_FIELDS)}
 
 
 def _canonical_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
@@ -31,10 +31,17 @@ def _fields_in_order(fields: tuple[str, ...]) -> tuple[str, ...]:
     # Every leaf goes through here, with one of a handful of field sets.
     unknown = [name for name in fields if name not in _FIELD_ORDER]
     if unknown:
-        raise ValueError(f"unknown field(s) {unknown!r}; fields are {FIELDS!r}")
+        raise ValueError(f"unknown field(s) {unknown!r}; fields are {QUERY_FIELDS!r}")
     if not fields:
         raise ValueError("a term needs at least one field")
     return tuple(sorted(set(fields), key=_FIELD_ORDER.__getitem__))
+
+
+def _check_due(fields: tuple[str, ...], word: str | None) -> None:
+    """The due field holds only the words of a question's state, looked for alone: any node there can be
+    turned into SQL (`sql.due_q`)."""
+    if DUE in fields and (fields != (DUE,) or word not in DUE_WORDS):
+        raise ValueError(f"the {DUE} field takes a word of {DUE_WORDS!r} on its own, not {word!r}")
 
 
 def _check_word(word: str) -> None:
@@ -62,6 +69,7 @@ class Term:
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", _canonical_fields(self.fields))
         _check_word(self.word)
+        _check_due(self.fields, self.word)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,7 @@ class Prefix:
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", _canonical_fields(self.fields))
         _check_word(self.prefix)
+        _check_due(self.fields, None)
         if len(self.prefix) < MIN_PREFIX:
             raise ValueError(f"a wildcard prefix needs at least {MIN_PREFIX} characters, not {self.prefix!r}")
 
@@ -91,6 +100,7 @@ class Phrase:
         object.__setattr__(self, "words", tuple(self.words))
         if not self.words:
             raise ValueError("a phrase needs at least one word")
+        _check_due(self.fields, None)
         for word in self.words:
             _check_word(word)
 

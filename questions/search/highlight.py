@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from .ast import And, Node, Not, Or, Phrase, Prefix, Term
 from .memo import short_text_cache
-from .words import WORD_RE, base, fold
+from .words import DUE, WORD_RE, base, fold
 
 # Texts repeat a small alphabet, and emails highlight the same texts over and over.
 _fold_char = lru_cache(maxsize=65536)(fold)
@@ -53,7 +53,8 @@ def _positive_leaves(node: Node, field: str | None) -> list[Term | Prefix | Phra
             stack.append((current.child, not positive))
         elif isinstance(current, And | Or):
             stack.extend((child, positive) for child in current.children)
-        elif positive and (field is None or field in current.fields):
+        # The due field's words are a state of the question, not words of its text: nothing to mark.
+        elif positive and (field in current.fields if field is not None else DUE not in current.fields):
             found.append(current)
     return found
 

@@ -16,7 +16,7 @@ from enum import Enum
 
 from .ast import MIN_PREFIX, And, Node, Not, Or, Phrase, Prefix, Term, and_, or_
 from .memo import LONGEST_CACHED, short_text_cache
-from .words import DEFAULT_FIELDS, FIELDS, document, words
+from .words import DEFAULT_FIELDS, DUE, DUE_WORDS, QUERY_FIELDS, document, words
 
 MAX_LENGTH = 1000
 MAX_TERMS = 64
@@ -110,7 +110,7 @@ def _field_name(run: str) -> tuple[str, str] | None:
     if colon <= 0:
         return None
     name = run[:colon]
-    if not name.isascii() or name.lower() not in FIELDS:
+    if not name.isascii() or name.lower() not in QUERY_FIELDS:
         return None
     return name.lower(), run[colon + 1 :]
 
@@ -272,7 +272,7 @@ class _Parser:
         if piece.kind is Kind.FIELD:
             assert piece.field is not None
             if piece.value is not None:
-                return piece.value.leaf((piece.field,))
+                return _leaf(piece.value, (piece.field,), piece)
             following = self.peek()
             if following is None or following.kind not in (Kind.VALUE, Kind.OPEN):
                 raise QueryError(
@@ -283,7 +283,7 @@ class _Parser:
             return self.parse_primary((piece.field,))
         if piece.kind is Kind.VALUE:
             assert piece.value is not None
-            return piece.value.leaf(fields)
+            return _leaf(piece.value, fields, piece)
         if piece.kind is Kind.OPEN:
             following = self.peek()
             if following is not None and following.kind is Kind.CLOSE:
@@ -295,6 +295,25 @@ class _Parser:
         # Brackets balance and every operator checks what follows it, so a
         # closing bracket or a NOT never reaches here.
         raise AssertionError(f"unexpected {piece!r}")
+
+
+_DUE_CHOICES = ", ".join(DUE_WORDS[:-1]) + " or " + DUE_WORDS[-1]
+
+
+def _leaf(value: Value, fields: tuple[str, ...], piece: Piece) -> Node:
+    """The word, wildcard or phrase `value` looked for in `fields`; the due field takes only its own words."""
+    if DUE in fields and not (value.kind is Term and value.text in DUE_WORDS):
+        shown = value.text if isinstance(value.text, str) else " ".join(value.text)
+        if value.kind is Prefix:
+            shown += "*"
+        # A field's own value (`due:x`) starts after its name.
+        position = piece.position + (len(piece.text) if piece.kind is Kind.FIELD else 0)
+        raise QueryError(
+            f'"{shown}" at {_at(position)} is not something the field "{DUE}:" can look for: '
+            f"it takes one of the words {_DUE_CHOICES}, on its own.",
+            position,
+        )
+    return value.leaf(fields)
 
 
 def parse(query: str, *, max_length: int | None = MAX_LENGTH) -> Node:
@@ -413,7 +432,7 @@ def canonical(node: Node) -> str:
 # straight quotes, a prefix ending in *). Words in it are already normalised.
 _CANONICAL_PIECE = re.compile(r'\(|\)|(?:[a-z]+:)?(?:"[^"]*"|[^\s()"]+)')
 _CANONICAL_LEAF = re.compile(r'(?:([a-z]+):)?(?:"([^"]*)"|([^\s()"]+))')
-_FIELD_SET = {name: (name,) for name in FIELDS}
+_FIELD_SET = {name: (name,) for name in QUERY_FIELDS}
 
 
 def parse_canonical(text: str) -> Node:

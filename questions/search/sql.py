@@ -10,6 +10,9 @@ read the posting lists of every trigram of it (" mi", "mic", ... are in most que
 normalised text at its spaces gives exactly its words, so "word in a default field" is exactly "word in
 that array"; for other leaves over default fields, each word in the array is a condition the exact test
 implies, added so that the index can narrow the rows first.
+
+The due field (section 8 of docs/query-language.md) has no column: its words are conditions on the question's
+dates and answer (`questions.conditions`), read on the day the search is made.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from operator import and_, or_
 from django.contrib.postgres.fields import ArrayField
 from django.db import connection
 from django.db.models import F, Func, Q, TextField
+from django.utils import timezone
+
+from questions.conditions import answered_late, named_day, overdue
 
 from .ast import And, Node, Not, Or, Phrase, Prefix, Term, leaves
 from .evaluate import keys, needle
-from .words import DEFAULT_FIELDS, FIELDS, base, base_key
+from .words import DEFAULT_FIELDS, DUE, FIELDS, base, base_key
 
 
 def column(key: str) -> str:
@@ -56,7 +62,21 @@ def _has_words(leaf: Term | Phrase, found: list[str]) -> Q:
     return Q(words.output_field.get_lookup("contains")(words, found))
 
 
+def due_q(word: str) -> Q:
+    """The questions that have `word` in the due field today (`Question.due_words`): worked out as the search
+    is made, where the alert matcher works it out as it matches."""
+    if word == "overdue":
+        return overdue(timezone.localdate())
+    if word == "late":
+        return answered_late()
+    assert word == "named", "the due field's words are checked when its term is made"
+    return named_day()
+
+
 def _leaf_q(node: Term | Prefix | Phrase, common: Collection[str], bounding: bool) -> Q:
+    if node.fields == (DUE,):
+        assert isinstance(node, Term), "the due field takes words alone"
+        return due_q(node.word)
     text = needle(node)
     exact = reduce(or_, (Q(**{f"{column(key)}__contains": text}) for key in keys(node)))
     # Only a word every match must have is looked up: a word left out, or one of an OR's alternatives, is

@@ -34,6 +34,12 @@ FIELDS: tuple[str, ...] = (
 # Where a term with no field looks (section 2), in FIELDS order: a person types an MP's or a department's
 # name as readily as a topic.
 DEFAULT_FIELDS: tuple[str, ...] = ("heading", "question", "answer", "member", "department", "minister")
+# The field of section 8: not text of the question but the state of its answer on the day it is read, so its
+# words are worked out when a question is matched (`Question.due_words`) and in SQL (`sql.due_q`), never stored.
+DUE = "due"
+DUE_WORDS: tuple[str, ...] = ("overdue", "late", "named")
+# Every field a search may name.
+QUERY_FIELDS: tuple[str, ...] = (*FIELDS, DUE)
 
 UNICODE_VERSIONS = f"unicodedata {unicodedata.unidata_version}; regex {regex.__version__}"
 
@@ -118,10 +124,11 @@ def base_text(normalised: str) -> str:
 
 
 def with_base_forms(normalised: Mapping[str, str]) -> dict[str, str]:
-    """A document from each field's `normalise()` text: those, and under `base_key(field)` their base forms."""
-    doc = dict(normalised)
-    for field in FIELDS:
-        doc[base_key(field)] = base_text(normalised[field])
+    """A document from each field's `normalise()` text: those, and under `base_key(field)` their base forms.
+    Without `DUE` text the question has none of its words."""
+    doc = {DUE: normalise(""), **normalised}
+    for field in QUERY_FIELDS:
+        doc[base_key(field)] = base_text(doc[field])
     return doc
 
 
@@ -135,7 +142,7 @@ DOCUMENT_KEYS: tuple[str, ...] = FIELDS + tuple(map(base_key, FIELDS))
 
 
 def document(record: Mapping[str, str | None]) -> dict[str, str]:
-    """Each field of a question mapped to its normalised text, and `base_key(field)` to the same words in
-    their base forms; an absent or None field is empty."""
+    """Each field of a question (`DUE` too) mapped to its normalised text, and `base_key(field)` to the same
+    words in their base forms; an absent or None field is empty."""
     return with_base_forms({field: normalise("" if record.get(field) is None else str(record[field]))
-                            for field in FIELDS})
+                            for field in QUERY_FIELDS})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from questions.search import FIELDS
+from questions.search import DUE_WORDS, FIELDS
 
 # Words as a person might type them: capitals, accents, inner punctuation (which
 # makes a phrase), digits, and the lower-case operator names that are words.
@@ -94,15 +94,17 @@ def descriptions(max_leaves: int = 12) -> st.SearchStrategy:
     present: a query that would match a question with no words is refused, and
     too many refusals would leave little to test.
     """
-    leaf = st.one_of(
+    text_leaf = st.one_of(
         words_st.map(lambda w: ("word", w)),
         st.sampled_from(WILDCARD_STEMS).map(lambda w: ("wild", w)),
         st.lists(words_st, min_size=1, max_size=4).map(lambda ws: ("phrase", tuple(ws))),
     )
+    # The due field (section 8) with one of its words: a field itself, so another field's value only in brackets.
+    leaf = st.one_of(text_leaf, st.sampled_from(DUE_WORDS).map(lambda w: ("due", w)))
 
     def extend(inner: st.SearchStrategy) -> st.SearchStrategy:
         group = inner.map(lambda x: ("group", x))
-        unary = st.one_of(leaf, group, st.tuples(st.just("field"), fields_st, st.one_of(leaf, group)))
+        unary = st.one_of(leaf, group, st.tuples(st.just("field"), fields_st, st.one_of(text_leaf, group)))
         negated = unary.map(lambda x: ("not", x))
         conjunction = st.tuples(unary, st.lists(st.one_of(unary, negated), min_size=1, max_size=3), st.integers(0, 3))
         return st.one_of(
@@ -149,6 +151,9 @@ def render(draw, description) -> str:
     if kind == "phrase":
         inside = draw(_PHRASE_GAPS).join(_case(draw, w) for w in description[1])
         return draw(_QUOTE_MARKS) + inside + draw(_QUOTE_MARKS)
+    if kind == "due":
+        name = ("due", "DUE", "Due", "due")[draw(_CASES)]
+        return f"{name}:{draw(_FIELD_GAPS)}{_case(draw, description[1])}"
     if kind == "group":
         inner = render(draw, description[1])
         if draw(_GROUP_GAPS):
@@ -219,8 +224,9 @@ _TEXT_SEPARATORS = st.sampled_from([" ", ", ", "-", " (", ") ", "’"])
 
 
 @st.composite
-def records(draw) -> dict[str, str | None]:
-    """A question whose fields are short texts over a small vocabulary, so queries often match."""
+def records(draw, due: bool = False) -> dict[str, str | None]:
+    """A question whose fields are short texts over a small vocabulary, so queries often match; with `due`, the
+    words of its due field too, as a question's state gives them on the day it is matched."""
     record: dict[str, str | None] = {}
     for field in FIELDS:
         size = draw(st.integers(-1, 8))
@@ -228,4 +234,6 @@ def records(draw) -> dict[str, str | None]:
             record[field] = None
             continue
         record[field] = "".join(draw(_TEXT_VOCABULARY) + draw(_TEXT_SEPARATORS) for _ in range(size))
+    if due:
+        record["due"] = " ".join(draw(st.lists(st.sampled_from(DUE_WORDS), unique=True)))
     return record

@@ -23,6 +23,7 @@ from questions.search import (
     compile_matcher,
     document,
     highlight,
+    leaves,
     matches,
     parse,
     parse_canonical,
@@ -265,14 +266,16 @@ def run_q(q: Q, doc: dict[str, str]) -> bool:
 
 
 @PROPERTY
-@given(queries(), records())
+@given(queries(), records(due=True))
 def test_evaluators_agree(query, record):
     node = parsed(query)
     doc = document(record)
     expected = naive(node, {field: words(text or "") for field, text in record.items()})
     assert matches(node, doc) is expected
     assert compile_matcher(node)(doc) is expected
-    assert run_q(to_q(node), doc) is expected
+    # The due field is a condition on dates and answers in SQL, not on words (tests/test_due_field.py).
+    if not any(leaf.fields == ("due",) for leaf in leaves(node)):
+        assert run_q(to_q(node), doc) is expected
 
 
 @PROPERTY

@@ -106,7 +106,9 @@ def test_fields():
 
 def test_document():
     doc = document({"heading": "Prisons: AI", "member": "Clive Lewis", "answer": None, "uin": "HL1234", "other": "x"})
-    assert set(doc) == set(FIELDS) | {f"base_{field}" for field in FIELDS}
+    # The due field too, empty unless the record says what state the question is in.
+    assert set(doc) == set(FIELDS) | {"due"} | {f"base_{field}" for field in (*FIELDS, "due")}
+    assert doc["due"] == doc["base_due"] == "  "
     assert doc["base_heading"] == " prison ai "
     assert doc["base_member"] == " clive lewis "
     assert doc["base_answer"] == "  "
