@@ -267,14 +267,12 @@ def render_again(deliveries: list[Delivery]) -> None:
     matches = list(Match.objects.filter(delivery__in=deliveries, subscription__paused=False).values_list(
         "delivery_id", "subscription_id", "events"))
     carried: dict[int, list] = {}
-    sizes: Counter = Counter()
-    for (delivery_id, _, events), rows in zip(matches, carried_rows(m[1:] for m in matches), strict=True):
+    for (delivery_id, _, _), rows in zip(matches, carried_rows(m[1:] for m in matches), strict=True):
         carried.setdefault(delivery_id, []).extend(rows)
-        sizes[delivery_id] += len(events)
     for delivery in deliveries:
         hits = renderer.hits(carried.get(delivery.pk, []))
         if delivery.kind in ALERT_KINDS:
-            delivery.payload = {**delivery.payload, "matches": sizes[delivery.pk]}
+            delivery.payload = {**delivery.payload, "matches": len(hits)}
         renderer.render(delivery, hits)
     Delivery.objects.bulk_update(deliveries, [*STORED, "status", "error", "payload"])
 
@@ -398,13 +396,18 @@ def deliverable_matches(frequency: str, before: dt.datetime | None = None, subsc
     return matches if before is None else matches.filter(created_at__lt=before)
 
 
+def _events(ids: set[int], *fields: str) -> dict[int, tuple]:
+    """These question events' fields by id, a bounded list of ids at a time; those deleted since are not there."""
+    ordered = sorted(ids)
+    return {pk: rest for start in range(0, len(ordered), 5_000) for pk, *rest in
+            QuestionEvent.objects.filter(pk__in=ordered[start:start + 5_000]).values_list("pk", *fields)}
+
+
 def carried_rows(matches: Iterable[tuple[int, list[int]]]) -> list[list[tuple[int, int, str, str]]]:
-    """For each (alert, event ids) match, its rows of (alert, question, event kind, event key), the events
-    read by primary key. An event deleted since it was matched (with its question) is left out."""
+    """For each (alert, event ids) match, its rows of (alert, question, event kind, event key). An event
+    deleted since it was matched (with its question) is left out, of the email and of its count."""
     matches = list(matches)
-    events = {pk: rest for pk, *rest in QuestionEvent.objects.filter(
-        pk__in={event_id for _, event_ids in matches for event_id in event_ids}).values_list(
-        "pk", "question_id", "kind", "key")}
+    events = _events({event_id for _, event_ids in matches for event_id in event_ids}, "question_id", "kind", "key")
     return [[(alert, *events[event_id]) for event_id in event_ids if event_id in events]
             for alert, event_ids in matches]
 
@@ -478,7 +481,7 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
         for (subscriber_id, subscription_id), group in sorted(groups.items(), key=lambda item: (item[0][0],
                                                                                                   item[0][1] or 0)):
             delivery = Delivery(subscriber=subscribers[subscriber_id], subscription_id=subscription_id, kind=kind,
-                                run=run, payload={"matches": sum(len(row[4]) for row, _ in group)})
+                                run=run, payload={"matches": sum(len(events) for _, events in group)})
             renderer.render(delivery, renderer.hits([event for _, events in group for event in events]))
             deliveries.append((delivery, group))
         _insert([delivery for delivery, _ in deliveries])
@@ -740,13 +743,15 @@ def _carried(chunk: list[Delivery]) -> dict[int, list[int]]:
     with transaction.atomic():
         _through_indexes()
         rows = list(Match.objects.filter(delivery_id__in=[d.pk for d in chunk if d.kind in ALERT_KINDS])
-                    .values_list("delivery_id", "subscription_id", "size"))
+                    .values_list("delivery_id", "subscription_id", "events"))
         paused = set(Subscription.objects.filter(pk__in={alert for _, alert, _ in rows}, paused=True)
                      .values_list("pk", flat=True))
+        # A question deleted since goes out of the email, which is made again without it.
+        there = _events({event_id for _, _, events in rows for event_id in events})
     carried: dict[int, list[int]] = {}
-    for delivery_id, alert, size in rows:
+    for delivery_id, alert, events in rows:
         if alert not in paused:
-            carried.setdefault(delivery_id, []).extend([alert] * size)
+            carried.setdefault(delivery_id, []).extend(alert for event_id in events if event_id in there)
     return carried
 
 

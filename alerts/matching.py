@@ -94,6 +94,27 @@ def mark_matched(event_ids: Sequence[int]) -> int:
             matched_at=timezone.now())
 
 
+def finish_shards() -> list[int]:
+    """Match here the events a sharded run left half matched (its chord never finished, and runs are no
+    longer sharded): each shard that has not recorded them does, one after another, and they are marked.
+    Matching them anew as a whole would record again what the other shards had. The immediate subscribers
+    of what is recorded."""
+    # Notes of events marked or deleted since are of no use.
+    MatchedShard.objects.exclude(event_id__in=_unmatched().values("id")).delete()
+    immediate: set[int] = set()
+    for shards in MatchedShard.objects.order_by().values_list("shards", flat=True).distinct():
+        event_ids = sorted(set(MatchedShard.objects.filter(shards=shards).values_list("event_id", flat=True)))
+        log.warning("finishing events a sharded run left", extra={"events": len(event_ids), "shards": shards})
+        for shard in range(shards):
+            # Built for this once, not kept: it is one share of an index this process already holds whole.
+            percolator = Percolator(shard, shards)
+            percolator.refresh()
+            immediate.update(match_events(shard=shard, shards=shards, event_ids=event_ids,
+                                          percolator=percolator).immediate_subscriber_ids)
+        mark_matched(event_ids)
+    return sorted(immediate)
+
+
 def match_events(
     batch_size: int = BATCH_SIZE,
     shard: int | None = None,
@@ -111,7 +132,10 @@ def match_events(
     """
     if percolator is None:
         with _percolators_lock:
-            return match_events(batch_size, shard, shards, event_ids, percolator_for(shard, shards))
+            finished = finish_shards() if shard is None and MatchedShard.objects.exists() else []
+            result = match_events(batch_size, shard, shards, event_ids, percolator_for(shard, shards))
+        result.immediate_subscriber_ids = sorted({*result.immediate_subscriber_ids, *finished})
+        return result
     with metrics.MATCH_SECONDS.time():
         result = _match(batch_size, shard, shards, event_ids, percolator)
     metrics.MATCHES.inc(result.matches)

@@ -97,6 +97,33 @@ def test_a_shard_run_again_records_nothing_twice_even_in_a_batch_sent_out_anew()
 
 
 @pytest.mark.django_db
+def test_an_unsharded_run_finishes_what_a_sharded_run_left_without_recording_anything_twice():
+    readers = [subscriber(f"reader{n}@example.com") for n in range(6)]
+    for reader, query in zip(readers, ["palantir", "police", "contracts", "heading:palantir", "police -schools",
+                                       "palantir OR schools"], strict=True):
+        subscribe(subscriber=reader, query=query)
+    ids = [event(question("q1", heading="Police: Palantir contracts"), "tabled").pk,
+           event(question("q2", heading="Schools"), "tabled").pk]
+    # Shard 0 of 3 recorded its matches; the others never ran, and runs are no longer sharded.
+    match_events(shard=0, shards=3, event_ids=ids)
+    told = {Subscription.objects.get(pk=alert).subscriber_id for alert, _ in pairs()}
+    assert told
+
+    result = match_events()
+
+    assert matched() == {
+        ("reader0@example.com", "palantir", "q1:tabled"), ("reader1@example.com", "police", "q1:tabled"),
+        ("reader2@example.com", "contracts", "q1:tabled"), ("reader3@example.com", "heading:palantir", "q1:tabled"),
+        ("reader4@example.com", "police -schools", "q1:tabled"), ("reader5@example.com", "palantir OR schools",
+                                                                  "q1:tabled"),
+        ("reader5@example.com", "palantir OR schools", "q2:tabled")}
+    # Emailed now: those whose matches this run recorded.
+    assert result.immediate_subscriber_ids == sorted({reader.pk for reader in readers} - told)
+    assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
+    assert not MatchedShard.objects.exists()
+
+
+@pytest.mark.django_db
 def test_alert_on_chooses_which_events_a_saved_search_hears_about():
     ann = subscriber("ann@example.com")
     subscribe(subscriber=ann, query="palantir", alert_on=Subscription.AlertOn.BOTH)

@@ -39,12 +39,14 @@ def spread(apps, schema_editor):
     match = apps.get_model("alerts", "Match")
     schema_editor.create_model(match)
     table = schema_editor.quote_name(match._meta.db_table)
-    each = ("jsonb_array_elements_text(m.events)::bigint" if schema_editor.connection.vendor == "postgresql"
-            else "CAST(e.value AS INTEGER)")
-    joined = "" if schema_editor.connection.vendor == "postgresql" else ", json_each(m.events) AS e"
+    postgresql = schema_editor.connection.vendor == "postgresql"
+    each = "jsonb_array_elements_text(m.events)::bigint" if postgresql else "CAST(e.value AS INTEGER)"
+    joined = "" if postgresql else ", json_each(m.events) AS e"
+    # A pair held twice (two runs of differently sharded matching) comes back once: the one with an email.
     schema_editor.execute(
-        f"INSERT INTO {table} (subscription_id, event_id, created_at, delivery_id) "
-        f"SELECT DISTINCT subscription_id, {each}, created_at, delivery_id FROM {BEFORE} AS m{joined}")
+        f"INSERT {'' if postgresql else 'OR IGNORE '}INTO {table} (subscription_id, event_id, created_at, delivery_id) "
+        f"SELECT subscription_id, {each}, created_at, delivery_id FROM {BEFORE} AS m{joined} "
+        f"ORDER BY delivery_id IS NULL{' ON CONFLICT DO NOTHING' if postgresql else ''}")
     schema_editor.execute(f"DROP TABLE {BEFORE}")
 
 
