@@ -94,15 +94,15 @@ def mark_matched(event_ids: Sequence[int]) -> int:
             matched_at=timezone.now())
 
 
-def finish_shards() -> list[int]:
+def finish_shards(keep: int | None = None) -> list[int]:
     """Match here the events a sharded run left half matched (its chord never finished, and runs are no
-    longer sharded): each shard that has not recorded them does, one after another, and they are marked.
-    Matching them anew as a whole would record again what the other shards had. The immediate subscribers
-    of what is recorded."""
+    longer sharded, or sharded `keep` ways, whose own runs are left to their chords): each shard that has
+    not recorded them does, one after another, and they are marked. Matching them anew as a whole would
+    record again what the other shards had. The immediate subscribers of what is recorded."""
     # Notes of events marked or deleted since are of no use.
     MatchedShard.objects.exclude(event_id__in=_unmatched().values("id")).delete()
     immediate: set[int] = set()
-    for shards in MatchedShard.objects.order_by().values_list("shards", flat=True).distinct():
+    for shards in MatchedShard.objects.exclude(shards=keep).order_by().values_list("shards", flat=True).distinct():
         event_ids = sorted(set(MatchedShard.objects.filter(shards=shards).values_list("event_id", flat=True)))
         log.warning("finishing events a sharded run left", extra={"events": len(event_ids), "shards": shards})
         for shard in range(shards):

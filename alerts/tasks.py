@@ -19,8 +19,8 @@ from alerts.canary import run_canary
 from alerts.delivery import build_run, deliver_immediate, send_due, stop_claiming
 from alerts.digests import start_due_runs
 from alerts.following import retire_follows
-from alerts.matching import BATCH_SIZE, claim_events, mark_matched, match_events, match_shards
-from alerts.models import DigestRun
+from alerts.matching import BATCH_SIZE, claim_events, finish_shards, mark_matched, match_events, match_shards
+from alerts.models import DigestRun, MatchedShard
 from alerts.retention import prune
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ def _deliver(subscriber_ids: list[int]) -> None:
 def match_events_task(self, batch_size: int = BATCH_SIZE) -> dict:
     shards = match_shards()
     if shards > 1 and not isinstance(self.app.backend, DisabledBackend):
+        if MatchedShard.objects.exclude(shards=shards).exists():
+            # Left by runs sharded another way, before MATCH_SHARDS changed.
+            _deliver(finish_shards(keep=shards))
         return {"fanned_out": fan_out(batch_size, shards)}
     try:
         # Without a result backend a chord cannot finish: every shard's saved searches are matched here.

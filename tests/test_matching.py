@@ -264,6 +264,38 @@ def test_a_sharded_task_sends_every_shard_the_same_events_and_marks_them_after(m
     assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
 
 
+@pytest.mark.django_db
+def test_a_sharded_task_first_finishes_what_runs_sharded_another_way_left(monkeypatch, settings):
+    from celery.backends.cache import CacheBackend
+
+    from config.celery import app
+
+    monkeypatch.setattr(tasks, "deliver_immediate", lambda ids: None)
+    for number, query in enumerate(["palantir", "police", "contracts", "heading:palantir", "police -schools"]):
+        subscribe(subscriber=subscriber(f"reader{number}@example.com"), query=query)
+    first = event(question("q1", heading="Police: Palantir contracts"), "tabled").pk
+    # Runs were sharded two ways: one shard recorded its matches, and the chord never finished.
+    match_events(shard=1, shards=2, event_ids=[first])
+    assert pairs()
+    event(question("q2", heading="Police: Schools"), "tabled")
+    settings.MATCH_SHARDS = 3
+    monkeypatch.setattr(app._local, "backend", CacheBackend(app=app, backend="memory"), raising=False)
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        tasks.match_events_task.apply().get(disable_sync_subtasks=False)
+    finally:
+        app.conf.task_always_eager = eager
+
+    assert matched() == {
+        ("reader0@example.com", "palantir", "q1:tabled"), ("reader1@example.com", "police", "q1:tabled"),
+        ("reader2@example.com", "contracts", "q1:tabled"), ("reader3@example.com", "heading:palantir", "q1:tabled"),
+        ("reader4@example.com", "police -schools", "q1:tabled"), ("reader1@example.com", "police", "q2:tabled"),
+    }
+    assert not QuestionEvent.objects.filter(matched_at__isnull=True).exists()
+    assert not MatchedShard.objects.exists()
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_runs_at_once_share_the_events_without_overlap():
