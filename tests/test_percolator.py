@@ -190,6 +190,13 @@ def test_an_and_is_anchored_by_its_rarest_child():
     assert anchors("house:commons member:lewis") == {(WORD, ("base_member",), "lewis")}
 
 
+def test_a_due_word_anchors_a_query_only_where_it_has_no_rarer_word():
+    # Worked out when a question is matched, a due word is in no sample, and yet in many questions.
+    assert anchors("palantir due:named", RARITY) == {(WORD, BASE, "palantir")}
+    assert anchors("member:lewis due:overdue") == {(WORD, ("base_member",), "lewis")}
+    assert {key for _, _, key in anchors("due:overdue", RARITY)} == {"overdue"}
+
+
 def test_without_a_sample_longer_words_count_as_rarer():
     assert anchors("ai palantir") == {(WORD, BASE, "palantir")}
 

@@ -7,15 +7,20 @@ text is what the search page, the feeds and the edit form read: a saved search w
 otherwise (a due field), or is now refused (`due:tomorrow`), is given its canonical text as its typed text, so
 that every place reads what it was saved to mean. How many were rewritten is written to the migration's output."""
 
+import re
+
 from django.db import migrations, models
 
 from questions.search import DUE, QueryError, leaves, parse, parse_canonical
+
+# The due field's name as a query piece: where a refusal can come from it.
+DUE_PIECE = re.compile(r"(?i)(?:^|[\s(\-])due:")
 
 
 def keep_meaning(apps, schema_editor):
     Subscription = apps.get_model("alerts", "Subscription")
     limit = Subscription._meta.get_field("query").max_length
-    changed = []
+    changed, kept = [], []
     for subscription in Subscription.objects.filter(question__isnull=True, query__icontains="due").only(
             "query", "canonical_query").iterator(2000):
         try:
@@ -25,14 +30,20 @@ def keep_meaning(apps, schema_editor):
         try:
             now = parse(subscription.query, max_length=None)
         except QueryError:
-            now = None  # refused since: the due field takes only its own words
-        reads_otherwise = now is None or now != before and any(DUE in leaf.fields for leaf in leaves(now))
-        if reads_otherwise and len(subscription.canonical_query) <= limit:
-            subscription.query = subscription.canonical_query
-            changed.append(subscription)
+            # Refused since only if the due field is what refuses it (it takes only its own words).
+            now = None if DUE_PIECE.search(subscription.query) else before
+        if now is None or now != before and any(DUE in leaf.fields for leaf in leaves(now)):
+            if len(subscription.canonical_query) <= limit:
+                subscription.query = subscription.canonical_query
+                changed.append(subscription)
+            else:
+                kept.append(subscription.pk)
     Subscription.objects.bulk_update(changed, ["query"], batch_size=1000)
     if changed:
         print(f"\n  {len(changed)} saved search(es) with due: as text now written as their canonical text.")
+    if kept:
+        print(f"\n  {len(kept)} saved search(es) with due: as text whose canonical text is too long to be their "
+              f"typed text: their alerts keep their meaning, their pages read the due field. Ids: {kept}")
 
 
 class Migration(migrations.Migration):

@@ -49,7 +49,7 @@ from typing import NamedTuple, TypeAlias
 from .ast import And, Leaf, Node, Not, Or, Phrase, Prefix, Term, leaves
 from .evaluate import keys
 from .parser import parse_canonical
-from .words import DEFAULT_FIELDS, FIELDS, base, base_key
+from .words import DEFAULT_FIELDS, DUE, FIELDS, base, base_key
 
 Document = Mapping[str, str]
 # The document keys a key of the index looks in: the default group of fields, or one field; as written or in
@@ -69,6 +69,8 @@ _FIELD_SHARE: dict[str | None, float] = {
     None: 0.1, "heading": 0.03, "question": 0.08, "answer": 0.08, "member": 0.005, "party": 0.3,
     "constituency": 0.005, "department": 0.05, "minister": 0.01, "house": 0.5, "uin": 0.0001,
 }
+_DUE_SHARE = 0.5
+_DUE_SPECS = {(DUE,), (base_key(DUE),)}
 # Every spec, each with its guess.
 _SHARES: dict[Spec, float] = {
     **{tuple(spelling(field) for field in DEFAULT_FIELDS): _FIELD_SHARE[None] for spelling in (str, base_key)},
@@ -158,6 +160,10 @@ class Rarity:
                 self.buckets[spec].update({word[:BUCKET_LENGTH] for word in found if len(word) >= BUCKET_LENGTH})
 
     def word(self, spec: Spec, word: str) -> float:
+        if spec in _DUE_SPECS:
+            # Worked out when a question is matched, never stored: no sample counts it, and a third of
+            # questions are named-day ones. Any word of the query is a better anchor.
+            return _DUE_SHARE
         guess = _SHARES.get(spec, 0.1) * min(1.0, 3 / len(word))
         return (self.words.get(spec, _NONE)[word] + guess) / (self.documents + 1)
 
