@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 
 from questions.middleware import describe, unwanted_character
 from questions.models import Question
-from questions.search import MAX_LENGTH, QueryError, parse
+from questions.search import DUE, MAX_LENGTH, And, QueryError, Term, parse
 from questions.searching import Filters, departments
 
 ANSWERED_CHOICES = [("", "All questions"), ("answered", "Answered"), ("unanswered", "Not yet answered")]
@@ -103,9 +103,16 @@ class SearchForm(forms.Form):
         return any(data.get(name) for name in ("answered", "tabled_from", "tabled_to", "due_from", "due_to"))
 
     def alert_on(self) -> str:
-        """What an alert of this page is to email about, where the page says: the questions overdue now are
-        heard of as each goes overdue; "" for the form's default."""
-        return "overdue" if self.cleaned_data.get("timing") == "overdue" else ""
+        """What an alert of this page is to email about, where the page says: the questions overdue now (by the
+        filter, or `due:overdue` that every match must have) are heard of as each goes overdue; "" for the
+        form's default."""
+        try:
+            node = parse(self.alert_query()) if self.alert_query() else None
+        except QueryError:
+            node = None
+        required = node.children if isinstance(node, And) else (node,)
+        return "overdue" if any(isinstance(child, Term) and child.fields == (DUE,) and child.word == "overdue"
+                                for child in required) else ""
 
     def query_error(self) -> tuple[str, int | None] | None:
         for error in self.errors.as_data().get("q", []):

@@ -146,6 +146,11 @@ def test_the_search_page_offers_the_filters_and_the_question_page_says_when_due(
     alerting = client.get("/", {"q": "crime", "timing": "overdue"}).content.decode()
     assert "?q=%28crime%29%20AND%20due%3Aoverdue&amp;alert_on=overdue" in alerting
     assert "apply to this page only" not in alerting
+    # So does the due field typed, where every match must be overdue; not where it is one choice of several.
+    typed = client.get("/", {"q": "crime due:overdue"}).content.decode()
+    assert "?q=crime%20due%3Aoverdue&amp;alert_on=overdue" in typed
+    assert "alert_on=" not in client.get("/", {"q": "crime OR due:overdue"}).content.decode()
+    assert "alert_on=" not in client.get("/", {"q": "crime due:late"}).content.decode()
 
     def shown(key: str) -> str:
         question = Question.objects.get(external_id=key)
