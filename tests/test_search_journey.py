@@ -41,8 +41,8 @@ def link_query(href: str) -> dict[str, str]:
 
 def email_me(html: str) -> str | None:
     """The search the "Email me" button hands to the alert form, or None without the button."""
-    found = re.search(r'<a class="button" href="(/alerts/new/\?[^"]*)"[^>]*>Email me when new questions match this '
-                      r"search</a>", html)
+    found = re.search(r'<a class="button" href="(/alerts/new/\?[^"]*)"[^>]*>Email me when (?:new questions match '
+                      r"this search|questions of this search go overdue)</a>", html)
     return link_query(found.group(1))["q"] if found else None
 
 
@@ -142,6 +142,7 @@ def test_the_named_day_and_timing_filters_are_carried_into_the_alert(client, arc
         assert email_me(html) == f'(police) AND department:"Department for Education" AND {carried}'
         href = re.search(r'<a class="button" href="(/alerts/new/\?[^"]*)"', html).group(1)
         assert link_query(href).get("alert_on") == alert_on
+        assert ("go overdue</a>" in html) == (alert_on == "overdue")
         assert DATES_NOTE not in html
 
 
