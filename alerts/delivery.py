@@ -471,6 +471,7 @@ def make_deliveries(kind: str, matches, renderer: Renderer, run: DigestRun | Non
         if gone := [row[0] for row, events in zip(rows, carried, strict=True) if not events]:
             # Every event of theirs was deleted (with its question): nothing left to tell.
             Match.objects.filter(pk__in=gone).delete()
+            log.info("matches of deleted questions dropped", extra={"kind": kind, "matches": len(gone)})
         groups: dict[tuple[int, int | None], list[tuple]] = {}
         for row, events in zip(rows, carried, strict=True):
             if events:

@@ -151,8 +151,8 @@ def _erase(ids: list[int]) -> None:
 
 def _what_to_prune(now: dt.datetime) -> list[tuple[str, QuerySet, Callable[[list[int]], None]]]:
     finished = [Delivery.Status.SENT, Delivery.Status.REJECTED, Delivery.Status.FAILED]
-    # An email still to go keeps what it carries, however old, and so does a match still waiting for its
-    # digest run: its matches go with their events.
+    # An email still to go keeps the events it carries, however old, and so does a match still waiting for
+    # its digest run.
     waiting = Q(delivery__isnull=True, subscription__in=Subscription.objects.receiving()) & Match.SENDABLE
     # Every event from the first of any such match on: a match is a handful of events of one run, and the
     # oldest waits for a monthly digest at most (or an email for its ESP), so what is kept needlessly is

@@ -106,8 +106,9 @@ class SearchForm(forms.Form):
         """What an alert of this page is to email about, where the page says: the questions overdue now (by the
         filter, or `due:overdue` that every match must have) are heard of as each goes overdue; "" for the
         form's default."""
+        query = self.alert_query()
         try:
-            node = parse(self.alert_query()) if self.alert_query() else None
+            node = parse(query) if query else None
         except QueryError:
             node = None
         required = node.children if isinstance(node, And) else (node,)
